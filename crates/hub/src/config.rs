@@ -1,0 +1,83 @@
+//! Limits and timing, all with defaults a public-facing server can start from.
+
+use core::time::Duration;
+
+/// What the hub does when a connection's outbound queue would exceed [`Limits::max_queued_bytes`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlowConsumerPolicy {
+    /// Skip this delivery for that connection only and count it in `dropped_deliveries`.
+    Drop,
+    /// Close that connection with [`crate::CloseCode::SLOW_CONSUMER`].
+    Close,
+}
+
+/// A token bucket on inbound messages per connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Sustained messages per second.
+    pub per_second: u32,
+    /// Messages that may arrive at once above the sustained rate.
+    pub burst: u32,
+}
+
+/// Limits on what one connection, or all of them, may use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest inbound frame in bytes; larger closes the connection with `MESSAGE_TOO_BIG` (1009).
+    pub max_frame_bytes: usize,
+    /// Open connections; one more is refused at open with [`crate::OpenError::TooManyConnections`].
+    pub max_connections: usize,
+    /// Rooms one connection may be in; one more is refused with [`crate::JoinError::TooManyRooms`].
+    pub max_rooms_per_connection: usize,
+    /// Rooms in the whole hub; one more is refused with [`crate::JoinError::TooManyRoomsInHub`].
+    pub max_rooms: usize,
+    /// Outbound bytes handed to the driver and not yet reported flushed, per connection.
+    pub max_queued_bytes: usize,
+    /// What happens when `max_queued_bytes` would be exceeded.
+    pub slow_consumer: SlowConsumerPolicy,
+    /// Inbound message rate per connection; above it the connection is closed with
+    /// `POLICY_VIOLATION` (1008). `None` disables the limit.
+    pub inbound_rate: Option<RateLimit>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_frame_bytes: 64 * 1024,
+            max_connections: 100_000,
+            max_rooms_per_connection: 64,
+            max_rooms: 100_000,
+            max_queued_bytes: 1024 * 1024,
+            slow_consumer: SlowConsumerPolicy::Close,
+            inbound_rate: Some(RateLimit {
+                per_second: 100,
+                burst: 200,
+            }),
+        }
+    }
+}
+
+/// Everything the hub needs to know up front.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Resource limits and the slow-consumer policy.
+    pub limits: Limits,
+    /// How often the driver is asked to send a WebSocket ping to each connection. `None`: never.
+    pub heartbeat_interval: Option<Duration>,
+    /// A connection with no inbound traffic (frames or pongs) for this long is closed with
+    /// [`crate::CloseCode::IDLE_TIMEOUT`]. `None`: never.
+    pub idle_timeout: Option<Duration>,
+    /// Emit [`crate::Output::Replicate`] for every local publication, for a cluster backplane.
+    pub replicate: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            limits: Limits::default(),
+            heartbeat_interval: Some(Duration::from_secs(30)),
+            idle_timeout: Some(Duration::from_secs(75)),
+            replicate: false,
+        }
+    }
+}

@@ -1,0 +1,68 @@
+//! A sans-IO real-time hub: connections, rooms, filters, fan-out rules, heartbeats and limits.
+//!
+//! The hub does no I/O, reads no clock, spawns nothing and holds no locks. A driver (a transport)
+//! feeds it what happened — a connection opened, a frame arrived, bytes were flushed, time
+//! passed — and drains what it must do next: transmit a frame, send a ping, close a connection.
+//! Time is an argument (`now`); the next deadline comes out of [`Hub::poll_timeout`].
+//!
+//! What one system's clients say is not the hub's business: a [`Protocol`] implementation decodes
+//! frames and acts through a [`Context`] (join a room, set a filter, publish). The hub applies the
+//! fan-out rules ([`Target`], sender exclusion, filters), encodes nothing itself, and hands every
+//! recipient a clone of the same [`bytes::Bytes`] buffer.
+//!
+//! Every queue is bounded: each connection's unflushed outbound bytes are counted against
+//! [`Limits::max_queued_bytes`], and the [`SlowConsumerPolicy`] decides what happens at the limit.
+//!
+//! # The drive loop
+//!
+//! ```no_run
+//! use switchboard_hub::{Config, Frame, Hub, Instant, OpenInfo, Output};
+//! # fn protocol() -> Box<dyn switchboard_hub::Protocol + Send> { unimplemented!() }
+//! # fn clock() -> Instant { unimplemented!() }
+//! # fn write(_: switchboard_hub::ConnectionHandle, _: &[u8]) {}
+//!
+//! let mut hub = Hub::new(Config::default(), protocol(), clock());
+//! let conn = hub.handle_open(clock(), OpenInfo::default()).expect("under the connection limit");
+//! hub.handle_frame(clock(), conn, Frame::Text(r#"{"type":"ping"}"#.into())).unwrap();
+//! loop {
+//!     // Every input is followed by a full drain of the output queue.
+//!     while let Some(out) = hub.poll_output() {
+//!         match out {
+//!             Output::Transmit { connection, payload } => {
+//!                 write(connection, &payload);
+//!                 hub.handle_flushed(clock(), connection, payload.len()).ok();
+//!             }
+//!             Output::Ping { .. } | Output::Close { .. } | Output::Replicate(_) => {}
+//!         }
+//!     }
+//!     // Sleep until the next deadline (or the next input), then:
+//!     if hub.poll_timeout().is_some_and(|t| t <= clock()) {
+//!         hub.handle_timeout(clock());
+//!     }
+//! #   break;
+//! }
+//! ```
+#![cfg_attr(not(any(test, feature = "std")), no_std)]
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+
+mod close;
+mod config;
+mod connection;
+mod hub;
+mod protocol;
+mod publication;
+mod stats;
+pub mod time;
+
+pub use bytes::Bytes;
+pub use close::CloseCode;
+pub use config::{Config, Limits, RateLimit, SlowConsumerPolicy};
+pub use connection::{ConnectionHandle, ConnectionInfo, Filter, Identity, OpenInfo, Tags};
+pub use hub::{Frame, Hub, JoinError, OpenError, Output, UnknownConnection};
+pub use protocol::{Context, HttpRequest, HttpResponse, Method, Protocol};
+pub use publication::{Publication, Target};
+pub use stats::{Counters, Stats};
+pub use time::Instant;

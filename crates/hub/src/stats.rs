@@ -1,0 +1,43 @@
+//! Counters and gauges for `/metrics` and the seeds' stats endpoints.
+
+use alloc::collections::BTreeMap;
+
+/// Monotonic counters since the hub was created.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Connections accepted.
+    pub connections_opened: u64,
+    /// Connections gone, for any reason.
+    pub connections_closed: u64,
+    /// Frames received.
+    pub messages_in: u64,
+    /// Bytes of frames received.
+    pub bytes_in: u64,
+    /// Publications fanned out (direct replies are not counted).
+    pub publications: u64,
+    /// Frames queued to connections (each recipient of a publication counts once).
+    pub deliveries: u64,
+    /// Bytes queued to connections.
+    pub bytes_out: u64,
+    /// Deliveries skipped by the `Drop` slow-consumer policy.
+    pub dropped_deliveries: u64,
+    /// Connections closed by the `Close` slow-consumer policy.
+    pub slow_consumer_closes: u64,
+    /// Connections closed for idleness.
+    pub idle_timeouts: u64,
+    /// Errors by kind (`not_json`, `unknown_type`, `frame_too_large`, `rate_limited`, ...).
+    pub errors: BTreeMap<&'static str, u64>,
+}
+
+/// A snapshot of the hub's state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Open connections.
+    pub connections: usize,
+    /// Non-empty rooms.
+    pub rooms: usize,
+    /// Outbound bytes queued across all connections and not yet flushed.
+    pub queued_bytes: usize,
+    /// Counters.
+    pub counters: Counters,
+}

@@ -1,0 +1,69 @@
+//! Decode errors shared by every protocol module.
+
+use alloc::string::{String, ToString};
+
+/// Why an inbound frame or request body could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The frame is larger than the module accepts.
+    #[error("message of {len} bytes exceeds the {max}-byte limit")]
+    TooLarge {
+        /// Its size.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The bytes are not JSON.
+    #[error("not valid JSON: {0}")]
+    NotJson(String),
+    /// JSON, but not an object.
+    #[error("expected a JSON object")]
+    NotAnObject,
+    /// A required field is absent.
+    #[error("missing field `{0}`")]
+    MissingField(String),
+    /// The `type` tag names no message of this protocol.
+    #[error("unknown message type `{0}`")]
+    UnknownType(String),
+    /// A field is present but has the wrong type or value.
+    #[error("invalid message: {0}")]
+    Invalid(String),
+}
+
+impl DecodeError {
+    /// A stable label for metrics, e.g. `"not_json"`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DecodeError::TooLarge { .. } => "too_large",
+            DecodeError::NotJson(_) => "not_json",
+            DecodeError::NotAnObject => "not_an_object",
+            DecodeError::MissingField(_) => "missing_field",
+            DecodeError::UnknownType(_) => "unknown_type",
+            DecodeError::Invalid(_) => "invalid_field",
+        }
+    }
+
+    /// Classify an error serde reported while reading a typed message out of a JSON object.
+    pub(crate) fn from_serde(e: &serde_json::Error) -> Self {
+        let msg = e.to_string();
+        // serde's derive reports a missing field as "missing field `name`"; keep the name.
+        if let Some(rest) = msg.strip_prefix("missing field `") {
+            if let Some(name) = rest.split('`').next() {
+                return DecodeError::MissingField(name.to_string());
+            }
+        }
+        DecodeError::Invalid(strip_position(msg))
+    }
+}
+
+/// serde_json appends " at line L column C" to syntax errors; drop it for a shorter reply.
+fn strip_position(mut msg: String) -> String {
+    if let Some(at) = msg.rfind(" at line ") {
+        msg.truncate(at);
+    }
+    msg
+}
+
+pub(crate) fn not_json(e: &serde_json::Error) -> DecodeError {
+    DecodeError::NotJson(strip_position(e.to_string()))
+}

@@ -1,0 +1,146 @@
+//! Laptimes relay, version 1: `{table, operation, timestamp}` change notices.
+//!
+//! A client's notice is validated, then relayed byte for byte (extra fields included) to every
+//! other connected client; the sender never receives its own notice. Bad input gets an
+//! `{"type":"error",...}` frame to the sender alone (the seed defines no error message; see
+//! `docs/protocol/laptimes-v1.md`).
+
+use alloc::boxed::Box;
+use alloc::string::String;
+use alloc::vec::Vec;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use switchboard_hub::{ConnectionHandle, Context, Protocol, Publication};
+
+use crate::codec;
+use crate::registry::{Auth, Options, SystemSpec};
+use crate::{DecodeError, Direction};
+
+/// The registry entry: `WS_PORT`, default 3002, upgrades accepted on any path.
+pub const SPEC: SystemSpec = SystemSpec {
+    name: "laptimes",
+    title: "PC2 Laptimes change-notice relay",
+    default_port: 3002,
+    port_env: Some("WS_PORT"),
+    ws_path: None,
+    auth: Auth::None,
+    origins: None,
+    api_key_env: "LAPTIMES_API_KEY",
+    build,
+};
+
+/// Message types with a `type` tag (only the server's error reply has one).
+pub const CLIENT_TYPES: &[&str] = &[];
+/// Server message types.
+pub const SERVER_TYPES: &[&str] = &["error"];
+
+/// A change notice, in both directions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChangeNotice {
+    /// The table that changed: `cars`, `tracks`, `drivers`, `times` (others are relayed too).
+    pub table: String,
+    /// The kind of change; always `CHANGE` in the seed.
+    pub operation: String,
+    /// When the change happened (ISO 8601), as the client wrote it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<String>,
+    /// Fields beyond the documented three, relayed untouched.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// The reply to a frame the relay could not accept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorReply {
+    /// Always `error`.
+    #[serde(rename = "type")]
+    pub kind: ErrorTag,
+    /// What was wrong.
+    pub message: String,
+    /// Detail from the decoder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<String>,
+}
+
+/// The `error` type tag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorTag {
+    /// `"error"`
+    #[serde(rename = "error")]
+    Error,
+}
+
+/// A message the server sends.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ServerMessage {
+    /// Another client's notice, relayed.
+    Change(ChangeNotice),
+    /// A reply to bad input.
+    Error(ErrorReply),
+}
+
+/// Decode a client's notice.
+pub fn decode_client(bytes: &[u8]) -> Result<ChangeNotice, DecodeError> {
+    let obj = codec::object(bytes)?;
+    codec::from_object(obj)
+}
+
+/// Decode a server message (for clients written in Rust, and the tests).
+pub fn decode_server(bytes: &[u8]) -> Result<ServerMessage, DecodeError> {
+    let obj = codec::object(bytes)?;
+    if obj.get("type").and_then(Value::as_str) == Some("error") && !obj.contains_key("table") {
+        codec::from_object(obj).map(ServerMessage::Error)
+    } else {
+        codec::from_object(obj).map(ServerMessage::Change)
+    }
+}
+
+/// Encode a server message.
+pub fn encode_server(msg: &ServerMessage) -> Bytes {
+    match msg {
+        ServerMessage::Change(n) => codec::to_bytes(n),
+        ServerMessage::Error(e) => codec::to_bytes(e),
+    }
+}
+
+/// Decode and re-encode one documented example.
+pub fn round_trip(dir: Direction, bytes: &[u8]) -> Result<Vec<u8>, DecodeError> {
+    match dir {
+        Direction::ClientToServer => decode_client(bytes).map(|m| codec::to_vec(&m)),
+        Direction::ServerToClient => decode_server(bytes).map(|m| encode_server(&m).to_vec()),
+        Direction::Publish => Err(DecodeError::UnknownType("publish".into())),
+    }
+}
+
+/// The relay.
+#[derive(Debug, Default)]
+pub struct Laptimes;
+
+fn build(_: &Options) -> Box<dyn Protocol + Send> {
+    Box::new(Laptimes)
+}
+
+impl Protocol for Laptimes {
+    fn name(&self) -> &'static str {
+        "laptimes"
+    }
+
+    fn on_text(&mut self, cx: &mut Context<'_>, conn: ConnectionHandle, frame: &Bytes) {
+        match decode_client(frame) {
+            // Relay the client's own bytes: one buffer shared by every recipient, nothing re-encoded.
+            Ok(_) => {
+                cx.publish(Publication::to_all(frame.clone()).except(conn));
+            }
+            Err(e) => {
+                cx.count_error(e.kind());
+                let reply = ErrorReply {
+                    kind: ErrorTag::Error,
+                    message: String::from("Invalid change notice"),
+                    details: Some(alloc::string::ToString::to_string(&e)),
+                };
+                cx.send(conn, codec::to_bytes(&reply));
+            }
+        }
+    }
+}
