@@ -1,0 +1,220 @@
+//! A WebSocket-only server for one system: accept, check the upgrade, run the connection.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchboard_hub::{CloseCode, Config};
+use switchboard_protocol::Options;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use crate::connection;
+use crate::driver::{spawn_hub, HubHandle};
+use crate::gate::{Endpoint, Verdict};
+
+/// How long shutdown waits for connections to finish their close handshakes.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Tells a running server to stop; cloneable, and dropping it does not stop the server.
+#[derive(Debug, Clone)]
+pub struct ShutdownHandle {
+    tx: Arc<watch::Sender<bool>>,
+}
+
+/// The receiving side of a [`ShutdownHandle`].
+#[derive(Debug, Clone)]
+pub struct Shutdown {
+    rx: watch::Receiver<bool>,
+}
+
+/// A new shutdown pair.
+pub fn shutdown_pair() -> (ShutdownHandle, Shutdown) {
+    let (tx, rx) = watch::channel(false);
+    (ShutdownHandle { tx: Arc::new(tx) }, Shutdown { rx })
+}
+
+impl ShutdownHandle {
+    /// Ask the server to stop accepting, close every connection with 1001, and return.
+    pub fn trigger(&self) {
+        let _ = self.tx.send(true);
+    }
+}
+
+impl Shutdown {
+    /// Resolves once shutdown was triggered.
+    pub async fn wait(&mut self) {
+        let _ = self.rx.wait_for(|stop| *stop).await;
+    }
+}
+
+/// The WebSocket settings a hub's limits imply. tungstenite refuses frames above twice the hub's
+/// limit outright (bounding memory); frames between the two reach the hub, which closes with
+/// 1009 and counts the error.
+pub fn ws_config(config: &Config) -> WebSocketConfig {
+    let hard = config.limits.max_frame_bytes.saturating_mul(2).max(1024);
+    WebSocketConfig::default()
+        .max_message_size(Some(hard))
+        .max_frame_size(Some(hard))
+        .max_write_buffer_size(config.limits.max_queued_bytes.saturating_add(64 * 1024))
+}
+
+/// A running system: its hub and its accept loop.
+#[derive(Debug)]
+pub struct Server {
+    hub: HubHandle,
+    local_addr: SocketAddr,
+    shutdown: ShutdownHandle,
+    task: tokio::task::JoinHandle<io::Result<()>>,
+}
+
+impl Server {
+    /// Start serving `endpoint` on `listener` with a fresh hub.
+    pub fn start(
+        listener: TcpListener,
+        endpoint: Endpoint,
+        options: &Options,
+        config: Config,
+    ) -> io::Result<Server> {
+        Self::start_with(listener, endpoint, options, config, None)
+    }
+
+    /// As [`Server::start`], replicating local publications into `replicate`.
+    pub fn start_with(
+        listener: TcpListener,
+        endpoint: Endpoint,
+        options: &Options,
+        config: Config,
+        replicate: Option<mpsc::Sender<switchboard_hub::Publication>>,
+    ) -> io::Result<Server> {
+        let local_addr = listener.local_addr()?;
+        let ws = ws_config(&config);
+        let (hub, _) = spawn_hub(config, (endpoint.spec.build)(options), replicate);
+        let (shutdown, signal) = shutdown_pair();
+        let task = tokio::spawn(serve(listener, Arc::new(endpoint), hub.clone(), ws, signal));
+        Ok(Server {
+            hub,
+            local_addr,
+            shutdown,
+            task,
+        })
+    }
+
+    /// The hub, for publishing from the embedding service.
+    pub fn hub(&self) -> &HubHandle {
+        &self.hub
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// A handle that stops the server.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.shutdown.clone()
+    }
+
+    /// Stop and wait until every connection is closed (at most [`SHUTDOWN_GRACE`]).
+    pub async fn shutdown(self) -> io::Result<()> {
+        self.shutdown.trigger();
+        self.wait().await
+    }
+
+    /// Wait until the server stops.
+    pub async fn wait(self) -> io::Result<()> {
+        self.task.await.map_err(io::Error::other)?
+    }
+}
+
+/// Accept WebSocket connections for `endpoint` until `shutdown`, then close them all with 1001.
+pub async fn serve(
+    listener: TcpListener,
+    endpoint: Arc<Endpoint>,
+    hub: HubHandle,
+    ws: WebSocketConfig,
+    mut shutdown: Shutdown,
+) -> io::Result<()> {
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, peer)) => {
+                    let _ = tcp.set_nodelay(true);
+                    conns.spawn(accept(tcp, peer, endpoint.clone(), hub.clone(), ws));
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            _ = shutdown.wait() => break,
+        }
+    }
+    drop(listener);
+    drain(&hub, conns).await;
+    Ok(())
+}
+
+/// Close every connection with 1001 and wait for their tasks, up to [`SHUTDOWN_GRACE`].
+pub async fn drain(hub: &HubHandle, mut conns: JoinSet<()>) {
+    let _ = hub
+        .close_all(CloseCode::GOING_AWAY, "server shutting down")
+        .await;
+    let done = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await;
+    if done.is_err() {
+        conns.abort_all();
+    }
+}
+
+// tungstenite's handshake callback must return its (large) `ErrorResponse` by value.
+#[allow(clippy::result_large_err)]
+async fn accept(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    endpoint: Arc<Endpoint>,
+    hub: HubHandle,
+    ws: WebSocketConfig,
+) {
+    let mut verdict = None;
+    let callback = |req: &Request, resp: Response| {
+        let origin = req.headers().get("origin").and_then(|v| v.to_str().ok());
+        let v = endpoint.check(req.uri().path(), req.uri().query(), origin);
+        let refused = match &v {
+            Verdict::Refuse(status, reason) => Some((*status, reason.clone())),
+            _ => None,
+        };
+        verdict = Some(v);
+        match refused {
+            None => Ok(resp),
+            Some((status, reason)) => {
+                let mut r = ErrorResponse::new(Some(reason));
+                *r.status_mut() =
+                    http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::FORBIDDEN);
+                Err(r)
+            }
+        }
+    };
+    let stream =
+        match tokio_tungstenite::accept_hdr_async_with_config(tcp, callback, Some(ws)).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "upgrade refused or failed");
+                return;
+            }
+        };
+    match verdict {
+        Some(verdict) => connection::open(stream, verdict, hub, peer).await,
+        None => unreachable!("the handshake callback runs before a successful upgrade"),
+    }
+}

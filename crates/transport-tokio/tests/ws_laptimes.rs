@@ -1,0 +1,85 @@
+//! End to end over real sockets: the laptimes relay on the WebSocket-only transport.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use switchboard_hub::Config;
+use switchboard_tokio::{Endpoint, Server};
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::Message;
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn start() -> Server {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let spec = switchboard_protocol::system("laptimes").unwrap();
+    Server::start(
+        listener,
+        Endpoint::from_env(spec),
+        &Default::default(),
+        Config::default(),
+    )
+    .unwrap()
+}
+
+async fn connect(server: &Server) -> Ws {
+    let url = format!("ws://{}/", server.local_addr());
+    tokio_tungstenite::connect_async(url).await.unwrap().0
+}
+
+async fn next_text(ws: &mut Ws) -> String {
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("a frame within 5 s")
+            .expect("stream open")
+            .expect("no socket error");
+        match msg {
+            Message::Text(t) => return t.to_string(),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+async fn assert_quiet(ws: &mut Ws) {
+    let r = tokio::time::timeout(Duration::from_millis(200), ws.next()).await;
+    assert!(r.is_err(), "expected no frame, got {r:?}");
+}
+
+#[tokio::test]
+async fn relay_reaches_others_not_sender() {
+    let server = start().await;
+    let (mut a, mut b, mut c) = (
+        connect(&server).await,
+        connect(&server).await,
+        connect(&server).await,
+    );
+    let notice = r#"{"table":"times","operation":"CHANGE","timestamp":"2025-10-25T12:34:56.789Z"}"#;
+    a.send(Message::text(notice)).await.unwrap();
+    assert_eq!(next_text(&mut b).await, notice);
+    assert_eq!(next_text(&mut c).await, notice);
+    assert_quiet(&mut a).await;
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn shutdown_closes_clients_with_1001() {
+    let server = start().await;
+    let mut a = connect(&server).await;
+    // Make sure the connection is registered before shutting down.
+    a.send(Message::text("{}")).await.unwrap();
+    let _ = next_text(&mut a).await;
+    let stop = tokio::spawn(server.shutdown());
+    let msg = tokio::time::timeout(Duration::from_secs(5), a.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    match msg {
+        Message::Close(Some(f)) => assert_eq!(u16::from(f.code), 1001),
+        other => panic!("expected a close frame, got {other:?}"),
+    }
+    stop.await.unwrap().unwrap();
+}
