@@ -67,6 +67,12 @@ pub enum Output {
     /// A local publication for the cluster backplane to carry to other nodes
     /// (only when [`Config::replicate`] is set).
     Replicate(Publication),
+    /// A room got its first local member: a backplane should start receiving its publications
+    /// (only when [`Config::replicate`] is set).
+    RoomOpened(String),
+    /// A room lost its last local member: a backplane may stop receiving its publications
+    /// (only when [`Config::replicate`] is set).
+    RoomClosed(String),
 }
 
 /// Why a connection was refused at open.
@@ -294,6 +300,9 @@ impl Core {
         };
         if now_empty {
             self.rooms.remove(room);
+            if self.config.replicate {
+                self.outputs.push_back(Output::RoomClosed(room.to_string()));
+            }
         }
     }
 
@@ -408,6 +417,9 @@ impl Core {
             .or_default()
             .members
             .insert(h.slot);
+        if !room_exists && self.config.replicate {
+            self.outputs.push_back(Output::RoomOpened(room.to_string()));
+        }
         Ok(true)
     }
 
@@ -418,7 +430,9 @@ impl Core {
         let Some(pos) = conn.rooms.iter().position(|r| r == room) else {
             return false;
         };
-        conn.rooms.swap_remove(pos);
+        // `remove`, not `swap_remove`: `rooms_of` promises join order (at most
+        // `max_rooms_per_connection` entries to shift).
+        conn.rooms.remove(pos);
         self.drop_member(room, h.slot);
         true
     }
@@ -694,6 +708,10 @@ impl Hub {
             self.core.config.idle_timeout,
         );
         let mut idle_closed = Vec::new();
+        // Entries re-armed at or before `now` (a zero heartbeat interval, or time saturated at
+        // the largest `Instant`) wait until the loop ends, so each connection is visited at most once
+        // per call and the loop always terminates.
+        let mut due_again = Vec::new();
         while let Some(&Reverse((deadline, slot, serial))) = self.core.timers.peek() {
             if deadline > now {
                 break;
@@ -713,11 +731,14 @@ impl Hub {
             }
             let c = self.core.get(h).expect("resolved above");
             if let Some(next) = self.core.next_deadline(c) {
-                self.core
-                    .timers
-                    .push(Reverse((next.max(now), slot, serial)));
+                if next > now {
+                    self.core.timers.push(Reverse((next, slot, serial)));
+                } else {
+                    due_again.push(Reverse((now, slot, serial)));
+                }
             }
         }
+        self.core.timers.extend(due_again);
         if !idle_closed.is_empty() {
             self.core.counters.idle_timeouts += idle_closed.len() as u64;
             self.with_protocol(now, |_, cx| {

@@ -32,7 +32,7 @@
 //!                 write(connection, &payload);
 //!                 hub.handle_flushed(clock(), connection, payload.len()).ok();
 //!             }
-//!             Output::Ping { .. } | Output::Close { .. } | Output::Replicate(_) => {}
+//!             _ => {}
 //!         }
 //!     }
 //!     // Sleep until the next deadline (or the next input), then:

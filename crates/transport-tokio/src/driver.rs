@@ -50,6 +50,17 @@ pub struct Opened {
     pub closed: Arc<Notify>,
 }
 
+/// What a hub task hands to a cluster backplane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Replication {
+    /// A local publication to carry to the other nodes.
+    Publish(Publication),
+    /// A room got its first local member: start receiving it from other nodes.
+    RoomOpened(String),
+    /// A room lost its last local member: stop receiving it.
+    RoomClosed(String),
+}
+
 enum Command {
     Open(OpenInfo, oneshot::Sender<Result<Opened, OpenError>>),
     Frame(ConnectionHandle, Frame),
@@ -60,6 +71,7 @@ enum Command {
     Publish(Publication, Option<oneshot::Sender<usize>>),
     Remote(Publication),
     Stats(oneshot::Sender<Stats>),
+    Rooms(oneshot::Sender<Vec<String>>),
     CloseAll(CloseCode, &'static str, oneshot::Sender<()>),
 }
 
@@ -80,14 +92,17 @@ struct Entry {
     closed: Arc<Notify>,
 }
 
-/// Start a hub task for `protocol`. `replicate`, if given, receives every local publication
-/// (for a cluster backplane); when it is full the publication is not replicated and counted.
+/// Start a hub task for `protocol`. `replicate`, if given, receives every local publication and
+/// room change (for a cluster backplane; `config.replicate` is turned on); when it is full a
+/// publication is not replicated and counted, and a room change is left for the backplane's
+/// periodic reconciliation with [`HubHandle::rooms`].
 pub fn spawn_hub(
-    config: Config,
+    mut config: Config,
     protocol: Box<dyn Protocol + Send>,
-    replicate: Option<mpsc::Sender<Publication>>,
+    replicate: Option<mpsc::Sender<Replication>>,
 ) -> (HubHandle, tokio::task::JoinHandle<()>) {
     let name = protocol.name();
+    config.replicate = replicate.is_some();
     let hub = Hub::new(config, protocol, now());
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
     let task = tokio::spawn(run(hub, rx, replicate));
@@ -159,6 +174,11 @@ impl HubHandle {
         self.call(Command::Stats).await
     }
 
+    /// The rooms that have local members.
+    pub async fn rooms(&self) -> Result<Vec<String>, HubGone> {
+        self.call(Command::Rooms).await
+    }
+
     /// Close every connection (e.g. with 1001 at shutdown).
     pub async fn close_all(&self, code: CloseCode, reason: &'static str) -> Result<(), HubGone> {
         self.call(|tx| Command::CloseAll(code, reason, tx)).await
@@ -188,7 +208,7 @@ impl TextCache {
 async fn run(
     mut hub: Hub,
     mut rx: mpsc::Receiver<Command>,
-    replicate: Option<mpsc::Sender<Publication>>,
+    replicate: Option<mpsc::Sender<Replication>>,
 ) {
     let mut conns: HashMap<ConnectionHandle, Entry> = HashMap::default();
     let mut cache = TextCache::default();
@@ -252,7 +272,7 @@ async fn run(
                 }
                 Output::Replicate(p) => {
                     if let Some(tx) = &replicate {
-                        if tx.try_send(p).is_err() {
+                        if tx.try_send(Replication::Publish(p)).is_err() {
                             replicate_dropped += 1;
                             if replicate_dropped.is_power_of_two() {
                                 tracing::warn!(
@@ -261,6 +281,16 @@ async fn run(
                                 );
                             }
                         }
+                    }
+                }
+                Output::RoomOpened(room) => {
+                    if let Some(tx) = &replicate {
+                        let _ = tx.try_send(Replication::RoomOpened(room));
+                    }
+                }
+                Output::RoomClosed(room) => {
+                    if let Some(tx) = &replicate {
+                        let _ = tx.try_send(Replication::RoomClosed(room));
                     }
                 }
             }
@@ -319,6 +349,9 @@ fn apply(hub: &mut Hub, conns: &mut HashMap<ConnectionHandle, Entry>, cmd: Comma
         }
         Command::Stats(reply) => {
             let _ = reply.send(hub.stats());
+        }
+        Command::Rooms(reply) => {
+            let _ = reply.send(hub.rooms().map(|(r, _)| r.to_string()).collect());
         }
         Command::CloseAll(code, reason, reply) => {
             hub.close_all(t, code, reason);

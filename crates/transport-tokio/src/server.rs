@@ -84,13 +84,13 @@ impl Server {
         Self::start_with(listener, endpoint, options, config, None)
     }
 
-    /// As [`Server::start`], replicating local publications into `replicate`.
+    /// As [`Server::start`], handing local publications and room changes to a backplane.
     pub fn start_with(
         listener: TcpListener,
         endpoint: Endpoint,
         options: &Options,
         config: Config,
-        replicate: Option<mpsc::Sender<switchboard_hub::Publication>>,
+        replicate: Option<mpsc::Sender<crate::driver::Replication>>,
     ) -> io::Result<Server> {
         let local_addr = listener.local_addr()?;
         let ws = ws_config(&config);

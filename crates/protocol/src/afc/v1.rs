@@ -1,38 +1,575 @@
-//! Placeholder: being written.
+//! AFC Stack events, version 1: `POST /events/<entity>-<action>` fans a JSON body out to every
+//! socket as `{"type":"<entity>:<action>","payload":<body>}`.
+//!
+//! The seed's service has no client messages; we answer `{"type":"ping"}` with a `pong` and
+//! anything else with an `error` frame to the sender alone. The event frame is assembled from
+//! the request body's own bytes (validated, never re-serialised), encoded once and shared by
+//! every recipient. See `docs/protocol/afc-v1.md`.
+
+use alloc::boxed::Box;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use core::fmt;
+
+use bytes::Bytes;
+use serde::de::IgnoredAny;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use switchboard_hub::time::DateTime;
+use switchboard_hub::{
+    ConnectionHandle, Context, HttpRequest, HttpResponse, Method, Protocol, Publication,
+};
+
+use crate::codec;
 use crate::registry::{Auth, Options, SystemSpec};
 use crate::{DecodeError, Direction};
-use alloc::boxed::Box;
-use alloc::vec::Vec;
-use bytes::Bytes;
-use switchboard_hub::{ConnectionHandle, Context, Protocol};
 
-/// Registry entry.
+/// The registry entry: `PORT`, default 4001, WebSocket on `/ws`, anyone may connect.
 pub const SPEC: SystemSpec = SystemSpec {
     name: "afc",
-    title: "afc",
-    default_port: 0,
-    port_env: None,
+    title: "AFC Stack event broadcaster",
+    default_port: 4001,
+    port_env: Some("PORT"),
     ws_path: Some("/ws"),
     auth: Auth::None,
     origins: None,
-    api_key_env: "X",
+    api_key_env: "AFC_API_KEY",
     build,
 };
-/// Client types.
-pub const CLIENT_TYPES: &[&str] = &[];
-/// Server types.
-pub const SERVER_TYPES: &[&str] = &[];
-/// Round trip.
-pub fn round_trip(_: Direction, _: &[u8]) -> Result<Vec<u8>, DecodeError> {
-    Err(DecodeError::NotAnObject)
+
+/// Client message types.
+pub const CLIENT_TYPES: &[&str] = &["ping"];
+/// Server message types with a fixed tag. Event frames carry `<entity>:<action>` tags, which are
+/// open-ended (see [`EventType`]).
+pub const SERVER_TYPES: &[&str] = &["pong", "error"];
+
+/// Why an event could not be published.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EventError {
+    /// The event name is not `<entity>-<action>` made of ASCII letters, digits, `_` and `-`.
+    #[error("invalid event name `{name}`: {reason}")]
+    BadName {
+        /// The name as given.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The body is empty or not a single JSON value.
+    #[error("invalid event body: {reason}")]
+    BadBody {
+        /// What is wrong with it.
+        reason: String,
+    },
 }
-struct Stub;
-fn build(_: &Options) -> Box<dyn Protocol + Send> {
-    Box::new(Stub)
+
+/// An event's `type`: an entity and an action, shown as `<entity>:<action>`.
+///
+/// Both parts are non-empty and made of ASCII letters, digits, `_` and `-`; the action contains
+/// no `-` (the route name is split at its last hyphen).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EventType {
+    entity: String,
+    action: String,
 }
-impl Protocol for Stub {
+
+fn is_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b == b'-'
+}
+
+const NAME_CHARS: &str = "only ASCII letters, digits, `_` and `-` are allowed";
+const NAME_SHAPE: &str = "expected `<entity>-<action>`, e.g. `todo-created`";
+const NAME_EMPTY: &str = "entity and action must both be non-empty";
+const TAG_SHAPE: &str = "expected `<entity>:<action>`, e.g. `todo:created`";
+const ACTION_HYPHEN: &str = "the action may not contain `-`";
+
+impl EventType {
+    /// An event type from its parts.
+    pub fn new(entity: &str, action: &str) -> Result<Self, EventError> {
+        let bad = |reason| EventError::BadName {
+            name: alloc::format!("{entity}-{action}"),
+            reason,
+        };
+        if entity.is_empty() || action.is_empty() {
+            return Err(bad(NAME_EMPTY));
+        }
+        if !entity.bytes().chain(action.bytes()).all(is_name_byte) {
+            return Err(bad(NAME_CHARS));
+        }
+        if action.contains('-') {
+            return Err(bad(ACTION_HYPHEN));
+        }
+        Ok(EventType {
+            entity: entity.to_string(),
+            action: action.to_string(),
+        })
+    }
+
+    /// Parse the last path segment of `POST /events/<name>`: split at the last hyphen,
+    /// `line-item-created` is entity `line-item`, action `created`.
+    pub fn from_route(name: &str) -> Result<Self, EventError> {
+        let bad = |reason| EventError::BadName {
+            name: name.to_string(),
+            reason,
+        };
+        if !name.bytes().all(is_name_byte) {
+            return Err(bad(NAME_CHARS));
+        }
+        let (entity, action) = name.rsplit_once('-').ok_or_else(|| bad(NAME_SHAPE))?;
+        if entity.is_empty() || action.is_empty() {
+            return Err(bad(NAME_EMPTY));
+        }
+        Self::new(entity, action)
+    }
+
+    /// Parse a frame's `type` tag, `<entity>:<action>`.
+    pub fn from_tag(tag: &str) -> Result<Self, EventError> {
+        let (entity, action) = tag.split_once(':').ok_or_else(|| EventError::BadName {
+            name: tag.to_string(),
+            reason: TAG_SHAPE,
+        })?;
+        Self::new(entity, action)
+    }
+
+    /// The entity, e.g. `line-item`.
+    pub fn entity(&self) -> &str {
+        &self.entity
+    }
+
+    /// The action, e.g. `created`.
+    pub fn action(&self) -> &str {
+        &self.action
+    }
+}
+
+impl fmt::Display for EventType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.entity, self.action)
+    }
+}
+
+/// A client message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientMessage {
+    /// `{"type":"ping"}`: asks for a `pong`.
+    Ping,
+}
+
+/// A message the server sends.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ServerMessage {
+    /// A published event: `{"type":"<entity>:<action>","payload":<body>}`.
+    Event {
+        /// The event's type.
+        kind: EventType,
+        /// The body the backend POSTed.
+        payload: Value,
+    },
+    /// The reply to a ping: `{"type":"pong","payload":{"timestamp":..}}`.
+    Pong {
+        /// Server time, `2025-01-01T12:30:00.000Z`.
+        timestamp: String,
+    },
+    /// The reply to a frame the server could not accept: `{"type":"error","payload":{..}}`.
+    Error {
+        /// What was wrong, for people.
+        message: String,
+        /// Detail from the decoder.
+        details: String,
+    },
+}
+
+/// `{"type": <tag>, "payload": <payload>}` for the fixed-tag messages.
+#[derive(Serialize)]
+struct Envelope<'a, P> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    payload: P,
+}
+
+/// The `payload` of a server message, when decoding.
+#[derive(Deserialize)]
+struct PayloadOf<P> {
+    payload: P,
+}
+
+#[derive(Serialize, Deserialize)]
+struct PongPayload {
+    timestamp: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ErrorPayload {
+    message: String,
+    details: String,
+}
+
+/// Decode a client frame.
+pub fn decode_client(bytes: &[u8]) -> Result<ClientMessage, DecodeError> {
+    let obj = codec::object(bytes)?;
+    match codec::type_tag(&obj)? {
+        "ping" => Ok(ClientMessage::Ping),
+        other => Err(DecodeError::UnknownType(other.to_string())),
+    }
+}
+
+/// Encode a client frame (for clients written in Rust, and the tests).
+pub fn encode_client(msg: &ClientMessage) -> Bytes {
+    match msg {
+        ClientMessage::Ping => Bytes::from_static(br#"{"type":"ping"}"#),
+    }
+}
+
+/// Decode a server frame (for clients written in Rust, and the tests).
+pub fn decode_server(bytes: &[u8]) -> Result<ServerMessage, DecodeError> {
+    let obj = codec::object(bytes)?;
+    let tag = codec::type_tag(&obj)?.to_string();
+    match tag.as_str() {
+        "pong" => {
+            let p: PayloadOf<PongPayload> = codec::from_object(obj)?;
+            Ok(ServerMessage::Pong {
+                timestamp: p.payload.timestamp,
+            })
+        }
+        "error" => {
+            let p: PayloadOf<ErrorPayload> = codec::from_object(obj)?;
+            Ok(ServerMessage::Error {
+                message: p.payload.message,
+                details: p.payload.details,
+            })
+        }
+        _ if tag.contains(':') => {
+            let kind =
+                EventType::from_tag(&tag).map_err(|e| DecodeError::Invalid(e.to_string()))?;
+            let p: PayloadOf<Value> = codec::from_object(obj)?;
+            Ok(ServerMessage::Event {
+                kind,
+                payload: p.payload,
+            })
+        }
+        _ => Err(DecodeError::UnknownType(tag)),
+    }
+}
+
+/// Encode a server frame.
+pub fn encode_server(msg: &ServerMessage) -> Bytes {
+    match msg {
+        ServerMessage::Event { kind, payload } => event_frame(kind, &codec::to_vec(payload)),
+        ServerMessage::Pong { timestamp } => codec::to_bytes(&Envelope {
+            kind: "pong",
+            payload: PongPayload {
+                timestamp: timestamp.clone(),
+            },
+        }),
+        ServerMessage::Error { message, details } => codec::to_bytes(&Envelope {
+            kind: "error",
+            payload: ErrorPayload {
+                message: message.clone(),
+                details: details.clone(),
+            },
+        }),
+    }
+}
+
+/// JSON's insignificant whitespace.
+fn is_json_ws(b: &u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
+}
+
+/// The body without leading and trailing JSON whitespace, checked to be exactly one JSON value.
+pub fn check_body(body: &[u8]) -> Result<&[u8], EventError> {
+    let start = body
+        .iter()
+        .position(|b| !is_json_ws(b))
+        .unwrap_or(body.len());
+    let end = body
+        .iter()
+        .rposition(|b| !is_json_ws(b))
+        .map_or(start, |i| i + 1);
+    let trimmed = &body[start..end];
+    if trimmed.is_empty() {
+        return Err(EventError::BadBody {
+            reason: "empty body: send one JSON value".to_string(),
+        });
+    }
+    // serde_json skips over strings it ignores without checking their UTF-8, so check first.
+    let text = core::str::from_utf8(trimmed).map_err(|_| EventError::BadBody {
+        reason: "body is not UTF-8".to_string(),
+    })?;
+    serde_json::from_str::<IgnoredAny>(text).map_err(|e| EventError::BadBody {
+        reason: crate::error::not_json(&e).to_string(),
+    })?;
+    Ok(trimmed)
+}
+
+/// `{"type":"<entity>:<action>","payload":` + `payload` + `}`; `payload` must be one JSON value.
+fn event_frame(kind: &EventType, payload: &[u8]) -> Bytes {
+    let mut buf = Vec::with_capacity(
+        payload.len() + kind.entity.len() + kind.action.len() + r#"{"type":":","payload":}"#.len(),
+    );
+    // The tag is ASCII letters, digits, `_`, `-` and one `:` (checked by `EventType::new`), so
+    // quoting it needs no escapes: this is exactly its JSON string.
+    buf.extend_from_slice(br#"{"type":""#);
+    buf.extend_from_slice(kind.entity.as_bytes());
+    buf.push(b':');
+    buf.extend_from_slice(kind.action.as_bytes());
+    buf.extend_from_slice(br#"","payload":"#);
+    buf.extend_from_slice(payload);
+    buf.push(b'}');
+    Bytes::from(buf)
+}
+
+/// The publication for `POST /events/<name>` with `body`: an event frame for every socket.
+///
+/// The frame embeds the body's own bytes (trimmed), so the payload keys keep their order and
+/// numbers their spelling. For embedding Rust services and the HTTP endpoint alike.
+pub fn event_publication(name: &str, body: &[u8]) -> Result<Publication, EventError> {
+    let kind = EventType::from_route(name)?;
+    let payload = check_body(body)?;
+    Ok(Publication::to_all(event_frame(&kind, payload)))
+}
+
+/// Decode the body of `POST /events/<name>` (any JSON value), for Rust callers and the tests.
+pub fn decode_publish(body: &[u8]) -> Result<Value, DecodeError> {
+    serde_json::from_slice(body).map_err(|e| crate::error::not_json(&e))
+}
+
+/// Decode and re-encode one documented example.
+pub fn round_trip(dir: Direction, bytes: &[u8]) -> Result<Vec<u8>, DecodeError> {
+    match dir {
+        Direction::ClientToServer => decode_client(bytes).map(|m| encode_client(&m).to_vec()),
+        Direction::ServerToClient => decode_server(bytes).map(|m| encode_server(&m).to_vec()),
+        Direction::Publish => decode_publish(bytes).map(|v| codec::to_vec(&v)),
+    }
+}
+
+/// The event broadcaster.
+#[derive(Debug, Default)]
+pub struct Afc {
+    api_key: Option<String>,
+}
+
+impl Afc {
+    /// A broadcaster; `POST /events/*` requires `api_key` when it is set (and non-empty).
+    pub fn new(options: &Options) -> Self {
+        Afc {
+            api_key: options.api_key.clone().filter(|k| !k.is_empty()),
+        }
+    }
+}
+
+fn build(options: &Options) -> Box<dyn Protocol + Send> {
+    Box::new(Afc::new(options))
+}
+
+#[derive(Serialize)]
+struct Health {
+    status: &'static str,
+    clients: usize,
+    uptime: f64,
+}
+
+#[derive(Serialize)]
+struct HttpError<'a> {
+    error: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    details: Option<&'a str>,
+}
+
+fn http_error(status: u16, error: &str, details: Option<&str>) -> HttpResponse {
+    HttpResponse::json(status, codec::to_bytes(&HttpError { error, details }))
+}
+
+/// Compare without an early exit on the first differing byte.
+fn same_key(given: &str, key: &str) -> bool {
+    given.len() == key.len()
+        && given
+            .bytes()
+            .zip(key.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+/// The key from `x-api-key: <key>` or `authorization: Bearer <key>`, if any matches `key`.
+fn authorized(req: &HttpRequest, key: &str) -> bool {
+    let header_key = req.header("x-api-key").map(str::trim);
+    let bearer = req.header("authorization").and_then(|v| {
+        let v = v.trim();
+        let (scheme, rest) = v.split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+    });
+    header_key.is_some_and(|k| same_key(k, key)) || bearer.is_some_and(|k| same_key(k, key))
+}
+
+impl Afc {
+    fn reply_error(cx: &mut Context<'_>, conn: ConnectionHandle, e: &DecodeError) {
+        cx.count_error(e.kind());
+        let message = match e {
+            DecodeError::UnknownType(_) => "Unknown message type",
+            _ => "Invalid message",
+        };
+        let mut details = e.to_string();
+        if matches!(e, DecodeError::UnknownType(_)) {
+            details.push_str(r#"; the only client message is {"type":"ping"}"#);
+        }
+        let reply = ServerMessage::Error {
+            message: message.to_string(),
+            details,
+        };
+        cx.send(conn, encode_server(&reply));
+    }
+
+    fn publish_event(&self, cx: &mut Context<'_>, req: &HttpRequest, name: &str) -> HttpResponse {
+        if req.method != Method::Post {
+            return http_error(405, "method not allowed", Some("use POST"));
+        }
+        if let Some(key) = &self.api_key {
+            if !authorized(req, key) {
+                return http_error(401, "invalid or missing API key", None);
+            }
+        }
+        match event_publication(name, &req.body) {
+            Ok(p) => {
+                cx.publish(p);
+                HttpResponse::empty(204)
+            }
+            Err(e) => {
+                cx.count_error(match e {
+                    EventError::BadName { .. } => "bad_event_name",
+                    EventError::BadBody { .. } => "bad_event_body",
+                });
+                let error = match e {
+                    EventError::BadName { .. } => "invalid event name",
+                    EventError::BadBody { .. } => "invalid body",
+                };
+                http_error(400, error, Some(&e.to_string()))
+            }
+        }
+    }
+}
+
+impl Protocol for Afc {
     fn name(&self) -> &'static str {
         "afc"
     }
-    fn on_text(&mut self, _: &mut Context<'_>, _: ConnectionHandle, _: &Bytes) {}
+
+    fn on_text(&mut self, cx: &mut Context<'_>, conn: ConnectionHandle, frame: &Bytes) {
+        match decode_client(frame) {
+            Ok(ClientMessage::Ping) => {
+                let pong = ServerMessage::Pong {
+                    timestamp: DateTime::from(cx.now()).iso_millis_z(),
+                };
+                cx.send(conn, encode_server(&pong));
+            }
+            Err(e) => Self::reply_error(cx, conn, &e),
+        }
+    }
+
+    fn on_http(&mut self, cx: &mut Context<'_>, req: &HttpRequest) -> Option<HttpResponse> {
+        if let Some(name) = req.path.strip_prefix("/events/") {
+            return Some(self.publish_event(cx, req, name));
+        }
+        if req.path == "/health" {
+            if !matches!(req.method, Method::Get | Method::Head) {
+                return Some(http_error(405, "method not allowed", Some("use GET")));
+            }
+            let health = Health {
+                status: "ok",
+                clients: cx.connections().count(),
+                uptime: cx.uptime().as_millis() as f64 / 1000.0,
+            };
+            return Some(HttpResponse::json(200, codec::to_bytes(&health)));
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_names_split_at_the_last_hyphen() {
+        let t = EventType::from_route("line-item-created").unwrap();
+        assert_eq!((t.entity(), t.action()), ("line-item", "created"));
+        assert_eq!(t.to_string(), "line-item:created");
+        assert_eq!(
+            EventType::from_route("todo_list-updated_2")
+                .unwrap()
+                .to_string(),
+            "todo_list:updated_2"
+        );
+        for bad in [
+            "",
+            "todo",
+            "todo-",
+            "-created",
+            "todo-cre ated",
+            "a/b-c",
+            "tödo-x",
+            "%41-b",
+        ] {
+            assert!(
+                matches!(EventType::from_route(bad), Err(EventError::BadName { .. })),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn tags_parse_back() {
+        let t = EventType::from_tag("line-item:created").unwrap();
+        assert_eq!(t, EventType::from_route("line-item-created").unwrap());
+        assert!(EventType::from_tag("todo").is_err());
+        assert!(EventType::from_tag("a:b-c").is_err());
+        assert!(EventType::from_tag("a:b:c").is_err());
+    }
+
+    #[test]
+    fn frame_embeds_the_body_bytes() {
+        let p = event_publication("todo-created", b"  {\"b\":1,\"a\":1.50}\n").unwrap();
+        assert_eq!(
+            &p.payload[..],
+            br#"{"type":"todo:created","payload":{"b":1,"a":1.50}}"#
+        );
+        let p = event_publication("todo-deleted", b"42").unwrap();
+        assert_eq!(&p.payload[..], br#"{"type":"todo:deleted","payload":42}"#);
+    }
+
+    #[test]
+    fn bodies_must_be_one_json_value() {
+        for bad in [
+            &b""[..],
+            b"  \n",
+            b"{",
+            b"{} {}",
+            b"nope",
+            b"\"\xff\"",
+            b"{\"a\":1}x",
+        ] {
+            assert!(
+                matches!(check_body(bad), Err(EventError::BadBody { .. })),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn api_key_headers() {
+        let req = |headers: &[(&str, &str)]| HttpRequest {
+            method: Method::Post,
+            path: "/events/a-b".into(),
+            query: Vec::new(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            body: Bytes::new(),
+        };
+        assert!(authorized(&req(&[("x-api-key", "k1")]), "k1"));
+        assert!(authorized(&req(&[("authorization", "Bearer k1")]), "k1"));
+        assert!(authorized(&req(&[("authorization", "bearer  k1 ")]), "k1"));
+        assert!(!authorized(&req(&[("authorization", "Basic k1")]), "k1"));
+        assert!(!authorized(&req(&[("x-api-key", "k2")]), "k1"));
+        assert!(!authorized(&req(&[]), "k1"));
+    }
 }

@@ -1,38 +1,943 @@
-//! Placeholder: being written.
-use crate::registry::{Auth, Options, SystemSpec};
-use crate::{DecodeError, Direction};
+//! Collab rooms, version 1: the Happy Robot project-collaboration server.
+//!
+//! A client is greeted with `CONNECTION_ESTABLISHED`, may name its user (`SET_USER`), joins
+//! project rooms (`JOIN_PROJECT`, room `project:<projectId>`) and relays task, comment and project
+//! edits to the other members of a project it has joined. Every join, leave, user change and
+//! disconnect sends `USER_PRESENCE` to the project's members. Backends publish into a project with
+//! `POST /broadcast`. Timestamps are JavaScript `Date.now()` numbers (milliseconds since the
+//! epoch). See `docs/protocol/collab-v1.md`.
+
+use alloc::borrow::ToOwned;
 use alloc::boxed::Box;
+use alloc::collections::BTreeMap;
+use alloc::format;
+use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use bytes::Bytes;
-use switchboard_hub::{ConnectionHandle, Context, Protocol};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{json, Value};
+use switchboard_hub::{
+    ConnectionHandle, Context, HttpRequest, HttpResponse, Identity, Instant, Method, OpenInfo,
+    Protocol, Publication,
+};
 
-/// Registry entry.
+use crate::codec;
+use crate::registry::{Auth, Options, OriginPolicy, SystemSpec};
+use crate::{DecodeError, Direction};
+
+/// The registry entry: port 3001 (`PORT`), WebSocket on `/ws`, browser origins from
+/// `ALLOWED_ORIGINS`.
 pub const SPEC: SystemSpec = SystemSpec {
     name: "collab",
-    title: "collab",
-    default_port: 0,
-    port_env: None,
+    title: "Happy Robot collaboration rooms",
+    default_port: 3001,
+    port_env: Some("PORT"),
     ws_path: Some("/ws"),
     auth: Auth::None,
-    origins: None,
-    api_key_env: "X",
+    origins: Some(OriginPolicy {
+        env: "ALLOWED_ORIGINS",
+        default: "http://localhost:3000",
+    }),
+    api_key_env: "COLLAB_API_KEY",
     build,
 };
-/// Client types.
-pub const CLIENT_TYPES: &[&str] = &[];
-/// Server types.
-pub const SERVER_TYPES: &[&str] = &[];
-/// Round trip.
-pub fn round_trip(_: Direction, _: &[u8]) -> Result<Vec<u8>, DecodeError> {
-    Err(DecodeError::NotAnObject)
+
+/// Every `type` a client may send.
+pub const CLIENT_TYPES: &[&str] = &[
+    "SET_USER",
+    "JOIN_PROJECT",
+    "LEAVE_PROJECT",
+    "TASK_CREATE",
+    "TASK_UPDATE",
+    "TASK_DELETE",
+    "COMMENT_CREATE",
+    "COMMENT_UPDATE",
+    "COMMENT_DELETE",
+    "PROJECT_UPDATE",
+];
+
+/// Every `type` the server sends (a `POST /broadcast` may add others of the backend's choosing).
+pub const SERVER_TYPES: &[&str] = &[
+    "CONNECTION_ESTABLISHED",
+    "USER_PRESENCE",
+    "ERROR",
+    "TASK_CREATE",
+    "TASK_UPDATE",
+    "TASK_DELETE",
+    "COMMENT_CREATE",
+    "COMMENT_UPDATE",
+    "COMMENT_DELETE",
+    "PROJECT_UPDATE",
+];
+
+/// Types only the server itself sends; `POST /broadcast` refuses them.
+pub const RESERVED_TYPES: &[&str] = &["CONNECTION_ESTABLISHED", "USER_PRESENCE", "ERROR"];
+
+/// The prefix of every project room's name: `project:<projectId>`.
+pub const ROOM_PREFIX: &str = "project:";
+
+/// The hub room of a project.
+pub fn room(project_id: &str) -> String {
+    let mut r = String::with_capacity(ROOM_PREFIX.len() + project_id.len());
+    r.push_str(ROOM_PREFIX);
+    r.push_str(project_id);
+    r
 }
-struct Stub;
-fn build(_: &Options) -> Box<dyn Protocol + Send> {
-    Box::new(Stub)
+
+// ---------------------------------------------------------------------------------------------
+// Client -> server
+// ---------------------------------------------------------------------------------------------
+
+/// The seven project edits a client relays to the other members of a project.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum EditKind {
+    /// `TASK_CREATE`
+    #[serde(rename = "TASK_CREATE")]
+    TaskCreate,
+    /// `TASK_UPDATE`
+    #[serde(rename = "TASK_UPDATE")]
+    TaskUpdate,
+    /// `TASK_DELETE`
+    #[serde(rename = "TASK_DELETE")]
+    TaskDelete,
+    /// `COMMENT_CREATE`
+    #[serde(rename = "COMMENT_CREATE")]
+    CommentCreate,
+    /// `COMMENT_UPDATE`
+    #[serde(rename = "COMMENT_UPDATE")]
+    CommentUpdate,
+    /// `COMMENT_DELETE`
+    #[serde(rename = "COMMENT_DELETE")]
+    CommentDelete,
+    /// `PROJECT_UPDATE`
+    #[serde(rename = "PROJECT_UPDATE")]
+    ProjectUpdate,
 }
-impl Protocol for Stub {
+
+impl EditKind {
+    /// Every edit kind.
+    pub const ALL: [EditKind; 7] = [
+        EditKind::TaskCreate,
+        EditKind::TaskUpdate,
+        EditKind::TaskDelete,
+        EditKind::CommentCreate,
+        EditKind::CommentUpdate,
+        EditKind::CommentDelete,
+        EditKind::ProjectUpdate,
+    ];
+
+    /// The wire tag, e.g. `TASK_UPDATE`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EditKind::TaskCreate => "TASK_CREATE",
+            EditKind::TaskUpdate => "TASK_UPDATE",
+            EditKind::TaskDelete => "TASK_DELETE",
+            EditKind::CommentCreate => "COMMENT_CREATE",
+            EditKind::CommentUpdate => "COMMENT_UPDATE",
+            EditKind::CommentDelete => "COMMENT_DELETE",
+            EditKind::ProjectUpdate => "PROJECT_UPDATE",
+        }
+    }
+
+    /// The kind with wire tag `tag`.
+    pub fn from_tag(tag: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == tag)
+    }
+}
+
+/// `SET_USER`: name the user behind this connection. The id is read from `payload.userId`,
+/// else from the top-level `userId`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SetUser {
+    /// The user id, top-level form.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    /// The user id, payload form.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<UserRef>,
+}
+
+/// `{"userId": ..}` inside a `SET_USER` payload.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserRef {
+    /// The user id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+}
+
+impl SetUser {
+    /// The user id: `payload.userId` if present and non-empty, else the top-level `userId`.
+    pub fn user(&self) -> Option<&str> {
+        let from_payload = self.payload.as_ref().and_then(|p| p.user_id.as_deref());
+        from_payload
+            .filter(|u| !u.is_empty())
+            .or(self.user_id.as_deref().filter(|u| !u.is_empty()))
+    }
+}
+
+/// `JOIN_PROJECT`: join a project's room, optionally naming the user first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JoinProject {
+    /// The project to join.
+    pub project_id: String,
+    /// The user id, set before joining when present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+}
+
+/// `LEAVE_PROJECT`: leave a project's room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaveProject {
+    /// The project to leave.
+    pub project_id: String,
+}
+
+/// A task, comment or project edit, relayed to the project's other members.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Edit {
+    /// Which edit.
+    #[serde(rename = "type")]
+    pub kind: EditKind,
+    /// The project it belongs to; the sender must have joined it.
+    pub project_id: String,
+    /// The edit itself (any JSON), relayed untouched.
+    pub payload: Value,
+    /// The client's id for this operation, relayed untouched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation_id: Option<String>,
+}
+
+/// A message a client sends.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientMessage {
+    /// `SET_USER`
+    SetUser(SetUser),
+    /// `JOIN_PROJECT`
+    JoinProject(JoinProject),
+    /// `LEAVE_PROJECT`
+    LeaveProject(LeaveProject),
+    /// One of the seven edits.
+    Edit(Edit),
+}
+
+// ---------------------------------------------------------------------------------------------
+// Server -> client
+// ---------------------------------------------------------------------------------------------
+
+/// `CONNECTION_ESTABLISHED`: the greeting, with the id the server gave this connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionEstablished {
+    /// `client_<unix ms>_<serial>`.
+    pub client_id: String,
+    /// Unix milliseconds.
+    pub timestamp: u64,
+}
+
+/// `USER_PRESENCE`: who is in a project now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserPresence {
+    /// The project and its identified members.
+    pub payload: Presence,
+    /// `presence-<unix ms>`.
+    pub operation_id: String,
+    /// Unix milliseconds.
+    pub timestamp: u64,
+}
+
+/// The body of a `USER_PRESENCE`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Presence {
+    /// The project.
+    pub project_id: String,
+    /// Members that have a user id, in the order their connections opened.
+    pub active_users: Vec<ActiveUser>,
+    /// The length of `active_users`.
+    pub user_count: usize,
+}
+
+/// One identified member of a project.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ActiveUser {
+    /// The user id from `SET_USER` / `JOIN_PROJECT`.
+    pub user_id: String,
+    /// The connection's client id.
+    pub client_id: String,
+    /// When the connection opened (Unix milliseconds).
+    pub joined_at: u64,
+}
+
+/// An edit relayed from a client, or a backend's `POST /broadcast`, as the members receive it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProjectUpdate {
+    /// The message type: an edit kind, or what the backend chose.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The payload; `None` when the backend sent none (the key is then absent).
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub payload: Option<Value>,
+    /// The operation id; absent when the sending client gave none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation_id: Option<String>,
+    /// Unix milliseconds.
+    pub timestamp: u64,
+    /// The project (our addition to the original's shape).
+    pub project_id: String,
+    /// The sender's user id, or `null` (our addition to the original's shape).
+    #[serde(default)]
+    pub user_id: Option<String>,
+}
+
+/// `ERROR`: a reply to input the server could not act on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorFrame {
+    /// What went wrong.
+    pub message: String,
+    /// More detail (e.g. the decoder's explanation).
+    pub details: String,
+    /// The same text as `message` (the original server's field).
+    pub error: String,
+    /// Unix milliseconds.
+    pub timestamp: u64,
+}
+
+/// A message the server sends.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ServerMessage {
+    /// `CONNECTION_ESTABLISHED`
+    ConnectionEstablished(ConnectionEstablished),
+    /// `USER_PRESENCE`
+    UserPresence(UserPresence),
+    /// An edit or a backend broadcast.
+    Update(ProjectUpdate),
+    /// `ERROR`
+    Error(ErrorFrame),
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP publish
+// ---------------------------------------------------------------------------------------------
+
+/// The body of `POST /broadcast`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BroadcastRequest {
+    /// The message type the members receive.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The project whose members receive it.
+    pub project_id: String,
+    /// The payload, relayed untouched; absent stays absent.
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub payload: Option<Value>,
+    /// Defaults to `broadcast-<unix ms>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation_id: Option<String>,
+    /// Unix milliseconds; defaults to now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<u64>,
+    /// The acting user; defaults to `null`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+}
+
+/// A server-side publication into one project (what `POST /broadcast` carries, minus the project).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Broadcast {
+    /// The message type the members receive.
+    pub kind: String,
+    /// The payload; `None` leaves the key out.
+    pub payload: Option<Value>,
+    /// Defaults to `broadcast-<unix ms>`.
+    pub operation_id: Option<String>,
+    /// Unix milliseconds; defaults to now.
+    pub timestamp: Option<u64>,
+    /// The acting user; defaults to `null`.
+    pub user_id: Option<String>,
+}
+
+impl BroadcastRequest {
+    /// The project and the broadcast.
+    pub fn into_parts(self) -> (String, Broadcast) {
+        (
+            self.project_id,
+            Broadcast {
+                kind: self.kind,
+                payload: self.payload,
+                operation_id: self.operation_id,
+                timestamp: self.timestamp,
+                user_id: self.user_id,
+            },
+        )
+    }
+}
+
+/// Deserialize a present field (even `null`) as `Some`, so absent and `null` stay distinct.
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
+}
+
+/// A message with its `type` tag written first, for messages whose struct has no tag field.
+#[derive(Serialize)]
+struct Tagged<'a, T: Serialize> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    #[serde(flatten)]
+    body: &'a T,
+}
+
+fn tagged<T: Serialize>(kind: &str, body: &T) -> Bytes {
+    codec::to_bytes(&Tagged { kind, body })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decode / encode
+// ---------------------------------------------------------------------------------------------
+
+fn non_empty(field: &str, value: &str) -> Result<(), DecodeError> {
+    if value.is_empty() {
+        Err(DecodeError::Invalid(format!("`{field}` must not be empty")))
+    } else {
+        Ok(())
+    }
+}
+
+/// Decode a client's message.
+pub fn decode_client(bytes: &[u8]) -> Result<ClientMessage, DecodeError> {
+    let obj = codec::object(bytes)?;
+    let tag = codec::type_tag(&obj)?;
+    match tag {
+        "SET_USER" => {
+            let m: SetUser = codec::from_object(obj)?;
+            if m.user().is_none() {
+                return Err(DecodeError::MissingField("userId".to_string()));
+            }
+            Ok(ClientMessage::SetUser(m))
+        }
+        "JOIN_PROJECT" => {
+            let m: JoinProject = codec::from_object(obj)?;
+            non_empty("projectId", &m.project_id)?;
+            if let Some(u) = &m.user_id {
+                non_empty("userId", u)?;
+            }
+            Ok(ClientMessage::JoinProject(m))
+        }
+        "LEAVE_PROJECT" => {
+            let m: LeaveProject = codec::from_object(obj)?;
+            non_empty("projectId", &m.project_id)?;
+            Ok(ClientMessage::LeaveProject(m))
+        }
+        other => {
+            if EditKind::from_tag(other).is_none() {
+                return Err(DecodeError::UnknownType(other.to_string()));
+            }
+            let m: Edit = codec::from_object(obj)?;
+            non_empty("projectId", &m.project_id)?;
+            Ok(ClientMessage::Edit(m))
+        }
+    }
+}
+
+/// Encode a client's message (for clients written in Rust, and the tests).
+pub fn encode_client(msg: &ClientMessage) -> Bytes {
+    match msg {
+        ClientMessage::SetUser(m) => tagged("SET_USER", m),
+        ClientMessage::JoinProject(m) => tagged("JOIN_PROJECT", m),
+        ClientMessage::LeaveProject(m) => tagged("LEAVE_PROJECT", m),
+        ClientMessage::Edit(m) => codec::to_bytes(m),
+    }
+}
+
+/// Decode a server message (for clients written in Rust, and the tests). Any type other than
+/// `CONNECTION_ESTABLISHED`, `USER_PRESENCE` and `ERROR` is a [`ProjectUpdate`], since a backend's
+/// `POST /broadcast` may choose its own types.
+pub fn decode_server(bytes: &[u8]) -> Result<ServerMessage, DecodeError> {
+    let obj = codec::object(bytes)?;
+    match codec::type_tag(&obj)? {
+        "CONNECTION_ESTABLISHED" => {
+            codec::from_object(obj).map(ServerMessage::ConnectionEstablished)
+        }
+        "USER_PRESENCE" => codec::from_object(obj).map(ServerMessage::UserPresence),
+        "ERROR" => codec::from_object(obj).map(ServerMessage::Error),
+        _ => codec::from_object(obj).map(ServerMessage::Update),
+    }
+}
+
+/// Encode a server message.
+pub fn encode_server(msg: &ServerMessage) -> Bytes {
+    match msg {
+        ServerMessage::ConnectionEstablished(m) => tagged("CONNECTION_ESTABLISHED", m),
+        ServerMessage::UserPresence(m) => tagged("USER_PRESENCE", m),
+        ServerMessage::Update(m) => codec::to_bytes(m),
+        ServerMessage::Error(m) => tagged("ERROR", m),
+    }
+}
+
+/// Decode a `POST /broadcast` body. `type` and `projectId` must be non-empty strings
+/// (else `MissingField`), and `type` must not be one of [`RESERVED_TYPES`].
+pub fn decode_broadcast(bytes: &[u8]) -> Result<BroadcastRequest, DecodeError> {
+    let obj = codec::object(bytes)?;
+    for field in ["type", "projectId"] {
+        match obj.get(field) {
+            None | Some(Value::Null) => return Err(DecodeError::MissingField(field.to_string())),
+            Some(Value::String(s)) if s.is_empty() => {
+                return Err(DecodeError::MissingField(field.to_string()))
+            }
+            _ => {}
+        }
+    }
+    let req: BroadcastRequest = codec::from_object(obj)?;
+    if RESERVED_TYPES.contains(&req.kind.as_str()) {
+        return Err(DecodeError::Invalid(format!(
+            "type `{}` is reserved for the server",
+            req.kind
+        )));
+    }
+    Ok(req)
+}
+
+/// Encode a `POST /broadcast` body.
+pub fn encode_broadcast(req: &BroadcastRequest) -> Bytes {
+    codec::to_bytes(req)
+}
+
+/// Decode and re-encode one documented example.
+pub fn round_trip(dir: Direction, bytes: &[u8]) -> Result<Vec<u8>, DecodeError> {
+    Ok(match dir {
+        Direction::ClientToServer => encode_client(&decode_client(bytes)?),
+        Direction::ServerToClient => encode_server(&decode_server(bytes)?),
+        Direction::Publish => encode_broadcast(&decode_broadcast(bytes)?),
+    }
+    .to_vec())
+}
+
+/// The publication a backend's broadcast into `project_id` becomes: every member of the project
+/// receives one [`ProjectUpdate`], with `operationId` defaulting to `broadcast-<ms>`, `timestamp`
+/// to `now` and `userId` to `null`. The caller chooses `kind`; avoid [`RESERVED_TYPES`].
+pub fn project_publication(project_id: &str, broadcast: &Broadcast, now: Instant) -> Publication {
+    let ms = now.as_millis();
+    let update = ProjectUpdate {
+        kind: broadcast.kind.clone(),
+        payload: broadcast.payload.clone(),
+        operation_id: Some(
+            broadcast
+                .operation_id
+                .clone()
+                .unwrap_or_else(|| format!("broadcast-{ms}")),
+        ),
+        timestamp: broadcast.timestamp.unwrap_or(ms),
+        project_id: project_id.to_owned(),
+        user_id: broadcast.user_id.clone(),
+    };
+    Publication::to_room(room(project_id), codec::to_bytes(&update))
+}
+
+/// An `ERROR` frame.
+pub fn error_frame(message: &str, details: &str, now: Instant) -> Bytes {
+    tagged(
+        "ERROR",
+        &ErrorFrame {
+            message: message.to_owned(),
+            details: details.to_owned(),
+            error: message.to_owned(),
+            timestamp: now.as_millis(),
+        },
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Behaviour
+// ---------------------------------------------------------------------------------------------
+
+/// The collab protocol.
+#[derive(Debug, Default)]
+pub struct Collab {
+    api_key: Option<String>,
+}
+
+impl Collab {
+    /// A collab protocol; `POST /broadcast` requires `api_key` when it is `Some`.
+    pub fn new(options: &Options) -> Self {
+        Collab {
+            api_key: options.api_key.clone(),
+        }
+    }
+}
+
+fn build(options: &Options) -> Box<dyn Protocol + Send> {
+    Box::new(Collab::new(options))
+}
+
+/// Reply with an `ERROR` to the sender alone.
+fn reject(cx: &mut Context<'_>, conn: ConnectionHandle, message: &str, details: &str) {
+    let frame = error_frame(message, details, cx.now());
+    cx.send(conn, frame);
+}
+
+/// Send `USER_PRESENCE` for `project_id` to all its members.
+fn announce_presence(cx: &mut Context<'_>, project_id: &str) {
+    let room = room(project_id);
+    if cx.room_members(&room).next().is_none() {
+        return; // Nobody left to tell.
+    }
+    let mut members: Vec<(u64, ActiveUser)> = cx
+        .room_members(&room)
+        .filter_map(|m| {
+            let user = m.identity?.user.clone();
+            Some((
+                m.handle.serial(),
+                ActiveUser {
+                    user_id: user,
+                    client_id: m.client_id.to_owned(),
+                    joined_at: m.opened_at.as_millis(),
+                },
+            ))
+        })
+        .collect();
+    members.sort_unstable_by_key(|(serial, _)| *serial);
+    let active_users: Vec<ActiveUser> = members.into_iter().map(|(_, u)| u).collect();
+    let ms = cx.now().as_millis();
+    let presence = UserPresence {
+        payload: Presence {
+            project_id: project_id.to_owned(),
+            user_count: active_users.len(),
+            active_users,
+        },
+        operation_id: format!("presence-{ms}"),
+        timestamp: ms,
+    };
+    cx.publish(Publication::to_room(
+        room,
+        tagged("USER_PRESENCE", &presence),
+    ));
+}
+
+impl Protocol for Collab {
     fn name(&self) -> &'static str {
         "collab"
     }
-    fn on_text(&mut self, _: &mut Context<'_>, _: ConnectionHandle, _: &Bytes) {}
+
+    fn on_open(&mut self, cx: &mut Context<'_>, conn: ConnectionHandle, _info: &OpenInfo) {
+        let ms = cx.now().as_millis();
+        let client_id = format!("client_{ms}_{}", conn.serial());
+        let hello = ConnectionEstablished {
+            client_id: client_id.clone(),
+            timestamp: ms,
+        };
+        cx.set_client_id(conn, client_id);
+        cx.send(conn, tagged("CONNECTION_ESTABLISHED", &hello));
+    }
+
+    fn on_text(&mut self, cx: &mut Context<'_>, conn: ConnectionHandle, frame: &Bytes) {
+        let msg = match decode_client(frame) {
+            Ok(m) => m,
+            Err(e) => {
+                cx.count_error(e.kind());
+                let message = match e {
+                    DecodeError::UnknownType(_) => "Unknown message type",
+                    _ => "Invalid message format",
+                };
+                reject(cx, conn, message, &e.to_string());
+                return;
+            }
+        };
+        match msg {
+            ClientMessage::SetUser(m) => {
+                // decode_client guarantees a user id.
+                let Some(user) = m.user() else { return };
+                cx.set_identity(conn, Identity::user(user));
+                let projects: Vec<String> = cx
+                    .rooms_of(conn)
+                    .iter()
+                    .filter_map(|r| r.strip_prefix(ROOM_PREFIX))
+                    .map(ToOwned::to_owned)
+                    .collect();
+                for p in projects {
+                    announce_presence(cx, &p);
+                }
+            }
+            ClientMessage::JoinProject(m) => {
+                if let Some(user) = m.user_id {
+                    cx.set_identity(conn, Identity::user(user));
+                }
+                match cx.join(conn, &room(&m.project_id)) {
+                    Ok(_) => announce_presence(cx, &m.project_id),
+                    Err(e) => {
+                        cx.count_error("join_refused");
+                        let details = format!("could not join project `{}`", m.project_id);
+                        reject(cx, conn, &e.to_string(), &details);
+                    }
+                }
+            }
+            ClientMessage::LeaveProject(m) => {
+                if cx.leave(conn, &room(&m.project_id)) {
+                    announce_presence(cx, &m.project_id);
+                }
+            }
+            ClientMessage::Edit(m) => {
+                let room = room(&m.project_id);
+                if !cx.is_member(conn, &room) {
+                    cx.count_error("not_a_member");
+                    let details = format!(
+                        "send JOIN_PROJECT for `{}` before {}",
+                        m.project_id,
+                        m.kind.as_str()
+                    );
+                    reject(cx, conn, "Not a member of this project", &details);
+                    return;
+                }
+                let update = ProjectUpdate {
+                    kind: m.kind.as_str().to_owned(),
+                    payload: Some(m.payload),
+                    operation_id: m.operation_id,
+                    timestamp: cx.now().as_millis(),
+                    project_id: m.project_id,
+                    user_id: cx.identity(conn).map(|i| i.user.clone()),
+                };
+                cx.publish(Publication::to_room(room, codec::to_bytes(&update)).except(conn));
+            }
+        }
+    }
+
+    fn on_close(&mut self, cx: &mut Context<'_>, _conn: ConnectionHandle, rooms: &[String]) {
+        for r in rooms {
+            if let Some(p) = r.strip_prefix(ROOM_PREFIX) {
+                announce_presence(cx, p);
+            }
+        }
+    }
+
+    fn on_http(&mut self, cx: &mut Context<'_>, req: &HttpRequest) -> Option<HttpResponse> {
+        let readable = matches!(req.method, Method::Get | Method::Head);
+        Some(match req.path.as_str() {
+            "/health" if readable => health(cx),
+            "/stats" if readable => stats(cx),
+            "/broadcast" if req.method == Method::Post => self.broadcast(cx, req),
+            "/health" | "/stats" | "/broadcast" => {
+                json_response(405, &json!({"error": "Method not allowed"}))
+            }
+            _ => return None,
+        })
+    }
+}
+
+fn json_response(status: u16, body: &Value) -> HttpResponse {
+    HttpResponse::json(status, codec::to_bytes(body))
+}
+
+fn project_count(cx: &Context<'_>) -> usize {
+    cx.rooms()
+        .filter(|(r, _)| r.starts_with(ROOM_PREFIX))
+        .count()
+}
+
+fn health(cx: &Context<'_>) -> HttpResponse {
+    json_response(
+        200,
+        &json!({
+            "status": "healthy",
+            "timestamp": cx.now().as_millis(),
+            "clients": cx.stats().connections,
+            "projects": project_count(cx),
+            "uptime": cx.uptime().as_secs_f64(),
+        }),
+    )
+}
+
+fn stats(cx: &Context<'_>) -> HttpResponse {
+    let mut projects: BTreeMap<String, Value> = BTreeMap::new();
+    for (room, _) in cx.rooms() {
+        let Some(project) = room.strip_prefix(ROOM_PREFIX) else {
+            continue;
+        };
+        let mut members: Vec<(u64, String)> = cx
+            .room_members(room)
+            .map(|m| (m.handle.serial(), m.client_id.to_owned()))
+            .collect();
+        members.sort_unstable();
+        let clients: Vec<String> = members.into_iter().map(|(_, id)| id).collect();
+        projects.insert(
+            project.to_owned(),
+            json!({"clientCount": clients.len(), "clients": clients}),
+        );
+    }
+    json_response(
+        200,
+        &json!({
+            "totalClients": cx.stats().connections,
+            "totalProjects": projects.len(),
+            "projectStats": projects,
+        }),
+    )
+}
+
+impl Collab {
+    fn broadcast(&self, cx: &mut Context<'_>, req: &HttpRequest) -> HttpResponse {
+        if let Some(key) = &self.api_key {
+            if !api_key_matches(req, key) {
+                return json_response(401, &json!({"error": "missing or invalid API key"}));
+            }
+        }
+        let body = match decode_broadcast(&req.body) {
+            Ok(b) => b,
+            Err(DecodeError::MissingField(f)) if f == "type" || f == "projectId" => {
+                return json_response(
+                    400,
+                    &json!({"error": "Missing required fields: type, projectId"}),
+                );
+            }
+            Err(e) => {
+                return json_response(
+                    400,
+                    &json!({"error": "Invalid broadcast body", "details": e.to_string()}),
+                );
+            }
+        };
+        let (project_id, broadcast) = body.into_parts();
+        let members = cx.room_members(&room(&project_id)).count();
+        cx.publish(project_publication(&project_id, &broadcast, cx.now()));
+        json_response(
+            200,
+            &json!({
+                "success": true,
+                "message": "Broadcast sent",
+                "projectId": project_id,
+                "clientCount": members,
+            }),
+        )
+    }
+}
+
+/// Whether the request carries `key` as `x-api-key: <key>` or `authorization: Bearer <key>`.
+fn api_key_matches(req: &HttpRequest, key: &str) -> bool {
+    let bearer = req.header("authorization").and_then(|v| {
+        let (scheme, token) = v.trim().split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+    });
+    [req.header("x-api-key"), bearer]
+        .into_iter()
+        .flatten()
+        .any(|given| constant_time_eq(given.as_bytes(), key.as_bytes()))
+}
+
+/// Compare without an early exit on the first differing byte.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_user_prefers_the_payload_form() {
+        let m = decode_client(br#"{"type":"SET_USER","userId":"a","payload":{"userId":"b"}}"#);
+        let Ok(ClientMessage::SetUser(m)) = m else {
+            panic!("{m:?}")
+        };
+        assert_eq!(m.user(), Some("b"));
+        let m = decode_client(br#"{"type":"SET_USER","userId":"a","payload":{}}"#);
+        let Ok(ClientMessage::SetUser(m)) = m else {
+            panic!("{m:?}")
+        };
+        assert_eq!(m.user(), Some("a"));
+        assert_eq!(
+            decode_client(br#"{"type":"SET_USER","payload":{"userId":""}}"#),
+            Err(DecodeError::MissingField("userId".into()))
+        );
+    }
+
+    #[test]
+    fn decode_errors_are_typed() {
+        assert!(matches!(decode_client(b"{"), Err(DecodeError::NotJson(_))));
+        assert_eq!(
+            decode_client(br#"{"type":"NOPE"}"#),
+            Err(DecodeError::UnknownType("NOPE".into()))
+        );
+        assert_eq!(
+            decode_client(br#"{"type":"TASK_UPDATE","projectId":"p"}"#),
+            Err(DecodeError::MissingField("payload".into()))
+        );
+        assert_eq!(
+            decode_client(br#"{"type":"JOIN_PROJECT"}"#),
+            Err(DecodeError::MissingField("projectId".into()))
+        );
+        assert!(matches!(
+            decode_client(br#"{"type":"JOIN_PROJECT","projectId":""}"#),
+            Err(DecodeError::Invalid(_))
+        ));
+        assert!(matches!(
+            decode_client(br#"{"type":"LEAVE_PROJECT","projectId":7}"#),
+            Err(DecodeError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn payload_null_and_absent_stay_distinct() {
+        let with_null = br#"{"type":"X","projectId":"p","payload":null}"#;
+        let without = br#"{"type":"X","projectId":"p"}"#;
+        assert_eq!(
+            decode_broadcast(with_null).unwrap().payload,
+            Some(Value::Null)
+        );
+        assert_eq!(decode_broadcast(without).unwrap().payload, None);
+        for body in [&with_null[..], &without[..]] {
+            let again = round_trip(Direction::Publish, body).unwrap();
+            let a: Value = serde_json::from_slice(body).unwrap();
+            let b: Value = serde_json::from_slice(&again).unwrap();
+            assert_eq!(a, b);
+        }
+    }
+
+    #[test]
+    fn broadcast_body_rules() {
+        for body in [
+            &br#"{"projectId":"p"}"#[..],
+            br#"{"type":"","projectId":"p"}"#,
+            br#"{"type":"X","projectId":null}"#,
+        ] {
+            assert!(matches!(
+                decode_broadcast(body),
+                Err(DecodeError::MissingField(_))
+            ));
+        }
+        assert!(matches!(
+            decode_broadcast(br#"{"type":"USER_PRESENCE","projectId":"p"}"#),
+            Err(DecodeError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn api_key_forms() {
+        let req = |k: &str, v: &str| HttpRequest {
+            method: Method::Post,
+            path: "/broadcast".into(),
+            query: Vec::new(),
+            headers: alloc::vec![(k.to_string(), v.to_string())],
+            body: Bytes::new(),
+        };
+        assert!(api_key_matches(&req("x-api-key", "s3"), "s3"));
+        assert!(api_key_matches(&req("authorization", "Bearer s3"), "s3"));
+        assert!(api_key_matches(&req("authorization", "bearer s3"), "s3"));
+        assert!(!api_key_matches(&req("authorization", "Basic s3"), "s3"));
+        assert!(!api_key_matches(&req("x-api-key", "s4"), "s3"));
+        assert!(!api_key_matches(&req("x-api-key", "s"), "s3"));
+    }
 }

@@ -1,38 +1,701 @@
-//! Placeholder: being written.
-use crate::registry::{Auth, Options, SystemSpec};
-use crate::{DecodeError, Direction};
+//! DCDock assignments, version 1: live assignment changes for the dock board.
+//!
+//! The transport verifies the HS256 JWT in `?token=` and opens the connection with the user's
+//! identity; the server greets with `connection_ack`. A client may `subscribe` with a direction
+//! filter (`IB`/`OB`), `unsubscribe`, and `ping`. Backends publish `assignment_created`,
+//! `assignment_updated`, `assignment_deleted` (fanned out to every client whose filter matches the
+//! load's direction) and `conflict_detected` (to the connections of the one user concerned) with
+//! `POST /api/ws/publish`, or in-process with [`event_publication`]. Timestamps are ISO 8601
+//! seconds without a zone, as Python's `datetime.utcnow().isoformat()` prints them.
+//! See `docs/protocol/dcdock-v1.md`.
+
+use alloc::borrow::ToOwned;
 use alloc::boxed::Box;
+use alloc::format;
+use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use bytes::Bytes;
-use switchboard_hub::{ConnectionHandle, Context, Protocol};
+use core::fmt;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use switchboard_hub::time::DateTime;
+use switchboard_hub::{
+    CloseCode, ConnectionHandle, Context, Filter, HttpRequest, HttpResponse, Instant, Method,
+    OpenInfo, Protocol, Publication, Tags,
+};
 
-/// Registry entry.
+use crate::codec;
+use crate::registry::{Auth, Options, SystemSpec};
+use crate::{DecodeError, Direction};
+
+/// The registry entry: port 8000, WebSocket on `/api/ws`, JWT in `?token=` signed with
+/// `DCDOCK_JWT_SECRET`.
 pub const SPEC: SystemSpec = SystemSpec {
     name: "dcdock",
-    title: "dcdock",
-    default_port: 0,
+    title: "DCDock real-time assignment updates",
+    default_port: 8000,
     port_env: None,
-    ws_path: Some("/ws"),
-    auth: Auth::None,
+    ws_path: Some("/api/ws"),
+    auth: Auth::JwtQuery {
+        param: "token",
+        secret_env: "DCDOCK_JWT_SECRET",
+    },
     origins: None,
-    api_key_env: "X",
+    api_key_env: "DCDOCK_API_KEY",
     build,
 };
-/// Client types.
-pub const CLIENT_TYPES: &[&str] = &[];
-/// Server types.
-pub const SERVER_TYPES: &[&str] = &[];
-/// Round trip.
-pub fn round_trip(_: Direction, _: &[u8]) -> Result<Vec<u8>, DecodeError> {
-    Err(DecodeError::NotAnObject)
+
+/// Every `type` a client may send.
+pub const CLIENT_TYPES: &[&str] = &["subscribe", "unsubscribe", "ping"];
+
+/// Every `type` the server sends.
+pub const SERVER_TYPES: &[&str] = &[
+    "connection_ack",
+    "subscribed",
+    "unsubscribed",
+    "pong",
+    "assignment_created",
+    "assignment_updated",
+    "assignment_deleted",
+    "conflict_detected",
+    "error",
+];
+
+/// The filter and tag name that carries a load's direction.
+pub const DIRECTION_TAG: &str = "direction";
+
+/// The reason a connection without a verified identity is closed with (code 1008).
+pub const UNAUTHENTICATED_REASON: &str = "missing or invalid token";
+
+/// The `message` of a `connection_ack`.
+pub const ACK_MESSAGE: &str = "Connected to DCDock real-time updates";
+
+// ---------------------------------------------------------------------------------------------
+// Shared value types
+// ---------------------------------------------------------------------------------------------
+
+/// A load's direction: inbound or outbound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum LoadDirection {
+    /// `IB`
+    #[serde(rename = "IB")]
+    Inbound,
+    /// `OB`
+    #[serde(rename = "OB")]
+    Outbound,
 }
-struct Stub;
-fn build(_: &Options) -> Box<dyn Protocol + Send> {
-    Box::new(Stub)
+
+impl LoadDirection {
+    /// The wire form, `IB` or `OB`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LoadDirection::Inbound => "IB",
+            LoadDirection::Outbound => "OB",
+        }
+    }
 }
-impl Protocol for Stub {
+
+/// A record id as the backend writes it: a JSON integer (`7`) or a string (`"7"`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Id {
+    /// An integer id.
+    Number(i64),
+    /// A string id.
+    Text(String),
+}
+
+impl fmt::Display for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Id::Number(n) => write!(f, "{n}"),
+            Id::Text(s) => f.write_str(s),
+        }
+    }
+}
+
+/// What an assignment event did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Action {
+    /// `CREATE`
+    #[serde(rename = "CREATE")]
+    Create,
+    /// `UPDATE`
+    #[serde(rename = "UPDATE")]
+    Update,
+    /// `DELETE`
+    #[serde(rename = "DELETE")]
+    Delete,
+}
+
+/// A subscription filter. Keys other than `direction` are accepted and ignored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Filters {
+    /// Only loads in this direction; `None`: every direction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direction: Option<LoadDirection>,
+}
+
+impl Filters {
+    /// The hub filter this subscription stands for.
+    pub fn to_filter(self) -> Filter {
+        match self.direction {
+            Some(d) => Filter::new([(DIRECTION_TAG, d.as_str())]),
+            None => Filter::any(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client -> server
+// ---------------------------------------------------------------------------------------------
+
+/// `subscribe`: replace this connection's filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Subscribe {
+    /// The filter; absent or `{}` receives everything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filters: Option<Filters>,
+}
+
+/// A message a client sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientMessage {
+    /// `subscribe`
+    Subscribe(Subscribe),
+    /// `unsubscribe`: clear the filter.
+    Unsubscribe,
+    /// `ping`: ask for a `pong`.
+    Ping,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Server -> client
+// ---------------------------------------------------------------------------------------------
+
+/// `connection_ack`: the greeting.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectionAck {
+    /// ISO 8601 seconds, no zone.
+    pub timestamp: String,
+    /// `user_<user id>_<serial>`.
+    pub client_id: String,
+    /// Always [`ACK_MESSAGE`].
+    pub message: String,
+}
+
+/// `subscribed`: the filter now in force.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subscribed {
+    /// ISO 8601 seconds, no zone.
+    pub timestamp: String,
+    /// The filter applied (`{}`: everything).
+    pub filters: Filters,
+}
+
+/// A reply that carries only a timestamp: `unsubscribed` and `pong`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stamp {
+    /// ISO 8601 seconds, no zone.
+    pub timestamp: String,
+}
+
+/// An assignment was created, updated or deleted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AssignmentChange {
+    /// ISO 8601 seconds, no zone; filled with the current time when a publisher leaves it out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<String>,
+    /// The assignment.
+    pub assignment_id: Id,
+    /// What happened; must agree with the message type.
+    pub action: Action,
+    /// Who did it.
+    pub user_id: Id,
+    /// Their email.
+    pub user_email: String,
+    /// The full assignment (before deletion, for `assignment_deleted`). `load.direction`
+    /// decides which direction filters it passes.
+    pub data: Map<String, Value>,
+}
+
+impl AssignmentChange {
+    /// The load's direction, `data.load.direction`, if it is a string.
+    pub fn direction(&self) -> Option<&str> {
+        self.data
+            .get("load")
+            .and_then(|l| l.get(DIRECTION_TAG))
+            .and_then(Value::as_str)
+    }
+}
+
+/// An update lost an optimistic-locking race; sent only to the user who attempted it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Conflict {
+    /// ISO 8601 seconds, no zone; filled with the current time when a publisher leaves it out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<String>,
+    /// The assignment.
+    pub assignment_id: Id,
+    /// The version stored now.
+    pub current_version: i64,
+    /// The version the user's update was based on.
+    pub attempted_version: i64,
+    /// The assignment as stored now.
+    pub current_data: Map<String, Value>,
+    /// A sentence for the user.
+    pub message: String,
+    /// The user whose update conflicted (our addition: it picks the recipients).
+    pub user_id: Id,
+}
+
+/// An event a backend publishes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ServerEvent {
+    /// `assignment_created` (action `CREATE`).
+    AssignmentCreated(AssignmentChange),
+    /// `assignment_updated` (action `UPDATE`).
+    AssignmentUpdated(AssignmentChange),
+    /// `assignment_deleted` (action `DELETE`).
+    AssignmentDeleted(AssignmentChange),
+    /// `conflict_detected`.
+    ConflictDetected(Conflict),
+}
+
+impl ServerEvent {
+    /// The wire type.
+    pub fn type_tag(&self) -> &'static str {
+        match self {
+            ServerEvent::AssignmentCreated(_) => "assignment_created",
+            ServerEvent::AssignmentUpdated(_) => "assignment_updated",
+            ServerEvent::AssignmentDeleted(_) => "assignment_deleted",
+            ServerEvent::ConflictDetected(_) => "conflict_detected",
+        }
+    }
+
+    fn timestamp_mut(&mut self) -> &mut Option<String> {
+        match self {
+            ServerEvent::AssignmentCreated(c)
+            | ServerEvent::AssignmentUpdated(c)
+            | ServerEvent::AssignmentDeleted(c) => &mut c.timestamp,
+            ServerEvent::ConflictDetected(c) => &mut c.timestamp,
+        }
+    }
+}
+
+/// `error`: a reply to a frame the server could not act on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorFrame {
+    /// ISO 8601 seconds, no zone.
+    pub timestamp: String,
+    /// Always `Invalid message format`.
+    pub message: String,
+    /// What was wrong.
+    pub details: String,
+}
+
+/// A message the server sends.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ServerMessage {
+    /// `connection_ack`
+    ConnectionAck(ConnectionAck),
+    /// `subscribed`
+    Subscribed(Subscribed),
+    /// `unsubscribed`
+    Unsubscribed(Stamp),
+    /// `pong`
+    Pong(Stamp),
+    /// One of the four published events.
+    Event(ServerEvent),
+    /// `error`
+    Error(ErrorFrame),
+}
+
+/// A message with its `type` tag written first.
+#[derive(Serialize)]
+struct Tagged<'a, T: Serialize> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    #[serde(flatten)]
+    body: &'a T,
+}
+
+fn tagged<T: Serialize>(kind: &str, body: &T) -> Bytes {
+    codec::to_bytes(&Tagged { kind, body })
+}
+
+/// An empty body, for messages that are only a `type`.
+#[derive(Serialize)]
+struct Empty {}
+
+// ---------------------------------------------------------------------------------------------
+// Decode / encode
+// ---------------------------------------------------------------------------------------------
+
+/// Decode a client's message.
+pub fn decode_client(bytes: &[u8]) -> Result<ClientMessage, DecodeError> {
+    let obj = codec::object(bytes)?;
+    match codec::type_tag(&obj)? {
+        "subscribe" => codec::from_object(obj).map(ClientMessage::Subscribe),
+        "unsubscribe" => Ok(ClientMessage::Unsubscribe),
+        "ping" => Ok(ClientMessage::Ping),
+        other => Err(DecodeError::UnknownType(other.to_string())),
+    }
+}
+
+/// Encode a client's message (for clients written in Rust, and the tests).
+pub fn encode_client(msg: &ClientMessage) -> Bytes {
+    match msg {
+        ClientMessage::Subscribe(m) => tagged("subscribe", m),
+        ClientMessage::Unsubscribe => tagged("unsubscribe", &Empty {}),
+        ClientMessage::Ping => tagged("ping", &Empty {}),
+    }
+}
+
+fn assignment(
+    obj: Map<String, Value>,
+    expected: Action,
+    tag: &str,
+) -> Result<AssignmentChange, DecodeError> {
+    let change: AssignmentChange = codec::from_object(obj)?;
+    if change.action != expected {
+        return Err(DecodeError::Invalid(format!(
+            "action {:?} does not match type `{tag}`",
+            change.action
+        )));
+    }
+    Ok(change)
+}
+
+fn decode_event(obj: Map<String, Value>, tag: &str) -> Result<ServerEvent, DecodeError> {
+    Ok(match tag {
+        "assignment_created" => {
+            ServerEvent::AssignmentCreated(assignment(obj, Action::Create, tag)?)
+        }
+        "assignment_updated" => {
+            ServerEvent::AssignmentUpdated(assignment(obj, Action::Update, tag)?)
+        }
+        "assignment_deleted" => {
+            ServerEvent::AssignmentDeleted(assignment(obj, Action::Delete, tag)?)
+        }
+        "conflict_detected" => ServerEvent::ConflictDetected(codec::from_object(obj)?),
+        other => return Err(DecodeError::UnknownType(other.to_string())),
+    })
+}
+
+/// Encode one event as clients receive it (with whatever timestamp it carries).
+pub fn encode_event(event: &ServerEvent) -> Bytes {
+    match event {
+        ServerEvent::AssignmentCreated(c)
+        | ServerEvent::AssignmentUpdated(c)
+        | ServerEvent::AssignmentDeleted(c) => tagged(event.type_tag(), c),
+        ServerEvent::ConflictDetected(c) => tagged(event.type_tag(), c),
+    }
+}
+
+/// Decode a server message (for clients written in Rust, and the tests).
+pub fn decode_server(bytes: &[u8]) -> Result<ServerMessage, DecodeError> {
+    let obj = codec::object(bytes)?;
+    let tag = codec::type_tag(&obj)?.to_owned();
+    match tag.as_str() {
+        "connection_ack" => codec::from_object(obj).map(ServerMessage::ConnectionAck),
+        "subscribed" => codec::from_object(obj).map(ServerMessage::Subscribed),
+        "unsubscribed" => codec::from_object(obj).map(ServerMessage::Unsubscribed),
+        "pong" => codec::from_object(obj).map(ServerMessage::Pong),
+        "error" => codec::from_object(obj).map(ServerMessage::Error),
+        _ => decode_event(obj, &tag).map(ServerMessage::Event),
+    }
+}
+
+/// Encode a server message.
+pub fn encode_server(msg: &ServerMessage) -> Bytes {
+    match msg {
+        ServerMessage::ConnectionAck(m) => tagged("connection_ack", m),
+        ServerMessage::Subscribed(m) => tagged("subscribed", m),
+        ServerMessage::Unsubscribed(m) => tagged("unsubscribed", m),
+        ServerMessage::Pong(m) => tagged("pong", m),
+        ServerMessage::Event(e) => encode_event(e),
+        ServerMessage::Error(m) => tagged("error", m),
+    }
+}
+
+/// Decode a `POST /api/ws/publish` body: one of the four events; `timestamp` optional,
+/// `user_id` required (for `conflict_detected` it picks the recipients).
+pub fn decode_publish(bytes: &[u8]) -> Result<ServerEvent, DecodeError> {
+    let obj = codec::object(bytes)?;
+    let tag = codec::type_tag(&obj)?.to_owned();
+    decode_event(obj, &tag)
+}
+
+/// Decode and re-encode one documented example.
+pub fn round_trip(dir: Direction, bytes: &[u8]) -> Result<Vec<u8>, DecodeError> {
+    Ok(match dir {
+        Direction::ClientToServer => encode_client(&decode_client(bytes)?),
+        Direction::ServerToClient => encode_server(&decode_server(bytes)?),
+        Direction::Publish => encode_event(&decode_publish(bytes)?),
+    }
+    .to_vec())
+}
+
+/// `now` as this system writes timestamps: `2025-01-01T12:30:00`.
+pub fn timestamp(now: Instant) -> String {
+    DateTime::from(now).iso_seconds()
+}
+
+/// The publication for one event: assignment events go to every connection whose filter matches
+/// the load's direction (tag `direction` = `data.load.direction`, or no tags when it has none, so
+/// only unfiltered clients get it); `conflict_detected` goes to every connection of `user_id`,
+/// filters not applied. A missing timestamp is filled with `now`. Encoded once.
+pub fn event_publication(event: &ServerEvent, now: Instant) -> Publication {
+    let mut event = event.clone();
+    let ts = event.timestamp_mut();
+    if ts.is_none() {
+        *ts = Some(timestamp(now));
+    }
+    let payload = encode_event(&event);
+    match &event {
+        ServerEvent::ConflictDetected(c) => Publication::to_user(c.user_id.to_string(), payload),
+        ServerEvent::AssignmentCreated(c)
+        | ServerEvent::AssignmentUpdated(c)
+        | ServerEvent::AssignmentDeleted(c) => {
+            let tags: Tags = c
+                .direction()
+                .map(|d| (DIRECTION_TAG.to_owned(), d.to_owned()))
+                .into_iter()
+                .collect();
+            Publication::to_all(payload).filtered(tags)
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Behaviour
+// ---------------------------------------------------------------------------------------------
+
+/// The DCDock protocol.
+#[derive(Debug, Default)]
+pub struct DcDock {
+    api_key: Option<String>,
+}
+
+impl DcDock {
+    /// A DCDock protocol; `POST /api/ws/publish` is refused (403) unless `api_key` is set.
+    pub fn new(options: &Options) -> Self {
+        DcDock {
+            api_key: options.api_key.clone(),
+        }
+    }
+}
+
+fn build(options: &Options) -> Box<dyn Protocol + Send> {
+    Box::new(DcDock::new(options))
+}
+
+fn filters_of(filter: &Filter) -> Map<String, Value> {
+    filter
+        .entries()
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect()
+}
+
+impl Protocol for DcDock {
     fn name(&self) -> &'static str {
         "dcdock"
     }
-    fn on_text(&mut self, _: &mut Context<'_>, _: ConnectionHandle, _: &Bytes) {}
+
+    fn on_open(&mut self, cx: &mut Context<'_>, conn: ConnectionHandle, _info: &OpenInfo) {
+        let Some(user) = cx.identity(conn).map(|i| i.user.clone()) else {
+            cx.count_error("unauthenticated");
+            cx.close(conn, CloseCode::POLICY_VIOLATION, UNAUTHENTICATED_REASON);
+            return;
+        };
+        let client_id = format!("user_{user}_{}", conn.serial());
+        let ack = ConnectionAck {
+            timestamp: timestamp(cx.now()),
+            client_id: client_id.clone(),
+            message: ACK_MESSAGE.to_owned(),
+        };
+        cx.set_client_id(conn, client_id);
+        cx.send(conn, tagged("connection_ack", &ack));
+    }
+
+    fn on_text(&mut self, cx: &mut Context<'_>, conn: ConnectionHandle, frame: &Bytes) {
+        let ts = timestamp(cx.now());
+        let reply = match decode_client(frame) {
+            Ok(ClientMessage::Subscribe(s)) => {
+                let filters = s.filters.unwrap_or_default();
+                cx.set_filter(conn, filters.to_filter());
+                tagged(
+                    "subscribed",
+                    &Subscribed {
+                        timestamp: ts,
+                        filters,
+                    },
+                )
+            }
+            Ok(ClientMessage::Unsubscribe) => {
+                cx.set_filter(conn, Filter::any());
+                tagged("unsubscribed", &Stamp { timestamp: ts })
+            }
+            Ok(ClientMessage::Ping) => tagged("pong", &Stamp { timestamp: ts }),
+            Err(e) => {
+                cx.count_error(e.kind());
+                tagged(
+                    "error",
+                    &ErrorFrame {
+                        timestamp: ts,
+                        message: "Invalid message format".to_owned(),
+                        details: e.to_string(),
+                    },
+                )
+            }
+        };
+        cx.send(conn, reply);
+    }
+
+    fn on_http(&mut self, cx: &mut Context<'_>, req: &HttpRequest) -> Option<HttpResponse> {
+        Some(match (req.path.as_str(), req.method) {
+            ("/api/ws/publish", Method::Post) => self.publish(cx, req),
+            ("/api/ws/stats", Method::Get | Method::Head) => stats(cx),
+            ("/api/ws/publish" | "/api/ws/stats", _) => {
+                json_response(405, &json!({"error": "Method not allowed"}))
+            }
+            _ => return None,
+        })
+    }
+}
+
+fn json_response(status: u16, body: &Value) -> HttpResponse {
+    HttpResponse::json(status, codec::to_bytes(body))
+}
+
+fn stats(cx: &Context<'_>) -> HttpResponse {
+    let mut clients: Vec<(u64, Value)> = cx
+        .connections()
+        .map(|c| {
+            (
+                c.handle.serial(),
+                json!({"client_id": c.client_id, "filters": filters_of(c.filter)}),
+            )
+        })
+        .collect();
+    clients.sort_unstable_by_key(|(serial, _)| *serial);
+    let clients: Vec<Value> = clients.into_iter().map(|(_, v)| v).collect();
+    json_response(
+        200,
+        &json!({"active_connections": clients.len(), "clients": clients}),
+    )
+}
+
+impl DcDock {
+    fn publish(&self, cx: &mut Context<'_>, req: &HttpRequest) -> HttpResponse {
+        let Some(key) = &self.api_key else {
+            return json_response(
+                403,
+                &json!({"error": "publishing disabled: set DCDOCK_API_KEY"}),
+            );
+        };
+        if !api_key_matches(req, key) {
+            return json_response(401, &json!({"error": "missing or invalid API key"}));
+        }
+        match decode_publish(&req.body) {
+            Ok(event) => {
+                let delivered = cx.publish(event_publication(&event, cx.now()));
+                json_response(202, &json!({ "delivered": delivered }))
+            }
+            Err(e) => json_response(
+                400,
+                &json!({"error": "Invalid event", "details": e.to_string()}),
+            ),
+        }
+    }
+}
+
+/// Whether the request carries `key` as `x-api-key: <key>` or `authorization: Bearer <key>`.
+fn api_key_matches(req: &HttpRequest, key: &str) -> bool {
+    let bearer = req.header("authorization").and_then(|v| {
+        let (scheme, token) = v.trim().split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+    });
+    [req.header("x-api-key"), bearer]
+        .into_iter()
+        .flatten()
+        .any(|given| constant_time_eq(given.as_bytes(), key.as_bytes()))
+}
+
+/// Compare without an early exit on the first differing byte.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_accept_numbers_and_strings() {
+        let n: Id = serde_json::from_str("7").unwrap();
+        let s: Id = serde_json::from_str("\"u-7\"").unwrap();
+        assert_eq!((n.to_string(), s.to_string()), ("7".into(), "u-7".into()));
+        assert!(serde_json::from_str::<Id>("7.5").is_err());
+    }
+
+    #[test]
+    fn subscribe_forms() {
+        assert_eq!(
+            decode_client(br#"{"type":"subscribe"}"#),
+            Ok(ClientMessage::Subscribe(Subscribe { filters: None }))
+        );
+        let with_extra = br#"{"type":"subscribe","filters":{"direction":"OB","status":"x"}}"#;
+        assert_eq!(
+            decode_client(with_extra),
+            Ok(ClientMessage::Subscribe(Subscribe {
+                filters: Some(Filters {
+                    direction: Some(LoadDirection::Outbound)
+                })
+            }))
+        );
+        assert!(matches!(
+            decode_client(br#"{"type":"subscribe","filters":{"direction":"XX"}}"#),
+            Err(DecodeError::Invalid(_))
+        ));
+        assert!(matches!(
+            decode_client(br#"{"type":"subscribe","filters":"IB"}"#),
+            Err(DecodeError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn action_must_match_type() {
+        let body = br#"{"type":"assignment_created","assignment_id":1,"action":"DELETE","user_id":1,"user_email":"a@b","data":{}}"#;
+        assert!(matches!(decode_publish(body), Err(DecodeError::Invalid(_))));
+    }
+
+    #[test]
+    fn publication_tags_follow_the_load_direction() {
+        let mut data = Map::new();
+        data.insert("load".into(), json!({"direction": "OB"}));
+        let change = AssignmentChange {
+            timestamp: None,
+            assignment_id: Id::Number(1),
+            action: Action::Update,
+            user_id: Id::Number(2),
+            user_email: "a@b".into(),
+            data,
+        };
+        let p = event_publication(
+            &ServerEvent::AssignmentUpdated(change.clone()),
+            Instant::from_millis(1_735_734_600_000),
+        );
+        assert_eq!(p.tags, Some(alloc::vec![("direction".into(), "OB".into())]));
+        let sent: Value = serde_json::from_slice(&p.payload).unwrap();
+        assert_eq!(sent["timestamp"], "2025-01-01T12:30:00");
+        let bare = AssignmentChange {
+            data: Map::new(),
+            ..change
+        };
+        let p = event_publication(&ServerEvent::AssignmentDeleted(bare), Instant::EPOCH);
+        assert_eq!(p.tags, Some(Vec::new()));
+    }
 }

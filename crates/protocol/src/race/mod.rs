@@ -1,2 +1,3 @@
-//! placeholder
+//! Race live updates (`race-live.md`): clients follow race sessions and receive typed
+//! `{type, data, timestamp}` updates published for those sessions.
 pub mod v1;

@@ -1,38 +1,823 @@
-//! Placeholder: being written.
+//! Race live updates, version 1: `{"type","data","timestamp"}` messages both ways.
+//!
+//! A client follows one or more race sessions (query parameter `sessionId` at connect and/or
+//! `subscribe` messages); each session is the room `session:<id>`. Backends publish typed updates
+//! (`lap_update`, `tire_change`, ...) with `POST /sessions/<id>/updates`, and only that session's
+//! followers receive them. Clients may not publish. See `docs/protocol/race-v1.md`.
+
+use alloc::boxed::Box;
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use core::fmt;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use switchboard_hub::time::DateTime;
+use switchboard_hub::{
+    ConnectionHandle, Context, HttpRequest, HttpResponse, Instant, Method, OpenInfo, Protocol,
+    Publication,
+};
+
+use crate::codec;
 use crate::registry::{Auth, Options, SystemSpec};
 use crate::{DecodeError, Direction};
-use alloc::boxed::Box;
-use alloc::vec::Vec;
-use bytes::Bytes;
-use switchboard_hub::{ConnectionHandle, Context, Protocol};
 
-/// Registry entry.
+/// The registry entry: port 3000 (the seed's `VITE_WS_URL=ws://localhost:3000/ws`), path `/ws`.
 pub const SPEC: SystemSpec = SystemSpec {
     name: "race",
-    title: "race",
-    default_port: 0,
+    title: "Race live updates",
+    default_port: 3000,
     port_env: None,
     ws_path: Some("/ws"),
     auth: Auth::None,
     origins: None,
-    api_key_env: "X",
+    api_key_env: "RACE_API_KEY",
     build,
 };
-/// Client types.
-pub const CLIENT_TYPES: &[&str] = &[];
-/// Server types.
-pub const SERVER_TYPES: &[&str] = &[];
-/// Round trip.
-pub fn round_trip(_: Direction, _: &[u8]) -> Result<Vec<u8>, DecodeError> {
-    Err(DecodeError::NotAnObject)
+
+/// Client message types.
+pub const CLIENT_TYPES: &[&str] = &["subscribe", "unsubscribe", "ping"];
+/// Server message types: the replies, then the eight update types.
+pub const SERVER_TYPES: &[&str] = &[
+    "subscribed",
+    "unsubscribed",
+    "pong",
+    "error",
+    "session_update",
+    "driver_update",
+    "position_change",
+    "lap_update",
+    "sector_update",
+    "tire_change",
+    "status_change",
+    "drs_update",
+];
+
+/// The longest session id accepted, in bytes.
+pub const MAX_SESSION_ID_LEN: usize = 128;
+
+/// The prefix of a session's room name: session `race-2024` is room `session:race-2024`.
+pub const ROOM_PREFIX: &str = "session:";
+
+/// The kind of a live update, as the seed's table lists them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpdateType {
+    /// `session_update`: session info (lap count, etc).
+    SessionUpdate,
+    /// `driver_update`: complete driver data.
+    DriverUpdate,
+    /// `position_change`: position changes.
+    PositionChange,
+    /// `lap_update`: lap time updates.
+    LapUpdate,
+    /// `sector_update`: sector time updates.
+    SectorUpdate,
+    /// `tire_change`: tire changes.
+    TireChange,
+    /// `status_change`: driver status (PIT, TRACK, OUT).
+    StatusChange,
+    /// `drs_update`: DRS availability.
+    DrsUpdate,
 }
-struct Stub;
-fn build(_: &Options) -> Box<dyn Protocol + Send> {
-    Box::new(Stub)
+
+impl UpdateType {
+    /// Every update type, in the seed's order.
+    pub const ALL: [UpdateType; 8] = [
+        UpdateType::SessionUpdate,
+        UpdateType::DriverUpdate,
+        UpdateType::PositionChange,
+        UpdateType::LapUpdate,
+        UpdateType::SectorUpdate,
+        UpdateType::TireChange,
+        UpdateType::StatusChange,
+        UpdateType::DrsUpdate,
+    ];
+
+    /// The wire tag, e.g. `lap_update`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            UpdateType::SessionUpdate => "session_update",
+            UpdateType::DriverUpdate => "driver_update",
+            UpdateType::PositionChange => "position_change",
+            UpdateType::LapUpdate => "lap_update",
+            UpdateType::SectorUpdate => "sector_update",
+            UpdateType::TireChange => "tire_change",
+            UpdateType::StatusChange => "status_change",
+            UpdateType::DrsUpdate => "drs_update",
+        }
+    }
+
+    /// The update type with wire tag `tag`.
+    pub fn from_tag(tag: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.as_str() == tag)
+    }
 }
-impl Protocol for Stub {
+
+impl fmt::Display for UpdateType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An update as a backend publishes it: the body of `POST /sessions/<id>/updates`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RaceUpdate {
+    /// What kind of update.
+    #[serde(rename = "type")]
+    pub kind: UpdateType,
+    /// The update itself, relayed as given.
+    pub data: Value,
+    /// When it happened (ISO 8601); the server stamps its own time when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<String>,
+}
+
+/// A client message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientMessage {
+    /// `{"type":"subscribe","data":{"sessionId":..}}`: follow a session.
+    Subscribe {
+        /// The session.
+        session_id: String,
+        /// The client's timestamp, if it sent one (ignored).
+        timestamp: Option<String>,
+    },
+    /// `{"type":"unsubscribe","data":{"sessionId":..}}`: stop following a session.
+    Unsubscribe {
+        /// The session.
+        session_id: String,
+        /// The client's timestamp, if it sent one (ignored).
+        timestamp: Option<String>,
+    },
+    /// `{"type":"ping","data":{}}`: heartbeat; asks for a `pong`.
+    Ping {
+        /// The `data` the client sent, if any (ignored).
+        data: Option<Value>,
+        /// The client's timestamp, if it sent one (ignored).
+        timestamp: Option<String>,
+    },
+}
+
+/// A message the server sends. Every one carries a server timestamp.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ServerMessage {
+    /// The client now follows `session_id`.
+    Subscribed {
+        /// The session.
+        session_id: String,
+        /// Server time.
+        timestamp: String,
+    },
+    /// The client no longer follows `session_id`.
+    Unsubscribed {
+        /// The session.
+        session_id: String,
+        /// Server time.
+        timestamp: String,
+    },
+    /// The reply to a `ping`; its `data` is `{}`.
+    Pong {
+        /// Server time.
+        timestamp: String,
+    },
+    /// The reply to a message the server could not accept.
+    Error {
+        /// What was wrong, for people.
+        message: String,
+        /// Detail from the decoder or the hub.
+        details: String,
+        /// Server time.
+        timestamp: String,
+    },
+    /// A live update for a session the client follows.
+    Update {
+        /// What kind of update.
+        kind: UpdateType,
+        /// The update as published.
+        data: Value,
+        /// The publisher's timestamp, or the server's time of publishing.
+        timestamp: String,
+    },
+}
+
+/// `{"type":..,"data":..,"timestamp":..}` on the way out.
+#[derive(Serialize)]
+struct Out<'a, D> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    data: D,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timestamp: Option<&'a str>,
+}
+
+/// A client message's `data` and optional `timestamp`.
+#[derive(Deserialize)]
+struct ClientIn<D> {
+    data: D,
+    #[serde(default)]
+    timestamp: Option<String>,
+}
+
+/// A ping, whose `data` may be left out.
+#[derive(Deserialize)]
+struct PingIn {
+    #[serde(default)]
+    data: Option<Value>,
+    #[serde(default)]
+    timestamp: Option<String>,
+}
+
+/// A server message's `data` and required `timestamp`.
+#[derive(Deserialize)]
+struct ServerIn<D> {
+    data: D,
+    timestamp: String,
+}
+
+/// A pong: `data` is `{}` and not looked at.
+#[derive(Deserialize)]
+struct PongIn {
+    timestamp: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SessionRef<S> {
+    #[serde(rename = "sessionId")]
+    session_id: S,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ErrorData<S> {
+    message: S,
+    details: S,
+}
+
+/// Serialises as `{}`.
+#[derive(Serialize)]
+struct Empty {}
+
+/// Check a session id: 1 to [`MAX_SESSION_ID_LEN`] bytes of ASCII letters, digits, `_`, `-`,
+/// `.` and `:`.
+pub fn check_session_id(id: &str) -> Result<(), DecodeError> {
+    let ok = !id.is_empty()
+        && id.len() <= MAX_SESSION_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'));
+    if ok {
+        Ok(())
+    } else {
+        Err(DecodeError::Invalid(format!(
+            "`sessionId` must be 1 to {MAX_SESSION_ID_LEN} characters of A-Z, a-z, 0-9, `_`, `-`, `.` and `:`"
+        )))
+    }
+}
+
+fn digits(s: &[u8]) -> Option<u32> {
+    if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(s.iter().fold(0, |n, d| n * 10 + u32::from(d - b'0')))
+}
+
+/// Whether `s` is an ISO 8601 date-time with a zone: `2024-01-01T12:00:00Z`,
+/// `2024-01-01T12:00:00.123Z` or `2024-01-01T14:00:00+02:00`.
+pub fn is_iso8601(s: &str) -> bool {
+    let b = s.as_bytes();
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return false;
+    }
+    let in_range = |range: core::ops::Range<usize>, lo: u32, hi: u32| {
+        digits(&b[range]).is_some_and(|n| (lo..=hi).contains(&n))
+    };
+    if !(in_range(0..4, 0, 9999)
+        && in_range(5..7, 1, 12)
+        && in_range(8..10, 1, 31)
+        && in_range(11..13, 0, 23)
+        && in_range(14..16, 0, 59)
+        && in_range(17..19, 0, 60))
+    {
+        return false;
+    }
+    let mut rest = &b[19..];
+    if let Some(frac) = rest.strip_prefix(b".") {
+        let n = frac.iter().take_while(|c| c.is_ascii_digit()).count();
+        if n == 0 {
+            return false;
+        }
+        rest = &frac[n..];
+    }
+    match rest {
+        [b'Z'] => true,
+        [b'+' | b'-', h1, h2, b':', m1, m2] => {
+            digits(&[*h1, *h2]).is_some_and(|h| h <= 23)
+                && digits(&[*m1, *m2]).is_some_and(|m| m <= 59)
+        }
+        _ => false,
+    }
+}
+
+fn client_may_not_publish(tag: &str) -> DecodeError {
+    DecodeError::Invalid(format!(
+        "`{tag}` is an update type: clients may not publish updates \
+         (backends use POST /sessions/<sessionId>/updates)"
+    ))
+}
+
+/// Decode a client frame.
+pub fn decode_client(bytes: &[u8]) -> Result<ClientMessage, DecodeError> {
+    let obj = codec::object(bytes)?;
+    let tag = codec::type_tag(&obj)?.to_string();
+    match tag.as_str() {
+        "subscribe" | "unsubscribe" => {
+            let subscribe = tag == "subscribe";
+            let m: ClientIn<SessionRef<String>> = codec::from_object(obj)?;
+            check_session_id(&m.data.session_id)?;
+            let (session_id, timestamp) = (m.data.session_id, m.timestamp);
+            Ok(if subscribe {
+                ClientMessage::Subscribe {
+                    session_id,
+                    timestamp,
+                }
+            } else {
+                ClientMessage::Unsubscribe {
+                    session_id,
+                    timestamp,
+                }
+            })
+        }
+        "ping" => {
+            let m: PingIn = codec::from_object(obj)?;
+            Ok(ClientMessage::Ping {
+                data: m.data,
+                timestamp: m.timestamp,
+            })
+        }
+        t if UpdateType::from_tag(t).is_some() => Err(client_may_not_publish(t)),
+        t => Err(DecodeError::UnknownType(t.to_string())),
+    }
+}
+
+/// Encode a client frame (for clients written in Rust, and the tests).
+pub fn encode_client(msg: &ClientMessage) -> Bytes {
+    match msg {
+        ClientMessage::Subscribe {
+            session_id,
+            timestamp,
+        }
+        | ClientMessage::Unsubscribe {
+            session_id,
+            timestamp,
+        } => codec::to_bytes(&Out {
+            kind: if matches!(msg, ClientMessage::Subscribe { .. }) {
+                "subscribe"
+            } else {
+                "unsubscribe"
+            },
+            data: SessionRef {
+                session_id: session_id.as_str(),
+            },
+            timestamp: timestamp.as_deref(),
+        }),
+        ClientMessage::Ping { data, timestamp } => {
+            #[derive(Serialize)]
+            struct PingOut<'a> {
+                #[serde(rename = "type")]
+                kind: &'a str,
+                #[serde(skip_serializing_if = "Option::is_none")]
+                data: Option<&'a Value>,
+                #[serde(skip_serializing_if = "Option::is_none")]
+                timestamp: Option<&'a str>,
+            }
+            codec::to_bytes(&PingOut {
+                kind: "ping",
+                data: data.as_ref(),
+                timestamp: timestamp.as_deref(),
+            })
+        }
+    }
+}
+
+/// Decode a server frame (for clients written in Rust, and the tests).
+pub fn decode_server(bytes: &[u8]) -> Result<ServerMessage, DecodeError> {
+    let obj = codec::object(bytes)?;
+    let tag = codec::type_tag(&obj)?.to_string();
+    match tag.as_str() {
+        "subscribed" | "unsubscribed" => {
+            let subscribed = tag == "subscribed";
+            let m: ServerIn<SessionRef<String>> = codec::from_object(obj)?;
+            let (session_id, timestamp) = (m.data.session_id, m.timestamp);
+            Ok(if subscribed {
+                ServerMessage::Subscribed {
+                    session_id,
+                    timestamp,
+                }
+            } else {
+                ServerMessage::Unsubscribed {
+                    session_id,
+                    timestamp,
+                }
+            })
+        }
+        "pong" => {
+            let m: PongIn = codec::from_object(obj)?;
+            Ok(ServerMessage::Pong {
+                timestamp: m.timestamp,
+            })
+        }
+        "error" => {
+            let m: ServerIn<ErrorData<String>> = codec::from_object(obj)?;
+            Ok(ServerMessage::Error {
+                message: m.data.message,
+                details: m.data.details,
+                timestamp: m.timestamp,
+            })
+        }
+        t => match UpdateType::from_tag(t) {
+            Some(kind) => {
+                let m: ServerIn<Value> = codec::from_object(obj)?;
+                Ok(ServerMessage::Update {
+                    kind,
+                    data: m.data,
+                    timestamp: m.timestamp,
+                })
+            }
+            None => Err(DecodeError::UnknownType(t.to_string())),
+        },
+    }
+}
+
+/// Encode a server frame.
+pub fn encode_server(msg: &ServerMessage) -> Bytes {
+    match msg {
+        ServerMessage::Subscribed {
+            session_id,
+            timestamp,
+        } => codec::to_bytes(&Out {
+            kind: "subscribed",
+            data: SessionRef {
+                session_id: session_id.as_str(),
+            },
+            timestamp: Some(timestamp),
+        }),
+        ServerMessage::Unsubscribed {
+            session_id,
+            timestamp,
+        } => codec::to_bytes(&Out {
+            kind: "unsubscribed",
+            data: SessionRef {
+                session_id: session_id.as_str(),
+            },
+            timestamp: Some(timestamp),
+        }),
+        ServerMessage::Pong { timestamp } => codec::to_bytes(&Out {
+            kind: "pong",
+            data: Empty {},
+            timestamp: Some(timestamp),
+        }),
+        ServerMessage::Error {
+            message,
+            details,
+            timestamp,
+        } => codec::to_bytes(&Out {
+            kind: "error",
+            data: ErrorData {
+                message: message.as_str(),
+                details: details.as_str(),
+            },
+            timestamp: Some(timestamp),
+        }),
+        ServerMessage::Update {
+            kind,
+            data,
+            timestamp,
+        } => codec::to_bytes(&Out {
+            kind: kind.as_str(),
+            data,
+            timestamp: Some(timestamp),
+        }),
+    }
+}
+
+/// Decode the body of `POST /sessions/<id>/updates`.
+pub fn decode_publish(bytes: &[u8]) -> Result<RaceUpdate, DecodeError> {
+    let obj = codec::object(bytes)?;
+    let tag = codec::type_tag(&obj)?;
+    if UpdateType::from_tag(tag).is_none() {
+        return Err(DecodeError::UnknownType(tag.to_string()));
+    }
+    let update: RaceUpdate = codec::from_object(obj)?;
+    if let Some(ts) = &update.timestamp {
+        if !is_iso8601(ts) {
+            return Err(DecodeError::Invalid(
+                "`timestamp` must be ISO 8601 with a zone, e.g. 2024-01-01T12:00:00Z".to_string(),
+            ));
+        }
+    }
+    Ok(update)
+}
+
+/// Decode and re-encode one documented example.
+pub fn round_trip(dir: Direction, bytes: &[u8]) -> Result<Vec<u8>, DecodeError> {
+    match dir {
+        Direction::ClientToServer => decode_client(bytes).map(|m| encode_client(&m).to_vec()),
+        Direction::ServerToClient => decode_server(bytes).map(|m| encode_server(&m).to_vec()),
+        Direction::Publish => decode_publish(bytes).map(|u| codec::to_vec(&u)),
+    }
+}
+
+/// The room of session `session_id`: `session:<id>`.
+pub fn session_room(session_id: &str) -> String {
+    format!("{ROOM_PREFIX}{session_id}")
+}
+
+fn now_iso(now: Instant) -> String {
+    DateTime::from(now).iso_millis_z()
+}
+
+/// The publication of `update` to the followers of `session_id`, encoded once; the update's
+/// timestamp, or `now` when it has none. For embedding Rust services and the HTTP endpoint alike.
+pub fn update_publication(session_id: &str, update: &RaceUpdate, now: Instant) -> Publication {
+    let stamped;
+    let timestamp = match &update.timestamp {
+        Some(t) => t.as_str(),
+        None => {
+            stamped = now_iso(now);
+            stamped.as_str()
+        }
+    };
+    let frame = codec::to_bytes(&Out {
+        kind: update.kind.as_str(),
+        data: &update.data,
+        timestamp: Some(timestamp),
+    });
+    Publication::to_room(session_room(session_id), frame)
+}
+
+/// The live-update server.
+#[derive(Debug, Default)]
+pub struct Race {
+    api_key: Option<String>,
+}
+
+impl Race {
+    /// A server; publishing requires `api_key` and is refused (403) without one.
+    pub fn new(options: &Options) -> Self {
+        Race {
+            api_key: options.api_key.clone().filter(|k| !k.is_empty()),
+        }
+    }
+}
+
+fn build(options: &Options) -> Box<dyn Protocol + Send> {
+    Box::new(Race::new(options))
+}
+
+#[derive(Serialize)]
+struct Health {
+    status: &'static str,
+    clients: usize,
+    sessions: usize,
+    uptime: f64,
+}
+
+#[derive(Serialize)]
+struct Published<'a> {
+    #[serde(rename = "sessionId")]
+    session_id: &'a str,
+    delivered: usize,
+}
+
+#[derive(Serialize)]
+struct HttpError<'a> {
+    error: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    details: Option<&'a str>,
+}
+
+fn http_error(status: u16, error: &str, details: Option<&str>) -> HttpResponse {
+    HttpResponse::json(status, codec::to_bytes(&HttpError { error, details }))
+}
+
+/// Compare without an early exit on the first differing byte.
+fn same_key(given: &str, key: &str) -> bool {
+    given.len() == key.len()
+        && given
+            .bytes()
+            .zip(key.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+/// Whether `x-api-key: <key>` or `authorization: Bearer <key>` carries `key`.
+fn authorized(req: &HttpRequest, key: &str) -> bool {
+    let header_key = req.header("x-api-key").map(str::trim);
+    let bearer = req.header("authorization").and_then(|v| {
+        let (scheme, rest) = v.trim().split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+    });
+    header_key.is_some_and(|k| same_key(k, key)) || bearer.is_some_and(|k| same_key(k, key))
+}
+
+fn send_error(cx: &mut Context<'_>, conn: ConnectionHandle, message: &str, details: String) {
+    let reply = ServerMessage::Error {
+        message: message.to_string(),
+        details,
+        timestamp: now_iso(cx.now()),
+    };
+    cx.send(conn, encode_server(&reply));
+}
+
+fn subscribe(cx: &mut Context<'_>, conn: ConnectionHandle, session_id: &str) {
+    match cx.join(conn, &session_room(session_id)) {
+        Ok(_) => {
+            let reply = ServerMessage::Subscribed {
+                session_id: session_id.to_string(),
+                timestamp: now_iso(cx.now()),
+            };
+            cx.send(conn, encode_server(&reply));
+        }
+        Err(e) => {
+            cx.count_error("room_limit");
+            let details = format!("not subscribed to session `{session_id}`");
+            send_error(cx, conn, &e.to_string(), details);
+        }
+    }
+}
+
+impl Race {
+    fn publish(&self, cx: &mut Context<'_>, req: &HttpRequest, session_id: &str) -> HttpResponse {
+        if req.method != Method::Post {
+            return http_error(405, "method not allowed", Some("use POST"));
+        }
+        let Some(key) = &self.api_key else {
+            return http_error(403, "publishing disabled: set RACE_API_KEY", None);
+        };
+        if !authorized(req, key) {
+            return http_error(401, "invalid or missing API key", None);
+        }
+        if let Err(e) = check_session_id(session_id) {
+            cx.count_error(e.kind());
+            return http_error(400, "invalid sessionId", Some(&e.to_string()));
+        }
+        let update = match decode_publish(&req.body) {
+            Ok(u) => u,
+            Err(e) => {
+                cx.count_error(e.kind());
+                return http_error(400, "invalid update", Some(&e.to_string()));
+            }
+        };
+        let delivered = cx.publish(update_publication(session_id, &update, cx.now()));
+        let body = Published {
+            session_id,
+            delivered,
+        };
+        HttpResponse::json(202, codec::to_bytes(&body))
+    }
+}
+
+impl Protocol for Race {
     fn name(&self) -> &'static str {
         "race"
     }
-    fn on_text(&mut self, _: &mut Context<'_>, _: ConnectionHandle, _: &Bytes) {}
+
+    fn on_open(&mut self, cx: &mut Context<'_>, conn: ConnectionHandle, info: &OpenInfo) {
+        for (_, id) in info.query.iter().filter(|(k, _)| k == "sessionId") {
+            if id.is_empty() {
+                continue; // `?sessionId=` picks nothing.
+            }
+            match check_session_id(id) {
+                Ok(()) => subscribe(cx, conn, id),
+                Err(e) => {
+                    cx.count_error(e.kind());
+                    send_error(cx, conn, "Invalid sessionId", e.to_string());
+                }
+            }
+        }
+    }
+
+    fn on_text(&mut self, cx: &mut Context<'_>, conn: ConnectionHandle, frame: &Bytes) {
+        match decode_client(frame) {
+            Ok(ClientMessage::Subscribe { session_id, .. }) => subscribe(cx, conn, &session_id),
+            Ok(ClientMessage::Unsubscribe { session_id, .. }) => {
+                cx.leave(conn, &session_room(&session_id));
+                let reply = ServerMessage::Unsubscribed {
+                    session_id,
+                    timestamp: now_iso(cx.now()),
+                };
+                cx.send(conn, encode_server(&reply));
+            }
+            Ok(ClientMessage::Ping { .. }) => {
+                let reply = ServerMessage::Pong {
+                    timestamp: now_iso(cx.now()),
+                };
+                cx.send(conn, encode_server(&reply));
+            }
+            Err(e) => {
+                cx.count_error(e.kind());
+                send_error(cx, conn, "Invalid message", e.to_string());
+            }
+        }
+    }
+
+    fn on_http(&mut self, cx: &mut Context<'_>, req: &HttpRequest) -> Option<HttpResponse> {
+        if req.path == "/health" {
+            if !matches!(req.method, Method::Get | Method::Head) {
+                return Some(http_error(405, "method not allowed", Some("use GET")));
+            }
+            let health = Health {
+                status: "ok",
+                clients: cx.connections().count(),
+                sessions: cx
+                    .rooms()
+                    .filter(|(name, members)| name.starts_with(ROOM_PREFIX) && *members > 0)
+                    .count(),
+                uptime: cx.uptime().as_millis() as f64 / 1000.0,
+            };
+            return Some(HttpResponse::json(200, codec::to_bytes(&health)));
+        }
+        let session_id = req
+            .path
+            .strip_prefix("/sessions/")
+            .and_then(|rest| rest.strip_suffix("/updates"))?;
+        Some(self.publish(cx, req, session_id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn update_tags_match_the_table() {
+        for t in UpdateType::ALL {
+            assert_eq!(UpdateType::from_tag(t.as_str()), Some(t));
+            assert_eq!(codec::to_vec(&t), format!("\"{t}\"").into_bytes());
+            assert!(SERVER_TYPES.contains(&t.as_str()));
+        }
+        assert_eq!(UpdateType::from_tag("subscribe"), None);
+    }
+
+    #[test]
+    fn timestamps() {
+        for ok in [
+            "2024-01-01T12:00:00Z",
+            "2024-01-01T12:00:00.123Z",
+            "2024-12-31T23:59:60.1+02:00",
+            "2024-01-01T12:00:00-05:30",
+        ] {
+            assert!(is_iso8601(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "2024-01-01",
+            "2024-01-01T12:00:00",
+            "2024-13-01T12:00:00Z",
+            "2024-01-01T24:00:00Z",
+            "2024-01-01T12:00:00.Z",
+            "2024-01-01 12:00:00Z",
+            "2024-01-01T12:00:00+0200",
+            "２024-01-01T12:00:00Z",
+        ] {
+            assert!(!is_iso8601(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn session_ids() {
+        assert!(check_session_id("race-2024").is_ok());
+        assert!(check_session_id("2024:monaco.R_1").is_ok());
+        let long = "a".repeat(MAX_SESSION_ID_LEN + 1);
+        for bad in ["", "a b", "a/b", "ü", long.as_str()] {
+            assert!(check_session_id(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn publication_targets_the_session_room_and_stamps_time() {
+        let update = RaceUpdate {
+            kind: UpdateType::LapUpdate,
+            data: serde_json::json!({"driverId": "VER"}),
+            timestamp: None,
+        };
+        let now = Instant::from_millis(1_735_734_600_123);
+        let p = update_publication("race-2024", &update, now);
+        assert_eq!(
+            p.target,
+            switchboard_hub::Target::Room("session:race-2024".into())
+        );
+        assert_eq!(
+            &p.payload[..],
+            br#"{"type":"lap_update","data":{"driverId":"VER"},"timestamp":"2025-01-01T12:30:00.123Z"}"#
+        );
+    }
 }

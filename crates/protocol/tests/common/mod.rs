@@ -69,7 +69,7 @@ impl Harness {
                 } => {
                     self.closed.insert(connection, (code, reason.into_owned()));
                 }
-                Output::Replicate(_) => {}
+                Output::Replicate(_) | Output::RoomOpened(_) | Output::RoomClosed(_) => {}
             }
         }
     }
