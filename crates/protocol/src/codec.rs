@@ -8,6 +8,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::DecodeError;
+use switchboard_hub::HttpRequest;
 
 /// Parse `bytes` as a JSON object.
 pub fn object(bytes: &[u8]) -> Result<Map<String, Value>, DecodeError> {
@@ -54,9 +55,57 @@ pub fn non_null(v: Value) -> Option<Value> {
     }
 }
 
+/// Whether `req` carries `key` as `x-api-key: <key>` or `authorization: Bearer <key>`.
+/// The comparison takes the same time wherever the first differing byte is.
+pub fn api_key_matches(req: &HttpRequest, key: &str) -> bool {
+    let bearer = req.header("authorization").and_then(|v| {
+        let (scheme, token) = v.trim().split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+    });
+    [req.header("x-api-key").map(str::trim), bearer]
+        .into_iter()
+        .flatten()
+        .any(|given| constant_time_eq(given.as_bytes(), key.as_bytes()))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn api_key_forms() {
+        let req = |headers: &[(&str, &str)]| HttpRequest {
+            method: switchboard_hub::Method::Post,
+            path: "/p".into(),
+            query: Vec::new(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            body: Bytes::new(),
+        };
+        assert!(api_key_matches(&req(&[("x-api-key", "k1")]), "k1"));
+        assert!(api_key_matches(&req(&[("x-api-key", " k1 ")]), "k1"));
+        assert!(api_key_matches(
+            &req(&[("authorization", "Bearer k1")]),
+            "k1"
+        ));
+        assert!(api_key_matches(
+            &req(&[("authorization", "bearer  k1 ")]),
+            "k1"
+        ));
+        assert!(!api_key_matches(
+            &req(&[("authorization", "Basic k1")]),
+            "k1"
+        ));
+        assert!(!api_key_matches(&req(&[("x-api-key", "k2")]), "k1"));
+        assert!(!api_key_matches(&req(&[("x-api-key", "k")]), "k1"));
+        assert!(!api_key_matches(&req(&[]), "k1"));
+    }
 
     #[test]
     fn classifies_errors() {

@@ -791,7 +791,7 @@ fn stats(cx: &Context<'_>) -> HttpResponse {
 impl Collab {
     fn broadcast(&self, cx: &mut Context<'_>, req: &HttpRequest) -> HttpResponse {
         if let Some(key) = &self.api_key {
-            if !api_key_matches(req, key) {
+            if !codec::api_key_matches(req, key) {
                 return json_response(401, &json!({"error": "missing or invalid API key"}));
             }
         }
@@ -823,23 +823,6 @@ impl Collab {
             }),
         )
     }
-}
-
-/// Whether the request carries `key` as `x-api-key: <key>` or `authorization: Bearer <key>`.
-fn api_key_matches(req: &HttpRequest, key: &str) -> bool {
-    let bearer = req.header("authorization").and_then(|v| {
-        let (scheme, token) = v.trim().split_once(' ')?;
-        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-    });
-    [req.header("x-api-key"), bearer]
-        .into_iter()
-        .flatten()
-        .any(|given| constant_time_eq(given.as_bytes(), key.as_bytes()))
-}
-
-/// Compare without an early exit on the first differing byte.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]
@@ -922,22 +905,5 @@ mod tests {
             decode_broadcast(br#"{"type":"USER_PRESENCE","projectId":"p"}"#),
             Err(DecodeError::Invalid(_))
         ));
-    }
-
-    #[test]
-    fn api_key_forms() {
-        let req = |k: &str, v: &str| HttpRequest {
-            method: Method::Post,
-            path: "/broadcast".into(),
-            query: Vec::new(),
-            headers: alloc::vec![(k.to_string(), v.to_string())],
-            body: Bytes::new(),
-        };
-        assert!(api_key_matches(&req("x-api-key", "s3"), "s3"));
-        assert!(api_key_matches(&req("authorization", "Bearer s3"), "s3"));
-        assert!(api_key_matches(&req("authorization", "bearer s3"), "s3"));
-        assert!(!api_key_matches(&req("authorization", "Basic s3"), "s3"));
-        assert!(!api_key_matches(&req("x-api-key", "s4"), "s3"));
-        assert!(!api_key_matches(&req("x-api-key", "s"), "s3"));
     }
 }

@@ -596,7 +596,7 @@ impl DcDock {
                 &json!({"error": "publishing disabled: set DCDOCK_API_KEY"}),
             );
         };
-        if !api_key_matches(req, key) {
+        if !codec::api_key_matches(req, key) {
             return json_response(401, &json!({"error": "missing or invalid API key"}));
         }
         match decode_publish(&req.body) {
@@ -610,23 +610,6 @@ impl DcDock {
             ),
         }
     }
-}
-
-/// Whether the request carries `key` as `x-api-key: <key>` or `authorization: Bearer <key>`.
-fn api_key_matches(req: &HttpRequest, key: &str) -> bool {
-    let bearer = req.header("authorization").and_then(|v| {
-        let (scheme, token) = v.trim().split_once(' ')?;
-        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-    });
-    [req.header("x-api-key"), bearer]
-        .into_iter()
-        .flatten()
-        .any(|given| constant_time_eq(given.as_bytes(), key.as_bytes()))
-}
-
-/// Compare without an early exit on the first differing byte.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

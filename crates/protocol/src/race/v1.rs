@@ -608,26 +608,6 @@ fn http_error(status: u16, error: &str, details: Option<&str>) -> HttpResponse {
     HttpResponse::json(status, codec::to_bytes(&HttpError { error, details }))
 }
 
-/// Compare without an early exit on the first differing byte.
-fn same_key(given: &str, key: &str) -> bool {
-    given.len() == key.len()
-        && given
-            .bytes()
-            .zip(key.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
-}
-
-/// Whether `x-api-key: <key>` or `authorization: Bearer <key>` carries `key`.
-fn authorized(req: &HttpRequest, key: &str) -> bool {
-    let header_key = req.header("x-api-key").map(str::trim);
-    let bearer = req.header("authorization").and_then(|v| {
-        let (scheme, rest) = v.trim().split_once(' ')?;
-        scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
-    });
-    header_key.is_some_and(|k| same_key(k, key)) || bearer.is_some_and(|k| same_key(k, key))
-}
-
 fn send_error(cx: &mut Context<'_>, conn: ConnectionHandle, message: &str, details: String) {
     let reply = ServerMessage::Error {
         message: message.to_string(),
@@ -662,7 +642,7 @@ impl Race {
         let Some(key) = &self.api_key else {
             return http_error(403, "publishing disabled: set RACE_API_KEY", None);
         };
-        if !authorized(req, key) {
+        if !codec::api_key_matches(req, key) {
             return http_error(401, "invalid or missing API key", None);
         }
         if let Err(e) = check_session_id(session_id) {
