@@ -47,9 +47,12 @@ impl ShutdownHandle {
 }
 
 impl Shutdown {
-    /// Resolves once shutdown was triggered.
+    /// Resolves once shutdown was triggered. If every handle is dropped without triggering, it
+    /// never resolves: dropping handles does not stop the server.
     pub async fn wait(&mut self) {
-        let _ = self.rx.wait_for(|stop| *stop).await;
+        if self.rx.wait_for(|stop| *stop).await.is_err() {
+            std::future::pending::<()>().await;
+        }
     }
 }
 
@@ -58,10 +61,15 @@ impl Shutdown {
 /// 1009 and counts the error.
 pub fn ws_config(config: &Config) -> WebSocketConfig {
     let hard = config.limits.max_frame_bytes.saturating_mul(2).max(1024);
+    let max_write = config.limits.max_queued_bytes.saturating_add(64 * 1024);
+    // tungstenite panics unless its write buffer is smaller than the maximum: keep its default
+    // (128 KiB) when the queue limit allows, else half the maximum (small `max_queued_bytes`).
+    let write = (128 * 1024).min(max_write / 2);
     WebSocketConfig::default()
         .max_message_size(Some(hard))
         .max_frame_size(Some(hard))
-        .max_write_buffer_size(config.limits.max_queued_bytes.saturating_add(64 * 1024))
+        .write_buffer_size(write)
+        .max_write_buffer_size(max_write)
 }
 
 /// A running system: its hub and its accept loop.

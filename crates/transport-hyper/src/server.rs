@@ -1,0 +1,200 @@
+//! A running system: its hub, its accept loop, and its place in the process's metrics.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchboard_hub::Config;
+use switchboard_protocol::{Options, SystemSpec};
+use switchboard_tokio::cli::SystemRun;
+use switchboard_tokio::driver::{spawn_hub, Replication};
+use switchboard_tokio::server::{drain, shutdown_pair, ws_config, Shutdown, ShutdownHandle};
+use switchboard_tokio::{Endpoint, HubHandle};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::metrics::{Metrics, Registration};
+use crate::service::{serve_connection, Shared};
+
+/// One system served on one port: WebSocket upgrades and HTTP requests.
+#[derive(Debug)]
+pub struct Server {
+    spec: &'static SystemSpec,
+    hub: HubHandle,
+    local_addr: SocketAddr,
+    shutdown: ShutdownHandle,
+    metrics: Metrics,
+    task: tokio::task::JoinHandle<io::Result<()>>,
+}
+
+impl Server {
+    /// Start serving `endpoint` on `listener` with a fresh hub; its `/metrics` shows this system.
+    pub fn start(
+        listener: TcpListener,
+        endpoint: Endpoint,
+        options: &Options,
+        config: Config,
+    ) -> io::Result<Server> {
+        Self::start_with(listener, endpoint, options, config, None)
+    }
+
+    /// As [`Server::start`], handing local publications and room changes to `replicate` (for a
+    /// cluster backplane).
+    pub fn start_with(
+        listener: TcpListener,
+        endpoint: Endpoint,
+        options: &Options,
+        config: Config,
+        replicate: Option<mpsc::Sender<Replication>>,
+    ) -> io::Result<Server> {
+        Self::start_in(
+            &Metrics::new(),
+            listener,
+            endpoint,
+            options,
+            config,
+            replicate,
+        )
+    }
+
+    /// As [`Server::start_with`], registering the hub in a shared `metrics` registry so that
+    /// `/metrics` on every port of the registry shows every system in it.
+    pub fn start_in(
+        metrics: &Metrics,
+        listener: TcpListener,
+        endpoint: Endpoint,
+        options: &Options,
+        config: Config,
+        replicate: Option<mpsc::Sender<Replication>>,
+    ) -> io::Result<Server> {
+        let local_addr = listener.local_addr()?;
+        let ws = ws_config(&config);
+        let spec = endpoint.spec;
+        let (hub, _) = spawn_hub(config, (spec.build)(options), replicate);
+        let registration = metrics.register(hub.clone());
+        let (shutdown, signal) = shutdown_pair();
+        let shared = Arc::new(Shared {
+            endpoint,
+            hub: hub.clone(),
+            ws,
+            metrics: metrics.clone(),
+            stopping: AtomicBool::new(false),
+        });
+        let task = tokio::spawn(serve(listener, shared, signal, registration));
+        Ok(Server {
+            spec,
+            hub,
+            local_addr,
+            shutdown,
+            metrics: metrics.clone(),
+            task,
+        })
+    }
+
+    /// Bind and start every system of `runs` with one shared metrics registry. If one cannot
+    /// bind, the ones already started are shut down and the error names the system and address.
+    pub async fn start_all(runs: Vec<SystemRun>, config: Config) -> io::Result<Vec<Server>> {
+        let metrics = Metrics::new();
+        let mut servers = Vec::with_capacity(runs.len());
+        for run in runs {
+            let started = match TcpListener::bind(run.addr).await {
+                Ok(listener) => Self::start_in(
+                    &metrics,
+                    listener,
+                    run.endpoint,
+                    &run.options,
+                    config.clone(),
+                    None,
+                ),
+                Err(e) => Err(e),
+            };
+            match started {
+                Ok(server) => servers.push(server),
+                Err(e) => {
+                    for s in servers {
+                        let _ = s.shutdown().await;
+                    }
+                    let msg = format!("{} on {}: {e}", run.spec.name, run.addr);
+                    return Err(io::Error::new(e.kind(), msg));
+                }
+            }
+        }
+        Ok(servers)
+    }
+
+    /// The system served.
+    pub fn spec(&self) -> &'static SystemSpec {
+        self.spec
+    }
+
+    /// The hub, for publishing from the embedding service.
+    pub fn hub(&self) -> &HubHandle {
+        &self.hub
+    }
+
+    /// The metrics registry this server's hub is in.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// A handle that stops the server.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.shutdown.clone()
+    }
+
+    /// Stop accepting, close every WebSocket with 1001, finish in-flight HTTP requests, and wait
+    /// (at most [`switchboard_tokio::server::SHUTDOWN_GRACE`] for connections).
+    pub async fn shutdown(self) -> io::Result<()> {
+        self.shutdown.trigger();
+        self.wait().await
+    }
+
+    /// Wait until the server stops.
+    pub async fn wait(self) -> io::Result<()> {
+        self.task.await.map_err(io::Error::other)?
+    }
+}
+
+/// Accept connections until shutdown, then refuse new upgrades and drain.
+async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut shutdown: Shutdown,
+    registration: Registration,
+) -> io::Result<()> {
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, peer)) => {
+                    let _ = tcp.set_nodelay(true);
+                    conns.spawn(serve_connection(tcp, peer, shared.clone(), shutdown.clone()));
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(system = shared.hub.name(), error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(done) = conns.join_next(), if !conns.is_empty() => {
+                if let Err(e) = done {
+                    tracing::warn!(system = shared.hub.name(), error = %e, "connection task failed");
+                }
+            }
+            _ = shutdown.wait() => break,
+        }
+    }
+    shared.stopping.store(true, Ordering::Release);
+    drop(listener);
+    drain(&shared.hub, conns).await;
+    drop(registration);
+    Ok(())
+}

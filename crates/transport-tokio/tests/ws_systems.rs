@@ -1,0 +1,226 @@
+//! End to end over real sockets, on the WebSocket-only transport: every seed flow that needs no
+//! HTTP, plus the limits. Publishing goes through the embedding API (`Server::hub`), since this
+//! transport has no HTTP endpoints. The same flows run on the full server in
+//! `crates/transport-hyper/tests/e2e`.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{connect, expect_close, expect_type, flows, refused_status, try_connect};
+use switchboard_hub::{Config, RateLimit};
+use switchboard_protocol::{dcdock, race};
+use switchboard_tokio::driver::now;
+use switchboard_tokio::{HubHandle, Server};
+use tokio::net::TcpListener;
+
+async fn start(system: &str, config: Config) -> Server {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    Server::start(
+        listener,
+        support::endpoint(system),
+        &support::options(),
+        config,
+    )
+    .unwrap()
+}
+
+/// Publish a race update body the way `POST /sessions/<id>/updates` would.
+async fn publish_race(hub: HubHandle, session: &str, body: Value) {
+    let update = race::v1::decode_publish(body.to_string().as_bytes()).unwrap();
+    let publication = race::v1::update_publication(session, &update, now());
+    hub.publish(publication).await.unwrap();
+}
+
+/// Publish a DCDock event body the way `POST /api/ws/publish` would.
+async fn publish_dcdock(hub: HubHandle, body: Value) {
+    let event = dcdock::v1::decode_publish(body.to_string().as_bytes()).unwrap();
+    hub.publish(dcdock::v1::event_publication(&event, now()))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn afc_ping_and_errors() {
+    let server = start("afc", Config::default()).await;
+    flows::afc_ping_and_errors(server.local_addr()).await;
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn race_ping_pong() {
+    let server = start("race", Config::default()).await;
+    flows::race_ping_pong(server.local_addr()).await;
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn race_sessions_are_isolated() {
+    let server = start("race", Config::default()).await;
+    let hub = server.hub().clone();
+    flows::race_sessions_are_isolated(server.local_addr(), |session, body| {
+        publish_race(hub.clone(), session, body)
+    })
+    .await;
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn collab_project_flow() {
+    let server = start("collab", Config::default()).await;
+    flows::collab_project_flow(server.local_addr()).await;
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn collab_not_member_error() {
+    let server = start("collab", Config::default()).await;
+    flows::collab_not_member_error(server.local_addr()).await;
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn collab_origin_policy() {
+    let server = start("collab", Config::default()).await;
+    flows::collab_origin_policy(server.local_addr()).await;
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn dcdock_refuses_bad_tokens() {
+    let server = start("dcdock", Config::default()).await;
+    flows::dcdock_refuses_bad_tokens(server.local_addr()).await;
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn dcdock_ack_ping_subscribe() {
+    let server = start("dcdock", Config::default()).await;
+    flows::dcdock_ack_ping_subscribe(server.local_addr()).await;
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn dcdock_direction_filter() {
+    let server = start("dcdock", Config::default()).await;
+    let hub = server.hub().clone();
+    flows::dcdock_direction_filter(server.local_addr(), |body| {
+        publish_dcdock(hub.clone(), body)
+    })
+    .await;
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn dcdock_conflict_to_its_user() {
+    let server = start("dcdock", Config::default()).await;
+    let hub = server.hub().clone();
+    flows::dcdock_conflict_to_its_user(server.local_addr(), |body| {
+        publish_dcdock(hub.clone(), body)
+    })
+    .await;
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn bad_input_gets_error_frames() {
+    let server = start("collab", Config::default()).await;
+    flows::bad_input_gets_error_frames(server.local_addr()).await;
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn oversize_frame_closes_1009() {
+    let server = start("laptimes", Config::default()).await;
+    flows::oversize_frame_closes_1009(server.local_addr()).await;
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn binary_frame_closes_1003() {
+    let server = start("laptimes", Config::default()).await;
+    flows::binary_frame_closes_1003(server.local_addr()).await;
+    server.shutdown().await.unwrap();
+}
+
+/// A config whose rate limit a burst of 60 frames exceeds.
+fn low_rate() -> Config {
+    let mut config = Config::default();
+    config.limits.inbound_rate = Some(RateLimit {
+        per_second: 10,
+        burst: 20,
+    });
+    config
+}
+
+#[tokio::test]
+async fn flood_closes_flooder_only() {
+    let server = start("laptimes", low_rate()).await;
+    flows::flood_closes_flooder_only(server.local_addr()).await;
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn slow_consumer_is_closed() {
+    let mut config = Config::default();
+    config.limits.max_queued_bytes = 64 * 1024;
+    let server = start("laptimes", config).await;
+    flows::slow_consumer_is_closed(server.local_addr(), server.hub()).await;
+    server.shutdown().await.unwrap();
+}
+
+/// Without HTTP to answer 503, a connection over the limit is upgraded and closed with 1013.
+#[tokio::test]
+async fn connection_limit_closes_the_third_with_1013() {
+    let mut config = Config::default();
+    config.limits.max_connections = 2;
+    let server = start("collab", config).await;
+    let addr = server.local_addr();
+    let mut a = connect(addr, "/ws").await;
+    let mut b = connect(addr, "/ws").await;
+    expect_type(&mut a, "CONNECTION_ESTABLISHED").await;
+    expect_type(&mut b, "CONNECTION_ESTABLISHED").await;
+    let mut c = connect(addr, "/ws").await;
+    assert_eq!(expect_close(&mut c).await, 1013);
+    // A wrong path is refused at the upgrade.
+    assert_eq!(refused_status(try_connect(addr, "/nope", &[]).await), 404);
+    // Once one leaves, a new client gets in.
+    drop(a);
+    let mut d = None;
+    for _ in 0..50 {
+        let mut ws = connect(addr, "/ws").await;
+        match support::next_message(&mut ws).await {
+            tokio_tungstenite::tungstenite::Message::Text(_) => {
+                d = Some(ws);
+                break;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    assert!(d.is_some(), "a slot frees up when a client leaves");
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn shutdown_closes_every_client_within_grace() {
+    let server = start("laptimes", Config::default()).await;
+    let addr = server.local_addr();
+    flows::shutdown_closes_with_1001(addr, server.shutdown()).await;
+}
+
+/// Dropping the `Server` value (and with it every `ShutdownHandle`) leaves the server running,
+/// as `ShutdownHandle` documents; only `trigger` stops it.
+#[tokio::test]
+async fn dropping_the_server_value_does_not_stop_it() {
+    let server = start("laptimes", Config::default()).await;
+    let addr = server.local_addr();
+    let hub = server.hub().clone();
+    drop(server);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut a = connect(addr, "/").await;
+    hub.publish(switchboard_hub::Publication::to_all("{}"))
+        .await
+        .unwrap();
+    assert_eq!(support::next_text(&mut a).await, "{}");
+}
