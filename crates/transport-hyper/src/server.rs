@@ -4,17 +4,17 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use switchboard_hub::Config;
 use switchboard_protocol::{Options, SystemSpec};
 use switchboard_tokio::cli::SystemRun;
 use switchboard_tokio::driver::{spawn_hub, Replication};
-use switchboard_tokio::server::{drain, shutdown_pair, ws_config, Shutdown, ShutdownHandle};
+use switchboard_tokio::server::{
+    accept_loop, drain, shutdown_pair, ws_config, Shutdown, ShutdownHandle,
+};
 use switchboard_tokio::{Endpoint, HubHandle};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
 
 use crate::metrics::{Metrics, Registration};
 use crate::service::{serve_connection, Shared};
@@ -167,33 +167,15 @@ impl Server {
 async fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,
-    mut shutdown: Shutdown,
+    shutdown: Shutdown,
     registration: Registration,
 ) -> io::Result<()> {
-    let mut conns = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, peer)) => {
-                    let _ = tcp.set_nodelay(true);
-                    conns.spawn(serve_connection(tcp, peer, shared.clone(), shutdown.clone()));
-                }
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(system = shared.hub.name(), error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-            Some(done) = conns.join_next(), if !conns.is_empty() => {
-                if let Err(e) = done {
-                    tracing::warn!(system = shared.hub.name(), error = %e, "connection task failed");
-                }
-            }
-            _ = shutdown.wait() => break,
-        }
-    }
+    let signal = shutdown.clone();
+    let conns = accept_loop(listener, shared.hub.name(), shutdown, |tcp, peer| {
+        serve_connection(tcp, peer, shared.clone(), signal.clone())
+    })
+    .await;
     shared.stopping.store(true, Ordering::Release);
-    drop(listener);
     drain(&shared.hub, conns).await;
     drop(registration);
     Ok(())

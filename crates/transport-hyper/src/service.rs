@@ -266,15 +266,17 @@ async fn upgrade(
 
 /// The request's `Origin` when the system has an origin policy and allows it.
 fn cors_origin(endpoint: &Endpoint, headers: &HeaderMap) -> Result<Option<HeaderValue>, String> {
-    let (Some(allowed), Some(origin)) = (&endpoint.allowed_origins, headers.get(header::ORIGIN))
-    else {
+    let (Some(_), Some(origin)) = (&endpoint.allowed_origins, headers.get(header::ORIGIN)) else {
         return Ok(None);
     };
-    let given = origin.to_str().unwrap_or("").trim_end_matches('/');
-    if allowed.iter().any(|a| a == "*" || a == given) {
+    let given = origin.to_str().unwrap_or("");
+    if endpoint.allows_origin(given) {
         Ok(Some(origin.clone()))
     } else {
-        Err(format!("origin {given} is not allowed"))
+        Err(format!(
+            "origin {} is not allowed",
+            given.trim_end_matches('/')
+        ))
     }
 }
 

@@ -73,14 +73,22 @@ impl Endpoint {
         self.spec.ws_path.is_none_or(|p| p == path)
     }
 
+    /// Whether a browser at `origin` may connect (always, when the system has no origin policy).
+    pub fn allows_origin(&self, origin: &str) -> bool {
+        let origin = origin.trim_end_matches('/');
+        self.allowed_origins
+            .as_ref()
+            .is_none_or(|allowed| allowed.iter().any(|a| a == "*" || a == origin))
+    }
+
     /// Judge an upgrade request.
     pub fn check(&self, path: &str, query: Option<&str>, origin: Option<&str>) -> Verdict {
         if !self.is_ws_path(path) {
             return Verdict::Refuse(404, format!("no WebSocket endpoint at {path}"));
         }
-        if let (Some(allowed), Some(origin)) = (&self.allowed_origins, origin) {
-            let origin = origin.trim_end_matches('/');
-            if !allowed.iter().any(|a| a == "*" || a == origin) {
+        if let Some(origin) = origin {
+            if !self.allows_origin(origin) {
+                let origin = origin.trim_end_matches('/');
                 return Verdict::Refuse(403, format!("origin {origin} is not allowed"));
             }
         }

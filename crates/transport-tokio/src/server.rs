@@ -146,29 +146,51 @@ pub async fn serve(
     endpoint: Arc<Endpoint>,
     hub: HubHandle,
     ws: WebSocketConfig,
-    mut shutdown: Shutdown,
+    shutdown: Shutdown,
 ) -> io::Result<()> {
+    let conns = accept_loop(listener, hub.name(), shutdown, |tcp, peer| {
+        accept(tcp, peer, endpoint.clone(), hub.clone(), ws)
+    })
+    .await;
+    drain(&hub, conns).await;
+    Ok(())
+}
+
+/// Accept TCP connections until `shutdown`, running `handle` for each in its own task; returns
+/// the tasks still running, for [`drain`]. Shared by both transports.
+pub async fn accept_loop<F, Fut>(
+    listener: TcpListener,
+    system: &'static str,
+    mut shutdown: Shutdown,
+    mut handle: F,
+) -> JoinSet<()>
+where
+    F: FnMut(TcpStream, SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((tcp, peer)) => {
                     let _ = tcp.set_nodelay(true);
-                    conns.spawn(accept(tcp, peer, endpoint.clone(), hub.clone(), ws));
+                    conns.spawn(handle(tcp, peer));
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
+                    tracing::warn!(system, error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            Some(done) = conns.join_next(), if !conns.is_empty() => {
+                if let Err(e) = done {
+                    tracing::warn!(system, error = %e, "connection task failed");
+                }
+            }
             _ = shutdown.wait() => break,
         }
     }
-    drop(listener);
-    drain(&hub, conns).await;
-    Ok(())
+    conns
 }
 
 /// Close every connection with 1001 and wait for their tasks, up to [`SHUTDOWN_GRACE`].
