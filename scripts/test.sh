@@ -28,6 +28,9 @@ cargo build --locked -p switchboard-hub -p switchboard-protocol --no-default-fea
 stage "docs (deny missing docs and broken links)"
 RUSTDOCFLAGS="-D warnings" cargo doc --locked --workspace --no-deps
 
+stage "redis-server for the cluster tests"
+bash scripts/ensure-redis.sh
+
 stage "cargo test --workspace"
 cargo test --locked --workspace
 

@@ -14,11 +14,11 @@ fn fail(message: &str) -> ExitCode {
 async fn main() -> ExitCode {
     let (cli, runs) = cli::parse();
     cli::init_tracing(&cli);
-    if cli.redis_url.is_some() {
-        // Replace with the backplane once it exists; until then refuse rather than run unclustered.
-        return fail("--redis-url was given but clustering is not built yet; run without it for a single node");
+    let redis_url = cli.redis_url.as_deref();
+    if let Some(url) = redis_url {
+        tracing::info!(redis = %url, "joining the cluster through Redis");
     }
-    let servers = match Server::start_all(runs, cli.hub.config()).await {
+    let servers = match Server::start_all_clustered(runs, cli.hub.config(), redis_url).await {
         Ok(servers) => servers,
         Err(e) => return fail(&e.to_string()),
     };

@@ -22,11 +22,15 @@ pub struct Metrics {
 /// Writes extra exposition text, e.g. a cluster backplane's families.
 type Section = Arc<dyn Fn(&mut String) + Send + Sync>;
 
+/// A JSON value `/health` adds under a key for one system, e.g. its backplane state.
+type HealthSection = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+
 #[derive(Default)]
 struct Registry {
     next_id: u64,
     hubs: Vec<(u64, HubHandle)>,
     sections: Vec<(u64, Section)>,
+    health: Vec<(u64, &'static str, &'static str, HealthSection)>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -50,6 +54,7 @@ impl Drop for Registration {
         let mut registry = self.metrics.lock();
         registry.hubs.retain(|(id, _)| *id != self.id);
         registry.sections.retain(|(id, _)| *id != self.id);
+        registry.health.retain(|(id, ..)| *id != self.id);
     }
 }
 
@@ -89,6 +94,32 @@ impl Metrics {
     ) -> Registration {
         let section: Section = Arc::new(section);
         self.registration(|r, id| r.sections.push((id, section)))
+    }
+
+    /// Add `key: section()` to the JSON `/health` answers of `system` until the returned
+    /// registration is dropped; e.g. `backplane` with the cluster link's state.
+    pub fn register_health(
+        &self,
+        system: &'static str,
+        key: &'static str,
+        section: impl Fn() -> serde_json::Value + Send + Sync + 'static,
+    ) -> Registration {
+        let section: HealthSection = Arc::new(section);
+        self.registration(|r, id| r.health.push((id, system, key, section)))
+    }
+
+    /// The extra `/health` fields registered for `system`.
+    pub fn health_of(&self, system: &str) -> Vec<(&'static str, serde_json::Value)> {
+        let sections: Vec<_> = {
+            let registry = self.lock();
+            registry
+                .health
+                .iter()
+                .filter(|(_, s, ..)| *s == system)
+                .map(|(_, _, key, f)| (*key, f.clone()))
+                .collect()
+        };
+        sections.into_iter().map(|(key, f)| (key, f())).collect()
     }
 
     /// Snapshot every registered hub (ordered by system name) and render the exposition, then

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use switchboard_backplane_redis::{replication_channel, Backplane, NodeId};
 use switchboard_hub::Config;
 use switchboard_protocol::{Options, SystemSpec};
 use switchboard_tokio::cli::SystemRun;
@@ -28,6 +29,8 @@ pub struct Server {
     shutdown: ShutdownHandle,
     metrics: Metrics,
     task: tokio::task::JoinHandle<io::Result<()>>,
+    /// The cluster link, when the server runs as one node of several.
+    backplane: Option<(Backplane, [Registration; 2])>,
 }
 
 impl Server {
@@ -91,26 +94,31 @@ impl Server {
             shutdown,
             metrics: metrics.clone(),
             task,
+            backplane: None,
         })
     }
 
     /// Bind and start every system of `runs` with one shared metrics registry. If one cannot
     /// bind, the ones already started are shut down and the error names the system and address.
     pub async fn start_all(runs: Vec<SystemRun>, config: Config) -> io::Result<Vec<Server>> {
+        Self::start_all_clustered(runs, config, None).await
+    }
+
+    /// As [`Server::start_all`]; with `redis_url`, every system also joins the cluster of nodes
+    /// sharing that Redis (one backplane per system, one node id for the process). The backplane
+    /// never fails at start: while Redis is unreachable it retries and local delivery goes on.
+    /// Its state is in `/metrics` and, under `backplane`, in the system's `/health`.
+    pub async fn start_all_clustered(
+        runs: Vec<SystemRun>,
+        config: Config,
+        redis_url: Option<&str>,
+    ) -> io::Result<Vec<Server>> {
         let metrics = Metrics::new();
-        let mut servers = Vec::with_capacity(runs.len());
+        let node = NodeId::random();
+        let mut servers: Vec<Server> = Vec::with_capacity(runs.len());
         for run in runs {
-            let started = match TcpListener::bind(run.addr).await {
-                Ok(listener) => Self::start_in(
-                    &metrics,
-                    listener,
-                    run.endpoint,
-                    &run.options,
-                    config.clone(),
-                    None,
-                ),
-                Err(e) => Err(e),
-            };
+            let started =
+                Self::start_run(&metrics, run.clone(), config.clone(), redis_url, node).await;
             match started {
                 Ok(server) => servers.push(server),
                 Err(e) => {
@@ -123,6 +131,40 @@ impl Server {
             }
         }
         Ok(servers)
+    }
+
+    async fn start_run(
+        metrics: &Metrics,
+        run: SystemRun,
+        config: Config,
+        redis_url: Option<&str>,
+        node: NodeId,
+    ) -> io::Result<Server> {
+        let listener = TcpListener::bind(run.addr).await?;
+        let Some(url) = redis_url else {
+            return Self::start_in(metrics, listener, run.endpoint, &run.options, config, None);
+        };
+        let (tx, rx) = replication_channel();
+        let mut server = Self::start_in(
+            metrics,
+            listener,
+            run.endpoint,
+            &run.options,
+            config,
+            Some(tx),
+        )?;
+        let backplane = Backplane::spawn(url, node, run.spec.name, server.hub.clone(), rx)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        let status = backplane.status_handle();
+        let for_metrics = status.clone();
+        let registrations = [
+            metrics.register_section(move |out| for_metrics.render_prometheus(out)),
+            metrics.register_health(run.spec.name, "backplane", move || {
+                serde_json::from_str(&status.status().to_json()).unwrap_or(serde_json::Value::Null)
+            }),
+        ];
+        server.backplane = Some((backplane, registrations));
+        Ok(server)
     }
 
     /// The system served.
@@ -157,9 +199,13 @@ impl Server {
         self.wait().await
     }
 
-    /// Wait until the server stops.
+    /// Wait until the server stops (and its backplane, if any, has let go of Redis).
     pub async fn wait(self) -> io::Result<()> {
-        self.task.await.map_err(io::Error::other)?
+        let result = self.task.await.map_err(io::Error::other)?;
+        if let Some((backplane, _registrations)) = self.backplane {
+            backplane.shutdown().await;
+        }
+        result
     }
 }
 

@@ -364,12 +364,20 @@ async fn plain(req: Request<Incoming>, peer: SocketAddr, shared: &Shared) -> Res
             .collect(),
         body,
     };
+    let is_health = parts.uri.path() == "/health";
     match shared.hub.http(request).await {
         Ok(Some(HttpResponse {
             status,
             content_type,
             body,
-        })) => response(status, content_type, body),
+        })) => {
+            let body = if is_health && status == 200 {
+                with_health_extras(body, shared)
+            } else {
+                body
+            };
+            response(status, content_type, body)
+        }
         Ok(None) => fallback(&parts.method, parts.uri.path(), shared).await,
         Err(_) => {
             tracing::warn!(%peer, system, path = parts.uri.path(), "hub task is gone; HTTP request refused");
@@ -396,11 +404,31 @@ async fn fallback(method: &hyper::Method, path: &str, shared: &Shared) -> Respon
             Some(metrics::CONTENT_TYPE),
             shared.metrics.render().await,
         ),
-        "/health" if readable => json(
-            200,
-            &serde_json::json!({"status": "ok", "system": shared.hub.name()}),
-        ),
+        "/health" if readable => {
+            let body = serde_json::json!({"status": "ok", "system": shared.hub.name()});
+            response(
+                200,
+                Some("application/json"),
+                with_health_extras(body.to_string().into(), shared),
+            )
+        }
         "/metrics" | "/health" => json(405, &serde_json::json!({"error": "method not allowed"})),
         _ => json(404, &serde_json::json!({"error": "not found"})),
+    }
+}
+
+/// Add the fields registered for this system (e.g. `backplane`) to a JSON object `/health` body;
+/// any other body is returned as it is.
+fn with_health_extras(body: Bytes, shared: &Shared) -> Bytes {
+    let extras = shared.metrics.health_of(shared.hub.name());
+    if extras.is_empty() {
+        return body;
+    }
+    match serde_json::from_slice::<serde_json::Value>(&body) {
+        Ok(serde_json::Value::Object(mut map)) => {
+            map.extend(extras.into_iter().map(|(k, v)| (k.to_string(), v)));
+            Bytes::from(serde_json::Value::Object(map).to_string())
+        }
+        _ => body,
     }
 }

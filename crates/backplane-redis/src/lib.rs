@@ -1,0 +1,87 @@
+//! A Redis pub/sub backplane that joins several switchboard nodes into one cluster.
+//!
+//! Each node runs its own hubs. For every system, the node's [`Backplane`] takes the hub's local
+//! publications (the hub's [`Replication`] output) and publishes each **once** to Redis; it
+//! subscribes to what the other nodes publish and feeds it into the local hub through the hub's
+//! own sans-IO input ([`switchboard_hub::Hub::handle_remote`], via [`HubHandle::remote`]), so
+//! there is exactly one fan-out path and every rule (everyone-but-sender, rooms, filters,
+//! users) holds across nodes as on one node.
+//!
+//! # Channels
+//!
+//! Per system: `sb:<system>:all` carries publications to everyone and to users (every node
+//! subscribes); `sb:<system>:room:<room>` carries one room's publications, and only nodes with a
+//! local member of that room subscribe to it. A node subscribes when the hub reports a room's
+//! first member and unsubscribes when its last member leaves, and reconciles with the hub's
+//! room list every [`RECONCILE_EVERY`] and after every reconnect.
+//!
+//! # Wire format
+//!
+//! A compact header (version, origin node id, sequence number, target, filter tags), then the
+//! payload bytes unchanged (see [`wire`]). A node ignores its own messages when Redis echoes
+//! them back.
+//!
+//! # Faults
+//!
+//! The backplane never stops local delivery and never buffers without bound. While Redis is
+//! unreachable it keeps draining the hub's bounded replication channel and **drops** what it
+//! cannot send, counting it ([`Status::dropped_while_down`]); receivers count what never arrived
+//! from each origin ([`Status::missed`]). Both connections are re-established with exponential
+//! backoff (100 ms doubling to 5 s, jittered). [`Backplane::status`] and
+//! [`Backplane::render_prometheus`] report the state for `/health` and `/metrics`.
+//!
+//! # Use
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use switchboard_backplane_redis::{replication_channel, Backplane, NodeId};
+//! use switchboard_tokio::{Endpoint, Server};
+//!
+//! let node = NodeId::random(); // One per process; shared by all of its systems.
+//! let spec = switchboard_protocol::system("collab").unwrap();
+//! let listener = tokio::net::TcpListener::bind("0.0.0.0:3001").await?;
+//! let (tx, rx) = replication_channel();
+//! let server = Server::start_with(
+//!     listener,
+//!     Endpoint::from_env(spec),
+//!     &Default::default(),
+//!     Default::default(),
+//!     Some(tx),
+//! )?;
+//! // Never fails because Redis is down: it retries in the background.
+//! let backplane = Backplane::spawn(
+//!     "redis://127.0.0.1:6379/",
+//!     node,
+//!     spec.name,
+//!     server.hub().clone(),
+//!     rx,
+//! )?;
+//! // For /health and /metrics:
+//! let status = backplane.status_handle();
+//! println!("{}", status.status().to_json());
+//! let mut metrics = String::new();
+//! status.render_prometheus(&mut metrics);
+//! // ... at shutdown:
+//! server.shutdown().await?;
+//! backplane.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod backoff;
+mod backplane;
+mod interest;
+mod node;
+mod status;
+pub mod wire;
+
+pub use backplane::{
+    all_channel, replication_channel, room_channel, Backplane, Error, StatusHandle,
+    CONNECT_TIMEOUT, INBOUND_QUEUE, RECONCILE_EVERY, REPLICATION_QUEUE, RESPONSE_TIMEOUT,
+};
+pub use node::NodeId;
+pub use status::{render_prometheus, Status};
+pub use switchboard_tokio::driver::Replication;
+pub use switchboard_tokio::HubHandle;

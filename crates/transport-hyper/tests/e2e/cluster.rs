@@ -1,0 +1,122 @@
+//! The `switchboard` binary with `--redis-url`: two processes, one Redis, one relay across them;
+//! `/health` and `/metrics` report the backplane. Needs `redis-server` on PATH
+//! (`scripts/ensure-redis.sh` installs it; `scripts/test.sh` runs that first).
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use futures_util::SinkExt;
+use tokio::process::{Child, Command};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::http::get;
+use crate::support::{connect, next_text, notice};
+
+const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn redis(port: u16) -> Child {
+    Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("redis-server on PATH (scripts/ensure-redis.sh installs it)")
+}
+
+fn node(laptimes_port: u16, redis_port: u16) -> Child {
+    Command::new(BIN)
+        .args(["--systems", "laptimes", "--bind", "127.0.0.1"])
+        .args(["--laptimes-port", &laptimes_port.to_string()])
+        .args(["--redis-url", &format!("redis://127.0.0.1:{redis_port}")])
+        .env("LOG_LEVEL", "error")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the switchboard binary")
+}
+
+/// Poll `/health` until the backplane says `up` (bounded).
+async fn wait_until_up(addr: std::net::SocketAddr) -> serde_json::Value {
+    let started = Instant::now();
+    loop {
+        if let Ok(Ok(reply)) = tokio::time::timeout(Duration::from_secs(1), async {
+            Ok::<_, ()>(get(addr, "/health").await)
+        })
+        .await
+        {
+            let health = reply.json();
+            if health["backplane"]["state"] == "up" {
+                return health;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "backplane never came up on {addr}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn wait_listening(addr: std::net::SocketAddr) {
+    let started = Instant::now();
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{addr} not listening"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn two_binaries_relay_through_redis_and_report_the_backplane() {
+    let redis_port = free_port();
+    let _redis = redis(redis_port);
+    let (pa, pb) = (free_port(), free_port());
+    let (_a, _b) = (node(pa, redis_port), node(pb, redis_port));
+    let (addr_a, addr_b) = (([127, 0, 0, 1], pa).into(), ([127, 0, 0, 1], pb).into());
+    wait_listening(addr_a).await;
+    wait_listening(addr_b).await;
+    let health = wait_until_up(addr_a).await;
+    assert_eq!(health["status"], "ok");
+    assert!(health["backplane"]["node"].is_string(), "{health}");
+    wait_until_up(addr_b).await;
+
+    let mut on_a = connect(addr_a, "/").await;
+    let mut on_b = connect(addr_b, "/").await;
+    // Registered once answered: a bad frame gets an error reply.
+    on_b.send(Message::text("{}")).await.unwrap();
+    next_text(&mut on_b).await;
+    let n = notice("drivers");
+    on_a.send(Message::text(n.clone())).await.unwrap();
+    assert_eq!(
+        next_text(&mut on_b).await,
+        n,
+        "relayed from node A to a client on node B"
+    );
+
+    let metrics = get(addr_a, "/metrics").await.text();
+    assert!(
+        metrics.contains(r#"switchboard_backplane_up{system="laptimes"} 1"#),
+        "{metrics}"
+    );
+}
