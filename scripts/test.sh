@@ -34,6 +34,11 @@ bash scripts/ensure-redis.sh
 stage "cargo test --workspace"
 cargo test --locked --workspace
 
+if [[ "${SKIP_CLIENTS:-0}" != 1 ]]; then
+  stage "Python and JavaScript clients against the real binary"
+  bash clients/run-tests.sh
+fi
+
 if [[ "${SKIP_FUZZ:-0}" != 1 ]]; then
   stage "fuzz targets (nightly, ${FUZZ_SECONDS:=20}s each)"
   FUZZ_SECONDS=$FUZZ_SECONDS bash fuzz/run.sh

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Runs the Python and JavaScript client tests against the real `switchboard` binary.
+#
+#   clients/run-tests.sh
+#
+# - creates clients/python/.venv when missing (or when requirements-dev.txt changed) and installs
+#   the pinned test dependencies from PyPI;
+# - runs `npm ci` in clients/js when node_modules is missing;
+# - builds the server: cargo build -p switchboard-hyper --bin switchboard (honours
+#   CARGO_TARGET_DIR; the binary is $CARGO_TARGET_DIR/debug/switchboard);
+# - runs pytest and `node --test`, and prints both runners' summary lines.
+# Exits non-zero if anything fails.
+set -uo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/.." && pwd)"
+target="${CARGO_TARGET_DIR:-$repo/target}"
+case "$target" in /*) ;; *) target="$repo/$target" ;; esac
+export CARGO_TARGET_DIR="$target"
+
+step() { printf '\n== %s\n' "$*"; }
+die() {
+  echo "run-tests.sh: $*" >&2
+  exit 1
+}
+
+# --- Python environment ----------------------------------------------------------------------
+py_dir="$here/python"
+venv="$py_dir/.venv"
+stamp="$venv/.requirements-dev.txt"
+if [ ! -x "$venv/bin/python" ] || ! cmp -s "$py_dir/requirements-dev.txt" "$stamp"; then
+  step "creating $venv"
+  python3 -m venv "$venv" || die "python3 -m venv failed"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+    -r "$py_dir/requirements-dev.txt" || die "pip install failed"
+  cp "$py_dir/requirements-dev.txt" "$stamp"
+fi
+
+# --- JavaScript dependencies -----------------------------------------------------------------
+js_dir="$here/js"
+if [ ! -d "$js_dir/node_modules" ]; then
+  step "installing JavaScript dependencies"
+  if [ -f "$js_dir/package-lock.json" ]; then
+    (cd "$js_dir" && npm ci --no-audit --no-fund) || die "npm ci failed"
+  else
+    (cd "$js_dir" && npm install --no-audit --no-fund) || die "npm install failed"
+  fi
+fi
+
+# --- the server --------------------------------------------------------------------------------
+step "building switchboard (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
+(cd "$repo" && cargo build -p switchboard-hyper --bin switchboard) || die "cargo build failed"
+export SWITCHBOARD_BIN="$CARGO_TARGET_DIR/debug/switchboard"
+[ -x "$SWITCHBOARD_BIN" ] || die "$SWITCHBOARD_BIN was not built"
+
+# --- tests -------------------------------------------------------------------------------------
+logs="$(mktemp -d)"
+trap 'rm -rf "$logs"' EXIT
+
+step "Python clients: pytest"
+(cd "$py_dir" && "$venv/bin/python" -m pytest -q -p no:cacheprovider tests) 2>&1 | tee "$logs/py.log"
+py_status=${PIPESTATUS[0]}
+
+step "JavaScript clients: node --test"
+(cd "$js_dir" && node --test --test-reporter=spec test/*.test.js) 2>&1 | tee "$logs/js.log"
+js_status=${PIPESTATUS[0]}
+
+step "summary"
+echo "python (pytest, exit $py_status): $(grep -E '[0-9]+ (passed|failed|error)' "$logs/py.log" | tail -n 1)"
+echo "javascript (node --test, exit $js_status):"
+grep -E '^(ℹ|#) (tests|pass|fail|cancelled|skipped|todo) ' "$logs/js.log" | sed 's/^/  /'
+
+if [ "$py_status" -ne 0 ] || [ "$js_status" -ne 0 ]; then
+  echo "client tests FAILED" >&2
+  exit 1
+fi
+echo "client tests passed"
