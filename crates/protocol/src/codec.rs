@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::DecodeError;
-use switchboard_hub::HttpRequest;
+use switchboard_hub::{HttpRequest, HttpResponse};
 
 /// Parse `bytes` as a JSON object.
 pub fn object(bytes: &[u8]) -> Result<Map<String, Value>, DecodeError> {
@@ -53,6 +53,19 @@ pub fn non_null(v: Value) -> Option<Value> {
         Value::Null => None,
         v => Some(v),
     }
+}
+
+#[derive(Serialize)]
+struct HttpError<'a> {
+    error: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    details: Option<&'a str>,
+}
+
+/// An HTTP error answer, `{"error": "...", "details": "..."}` (`details` only when given); the
+/// same shape on every system's HTTP endpoints.
+pub fn http_error(status: u16, error: &str, details: Option<&str>) -> HttpResponse {
+    HttpResponse::json(status, to_bytes(&HttpError { error, details }))
 }
 
 /// Whether `req` carries `key` as `x-api-key: <key>` or `authorization: Bearer <key>`.

@@ -368,17 +368,6 @@ struct Health {
     uptime: f64,
 }
 
-#[derive(Serialize)]
-struct HttpError<'a> {
-    error: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    details: Option<&'a str>,
-}
-
-fn http_error(status: u16, error: &str, details: Option<&str>) -> HttpResponse {
-    HttpResponse::json(status, codec::to_bytes(&HttpError { error, details }))
-}
-
 impl Afc {
     fn reply_error(cx: &mut Context<'_>, conn: ConnectionHandle, e: &DecodeError) {
         cx.count_error(e.kind());
@@ -399,11 +388,11 @@ impl Afc {
 
     fn publish_event(&self, cx: &mut Context<'_>, req: &HttpRequest, name: &str) -> HttpResponse {
         if req.method != Method::Post {
-            return http_error(405, "method not allowed", Some("use POST"));
+            return codec::http_error(405, "method not allowed", Some("use POST"));
         }
         if let Some(key) = &self.api_key {
             if !codec::api_key_matches(req, key) {
-                return http_error(401, "invalid or missing API key", None);
+                return codec::http_error(401, "invalid or missing API key", None);
             }
         }
         match event_publication(name, &req.body) {
@@ -420,7 +409,7 @@ impl Afc {
                     EventError::BadName { .. } => "invalid event name",
                     EventError::BadBody { .. } => "invalid body",
                 };
-                http_error(400, error, Some(&e.to_string()))
+                codec::http_error(400, error, Some(&e.to_string()))
             }
         }
     }
@@ -449,7 +438,7 @@ impl Protocol for Afc {
         }
         if req.path == "/health" {
             if !matches!(req.method, Method::Get | Method::Head) {
-                return Some(http_error(405, "method not allowed", Some("use GET")));
+                return Some(codec::http_error(405, "method not allowed", Some("use GET")));
             }
             let health = Health {
                 status: "ok",

@@ -730,9 +730,8 @@ impl Protocol for Collab {
             "/health" if readable => health(cx),
             "/stats" if readable => stats(cx),
             "/broadcast" if req.method == Method::Post => self.broadcast(cx, req),
-            "/health" | "/stats" | "/broadcast" => {
-                json_response(405, &json!({"error": "Method not allowed"}))
-            }
+            "/health" | "/stats" => codec::http_error(405, "method not allowed", Some("use GET")),
+            "/broadcast" => codec::http_error(405, "method not allowed", Some("use POST")),
             _ => return None,
         })
     }
@@ -792,7 +791,7 @@ impl Collab {
     fn broadcast(&self, cx: &mut Context<'_>, req: &HttpRequest) -> HttpResponse {
         if let Some(key) = &self.api_key {
             if !codec::api_key_matches(req, key) {
-                return json_response(401, &json!({"error": "missing or invalid API key"}));
+                return codec::http_error(401, "invalid or missing API key", None);
             }
         }
         let body = match decode_broadcast(&req.body) {

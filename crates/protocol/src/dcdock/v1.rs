@@ -558,9 +558,8 @@ impl Protocol for DcDock {
         Some(match (req.path.as_str(), req.method) {
             ("/api/ws/publish", Method::Post) => self.publish(cx, req),
             ("/api/ws/stats", Method::Get | Method::Head) => stats(cx),
-            ("/api/ws/publish" | "/api/ws/stats", _) => {
-                json_response(405, &json!({"error": "Method not allowed"}))
-            }
+            ("/api/ws/publish", _) => codec::http_error(405, "method not allowed", Some("use POST")),
+            ("/api/ws/stats", _) => codec::http_error(405, "method not allowed", Some("use GET")),
             _ => return None,
         })
     }
@@ -597,7 +596,7 @@ impl DcDock {
             );
         };
         if !codec::api_key_matches(req, key) {
-            return json_response(401, &json!({"error": "missing or invalid API key"}));
+            return codec::http_error(401, "invalid or missing API key", None);
         }
         match decode_publish(&req.body) {
             Ok(event) => {

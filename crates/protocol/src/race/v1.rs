@@ -597,17 +597,6 @@ struct Published<'a> {
     delivered: usize,
 }
 
-#[derive(Serialize)]
-struct HttpError<'a> {
-    error: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    details: Option<&'a str>,
-}
-
-fn http_error(status: u16, error: &str, details: Option<&str>) -> HttpResponse {
-    HttpResponse::json(status, codec::to_bytes(&HttpError { error, details }))
-}
-
 fn send_error(cx: &mut Context<'_>, conn: ConnectionHandle, message: &str, details: String) {
     let reply = ServerMessage::Error {
         message: message.to_string(),
@@ -637,23 +626,23 @@ fn subscribe(cx: &mut Context<'_>, conn: ConnectionHandle, session_id: &str) {
 impl Race {
     fn publish(&self, cx: &mut Context<'_>, req: &HttpRequest, session_id: &str) -> HttpResponse {
         if req.method != Method::Post {
-            return http_error(405, "method not allowed", Some("use POST"));
+            return codec::http_error(405, "method not allowed", Some("use POST"));
         }
         let Some(key) = &self.api_key else {
-            return http_error(403, "publishing disabled: set RACE_API_KEY", None);
+            return codec::http_error(403, "publishing disabled: set RACE_API_KEY", None);
         };
         if !codec::api_key_matches(req, key) {
-            return http_error(401, "invalid or missing API key", None);
+            return codec::http_error(401, "invalid or missing API key", None);
         }
         if let Err(e) = check_session_id(session_id) {
             cx.count_error(e.kind());
-            return http_error(400, "invalid sessionId", Some(&e.to_string()));
+            return codec::http_error(400, "invalid sessionId", Some(&e.to_string()));
         }
         let update = match decode_publish(&req.body) {
             Ok(u) => u,
             Err(e) => {
                 cx.count_error(e.kind());
-                return http_error(400, "invalid update", Some(&e.to_string()));
+                return codec::http_error(400, "invalid update", Some(&e.to_string()));
             }
         };
         let delivered = cx.publish(update_publication(session_id, &update, cx.now()));
@@ -712,7 +701,7 @@ impl Protocol for Race {
     fn on_http(&mut self, cx: &mut Context<'_>, req: &HttpRequest) -> Option<HttpResponse> {
         if req.path == "/health" {
             if !matches!(req.method, Method::Get | Method::Head) {
-                return Some(http_error(405, "method not allowed", Some("use GET")));
+                return Some(codec::http_error(405, "method not allowed", Some("use GET")));
             }
             let health = Health {
                 status: "ok",
