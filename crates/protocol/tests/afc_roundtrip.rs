@@ -1,31 +1,13 @@
 //! Property tests: every AFC message type survives encode -> decode unchanged, and the HTTP
 //! publish path embeds any JSON body (compact, pretty, padded) as the frame's `payload`.
 
+mod strategies;
 use proptest::prelude::*;
 use serde_json::{Map, Value};
+use strategies::json_value;
 use switchboard_hub::Target;
 use switchboard_protocol::afc::v1::{self as afc, ClientMessage, EventType, ServerMessage};
 use switchboard_protocol::Direction;
-
-/// Any JSON value without floats that need more than a few binary digits (JSON numbers with
-/// long fractions need not round-trip exactly through f64).
-fn json_value() -> impl Strategy<Value = Value> {
-    let leaf = prop_oneof![
-        Just(Value::Null),
-        any::<bool>().prop_map(Value::Bool),
-        any::<i64>().prop_map(Value::from),
-        any::<u64>().prop_map(Value::from),
-        (-8_000_000i32..8_000_000).prop_map(|n| Value::from(f64::from(n) / 8.0)),
-        "\\PC{0,12}".prop_map(Value::String),
-    ];
-    leaf.prop_recursive(3, 32, 5, |inner| {
-        prop_oneof![
-            prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
-            prop::collection::btree_map("\\PC{0,8}", inner, 0..5)
-                .prop_map(|m| Value::Object(m.into_iter().collect::<Map<_, _>>())),
-        ]
-    })
-}
 
 fn entity() -> impl Strategy<Value = String> {
     "[A-Za-z0-9_][A-Za-z0-9_-]{0,12}"

@@ -1,28 +1,12 @@
 //! Property tests: every collab message type, in both directions and as a `POST /broadcast` body,
 //! survives encode -> decode unchanged.
 
-use proptest::collection::{btree_map, vec};
+mod strategies;
+use proptest::collection::vec;
 use proptest::option;
 use proptest::prelude::*;
-use serde_json::Value;
+use strategies::json_value;
 use switchboard_protocol::collab::v1::*;
-
-/// Arbitrary JSON without floats (whose text form need not round-trip bit for bit).
-fn json_value() -> impl Strategy<Value = Value> {
-    let leaf = prop_oneof![
-        Just(Value::Null),
-        any::<bool>().prop_map(Value::Bool),
-        any::<i64>().prop_map(Value::from),
-        any::<u64>().prop_map(Value::from),
-        ".{0,12}".prop_map(Value::String),
-    ];
-    leaf.prop_recursive(3, 32, 4, |inner| {
-        prop_oneof![
-            vec(inner.clone(), 0..4).prop_map(Value::Array),
-            btree_map(".{0,6}", inner, 0..4).prop_map(|m| Value::Object(m.into_iter().collect())),
-        ]
-    })
-}
 
 fn text() -> impl Strategy<Value = String> {
     ".{0,16}"

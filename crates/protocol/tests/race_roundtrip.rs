@@ -1,31 +1,15 @@
 //! Property tests: every race message type, both directions and the publish body, survives
 //! encode -> decode unchanged; the embedding helper's frame decodes as the published update.
 
+mod strategies;
 use proptest::prelude::*;
 use serde_json::{Map, Value};
+use strategies::json_value;
 use switchboard_hub::{Instant, Target};
 use switchboard_protocol::race::v1::{
     self as race, ClientMessage, RaceUpdate, ServerMessage, UpdateType,
 };
 use switchboard_protocol::{codec, Direction};
-
-/// Any JSON value without floats that need more than a few binary digits.
-fn json_value() -> impl Strategy<Value = Value> {
-    let leaf = prop_oneof![
-        Just(Value::Null),
-        any::<bool>().prop_map(Value::Bool),
-        any::<i64>().prop_map(Value::from),
-        any::<u64>().prop_map(Value::from),
-        (-8_000_000i32..8_000_000).prop_map(|n| Value::from(f64::from(n) / 8.0)),
-        "\\PC{0,12}".prop_map(Value::String),
-    ];
-    leaf.prop_recursive(3, 32, 5, |inner| {
-        prop_oneof![
-            prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
-            json_object(inner),
-        ]
-    })
-}
 
 fn json_object(inner: impl Strategy<Value = Value>) -> impl Strategy<Value = Value> {
     prop::collection::btree_map("\\PC{0,8}", inner, 0..5)
