@@ -1,0 +1,183 @@
+#!/usr/bin/env bash
+# Side-by-side comparison, in one run on one machine, of three servers doing the laptimes relay's
+# job (every client's message goes to every other client):
+#   switchboard        the WS-only `switchboard-tokio` binary (release build)
+#   node-ws            bench/peers/node-relay: Node + `ws` from npm, as the laptimes seed describes
+#   python-websockets  bench/peers/python-relay: Python + `websockets` from PyPI
+# Each server runs alone on 127.0.0.1, started fresh for each load run, and is measured with
+# `switchboard-load` (crates/loadgen), which reads the server's CPU time and RSS from /proc:
+#   idle     IDLE_CONNS idle sockets on top of 100: RSS per idle connection
+#   latency  LAT_SUBS subscribers, 1 publisher, LAT_RATE publications/s for LAT_SECS: delivery
+#            latency, and server CPU per delivery at that fixed rate; LAT_ROUNDS rounds, the
+#            servers taking turns, and the table shows each figure's median
+#   flat     FLAT_SUBS subscribers, FLAT_PUBS publishers, flat out: deliveries/s and CPU per
+#            delivery at saturation
+# Then it prints the table (bench/table.py) with switchboard / peer ratios.
+#
+# One command from a fresh machine (needs cargo, node + npm, python3 with venv; fetches the npm
+# and PyPI packages): bash bench/compare.sh
+# With 2 or more CPUs and `taskset`, the server is pinned to CPU 0 and the load tool to CPU 1
+# (PIN=0 turns that off). Every knob above is an environment variable; SERVERS picks servers;
+# SWITCHBOARD_BIN runs another build of switchboard-tokio (to try a change).
+# Raw results: bench/results/<timestamp>/. Bounded: every load run has a timeout (RUN_TIMEOUT);
+# the whole run takes about 6 minutes after the build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+IDLE_CONNS=${IDLE_CONNS:-5000}
+LAT_SUBS=${LAT_SUBS:-1000}
+LAT_RATE=${LAT_RATE:-20}
+LAT_SECS=${LAT_SECS:-15}
+LAT_ROUNDS=${LAT_ROUNDS:-3}
+FLAT_SUBS=${FLAT_SUBS:-1000}
+FLAT_PUBS=${FLAT_PUBS:-2}
+FLAT_SECS=${FLAT_SECS:-10}
+SERVERS=${SERVERS:-"switchboard node-ws python-websockets"}
+PIN=${PIN:-1}
+RUN_TIMEOUT=${RUN_TIMEOUT:-180}
+
+say() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'compare.sh: %s\n' "$*" >&2; exit 1; }
+
+for tool in cargo node npm python3; do
+  command -v "$tool" >/dev/null || die "$tool is required"
+done
+
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+OUT="$ROOT/bench/results/$STAMP"
+mkdir -p "$OUT"
+RESULTS="$OUT/results.jsonl"
+: >"$RESULTS"
+
+say "building release binaries (switchboard-tokio, switchboard-load)"
+cargo build --release --locked -p switchboard-tokio -p switchboard-load >&2
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+SERVER_BIN=${SWITCHBOARD_BIN:-$TARGET_DIR/release/switchboard-tokio}
+LOAD_BIN="$TARGET_DIR/release/switchboard-load"
+
+NODE_DIR="$ROOT/bench/peers/node-relay"
+PY_DIR="$ROOT/bench/peers/python-relay"
+VENV="$ROOT/bench/.venv"
+case " $SERVERS " in *" node-ws "*)
+  say "installing the Node relay's packages (npm ci)"
+  (cd "$NODE_DIR" && npm ci --no-audit --no-fund --loglevel=error >&2) ;;
+esac
+case " $SERVERS " in *" python-websockets "*)
+  say "installing the Python relay's packages (venv + pip)"
+  [[ -x "$VENV/bin/python" ]] || python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$PY_DIR/requirements.txt" >&2 ;;
+esac
+
+# Every socket is a file descriptor, on both sides.
+want=$((IDLE_CONNS + 1000))
+hard=$(ulimit -Hn)
+if [[ "$hard" != unlimited && "$hard" -lt "$want" ]]; then
+  say "warning: the hard open-file limit ($hard) is below $want; the idle run may fail"
+fi
+ulimit -n "$hard" 2>/dev/null || ulimit -n "$want" 2>/dev/null || true
+
+SERVER_PIN=()
+LOAD_PIN=()
+LOAD_THREADS=()
+if [[ "$PIN" == 1 ]] && command -v taskset >/dev/null && [[ $(nproc) -ge 2 ]]; then
+  SERVER_PIN=(taskset -c 0)
+  LOAD_PIN=(taskset -c 1)
+  LOAD_THREADS=(--threads 1)
+  PINNING="server pinned to CPU 0, load tool to CPU 1 (taskset)"
+else
+  PINNING="no CPU pinning"
+fi
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+SERVER_PID=""
+stop_server() {
+  if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
+    kill -TERM "$SERVER_PID" 2>/dev/null || true
+    for _ in $(seq 50); do
+      kill -0 "$SERVER_PID" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -KILL "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+  fi
+  SERVER_PID=""
+}
+trap stop_server EXIT
+
+# start_server NAME PORT LOG: start it in the background (pinned), wait until it accepts.
+start_server() {
+  local name=$1 port=$2 log=$3
+  case "$name" in
+    switchboard)
+      "${SERVER_PIN[@]}" "$SERVER_BIN" --systems laptimes --bind 127.0.0.1 \
+        --laptimes-port "$port" --rate-per-sec 0 --log-level warn >"$log" 2>&1 &
+      ;;
+    node-ws)
+      "${SERVER_PIN[@]}" env WS_HOST=127.0.0.1 WS_PORT="$port" node "$NODE_DIR/relay.js" >"$log" 2>&1 &
+      ;;
+    python-websockets)
+      "${SERVER_PIN[@]}" env WS_HOST=127.0.0.1 WS_PORT="$port" "$VENV/bin/python" "$PY_DIR/relay.py" >"$log" 2>&1 &
+      ;;
+    *) die "unknown server $name" ;;
+  esac
+  SERVER_PID=$!
+  for _ in $(seq 100); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      return 0
+    fi
+    kill -0 "$SERVER_PID" 2>/dev/null || die "$name exited at start; see $log"
+    sleep 0.1
+  done
+  die "$name did not listen on port $port within 10 s; see $log"
+}
+
+# scenario NAME RUN ARGS...: fresh server, one load run, JSON appended to the results.
+scenario() {
+  local name=$1 run=$2
+  shift 2
+  local port
+  port=$(free_port)
+  start_server "$name" "$port" "$OUT/$name-$run.log"
+  say "$name: $run"
+  if ! timeout "$RUN_TIMEOUT" "${LOAD_PIN[@]}" "$LOAD_BIN" "${LOAD_THREADS[@]}" --json \
+      --label "$name/$run" "$@" --url "ws://127.0.0.1:$port/" --pid "$SERVER_PID" \
+      >>"$RESULTS" 2>>"$OUT/load.err"; then
+    say "warning: $name $run failed (see $OUT/load.err)"
+  fi
+  tail -n1 "$RESULTS" >&2
+  stop_server
+  sleep 1
+}
+
+{
+  echo "Run $STAMP on $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')),"
+  echo "kernel $(uname -r), load average at start $(cut -d' ' -f1-3 /proc/loadavg); $PINNING."
+  echo "switchboard $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'), node $(node --version)" \
+       "+ ws $(node -p "require('$NODE_DIR/node_modules/ws/package.json').version" 2>/dev/null || echo '?')," \
+       "$("$VENV/bin/python" --version 2>/dev/null || python3 --version)" \
+       "+ websockets $("$VENV/bin/python" -c 'import websockets; print(websockets.__version__)' 2>/dev/null || echo '?')."
+  if [[ -n "${SWITCHBOARD_BIN:-}" ]]; then echo "switchboard binary: $SWITCHBOARD_BIN."; fi
+} >"$OUT/context.txt"
+
+for name in $SERVERS; do
+  scenario "$name" idle idle --connections "$IDLE_CONNS" --baseline 100 --settle 3
+done
+for round in $(seq "$LAT_ROUNDS"); do
+  for name in $SERVERS; do
+    scenario "$name" "latency#$round" fanout --subscribers "$LAT_SUBS" --publishers 1 \
+      --rate "$LAT_RATE" --warmup 3 --duration "$LAT_SECS" --drain 10
+  done
+done
+for name in $SERVERS; do
+  scenario "$name" flat fanout --subscribers "$FLAT_SUBS" --publishers "$FLAT_PUBS" --rate 0 \
+    --window 4 --warmup 2 --duration "$FLAT_SECS" --drain 10
+done
+
+echo "Load average at end $(cut -d' ' -f1-3 /proc/loadavg)." >>"$OUT/context.txt"
+python3 "$ROOT/bench/table.py" "$RESULTS" "$OUT/context.txt" | tee "$OUT/table.md"
+echo
+echo "Raw results: $OUT"

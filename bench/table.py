@@ -1,0 +1,138 @@
+#!/usr/bin/env python3
+"""Print the comparison table from the JSON lines `switchboard-load --json` wrote during one
+`bench/compare.sh` run. Usage: table.py RESULTS.jsonl [CONTEXT.txt]
+
+Each line is one load run, labelled "<server>/<run>" or "<server>/<run>#<round>". A figure of a
+run repeated in rounds is the median over the rounds (one row also shows each server's quietest
+round, since other work on a shared machine can stall any round). Ratios are switchboard's
+figure divided by the peer's, all from the same run of compare.sh; the targets are judged on the
+medians.
+"""
+
+import json
+import statistics
+import sys
+
+SERVERS = [
+    ("switchboard", "switchboard"),
+    ("node-ws", "Node ws"),
+    ("python-websockets", "Python websockets"),
+]
+OURS = "switchboard"
+TARGET_PEER = "node-ws"
+
+
+def load(path):
+    runs = {}
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if line.startswith("{"):
+                r = json.loads(line)
+                server, _, run = r["label"].partition("/")
+                runs.setdefault((server, run.partition("#")[0]), []).append(r)
+    return runs
+
+
+def dig(r, path):
+    for p in path:
+        if r is None:
+            return None
+        r = r.get(p)
+    return r
+
+
+def fmt(v, digits):
+    return "n/a" if v is None else f"{v:,.{digits}f}"
+
+
+def main():
+    runs = load(sys.argv[1])
+    context = open(sys.argv[2]).read().strip() if len(sys.argv) > 2 else ""
+    present = [(k, n) for k, n in SERVERS if any(s == k for s, _ in runs)]
+    peers = [(k, n) for k, n in present if k != OURS]
+
+    def median(server, run, path, agg=statistics.median):
+        vals = [v for v in (dig(r, path) for r in runs.get((server, run), [])) if v is not None]
+        return agg(vals) if vals else None
+
+    def param(run, key):
+        for k, _ in present:
+            for r in runs.get((k, run), []):
+                return r.get(key)
+        return None
+
+    lat = f"{param('latency', 'subscribers')} subscribers, {fmt(param('latency', 'rate'), 0)} publications/s"
+    flat = f"{param('flat', 'subscribers')} subscribers, {param('flat', 'publishers')} publishers, flat out"
+    rounds = max((len(runs.get((k, "latency"), [])) for k, _ in present), default=0)
+    rows = [
+        # (label, run, path, scale, digits, target ratio against Node ws or None[, aggregate])
+        (f"server CPU-seconds per million deliveries ({lat})", "latency",
+         ("server", "cpu_secs_per_million"), 1, 2, 0.2),
+        (f"p50 delivery latency, ms ({lat})", "latency", ("latency_us", "p50"), 1e-3, 2, None),
+        (f"p99 delivery latency, ms ({lat})", "latency", ("latency_us", "p99"), 1e-3, 2, 0.1),
+        (f"p99.9 delivery latency, ms ({lat})", "latency", ("latency_us", "p999"), 1e-3, 2, None),
+    ]
+    if rounds > 1:
+        rows.append((f"p99 delivery latency, ms, each server's quietest of {rounds} rounds ({lat})",
+                     "latency", ("latency_us", "p99"), 1e-3, 2, None, min))
+    rows += [
+        (f"RSS per idle connection, KiB ({param('idle', 'connections')} idle sockets)", "idle",
+         ("rss_bytes_per_connection",), 1 / 1024, 1, 0.5),
+        (f"deliveries per second ({flat}; higher is better)", "flat",
+         ("deliveries_per_sec",), 1, 0, None),
+        (f"server CPU-seconds per million deliveries ({flat})", "flat",
+         ("server", "cpu_secs_per_million"), 1, 2, None),
+    ]
+    header = ["figure"] + [n for _, n in present] + [f"switchboard / {n}" for _, n in peers]
+    table = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    verdicts = []
+    for label, run, path, scale, digits, target, *agg in rows:
+        vals = {k: median(k, run, path, *agg) for k, _ in present}
+        if all(v is None for v in vals.values()):
+            continue
+        cells = [label] + [fmt(None if vals[k] is None else vals[k] * scale, digits) for k, _ in present]
+        for k, _ in peers:
+            ours, theirs = vals.get(OURS), vals[k]
+            ratio = ours / theirs if ours is not None and theirs else None
+            cells.append(fmt(ratio, 2))
+            if target is not None and k == TARGET_PEER and ratio is not None:
+                verdicts.append(f"- {label.split(' (')[0]}: {ratio:.2f} of Node ws "
+                                f"(target: at most {target}): {'met' if ratio <= target else 'MISSED'}")
+        table.append("| " + " | ".join(cells) + " |")
+
+    notes = []
+    for k, name in present:
+        rounds = runs.get((k, "latency"), [])
+        if len(rounds) > 1:
+            p99s = ", ".join(fmt(dig(r, ("latency_us", "p99")) / 1e3, 1) for r in rounds)
+            cpus = ", ".join(fmt(dig(r, ("server", "cpu_secs_per_million")), 1) for r in rounds)
+            notes.append(f"- {name}: latency rounds: p99 ms {p99s}; CPU-s per million {cpus}")
+    for k, name in present:
+        lost, expected, closed, tool = 0, 0, 0, []
+        for (server, run), rs in runs.items():
+            if server != k:
+                continue
+            for r in rs:
+                lost += r.get("lost", 0)
+                expected += r.get("expected", 0)
+                closed += r.get("closed", 0)
+                if r.get("scenario") == "fanout" and r.get("tool_cpu_secs") and dig(r, ("server", "deliveries")):
+                    tool.append(r["tool_cpu_secs"] * 1e6 / r["server"]["deliveries"])
+        load_cost = f"; load tool CPU-s per million deliveries: {fmt(statistics.median(tool), 1)}" if tool else ""
+        notes.append(f"- {name}: lost deliveries {lost:,} of {expected:,}; sockets closed early {closed}{load_cost}")
+
+    if context:
+        print(context)
+        print()
+    print("\n".join(table))
+    print()
+    print("\n".join(notes))
+    if verdicts:
+        print()
+        print("Targets (ratios against Node ws from this run):")
+        print("\n".join(verdicts))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,166 @@
+//! `switchboard-load`: a load tool for laptimes-style WebSocket relays (every client's message
+//! goes to every other client), used to compare switchboard with other relays side by side.
+//!
+//! * `fanout`: opens N subscriber and P publisher sockets; the publishers send change notices at
+//!   a fixed total rate or flat out (with a bounded number in flight); every socket counts what it
+//!   receives. Reports deliveries per second, delivery latency (p50/p99/p999/max, from a send
+//!   timestamp carried in each notice), lost deliveries, and the server's CPU seconds and RSS
+//!   read from `/proc/<pid>` over the measured window.
+//! * `idle`: opens thousands of sockets that send nothing and reports the server's RSS per idle
+//!   connection (the growth of `VmRSS` from a baseline of a few connections, divided by the
+//!   number added).
+//!
+//! Output is human-readable, or one JSON object per run with `--json` (for `bench/compare.sh`).
+
+mod hist;
+mod notice;
+mod procfs;
+mod run;
+
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Load tool for WebSocket relays.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Worker threads of the load tool (default: the CPUs it may run on; 1 = single-threaded).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    /// Print one JSON object instead of a human-readable report.
+    #[arg(long, global = true)]
+    json: bool,
+    /// A name for the server under test, copied into the report.
+    #[arg(long, global = true, default_value = "server")]
+    label: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Subscribers and publishers: throughput, latency, losses, server CPU per delivery.
+    Fanout(FanoutArgs),
+    /// Idle sockets: server memory per connection.
+    Idle(IdleArgs),
+}
+
+/// Options of `fanout`.
+#[derive(Debug, Clone, Args)]
+pub struct FanoutArgs {
+    /// WebSocket URL of the relay.
+    #[arg(long, default_value = "ws://127.0.0.1:3002/")]
+    pub url: String,
+    /// Sockets that only receive.
+    #[arg(long, default_value_t = 100)]
+    pub subscribers: usize,
+    /// Sockets that send (and also receive the other publishers' notices).
+    #[arg(long, default_value_t = 1)]
+    pub publishers: usize,
+    /// Publications per second, all publishers together; 0 sends flat out.
+    #[arg(long, default_value_t = 20.0)]
+    pub rate: f64,
+    /// Flat out only: publications in flight (sent, not yet delivered everywhere) at most.
+    #[arg(long, default_value_t = 4)]
+    pub window: u64,
+    /// Seconds of publishing before the measured window (connections settle, caches warm).
+    #[arg(long, default_value_t = 2.0)]
+    pub warmup: f64,
+    /// Seconds of the measured window.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Seconds to wait at most, after publishing stops, for the last deliveries.
+    #[arg(long, default_value_t = 10.0)]
+    pub drain: f64,
+    /// Extra bytes of padding in each notice.
+    #[arg(long, default_value_t = 0)]
+    pub pad: usize,
+    /// The server's process id, to read its CPU time and RSS from /proc.
+    #[arg(long)]
+    pub pid: Option<u32>,
+    /// Connections being opened at once.
+    #[arg(long, default_value_t = 64)]
+    pub connect_concurrency: usize,
+}
+
+/// Options of `idle`.
+#[derive(Debug, Clone, Args)]
+pub struct IdleArgs {
+    /// WebSocket URL of the relay.
+    #[arg(long, default_value = "ws://127.0.0.1:3002/")]
+    pub url: String,
+    /// Idle connections to add after the baseline.
+    #[arg(long, default_value_t = 5_000)]
+    pub connections: usize,
+    /// Connections open when the baseline RSS is read.
+    #[arg(long, default_value_t = 100)]
+    pub baseline: usize,
+    /// Seconds to wait before each reading.
+    #[arg(long, default_value_t = 3.0)]
+    pub settle: f64,
+    /// The server's process id.
+    #[arg(long)]
+    pub pid: u32,
+    /// Connections being opened at once.
+    #[arg(long, default_value_t = 64)]
+    pub connect_concurrency: usize,
+}
+
+/// Raise the open-file limit to its hard maximum: every socket is a file.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed by pointer.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    raise_fd_limit();
+    let threads = cli.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    let rt = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+    };
+    let rt = match rt {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("switchboard-load: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async {
+        match cli.command {
+            Command::Fanout(a) => run::fanout(a).await.map(|r| r.render(&cli.label, cli.json)),
+            Command::Idle(a) => run::idle(a).await.map(|r| r.render(&cli.label, cli.json)),
+        }
+    });
+    // Do not wait for the connection tasks: exiting closes every socket.
+    rt.shutdown_background();
+    match result {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("switchboard-load: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! The change notices the publishers send: a valid laptimes notice with three extra fields that
+//! every relay forwards verbatim: `m` (1 if sent in the measured window), `seq`, and `t` (the
+//! send time in nanoseconds since the load tool started), always last.
+
+/// Build one notice. `pad` adds a `"pad"` string of that many bytes (to test larger frames).
+pub fn build(measured: bool, seq: u64, sent_ns: u64, pad: usize) -> String {
+    let mut s = String::with_capacity(128 + pad);
+    s.push_str(r#"{"table":"times","operation":"CHANGE","timestamp":"2025-10-25T12:34:56.789Z""#);
+    if pad > 0 {
+        s.push_str(r#","pad":""#);
+        s.extend(std::iter::repeat_n('x', pad));
+        s.push('"');
+    }
+    s.push_str(if measured { r#","m":1"# } else { r#","m":0"# });
+    s.push_str(&format!(r#","seq":{seq},"t":{sent_ns}}}"#));
+    s
+}
+
+/// What a received frame says about itself: (measured, send time in ns). `None` for a frame
+/// that is not one of our notices (an error reply, say).
+pub fn parse(frame: &[u8]) -> Option<(bool, u64)> {
+    let t_at = rfind(frame, br#","t":"#)?;
+    let digits = &frame[t_at + 5..];
+    let end = digits.iter().position(|b| !b.is_ascii_digit())?;
+    if end == 0 || digits.get(end) != Some(&b'}') {
+        return None;
+    }
+    let sent = std::str::from_utf8(&digits[..end]).ok()?.parse().ok()?;
+    let m_at = rfind(&frame[..t_at], br#","m":"#)?;
+    let measured = match frame.get(m_at + 5) {
+        Some(b'1') => true,
+        Some(b'0') => false,
+        _ => return None,
+    };
+    Some((measured, sent))
+}
+
+fn rfind(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).rposition(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        for (measured, seq, t, pad) in [(true, 0, 0, 0), (false, 7, u64::MAX, 100)] {
+            let s = build(measured, seq, t, pad);
+            assert_eq!(parse(s.as_bytes()), Some((measured, t)), "{s}");
+        }
+    }
+
+    #[test]
+    fn is_a_valid_laptimes_notice() {
+        let s = build(true, 3, 12345, 4);
+        assert_eq!(
+            s,
+            r#"{"table":"times","operation":"CHANGE","timestamp":"2025-10-25T12:34:56.789Z","pad":"xxxx","m":1,"seq":3,"t":12345}"#
+        );
+    }
+
+    #[test]
+    fn other_frames_are_not_ours() {
+        for f in [
+            &br#"{"type":"error","message":"Invalid change notice"}"#[..],
+            br#"{"t":5}"#,
+            br#"{"m":1,"t":}"#,
+            br#"{"m":2,"t":5}"#,
+            b"",
+        ] {
+            assert_eq!(parse(f), None, "{}", String::from_utf8_lossy(f));
+        }
+    }
+}

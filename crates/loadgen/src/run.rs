@@ -1,0 +1,618 @@
+//! The two scenarios: `fanout` (publishers and subscribers) and `idle` (sockets that do nothing).
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::hist::Histogram;
+use crate::procfs::{self, Sample};
+use crate::{notice, FanoutArgs, IdleArgs};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+const WARMUP: u8 = 0;
+const MEASURE: u8 = 1;
+const STOP: u8 = 2;
+
+/// Counters every connection task updates.
+struct Shared {
+    /// Time zero of the send timestamps.
+    base: Instant,
+    phase: AtomicU8,
+    /// Deliveries each publication should make: every other socket.
+    fanout: u64,
+    window: u64,
+    sent: AtomicU64,
+    sent_measured: AtomicU64,
+    received: AtomicU64,
+    received_measured: AtomicU64,
+    /// Frames that were not our notices (error replies, say).
+    unexpected: AtomicU64,
+    /// Sockets that closed or failed before the end.
+    closed: AtomicU64,
+    latency: Histogram,
+    /// A flat-out publisher is waiting for the deliveries in flight to drop below the window.
+    waiting: AtomicBool,
+    progress: Notify,
+}
+
+impl Shared {
+    fn new(sockets: usize, window: u64) -> Self {
+        Shared {
+            base: Instant::now(),
+            phase: AtomicU8::new(WARMUP),
+            fanout: sockets.saturating_sub(1) as u64,
+            window,
+            sent: AtomicU64::new(0),
+            sent_measured: AtomicU64::new(0),
+            received: AtomicU64::new(0),
+            received_measured: AtomicU64::new(0),
+            unexpected: AtomicU64::new(0),
+            closed: AtomicU64::new(0),
+            latency: Histogram::default(),
+            waiting: AtomicBool::new(false),
+            progress: Notify::new(),
+        }
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.base.elapsed().as_nanos() as u64
+    }
+
+    /// Deliveries still expected for what has been sent.
+    fn in_flight(&self) -> u64 {
+        (self.sent.load(Relaxed) * self.fanout).saturating_sub(self.received.load(Relaxed))
+    }
+
+    fn window_open(&self) -> bool {
+        self.in_flight() < self.window * self.fanout.max(1)
+    }
+
+    fn on_frame(&self, frame: &[u8]) {
+        let Some((measured, sent_ns)) = notice::parse(frame) else {
+            self.unexpected.fetch_add(1, Relaxed);
+            return;
+        };
+        if measured {
+            self.latency.record(self.now_ns().saturating_sub(sent_ns));
+            self.received_measured.fetch_add(1, Relaxed);
+        }
+        self.received.fetch_add(1, Relaxed);
+        if self.waiting.load(Relaxed) && self.window_open() {
+            self.waiting.store(false, Relaxed);
+            self.progress.notify_waiters();
+        }
+    }
+}
+
+/// Open one WebSocket, retrying a few times (a busy server's accept queue may overflow).
+async fn connect(url: &str) -> Result<Ws, String> {
+    // Small buffers: thousands of sockets, small frames. (tungstenite zero-fills the whole read
+    // buffer before every read, so its size is paid in memory and in time per read.)
+    let config = WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0);
+    let mut last = String::new();
+    for attempt in 0..5u64 {
+        match tokio_tungstenite::connect_async_with_config(url, Some(config), true).await {
+            Ok((ws, _)) => return Ok(ws),
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(100 * (attempt + 1))).await;
+    }
+    Err(format!("cannot connect to {url}: {last}"))
+}
+
+/// Open `n` sockets, `concurrency` at a time. Fails if any cannot be opened.
+async fn connect_all(url: &str, n: usize, concurrency: usize) -> Result<Vec<Ws>, String> {
+    let results: Vec<Result<Ws, String>> = futures_util::stream::iter(0..n)
+        .map(|_| connect(url))
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+    let failed = results.iter().filter(|r| r.is_err()).count();
+    if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
+        return Err(format!("{failed} of {n} connections failed; first: {e}"));
+    }
+    Ok(results.into_iter().flatten().collect())
+}
+
+/// Count and time everything a socket receives until it closes.
+async fn receive<S>(mut stream: S, shared: Arc<Shared>)
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    while let Some(msg) = stream.next().await {
+        match msg {
+            Ok(Message::Text(t)) => shared.on_frame(t.as_bytes()),
+            Ok(Message::Binary(b)) => shared.on_frame(&b),
+            Ok(Message::Close(_)) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    shared.closed.fetch_add(1, Relaxed);
+}
+
+/// Send notices until the stop phase: at `period` intervals, or flat out within the window.
+async fn publish<S>(
+    mut sink: S,
+    shared: Arc<Shared>,
+    period: Option<Duration>,
+    offset: Duration,
+    pad: usize,
+) where
+    S: futures_util::Sink<Message> + Unpin,
+{
+    let mut ticker = period.map(|p| {
+        let mut t = tokio::time::interval_at(tokio::time::Instant::now() + offset, p);
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        t
+    });
+    let mut seq = 0u64;
+    loop {
+        match &mut ticker {
+            Some(t) => {
+                t.tick().await;
+            }
+            None => {
+                while !shared.window_open() {
+                    let notified = shared.progress.notified();
+                    tokio::pin!(notified);
+                    notified.as_mut().enable();
+                    shared.waiting.store(true, Relaxed);
+                    if shared.window_open() || shared.phase.load(Relaxed) == STOP {
+                        break;
+                    }
+                    // A lost socket would stall the window forever: re-check now and then.
+                    let _ = tokio::time::timeout(Duration::from_millis(20), notified).await;
+                }
+            }
+        }
+        let phase = shared.phase.load(Relaxed);
+        if phase == STOP {
+            return;
+        }
+        let measured = phase == MEASURE;
+        let frame = notice::build(measured, seq, shared.now_ns(), pad);
+        seq += 1;
+        shared.sent.fetch_add(1, Relaxed);
+        if measured {
+            shared.sent_measured.fetch_add(1, Relaxed);
+        }
+        if sink.send(Message::Text(frame.into())).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn secs(s: f64) -> Duration {
+    Duration::from_secs_f64(s.max(0.0))
+}
+
+fn sample(pid: Option<u32>) -> Result<Option<Sample>, String> {
+    pid.map(|p| procfs::sample(p).map_err(|e| format!("reading /proc/{p}: {e}")))
+        .transpose()
+}
+
+/// What a `fanout` run measured.
+#[derive(Debug, Clone)]
+pub struct FanoutReport {
+    args: FanoutArgs,
+    /// Length of the measured window, in seconds.
+    window_secs: f64,
+    publications: u64,
+    expected: u64,
+    delivered: u64,
+    deliveries_per_sec: f64,
+    p50_us: f64,
+    p99_us: f64,
+    p999_us: f64,
+    max_us: f64,
+    mean_us: f64,
+    unexpected: u64,
+    closed: u64,
+    /// Deliveries between the two server readings (the CPU's denominator).
+    cpu_deliveries: u64,
+    server: Option<(Sample, Sample)>,
+    tool_cpu_secs: f64,
+}
+
+/// Run the `fanout` scenario.
+pub async fn fanout(a: FanoutArgs) -> Result<FanoutReport, String> {
+    if a.publishers == 0 {
+        return Err("at least one publisher is needed".into());
+    }
+    if a.rate < 0.0 || !a.rate.is_finite() {
+        return Err("--rate must be 0 (flat out) or positive".into());
+    }
+    let shared = Arc::new(Shared::new(a.subscribers + a.publishers, a.window.max(1)));
+    let subscribers = connect_all(&a.url, a.subscribers, a.connect_concurrency).await?;
+    for ws in subscribers {
+        tokio::spawn(receive(ws, shared.clone()));
+    }
+    let publishers = connect_all(&a.url, a.publishers, a.connect_concurrency).await?;
+    // The server may register a socket a moment after its handshake: let every one settle.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let period = (a.rate > 0.0).then(|| secs(a.publishers as f64 / a.rate));
+    for (i, ws) in publishers.into_iter().enumerate() {
+        let (sink, stream) = ws.split();
+        tokio::spawn(receive(stream, shared.clone()));
+        let offset = period.map_or(Duration::ZERO, |p| p * i as u32 / a.publishers as u32);
+        tokio::spawn(publish(sink, shared.clone(), period, offset, a.pad));
+    }
+    let tool_start = procfs::sample(std::process::id()).map_err(|e| e.to_string())?;
+
+    tokio::time::sleep(secs(a.warmup)).await;
+    let server_start = sample(a.pid)?;
+    let received_start = shared.received.load(Relaxed);
+    let started = Instant::now();
+    shared.phase.store(MEASURE, Relaxed);
+
+    tokio::time::sleep(secs(a.duration)).await;
+    shared.phase.store(STOP, Relaxed);
+    shared.progress.notify_waiters();
+    let window_secs = started.elapsed().as_secs_f64();
+    let received_window = shared.received.load(Relaxed) - received_start;
+
+    // Drain: wait for the measured publications' last deliveries, or for progress to stop.
+    let drain_until = Instant::now() + secs(a.drain);
+    let mut last = (shared.received.load(Relaxed), Instant::now());
+    loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let expected = shared.sent_measured.load(Relaxed) * shared.fanout;
+        let got = shared.received_measured.load(Relaxed);
+        let now = Instant::now();
+        let total = shared.received.load(Relaxed);
+        if total != last.0 {
+            last = (total, now);
+        }
+        if got >= expected || now >= drain_until || now - last.1 > Duration::from_secs(1) {
+            break;
+        }
+    }
+    let server_end = sample(a.pid)?;
+    let cpu_deliveries = shared.received.load(Relaxed) - received_start;
+    let tool_end = procfs::sample(std::process::id()).map_err(|e| e.to_string())?;
+
+    let h = &shared.latency;
+    let us = |ns: u64| ns as f64 / 1_000.0;
+    let publications = shared.sent_measured.load(Relaxed);
+    Ok(FanoutReport {
+        window_secs,
+        publications,
+        expected: publications * shared.fanout,
+        delivered: shared.received_measured.load(Relaxed),
+        deliveries_per_sec: received_window as f64 / window_secs,
+        p50_us: us(h.quantile(0.5)),
+        p99_us: us(h.quantile(0.99)),
+        p999_us: us(h.quantile(0.999)),
+        max_us: us(h.max()),
+        mean_us: h.mean() / 1_000.0,
+        unexpected: shared.unexpected.load(Relaxed),
+        closed: shared.closed.load(Relaxed),
+        cpu_deliveries,
+        server: server_start.zip(server_end),
+        tool_cpu_secs: tool_end.cpu_secs - tool_start.cpu_secs,
+        args: a,
+    })
+}
+
+fn json_str(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+impl FanoutReport {
+    /// Deliveries expected but not received.
+    pub fn lost(&self) -> u64 {
+        self.expected.saturating_sub(self.delivered)
+    }
+
+    /// Server CPU seconds over the window and per million deliveries.
+    fn server_cpu(&self) -> Option<(f64, f64)> {
+        self.server.map(|(a, b)| {
+            let cpu = b.cpu_secs - a.cpu_secs;
+            (cpu, cpu * 1e6 / self.cpu_deliveries.max(1) as f64)
+        })
+    }
+
+    /// The report as text or as one JSON object.
+    pub fn render(&self, label: &str, json: bool) -> String {
+        let a = &self.args;
+        let mode = if a.rate > 0.0 {
+            format!("{} publications/s", a.rate)
+        } else {
+            format!("flat out, window {}", a.window)
+        };
+        let cpu = self.server_cpu();
+        if json {
+            let mut s = format!(
+                "{{\"scenario\":\"fanout\",\"label\":{},\"url\":{},\"subscribers\":{},\"publishers\":{},\
+                 \"rate\":{},\"window_secs\":{:.3},\"publications\":{},\"expected\":{},\"delivered\":{},\
+                 \"lost\":{},\"deliveries_per_sec\":{:.1},\"latency_us\":{{\"p50\":{:.1},\"p99\":{:.1},\
+                 \"p999\":{:.1},\"max\":{:.1},\"mean\":{:.1}}},\"unexpected\":{},\"closed\":{},\
+                 \"tool_cpu_secs\":{:.3}",
+                json_str(label),
+                json_str(&a.url),
+                a.subscribers,
+                a.publishers,
+                a.rate,
+                self.window_secs,
+                self.publications,
+                self.expected,
+                self.delivered,
+                self.lost(),
+                self.deliveries_per_sec,
+                self.p50_us,
+                self.p99_us,
+                self.p999_us,
+                self.max_us,
+                self.mean_us,
+                self.unexpected,
+                self.closed,
+                self.tool_cpu_secs,
+            );
+            if let (Some((_, end)), Some((cpu, per_million))) = (self.server, cpu) {
+                let _ = write!(
+                    s,
+                    ",\"server\":{{\"cpu_secs\":{cpu:.3},\"deliveries\":{},\
+                     \"cpu_secs_per_million\":{per_million:.3},\"rss_kib\":{},\"hwm_kib\":{}}}",
+                    self.cpu_deliveries, end.rss_kib, end.hwm_kib
+                );
+            }
+            s.push('}');
+            return s;
+        }
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "{label}: {} subscribers + {} publishers at {}, {:.1} s measured ({})",
+            a.subscribers, a.publishers, a.url, self.window_secs, mode
+        );
+        let _ = writeln!(
+            s,
+            "  publications {}  deliveries {} of {} expected  lost {}  ({:.0} deliveries/s)",
+            self.publications,
+            self.delivered,
+            self.expected,
+            self.lost(),
+            self.deliveries_per_sec
+        );
+        let _ = writeln!(
+            s,
+            "  latency p50 {:.0} us  p99 {:.0} us  p99.9 {:.0} us  max {:.0} us  mean {:.0} us",
+            self.p50_us, self.p99_us, self.p999_us, self.max_us, self.mean_us
+        );
+        if let (Some((_, end)), Some((cpu, per_million))) = (self.server, cpu) {
+            let _ = writeln!(
+                s,
+                "  server CPU {cpu:.2} s for {} deliveries = {per_million:.2} CPU-s per million; \
+                 RSS {} KiB (peak {} KiB)",
+                self.cpu_deliveries, end.rss_kib, end.hwm_kib
+            );
+        }
+        let _ = write!(
+            s,
+            "  unexpected frames {}  sockets closed early {}  load tool CPU {:.2} s",
+            self.unexpected, self.closed, self.tool_cpu_secs
+        );
+        s
+    }
+}
+
+/// What an `idle` run measured.
+#[derive(Debug, Clone)]
+pub struct IdleReport {
+    args: IdleArgs,
+    before: Sample,
+    after: Sample,
+    closed: u64,
+}
+
+/// Run the `idle` scenario.
+pub async fn idle(a: IdleArgs) -> Result<IdleReport, String> {
+    if a.connections == 0 {
+        return Err("--connections must be at least 1".into());
+    }
+    let shared = Arc::new(Shared::new(0, 1));
+    for ws in connect_all(&a.url, a.baseline, a.connect_concurrency).await? {
+        tokio::spawn(receive(ws, shared.clone()));
+    }
+    tokio::time::sleep(secs(a.settle)).await;
+    let before = procfs::sample(a.pid).map_err(|e| e.to_string())?;
+    for ws in connect_all(&a.url, a.connections, a.connect_concurrency).await? {
+        tokio::spawn(receive(ws, shared.clone()));
+    }
+    tokio::time::sleep(secs(a.settle)).await;
+    let after = procfs::sample(a.pid).map_err(|e| e.to_string())?;
+    Ok(IdleReport {
+        closed: shared.closed.load(Relaxed),
+        args: a,
+        before,
+        after,
+    })
+}
+
+impl IdleReport {
+    /// RSS growth per added connection, in bytes.
+    pub fn bytes_per_connection(&self) -> f64 {
+        (self.after.rss_kib as f64 - self.before.rss_kib as f64) * 1024.0
+            / self.args.connections as f64
+    }
+
+    /// The report as text or as one JSON object.
+    pub fn render(&self, label: &str, json: bool) -> String {
+        let a = &self.args;
+        if json {
+            return format!(
+                "{{\"scenario\":\"idle\",\"label\":{},\"url\":{},\"baseline\":{},\"connections\":{},\
+                 \"rss_before_kib\":{},\"rss_after_kib\":{},\"hwm_kib\":{},\
+                 \"rss_bytes_per_connection\":{:.0},\"closed\":{}}}",
+                json_str(label),
+                json_str(&a.url),
+                a.baseline,
+                a.connections,
+                self.before.rss_kib,
+                self.after.rss_kib,
+                self.after.hwm_kib,
+                self.bytes_per_connection(),
+                self.closed
+            );
+        }
+        format!(
+            "{label}: RSS {} KiB with {} idle connections, {} KiB with {} more: {:.0} bytes per idle \
+             connection (peak {} KiB; {} closed early)",
+            self.before.rss_kib,
+            a.baseline,
+            self.after.rss_kib,
+            a.connections,
+            self.bytes_per_connection(),
+            self.after.hwm_kib,
+            self.closed
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+    use tokio::net::TcpListener;
+    use tokio::sync::mpsc;
+
+    type Peers = Arc<Mutex<Vec<(usize, mpsc::UnboundedSender<Message>)>>>;
+
+    /// A minimal laptimes-style relay on 127.0.0.1: every text frame goes to every other socket.
+    async fn relay() -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}/", listener.local_addr().unwrap());
+        let peers: Peers = Arc::default();
+        tokio::spawn(async move {
+            for id in 0.. {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let peers = peers.clone();
+                tokio::spawn(async move {
+                    let Ok(ws) = tokio_tungstenite::accept_async(tcp).await else {
+                        return;
+                    };
+                    let (mut sink, mut stream) = ws.split();
+                    let (tx, mut rx) = mpsc::unbounded_channel();
+                    peers.lock().unwrap().push((id, tx));
+                    tokio::spawn(async move {
+                        while let Some(m) = rx.recv().await {
+                            if sink.send(m).await.is_err() {
+                                return;
+                            }
+                        }
+                    });
+                    while let Some(Ok(msg)) = stream.next().await {
+                        if let Message::Text(_) = msg {
+                            for (other, tx) in peers.lock().unwrap().iter() {
+                                if *other != id {
+                                    let _ = tx.send(msg.clone());
+                                }
+                            }
+                        }
+                    }
+                    peers.lock().unwrap().retain(|(other, _)| *other != id);
+                });
+            }
+        });
+        url
+    }
+
+    fn fanout_args(url: String, rate: f64) -> FanoutArgs {
+        FanoutArgs {
+            url,
+            subscribers: 5,
+            publishers: 2,
+            rate,
+            window: 2,
+            warmup: 0.2,
+            duration: 0.5,
+            drain: 5.0,
+            pad: 16,
+            pid: Some(std::process::id()),
+            connect_concurrency: 4,
+        }
+    }
+
+    #[tokio::test]
+    async fn fixed_rate_run_counts_every_delivery() {
+        let r = fanout(fanout_args(relay().await, 40.0)).await.unwrap();
+        assert!(r.publications > 0, "{r:?}");
+        // Each publication reaches the 5 subscribers and the other publisher.
+        assert_eq!(r.expected, r.publications * 6);
+        assert_eq!((r.delivered, r.lost()), (r.expected, 0), "{r:?}");
+        assert_eq!((r.unexpected, r.closed), (0, 0));
+        assert!(
+            r.p50_us > 0.0 && r.p50_us <= r.p99_us && r.p99_us <= r.max_us,
+            "{r:?}"
+        );
+        assert!(r.server.is_some() && r.cpu_deliveries >= r.delivered);
+        let json = r.render("relay", true);
+        assert!(
+            json.starts_with(r#"{"scenario":"fanout","label":"relay""#),
+            "{json}"
+        );
+        assert!(
+            json.contains(r#""lost":0"#) && json.contains(r#""server":{"#),
+            "{json}"
+        );
+        assert!(r.render("relay", false).contains("lost 0"));
+    }
+
+    #[tokio::test]
+    async fn flat_out_run_stays_within_its_window_and_loses_nothing() {
+        let r = fanout(fanout_args(relay().await, 0.0)).await.unwrap();
+        assert!(r.publications > 0);
+        assert_eq!((r.delivered, r.lost()), (r.expected, 0), "{r:?}");
+    }
+
+    #[tokio::test]
+    async fn idle_run_reads_the_server_memory() {
+        let a = IdleArgs {
+            url: relay().await,
+            connections: 20,
+            baseline: 2,
+            settle: 0.1,
+            pid: std::process::id(),
+            connect_concurrency: 8,
+        };
+        let r = idle(a).await.unwrap();
+        assert_eq!(r.closed, 0);
+        assert!(r.after.rss_kib > 0 && r.before.rss_kib > 0);
+        assert!(r.render("relay", true).contains(r#""connections":20"#));
+    }
+
+    #[tokio::test]
+    async fn refuses_what_it_cannot_measure() {
+        let mut a = fanout_args("ws://127.0.0.1:9/".into(), 1.0);
+        a.publishers = 0;
+        assert!(fanout(a).await.is_err());
+        let mut a = fanout_args("ws://127.0.0.1:9/".into(), -1.0);
+        a.subscribers = 0;
+        assert!(fanout(a).await.is_err());
+    }
+}
