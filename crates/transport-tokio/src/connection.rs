@@ -6,6 +6,7 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use switchboard_hub::{CloseCode, Frame};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -38,24 +39,22 @@ where
     let _ = tokio::time::timeout(CLOSE_GRACE, ws.send(close_frame(code, reason))).await;
 }
 
-enum End {
-    /// The peer closed or the socket failed: the hub must be told.
-    Peer(Option<(CloseCode, &'static str)>),
-    /// The hub closed the connection (its close frame is sent or abandoned).
-    Hub,
-}
+/// Why a connection's reader stopped: the peer closed (or the socket failed), with the close
+/// frame to answer with, if any.
+type PeerEnd = Option<(CloseCode, &'static str)>;
 
 /// Run a registered connection until either side ends it.
+///
+/// The reader runs in this task and the writer in its own, so a delivery wakes only the writer
+/// and never polls the socket for reading.
 pub async fn run<S>(ws: WebSocketStream<S>, hub: HubHandle, opened: Opened)
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let Opened {
-        handle,
-        mut outbox,
-        closed,
-    } = opened;
-    let (mut sink, mut stream) = ws.split();
+    let handle = opened.handle;
+    let (sink, mut stream) = ws.split();
+    let (stop, stopped) = oneshot::channel();
+    let mut writer = tokio::spawn(write(sink, hub.clone(), opened, stopped));
 
     let reader = async {
         while let Some(msg) = stream.next().await {
@@ -64,95 +63,125 @@ where
                 Ok(Message::Binary(b)) => hub.frame(handle, Frame::Binary(b)).await,
                 // tungstenite answers pings itself; both show the peer is alive.
                 Ok(Message::Ping(_) | Message::Pong(_)) => hub.activity(handle).await,
-                Ok(Message::Close(_)) => return End::Peer(None),
+                Ok(Message::Close(_)) => return None,
                 Ok(Message::Frame(_)) => Ok(()),
                 Err(WsError::Capacity(_)) => {
-                    return End::Peer(Some((
-                        CloseCode::MESSAGE_TOO_BIG,
-                        "frame exceeds the size limit",
-                    )))
+                    return Some((CloseCode::MESSAGE_TOO_BIG, "frame exceeds the size limit"))
                 }
                 Err(WsError::Utf8(_)) => {
-                    return End::Peer(Some((
-                        CloseCode::INVALID_PAYLOAD,
-                        "text frame is not valid UTF-8",
-                    )))
+                    return Some((CloseCode::INVALID_PAYLOAD, "text frame is not valid UTF-8"))
                 }
                 Err(WsError::Protocol(_)) => {
-                    return End::Peer(Some((CloseCode(1002), "WebSocket protocol error")))
+                    return Some((CloseCode(1002), "WebSocket protocol error"))
                 }
-                Err(_) => return End::Peer(None),
+                Err(_) => return None,
             };
             if sent.is_err() {
-                return End::Peer(Some((CloseCode::GOING_AWAY, "server shutting down")));
+                return Some((CloseCode::GOING_AWAY, "server shutting down"));
             }
         }
-        End::Peer(None)
+        None
     };
 
-    let writer = async {
-        loop {
-            let Some(first) = outbox.recv().await else {
-                return End::Hub; // The hub task is gone.
+    let peer_end: Option<PeerEnd> = tokio::select! {
+        end = reader => Some(end),
+        _ = &mut writer => None,
+    };
+    match peer_end {
+        // The peer is gone: tell the hub, let the writer answer with a close frame and stop.
+        Some(end) => {
+            let _ = hub.closed(handle).await;
+            let _ = stop.send(end);
+            let _ = writer.await;
+        }
+        // The writer stopped first: the hub closed the connection, or the socket failed while
+        // writing (then the hub must hear of it; for a connection it closed, this is a no-op).
+        None => {
+            let _ = hub.closed(handle).await;
+        }
+    }
+}
+
+/// Drain the outbox onto the socket until the hub closes the connection, the socket fails, or
+/// the reader reports the peer gone (`stopped`).
+async fn write<W>(
+    mut sink: W,
+    hub: HubHandle,
+    opened: Opened,
+    mut stopped: oneshot::Receiver<PeerEnd>,
+) where
+    W: futures_util::Sink<Message> + Unpin,
+{
+    let Opened {
+        handle,
+        mut outbox,
+        closed,
+        report_every,
+    } = opened;
+    let mut unreported = 0usize;
+    loop {
+        let first = tokio::select! {
+            out = outbox.recv() => out,
+            end = &mut stopped => {
+                if let Ok(Some((code, reason))) = end {
+                    let _ = tokio::time::timeout(CLOSE_GRACE, sink.send(close_frame(code, reason))).await;
+                }
+                break;
+            }
+        };
+        let Some(first) = first else {
+            break; // The hub task is gone.
+        };
+        let mut next = Some(first);
+        let mut bytes = 0usize;
+        let mut close = None;
+        while let Some(out) = next.take() {
+            let msg = match out {
+                Out::Frame(text) => {
+                    bytes += text.len();
+                    Message::Text(text)
+                }
+                Out::Ping => Message::Ping(Bytes::new()),
+                Out::Close(code, reason) => {
+                    close = Some(close_frame(code, &reason));
+                    break;
+                }
             };
-            let mut next = Some(first);
-            let mut bytes = 0usize;
-            let mut close = None;
-            while let Some(out) = next.take() {
-                let msg = match out {
-                    Out::Frame(text) => {
-                        bytes += text.len();
-                        Message::Text(text)
-                    }
-                    Out::Ping => Message::Ping(Bytes::new()),
-                    Out::Close(code, reason) => {
-                        close = Some(close_frame(code, &reason));
-                        break;
-                    }
-                };
-                if sink.feed(msg).await.is_err() {
-                    return End::Peer(None);
-                }
-                if bytes < FLUSH_EVERY_BYTES {
-                    next = outbox.try_recv().ok();
-                }
+            if sink.feed(msg).await.is_err() {
+                return;
             }
-            if let Some(frame) = close {
-                let _ = tokio::time::timeout(CLOSE_GRACE, sink.send(frame)).await;
-                return End::Hub;
-            }
-            tokio::select! {
-                r = sink.flush() => if r.is_err() { return End::Peer(None) },
-                // The hub gave up on this connection while the socket would not take more bytes:
-                // the client is not reading. Give the close a moment, then drop the socket.
-                _ = closed.notified() => {
-                    let _ = tokio::time::timeout(CLOSE_GRACE, async {
-                        let _ = sink.flush().await;
-                        while let Some(out) = outbox.recv().await {
-                            if let Out::Close(code, reason) = out {
-                                let _ = sink.send(close_frame(code, &reason)).await;
-                                break;
-                            }
-                        }
-                    })
-                    .await;
-                    return End::Hub;
-                }
-            }
-            if bytes > 0 && hub.flushed(handle, bytes).await.is_err() {
-                return End::Hub;
+            if bytes < FLUSH_EVERY_BYTES {
+                next = outbox.try_recv().ok();
             }
         }
-    };
-
-    let end = tokio::select! {
-        e = reader => e,
-        e = writer => e,
-    };
-    if let End::Peer(close) = end {
-        let _ = hub.closed(handle).await;
-        if let Some((code, reason)) = close {
-            let _ = tokio::time::timeout(CLOSE_GRACE, sink.send(close_frame(code, reason))).await;
+        if let Some(frame) = close {
+            let _ = tokio::time::timeout(CLOSE_GRACE, sink.send(frame)).await;
+            break;
+        }
+        tokio::select! {
+            r = sink.flush() => if r.is_err() { return },
+            // The hub gave up on this connection while the socket would not take more bytes:
+            // the client is not reading. Give the close a moment, then drop the socket.
+            _ = closed.notified() => {
+                let _ = tokio::time::timeout(CLOSE_GRACE, async {
+                    let _ = sink.flush().await;
+                    while let Some(out) = outbox.recv().await {
+                        if let Out::Close(code, reason) = out {
+                            let _ = sink.send(close_frame(code, &reason)).await;
+                            break;
+                        }
+                    }
+                })
+                .await;
+                return;
+            }
+        }
+        unreported += bytes;
+        if unreported >= report_every || (unreported > 0 && outbox.is_empty()) {
+            if hub.flushed(handle, unreported).await.is_err() {
+                break;
+            }
+            unreported = 0;
         }
     }
     let _ = tokio::time::timeout(CLOSE_GRACE, sink.close()).await;
@@ -165,7 +194,7 @@ pub async fn open<S>(
     hub: HubHandle,
     peer: std::net::SocketAddr,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     use crate::gate::Verdict;
     let info = match verdict {

@@ -48,6 +48,10 @@ pub struct Opened {
     pub outbox: mpsc::UnboundedReceiver<Out>,
     /// Raised when the hub closed the connection.
     pub closed: Arc<Notify>,
+    /// Flushed bytes are reported to the hub once at least this many have accumulated (or the
+    /// outbox ran dry), so a stream of small frames costs one hub command per batch, not per
+    /// frame. The hub may therefore over-count a connection's queue by less than this.
+    pub report_every: usize,
 }
 
 /// What a hub task hands to a cluster backplane.
@@ -303,6 +307,8 @@ fn apply(hub: &mut Hub, conns: &mut HashMap<ConnectionHandle, Entry>, cmd: Comma
     let t = now();
     match cmd {
         Command::Open(info, reply) => {
+            // A sixteenth of the queue budget, at most 16 KiB.
+            let report_every = (hub.config().limits.max_queued_bytes / 16).clamp(1, 16 * 1024);
             let result = hub.handle_open(t, info).map(|handle| {
                 let (tx, outbox) = mpsc::unbounded_channel();
                 let closed = Arc::new(Notify::new());
@@ -317,6 +323,7 @@ fn apply(hub: &mut Hub, conns: &mut HashMap<ConnectionHandle, Entry>, cmd: Comma
                     handle,
                     outbox,
                     closed,
+                    report_every,
                 }
             });
             let _ = reply.send(result);

@@ -56,6 +56,9 @@ impl Shutdown {
     }
 }
 
+/// Bytes tungstenite reads from a socket at a time.
+pub const READ_BUFFER_BYTES: usize = 4 * 1024;
+
 /// The WebSocket settings a hub's limits imply. tungstenite refuses frames above twice the hub's
 /// limit outright (bounding memory); frames between the two reach the hub, which closes with
 /// 1009 and counts the error.
@@ -66,6 +69,10 @@ pub fn ws_config(config: &Config) -> WebSocketConfig {
     // (128 KiB) when the queue limit allows, else half the maximum (small `max_queued_bytes`).
     let write = (128 * 1024).min(max_write / 2);
     WebSocketConfig::default()
+        // tungstenite zero-fills its whole read buffer before each read; the 128 KiB default
+        // made that memset most of the server's CPU per delivery and kept ~128 KiB resident per
+        // idle connection (docs/BENCHMARKS.md). Bigger frames are still read, in more reads.
+        .read_buffer_size(READ_BUFFER_BYTES)
         .max_message_size(Some(hard))
         .max_frame_size(Some(hard))
         .write_buffer_size(write)
