@@ -15,10 +15,22 @@
 //!
 //! # The drive loop
 //!
-//! ```no_run
+//! ```
 //! use switchboard_hub::{Config, Frame, Hub, Instant, OpenInfo, Output};
-//! # fn protocol() -> Box<dyn switchboard_hub::Protocol + Send> { unimplemented!() }
-//! # fn clock() -> Instant { unimplemented!() }
+//! # struct Echo;
+//! # impl switchboard_hub::Protocol for Echo {
+//! #     fn name(&self) -> &'static str { "echo" }
+//! #     fn on_text(
+//! #         &mut self,
+//! #         cx: &mut switchboard_hub::Context<'_>,
+//! #         conn: switchboard_hub::ConnectionHandle,
+//! #         frame: &switchboard_hub::Bytes,
+//! #     ) {
+//! #         cx.send(conn, frame.clone());
+//! #     }
+//! # }
+//! # fn protocol() -> Box<dyn switchboard_hub::Protocol + Send> { Box::new(Echo) }
+//! # fn clock() -> Instant { Instant::from_millis(1_735_734_600_000) }
 //! # fn write(_: switchboard_hub::ConnectionHandle, _: &[u8]) {}
 //!
 //! let mut hub = Hub::new(Config::default(), protocol(), clock());

@@ -438,7 +438,11 @@ impl Protocol for Afc {
         }
         if req.path == "/health" {
             if !matches!(req.method, Method::Get | Method::Head) {
-                return Some(codec::http_error(405, "method not allowed", Some("use GET")));
+                return Some(codec::http_error(
+                    405,
+                    "method not allowed",
+                    Some("use GET"),
+                ));
             }
             let health = Health {
                 status: "ok",

@@ -558,7 +558,9 @@ impl Protocol for DcDock {
         Some(match (req.path.as_str(), req.method) {
             ("/api/ws/publish", Method::Post) => self.publish(cx, req),
             ("/api/ws/stats", Method::Get | Method::Head) => stats(cx),
-            ("/api/ws/publish", _) => codec::http_error(405, "method not allowed", Some("use POST")),
+            ("/api/ws/publish", _) => {
+                codec::http_error(405, "method not allowed", Some("use POST"))
+            }
             ("/api/ws/stats", _) => codec::http_error(405, "method not allowed", Some("use GET")),
             _ => return None,
         })

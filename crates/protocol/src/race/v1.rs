@@ -701,7 +701,11 @@ impl Protocol for Race {
     fn on_http(&mut self, cx: &mut Context<'_>, req: &HttpRequest) -> Option<HttpResponse> {
         if req.path == "/health" {
             if !matches!(req.method, Method::Get | Method::Head) {
-                return Some(codec::http_error(405, "method not allowed", Some("use GET")));
+                return Some(codec::http_error(
+                    405,
+                    "method not allowed",
+                    Some("use GET"),
+                ));
             }
             let health = Health {
                 status: "ok",
