@@ -88,11 +88,17 @@ where
         _ = &mut writer => None,
     };
     match peer_end {
-        // The peer is gone: tell the hub, let the writer answer with a close frame and stop.
+        // The peer is gone: let the writer answer with its close frame first (telling the hub
+        // first would drop the outbox and end the writer without it), then tell the hub.
         Some(end) => {
-            let _ = hub.closed(handle).await;
             let _ = stop.send(end);
-            let _ = writer.await;
+            if tokio::time::timeout(2 * CLOSE_GRACE, &mut writer)
+                .await
+                .is_err()
+            {
+                writer.abort();
+            }
+            let _ = hub.closed(handle).await;
         }
         // The writer stopped first: the hub closed the connection, or the socket failed while
         // writing (then the hub must hear of it; for a connection it closed, this is a no-op).
@@ -121,13 +127,14 @@ async fn write<W>(
     let mut unreported = 0usize;
     loop {
         let first = tokio::select! {
-            out = outbox.recv() => out,
+            biased;
             end = &mut stopped => {
                 if let Ok(Some((code, reason))) = end {
                     let _ = tokio::time::timeout(CLOSE_GRACE, sink.send(close_frame(code, reason))).await;
                 }
                 break;
             }
+            out = outbox.recv() => out,
         };
         let Some(first) = first else {
             break; // The hub task is gone.
