@@ -672,6 +672,12 @@ impl Hub {
         self.with_protocol(now, |_, cx| cx.core.publish(publication, false))
     }
 
+    /// The driver could not hand `count` [`Output::Replicate`] publications to the backplane
+    /// (its queue was full): they reached local connections only. Counted, never silent.
+    pub fn handle_replication_dropped(&mut self, count: u64) {
+        self.core.counters.replication_dropped += count;
+    }
+
     /// Close every connection with `code` (e.g. [`CloseCode::GOING_AWAY`] at shutdown).
     pub fn close_all(&mut self, now: Instant, code: CloseCode, reason: &'static str) {
         let now = self.tick(now);

@@ -25,6 +25,9 @@ pub struct Counters {
     pub slow_consumer_closes: u64,
     /// Connections closed for idleness.
     pub idle_timeouts: u64,
+    /// Local publications the driver could not hand to the cluster backplane (its queue was
+    /// full), as reported with [`crate::Hub::handle_replication_dropped`].
+    pub replication_dropped: u64,
     /// Errors by kind (`not_json`, `unknown_type`, `frame_too_large`, `rate_limited`, ...).
     pub errors: BTreeMap<&'static str, u64>,
 }

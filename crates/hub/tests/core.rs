@@ -1131,7 +1131,9 @@ fn stats_count_what_happened() {
     rig.say(c, frames[5]);
     rig.say(c, frames[6]);
     rig.hub.handle_close(rig.now, b).unwrap();
+    rig.hub.handle_replication_dropped(2);
     let s = rig.hub.stats();
+    assert_eq!(s.counters.replication_dropped, 2);
     assert_eq!(s.connections, 2);
     assert_eq!(s.rooms, 1);
     assert_eq!(s.queued_bytes, 14);

@@ -225,6 +225,11 @@ const FAMILIES: &[Family] = &[
         |s| s.counters.dropped_deliveries,
     ),
     counter(
+        "switchboard_replication_dropped_total",
+        "Local publications not carried to other nodes because the backplane's queue was full.",
+        |s| s.counters.replication_dropped,
+    ),
+    counter(
         "switchboard_slow_consumer_closes_total",
         "Connections closed because their outbound queue was full (close policy, code 4008).",
         |s| s.counters.slow_consumer_closes,

@@ -277,6 +277,7 @@ async fn run(
                 Output::Replicate(p) => {
                     if let Some(tx) = &replicate {
                         if tx.try_send(Replication::Publish(p)).is_err() {
+                            hub.handle_replication_dropped(1);
                             replicate_dropped += 1;
                             if replicate_dropped.is_power_of_two() {
                                 tracing::warn!(
