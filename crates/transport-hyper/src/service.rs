@@ -20,9 +20,9 @@ use hyper::service::service_fn;
 use hyper::upgrade::OnUpgrade;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use switchboard_hub::{CloseCode, HttpRequest, HttpResponse, Method};
-use switchboard_tokio::driver::Opened;
+use switchboard_hub::{CloseCode, ConnectionHandle, HttpRequest, HttpResponse, Method};
 use switchboard_tokio::gate::{parse_query, Verdict};
+use switchboard_tokio::outbox::{Duplex, Outbox};
 use switchboard_tokio::server::Shutdown;
 use switchboard_tokio::{connection, Endpoint, HubHandle};
 use tokio::net::TcpStream;
@@ -57,8 +57,8 @@ pub(crate) struct Shared {
 
 /// What the connection does once hyper has handed over the upgraded socket.
 enum AfterUpgrade {
-    /// Run the hub connection registered before the `101`.
-    Run(Opened),
+    /// Run the hub connection registered before the `101` (its greeting waits in the outbox).
+    Run(ConnectionHandle, Arc<Outbox>),
     /// Send this close frame and stop (the gate's way to refuse a token).
     Close(CloseCode, &'static str),
 }
@@ -72,12 +72,39 @@ struct Pending {
 type PendingSlot = Arc<Mutex<Option<Pending>>>;
 
 /// Serve one accepted TCP connection until it closes (HTTP keep-alive, then maybe a WebSocket).
-pub(crate) async fn serve_connection(
+///
+/// Every connection holds this future for its whole life, so the HTTP phase and the hand-over
+/// are boxed (their state is freed once done), and it is a plain `fn` around an `async` block
+/// (an `async fn` would keep a second copy of its arguments).
+// Not an `async fn` on purpose (see above).
+#[allow(clippy::manual_async_fn)]
+pub(crate) fn serve_connection(
     tcp: TcpStream,
     peer: SocketAddr,
     shared: Arc<Shared>,
+    shutdown: Shutdown,
+) -> impl std::future::Future<Output = ()> + Send {
+    async move {
+        let Some(pending) = Box::pin(serve_http(tcp, peer, &shared, shutdown)).await else {
+            return;
+        };
+        let Some((mut ws, handle)) = Box::pin(take_over(pending, peer, &shared)).await else {
+            return;
+        };
+        let (hub, conn) = (&shared.hub, handle.serial());
+        tracing::debug!(%peer, system = hub.name(), conn, "connected");
+        connection::run(&mut ws, hub, handle).await;
+        tracing::debug!(%peer, system = hub.name(), conn, "disconnected");
+    }
+}
+
+/// HTTP/1.1 requests until the connection closes or upgrades; returns the upgrade, if any.
+async fn serve_http(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    shared: &Arc<Shared>,
     mut shutdown: Shutdown,
-) {
+) -> Option<Pending> {
     let slot: PendingSlot = Arc::default();
     let service = {
         let (shared, slot) = (shared.clone(), slot.clone());
@@ -97,41 +124,67 @@ pub(crate) async fn serve_connection(
         _ = shutdown.wait() => {
             // Finish the request in progress, then close instead of keeping the connection alive.
             conn.as_mut().graceful_shutdown();
-            conn.await
+            conn.as_mut().await
         }
     };
     if let Err(e) = served {
         tracing::debug!(%peer, system = shared.hub.name(), error = %e, "HTTP connection ended with an error");
     }
+    // A named binding: the guard must be dropped before `slot` is.
     let pending = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
-    if let Some(pending) = pending {
-        run_upgraded(pending, peer, &shared).await;
-    }
+    pending
 }
 
-async fn run_upgraded(pending: Pending, peer: SocketAddr, shared: &Shared) {
+/// Take the socket back from hyper once the `101` is out: a WebSocket writing through an
+/// [`Outbox`], and the hub connection registered before the `101`. `None` when the upgrade did
+/// not complete or the gate asked for a close frame (sent here).
+async fn take_over(
+    pending: Pending,
+    peer: SocketAddr,
+    shared: &Shared,
+) -> Option<(connection::Socket, ConnectionHandle)> {
     let hub = &shared.hub;
+    let give_up = |after: AfterUpgrade| async move {
+        if let AfterUpgrade::Run(handle, out) = after {
+            out.abandon();
+            let _ = hub.closed(handle).await;
+        }
+        None
+    };
     let upgraded = match pending.on_upgrade.await {
         Ok(u) => u,
         Err(e) => {
             tracing::debug!(%peer, system = hub.name(), error = %e, "upgrade did not complete");
-            if let AfterUpgrade::Run(opened) = pending.after {
-                let _ = hub.closed(opened.handle).await;
-            }
-            return;
+            return give_up(pending.after).await;
         }
     };
-    let mut ws =
-        WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(shared.ws))
-            .await;
+    // The outbox writes to the socket directly, so take the TCP stream back from hyper, with
+    // whatever the client sent after its request.
+    let Ok(parts) = upgraded.downcast::<TokioIo<TcpStream>>() else {
+        tracing::error!(%peer, system = hub.name(), "upgraded connection is not a TCP stream");
+        return give_up(pending.after).await;
+    };
+    let (read, write) = parts.io.into_inner().into_split();
+    // A copy: the leftover is a slice of hyper's whole read buffer, which it would keep alive.
+    let leftover = parts.read_buf.to_vec();
+    let out = match &pending.after {
+        AfterUpgrade::Run(_, out) => out.clone(),
+        AfterUpgrade::Close(..) => Outbox::new(hub.clone()),
+    };
+    out.connect(write);
+    let mut ws = WebSocketStream::from_partially_read(
+        Duplex::new(read, out),
+        leftover,
+        Role::Server,
+        Some(shared.ws),
+    )
+    .await;
     match pending.after {
-        AfterUpgrade::Run(opened) => {
-            let conn = opened.handle.serial();
-            tracing::debug!(%peer, system = hub.name(), conn, "connected");
-            connection::run(ws, hub.clone(), opened).await;
-            tracing::debug!(%peer, system = hub.name(), conn, "disconnected");
+        AfterUpgrade::Run(handle, _) => Some((ws, handle)),
+        AfterUpgrade::Close(code, reason) => {
+            connection::close_with(&mut ws, code, reason).await;
+            None
         }
-        AfterUpgrade::Close(code, reason) => connection::close_with(&mut ws, code, reason).await,
     }
 }
 
@@ -237,14 +290,17 @@ async fn upgrade(
             tracing::info!(%peer, system, code = code.0, reason, "connection refused after upgrade");
             AfterUpgrade::Close(code, reason)
         }
-        Verdict::Accept(info) => match shared.hub.open(info).await {
-            Ok(Ok(opened)) => AfterUpgrade::Run(opened),
-            Ok(Err(e)) => {
-                tracing::info!(%peer, system, error = %e, "upgrade refused");
-                return text(503, e.to_string());
+        Verdict::Accept(info) => {
+            let out = Outbox::new(shared.hub.clone());
+            match shared.hub.open(info, out.clone()).await {
+                Ok(Ok(handle)) => AfterUpgrade::Run(handle, out),
+                Ok(Err(e)) => {
+                    tracing::info!(%peer, system, error = %e, "upgrade refused");
+                    return text(503, e.to_string());
+                }
+                Err(_) => return text(503, "server shutting down"),
             }
-            Err(_) => return text(503, "server shutting down"),
-        },
+        }
     };
     let accept = derive_accept_key(
         req.headers()

@@ -1,232 +1,170 @@
-//! One WebSocket connection: a reader feeding the hub and a writer draining its outbox.
+//! One WebSocket connection's task: read frames into the hub, and end the connection cleanly.
+//!
+//! Writes do not happen here: the hub task writes the hub's frames straight into the
+//! connection's [`Outbox`]. This task only reads, so a delivery never wakes it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use switchboard_hub::{CloseCode, Frame};
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::oneshot;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use switchboard_hub::{CloseCode, ConnectionHandle, Frame};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
-use crate::driver::{HubHandle, Opened, Out};
+use crate::driver::HubHandle;
+use crate::outbox::{Duplex, Outbox};
 
-/// Frames written before a flush is forced, so one slow flush never hides a long backlog.
-const FLUSH_EVERY_BYTES: usize = 64 * 1024;
-/// How long a close frame may take to go out before the socket is dropped.
-const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// How long a close handshake may take before the socket is dropped.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
-/// A close frame with `reason` cut to the 123 bytes a control frame allows.
-pub fn close_frame(code: CloseCode, reason: &str) -> Message {
-    let mut end = reason.len().min(123);
-    while !reason.is_char_boundary(end) {
-        end -= 1;
-    }
-    Message::Close(Some(CloseFrame {
-        code: WsCloseCode::from(code.0),
-        reason: reason[..end].into(),
-    }))
+/// A WebSocket over a connection's socket, writing through its [`Outbox`].
+pub type Socket = WebSocketStream<Duplex>;
+
+/// Send a close frame after whatever is queued, give it [`CLOSE_GRACE`] to go out, and stop
+/// writing (used for connections the hub never registered). The caller then drops `ws`.
+pub async fn close_with(ws: &mut Socket, code: CloseCode, reason: &str) {
+    let out = ws.get_ref().outbox().clone();
+    out.close(code, reason);
+    finish(ws, &out).await;
 }
 
-/// Send one close frame and give up after a short grace period.
-pub async fn close_with<S>(ws: &mut WebSocketStream<S>, code: CloseCode, reason: &str)
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let _ = tokio::time::timeout(CLOSE_GRACE, ws.send(close_frame(code, reason))).await;
+/// Wait (at most [`CLOSE_GRACE`]) for the queue to drain and for the peer to answer our close,
+/// reading and discarding whatever it still sends, so it sees our close frame rather than a
+/// reset; then stop writing.
+async fn finish(ws: &mut Socket, out: &Outbox) {
+    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+        out.drained().await;
+        while let Some(Ok(msg)) = ws.next().await {
+            if msg.is_close() {
+                break;
+            }
+        }
+    })
+    .await;
+    out.abandon();
 }
 
-/// Why a connection's reader stopped: the peer closed (or the socket failed), with the close
-/// frame to answer with, if any.
-type PeerEnd = Option<(CloseCode, &'static str)>;
+/// How the read loop ended.
+enum End {
+    /// The hub closed the connection (its close frame is queued) or the socket failed.
+    Hub,
+    /// The peer sent a close frame; tungstenite has queued the reply.
+    PeerClosed,
+    /// The peer broke the protocol; answer with this close frame.
+    PeerError(CloseCode, &'static str),
+    /// The socket ended without a close handshake, or the hub task is gone.
+    Gone,
+}
 
-/// Run a registered connection until either side ends it.
+/// Run a registered connection until either side ends it, then tell the hub. The caller owns
+/// the socket and drops it afterwards.
 ///
-/// The reader runs in this task and the writer in its own, so a delivery wakes only the writer
-/// and never polls the socket for reading.
-pub async fn run<S>(ws: WebSocketStream<S>, hub: HubHandle, opened: Opened)
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let handle = opened.handle;
-    let (sink, mut stream) = ws.split();
-    let (stop, stopped) = oneshot::channel();
-    let mut writer = tokio::spawn(write(sink, hub.clone(), opened, stopped));
+/// Every connection task holds this future for the connection's life, so it takes references
+/// (an `async fn` keeps a second copy of what it takes by value) and boxes its ending.
+pub async fn run(ws: &mut Socket, hub: &HubHandle, handle: ConnectionHandle) {
+    let out = ws.get_ref().outbox().clone();
+    let end = read(ws, &out, hub, handle).await;
+    Box::pin(end_with(ws, &out, end)).await;
+    let _ = hub.closed(handle).await;
+}
 
-    let reader = async {
-        while let Some(msg) = stream.next().await {
-            let sent = match msg {
-                Ok(Message::Text(t)) => hub.frame(handle, Frame::Text(Bytes::from(t))).await,
-                Ok(Message::Binary(b)) => hub.frame(handle, Frame::Binary(b)).await,
-                // tungstenite answers pings itself; both show the peer is alive.
-                Ok(Message::Ping(_) | Message::Pong(_)) => hub.activity(handle).await,
-                Ok(Message::Close(_)) => return None,
-                Ok(Message::Frame(_)) => Ok(()),
-                Err(WsError::Capacity(_)) => {
-                    return Some((CloseCode::MESSAGE_TOO_BIG, "frame exceeds the size limit"))
-                }
-                Err(WsError::Utf8(_)) => {
-                    return Some((CloseCode::INVALID_PAYLOAD, "text frame is not valid UTF-8"))
-                }
-                Err(WsError::Protocol(_)) => {
-                    return Some((CloseCode(1002), "WebSocket protocol error"))
-                }
-                Err(_) => return None,
-            };
-            if sent.is_err() {
-                return Some((CloseCode::GOING_AWAY, "server shutting down"));
-            }
+async fn end_with(ws: &mut Socket, out: &Arc<Outbox>, end: End) {
+    match end {
+        End::Hub => finish(ws, out).await,
+        End::PeerClosed => {
+            // Writes tungstenite's reply to the peer's close into the outbox.
+            let _ = ws.flush().await;
+            let _ = tokio::time::timeout(CLOSE_GRACE, out.drained()).await;
+            out.abandon();
         }
-        None
-    };
-
-    let peer_end: Option<PeerEnd> = tokio::select! {
-        end = reader => Some(end),
-        _ = &mut writer => None,
-    };
-    match peer_end {
-        // The peer is gone: let the writer answer with its close frame first (telling the hub
-        // first would drop the outbox and end the writer without it), then tell the hub.
-        Some(end) => {
-            let _ = stop.send(end);
-            if tokio::time::timeout(2 * CLOSE_GRACE, &mut writer)
-                .await
-                .is_err()
-            {
-                writer.abort();
-            }
-            let _ = hub.closed(handle).await;
+        End::PeerError(code, reason) => {
+            out.close(code, reason);
+            let _ = tokio::time::timeout(CLOSE_GRACE, out.drained()).await;
+            out.abandon();
         }
-        // The writer stopped first: the hub closed the connection, or the socket failed while
-        // writing (then the hub must hear of it; for a connection it closed, this is a no-op).
-        None => {
-            let _ = hub.closed(handle).await;
-        }
+        End::Gone => out.abandon(),
     }
 }
 
-/// Drain the outbox onto the socket until the hub closes the connection, the socket fails, or
-/// the reader reports the peer gone (`stopped`).
-async fn write<W>(
-    mut sink: W,
-    hub: HubHandle,
-    opened: Opened,
-    mut stopped: oneshot::Receiver<PeerEnd>,
-) where
-    W: futures_util::Sink<Message> + Unpin,
-{
-    let Opened {
-        handle,
-        mut outbox,
-        closed,
-        report_every,
-    } = opened;
-    let mut unreported = 0usize;
+async fn read(
+    ws: &mut Socket,
+    out: &Arc<Outbox>,
+    hub: &HubHandle,
+    handle: ConnectionHandle,
+) -> End {
     loop {
-        let first = tokio::select! {
+        let msg = tokio::select! {
             biased;
-            end = &mut stopped => {
-                if let Ok(Some((code, reason))) = end {
-                    let _ = tokio::time::timeout(CLOSE_GRACE, sink.send(close_frame(code, reason))).await;
+            _ = out.ended() => {
+                if out.is_ended() {
+                    return End::Hub;
                 }
-                break;
+                continue;
             }
-            out = outbox.recv() => out,
+            msg = ws.next() => msg,
         };
-        let Some(first) = first else {
-            break; // The hub task is gone.
+        let sent = match msg {
+            Some(Ok(Message::Text(t))) => hub.frame(handle, Frame::Text(Bytes::from(t))).await,
+            Some(Ok(Message::Binary(b))) => hub.frame(handle, Frame::Binary(b)).await,
+            // tungstenite answers pings itself; both show the peer is alive.
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => hub.activity(handle).await,
+            Some(Ok(Message::Close(_))) => return End::PeerClosed,
+            Some(Ok(Message::Frame(_))) => Ok(()),
+            Some(Err(WsError::Capacity(_))) => {
+                return End::PeerError(CloseCode::MESSAGE_TOO_BIG, "frame exceeds the size limit")
+            }
+            Some(Err(WsError::Utf8(_))) => {
+                return End::PeerError(CloseCode::INVALID_PAYLOAD, "text frame is not valid UTF-8")
+            }
+            Some(Err(WsError::Protocol(_))) => {
+                return End::PeerError(CloseCode(1002), "WebSocket protocol error")
+            }
+            Some(Err(_)) | None => return End::Gone,
         };
-        let mut next = Some(first);
-        let mut bytes = 0usize;
-        let mut close = None;
-        while let Some(out) = next.take() {
-            let msg = match out {
-                Out::Frame(text) => {
-                    bytes += text.len();
-                    Message::Text(text)
-                }
-                Out::Ping => Message::Ping(Bytes::new()),
-                Out::Close(code, reason) => {
-                    close = Some(close_frame(code, &reason));
-                    break;
-                }
-            };
-            if sink.feed(msg).await.is_err() {
-                return;
-            }
-            if bytes < FLUSH_EVERY_BYTES {
-                next = outbox.try_recv().ok();
-            }
-        }
-        if let Some(frame) = close {
-            let _ = tokio::time::timeout(CLOSE_GRACE, sink.send(frame)).await;
-            break;
-        }
-        tokio::select! {
-            r = sink.flush() => if r.is_err() { return },
-            // The hub gave up on this connection while the socket would not take more bytes:
-            // the client is not reading. Give the close a moment, then drop the socket.
-            _ = closed.notified() => {
-                let _ = tokio::time::timeout(CLOSE_GRACE, async {
-                    let _ = sink.flush().await;
-                    while let Some(out) = outbox.recv().await {
-                        if let Out::Close(code, reason) = out {
-                            let _ = sink.send(close_frame(code, &reason)).await;
-                            break;
-                        }
-                    }
-                })
-                .await;
-                return;
-            }
-        }
-        unreported += bytes;
-        if unreported >= report_every || (unreported > 0 && outbox.is_empty()) {
-            if hub.flushed(handle, unreported).await.is_err() {
-                break;
-            }
-            unreported = 0;
+        if sent.is_err() {
+            out.close(CloseCode::GOING_AWAY, "server shutting down");
+            return End::Hub;
         }
     }
-    let _ = tokio::time::timeout(CLOSE_GRACE, sink.close()).await;
 }
 
-/// Turn an upgraded socket and the gate's verdict into a running hub connection.
-pub async fn open<S>(
-    mut ws: WebSocketStream<S>,
+/// Register an upgraded socket with the hub as the gate's verdict says. On refusal the socket
+/// gets its close frame here and `None` is returned; the caller then drops it.
+pub async fn register(
+    ws: &mut Socket,
     verdict: crate::gate::Verdict,
-    hub: HubHandle,
+    hub: &HubHandle,
     peer: std::net::SocketAddr,
-) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+) -> Option<ConnectionHandle> {
     use crate::gate::Verdict;
     let info = match verdict {
         Verdict::Accept(info) => info,
         Verdict::Close(code, reason) => {
             tracing::info!(%peer, system = hub.name(), reason, "connection refused after upgrade");
-            close_with(&mut ws, code, reason).await;
-            return;
+            close_with(ws, code, reason).await;
+            return None;
         }
-        Verdict::Refuse(..) => return,
+        Verdict::Refuse(..) => {
+            ws.get_ref().outbox().abandon();
+            return None;
+        }
     };
-    match hub.open(info).await {
-        Ok(Ok(opened)) => {
-            tracing::debug!(%peer, system = hub.name(), conn = opened.handle.serial(), "connected");
-            run(ws, hub, opened).await;
+    let out: Arc<Outbox> = ws.get_ref().outbox().clone();
+    let (code, reason) = match hub.open(info, out).await {
+        Ok(Ok(handle)) => {
+            tracing::debug!(%peer, system = hub.name(), conn = handle.serial(), "connected");
+            return Some(handle);
         }
         Ok(Err(e)) => {
             tracing::warn!(%peer, system = hub.name(), error = %e, "connection refused");
-            close_with(
-                &mut ws,
+            (
                 CloseCode::TRY_AGAIN_LATER,
                 "server is at its connection limit",
             )
-            .await;
         }
-        Err(_) => close_with(&mut ws, CloseCode::GOING_AWAY, "server shutting down").await,
-    }
+        Err(_) => (CloseCode::GOING_AWAY, "server shutting down"),
+    };
+    close_with(ws, code, reason).await;
+    None
 }

@@ -1,23 +1,27 @@
 //! The hub task: one tokio task owns one [`Hub`] and is its only caller.
 //!
 //! Connection tasks and HTTP handlers talk to it through a bounded command channel
-//! ([`HubHandle`]); it answers with per-connection outboxes. The hub's byte accounting bounds
-//! each outbox: a frame is only put in an outbox when the connection's unflushed bytes stay under
-//! `max_queued_bytes`, and the writer reports what it flushed. So the outbox channel, although
-//! unbounded in message count, never holds more than that many bytes of frames (plus a ping and
-//! a close).
+//! ([`HubHandle`]). Each connection registers its [`Outbox`], and the hub task writes the hub's
+//! output straight into it: a fan-out is one `writev` per recipient from this task, with no
+//! per-delivery hand-off to another task. The hub's byte accounting bounds each outbox: a frame
+//! reaches an outbox only while the connection's unflushed bytes stay under `max_queued_bytes`;
+//! a frame written at once is counted as flushed at once, a queued one when its flusher reports.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use futures_util::future::Either;
 use hashbrown::HashMap;
 use switchboard_hub::{
     CloseCode, Config, ConnectionHandle, Frame, HttpRequest, HttpResponse, Hub, Instant, OpenError,
     OpenInfo, Output, Protocol, Publication, Stats,
 };
-use tokio::sync::{mpsc, oneshot, Notify};
-use tokio_tungstenite::tungstenite::Utf8Bytes;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::outbox::{Corked, Outbox};
 
 /// Commands queued to the hub task; a full queue makes the sender wait (backpressure).
 pub const COMMAND_QUEUE: usize = 4096;
@@ -25,33 +29,6 @@ pub const COMMAND_QUEUE: usize = 4096;
 /// The wall clock, as the hub takes it.
 pub fn now() -> Instant {
     Instant::from(SystemTime::now())
-}
-
-/// What a connection's writer must do next.
-#[derive(Debug)]
-pub enum Out {
-    /// Write a text frame.
-    Frame(Utf8Bytes),
-    /// Send a WebSocket ping.
-    Ping,
-    /// Send a close frame and stop.
-    Close(CloseCode, String),
-}
-
-/// A connection's side of the hub: its handle, its outbox, and the signal the hub raises when it
-/// closes the connection (so a writer stuck on a client that does not read can give up).
-#[derive(Debug)]
-pub struct Opened {
-    /// The hub's handle for this connection.
-    pub handle: ConnectionHandle,
-    /// Frames to write, in order.
-    pub outbox: mpsc::UnboundedReceiver<Out>,
-    /// Raised when the hub closed the connection.
-    pub closed: Arc<Notify>,
-    /// Flushed bytes are reported to the hub once at least this many have accumulated (or the
-    /// outbox ran dry), so a stream of small frames costs one hub command per batch, not per
-    /// frame. The hub may therefore over-count a connection's queue by less than this.
-    pub report_every: usize,
 }
 
 /// What a hub task hands to a cluster backplane.
@@ -66,7 +43,11 @@ pub enum Replication {
 }
 
 enum Command {
-    Open(OpenInfo, oneshot::Sender<Result<Opened, OpenError>>),
+    Open(
+        OpenInfo,
+        Arc<Outbox>,
+        oneshot::Sender<Result<ConnectionHandle, OpenError>>,
+    ),
     Frame(ConnectionHandle, Frame),
     Activity(ConnectionHandle),
     Flushed(ConnectionHandle, usize),
@@ -84,16 +65,17 @@ enum Command {
 #[error("the hub task has stopped")]
 pub struct HubGone;
 
+/// What [`HubHandle`]'s one-way commands return: ready at once unless the queue was full.
+type Told = Either<
+    std::future::Ready<Result<(), HubGone>>,
+    Pin<Box<dyn Future<Output = Result<(), HubGone>> + Send>>,
+>;
+
 /// A cloneable handle to a running hub task.
 #[derive(Debug, Clone)]
 pub struct HubHandle {
     tx: mpsc::Sender<Command>,
     name: &'static str,
-}
-
-struct Entry {
-    outbox: mpsc::UnboundedSender<Out>,
-    closed: Arc<Notify>,
 }
 
 /// Start a hub task for `protocol`. `replicate`, if given, receives every local publication and
@@ -128,33 +110,66 @@ impl HubHandle {
         rx.await.map_err(|_| HubGone)
     }
 
-    async fn tell(&self, cmd: Command) -> Result<(), HubGone> {
-        self.tx.send(cmd).await.map_err(|_| HubGone)
+    /// Queue `cmd` now; the future only waits if the queue is full. Every connection task
+    /// awaits one of these per inbound frame, so it is kept small: a ready value, or a boxed
+    /// send in the rare case the hub is behind.
+    fn tell(&self, cmd: Command) -> Told {
+        match self.tx.try_send(cmd) {
+            Ok(()) => Either::Left(std::future::ready(Ok(()))),
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                Either::Left(std::future::ready(Err(HubGone)))
+            }
+            Err(mpsc::error::TrySendError::Full(cmd)) => {
+                let tx = self.tx.clone();
+                Either::Right(Box::pin(
+                    async move { tx.send(cmd).await.map_err(|_| HubGone) },
+                ))
+            }
+        }
     }
 
-    /// Register a new connection; the protocol's greeting is already in the outbox.
-    pub async fn open(&self, info: OpenInfo) -> Result<Result<Opened, OpenError>, HubGone> {
-        self.call(|tx| Command::Open(info, tx)).await
+    /// Register a new connection writing to `outbox`; the protocol's greeting is already in it
+    /// (or on the socket) when this returns.
+    pub async fn open(
+        &self,
+        info: OpenInfo,
+        outbox: Arc<Outbox>,
+    ) -> Result<Result<ConnectionHandle, OpenError>, HubGone> {
+        self.call(|tx| Command::Open(info, outbox, tx)).await
     }
 
     /// A frame arrived.
-    pub async fn frame(&self, conn: ConnectionHandle, frame: Frame) -> Result<(), HubGone> {
-        self.tell(Command::Frame(conn, frame)).await
+    pub fn frame(
+        &self,
+        conn: ConnectionHandle,
+        frame: Frame,
+    ) -> impl Future<Output = Result<(), HubGone>> + Send + 'static {
+        self.tell(Command::Frame(conn, frame))
     }
 
     /// The peer showed life without a message (a pong).
-    pub async fn activity(&self, conn: ConnectionHandle) -> Result<(), HubGone> {
-        self.tell(Command::Activity(conn)).await
+    pub fn activity(
+        &self,
+        conn: ConnectionHandle,
+    ) -> impl Future<Output = Result<(), HubGone>> + Send + 'static {
+        self.tell(Command::Activity(conn))
     }
 
-    /// The writer put `bytes` of frames on the socket.
-    pub async fn flushed(&self, conn: ConnectionHandle, bytes: usize) -> Result<(), HubGone> {
-        self.tell(Command::Flushed(conn, bytes)).await
+    /// A connection's flusher put `bytes` of queued frames on the socket.
+    pub fn flushed(
+        &self,
+        conn: ConnectionHandle,
+        bytes: usize,
+    ) -> impl Future<Output = Result<(), HubGone>> + Send + 'static {
+        self.tell(Command::Flushed(conn, bytes))
     }
 
     /// The peer closed or the socket failed.
-    pub async fn closed(&self, conn: ConnectionHandle) -> Result<(), HubGone> {
-        self.tell(Command::Closed(conn)).await
+    pub fn closed(
+        &self,
+        conn: ConnectionHandle,
+    ) -> impl Future<Output = Result<(), HubGone>> + Send + 'static {
+        self.tell(Command::Closed(conn))
     }
 
     /// Ask the protocol to answer an HTTP request.
@@ -169,8 +184,11 @@ impl HubHandle {
     }
 
     /// Inject a publication from another node (never replicated again).
-    pub async fn remote(&self, publication: Publication) -> Result<(), HubGone> {
-        self.tell(Command::Remote(publication)).await
+    pub fn remote(
+        &self,
+        publication: Publication,
+    ) -> impl Future<Output = Result<(), HubGone>> + Send + 'static {
+        self.tell(Command::Remote(publication))
     }
 
     /// A snapshot of counters and gauges.
@@ -193,19 +211,19 @@ impl HubHandle {
 /// publication gets the same buffer, so it is validated once, not once per recipient.
 #[derive(Default)]
 struct TextCache {
-    last: Option<(Bytes, Utf8Bytes)>,
+    last: Option<(Bytes, bool)>,
 }
 
 impl TextCache {
-    fn text(&mut self, payload: Bytes) -> Option<Utf8Bytes> {
-        if let Some((b, t)) = &self.last {
+    fn is_text(&mut self, payload: &Bytes) -> bool {
+        if let Some((b, valid)) = &self.last {
             if b.as_ptr() == payload.as_ptr() && b.len() == payload.len() {
-                return Some(t.clone());
+                return *valid;
             }
         }
-        let text = Utf8Bytes::try_from(payload.clone()).ok()?;
-        self.last = Some((payload, text.clone()));
-        Some(text)
+        let valid = std::str::from_utf8(payload).is_ok();
+        self.last = Some((payload.clone(), valid));
+        valid
     }
 }
 
@@ -214,8 +232,9 @@ async fn run(
     mut rx: mpsc::Receiver<Command>,
     replicate: Option<mpsc::Sender<Replication>>,
 ) {
-    let mut conns: HashMap<ConnectionHandle, Entry> = HashMap::default();
+    let mut conns: HashMap<ConnectionHandle, Arc<Outbox>> = HashMap::default();
     let mut cache = TextCache::default();
+    let mut corked: Vec<(ConnectionHandle, Arc<Outbox>)> = Vec::new();
     let mut replicate_dropped: u64 = 0;
     loop {
         let sleep = hub.poll_timeout().map(|t| {
@@ -238,30 +257,30 @@ async fn run(
                 hub.handle_timeout(now());
             }
         }
+        let t = now();
         while let Some(out) = hub.poll_output() {
             match out {
                 Output::Transmit {
                     connection,
                     payload,
                 } => {
-                    let Some(entry) = conns.get(&connection) else {
+                    let Some(outbox) = conns.get(&connection) else {
                         continue;
                     };
-                    match cache.text(payload) {
-                        Some(text) => {
-                            let _ = entry.outbox.send(Out::Frame(text));
-                        }
-                        None => {
-                            tracing::error!(
-                                system = hub.protocol_name(),
-                                "dropped a non-UTF-8 text frame"
-                            );
-                        }
+                    if !cache.is_text(&payload) {
+                        tracing::error!(
+                            system = hub.protocol_name(),
+                            "dropped a non-UTF-8 text frame"
+                        );
+                        continue;
+                    }
+                    if outbox.frame_corked(payload) == Corked::First {
+                        corked.push((connection, outbox.clone()));
                     }
                 }
                 Output::Ping { connection } => {
-                    if let Some(entry) = conns.get(&connection) {
-                        let _ = entry.outbox.send(Out::Ping);
+                    if let Some(outbox) = conns.get(&connection) {
+                        outbox.ping();
                     }
                 }
                 Output::Close {
@@ -269,9 +288,8 @@ async fn run(
                     code,
                     reason,
                 } => {
-                    if let Some(entry) = conns.remove(&connection) {
-                        let _ = entry.outbox.send(Out::Close(code, reason.into_owned()));
-                        entry.closed.notify_one();
+                    if let Some(outbox) = conns.remove(&connection) {
+                        outbox.close(code, &reason);
                     }
                 }
                 Output::Replicate(p) => {
@@ -300,32 +318,26 @@ async fn run(
                 }
             }
         }
+        // One `writev` per connection for all the frames this drain gave it.
+        for (connection, outbox) in corked.drain(..) {
+            let bytes = outbox.uncork();
+            if bytes > 0 {
+                let _ = hub.handle_flushed(t, connection, bytes);
+            }
+        }
         cache.last = None;
     }
 }
 
-fn apply(hub: &mut Hub, conns: &mut HashMap<ConnectionHandle, Entry>, cmd: Command) {
+fn apply(hub: &mut Hub, conns: &mut HashMap<ConnectionHandle, Arc<Outbox>>, cmd: Command) {
     let t = now();
     match cmd {
-        Command::Open(info, reply) => {
-            // A sixteenth of the queue budget, at most 16 KiB.
-            let report_every = (hub.config().limits.max_queued_bytes / 16).clamp(1, 16 * 1024);
-            let result = hub.handle_open(t, info).map(|handle| {
-                let (tx, outbox) = mpsc::unbounded_channel();
-                let closed = Arc::new(Notify::new());
-                conns.insert(
-                    handle,
-                    Entry {
-                        outbox: tx,
-                        closed: closed.clone(),
-                    },
-                );
-                Opened {
-                    handle,
-                    outbox,
-                    closed,
-                    report_every,
-                }
+        Command::Open(info, outbox, reply) => {
+            let result = hub.handle_open(t, info).inspect(|&handle| {
+                // A flusher reports a sixteenth of the queue budget at a time, at most 16 KiB.
+                let report_every = (hub.config().limits.max_queued_bytes / 16).clamp(1, 16 * 1024);
+                outbox.attach(handle, report_every);
+                conns.insert(handle, outbox);
             });
             let _ = reply.send(result);
         }

@@ -1,8 +1,8 @@
 //! A thin tokio driver for the switchboard hub.
 //!
-//! One task owns each system's [`switchboard_hub::Hub`] ([`driver`]); each WebSocket connection
-//! runs a reader that feeds it and a writer that drains the connection's outbox
-//! ([`connection`]). [`gate`] decides whether an upgrade is accepted (path, origin, JWT), and
+//! One task owns each system's [`switchboard_hub::Hub`] ([`driver`]) and writes its frames
+//! straight onto the sockets through each connection's [`outbox`]; each WebSocket connection
+//! runs a task that reads frames into the hub ([`connection`]). [`gate`] decides whether an upgrade is accepted (path, origin, JWT), and
 //! [`server`] is a WebSocket-only accept loop. The hyper transport reuses all of it and adds the
 //! HTTP endpoints.
 //!
@@ -23,6 +23,7 @@ pub mod cli;
 pub mod connection;
 pub mod driver;
 pub mod gate;
+pub mod outbox;
 pub mod server;
 
 pub use driver::{HubGone, HubHandle};

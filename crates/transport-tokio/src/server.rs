@@ -17,6 +17,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use crate::connection;
 use crate::driver::{spawn_hub, HubHandle};
 use crate::gate::{Endpoint, Verdict};
+use crate::outbox::Outbox;
 
 /// How long shutdown waits for connections to finish their close handshakes.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -56,27 +57,25 @@ impl Shutdown {
     }
 }
 
-/// Bytes tungstenite reads from a socket at a time.
-pub const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// Bytes tungstenite reads from a socket at a time (a larger frame is still read whole: its
+/// header makes tungstenite reserve room for it).
+pub const READ_BUFFER_BYTES: usize = 1024;
 
 /// The WebSocket settings a hub's limits imply. tungstenite refuses frames above twice the hub's
 /// limit outright (bounding memory); frames between the two reach the hub, which closes with
 /// 1009 and counts the error.
 pub fn ws_config(config: &Config) -> WebSocketConfig {
     let hard = config.limits.max_frame_bytes.saturating_mul(2).max(1024);
-    let max_write = config.limits.max_queued_bytes.saturating_add(64 * 1024);
-    // tungstenite panics unless its write buffer is smaller than the maximum: keep its default
-    // (128 KiB) when the queue limit allows, else half the maximum (small `max_queued_bytes`).
-    let write = (128 * 1024).min(max_write / 2);
     WebSocketConfig::default()
         // tungstenite zero-fills its whole read buffer before each read; the 128 KiB default
         // made that memset most of the server's CPU per delivery and kept ~128 KiB resident per
-        // idle connection (docs/BENCHMARKS.md). Bigger frames are still read, in more reads.
+        // idle connection (docs/BENCHMARKS.md).
         .read_buffer_size(READ_BUFFER_BYTES)
         .max_message_size(Some(hard))
         .max_frame_size(Some(hard))
-        .write_buffer_size(write)
-        .max_write_buffer_size(max_write)
+        // tungstenite writes only control frames (pongs, close replies) and hands each to the
+        // outbox at once; the hub's frames bypass it (crate::outbox).
+        .write_buffer_size(0)
 }
 
 /// A running system: its hub and its accept loop.
@@ -155,8 +154,13 @@ pub async fn serve(
     ws: WebSocketConfig,
     shutdown: Shutdown,
 ) -> io::Result<()> {
+    let shared = Arc::new(Accepting {
+        endpoint,
+        hub: hub.clone(),
+        ws,
+    });
     let conns = accept_loop(listener, hub.name(), shutdown, |tcp, peer| {
-        accept(tcp, peer, endpoint.clone(), hub.clone(), ws)
+        connect(tcp, peer, shared.clone())
     })
     .await;
     drain(&hub, conns).await;
@@ -214,19 +218,45 @@ pub async fn drain(hub: &HubHandle, mut conns: JoinSet<()>) {
     }
 }
 
-// tungstenite's handshake callback must return its (large) `ErrorResponse` by value.
-#[allow(clippy::result_large_err)]
-async fn accept(
-    tcp: TcpStream,
-    peer: SocketAddr,
+/// What every connection of one [`serve`] shares.
+struct Accepting {
     endpoint: Arc<Endpoint>,
     hub: HubHandle,
     ws: WebSocketConfig,
-) {
+}
+
+/// One connection's task: the upgrade and registration, boxed so their state is freed once
+/// done, then the connection itself. Every connection holds this future for its whole life,
+/// hence a plain `fn` around an `async` block (an `async fn` would keep a second copy of its
+/// arguments) and one shared `Arc` instead of per-connection copies of the settings.
+// Not an `async fn` on purpose (see above).
+#[allow(clippy::manual_async_fn)]
+fn connect(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Accepting>,
+) -> impl std::future::Future<Output = ()> + Send {
+    async move {
+        let Some((mut ws, handle)) = Box::pin(upgrade(tcp, peer, &shared)).await else {
+            return;
+        };
+        connection::run(&mut ws, &shared.hub, handle).await;
+    }
+}
+
+// tungstenite's handshake callback must return its (large) `ErrorResponse` by value.
+#[allow(clippy::result_large_err)]
+async fn upgrade(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    shared: &Accepting,
+) -> Option<(connection::Socket, switchboard_hub::ConnectionHandle)> {
     let mut verdict = None;
     let callback = |req: &Request, resp: Response| {
         let origin = req.headers().get("origin").and_then(|v| v.to_str().ok());
-        let v = endpoint.check(req.uri().path(), req.uri().query(), origin);
+        let v = shared
+            .endpoint
+            .check(req.uri().path(), req.uri().query(), origin);
         let refused = match &v {
             Verdict::Refuse(status, reason) => Some((*status, reason.clone())),
             _ => None,
@@ -242,16 +272,22 @@ async fn accept(
             }
         }
     };
-    let stream =
-        match tokio_tungstenite::accept_hdr_async_with_config(tcp, callback, Some(ws)).await {
+    let (duplex, out) = Outbox::split(tcp, shared.hub.clone());
+    let mut ws =
+        match tokio_tungstenite::accept_hdr_async_with_config(duplex, callback, Some(shared.ws))
+            .await
+        {
             Ok(s) => s,
             Err(e) => {
                 tracing::debug!(%peer, error = %e, "upgrade refused or failed");
-                return;
+                // Let the refusal (an HTTP error response) go out, then let go of the socket.
+                let _ = tokio::time::timeout(connection::CLOSE_GRACE, out.drained()).await;
+                out.abandon();
+                return None;
             }
         };
-    match verdict {
-        Some(verdict) => connection::open(stream, verdict, hub, peer).await,
-        None => unreachable!("the handshake callback runs before a successful upgrade"),
-    }
+    drop(out);
+    let verdict = verdict.expect("the handshake callback runs before a successful upgrade");
+    let handle = connection::register(&mut ws, verdict, &shared.hub, peer).await?;
+    Some((ws, handle))
 }
