@@ -2,8 +2,10 @@
 //! served by hyper.
 //!
 //! This crate adds HTTP to the `switchboard-tokio` driver and reuses all of it: the hub task
-//! ([`switchboard_tokio::driver`]), the upgrade gate ([`switchboard_tokio::gate`]) and the
-//! connection reader/writer ([`switchboard_tokio::connection`]). On each system's port:
+//! ([`switchboard_tokio::driver`]), the upgrade gate ([`switchboard_tokio::gate`]), the
+//! connection task ([`switchboard_tokio::connection`]) and its outbox
+//! ([`switchboard_tokio::outbox`]; after the `101` the TCP stream is taken back from hyper so the
+//! hub task can write to it directly). On each system's port:
 //!
 //! - a WebSocket upgrade on the system's path is checked by the gate, registered with the hub
 //!   *before* the `101` is sent (so a full server answers `503`), and then run as a hub connection;
