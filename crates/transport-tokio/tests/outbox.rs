@@ -147,3 +147,31 @@ async fn an_abandoned_outbox_stops_its_flusher_and_frees_the_socket() {
         "the socket closed once the outbox was abandoned"
     );
 }
+
+#[tokio::test]
+async fn raw_writes_to_a_peer_that_does_not_read_are_bounded() {
+    use tokio::io::AsyncWriteExt;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let peer = TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (tcp, _) = listener.accept().await.unwrap();
+    let (mut duplex, out) = Outbox::split(tcp, hub());
+    // What tungstenite writes itself (pongs, close replies) to a peer that never reads: the
+    // kernel's buffers fill, then at most RAW_LIMIT more is queued before the writes fail.
+    let chunk = [0x8a_u8; 1024];
+    let mut total = 0usize;
+    let failed = loop {
+        match duplex.write(&chunk).await {
+            Ok(n) => total += n,
+            Err(e) => break e,
+        }
+        assert!(
+            total < 256 << 20,
+            "{total} bytes accepted for a peer that does not read"
+        );
+    };
+    assert!(out.is_ended(), "the connection is told to end ({failed})");
+    assert!(total > switchboard_tokio::outbox::RAW_LIMIT);
+    drop(peer);
+}
