@@ -135,6 +135,9 @@ pub(crate) struct Core {
     config: Config,
     conns: Slab<Connection>,
     rooms: HashMap<String, Room>,
+    /// The slots of each user's connections, ascending, so `Target::User` costs the user's
+    /// connections and not a scan of all of them.
+    users: HashMap<String, Vec<u32>>,
     outputs: VecDeque<Output>,
     /// One entry per connection with timers: (deadline, slot, serial); stale entries are skipped.
     timers: BinaryHeap<Reverse<(Instant, u32, u64)>>,
@@ -212,6 +215,7 @@ impl Core {
             config,
             conns: Slab::new(),
             rooms: HashMap::default(),
+            users: HashMap::default(),
             outputs: VecDeque::new(),
             timers: BinaryHeap::new(),
             closed: Vec::new(),
@@ -286,8 +290,38 @@ impl Core {
         for room in &conn.rooms {
             self.drop_member(room, h.slot);
         }
+        if let Some(identity) = &conn.identity {
+            self.unindex_user(&identity.user, h.slot);
+        }
         self.counters.connections_closed += 1;
         Some(conn.rooms)
+    }
+
+    /// Set a connection's identity, keeping the user index in step.
+    pub(crate) fn set_identity(&mut self, h: ConnectionHandle, identity: Identity) {
+        let Some(c) = self.get_mut(h) else { return };
+        let changed = c.identity.as_ref().map(|i| &i.user) != Some(&identity.user);
+        let user = changed.then(|| identity.user.clone());
+        let old = c.identity.replace(identity);
+        let Some(user) = user else { return };
+        if let Some(old) = old {
+            self.unindex_user(&old.user, h.slot);
+        }
+        let slots = self.users.entry(user).or_default();
+        if let Err(at) = slots.binary_search(&h.slot) {
+            slots.insert(at, h.slot);
+        }
+    }
+
+    fn unindex_user(&mut self, user: &str, slot: u32) {
+        if let Some(slots) = self.users.get_mut(user) {
+            if let Ok(at) = slots.binary_search(&slot) {
+                slots.remove(at);
+            }
+            if slots.is_empty() {
+                self.users.remove(user);
+            }
+        }
     }
 
     fn drop_member(&mut self, room: &str, slot: u32) {
@@ -334,6 +368,7 @@ impl Core {
             let Core {
                 conns,
                 rooms,
+                users,
                 outputs,
                 counters,
                 victims,
@@ -362,10 +397,11 @@ impl Core {
                     }
                 }
                 Target::User(user) => {
-                    for (slot, c) in conns.iter_mut() {
-                        if c.identity.as_ref().is_some_and(|i| i.user == *user) {
-                            offer_to(handle(slot, c), c);
-                        }
+                    for &slot in users.get(user.as_str()).into_iter().flatten() {
+                        let c = conns
+                            .get_mut(slot as usize)
+                            .expect("user index slot holds an open connection");
+                        offer_to(handle(slot as usize, c), c);
                     }
                 }
                 Target::Connection(h) => {
@@ -550,7 +586,7 @@ impl Hub {
         let now = self.tick(now);
         let h = self.core.open(now)?;
         if let Some(identity) = info.identity.clone() {
-            self.core.get_mut(h).expect("just opened").identity = Some(identity);
+            self.core.set_identity(h, identity);
         }
         self.with_protocol(now, |p, cx| p.on_open(cx, h, &info));
         Ok(h)

@@ -197,9 +197,7 @@ impl Context<'_> {
 
     /// Set `conn`'s identity.
     pub fn set_identity(&mut self, conn: ConnectionHandle, identity: Identity) {
-        if let Some(c) = self.core.get_mut(conn) {
-            c.identity = Some(identity);
-        }
+        self.core.set_identity(conn, identity);
     }
 
     /// `conn`'s identity, if known.

@@ -12,7 +12,8 @@ pub enum Target {
     All,
     /// Every member of one room.
     Room(String),
-    /// Every connection whose identity's user id equals this.
+    /// Every connection whose identity's user id equals this (found through an index: the cost
+    /// is that user's connections, not a scan of all of them).
     User(String),
     /// One connection (local only: never replicated to other nodes).
     Connection(ConnectionHandle),
