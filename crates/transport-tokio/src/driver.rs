@@ -51,6 +51,7 @@ enum Command {
     Frame(ConnectionHandle, Frame),
     Activity(ConnectionHandle),
     Flushed(ConnectionHandle, usize),
+    FlushedMany(Vec<(ConnectionHandle, usize)>),
     Closed(ConnectionHandle),
     Http(Box<HttpRequest>, oneshot::Sender<Option<HttpResponse>>),
     Publish(Publication, Option<oneshot::Sender<usize>>),
@@ -235,6 +236,7 @@ async fn run(
     let mut conns: HashMap<ConnectionHandle, Arc<Outbox>> = HashMap::default();
     let mut cache = TextCache::default();
     let mut corked: Vec<(ConnectionHandle, Arc<Outbox>)> = Vec::new();
+    let workers = tokio::runtime::Handle::current().metrics().num_workers();
     let mut replicate_dropped: u64 = 0;
     loop {
         let sleep = hub.poll_timeout().map(|t| {
@@ -319,6 +321,16 @@ async fn run(
             }
         }
         // One `writev` per connection for all the frames this drain gave it.
+        // A large fan-out is split over the runtime's workers: the kernel's send is most of a
+        // delivery's cost, and sends to different sockets run in parallel.
+        let shares = workers.min(corked.len() / PARALLEL_SHARE).max(1);
+        if shares > 1 {
+            let per = corked.len().div_ceil(shares);
+            while corked.len() > per {
+                let share = corked.split_off(corked.len() - per);
+                tokio::spawn(uncork_share(share));
+            }
+        }
         for (connection, outbox) in corked.drain(..) {
             let bytes = outbox.uncork();
             if bytes > 0 {
@@ -326,6 +338,22 @@ async fn run(
             }
         }
         cache.last = None;
+    }
+}
+
+/// Fewest connections a share of a split fan-out gets: below it, a task hand-off costs more
+/// than the sends it moves to another core.
+const PARALLEL_SHARE: usize = 256;
+
+/// Write a share of a drain's connections on another worker, and report what went out.
+async fn uncork_share(share: Vec<(ConnectionHandle, Arc<Outbox>)>) {
+    let written: Vec<_> = share
+        .iter()
+        .map(|(conn, outbox)| (*conn, outbox.uncork()))
+        .filter(|&(_, bytes)| bytes > 0)
+        .collect();
+    if let (Some((_, outbox)), false) = (share.first(), written.is_empty()) {
+        let _ = outbox.hub().tell(Command::FlushedMany(written)).await;
     }
 }
 
@@ -350,6 +378,11 @@ fn apply(hub: &mut Hub, conns: &mut HashMap<ConnectionHandle, Arc<Outbox>>, cmd:
         }
         Command::Flushed(conn, bytes) => {
             let _ = hub.handle_flushed(t, conn, bytes);
+        }
+        Command::FlushedMany(written) => {
+            for (conn, bytes) in written {
+                let _ = hub.handle_flushed(t, conn, bytes);
+            }
         }
         Command::Closed(conn) => {
             conns.remove(&conn);

@@ -214,6 +214,11 @@ impl Outbox {
         (Duplex::new(read, out.clone()), out)
     }
 
+    /// The hub this outbox's connection belongs to.
+    pub(crate) fn hub(&self) -> &HubHandle {
+        &self.hub
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
