@@ -95,9 +95,14 @@ impl Redis {
         }
     }
 
+    /// A connection for the test's own queries. Its timeouts are the tests' [`WAIT`], not the
+    /// client's defaults (1 s to connect, 0.5 s per reply), which a loaded CI machine exceeds.
     pub async fn connection(&self) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(WAIT))
+            .set_response_timeout(Some(WAIT));
         redis::Client::open(self.url())?
-            .get_multiplexed_async_connection()
+            .get_multiplexed_async_connection_with_config(&config)
             .await
     }
 
