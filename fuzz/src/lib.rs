@@ -17,7 +17,7 @@ use serde_json::{Map, Number, Value};
 use switchboard_hub::{
     Bytes, CloseCode, Config, ConnectionHandle, Context, Filter, Frame, HttpRequest, Hub, Identity,
     Instant, Limits, Method, OpenInfo, Output, Protocol, Publication, RateLimit,
-    SlowConsumerPolicy, Target,
+    RatePolicy, SlowConsumerPolicy, Target,
 };
 use switchboard_protocol::{Options, SystemSpec};
 
@@ -109,6 +109,17 @@ impl Tracker {
                     assert!(
                         self.open.contains(&connection),
                         "ping to {connection:?}, which is not open"
+                    );
+                }
+                Output::PauseReading { connection, until } => {
+                    assert!(
+                        self.open.contains(&connection),
+                        "pause of {connection:?}, which is not open"
+                    );
+                    assert!(until > now, "a pause that is already over");
+                    assert!(
+                        hub.poll_timeout().is_some_and(|t| t <= until),
+                        "no timer for a paused connection"
                     );
                 }
                 Output::Close { connection, .. } => self.ended(connection),
@@ -212,6 +223,7 @@ pub struct FuzzConfig {
     max_queued: u16,
     close_slow: bool,
     rate: Option<(u8, u8)>,
+    close_fast: bool,
     heartbeat_ms: Option<u16>,
     idle_ms: Option<u16>,
     replicate: bool,
@@ -236,6 +248,11 @@ impl FuzzConfig {
                     per_second: u32::from(p),
                     burst: u32::from(b),
                 }),
+                rate_policy: if self.close_fast {
+                    RatePolicy::Close
+                } else {
+                    RatePolicy::Throttle
+                },
             },
             heartbeat_interval: self.heartbeat_ms.map(|ms| Duration::from_millis(ms.into())),
             idle_timeout: self.idle_ms.map(|ms| Duration::from_millis(ms.into())),

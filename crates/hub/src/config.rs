@@ -11,6 +11,24 @@ pub enum SlowConsumerPolicy {
     Close,
 }
 
+/// What the hub does with a connection that sends faster than [`Limits::inbound_rate`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum RatePolicy {
+    /// Stop reading it until its bucket has refilled ([`crate::Output::PauseReading`]). Frames
+    /// that were already on their way wait in the hub (at most [`MAX_HELD_FRAMES`]) and are
+    /// processed in order as tokens arrive; TCP backpressure does the rest. Nothing is lost.
+    #[default]
+    Throttle,
+    /// Close it with `POLICY_VIOLATION` (1008).
+    Close,
+}
+
+/// Frames a throttled connection may have waiting in the hub. A driver that honours
+/// [`crate::Output::PauseReading`] and keeps a few frames in flight never reaches it; a
+/// connection that does is closed with `POLICY_VIOLATION` (1008).
+pub const MAX_HELD_FRAMES: usize = 32;
+
 /// A token bucket on inbound messages per connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateLimit {
@@ -35,9 +53,11 @@ pub struct Limits {
     pub max_queued_bytes: usize,
     /// What happens when `max_queued_bytes` would be exceeded.
     pub slow_consumer: SlowConsumerPolicy,
-    /// Inbound message rate per connection; above it the connection is closed with
-    /// `POLICY_VIOLATION` (1008). `None` disables the limit.
+    /// Inbound rate per connection: every frame counts, control frames (pings, pongs)
+    /// included. Above it, [`Limits::rate_policy`] applies. `None` disables the limit.
     pub inbound_rate: Option<RateLimit>,
+    /// What happens to a connection above `inbound_rate`.
+    pub rate_policy: RatePolicy,
 }
 
 impl Default for Limits {
@@ -53,6 +73,7 @@ impl Default for Limits {
                 per_second: 100,
                 burst: 200,
             }),
+            rate_policy: RatePolicy::Throttle,
         }
     }
 }

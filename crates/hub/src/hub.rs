@@ -17,7 +17,7 @@ use crate::protocol::{Context, HttpRequest, HttpResponse, Protocol};
 use crate::stats::{Counters, Stats};
 use crate::{
     CloseCode, Config, ConnectionHandle, ConnectionInfo, Filter, Identity, Instant, OpenInfo,
-    Publication, SlowConsumerPolicy, Target,
+    Publication, RateLimit, RatePolicy, SlowConsumerPolicy, Target, MAX_HELD_FRAMES,
 };
 
 /// One micro-token; a message costs one whole token.
@@ -54,6 +54,15 @@ pub enum Output {
     Ping {
         /// Recipient.
         connection: ConnectionHandle,
+    },
+    /// Stop reading from `connection` until `until`: it sends faster than the inbound rate
+    /// ([`crate::RatePolicy::Throttle`]). Frames already on their way are still accepted (and
+    /// held in order); a later `PauseReading` for the same connection moves the deadline.
+    PauseReading {
+        /// The connection.
+        connection: ConnectionHandle,
+        /// When reading may resume.
+        until: Instant,
     },
     /// Close `connection` with `code` and `reason`. The hub has already forgotten it.
     Close {
@@ -123,6 +132,50 @@ pub(crate) struct Connection {
     last_ping: Instant,
     tokens: u64,
     tokens_at: Instant,
+    /// The deadline of this connection's live entry in the timer heap, if it has one.
+    timer_at: Option<Instant>,
+    /// Present while reading is paused for the inbound rate.
+    throttle: Option<Box<Throttle>>,
+}
+
+/// A connection paused for sending above the inbound rate.
+struct Throttle {
+    /// Frames that arrived while paused, in arrival order.
+    held: VecDeque<Frame>,
+    /// When the bucket holds enough tokens for `held` and the resume level.
+    until: Instant,
+}
+
+impl Connection {
+    /// Add the tokens earned since the last refill.
+    fn refill(&mut self, now: Instant, rate: RateLimit) {
+        let cap = u64::from(rate.burst) * TOKEN;
+        let earned = (now.saturating_since(self.tokens_at).as_micros() as u64)
+            .saturating_mul(u64::from(rate.per_second));
+        self.tokens = self.tokens.saturating_add(earned).min(cap);
+        self.tokens_at = now;
+    }
+
+    /// Take one token for an inbound frame; `false` when the bucket is empty.
+    fn take_token(&mut self, now: Instant, rate: RateLimit) -> bool {
+        self.refill(now, rate);
+        let ok = self.tokens >= TOKEN;
+        if ok {
+            self.tokens -= TOKEN;
+        }
+        ok
+    }
+
+    /// When the bucket will hold the tokens for every held frame plus the resume level (a tenth
+    /// of a second's worth, so a throttled sender is paused and resumed a few times a second,
+    /// not once per frame).
+    fn resume_at(&self, rate: RateLimit, held: usize) -> Instant {
+        let resume = u64::from((rate.per_second / 10).clamp(1, rate.burst.max(1)));
+        let need = (held as u64 + resume).min(u64::from(rate.burst.max(1))) * TOKEN;
+        let per_micro = u64::from(rate.per_second.max(1));
+        let wait = need.saturating_sub(self.tokens).div_ceil(per_micro);
+        self.tokens_at + core::time::Duration::from_micros(wait)
+    }
 }
 
 #[derive(Default)]
@@ -242,10 +295,25 @@ impl Core {
     fn next_deadline(&self, c: &Connection) -> Option<Instant> {
         let ping = self.config.heartbeat_interval.map(|d| c.last_ping + d);
         let idle = self.config.idle_timeout.map(|d| c.last_activity + d);
-        match (ping, idle) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        let resume = c.throttle.as_ref().map(|t| t.until);
+        [ping, idle, resume].into_iter().flatten().min()
+    }
+
+    /// Make sure `h`'s timer entry fires no later than its next deadline. Each connection has at
+    /// most one live entry (the one at `timer_at`); an entry superseded by an earlier one is
+    /// skipped when it comes up.
+    fn arm(&mut self, h: ConnectionHandle) {
+        let Some(c) = self.get(h) else { return };
+        let Some(next) = self.next_deadline(c) else {
+            return;
+        };
+        if c.timer_at.is_some_and(|t| t <= next) {
+            return;
         }
+        if let Some(c) = self.get_mut(h) {
+            c.timer_at = Some(next);
+        }
+        self.timers.push(Reverse((next, h.slot, h.serial)));
     }
 
     fn open(&mut self, now: Instant) -> Result<ConnectionHandle, OpenError> {
@@ -272,13 +340,12 @@ impl Core {
             last_ping: now,
             tokens: burst,
             tokens_at: now,
+            timer_at: None,
+            throttle: None,
         };
-        let deadline = self.next_deadline(&conn);
         let slot = self.conns.insert(conn);
         let h = handle(slot, &self.conns[slot]);
-        if let Some(d) = deadline {
-            self.timers.push(Reverse((d, h.slot, h.serial)));
-        }
+        self.arm(h);
         self.counters.connections_opened += 1;
         Ok(h)
     }
@@ -601,25 +668,14 @@ impl Hub {
     ) -> Result<(), UnknownConnection> {
         let now = self.tick(now);
         let limits = &self.core.config.limits;
-        let (max_frame, rate) = (limits.max_frame_bytes, limits.inbound_rate);
+        let (max_frame, rate, policy) = (
+            limits.max_frame_bytes,
+            limits.inbound_rate,
+            limits.rate_policy,
+        );
         let c = self.core.get_mut(conn).ok_or(UnknownConnection)?;
         c.last_activity = now;
         let len = frame.len();
-        let allowed = match rate {
-            None => true,
-            Some(r) => {
-                let cap = u64::from(r.burst) * TOKEN;
-                let refill = (now.saturating_since(c.tokens_at).as_micros() as u64)
-                    .saturating_mul(u64::from(r.per_second));
-                c.tokens = c.tokens.saturating_add(refill).min(cap);
-                c.tokens_at = now;
-                let ok = c.tokens >= TOKEN;
-                if ok {
-                    c.tokens -= TOKEN;
-                }
-                ok
-            }
-        };
         self.core.counters.messages_in += 1;
         self.core.counters.bytes_in += len as u64;
         if len > max_frame {
@@ -628,33 +684,154 @@ impl Hub {
             self.with_protocol(now, |_, cx| {
                 cx.close(conn, CloseCode::MESSAGE_TOO_BIG, reason)
             });
-        } else if !allowed {
-            self.core.count_error("rate_limited");
-            let per_second = rate.map_or(0, |r| r.per_second);
-            let reason = format!("more than {per_second} messages per second");
-            self.with_protocol(now, |_, cx| {
-                cx.close(conn, CloseCode::POLICY_VIOLATION, reason)
-            });
+            return Ok(());
+        }
+        let Some(rate) = rate else {
+            self.dispatch(now, conn, frame);
+            return Ok(());
+        };
+        let c = self.core.get_mut(conn).expect("resolved above");
+        if let Some(t) = &mut c.throttle {
+            // Paused: frames already on their way wait their turn, in order.
+            if t.held.len() >= MAX_HELD_FRAMES {
+                self.over_rate(now, conn, "kept sending while paused for the inbound rate");
+            } else {
+                t.held.push_back(frame);
+                if now >= t.until {
+                    self.release_held(now, conn, rate);
+                }
+            }
+            return Ok(());
+        }
+        if c.take_token(now, rate) {
+            self.dispatch(now, conn, frame);
+            if policy == RatePolicy::Throttle {
+                self.pause_if_empty(now, conn, rate);
+            }
+        } else if policy == RatePolicy::Throttle {
+            self.pause(conn, rate, Some(frame));
         } else {
-            self.with_protocol(now, |p, cx| match &frame {
-                Frame::Text(b) => p.on_text(cx, conn, b),
-                Frame::Binary(b) => p.on_binary(cx, conn, b),
-            });
+            self.over_rate(now, conn, "");
         }
         Ok(())
     }
 
-    /// `conn` showed it is alive without a message (e.g. a WebSocket pong).
+    /// Hand an accepted frame to the protocol.
+    fn dispatch(&mut self, now: Instant, conn: ConnectionHandle, frame: Frame) {
+        self.with_protocol(now, |p, cx| match &frame {
+            Frame::Text(b) => p.on_text(cx, conn, b),
+            Frame::Binary(b) => p.on_binary(cx, conn, b),
+        });
+    }
+
+    /// Close `conn` for sending above the inbound rate.
+    fn over_rate(&mut self, now: Instant, conn: ConnectionHandle, why: &'static str) {
+        self.core.count_error("rate_limited");
+        let per_second = self
+            .core
+            .config
+            .limits
+            .inbound_rate
+            .map_or(0, |r| r.per_second);
+        let reason = if why.is_empty() {
+            format!("more than {per_second} messages per second")
+        } else {
+            why.to_string()
+        };
+        self.with_protocol(now, |_, cx| {
+            cx.close(conn, CloseCode::POLICY_VIOLATION, reason)
+        });
+    }
+
+    /// Pause `conn` (holding `frame`, if any) until its bucket has refilled.
+    fn pause(&mut self, conn: ConnectionHandle, rate: RateLimit, frame: Option<Frame>) {
+        let Some(c) = self.core.get_mut(conn) else {
+            return;
+        };
+        let held: VecDeque<Frame> = frame.into_iter().collect();
+        let until = c.resume_at(rate, held.len());
+        c.throttle = Some(Box::new(Throttle { held, until }));
+        self.core.counters.throttled += 1;
+        self.core.outputs.push_back(Output::PauseReading {
+            connection: conn,
+            until,
+        });
+        self.core.arm(conn);
+    }
+
+    /// Pause `conn` before it sends a frame it has no token for (it used its last one).
+    fn pause_if_empty(&mut self, now: Instant, conn: ConnectionHandle, rate: RateLimit) {
+        if let Some(c) = self.core.get_mut(conn) {
+            c.refill(now, rate);
+            if c.tokens < TOKEN && c.throttle.is_none() {
+                self.pause(conn, rate, None);
+            }
+        }
+    }
+
+    /// Process held frames while tokens last; then resume `conn`, or pause it again.
+    fn release_held(&mut self, now: Instant, conn: ConnectionHandle, rate: RateLimit) {
+        loop {
+            let Some(c) = self.core.get_mut(conn) else {
+                return; // Closed by what a held frame did.
+            };
+            c.refill(now, rate);
+            let Some(t) = &mut c.throttle else { return };
+            if c.tokens < TOKEN {
+                break;
+            }
+            let Some(frame) = t.held.pop_front() else {
+                break;
+            };
+            c.tokens -= TOKEN;
+            self.dispatch(now, conn, frame);
+        }
+        let Some(c) = self.core.get_mut(conn) else {
+            return;
+        };
+        let Some(t) = &c.throttle else { return };
+        let held = t.held.len();
+        let until = c.resume_at(rate, held);
+        if held == 0 && until <= now {
+            // The driver resumes reading at the `until` it was given.
+            c.throttle = None;
+            return;
+        }
+        if let Some(t) = &mut c.throttle {
+            t.until = until;
+        }
+        self.core.outputs.push_back(Output::PauseReading {
+            connection: conn,
+            until,
+        });
+        self.core.arm(conn);
+    }
+
+    /// `conn` showed it is alive without a message: a WebSocket ping or pong. It counts against
+    /// the inbound rate like a message.
     pub fn handle_activity(
         &mut self,
         now: Instant,
         conn: ConnectionHandle,
     ) -> Result<(), UnknownConnection> {
         let now = self.tick(now);
-        self.core
-            .get_mut(conn)
-            .ok_or(UnknownConnection)?
-            .last_activity = now;
+        let limits = &self.core.config.limits;
+        let (rate, policy) = (limits.inbound_rate, limits.rate_policy);
+        let c = self.core.get_mut(conn).ok_or(UnknownConnection)?;
+        c.last_activity = now;
+        let Some(rate) = rate else { return Ok(()) };
+        if c.throttle.is_some() {
+            return Ok(()); // Already paused.
+        }
+        if c.take_token(now, rate) {
+            if policy == RatePolicy::Throttle {
+                self.pause_if_empty(now, conn, rate);
+            }
+        } else if policy == RatePolicy::Throttle {
+            self.pause(conn, rate, None);
+        } else {
+            self.over_rate(now, conn, "");
+        }
         Ok(())
     }
 
@@ -742,14 +919,17 @@ impl Hub {
         self.core.timers.peek().map(|Reverse((d, _, _))| *d)
     }
 
-    /// Send due heartbeats and close idle connections. Early or repeated calls do nothing.
+    /// Send due heartbeats, close idle connections, and let throttled connections go on.
+    /// Early or repeated calls do nothing.
     pub fn handle_timeout(&mut self, now: Instant) {
         let now = self.tick(now);
-        let (heartbeat, idle) = (
+        let (heartbeat, idle, rate) = (
             self.core.config.heartbeat_interval,
             self.core.config.idle_timeout,
+            self.core.config.limits.inbound_rate,
         );
         let mut idle_closed = Vec::new();
+        let mut resumed = Vec::new();
         // Entries re-armed at or before `now` (a zero heartbeat interval, or time saturated at
         // the largest `Instant`) wait until the loop ends, so each connection is visited at most once
         // per call and the loop always terminates.
@@ -763,9 +943,16 @@ impl Hub {
             let Some(c) = self.core.get_mut(h) else {
                 continue; // Closed since; its entry is stale.
             };
+            if c.timer_at != Some(deadline) {
+                continue; // Superseded by an earlier entry.
+            }
+            c.timer_at = None;
             if idle.is_some_and(|d| now.saturating_since(c.last_activity) >= d) {
                 idle_closed.push(h);
                 continue;
+            }
+            if c.throttle.as_ref().is_some_and(|t| t.until <= now) {
+                resumed.push(h);
             }
             if heartbeat.is_some_and(|d| now.saturating_since(c.last_ping) >= d) {
                 c.last_ping = now;
@@ -773,6 +960,10 @@ impl Hub {
             }
             let c = self.core.get(h).expect("resolved above");
             if let Some(next) = self.core.next_deadline(c) {
+                let at = next.max(now);
+                if let Some(c) = self.core.get_mut(h) {
+                    c.timer_at = Some(at);
+                }
                 if next > now {
                     self.core.timers.push(Reverse((next, slot, serial)));
                 } else {
@@ -792,6 +983,12 @@ impl Hub {
                     );
                 }
             });
+        }
+        if let Some(rate) = rate {
+            resumed.sort(); // In handle order, whatever order the timers came up in.
+            for h in resumed {
+                self.release_held(now, h, rate);
+            }
         }
     }
 

@@ -71,7 +71,7 @@ pub mod time;
 
 pub use bytes::Bytes;
 pub use close::CloseCode;
-pub use config::{Config, Limits, RateLimit, SlowConsumerPolicy};
+pub use config::{Config, Limits, RateLimit, RatePolicy, SlowConsumerPolicy, MAX_HELD_FRAMES};
 pub use connection::{ConnectionHandle, ConnectionInfo, Filter, Identity, OpenInfo, Tags};
 pub use hub::{Frame, Hub, JoinError, OpenError, Output, UnknownConnection};
 pub use protocol::{Context, HttpRequest, HttpResponse, Method, Protocol};

@@ -23,6 +23,9 @@ pub struct Counters {
     pub dropped_deliveries: u64,
     /// Connections closed by the `Close` slow-consumer policy.
     pub slow_consumer_closes: u64,
+    /// Times a connection was paused for sending above the inbound rate
+    /// ([`crate::RatePolicy::Throttle`]).
+    pub throttled: u64,
     /// Connections closed for idleness.
     pub idle_timeouts: u64,
     /// Local publications the driver could not hand to the cluster backplane (its queue was

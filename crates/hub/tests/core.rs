@@ -33,7 +33,7 @@ use std::time::Duration;
 use switchboard_hub::{
     Bytes, CloseCode, Config, ConnectionHandle, Context, Filter, Frame, HttpRequest, HttpResponse,
     Hub, Identity, Instant, JoinError, Limits, Method, OpenError, OpenInfo, Output, Protocol,
-    Publication, RateLimit, SlowConsumerPolicy, Target, UnknownConnection,
+    Publication, RateLimit, RatePolicy, SlowConsumerPolicy, Target, UnknownConnection,
 };
 
 /// 2025-01-01T12:30:00Z
@@ -666,7 +666,8 @@ fn inbound_rate_limit_closes_with_1008_and_refills_over_time() {
         l.inbound_rate = Some(RateLimit {
             per_second: 2,
             burst: 3,
-        })
+        });
+        l.rate_policy = RatePolicy::Close;
     });
     let (a, b) = (rig.open(), rig.open());
     for _ in 0..3 {
@@ -685,6 +686,169 @@ fn inbound_rate_limit_closes_with_1008_and_refills_over_time() {
     );
     // Another connection has its own bucket.
     assert_eq!(rig.say(b, "all:fine"), to(&[b], "fine"));
+}
+
+#[test]
+fn throttle_pauses_a_fast_sender_and_loses_nothing() {
+    let rate = RateLimit {
+        per_second: 100,
+        burst: 20,
+    };
+    let mut rig = Rig::with(Config {
+        heartbeat_interval: None,
+        idle_timeout: None,
+        limits: Limits {
+            inbound_rate: Some(rate),
+            rate_policy: RatePolicy::Throttle,
+            ..Limits::default()
+        },
+        ..Config::default()
+    });
+    let (sender, receiver) = (rig.open(), rig.open());
+    let start = rig.now;
+    let frames: Vec<String> = (0..300).map(|i| format!("others:{i}")).collect();
+    // Record what the receiver got and when, to check the bucket's bound at every delivery.
+    let mut got: Vec<(Instant, String)> = Vec::new();
+    let mut paused_until: Option<Instant> = None;
+    let mut sent = 0;
+    let mut pauses = 0;
+    while got.len() < frames.len() {
+        if let Some(until) = paused_until.take() {
+            rig.now = rig.now.max(until);
+        }
+        rig.hub.handle_timeout(rig.now);
+        for frame in frames[sent..].iter().take(4) {
+            rig.text(sender, frame);
+            sent += 1;
+        }
+        let outs = rig.drain();
+        rig.flush(&outs);
+        for o in &outs {
+            match o {
+                Output::Transmit {
+                    connection,
+                    payload,
+                } => {
+                    assert_eq!(*connection, receiver);
+                    got.push((rig.now, String::from_utf8(payload.to_vec()).unwrap()));
+                }
+                Output::PauseReading { connection, until } => {
+                    assert_eq!(*connection, sender);
+                    assert!(*until > rig.now, "a pause ends in the future");
+                    pauses += 1;
+                    paused_until = Some(*until);
+                }
+                Output::Close { .. } => panic!("nobody is closed: {o:?}"),
+                _ => {}
+            }
+        }
+        if paused_until.is_none() {
+            // Held frames wait for the hub's timer.
+            match rig.hub.poll_timeout() {
+                Some(t) if sent == frames.len() => rig.now = rig.now.max(t),
+                _ => rig.advance(Duration::from_micros(100)),
+            }
+        }
+        assert!(rig.now < start + Duration::from_secs(60), "stalled");
+    }
+    // Everything arrived, once, in order.
+    let want: Vec<String> = (0..300).map(|i| i.to_string()).collect();
+    let texts: Vec<String> = got.iter().map(|(_, t)| t.clone()).collect();
+    assert_eq!(texts, want);
+    // At no point more than burst + rate x elapsed was accepted.
+    for (n, (at, _)) in got.iter().enumerate() {
+        let elapsed = (*at - start).as_micros() as u64;
+        let allowed = u64::from(rate.burst) + elapsed * u64::from(rate.per_second) / 1_000_000;
+        assert!(
+            (n as u64) < allowed,
+            "delivery {} at {elapsed} us exceeds the bucket ({allowed})",
+            n + 1
+        );
+    }
+    assert!(pauses > 0);
+    let counters = rig.hub.stats().counters;
+    assert!((1..=pauses).contains(&counters.throttled), "{counters:?}");
+    assert_eq!(counters.errors.get("rate_limited"), None);
+    assert!(
+        rig.hub.connection(sender).is_some(),
+        "the sender stays connected"
+    );
+}
+
+#[test]
+fn a_sender_that_ignores_the_pause_is_closed_once_its_held_frames_are_full() {
+    let mut rig = Rig::with_limits(|l| {
+        l.inbound_rate = Some(RateLimit {
+            per_second: 10,
+            burst: 2,
+        });
+        l.rate_policy = RatePolicy::Throttle;
+    });
+    let (rude, other) = (rig.open(), rig.open());
+    // Two frames use the burst and pause the sender.
+    assert_eq!(rig.say(rude, "others:a"), to(&[other], "a"));
+    let outs = {
+        rig.text(rude, "others:b");
+        rig.drain()
+    };
+    assert_eq!(texts(&outs), to(&[other], "b"));
+    assert!(outs
+        .iter()
+        .any(|o| matches!(o, Output::PauseReading { connection, .. } if *connection == rude)));
+    // It keeps sending: frames are held, in order, up to the bound.
+    for i in 0..switchboard_hub::MAX_HELD_FRAMES {
+        rig.text(rude, &format!("others:{i}"));
+        assert_eq!(rig.drain(), vec![], "held, not processed");
+    }
+    rig.text(rude, "others:one too many");
+    let outs = rig.drain();
+    assert_eq!(closes(&outs), vec![(rude, CloseCode::POLICY_VIOLATION)]);
+    assert_eq!(
+        texts(&outs),
+        vec![],
+        "held frames of a closed sender are dropped"
+    );
+    assert_eq!(
+        rig.hub.stats().counters.errors.get("rate_limited"),
+        Some(&1)
+    );
+    assert_eq!(rig.say(other, "all:still here"), to(&[other], "still here"));
+}
+
+#[test]
+fn pings_count_against_the_inbound_rate() {
+    for policy in [RatePolicy::Throttle, RatePolicy::Close] {
+        let mut rig = Rig::with_limits(|l| {
+            l.inbound_rate = Some(RateLimit {
+                per_second: 5,
+                burst: 10,
+            });
+            l.rate_policy = policy;
+        });
+        let (pinger, other) = (rig.open(), rig.open());
+        let mut outs = Vec::new();
+        for _ in 0..1000 {
+            if rig.hub.handle_activity(rig.now, pinger).is_err() {
+                break;
+            }
+            outs.extend(rig.drain());
+        }
+        match policy {
+            RatePolicy::Throttle => {
+                let pauses: Vec<_> = outs
+                    .iter()
+                    .filter(|o| matches!(o, Output::PauseReading { .. }))
+                    .collect();
+                assert_eq!(pauses.len(), 1, "paused once, after the burst: {outs:?}");
+                assert!(rig.hub.connection(pinger).is_some());
+            }
+            _ => {
+                assert_eq!(closes(&outs), vec![(pinger, CloseCode::POLICY_VIOLATION)]);
+                assert!(rig.hub.connection(pinger).is_none());
+            }
+        }
+        assert!(rig.hub.connection(other).is_some());
+    }
 }
 
 #[test]
@@ -890,6 +1054,7 @@ fn time_going_backwards_is_harmless() {
                 per_second: 1,
                 burst: 1,
             }),
+            rate_policy: RatePolicy::Close,
             ..Limits::default()
         },
         ..Config::default()

@@ -17,7 +17,7 @@ use proptest::prelude::*;
 use switchboard_hub::{
     Bytes, CloseCode, Config, ConnectionHandle, Context, Counters, Filter, Frame, Hub, Identity,
     Instant, JoinError, Limits, OpenError, OpenInfo, Output, Protocol, Publication, RateLimit,
-    SlowConsumerPolicy, Target, UnknownConnection,
+    RatePolicy, SlowConsumerPolicy, Target, UnknownConnection, MAX_HELD_FRAMES,
 };
 
 const T0: Instant = Instant::from_millis(1_700_000_000_000);
@@ -109,6 +109,8 @@ struct MConn {
     /// Rate-limit tokens in millionths of a message.
     tokens: u128,
     tokens_at: Instant,
+    /// While paused for the inbound rate: the frames held, and when reading resumes.
+    throttle: Option<(Vec<Frame>, Instant)>,
 }
 
 struct Model {
@@ -207,6 +209,7 @@ impl Model {
             last_ping: now,
             tokens: burst,
             tokens_at: now,
+            throttle: None,
         });
         self.counters.connections_opened += 1;
     }
@@ -298,41 +301,169 @@ impl Model {
     ) -> Result<(), UnknownConnection> {
         let now = self.tick(t);
         let i = self.find(h).ok_or(UnknownConnection)?;
-        let (binary, bytes) = match frame {
-            Frame::Text(b) => (false, b.clone()),
-            Frame::Binary(b) => (true, b.clone()),
+        let len = match frame {
+            Frame::Text(b) | Frame::Binary(b) => b.len(),
         };
         let limits = self.config.limits.clone();
-        let c = &mut self.conns[i];
-        c.last_activity = now;
-        let allowed = match limits.inbound_rate {
-            None => true,
-            Some(r) => {
-                let elapsed = since(now, c.tokens_at).as_micros();
-                let cap = u128::from(r.burst) * TOKEN;
-                c.tokens = (c.tokens + elapsed * u128::from(r.per_second)).min(cap);
-                c.tokens_at = now;
-                if c.tokens >= TOKEN {
-                    c.tokens -= TOKEN;
-                    true
-                } else {
-                    false
-                }
-            }
-        };
+        self.conns[i].last_activity = now;
         self.counters.messages_in += 1;
-        self.counters.bytes_in += bytes.len() as u64;
-        if bytes.len() > limits.max_frame_bytes {
+        self.counters.bytes_in += len as u64;
+        if len > limits.max_frame_bytes {
             self.error("frame_too_large");
             self.close(h, Some(CloseCode::MESSAGE_TOO_BIG));
-        } else if !allowed {
-            self.error("rate_limited");
-            self.close(h, Some(CloseCode::POLICY_VIOLATION));
-        } else if binary {
-            self.error("binary_frame");
-            self.close(h, Some(CloseCode::UNSUPPORTED_DATA));
+            return Ok(());
+        }
+        let Some(rate) = limits.inbound_rate else {
+            self.dispatch(i, frame);
+            return Ok(());
+        };
+        if let Some((held, until)) = &mut self.conns[i].throttle {
+            if held.len() >= MAX_HELD_FRAMES {
+                self.over_rate(h);
+            } else {
+                held.push(frame.clone());
+                if now >= *until {
+                    self.release(now, i, rate);
+                }
+            }
+            return Ok(());
+        }
+        if self.take_token(now, i, rate) {
+            self.dispatch(i, frame);
+            if limits.rate_policy == RatePolicy::Throttle {
+                self.pause_if_empty(now, i, rate);
+            }
+        } else if limits.rate_policy == RatePolicy::Throttle {
+            self.pause(i, rate, Some(frame.clone()));
         } else {
-            self.command(i, &bytes);
+            self.over_rate(h);
+        }
+        Ok(())
+    }
+
+    fn over_rate(&mut self, h: ConnectionHandle) {
+        self.error("rate_limited");
+        self.close(h, Some(CloseCode::POLICY_VIOLATION));
+    }
+
+    fn refill(&mut self, now: Instant, i: usize, rate: RateLimit) {
+        let c = &mut self.conns[i];
+        let elapsed = since(now, c.tokens_at).as_micros();
+        let cap = u128::from(rate.burst) * TOKEN;
+        c.tokens = (c.tokens + elapsed * u128::from(rate.per_second)).min(cap);
+        c.tokens_at = now;
+    }
+
+    fn take_token(&mut self, now: Instant, i: usize, rate: RateLimit) -> bool {
+        self.refill(now, i, rate);
+        let c = &mut self.conns[i];
+        if c.tokens >= TOKEN {
+            c.tokens -= TOKEN;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// When the bucket holds tokens for `held` frames plus a tenth of a second's worth
+    /// (at least one, at most the burst).
+    fn resume_at(&self, i: usize, rate: RateLimit, held: usize) -> Instant {
+        let c = &self.conns[i];
+        let burst = u128::from(rate.burst.max(1));
+        let resume = u128::from(rate.per_second / 10).clamp(1, burst);
+        let need = (held as u128 + resume).min(burst) * TOKEN;
+        let per_micro = u128::from(rate.per_second.max(1));
+        let wait = need.saturating_sub(c.tokens).div_ceil(per_micro);
+        c.tokens_at + Duration::from_micros(wait as u64)
+    }
+
+    fn pause(&mut self, i: usize, rate: RateLimit, frame: Option<Frame>) {
+        let held: Vec<Frame> = frame.into_iter().collect();
+        let until = self.resume_at(i, rate, held.len());
+        self.conns[i].throttle = Some((held, until));
+        self.counters.throttled += 1;
+        self.outputs.push(Output::PauseReading {
+            connection: self.conns[i].h,
+            until,
+        });
+    }
+
+    fn pause_if_empty(&mut self, now: Instant, i: usize, rate: RateLimit) {
+        if !self.conns[i].open {
+            return;
+        }
+        self.refill(now, i, rate);
+        if self.conns[i].tokens < TOKEN && self.conns[i].throttle.is_none() {
+            self.pause(i, rate, None);
+        }
+    }
+
+    /// Process held frames while tokens last, then resume or pause again.
+    fn release(&mut self, now: Instant, i: usize, rate: RateLimit) {
+        loop {
+            if !self.conns[i].open {
+                return;
+            }
+            self.refill(now, i, rate);
+            let c = &mut self.conns[i];
+            let Some((held, _)) = &mut c.throttle else {
+                return;
+            };
+            if c.tokens < TOKEN || held.is_empty() {
+                break;
+            }
+            let frame = held.remove(0);
+            c.tokens -= TOKEN;
+            self.dispatch(i, &frame);
+        }
+        if !self.conns[i].open {
+            return;
+        }
+        let held = self.conns[i].throttle.as_ref().map_or(0, |(h, _)| h.len());
+        let until = self.resume_at(i, rate, held);
+        if held == 0 && until <= now {
+            self.conns[i].throttle = None;
+            return;
+        }
+        if let Some((_, u)) = &mut self.conns[i].throttle {
+            *u = until;
+        }
+        self.outputs.push(Output::PauseReading {
+            connection: self.conns[i].h,
+            until,
+        });
+    }
+
+    /// An accepted frame: binary frames close with 1003, text frames are commands.
+    fn dispatch(&mut self, i: usize, frame: &Frame) {
+        match frame {
+            Frame::Binary(_) => {
+                self.error("binary_frame");
+                self.close(self.conns[i].h, Some(CloseCode::UNSUPPORTED_DATA));
+            }
+            Frame::Text(bytes) => self.command(i, bytes),
+        }
+    }
+
+    fn activity(&mut self, t: Instant, h: ConnectionHandle) -> Result<(), UnknownConnection> {
+        let now = self.tick(t);
+        let i = self.find(h).ok_or(UnknownConnection)?;
+        self.conns[i].last_activity = now;
+        let limits = self.config.limits.clone();
+        let Some(rate) = limits.inbound_rate else {
+            return Ok(());
+        };
+        if self.conns[i].throttle.is_some() {
+            return Ok(());
+        }
+        if self.take_token(now, i, rate) {
+            if limits.rate_policy == RatePolicy::Throttle {
+                self.pause_if_empty(now, i, rate);
+            }
+        } else if limits.rate_policy == RatePolicy::Throttle {
+            self.pause(i, rate, None);
+        } else {
+            self.over_rate(h);
         }
         Ok(())
     }
@@ -402,10 +533,16 @@ impl Model {
         let now = self.tick(t);
         let (heartbeat, idle) = (self.config.heartbeat_interval, self.config.idle_timeout);
         let mut idle_closed = Vec::new();
+        let mut resumed = Vec::new();
         for c in self.conns.iter_mut().filter(|c| c.open) {
             if idle.is_some_and(|d| since(now, c.last_activity) >= d) {
                 idle_closed.push(c.h);
-            } else if heartbeat.is_some_and(|d| since(now, c.last_ping) >= d) {
+                continue;
+            }
+            if c.throttle.as_ref().is_some_and(|(_, until)| *until <= now) {
+                resumed.push(c.h);
+            }
+            if heartbeat.is_some_and(|d| since(now, c.last_ping) >= d) {
                 c.last_ping = now;
                 self.outputs.push(Output::Ping { connection: c.h });
             }
@@ -413,6 +550,15 @@ impl Model {
         self.counters.idle_timeouts += idle_closed.len() as u64;
         for h in idle_closed {
             self.close(h, Some(CloseCode::IDLE_TIMEOUT));
+        }
+        // The hub lets paused connections go on in handle order.
+        resumed.sort();
+        if let Some(rate) = self.config.limits.inbound_rate {
+            for h in resumed {
+                if let Some(i) = self.find(h) {
+                    self.release(now, i, rate);
+                }
+            }
         }
     }
 
@@ -425,6 +571,7 @@ impl Model {
                 [
                     self.config.heartbeat_interval.map(|d| c.last_ping + d),
                     self.config.idle_timeout.map(|d| c.last_activity + d),
+                    c.throttle.as_ref().map(|(_, until)| *until),
                 ]
             })
             .flatten()
@@ -516,7 +663,7 @@ fn config() -> impl Strategy<Value = Config> {
             Just(SlowConsumerPolicy::Drop),
             Just(SlowConsumerPolicy::Close)
         ],
-        prop::option::of((1..=3u32, 1..=4u32)),
+        prop::option::of((1..=3u32, 1..=4u32, any::<bool>())),
         // Now and then a zero interval: every handle_timeout pings every connection.
         prop::option::of(prop_oneof![1 => Just(Duration::ZERO), 9 => secs(5)]),
         prop::option::of(secs(10)),
@@ -540,7 +687,11 @@ fn config() -> impl Strategy<Value = Config> {
                         max_queued_bytes: queued,
                         slow_consumer: policy,
                         inbound_rate: rate
-                            .map(|(per_second, burst)| RateLimit { per_second, burst }),
+                            .map(|(per_second, burst, _)| RateLimit { per_second, burst }),
+                        rate_policy: match rate {
+                            Some((_, _, true)) => RatePolicy::Close,
+                            _ => RatePolicy::Throttle,
+                        },
                     },
                     heartbeat_interval: heartbeat,
                     idle_timeout: idle,
@@ -581,6 +732,7 @@ struct World {
 struct Step {
     transmits: Vec<(ConnectionHandle, Bytes)>,
     pings: Vec<ConnectionHandle>,
+    pauses: Vec<(ConnectionHandle, Instant)>,
     closes: Vec<(ConnectionHandle, CloseCode)>,
     replicated: Vec<Publication>,
     rooms_opened: Vec<String>,
@@ -592,6 +744,7 @@ fn step_of(outputs: Vec<Output>, events: Vec<Ev>) -> Step {
     let mut s = Step {
         transmits: Vec::new(),
         pings: Vec::new(),
+        pauses: Vec::new(),
         closes: Vec::new(),
         replicated: Vec::new(),
         rooms_opened: Vec::new(),
@@ -605,6 +758,7 @@ fn step_of(outputs: Vec<Output>, events: Vec<Ev>) -> Step {
                 payload,
             } => s.transmits.push((connection, payload)),
             Output::Ping { connection } => s.pings.push(connection),
+            Output::PauseReading { connection, until } => s.pauses.push((connection, until)),
             Output::Close {
                 connection, code, ..
             } => s.closes.push((connection, code)),
@@ -615,6 +769,7 @@ fn step_of(outputs: Vec<Output>, events: Vec<Ev>) -> Step {
     }
     s.transmits.sort();
     s.pings.sort();
+    s.pauses.sort();
     s.closes.sort();
     s.rooms_opened.sort();
     s.rooms_closed.sort();
@@ -745,14 +900,7 @@ impl World {
             Op::Activity(i) => {
                 let Some(h) = self.pick(i) else { return };
                 let got = self.hub.handle_activity(t, h);
-                let now = self.model.tick(t);
-                let want = match self.model.find(h) {
-                    Some(k) => {
-                        self.model.conns[k].last_activity = now;
-                        Ok(())
-                    }
-                    None => Err(UnknownConnection),
-                };
+                let want = self.model.activity(t, h);
                 assert_eq!(got, want);
             }
             Op::Advance(ms) => {
@@ -914,6 +1062,7 @@ fn model_agrees_on_a_scripted_scenario() {
                 per_second: 4,
                 burst: 4,
             }),
+            rate_policy: RatePolicy::Throttle,
         },
         heartbeat_interval: Some(Duration::from_secs(1)),
         idle_timeout: Some(Duration::from_secs(3)),

@@ -8,7 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use clap::{Arg, ArgMatches, CommandFactory, FromArgMatches};
-use switchboard_hub::{Config, Limits, RateLimit, SlowConsumerPolicy};
+use switchboard_hub::{Config, Limits, RateLimit, RatePolicy, SlowConsumerPolicy};
 use switchboard_protocol::registry::Auth;
 use switchboard_protocol::{Options, SystemSpec, SYSTEMS};
 
@@ -21,6 +21,15 @@ pub enum SlowConsumer {
     Close,
     /// Skip the frames it cannot take and count them as dropped.
     Drop,
+}
+
+/// What to do with a client that sends faster than the inbound rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RatePolicyArg {
+    /// Stop reading it until its budget refills; nothing it sent is lost.
+    Throttle,
+    /// Close it with code 1008.
+    Close,
 }
 
 /// Log line format.
@@ -68,6 +77,14 @@ pub struct HubArgs {
     /// Inbound messages allowed at once above the sustained rate.
     #[arg(long, env = "SWITCHBOARD_RATE_BURST", default_value_t = 200)]
     pub rate_burst: u32,
+    /// What happens to a client above the inbound rate (control frames count too).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_RATE_POLICY",
+        value_enum,
+        default_value = "throttle"
+    )]
+    pub rate_policy: RatePolicyArg,
     /// Seconds between WebSocket pings to each client (0 disables).
     #[arg(long, env = "SWITCHBOARD_HEARTBEAT_SECS", default_value_t = 30)]
     pub heartbeat_secs: u64,
@@ -95,6 +112,10 @@ impl HubArgs {
                     per_second: self.rate_per_sec,
                     burst: self.rate_burst.max(1),
                 }),
+                rate_policy: match self.rate_policy {
+                    RatePolicyArg::Throttle => RatePolicy::Throttle,
+                    RatePolicyArg::Close => RatePolicy::Close,
+                },
             },
             heartbeat_interval: secs(self.heartbeat_secs),
             idle_timeout: secs(self.idle_timeout_secs),

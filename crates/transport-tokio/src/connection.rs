@@ -102,13 +102,24 @@ async fn read(
                 }
                 continue;
             }
-            msg = ws.next() => msg,
+            // Wait while the hub has paused this connection or is behind on its frames.
+            msg = async { out.readable().await; ws.next().await } => msg,
         };
         let sent = match msg {
-            Some(Ok(Message::Text(t))) => hub.frame(handle, Frame::Text(Bytes::from(t))).await,
-            Some(Ok(Message::Binary(b))) => hub.frame(handle, Frame::Binary(b)).await,
-            // tungstenite answers pings itself; both show the peer is alive.
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => hub.activity(handle).await,
+            Some(Ok(Message::Text(t))) => {
+                out.sent_to_hub();
+                hub.frame(handle, Frame::Text(Bytes::from(t))).await
+            }
+            Some(Ok(Message::Binary(b))) => {
+                out.sent_to_hub();
+                hub.frame(handle, Frame::Binary(b)).await
+            }
+            // tungstenite answers pings itself; both show the peer is alive, and both count
+            // against the inbound rate.
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {
+                out.sent_to_hub();
+                hub.activity(handle).await
+            }
             Some(Ok(Message::Close(_))) => return End::PeerClosed,
             Some(Ok(Message::Frame(_))) => Ok(()),
             Some(Err(WsError::Capacity(_))) => {

@@ -285,6 +285,12 @@ async fn run(
                         outbox.ping();
                     }
                 }
+                Output::PauseReading { connection, until } => {
+                    if let Some(outbox) = conns.get(&connection) {
+                        let wait = until.saturating_since(t);
+                        outbox.pause_reading(tokio::time::Instant::now() + wait);
+                    }
+                }
                 Output::Close {
                     connection,
                     code,
@@ -372,9 +378,15 @@ fn apply(hub: &mut Hub, conns: &mut HashMap<ConnectionHandle, Arc<Outbox>>, cmd:
         // Stale handles (the hub closed the connection meanwhile) are expected and ignored.
         Command::Frame(conn, frame) => {
             let _ = hub.handle_frame(t, conn, frame);
+            if let Some(outbox) = conns.get(&conn) {
+                outbox.processed_by_hub();
+            }
         }
         Command::Activity(conn) => {
             let _ = hub.handle_activity(t, conn);
+            if let Some(outbox) = conns.get(&conn) {
+                outbox.processed_by_hub();
+            }
         }
         Command::Flushed(conn, bytes) => {
             let _ = hub.handle_flushed(t, conn, bytes);

@@ -18,6 +18,7 @@
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::task::{Context, Poll};
 
@@ -41,6 +42,11 @@ pub const RAW_LIMIT: usize = 64 * 1024;
 const HEAD_MAX: usize = 10;
 /// Frames gathered into one `writev` by the flusher.
 const BATCH: usize = 32;
+/// Frames (and control-frame notices) a connection's reader may have handed to the hub that the
+/// hub has not processed yet; the reader waits for the hub beyond it. This bounds what one
+/// connection can have in the hub's command queue, and how many frames arrive after the hub
+/// paused it (`switchboard_hub::Output::PauseReading`).
+pub const MAX_IN_FLIGHT: u32 = 8;
 
 /// One frame (or raw bytes) waiting for the socket: a header and a shared body.
 struct Chunk {
@@ -180,6 +186,13 @@ pub struct Outbox {
     drained: Notify,
     /// Raised to stop a flusher waiting for a socket that does not become writable.
     abandoned: Notify,
+    /// The read side's gate: frames handed to the hub and not yet processed.
+    in_flight: AtomicU32,
+    /// Set while the hub has paused reading; the deadline is in `resume_at`.
+    paused: AtomicBool,
+    resume_at: Mutex<Option<tokio::time::Instant>>,
+    /// Raised when the hub processed an in-flight frame, or paused reading.
+    read_gate: Notify,
 }
 
 impl std::fmt::Debug for Outbox {
@@ -203,6 +216,10 @@ impl Outbox {
             ended: Notify::new(),
             drained: Notify::new(),
             abandoned: Notify::new(),
+            in_flight: AtomicU32::new(0),
+            paused: AtomicBool::new(false),
+            resume_at: Mutex::new(None),
+            read_gate: Notify::new(),
         })
     }
 
@@ -230,6 +247,67 @@ impl Outbox {
             st.flushing = true;
             tokio::spawn(flush(self.clone()));
         }
+    }
+
+    /// Resolves when the reader may take the next frame off the socket: fewer than
+    /// [`MAX_IN_FLIGHT`] frames wait in the hub, and the hub has not paused reading. Returns at
+    /// once in the common case.
+    pub async fn readable(&self) {
+        loop {
+            if self.paused.load(Ordering::Acquire) {
+                let wait = {
+                    let mut at = self
+                        .resume_at
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner);
+                    match *at {
+                        Some(t) if t > tokio::time::Instant::now() => Some(t),
+                        _ => {
+                            *at = None;
+                            self.paused.store(false, Ordering::Release);
+                            None
+                        }
+                    }
+                };
+                if let Some(t) = wait {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(t) => {}
+                        // A new pause moves the deadline.
+                        _ = self.read_gate.notified() => {}
+                    }
+                    continue;
+                }
+            }
+            if self.in_flight.load(Ordering::Acquire) < MAX_IN_FLIGHT {
+                return;
+            }
+            self.read_gate.notified().await;
+        }
+    }
+
+    /// The reader handed a frame (or a control-frame notice) to the hub.
+    pub fn sent_to_hub(&self) {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The hub processed a frame from this connection.
+    pub fn processed_by_hub(&self) {
+        if self.in_flight.fetch_sub(1, Ordering::AcqRel) >= MAX_IN_FLIGHT {
+            self.read_gate.notify_one();
+        }
+    }
+
+    /// The hub asks not to read from this connection before `until`.
+    pub fn pause_reading(&self, until: tokio::time::Instant) {
+        {
+            let mut at = self
+                .resume_at
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            *at = Some(until);
+            self.paused.store(true, Ordering::Release);
+        }
+        self.read_gate.notify_one();
     }
 
     /// Tell the outbox which hub connection it serves, so the flusher can report written bytes

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::{connect, expect_close, expect_type, flows, refused_status, try_connect};
-use switchboard_hub::{Config, RateLimit};
+use switchboard_hub::{Config, RateLimit, RatePolicy};
 use switchboard_protocol::{dcdock, race};
 use switchboard_tokio::driver::now;
 use switchboard_tokio::{HubHandle, Server};
@@ -151,6 +151,7 @@ fn low_rate() -> Config {
         per_second: 10,
         burst: 20,
     });
+    config.limits.rate_policy = RatePolicy::Close;
     config
 }
 
@@ -158,6 +159,18 @@ fn low_rate() -> Config {
 async fn flood_closes_flooder_only() {
     let server = start("laptimes", low_rate()).await;
     flows::flood_closes_flooder_only(server.local_addr()).await;
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn throttled_import_loses_nothing() {
+    let mut config = Config::default();
+    config.limits.inbound_rate = Some(flows::THROTTLE_RATE);
+    let server = start("laptimes", config).await;
+    flows::throttled_import_loses_nothing(server.local_addr()).await;
+    let stats = server.hub().stats().await.unwrap();
+    assert!(stats.counters.throttled >= 1, "{stats:?}");
+    assert_eq!(stats.counters.errors.get("rate_limited"), None);
     server.shutdown().await.unwrap();
 }
 

@@ -69,7 +69,10 @@ impl Harness {
                 } => {
                     self.closed.insert(connection, (code, reason.into_owned()));
                 }
-                Output::Replicate(_) | Output::RoomOpened(_) | Output::RoomClosed(_) => {}
+                Output::PauseReading { .. }
+                | Output::Replicate(_)
+                | Output::RoomOpened(_)
+                | Output::RoomClosed(_) => {}
             }
         }
     }

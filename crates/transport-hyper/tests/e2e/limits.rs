@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use switchboard_hub::{Config, RateLimit};
+use switchboard_hub::{Config, RateLimit, RatePolicy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::{self, connect, expect_type, flows, refused_status, try_connect};
@@ -37,6 +37,7 @@ async fn flood_closes_flooder_only() {
         per_second: 10,
         burst: 20,
     });
+    config.limits.rate_policy = RatePolicy::Close;
     let server = start_with("laptimes", config, support::options()).await;
     flows::flood_closes_flooder_only(server.local_addr()).await;
     let metrics = http::get(server.local_addr(), "/metrics").await.text();
@@ -44,6 +45,18 @@ async fn flood_closes_flooder_only() {
         metrics.contains("switchboard_errors_total{system=\"laptimes\",kind=\"rate_limited\"} 1\n"),
         "{metrics}"
     );
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn throttled_import_loses_nothing() {
+    let mut config = Config::default();
+    config.limits.inbound_rate = Some(flows::THROTTLE_RATE);
+    let server = start_with("laptimes", config, support::options()).await;
+    flows::throttled_import_loses_nothing(server.local_addr()).await;
+    let stats = server.hub().stats().await.unwrap();
+    assert!(stats.counters.throttled >= 1, "{stats:?}");
+    assert_eq!(stats.counters.errors.get("rate_limited"), None);
     server.shutdown().await.unwrap();
 }
 

@@ -644,6 +644,55 @@ pub mod flows {
         assert!((1..=25).contains(&flood_frames), "{flood_frames}");
     }
 
+    /// The rate of [`throttled_import_loses_nothing`]'s server.
+    pub const THROTTLE_RATE: switchboard_hub::RateLimit = switchboard_hub::RateLimit {
+        per_second: 400,
+        burst: 50,
+    };
+
+    /// Laptimes with the inbound rate [`THROTTLE_RATE`] and the `throttle` policy: a client
+    /// imports 1000 rows flat out. Every notice reaches the watcher, once and in order, and the
+    /// sender stays connected; at no point has the server relayed more than
+    /// burst + rate x elapsed (counted against the time since the first send, which is earlier
+    /// than the server's first receipt, so the bound holds however loaded the machine is).
+    pub async fn throttled_import_loses_nothing(addr: SocketAddr) {
+        let (mut importer, mut watcher) = (connect(addr, "/").await, connect(addr, "/").await);
+        const ROWS: usize = 1000;
+        let rows: Vec<String> = (0..ROWS).map(|i| notice(&format!("row-{i}"))).collect();
+        let start = Instant::now();
+        let send = async {
+            for row in &rows {
+                importer.feed(Message::text(row.clone())).await.unwrap();
+            }
+            importer.flush().await.unwrap();
+            importer
+        };
+        let receive = async {
+            let mut got = 0;
+            while got < ROWS {
+                let text = tokio::time::timeout(WAIT, next_text(&mut watcher))
+                    .await
+                    .expect("the import keeps flowing");
+                assert_eq!(text, rows[got], "row {got} arrives in order, once");
+                got += 1;
+                let elapsed = start.elapsed().as_secs_f64();
+                let allowed =
+                    f64::from(THROTTLE_RATE.burst) + f64::from(THROTTLE_RATE.per_second) * elapsed;
+                assert!(
+                    got as f64 <= allowed + 1.0,
+                    "{got} relayed after {elapsed:.3} s: more than the bucket allows ({allowed:.1})"
+                );
+            }
+            watcher
+        };
+        let (mut importer, mut watcher) = tokio::join!(send, receive);
+        // Nothing more, and the importer is still connected and relaying.
+        assert_quiet(&mut watcher).await;
+        let after = notice("after-import");
+        importer.send(Message::text(after.clone())).await.unwrap();
+        assert_eq!(next_text(&mut watcher).await, after);
+    }
+
     /// Laptimes with `max_queued_bytes` = 64 KiB: a client that never reads is closed by the
     /// server (4008, or its socket dropped) while a reading client receives every frame. Frames
     /// of 4 KiB are published through `hub` a few at a time (the reader keeps up) until the hub
