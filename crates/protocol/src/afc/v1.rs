@@ -12,7 +12,6 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use bytes::Bytes;
-use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use switchboard_hub::time::DateTime;
@@ -54,7 +53,8 @@ pub enum EventError {
         /// What is wrong with it.
         reason: &'static str,
     },
-    /// The body is empty or not a single JSON value.
+    /// The body is empty, not a single JSON value, or breaks
+    /// [the JSON rule](crate::codec#the-json-rule).
     #[error("invalid event body: {reason}")]
     BadBody {
         /// What is wrong with it.
@@ -275,7 +275,8 @@ fn is_json_ws(b: &u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r')
 }
 
-/// The body without leading and trailing JSON whitespace, checked to be exactly one JSON value.
+/// The body without leading and trailing JSON whitespace, checked to be exactly one JSON value
+/// under [the JSON rule](crate::codec#the-json-rule) (depth, duplicate keys).
 pub fn check_body(body: &[u8]) -> Result<&[u8], EventError> {
     let start = body
         .iter()
@@ -291,12 +292,10 @@ pub fn check_body(body: &[u8]) -> Result<&[u8], EventError> {
             reason: "empty body: send one JSON value".to_string(),
         });
     }
-    // serde_json skips over strings it ignores without checking their UTF-8, so check first.
-    let text = core::str::from_utf8(trimmed).map_err(|_| EventError::BadBody {
-        reason: "body is not UTF-8".to_string(),
-    })?;
-    serde_json::from_str::<IgnoredAny>(text).map_err(|e| EventError::BadBody {
-        reason: crate::error::not_json(&e).to_string(),
+    // The same one-pass reader as every other decode path (it checks every string's UTF-8); the
+    // value is dropped, the frame embeds the body's own bytes.
+    codec::value(trimmed).map_err(|e| EventError::BadBody {
+        reason: e.to_string(),
     })?;
     Ok(trimmed)
 }
@@ -330,7 +329,7 @@ pub fn event_publication(name: &str, body: &[u8]) -> Result<Publication, EventEr
 
 /// Decode the body of `POST /events/<name>` (any JSON value), for Rust callers and the tests.
 pub fn decode_publish(body: &[u8]) -> Result<Value, DecodeError> {
-    serde_json::from_slice(body).map_err(|e| crate::error::not_json(&e))
+    codec::value(body)
 }
 
 /// Decode and re-encode one documented example.
