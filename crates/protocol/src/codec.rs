@@ -23,7 +23,7 @@ use serde::Serialize;
 use serde_json::{Map, Number, Value};
 
 use crate::DecodeError;
-use switchboard_hub::{HttpRequest, HttpResponse};
+use switchboard_hub::HttpResponse;
 
 /// The deepest nesting of objects and arrays accepted in any JSON text: `[[1]]` is 2 levels,
 /// a scalar 0. Well under `serde_json`'s own recursion limit (128), so this rule, not the
@@ -207,17 +207,25 @@ pub fn http_error(status: u16, error: &str, details: Option<&str>) -> HttpRespon
     HttpResponse::json(status, to_bytes(&HttpError { error, details }))
 }
 
-/// Whether `req` carries `key` as `x-api-key: <key>` or `authorization: Bearer <key>`.
-/// The comparison takes the same time wherever the first differing byte is.
-pub fn api_key_matches(req: &HttpRequest, key: &str) -> bool {
-    let bearer = req.header("authorization").and_then(|v| {
+/// Whether the request carries one of `keys` as `x-api-key: <key>` or
+/// `authorization: Bearer <key>`; `header` looks a header up by its lower-case name. Empty keys
+/// never match. Each comparison takes the same time wherever the first differing byte is, and
+/// every key is compared (no early exit on a match).
+pub fn api_key_matches<'h>(header: impl Fn(&str) -> Option<&'h str>, keys: &[String]) -> bool {
+    let bearer = header("authorization").and_then(|v| {
         let (scheme, token) = v.trim().split_once(' ')?;
         scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
     });
-    [req.header("x-api-key").map(str::trim), bearer]
+    let mut matched = false;
+    for given in [header("x-api-key").map(str::trim), bearer]
         .into_iter()
         .flatten()
-        .any(|given| constant_time_eq(given.as_bytes(), key.as_bytes()))
+    {
+        for key in keys.iter().filter(|k| !k.is_empty()) {
+            matched |= constant_time_eq(given.as_bytes(), key.as_bytes());
+        }
+    }
+    matched
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -228,36 +236,50 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 mod tests {
     use super::*;
     use alloc::string::ToString;
+    use alloc::vec;
+
+    fn headers<'a>(h: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<&'a str> + 'a {
+        move |name| h.iter().find(|(k, _)| *k == name).map(|(_, v)| *v)
+    }
 
     #[test]
     fn api_key_forms() {
-        let req = |headers: &[(&str, &str)]| HttpRequest {
-            method: switchboard_hub::Method::Post,
-            path: "/p".into(),
-            query: Vec::new(),
-            headers: headers
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            body: Bytes::new(),
-        };
-        assert!(api_key_matches(&req(&[("x-api-key", "k1")]), "k1"));
-        assert!(api_key_matches(&req(&[("x-api-key", " k1 ")]), "k1"));
+        let k1 = vec!["k1".to_string()];
+        assert!(api_key_matches(headers(&[("x-api-key", "k1")]), &k1));
+        assert!(api_key_matches(headers(&[("x-api-key", " k1 ")]), &k1));
         assert!(api_key_matches(
-            &req(&[("authorization", "Bearer k1")]),
-            "k1"
+            headers(&[("authorization", "Bearer k1")]),
+            &k1
         ));
         assert!(api_key_matches(
-            &req(&[("authorization", "bearer  k1 ")]),
-            "k1"
+            headers(&[("authorization", "bearer  k1 ")]),
+            &k1
         ));
         assert!(!api_key_matches(
-            &req(&[("authorization", "Basic k1")]),
-            "k1"
+            headers(&[("authorization", "Basic k1")]),
+            &k1
         ));
-        assert!(!api_key_matches(&req(&[("x-api-key", "k2")]), "k1"));
-        assert!(!api_key_matches(&req(&[("x-api-key", "k")]), "k1"));
-        assert!(!api_key_matches(&req(&[]), "k1"));
+        assert!(!api_key_matches(headers(&[("x-api-key", "k2")]), &k1));
+        assert!(!api_key_matches(headers(&[("x-api-key", "k")]), &k1));
+        assert!(!api_key_matches(headers(&[]), &k1));
+    }
+
+    #[test]
+    fn any_of_several_keys_matches_and_empty_keys_never_do() {
+        let keys = vec!["old".to_string(), String::new(), "new".to_string()];
+        assert!(api_key_matches(headers(&[("x-api-key", "old")]), &keys));
+        assert!(api_key_matches(
+            headers(&[("authorization", "Bearer new")]),
+            &keys
+        ));
+        assert!(!api_key_matches(headers(&[("x-api-key", "older")]), &keys));
+        // An empty header value never matches the empty "key" an unset variable leaves behind.
+        assert!(!api_key_matches(headers(&[("x-api-key", "")]), &keys));
+        assert!(!api_key_matches(
+            headers(&[("x-api-key", "")]),
+            &[String::new()]
+        ));
+        assert!(!api_key_matches(headers(&[("x-api-key", "k")]), &[]));
     }
 
     #[test]

@@ -2,10 +2,44 @@
 //!
 //! Adding a system is one module and one line in [`SYSTEMS`]; the transports read everything
 //! they need from its [`SystemSpec`].
+//!
+//! # HTTP endpoints as data
+//!
+//! Each system lists its HTTP endpoints in [`SystemSpec::routes`]. A transport decides from the
+//! request line and headers alone, before reading any body:
+//!
+//! ```
+//! use switchboard_hub::Method;
+//! use switchboard_protocol::registry::{authorize, Admission, Options};
+//!
+//! let spec = switchboard_protocol::system("race").unwrap();
+//! let options = Options::default().with_api_key("k1").with_api_key("k2");
+//! let headers = [("x-api-key", "k2")];
+//! let header = |name: &str| headers.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
+//! match spec.admit(Method::Post, "/sessions/race-2024/updates", &options, header) {
+//!     Admission::Proceed(route) => assert!(route.body), // read the body, hand it to the hub
+//!     Admission::Refuse(response) => panic!("answer {} at once", response.status),
+//!     Admission::NotFound => panic!("the transport's own endpoints, or 404"),
+//! }
+//! // The same two steps, separately:
+//! let route = match spec.route(Method::Post, "/sessions/race-2024/updates") {
+//!     switchboard_protocol::registry::RouteMatch::Found(route) => route,
+//!     _ => unreachable!(),
+//! };
+//! assert_eq!(authorize(route, spec, &Options::default(), header).unwrap_err().status, 403);
+//! ```
+//!
+//! Each module's `on_http` goes through the same table ([`SystemSpec::admit`]), so the routes a
+//! transport sees and the ones the module answers cannot drift apart.
 
 use alloc::boxed::Box;
+use alloc::format;
 use alloc::string::String;
-use switchboard_hub::Protocol;
+use alloc::vec::Vec;
+use core::fmt;
+use switchboard_hub::{HttpResponse, Method, Protocol};
+
+use crate::codec;
 
 /// How a system's WebSocket upgrade is authenticated by the transport.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,10 +68,253 @@ pub struct OriginPolicy {
 /// Settings a system's protocol is built with.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Options {
-    /// Key required on this system's HTTP publish endpoints (`X-API-Key` or
-    /// `Authorization: Bearer`). Endpoints that the seed documents as open stay open when unset;
-    /// endpoints we add refuse with 403 when unset.
-    pub api_key: Option<String>,
+    /// Keys accepted on this system's keyed HTTP endpoints (`X-API-Key: <key>` or
+    /// `Authorization: Bearer <key>`); any one matches, so a key can be rotated without downtime.
+    /// Empty strings are ignored. See [`KeyRule`] for what happens when none is set.
+    pub api_keys: Vec<String>,
+}
+
+impl Options {
+    /// These options with `key` accepted too.
+    pub fn with_api_key(mut self, key: impl Into<String>) -> Self {
+        self.api_keys.push(key.into());
+        self
+    }
+
+    /// Whether at least one (non-empty) API key is configured.
+    pub fn has_api_key(&self) -> bool {
+        self.api_keys.iter().any(|k| !k.is_empty())
+    }
+}
+
+/// The keys in a `*_API_KEY` value: comma-separated, surrounding spaces and empty entries dropped
+/// (`"k1, k2,"` is `["k1", "k2"]`).
+pub fn parse_api_keys(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+/// Which paths one HTTP endpoint answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PathPattern {
+    /// Exactly this path, e.g. `/health`.
+    Exact(&'static str),
+    /// This prefix and anything after it (possibly empty, possibly with `/`), e.g. `/events/`.
+    Prefix(&'static str),
+    /// The prefix, one path segment (no `/`, possibly empty), then the suffix, e.g.
+    /// `/sessions/` + `<id>` + `/updates`.
+    Between(&'static str, &'static str),
+}
+
+impl PathPattern {
+    /// The variable part of `path` if the pattern matches it: `""` for [`PathPattern::Exact`],
+    /// the rest for [`PathPattern::Prefix`], the segment for [`PathPattern::Between`].
+    pub fn capture<'p>(&self, path: &'p str) -> Option<&'p str> {
+        match *self {
+            PathPattern::Exact(p) => (path == p).then_some(""),
+            PathPattern::Prefix(p) => path.strip_prefix(p),
+            PathPattern::Between(prefix, suffix) => path
+                .strip_prefix(prefix)?
+                .strip_suffix(suffix)
+                .filter(|segment| !segment.contains('/')),
+        }
+    }
+}
+
+/// Whether an endpoint needs an API key ([`Options::api_keys`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KeyRule {
+    /// Never.
+    Open,
+    /// Only once a key is configured (endpoints the seeds had open).
+    IfConfigured,
+    /// Always: `403 publishing disabled: set <ENV>` until a key is configured, then `401` without
+    /// a matching one (endpoints we added).
+    Required,
+}
+
+/// One HTTP endpoint of a system: what a transport needs to know before reading the body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Route {
+    /// The methods it answers; `GET` implies `HEAD`.
+    pub methods: &'static [Method],
+    /// The paths it answers.
+    pub path: PathPattern,
+    /// Whether it needs an API key.
+    pub key: KeyRule,
+    /// Whether it reads a request body (else the transport may leave it unread).
+    pub body: bool,
+    /// Whether it publishes to clients.
+    pub publishes: bool,
+}
+
+impl Route {
+    /// An open `GET` (and `HEAD`) endpoint without a body, e.g. `/health`.
+    pub const fn get(path: PathPattern) -> Self {
+        Route {
+            methods: &[Method::Get],
+            path,
+            key: KeyRule::Open,
+            body: false,
+            publishes: false,
+        }
+    }
+
+    /// A `POST` endpoint that reads a body and publishes it, keyed by `key`.
+    pub const fn publish(path: PathPattern, key: KeyRule) -> Self {
+        Route {
+            methods: &[Method::Post],
+            path,
+            key,
+            body: true,
+            publishes: true,
+        }
+    }
+
+    /// Whether the endpoint answers `method` (`HEAD` wherever `GET` is).
+    pub fn allows(&self, method: Method) -> bool {
+        Allow::of(self.methods).contains(method)
+    }
+}
+
+/// A set of methods, shown as an `Allow` header value (`GET, HEAD, POST`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Allow(u8);
+
+const ALLOW_ORDER: [(Method, &str); 6] = [
+    (Method::Get, "GET"),
+    (Method::Head, "HEAD"),
+    (Method::Post, "POST"),
+    (Method::Put, "PUT"),
+    (Method::Delete, "DELETE"),
+    (Method::Options, "OPTIONS"),
+];
+
+impl Allow {
+    fn bit(method: Method) -> u8 {
+        ALLOW_ORDER
+            .iter()
+            .position(|(m, _)| *m == method)
+            .map_or(0, |i| 1 << i)
+    }
+
+    /// The methods in `methods`, with `HEAD` added wherever `GET` is.
+    pub fn of(methods: &[Method]) -> Self {
+        let mut allow = Allow::default();
+        for m in methods {
+            allow.0 |= Allow::bit(*m);
+            if *m == Method::Get {
+                allow.0 |= Allow::bit(Method::Head);
+            }
+        }
+        allow
+    }
+
+    /// Whether `method` is in the set ([`Method::Other`] never is).
+    pub fn contains(self, method: Method) -> bool {
+        let bit = Allow::bit(method);
+        bit != 0 && self.0 & bit != 0
+    }
+
+    fn union(self, other: Allow) -> Self {
+        Allow(self.0 | other.0)
+    }
+
+    fn names(self) -> impl Iterator<Item = &'static str> {
+        ALLOW_ORDER
+            .into_iter()
+            .enumerate()
+            .filter(move |(i, _)| self.0 & (1 << i) != 0)
+            .map(|(_, (_, name))| name)
+    }
+}
+
+impl fmt::Display for Allow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, name) in self.names().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            f.write_str(name)?;
+        }
+        Ok(())
+    }
+}
+
+/// What a system's route table says about a method and a path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteMatch {
+    /// The endpoint that answers.
+    Found(&'static Route),
+    /// The path is the system's, the method is not: answer [`method_not_allowed`].
+    MethodNotAllowed {
+        /// The methods the path answers, for the `Allow` header.
+        allow: Allow,
+    },
+    /// Not the system's path: the transport's own endpoints, or 404.
+    NotFound,
+}
+
+/// What to do with a request, decided from its method, path and headers alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    /// Read the body (if [`Route::body`]) and hand the request to the system.
+    Proceed(&'static Route),
+    /// Answer this at once, the body unread (405 with `Allow`, 401, 403).
+    Refuse(HttpResponse),
+    /// Not the system's path.
+    NotFound,
+}
+
+/// `405 {"error":"method not allowed","details":"use POST"}` with an `Allow` header.
+pub fn method_not_allowed(allow: Allow) -> HttpResponse {
+    let mut details = String::from("use ");
+    // HEAD goes without saying where GET is allowed.
+    let shown = allow
+        .names()
+        .filter(|n| *n != "HEAD" || !allow.contains(Method::Get));
+    for (i, name) in shown.enumerate() {
+        if i > 0 {
+            details.push_str(" or ");
+        }
+        details.push_str(name);
+    }
+    codec::http_error(405, "method not allowed", Some(&details))
+        .with_header("allow", format!("{allow}"))
+}
+
+/// Whether a request may use `route`: `Ok` or the answer to send at once (`401`/`403`, with
+/// the JSON error shape of every system). `header` looks a request header up by its lower-case
+/// name; nothing else of the request is needed, so this runs before the body is read.
+pub fn authorize<'h>(
+    route: &Route,
+    spec: &SystemSpec,
+    options: &Options,
+    header: impl Fn(&str) -> Option<&'h str>,
+) -> Result<(), HttpResponse> {
+    let configured = options.has_api_key();
+    match route.key {
+        KeyRule::Open => return Ok(()),
+        KeyRule::IfConfigured if !configured => return Ok(()),
+        KeyRule::Required if !configured => {
+            let error = format!("publishing disabled: set {}", spec.api_key_env);
+            return Err(codec::http_error(403, &error, None));
+        }
+        _ => {}
+    }
+    if codec::api_key_matches(header, &options.api_keys) {
+        Ok(())
+    } else {
+        Err(codec::http_error(401, "invalid or missing API key", None)
+            .with_header("www-authenticate", "Bearer"))
+    }
 }
 
 /// One system: its seed's documented defaults and how to build its protocol.
@@ -57,10 +334,51 @@ pub struct SystemSpec {
     pub auth: Auth,
     /// Which browser origins may connect; `None`: any.
     pub origins: Option<OriginPolicy>,
-    /// The environment variable for [`Options::api_key`].
+    /// The environment variable for [`Options::api_keys`] (comma-separated, see
+    /// [`parse_api_keys`]).
     pub api_key_env: &'static str,
+    /// Its HTTP endpoints: every one its protocol's `on_http` answers.
+    pub routes: &'static [Route],
     /// Build the protocol.
     pub build: fn(&Options) -> Box<dyn Protocol + Send>,
+}
+
+impl SystemSpec {
+    /// Which endpoint answers `method` on `path` (`GET` implies `HEAD`).
+    pub fn route(&self, method: Method, path: &str) -> RouteMatch {
+        let mut allow = Allow::default();
+        for route in self.routes {
+            if route.path.capture(path).is_some() {
+                if route.allows(method) {
+                    return RouteMatch::Found(route);
+                }
+                allow = allow.union(Allow::of(route.methods));
+            }
+        }
+        if allow == Allow::default() {
+            RouteMatch::NotFound
+        } else {
+            RouteMatch::MethodNotAllowed { allow }
+        }
+    }
+
+    /// [`SystemSpec::route`] then [`authorize`]: everything decided before the body is read.
+    pub fn admit<'h>(
+        &self,
+        method: Method,
+        path: &str,
+        options: &Options,
+        header: impl Fn(&str) -> Option<&'h str>,
+    ) -> Admission {
+        match self.route(method, path) {
+            RouteMatch::Found(route) => match authorize(route, self, options, header) {
+                Ok(()) => Admission::Proceed(route),
+                Err(response) => Admission::Refuse(response),
+            },
+            RouteMatch::MethodNotAllowed { allow } => Admission::Refuse(method_not_allowed(allow)),
+            RouteMatch::NotFound => Admission::NotFound,
+        }
+    }
 }
 
 /// Every system, in the order the server lists them.

@@ -18,12 +18,7 @@ fn harness() -> Harness {
 }
 
 fn keyed(key: &str) -> Harness {
-    Harness::new(
-        &afc::SPEC,
-        Options {
-            api_key: Some(key.into()),
-        },
-    )
+    Harness::new(&afc::SPEC, Options::default().with_api_key(key))
 }
 
 fn post(h: &mut Harness, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, Value) {

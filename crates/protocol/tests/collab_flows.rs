@@ -605,9 +605,7 @@ fn broadcast_rejects_bad_bodies_with_400() {
 
 #[test]
 fn broadcast_requires_the_api_key_when_one_is_set() {
-    let options = Options {
-        api_key: Some("s3cret".into()),
-    };
+    let options = Options::default().with_api_key("s3cret");
     let mut h = Harness::new(&collab::SPEC, options);
     let (a, _) = connect(&mut h);
     join(&mut h, a, "p1");

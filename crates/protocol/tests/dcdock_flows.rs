@@ -13,12 +13,7 @@ const TS: &str = "2025-01-01T12:30:00";
 const KEY: &str = "pub-key";
 
 fn harness() -> Harness {
-    Harness::new(
-        &dcdock::SPEC,
-        Options {
-            api_key: Some(KEY.into()),
-        },
-    )
+    Harness::new(&dcdock::SPEC, Options::default().with_api_key(KEY))
 }
 
 fn identity(user: &str) -> Identity {

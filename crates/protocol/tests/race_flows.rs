@@ -15,12 +15,7 @@ const KEY: &str = "pit-wall";
 const TS0: &str = "2025-01-01T12:30:00.000Z";
 
 fn harness() -> Harness {
-    Harness::new(
-        &race::SPEC,
-        Options {
-            api_key: Some(KEY.into()),
-        },
-    )
+    Harness::new(&race::SPEC, Options::default().with_api_key(KEY))
 }
 
 fn subscribed(id: &str, ts: &str) -> Value {
@@ -425,10 +420,12 @@ fn bad_publish_bodies_are_400() {
 #[test]
 fn bad_session_ids_in_the_path_are_400() {
     let mut h = harness();
+    let a = h.open_query(&[("sessionId", "s1")]);
+    h.take(a);
     for path in [
         "/sessions//updates",
-        "/sessions/a/b/updates",
         "/sessions/a%20b/updates",
+        "/sessions/%2e%2e/updates",
     ] {
         let r = h
             .http(Method::Post, path, &[("x-api-key", KEY)], LAP)
@@ -436,6 +433,16 @@ fn bad_session_ids_in_the_path_are_400() {
         assert_eq!(r.status, 400, "{path}");
         assert_eq!(body_json(&r)["error"], "invalid sessionId");
     }
+    h.assert_silent(a);
+    // A path with more than one segment in the id's place is not this system's.
+    assert!(h
+        .http(
+            Method::Post,
+            "/sessions/a/b/updates",
+            &[("x-api-key", KEY)],
+            LAP
+        )
+        .is_none());
 }
 
 #[test]

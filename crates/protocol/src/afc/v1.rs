@@ -16,12 +16,18 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use switchboard_hub::time::DateTime;
 use switchboard_hub::{
-    ConnectionHandle, Context, HttpRequest, HttpResponse, Method, Protocol, Publication,
+    ConnectionHandle, Context, HttpRequest, HttpResponse, Protocol, Publication,
 };
 
 use crate::codec;
-use crate::registry::{Auth, Options, SystemSpec};
+use crate::registry::{Admission, Auth, KeyRule, Options, PathPattern, Route, SystemSpec};
 use crate::{DecodeError, Direction};
+
+/// `POST /events/<entity>-<action>`: publish an event; keyed once `AFC_API_KEY` is set.
+pub const EVENTS_ROUTE: Route =
+    Route::publish(PathPattern::Prefix("/events/"), KeyRule::IfConfigured);
+/// `GET /health`.
+pub const HEALTH_ROUTE: Route = Route::get(PathPattern::Exact("/health"));
 
 /// The registry entry: `PORT`, default 4001, WebSocket on `/ws`, anyone may connect.
 pub const SPEC: SystemSpec = SystemSpec {
@@ -33,6 +39,7 @@ pub const SPEC: SystemSpec = SystemSpec {
     auth: Auth::None,
     origins: None,
     api_key_env: "AFC_API_KEY",
+    routes: &[EVENTS_ROUTE, HEALTH_ROUTE],
     build,
 };
 
@@ -44,6 +51,7 @@ pub const SERVER_TYPES: &[&str] = &["pong", "error"];
 
 /// Why an event could not be published.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum EventError {
     /// The event name is not `<entity>-<action>` made of ASCII letters, digits, `_` and `-`.
     #[error("invalid event name `{name}`: {reason}")]
@@ -344,14 +352,14 @@ pub fn round_trip(dir: Direction, bytes: &[u8]) -> Result<Vec<u8>, DecodeError> 
 /// The event broadcaster.
 #[derive(Debug, Default)]
 pub struct Afc {
-    api_key: Option<String>,
+    options: Options,
 }
 
 impl Afc {
-    /// A broadcaster; `POST /events/*` requires `api_key` when it is set (and non-empty).
+    /// A broadcaster; `POST /events/*` requires one of `options.api_keys` when any is set.
     pub fn new(options: &Options) -> Self {
         Afc {
-            api_key: options.api_key.clone().filter(|k| !k.is_empty()),
+            options: options.clone(),
         }
     }
 }
@@ -385,15 +393,8 @@ impl Afc {
         cx.send(conn, encode_server(&reply));
     }
 
+    /// `POST /events/<name>`, method and key already checked.
     fn publish_event(&self, cx: &mut Context<'_>, req: &HttpRequest, name: &str) -> HttpResponse {
-        if req.method != Method::Post {
-            return codec::http_error(405, "method not allowed", Some("use POST"));
-        }
-        if let Some(key) = &self.api_key {
-            if !codec::api_key_matches(req, key) {
-                return codec::http_error(401, "invalid or missing API key", None);
-            }
-        }
         match event_publication(name, &req.body) {
             Ok(p) => {
                 cx.publish(p);
@@ -411,6 +412,15 @@ impl Afc {
                 codec::http_error(400, error, Some(&e.to_string()))
             }
         }
+    }
+
+    fn health(cx: &Context<'_>) -> HttpResponse {
+        let health = Health {
+            status: "ok",
+            clients: cx.connections().count(),
+            uptime: cx.uptime().as_millis() as f64 / 1000.0,
+        };
+        HttpResponse::json(200, codec::to_bytes(&health))
     }
 }
 
@@ -432,25 +442,17 @@ impl Protocol for Afc {
     }
 
     fn on_http(&mut self, cx: &mut Context<'_>, req: &HttpRequest) -> Option<HttpResponse> {
-        if let Some(name) = req.path.strip_prefix("/events/") {
-            return Some(self.publish_event(cx, req, name));
-        }
-        if req.path == "/health" {
-            if !matches!(req.method, Method::Get | Method::Head) {
-                return Some(codec::http_error(
-                    405,
-                    "method not allowed",
-                    Some("use GET"),
-                ));
-            }
-            let health = Health {
-                status: "ok",
-                clients: cx.connections().count(),
-                uptime: cx.uptime().as_millis() as f64 / 1000.0,
-            };
-            return Some(HttpResponse::json(200, codec::to_bytes(&health)));
-        }
-        None
+        let route = match SPEC.admit(req.method, &req.path, &self.options, |h| req.header(h)) {
+            Admission::Proceed(route) => route,
+            Admission::Refuse(response) => return Some(response),
+            Admission::NotFound => return None,
+        };
+        let arg = route.path.capture(&req.path)?;
+        Some(match route.path {
+            p if p == EVENTS_ROUTE.path => self.publish_event(cx, req, arg),
+            p if p == HEALTH_ROUTE.path => Self::health(cx),
+            _ => return None,
+        })
     }
 }
 

@@ -17,13 +17,23 @@ use bytes::Bytes;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{json, Value};
 use switchboard_hub::{
-    ConnectionHandle, Context, HttpRequest, HttpResponse, Identity, Instant, Method, OpenInfo,
-    Protocol, Publication,
+    ConnectionHandle, Context, HttpRequest, HttpResponse, Identity, Instant, OpenInfo, Protocol,
+    Publication,
 };
 
 use crate::codec;
-use crate::registry::{Auth, Options, OriginPolicy, SystemSpec};
+use crate::registry::{
+    Admission, Auth, KeyRule, Options, OriginPolicy, PathPattern, Route, SystemSpec,
+};
 use crate::{DecodeError, Direction};
+
+/// `GET /health`.
+pub const HEALTH_ROUTE: Route = Route::get(PathPattern::Exact("/health"));
+/// `GET /stats`: projects and their members.
+pub const STATS_ROUTE: Route = Route::get(PathPattern::Exact("/stats"));
+/// `POST /broadcast`: publish into a project; keyed once `COLLAB_API_KEY` is set.
+pub const BROADCAST_ROUTE: Route =
+    Route::publish(PathPattern::Exact("/broadcast"), KeyRule::IfConfigured);
 
 /// The registry entry: port 3001 (`PORT`), WebSocket on `/ws`, browser origins from
 /// `ALLOWED_ORIGINS`.
@@ -39,6 +49,7 @@ pub const SPEC: SystemSpec = SystemSpec {
         default: "http://localhost:3000",
     }),
     api_key_env: "COLLAB_API_KEY",
+    routes: &[HEALTH_ROUTE, STATS_ROUTE, BROADCAST_ROUTE],
     build,
 };
 
@@ -512,7 +523,6 @@ pub fn decode_broadcast(bytes: &[u8]) -> Result<BroadcastRequest, DecodeError> {
     }
     Ok(req)
 }
-
 /// Encode a `POST /broadcast` body.
 pub fn encode_broadcast(req: &BroadcastRequest) -> Bytes {
     codec::to_bytes(req)
@@ -569,14 +579,14 @@ pub fn error_frame(message: &str, details: &str, now: Instant) -> Bytes {
 /// The collab protocol.
 #[derive(Debug, Default)]
 pub struct Collab {
-    api_key: Option<String>,
+    options: Options,
 }
 
 impl Collab {
-    /// A collab protocol; `POST /broadcast` requires `api_key` when it is `Some`.
+    /// A collab protocol; `POST /broadcast` requires one of `options.api_keys` when any is set.
     pub fn new(options: &Options) -> Self {
         Collab {
-            api_key: options.api_key.clone(),
+            options: options.clone(),
         }
     }
 }
@@ -725,13 +735,15 @@ impl Protocol for Collab {
     }
 
     fn on_http(&mut self, cx: &mut Context<'_>, req: &HttpRequest) -> Option<HttpResponse> {
-        let readable = matches!(req.method, Method::Get | Method::Head);
-        Some(match req.path.as_str() {
-            "/health" if readable => health(cx),
-            "/stats" if readable => stats(cx),
-            "/broadcast" if req.method == Method::Post => self.broadcast(cx, req),
-            "/health" | "/stats" => codec::http_error(405, "method not allowed", Some("use GET")),
-            "/broadcast" => codec::http_error(405, "method not allowed", Some("use POST")),
+        let route = match SPEC.admit(req.method, &req.path, &self.options, |h| req.header(h)) {
+            Admission::Proceed(route) => route,
+            Admission::Refuse(response) => return Some(response),
+            Admission::NotFound => return None,
+        };
+        Some(match route.path {
+            p if p == HEALTH_ROUTE.path => health(cx),
+            p if p == STATS_ROUTE.path => stats(cx),
+            p if p == BROADCAST_ROUTE.path => self.broadcast(cx, req),
             _ => return None,
         })
     }
@@ -787,27 +799,27 @@ fn stats(cx: &Context<'_>) -> HttpResponse {
     )
 }
 
+/// The 400 for a `POST /broadcast` body that could not be used.
+fn broadcast_error(cx: &mut Context<'_>, e: &DecodeError) -> HttpResponse {
+    cx.count_error(e.kind());
+    match e {
+        DecodeError::MissingField(f) if f == "type" || f == "projectId" => json_response(
+            400,
+            &json!({"error": "Missing required fields: type, projectId"}),
+        ),
+        _ => json_response(
+            400,
+            &json!({"error": "Invalid broadcast body", "details": e.to_string()}),
+        ),
+    }
+}
+
 impl Collab {
+    /// `POST /broadcast`, method and key already checked.
     fn broadcast(&self, cx: &mut Context<'_>, req: &HttpRequest) -> HttpResponse {
-        if let Some(key) = &self.api_key {
-            if !codec::api_key_matches(req, key) {
-                return codec::http_error(401, "invalid or missing API key", None);
-            }
-        }
         let body = match decode_broadcast(&req.body) {
             Ok(b) => b,
-            Err(DecodeError::MissingField(f)) if f == "type" || f == "projectId" => {
-                return json_response(
-                    400,
-                    &json!({"error": "Missing required fields: type, projectId"}),
-                );
-            }
-            Err(e) => {
-                return json_response(
-                    400,
-                    &json!({"error": "Invalid broadcast body", "details": e.to_string()}),
-                );
-            }
+            Err(e) => return broadcast_error(cx, &e),
         };
         let (project_id, broadcast) = body.into_parts();
         let members = cx.room_members(&room(&project_id)).count();

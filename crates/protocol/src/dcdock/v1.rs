@@ -20,13 +20,19 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use switchboard_hub::time::DateTime;
 use switchboard_hub::{
-    CloseCode, ConnectionHandle, Context, Filter, HttpRequest, HttpResponse, Instant, Method,
-    OpenInfo, Protocol, Publication, Tags,
+    CloseCode, ConnectionHandle, Context, Filter, HttpRequest, HttpResponse, Instant, OpenInfo,
+    Protocol, Publication, Tags,
 };
 
 use crate::codec;
-use crate::registry::{Auth, Options, SystemSpec};
+use crate::registry::{Admission, Auth, KeyRule, Options, PathPattern, Route, SystemSpec};
 use crate::{DecodeError, Direction};
+
+/// `POST /api/ws/publish`: publish an event; always keyed (`DCDOCK_API_KEY`).
+pub const PUBLISH_ROUTE: Route =
+    Route::publish(PathPattern::Exact("/api/ws/publish"), KeyRule::Required);
+/// `GET /api/ws/stats`: open, as in the seed.
+pub const STATS_ROUTE: Route = Route::get(PathPattern::Exact("/api/ws/stats"));
 
 /// The registry entry: port 8000, WebSocket on `/api/ws`, JWT in `?token=` signed with
 /// `DCDOCK_JWT_SECRET`.
@@ -42,6 +48,7 @@ pub const SPEC: SystemSpec = SystemSpec {
     },
     origins: None,
     api_key_env: "DCDOCK_API_KEY",
+    routes: &[PUBLISH_ROUTE, STATS_ROUTE],
     build,
 };
 
@@ -475,14 +482,15 @@ pub fn event_publication(event: &ServerEvent, now: Instant) -> Publication {
 /// The DCDock protocol.
 #[derive(Debug, Default)]
 pub struct DcDock {
-    api_key: Option<String>,
+    options: Options,
 }
 
 impl DcDock {
-    /// A DCDock protocol; `POST /api/ws/publish` is refused (403) unless `api_key` is set.
+    /// A DCDock protocol; `POST /api/ws/publish` is refused (403) unless `options.api_keys` has
+    /// a key, and needs one of them after that.
     pub fn new(options: &Options) -> Self {
         DcDock {
-            api_key: options.api_key.clone(),
+            options: options.clone(),
         }
     }
 }
@@ -555,13 +563,14 @@ impl Protocol for DcDock {
     }
 
     fn on_http(&mut self, cx: &mut Context<'_>, req: &HttpRequest) -> Option<HttpResponse> {
-        Some(match (req.path.as_str(), req.method) {
-            ("/api/ws/publish", Method::Post) => self.publish(cx, req),
-            ("/api/ws/stats", Method::Get | Method::Head) => stats(cx),
-            ("/api/ws/publish", _) => {
-                codec::http_error(405, "method not allowed", Some("use POST"))
-            }
-            ("/api/ws/stats", _) => codec::http_error(405, "method not allowed", Some("use GET")),
+        let route = match SPEC.admit(req.method, &req.path, &self.options, |h| req.header(h)) {
+            Admission::Proceed(route) => route,
+            Admission::Refuse(response) => return Some(response),
+            Admission::NotFound => return None,
+        };
+        Some(match route.path {
+            p if p == PUBLISH_ROUTE.path => Self::publish(cx, req),
+            p if p == STATS_ROUTE.path => stats(cx),
             _ => return None,
         })
     }
@@ -590,25 +599,20 @@ fn stats(cx: &Context<'_>) -> HttpResponse {
 }
 
 impl DcDock {
-    fn publish(&self, cx: &mut Context<'_>, req: &HttpRequest) -> HttpResponse {
-        let Some(key) = &self.api_key else {
-            return json_response(
-                403,
-                &json!({"error": "publishing disabled: set DCDOCK_API_KEY"}),
-            );
-        };
-        if !codec::api_key_matches(req, key) {
-            return codec::http_error(401, "invalid or missing API key", None);
-        }
+    /// `POST /api/ws/publish`, method and key already checked.
+    fn publish(cx: &mut Context<'_>, req: &HttpRequest) -> HttpResponse {
         match decode_publish(&req.body) {
             Ok(event) => {
                 let delivered = cx.publish(event_publication(&event, cx.now()));
                 json_response(202, &json!({ "delivered": delivered }))
             }
-            Err(e) => json_response(
-                400,
-                &json!({"error": "Invalid event", "details": e.to_string()}),
-            ),
+            Err(e) => {
+                cx.count_error(e.kind());
+                json_response(
+                    400,
+                    &json!({"error": "Invalid event", "details": e.to_string()}),
+                )
+            }
         }
     }
 }

@@ -27,6 +27,7 @@ pub const SPEC: SystemSpec = SystemSpec {
     auth: Auth::None,
     origins: None,
     api_key_env: "LAPTIMES_API_KEY",
+    routes: &[],
     build,
 };
 

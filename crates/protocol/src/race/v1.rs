@@ -16,13 +16,20 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use switchboard_hub::time::DateTime;
 use switchboard_hub::{
-    ConnectionHandle, Context, HttpRequest, HttpResponse, Instant, Method, OpenInfo, Protocol,
-    Publication,
+    ConnectionHandle, Context, HttpRequest, HttpResponse, Instant, OpenInfo, Protocol, Publication,
 };
 
 use crate::codec;
-use crate::registry::{Auth, Options, SystemSpec};
+use crate::registry::{Admission, Auth, KeyRule, Options, PathPattern, Route, SystemSpec};
 use crate::{DecodeError, Direction};
+
+/// `POST /sessions/<sessionId>/updates`: publish an update; always keyed (`RACE_API_KEY`).
+pub const PUBLISH_ROUTE: Route = Route::publish(
+    PathPattern::Between("/sessions/", "/updates"),
+    KeyRule::Required,
+);
+/// `GET /health`.
+pub const HEALTH_ROUTE: Route = Route::get(PathPattern::Exact("/health"));
 
 /// The registry entry: port 3000 (the seed's `VITE_WS_URL=ws://localhost:3000/ws`), path `/ws`.
 pub const SPEC: SystemSpec = SystemSpec {
@@ -34,6 +41,7 @@ pub const SPEC: SystemSpec = SystemSpec {
     auth: Auth::None,
     origins: None,
     api_key_env: "RACE_API_KEY",
+    routes: &[PUBLISH_ROUTE, HEALTH_ROUTE],
     build,
 };
 
@@ -213,10 +221,10 @@ struct Out<'a, D> {
     timestamp: Option<&'a str>,
 }
 
-/// A client message's `data` and optional `timestamp`.
+/// A `subscribe`/`unsubscribe`: `data` and an optional `timestamp`.
 #[derive(Deserialize)]
-struct ClientIn<D> {
-    data: D,
+struct SessionIn {
+    data: SessionRef<String>,
     #[serde(default)]
     timestamp: Option<String>,
 }
@@ -340,7 +348,7 @@ pub fn decode_client(bytes: &[u8]) -> Result<ClientMessage, DecodeError> {
     match tag.as_str() {
         "subscribe" | "unsubscribe" => {
             let subscribe = tag == "subscribe";
-            let m: ClientIn<SessionRef<String>> = codec::from_object(obj)?;
+            let m: SessionIn = codec::from_object(obj)?;
             check_session_id(&m.data.session_id)?;
             let (session_id, timestamp) = (m.data.session_id, m.timestamp);
             Ok(if subscribe {
@@ -566,14 +574,15 @@ pub fn update_publication(session_id: &str, update: &RaceUpdate, now: Instant) -
 /// The live-update server.
 #[derive(Debug, Default)]
 pub struct Race {
-    api_key: Option<String>,
+    options: Options,
 }
 
 impl Race {
-    /// A server; publishing requires `api_key` and is refused (403) without one.
+    /// A server; publishing requires one of `options.api_keys` and is refused (403) without
+    /// any.
     pub fn new(options: &Options) -> Self {
         Race {
-            api_key: options.api_key.clone().filter(|k| !k.is_empty()),
+            options: options.clone(),
         }
     }
 }
@@ -624,16 +633,8 @@ fn subscribe(cx: &mut Context<'_>, conn: ConnectionHandle, session_id: &str) {
 }
 
 impl Race {
+    /// `POST /sessions/<id>/updates`, method and key already checked.
     fn publish(&self, cx: &mut Context<'_>, req: &HttpRequest, session_id: &str) -> HttpResponse {
-        if req.method != Method::Post {
-            return codec::http_error(405, "method not allowed", Some("use POST"));
-        }
-        let Some(key) = &self.api_key else {
-            return codec::http_error(403, "publishing disabled: set RACE_API_KEY", None);
-        };
-        if !codec::api_key_matches(req, key) {
-            return codec::http_error(401, "invalid or missing API key", None);
-        }
         if let Err(e) = check_session_id(session_id) {
             cx.count_error(e.kind());
             return codec::http_error(400, "invalid sessionId", Some(&e.to_string()));
@@ -651,6 +652,19 @@ impl Race {
             delivered,
         };
         HttpResponse::json(202, codec::to_bytes(&body))
+    }
+
+    fn health(cx: &Context<'_>) -> HttpResponse {
+        let health = Health {
+            status: "ok",
+            clients: cx.connections().count(),
+            sessions: cx
+                .rooms()
+                .filter(|(name, members)| name.starts_with(ROOM_PREFIX) && *members > 0)
+                .count(),
+            uptime: cx.uptime().as_millis() as f64 / 1000.0,
+        };
+        HttpResponse::json(200, codec::to_bytes(&health))
     }
 }
 
@@ -699,30 +713,17 @@ impl Protocol for Race {
     }
 
     fn on_http(&mut self, cx: &mut Context<'_>, req: &HttpRequest) -> Option<HttpResponse> {
-        if req.path == "/health" {
-            if !matches!(req.method, Method::Get | Method::Head) {
-                return Some(codec::http_error(
-                    405,
-                    "method not allowed",
-                    Some("use GET"),
-                ));
-            }
-            let health = Health {
-                status: "ok",
-                clients: cx.connections().count(),
-                sessions: cx
-                    .rooms()
-                    .filter(|(name, members)| name.starts_with(ROOM_PREFIX) && *members > 0)
-                    .count(),
-                uptime: cx.uptime().as_millis() as f64 / 1000.0,
-            };
-            return Some(HttpResponse::json(200, codec::to_bytes(&health)));
-        }
-        let session_id = req
-            .path
-            .strip_prefix("/sessions/")
-            .and_then(|rest| rest.strip_suffix("/updates"))?;
-        Some(self.publish(cx, req, session_id))
+        let route = match SPEC.admit(req.method, &req.path, &self.options, |h| req.header(h)) {
+            Admission::Proceed(route) => route,
+            Admission::Refuse(response) => return Some(response),
+            Admission::NotFound => return None,
+        };
+        let arg = route.path.capture(&req.path)?;
+        Some(match route.path {
+            p if p == PUBLISH_ROUTE.path => self.publish(cx, req, arg),
+            p if p == HEALTH_ROUTE.path => Self::health(cx),
+            _ => return None,
+        })
     }
 }
 
