@@ -232,6 +232,26 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Refuse an identifier longer than `max` bytes with [`DecodeError::IdTooLong`] naming `field`.
+pub fn check_id(field: &'static str, id: &str, max: usize) -> Result<(), DecodeError> {
+    if id.len() > max {
+        Err(DecodeError::IdTooLong { field, max })
+    } else {
+        Ok(())
+    }
+}
+
+/// Refuse an empty string where the document requires a non-empty one.
+pub fn non_empty(field: &str, value: &str) -> Result<(), DecodeError> {
+    if value.is_empty() {
+        Err(DecodeError::Invalid(alloc::format!(
+            "`{field}` must not be empty"
+        )))
+    } else {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -409,5 +429,23 @@ mod tests {
             value(b"nope"),
             Err(DecodeError::NotJson("expected ident".into()))
         );
+    }
+
+    #[test]
+    fn ids_are_capped_in_bytes() {
+        assert!(check_id("projectId", &"p".repeat(256), 256).is_ok());
+        let e = check_id("projectId", &"p".repeat(257), 256).unwrap_err();
+        assert_eq!(
+            e,
+            DecodeError::IdTooLong {
+                field: "projectId",
+                max: 256
+            }
+        );
+        assert_eq!(e.to_string(), "`projectId` is longer than 256 bytes");
+        assert_eq!(e.kind(), "id_too_long");
+        // Bytes, not characters.
+        assert!(check_id("userId", &"\u{e9}".repeat(128), 256).is_ok());
+        assert!(check_id("userId", &"\u{e9}".repeat(129), 256).is_err());
     }
 }

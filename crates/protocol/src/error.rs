@@ -39,6 +39,15 @@ pub enum DecodeError {
     /// A field is present but has the wrong type or value.
     #[error("invalid message: {0}")]
     Invalid(String),
+    /// An identifier the client chose is longer than the server accepts
+    /// ([`crate::Options::max_id_bytes`]).
+    #[error("`{field}` is longer than {max} bytes")]
+    IdTooLong {
+        /// The field, as the document names it, e.g. `projectId`.
+        field: &'static str,
+        /// The limit in bytes.
+        max: usize,
+    },
 }
 
 /// The longest key a [`DecodeError::DuplicateKey`] repeats back, in bytes.
@@ -56,6 +65,7 @@ impl DecodeError {
             DecodeError::MissingField(_) => "missing_field",
             DecodeError::UnknownType(_) => "unknown_type",
             DecodeError::Invalid(_) => "invalid_field",
+            DecodeError::IdTooLong { .. } => "id_too_long",
         }
     }
 

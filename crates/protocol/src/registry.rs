@@ -65,19 +65,45 @@ pub struct OriginPolicy {
     pub default: &'static str,
 }
 
+/// The default of [`Options::max_id_bytes`].
+pub const DEFAULT_MAX_ID_BYTES: usize = 256;
+
+/// The most entries a status page lists (collab `GET /stats` projects, DCDock `GET /api/ws/stats`
+/// clients); its totals stay exact and it says `"truncated": true` when it left some out.
+pub const MAX_STATUS_ENTRIES: usize = 1000;
+
 /// Settings a system's protocol is built with.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {
     /// Keys accepted on this system's keyed HTTP endpoints (`X-API-Key: <key>` or
     /// `Authorization: Bearer <key>`); any one matches, so a key can be rotated without downtime.
     /// Empty strings are ignored. See [`KeyRule`] for what happens when none is set.
     pub api_keys: Vec<String>,
+    /// The longest identifier a client may turn into server state (a room, a user id, a session
+    /// id, an event name), in bytes. Longer ones are refused with
+    /// [`DecodeError::IdTooLong`](crate::DecodeError::IdTooLong).
+    pub max_id_bytes: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            api_keys: Vec::new(),
+            max_id_bytes: DEFAULT_MAX_ID_BYTES,
+        }
+    }
 }
 
 impl Options {
     /// These options with `key` accepted too.
     pub fn with_api_key(mut self, key: impl Into<String>) -> Self {
         self.api_keys.push(key.into());
+        self
+    }
+
+    /// These options with identifiers capped at `max` bytes.
+    pub fn with_max_id_bytes(mut self, max: usize) -> Self {
+        self.max_id_bytes = max;
         self
     }
 

@@ -164,6 +164,7 @@ proptest! {
         let _ = race::decode_server(&bytes);
         let _ = race::decode_publish(&bytes);
         let _ = race::is_iso8601(&s);
-        let _ = race::check_session_id(&s);
+        let _ = race::check_session_id(&s, race::MAX_SESSION_ID_LEN);
+        let _ = race::check_session_id(&s, 3);
     }
 }

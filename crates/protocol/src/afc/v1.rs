@@ -61,6 +61,12 @@ pub enum EventError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// The event name is longer than [`Options::max_id_bytes`].
+    #[error("event name is longer than {max} bytes")]
+    NameTooLong {
+        /// The limit in bytes.
+        max: usize,
+    },
     /// The body is empty, not a single JSON value, or breaks
     /// [the JSON rule](crate::codec#the-json-rule).
     #[error("invalid event body: {reason}")]
@@ -68,6 +74,17 @@ pub enum EventError {
         /// What is wrong with it.
         reason: String,
     },
+}
+
+impl EventError {
+    /// A stable label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            EventError::BadName { .. } => "bad_event_name",
+            EventError::NameTooLong { .. } => "id_too_long",
+            EventError::BadBody { .. } => "bad_event_body",
+        }
+    }
 }
 
 /// An event's `type`: an entity and an action, shown as `<entity>:<action>`.
@@ -356,7 +373,8 @@ pub struct Afc {
 }
 
 impl Afc {
-    /// A broadcaster; `POST /events/*` requires one of `options.api_keys` when any is set.
+    /// A broadcaster; `POST /events/*` requires one of `options.api_keys` when any is set, and
+    /// refuses event names longer than `options.max_id_bytes`.
     pub fn new(options: &Options) -> Self {
         Afc {
             options: options.clone(),
@@ -395,19 +413,22 @@ impl Afc {
 
     /// `POST /events/<name>`, method and key already checked.
     fn publish_event(&self, cx: &mut Context<'_>, req: &HttpRequest, name: &str) -> HttpResponse {
-        match event_publication(name, &req.body) {
+        let max = self.options.max_id_bytes;
+        let checked = if name.len() > max {
+            Err(EventError::NameTooLong { max })
+        } else {
+            event_publication(name, &req.body)
+        };
+        match checked {
             Ok(p) => {
                 cx.publish(p);
                 HttpResponse::empty(204)
             }
             Err(e) => {
-                cx.count_error(match e {
-                    EventError::BadName { .. } => "bad_event_name",
-                    EventError::BadBody { .. } => "bad_event_body",
-                });
+                cx.count_error(e.kind());
                 let error = match e {
-                    EventError::BadName { .. } => "invalid event name",
                     EventError::BadBody { .. } => "invalid body",
+                    _ => "invalid event name",
                 };
                 codec::http_error(400, error, Some(&e.to_string()))
             }

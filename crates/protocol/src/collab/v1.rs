@@ -24,12 +24,13 @@ use switchboard_hub::{
 use crate::codec;
 use crate::registry::{
     Admission, Auth, KeyRule, Options, OriginPolicy, PathPattern, Route, SystemSpec,
+    MAX_STATUS_ENTRIES,
 };
 use crate::{DecodeError, Direction};
 
 /// `GET /health`.
 pub const HEALTH_ROUTE: Route = Route::get(PathPattern::Exact("/health"));
-/// `GET /stats`: projects and their members.
+/// `GET /stats`: projects and their members, at most [`MAX_STATUS_ENTRIES`] projects.
 pub const STATS_ROUTE: Route = Route::get(PathPattern::Exact("/stats"));
 /// `POST /broadcast`: publish into a project; keyed once `COLLAB_API_KEY` is set.
 pub const BROADCAST_ROUTE: Route =
@@ -422,13 +423,7 @@ fn tagged<T: Serialize>(kind: &str, body: &T) -> Bytes {
 // Decode / encode
 // ---------------------------------------------------------------------------------------------
 
-fn non_empty(field: &str, value: &str) -> Result<(), DecodeError> {
-    if value.is_empty() {
-        Err(DecodeError::Invalid(format!("`{field}` must not be empty")))
-    } else {
-        Ok(())
-    }
-}
+use codec::non_empty;
 
 /// Decode a client's message.
 pub fn decode_client(bytes: &[u8]) -> Result<ClientMessage, DecodeError> {
@@ -462,6 +457,29 @@ pub fn decode_client(bytes: &[u8]) -> Result<ClientMessage, DecodeError> {
             let m: Edit = codec::from_object(obj)?;
             non_empty("projectId", &m.project_id)?;
             Ok(ClientMessage::Edit(m))
+        }
+    }
+}
+
+impl ClientMessage {
+    /// Refuse a `projectId` or `userId` longer than `max_id_bytes` (what
+    /// [`Options::max_id_bytes`] configures; [`decode_client`] applies no length limit).
+    pub fn check_ids(&self, max_id_bytes: usize) -> Result<(), DecodeError> {
+        let check = |field, id: &str| codec::check_id(field, id, max_id_bytes);
+        match self {
+            ClientMessage::SetUser(m) => {
+                let nested = m.payload.as_ref().and_then(|p| p.user_id.as_deref());
+                for user in [m.user_id.as_deref(), nested].into_iter().flatten() {
+                    check("userId", user)?;
+                }
+                Ok(())
+            }
+            ClientMessage::JoinProject(m) => {
+                check("projectId", &m.project_id)?;
+                m.user_id.as_deref().map_or(Ok(()), |u| check("userId", u))
+            }
+            ClientMessage::LeaveProject(m) => check("projectId", &m.project_id),
+            ClientMessage::Edit(m) => check("projectId", &m.project_id),
         }
     }
 }
@@ -523,6 +541,18 @@ pub fn decode_broadcast(bytes: &[u8]) -> Result<BroadcastRequest, DecodeError> {
     }
     Ok(req)
 }
+
+impl BroadcastRequest {
+    /// Refuse a `projectId` or `userId` longer than `max_id_bytes`.
+    pub fn check_ids(&self, max_id_bytes: usize) -> Result<(), DecodeError> {
+        codec::check_id("projectId", &self.project_id, max_id_bytes)?;
+        match &self.user_id {
+            Some(user) => codec::check_id("userId", user, max_id_bytes),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Encode a `POST /broadcast` body.
 pub fn encode_broadcast(req: &BroadcastRequest) -> Bytes {
     codec::to_bytes(req)
@@ -583,7 +613,8 @@ pub struct Collab {
 }
 
 impl Collab {
-    /// A collab protocol; `POST /broadcast` requires one of `options.api_keys` when any is set.
+    /// A collab protocol; `POST /broadcast` requires one of `options.api_keys` when any is set;
+    /// project and user ids are capped at `options.max_id_bytes`.
     pub fn new(options: &Options) -> Self {
         Collab {
             options: options.clone(),
@@ -656,7 +687,8 @@ impl Protocol for Collab {
     }
 
     fn on_text(&mut self, cx: &mut Context<'_>, conn: ConnectionHandle, frame: &Bytes) {
-        let msg = match decode_client(frame) {
+        let max = self.options.max_id_bytes;
+        let msg = match decode_client(frame).and_then(|m| m.check_ids(max).map(|()| m)) {
             Ok(m) => m,
             Err(e) => {
                 cx.count_error(e.kind());
@@ -772,9 +804,23 @@ fn health(cx: &Context<'_>) -> HttpResponse {
     )
 }
 
+/// `GET /stats`: every project, or the [`MAX_STATUS_ENTRIES`] with the most members (ties by
+/// id) and `"truncated": true`; the totals count everything.
 fn stats(cx: &Context<'_>) -> HttpResponse {
+    let mut rooms: Vec<(usize, &str)> = cx
+        .rooms()
+        .filter(|(room, _)| room.starts_with(ROOM_PREFIX))
+        .map(|(room, members)| (members, room))
+        .collect();
+    let total_projects = rooms.len();
+    let truncated = total_projects > MAX_STATUS_ENTRIES;
+    if truncated {
+        let by_size = |a: &(usize, &str), b: &(usize, &str)| b.0.cmp(&a.0).then(a.1.cmp(b.1));
+        rooms.select_nth_unstable_by(MAX_STATUS_ENTRIES, by_size);
+        rooms.truncate(MAX_STATUS_ENTRIES);
+    }
     let mut projects: BTreeMap<String, Value> = BTreeMap::new();
-    for (room, _) in cx.rooms() {
+    for (_, room) in rooms {
         let Some(project) = room.strip_prefix(ROOM_PREFIX) else {
             continue;
         };
@@ -789,14 +835,15 @@ fn stats(cx: &Context<'_>) -> HttpResponse {
             json!({"clientCount": clients.len(), "clients": clients}),
         );
     }
-    json_response(
-        200,
-        &json!({
-            "totalClients": cx.stats().connections,
-            "totalProjects": projects.len(),
-            "projectStats": projects,
-        }),
-    )
+    let mut body = json!({
+        "totalClients": cx.stats().connections,
+        "totalProjects": total_projects,
+        "projectStats": projects,
+    });
+    if truncated {
+        body["truncated"] = Value::Bool(true);
+    }
+    json_response(200, &body)
 }
 
 /// The 400 for a `POST /broadcast` body that could not be used.
@@ -817,7 +864,9 @@ fn broadcast_error(cx: &mut Context<'_>, e: &DecodeError) -> HttpResponse {
 impl Collab {
     /// `POST /broadcast`, method and key already checked.
     fn broadcast(&self, cx: &mut Context<'_>, req: &HttpRequest) -> HttpResponse {
-        let body = match decode_broadcast(&req.body) {
+        let max = self.options.max_id_bytes;
+        let decoded = decode_broadcast(&req.body).and_then(|b| b.check_ids(max).map(|()| b));
+        let body = match decoded {
             Ok(b) => b,
             Err(e) => return broadcast_error(cx, &e),
         };

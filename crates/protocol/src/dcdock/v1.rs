@@ -25,13 +25,15 @@ use switchboard_hub::{
 };
 
 use crate::codec;
-use crate::registry::{Admission, Auth, KeyRule, Options, PathPattern, Route, SystemSpec};
+use crate::registry::{
+    Admission, Auth, KeyRule, Options, PathPattern, Route, SystemSpec, MAX_STATUS_ENTRIES,
+};
 use crate::{DecodeError, Direction};
 
 /// `POST /api/ws/publish`: publish an event; always keyed (`DCDOCK_API_KEY`).
 pub const PUBLISH_ROUTE: Route =
     Route::publish(PathPattern::Exact("/api/ws/publish"), KeyRule::Required);
-/// `GET /api/ws/stats`: open, as in the seed.
+/// `GET /api/ws/stats`: open, as in the seed; at most [`MAX_STATUS_ENTRIES`] clients.
 pub const STATS_ROUTE: Route = Route::get(PathPattern::Exact("/api/ws/stats"));
 
 /// The registry entry: port 8000, WebSocket on `/api/ws`, JWT in `?token=` signed with
@@ -487,13 +489,16 @@ pub struct DcDock {
 
 impl DcDock {
     /// A DCDock protocol; `POST /api/ws/publish` is refused (403) unless `options.api_keys` has
-    /// a key, and needs one of them after that.
+    /// a key, and needs one of them after that; user ids are capped at `options.max_id_bytes`.
     pub fn new(options: &Options) -> Self {
         DcDock {
             options: options.clone(),
         }
     }
 }
+
+/// The close reason for a verified user id longer than the configured limit.
+pub const USER_ID_TOO_LONG_REASON: &str = "user id too long";
 
 fn build(options: &Options) -> Box<dyn Protocol + Send> {
     Box::new(DcDock::new(options))
@@ -518,6 +523,13 @@ impl Protocol for DcDock {
             cx.close(conn, CloseCode::POLICY_VIOLATION, UNAUTHENTICATED_REASON);
             return;
         };
+        // The user id becomes this connection's client id (listed by /api/ws/stats): capped like
+        // every other identifier, even though a verified token carries it.
+        if user.len() > self.options.max_id_bytes {
+            cx.count_error("id_too_long");
+            cx.close(conn, CloseCode::POLICY_VIOLATION, USER_ID_TOO_LONG_REASON);
+            return;
+        }
         let client_id = format!("user_{user}_{}", conn.serial());
         let ack = ConnectionAck {
             timestamp: timestamp(cx.now()),
@@ -580,22 +592,30 @@ fn json_response(status: u16, body: &Value) -> HttpResponse {
     HttpResponse::json(status, codec::to_bytes(body))
 }
 
+/// `GET /api/ws/stats`: connections in the order they opened, at most [`MAX_STATUS_ENTRIES`]
+/// of them (the oldest) and then `"truncated": true`; `active_connections` counts them all.
 fn stats(cx: &Context<'_>) -> HttpResponse {
-    let mut clients: Vec<(u64, Value)> = cx
+    let mut conns: Vec<(u64, ConnectionHandle)> = cx
         .connections()
-        .map(|c| {
-            (
-                c.handle.serial(),
-                json!({"client_id": c.client_id, "filters": filters_of(c.filter)}),
-            )
-        })
+        .map(|c| (c.handle.serial(), c.handle))
         .collect();
-    clients.sort_unstable_by_key(|(serial, _)| *serial);
-    let clients: Vec<Value> = clients.into_iter().map(|(_, v)| v).collect();
-    json_response(
-        200,
-        &json!({"active_connections": clients.len(), "clients": clients}),
-    )
+    let total = conns.len();
+    let truncated = total > MAX_STATUS_ENTRIES;
+    if truncated {
+        conns.select_nth_unstable(MAX_STATUS_ENTRIES);
+        conns.truncate(MAX_STATUS_ENTRIES);
+    }
+    conns.sort_unstable();
+    let clients: Vec<Value> = conns
+        .into_iter()
+        .filter_map(|(_, handle)| cx.connection(handle))
+        .map(|c| json!({"client_id": c.client_id, "filters": filters_of(c.filter)}))
+        .collect();
+    let mut body = json!({"active_connections": total, "clients": clients});
+    if truncated {
+        body["truncated"] = Value::Bool(true);
+    }
+    json_response(200, &body)
 }
 
 impl DcDock {

@@ -63,7 +63,8 @@ pub const SERVER_TYPES: &[&str] = &[
     "drs_update",
 ];
 
-/// The longest session id accepted, in bytes.
+/// The longest session id accepted, in bytes, whatever [`Options::max_id_bytes`] says: the
+/// effective limit is the smaller of the two (see [`check_session_id`]).
 pub const MAX_SESSION_ID_LEN: usize = 128;
 
 /// The prefix of a session's room name: session `race-2024` is room `session:race-2024`.
@@ -267,20 +268,26 @@ struct ErrorData<S> {
 #[derive(Serialize)]
 struct Empty {}
 
-/// Check a session id: 1 to [`MAX_SESSION_ID_LEN`] bytes of ASCII letters, digits, `_`, `-`,
-/// `.` and `:`.
-pub fn check_session_id(id: &str) -> Result<(), DecodeError> {
+/// The longest session id accepted with `max_id_bytes` configured: the smaller of it and
+/// [`MAX_SESSION_ID_LEN`].
+pub fn session_id_limit(max_id_bytes: usize) -> usize {
+    max_id_bytes.min(MAX_SESSION_ID_LEN)
+}
+
+/// Check a session id: at most [`session_id_limit`]`(max_id_bytes)` bytes (else
+/// [`DecodeError::IdTooLong`]), at least one, only ASCII letters, digits, `_`, `-`, `.` and `:`.
+pub fn check_session_id(id: &str, max_id_bytes: usize) -> Result<(), DecodeError> {
+    codec::check_id("sessionId", id, session_id_limit(max_id_bytes))?;
     let ok = !id.is_empty()
-        && id.len() <= MAX_SESSION_ID_LEN
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'));
     if ok {
         Ok(())
     } else {
-        Err(DecodeError::Invalid(format!(
-            "`sessionId` must be 1 to {MAX_SESSION_ID_LEN} characters of A-Z, a-z, 0-9, `_`, `-`, `.` and `:`"
-        )))
+        Err(DecodeError::Invalid(
+            "`sessionId` must be 1 or more of A-Z, a-z, 0-9, `_`, `-`, `.` and `:`".to_string(),
+        ))
     }
 }
 
@@ -349,7 +356,7 @@ pub fn decode_client(bytes: &[u8]) -> Result<ClientMessage, DecodeError> {
         "subscribe" | "unsubscribe" => {
             let subscribe = tag == "subscribe";
             let m: SessionIn = codec::from_object(obj)?;
-            check_session_id(&m.data.session_id)?;
+            check_session_id(&m.data.session_id, MAX_SESSION_ID_LEN)?;
             let (session_id, timestamp) = (m.data.session_id, m.timestamp);
             Ok(if subscribe {
                 ClientMessage::Subscribe {
@@ -372,6 +379,26 @@ pub fn decode_client(bytes: &[u8]) -> Result<ClientMessage, DecodeError> {
         }
         t if UpdateType::from_tag(t).is_some() => Err(client_may_not_publish(t)),
         t => Err(DecodeError::UnknownType(t.to_string())),
+    }
+}
+
+impl ClientMessage {
+    /// The session a `subscribe` or `unsubscribe` names.
+    pub fn session_id(&self) -> Option<&str> {
+        match self {
+            ClientMessage::Subscribe { session_id, .. }
+            | ClientMessage::Unsubscribe { session_id, .. } => Some(session_id),
+            ClientMessage::Ping { .. } => None,
+        }
+    }
+
+    /// Refuse a session id longer than [`session_id_limit`]`(max_id_bytes)`.
+    /// ([`decode_client`] applies [`MAX_SESSION_ID_LEN`] only.)
+    pub fn check_ids(&self, max_id_bytes: usize) -> Result<(), DecodeError> {
+        match self.session_id() {
+            Some(id) => check_session_id(id, max_id_bytes),
+            None => Ok(()),
+        }
     }
 }
 
@@ -579,7 +606,7 @@ pub struct Race {
 
 impl Race {
     /// A server; publishing requires one of `options.api_keys` and is refused (403) without
-    /// any.
+    /// any; session ids are capped at [`session_id_limit`]`(options.max_id_bytes)`.
     pub fn new(options: &Options) -> Self {
         Race {
             options: options.clone(),
@@ -635,7 +662,7 @@ fn subscribe(cx: &mut Context<'_>, conn: ConnectionHandle, session_id: &str) {
 impl Race {
     /// `POST /sessions/<id>/updates`, method and key already checked.
     fn publish(&self, cx: &mut Context<'_>, req: &HttpRequest, session_id: &str) -> HttpResponse {
-        if let Err(e) = check_session_id(session_id) {
+        if let Err(e) = check_session_id(session_id, self.options.max_id_bytes) {
             cx.count_error(e.kind());
             return codec::http_error(400, "invalid sessionId", Some(&e.to_string()));
         }
@@ -678,7 +705,7 @@ impl Protocol for Race {
             if id.is_empty() {
                 continue; // `?sessionId=` picks nothing.
             }
-            match check_session_id(id) {
+            match check_session_id(id, self.options.max_id_bytes) {
                 Ok(()) => subscribe(cx, conn, id),
                 Err(e) => {
                     cx.count_error(e.kind());
@@ -689,7 +716,8 @@ impl Protocol for Race {
     }
 
     fn on_text(&mut self, cx: &mut Context<'_>, conn: ConnectionHandle, frame: &Bytes) {
-        match decode_client(frame) {
+        let max = self.options.max_id_bytes;
+        match decode_client(frame).and_then(|m| m.check_ids(max).map(|()| m)) {
             Ok(ClientMessage::Subscribe { session_id, .. }) => subscribe(cx, conn, &session_id),
             Ok(ClientMessage::Unsubscribe { session_id, .. }) => {
                 cx.leave(conn, &session_room(&session_id));
@@ -768,12 +796,32 @@ mod tests {
 
     #[test]
     fn session_ids() {
-        assert!(check_session_id("race-2024").is_ok());
-        assert!(check_session_id("2024:monaco.R_1").is_ok());
+        let check = |id: &str| check_session_id(id, MAX_SESSION_ID_LEN);
+        assert!(check("race-2024").is_ok());
+        assert!(check("2024:monaco.R_1").is_ok());
+        assert!(check(&"a".repeat(MAX_SESSION_ID_LEN)).is_ok());
         let long = "a".repeat(MAX_SESSION_ID_LEN + 1);
         for bad in ["", "a b", "a/b", "ü", long.as_str()] {
-            assert!(check_session_id(bad).is_err(), "{bad:?}");
+            assert!(check(bad).is_err(), "{bad:?}");
         }
+        assert_eq!(
+            check(&long),
+            Err(DecodeError::IdTooLong {
+                field: "sessionId",
+                max: 128
+            })
+        );
+        // The configured cap applies when it is the smaller one.
+        assert_eq!(session_id_limit(256), 128);
+        assert_eq!(session_id_limit(16), 16);
+        assert!(check_session_id(&"a".repeat(16), 16).is_ok());
+        assert_eq!(
+            check_session_id(&"a".repeat(17), 16),
+            Err(DecodeError::IdTooLong {
+                field: "sessionId",
+                max: 16
+            })
+        );
     }
 
     #[test]
