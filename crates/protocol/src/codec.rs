@@ -19,7 +19,7 @@ use bytes::Bytes;
 use core::cell::Cell;
 use core::fmt;
 use serde::de::{DeserializeOwned, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Number, Value};
 
 use crate::DecodeError;
@@ -252,6 +252,57 @@ pub fn non_empty(field: &str, value: &str) -> Result<(), DecodeError> {
     }
 }
 
+/// Deserialize a struct-typed field only from a JSON object (serde's derive would also take an
+/// array, filling the fields in order). Use as `#[serde(deserialize_with = "codec::object_only")]`.
+pub fn object_only<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: DeserializeOwned,
+{
+    match Value::deserialize(d)? {
+        v @ Value::Object(_) => T::deserialize(v).map_err(serde::de::Error::custom),
+        other => Err(serde::de::Error::invalid_type(
+            unexpected(&other),
+            &"an object",
+        )),
+    }
+}
+
+/// [`object_only`] for an optional field: absent or `null` is `None`.
+pub fn object_or_null<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: DeserializeOwned,
+{
+    match Value::deserialize(d)? {
+        Value::Null => Ok(None),
+        v @ Value::Object(_) => T::deserialize(v)
+            .map(Some)
+            .map_err(serde::de::Error::custom),
+        other => Err(serde::de::Error::invalid_type(
+            unexpected(&other),
+            &"an object or null",
+        )),
+    }
+}
+
+fn unexpected(v: &Value) -> serde::de::Unexpected<'_> {
+    use serde::de::Unexpected;
+    match v {
+        Value::Null => Unexpected::Unit,
+        Value::Bool(b) => Unexpected::Bool(*b),
+        Value::Number(n) => match (n.as_u64(), n.as_i64(), n.as_f64()) {
+            (Some(u), _, _) => Unexpected::Unsigned(u),
+            (_, Some(i), _) => Unexpected::Signed(i),
+            (_, _, Some(f)) => Unexpected::Float(f),
+            _ => Unexpected::Other("number"),
+        },
+        Value::String(s) => Unexpected::Str(s),
+        Value::Array(_) => Unexpected::Seq,
+        Value::Object(_) => Unexpected::Map,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -447,5 +498,44 @@ mod tests {
         // Bytes, not characters.
         assert!(check_id("userId", &"\u{e9}".repeat(128), 256).is_ok());
         assert!(check_id("userId", &"\u{e9}".repeat(129), 256).is_err());
+    }
+
+    #[test]
+    fn struct_fields_read_only_from_objects() {
+        #[derive(serde::Deserialize, Debug, PartialEq, Default)]
+        struct Inner {
+            #[serde(default)]
+            a: Option<String>,
+        }
+        #[derive(serde::Deserialize, Debug)]
+        struct Outer {
+            #[serde(default, deserialize_with = "object_or_null")]
+            opt: Option<Inner>,
+            #[serde(default, deserialize_with = "object_only")]
+            req: Inner,
+        }
+        let ok = from_object::<Outer>(object(br#"{"opt":{"a":"x"},"req":{}}"#).unwrap()).unwrap();
+        assert_eq!(
+            ok.opt,
+            Some(Inner {
+                a: Some("x".into())
+            })
+        );
+        assert_eq!(ok.req, Inner::default());
+        let null = from_object::<Outer>(object(br#"{"opt":null}"#).unwrap()).unwrap();
+        assert_eq!(null.opt, None);
+        for bad in [
+            &br#"{"opt":["x"]}"#[..],
+            br#"{"opt":[]}"#,
+            br#"{"opt":"x"}"#,
+            br#"{"req":["x"]}"#,
+            br#"{"req":null}"#,
+        ] {
+            let e = from_object::<Outer>(object(bad).unwrap()).unwrap_err();
+            assert!(
+                matches!(&e, DecodeError::Invalid(m) if m.contains("expected an object")),
+                "{e:?}"
+            );
+        }
     }
 }

@@ -425,13 +425,25 @@ fn bad_session_ids_in_the_path_are_400() {
     for path in [
         "/sessions//updates",
         "/sessions/a%20b/updates",
+        // Every HTTP client and proxy rewrites `.` and `..` segments: ids made of dots are refused.
+        "/sessions/./updates",
+        "/sessions/../updates",
+        "/sessions/.../updates",
         "/sessions/%2e%2e/updates",
+        "/sessions/-_:/updates",
     ] {
         let r = h
             .http(Method::Post, path, &[("x-api-key", KEY)], LAP)
             .unwrap();
         assert_eq!(r.status, 400, "{path}");
-        assert_eq!(body_json(&r)["error"], "invalid sessionId");
+        assert_eq!(
+            body_json(&r),
+            json!({
+                "error": "invalid sessionId",
+                "details": "invalid message: `sessionId` must be A-Z, a-z, 0-9, `_`, `-`, `.` and `:`, with at least one letter or digit"
+            }),
+            "{path}"
+        );
     }
     h.assert_silent(a);
     // A path with more than one segment in the id's place is not this system's.

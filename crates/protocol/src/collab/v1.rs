@@ -165,8 +165,12 @@ pub struct SetUser {
     /// The user id, top-level form.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
-    /// The user id, payload form.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The user id, payload form (`payload` must be an object or `null`).
+    #[serde(
+        default,
+        deserialize_with = "codec::object_or_null",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub payload: Option<UserRef>,
 }
 
@@ -520,7 +524,8 @@ pub fn encode_server(msg: &ServerMessage) -> Bytes {
 }
 
 /// Decode a `POST /broadcast` body. `type` and `projectId` must be non-empty strings
-/// (else `MissingField`), and `type` must not be one of [`RESERVED_TYPES`].
+/// (else `MissingField`), `type` must not be one of [`RESERVED_TYPES`], and `userId`, when
+/// given, must not be empty.
 pub fn decode_broadcast(bytes: &[u8]) -> Result<BroadcastRequest, DecodeError> {
     let obj = codec::object(bytes)?;
     for field in ["type", "projectId"] {
@@ -538,6 +543,9 @@ pub fn decode_broadcast(bytes: &[u8]) -> Result<BroadcastRequest, DecodeError> {
             "type `{}` is reserved for the server",
             req.kind
         )));
+    }
+    if let Some(user) = &req.user_id {
+        non_empty("userId", user)?;
     }
     Ok(req)
 }

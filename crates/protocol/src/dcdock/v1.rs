@@ -16,7 +16,7 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use bytes::Bytes;
 use core::fmt;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{json, Map, Value};
 use switchboard_hub::time::DateTime;
 use switchboard_hub::{
@@ -104,14 +104,41 @@ impl LoadDirection {
     }
 }
 
-/// A record id as the backend writes it: a JSON integer (`7`) or a string (`"7"`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// A record id as the backend writes it: a JSON integer (`7`) or a non-empty string (`"7"`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(untagged)]
 pub enum Id {
     /// An integer id.
     Number(i64),
     /// A string id.
     Text(String),
+}
+
+impl<'de> Deserialize<'de> for Id {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct IdVisitor;
+        impl serde::de::Visitor<'_> for IdVisitor {
+            type Value = Id;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an integer or a non-empty string")
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Id, E> {
+                Ok(Id::Number(n))
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Id, E> {
+                i64::try_from(n)
+                    .map(Id::Number)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Unsigned(n), &self))
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Id, E> {
+                if s.is_empty() {
+                    return Err(E::invalid_value(serde::de::Unexpected::Str(s), &self));
+                }
+                Ok(Id::Text(s.to_owned()))
+            }
+        }
+        d.deserialize_any(IdVisitor)
+    }
 }
 
 impl fmt::Display for Id {
@@ -162,8 +189,13 @@ impl Filters {
 /// `subscribe`: replace this connection's filter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Subscribe {
-    /// The filter; absent or `{}` receives everything.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The filter; absent, `null` or `{}` receives everything. Anything but an object (or
+    /// `null`) is refused.
+    #[serde(
+        default,
+        deserialize_with = "codec::object_or_null",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub filters: Option<Filters>,
 }
 

@@ -222,9 +222,10 @@ struct Out<'a, D> {
     timestamp: Option<&'a str>,
 }
 
-/// A `subscribe`/`unsubscribe`: `data` and an optional `timestamp`.
+/// A `subscribe`/`unsubscribe`: `data` (an object) and an optional `timestamp`.
 #[derive(Deserialize)]
 struct SessionIn {
+    #[serde(deserialize_with = "codec::object_only")]
     data: SessionRef<String>,
     #[serde(default)]
     timestamp: Option<String>,
@@ -275,18 +276,22 @@ pub fn session_id_limit(max_id_bytes: usize) -> usize {
 }
 
 /// Check a session id: at most [`session_id_limit`]`(max_id_bytes)` bytes (else
-/// [`DecodeError::IdTooLong`]), at least one, only ASCII letters, digits, `_`, `-`, `.` and `:`.
+/// [`DecodeError::IdTooLong`]), at least one, only ASCII letters, digits, `_`, `-`, `.` and `:`,
+/// and at least one letter or digit (so never `.` or `..`, which every HTTP client and proxy
+/// rewrites in a path).
 pub fn check_session_id(id: &str, max_id_bytes: usize) -> Result<(), DecodeError> {
     codec::check_id("sessionId", id, session_id_limit(max_id_bytes))?;
-    let ok = !id.is_empty()
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'));
+    let ok = id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
+        && id.bytes().any(|b| b.is_ascii_alphanumeric());
     if ok {
         Ok(())
     } else {
         Err(DecodeError::Invalid(
-            "`sessionId` must be 1 or more of A-Z, a-z, 0-9, `_`, `-`, `.` and `:`".to_string(),
+            "`sessionId` must be A-Z, a-z, 0-9, `_`, `-`, `.` and `:`, with at least one letter \
+             or digit"
+                .to_string(),
         ))
     }
 }
@@ -799,9 +804,21 @@ mod tests {
         let check = |id: &str| check_session_id(id, MAX_SESSION_ID_LEN);
         assert!(check("race-2024").is_ok());
         assert!(check("2024:monaco.R_1").is_ok());
+        assert!(check("..a").is_ok());
         assert!(check(&"a".repeat(MAX_SESSION_ID_LEN)).is_ok());
         let long = "a".repeat(MAX_SESSION_ID_LEN + 1);
-        for bad in ["", "a b", "a/b", "ü", long.as_str()] {
+        for bad in [
+            "",
+            "a b",
+            "a/b",
+            "ü",
+            ".",
+            "..",
+            "...",
+            "-",
+            "_:-.",
+            long.as_str(),
+        ] {
             assert!(check(bad).is_err(), "{bad:?}");
         }
         assert_eq!(
