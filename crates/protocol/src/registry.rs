@@ -420,3 +420,253 @@ pub static SYSTEMS: &[SystemSpec] = &[
 pub fn system(name: &str) -> Option<&'static SystemSpec> {
     SYSTEMS.iter().find(|s| s.name == name)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::string::ToString;
+    use alloc::vec;
+
+    const EXACT: PathPattern = PathPattern::Exact("/health");
+    const PREFIX: PathPattern = PathPattern::Prefix("/events/");
+    const BETWEEN: PathPattern = PathPattern::Between("/sessions/", "/updates");
+
+    #[test]
+    fn path_patterns_capture_their_variable_part() {
+        assert_eq!(EXACT.capture("/health"), Some(""));
+        assert_eq!(EXACT.capture("/health/"), None);
+        assert_eq!(EXACT.capture("/healthz"), None);
+        assert_eq!(PREFIX.capture("/events/todo-created"), Some("todo-created"));
+        assert_eq!(PREFIX.capture("/events/"), Some(""));
+        assert_eq!(PREFIX.capture("/events/a/b"), Some("a/b"));
+        assert_eq!(PREFIX.capture("/events"), None);
+        assert_eq!(BETWEEN.capture("/sessions/s1/updates"), Some("s1"));
+        assert_eq!(BETWEEN.capture("/sessions//updates"), Some(""));
+        assert_eq!(BETWEEN.capture("/sessions/../updates"), Some(".."));
+        assert_eq!(BETWEEN.capture("/sessions/a/b/updates"), None);
+        assert_eq!(BETWEEN.capture("/sessions/updates"), None);
+        assert_eq!(BETWEEN.capture("/sessions/s1/updates/"), None);
+    }
+
+    #[test]
+    fn allow_lists_methods_in_a_fixed_order_with_head_after_get() {
+        assert_eq!(Allow::of(&[Method::Get]).to_string(), "GET, HEAD");
+        assert_eq!(Allow::of(&[Method::Post]).to_string(), "POST");
+        assert_eq!(
+            Allow::of(&[Method::Post, Method::Get]).to_string(),
+            "GET, HEAD, POST"
+        );
+        assert_eq!(Allow::default().to_string(), "");
+        let a = Allow::of(&[Method::Get]);
+        assert!(a.contains(Method::Head) && a.contains(Method::Get));
+        assert!(!a.contains(Method::Post) && !a.contains(Method::Other));
+        assert!(!Allow::of(&[Method::Other]).contains(Method::Other));
+    }
+
+    #[test]
+    fn method_not_allowed_carries_allow_and_the_usual_body() {
+        let r = method_not_allowed(Allow::of(&[Method::Post]));
+        assert_eq!(r.status, 405);
+        assert_eq!(r.header("allow"), Some("POST"));
+        assert_eq!(
+            &r.body[..],
+            br#"{"error":"method not allowed","details":"use POST"}"#
+        );
+        let r = method_not_allowed(Allow::of(&[Method::Get]));
+        assert_eq!(r.header("allow"), Some("GET, HEAD"));
+        assert_eq!(
+            &r.body[..],
+            br#"{"error":"method not allowed","details":"use GET"}"#
+        );
+        let r = method_not_allowed(Allow::of(&[Method::Get, Method::Post]));
+        assert_eq!(r.header("allow"), Some("GET, HEAD, POST"));
+        assert_eq!(
+            &r.body[..],
+            br#"{"error":"method not allowed","details":"use GET or POST"}"#
+        );
+    }
+
+    static ROUTES: &[Route] = &[
+        Route::get(EXACT),
+        Route::publish(BETWEEN, KeyRule::Required),
+        Route::publish(PREFIX, KeyRule::IfConfigured),
+        Route::get(PathPattern::Exact("/both")),
+        Route::publish(PathPattern::Exact("/both"), KeyRule::Open),
+    ];
+
+    fn spec() -> SystemSpec {
+        SystemSpec {
+            routes: ROUTES,
+            ..crate::race::v1::SPEC
+        }
+    }
+
+    #[test]
+    fn route_finds_the_endpoint_or_says_what_is_allowed() {
+        let spec = spec();
+        assert_eq!(
+            spec.route(Method::Get, "/health"),
+            RouteMatch::Found(&ROUTES[0])
+        );
+        assert_eq!(
+            spec.route(Method::Head, "/health"),
+            RouteMatch::Found(&ROUTES[0])
+        );
+        assert_eq!(
+            spec.route(Method::Post, "/health"),
+            RouteMatch::MethodNotAllowed {
+                allow: Allow::of(&[Method::Get])
+            }
+        );
+        assert_eq!(
+            spec.route(Method::Post, "/sessions/s1/updates"),
+            RouteMatch::Found(&ROUTES[1])
+        );
+        for m in [Method::Get, Method::Head, Method::Put, Method::Other] {
+            assert_eq!(
+                spec.route(m, "/sessions/s1/updates"),
+                RouteMatch::MethodNotAllowed {
+                    allow: Allow::of(&[Method::Post])
+                },
+                "{m:?}"
+            );
+        }
+        // Two routes on one path: each method finds its own, the rest get the union.
+        assert_eq!(
+            spec.route(Method::Get, "/both"),
+            RouteMatch::Found(&ROUTES[3])
+        );
+        assert_eq!(
+            spec.route(Method::Post, "/both"),
+            RouteMatch::Found(&ROUTES[4])
+        );
+        assert_eq!(
+            spec.route(Method::Delete, "/both"),
+            RouteMatch::MethodNotAllowed {
+                allow: Allow::of(&[Method::Get, Method::Post])
+            }
+        );
+        for path in [
+            "/",
+            "/metrics",
+            "/sessions/a/b/updates",
+            "/events",
+            "/health/",
+        ] {
+            assert_eq!(
+                spec.route(Method::Post, path),
+                RouteMatch::NotFound,
+                "{path}"
+            );
+        }
+    }
+
+    fn headers<'a>(h: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<&'a str> + 'a {
+        move |name| h.iter().find(|(k, _)| *k == name).map(|(_, v)| *v)
+    }
+
+    /// `authorize` sees the route, the options and a header lookup: no body exists at this point.
+    #[test]
+    fn authorize_needs_only_the_headers() {
+        let spec = spec();
+        let none = Options::default();
+        let keys = Options::default().with_api_key("old").with_api_key("new");
+        let (open, required, if_configured) = (&ROUTES[0], &ROUTES[1], &ROUTES[2]);
+        let good = [("x-api-key", "new")];
+        let bearer = [("authorization", "Bearer old")];
+        let bad = [("x-api-key", "nope")];
+
+        assert_eq!(authorize(open, &spec, &keys, headers(&[])), Ok(()));
+        assert_eq!(authorize(if_configured, &spec, &none, headers(&[])), Ok(()));
+        assert_eq!(
+            authorize(if_configured, &spec, &none, headers(&bad)),
+            Ok(())
+        );
+        for h in [&good[..], &bearer[..]] {
+            assert_eq!(authorize(if_configured, &spec, &keys, headers(h)), Ok(()));
+            assert_eq!(authorize(required, &spec, &keys, headers(h)), Ok(()));
+        }
+        for route in [required, if_configured] {
+            for h in [&bad[..], &[][..], &[("authorization", "new")][..]] {
+                let r = authorize(route, &spec, &keys, headers(h)).unwrap_err();
+                assert_eq!(r.status, 401);
+                assert_eq!(&r.body[..], br#"{"error":"invalid or missing API key"}"#);
+                assert_eq!(r.header("www-authenticate"), Some("Bearer"));
+            }
+        }
+        let r = authorize(required, &spec, &none, headers(&good)).unwrap_err();
+        assert_eq!(r.status, 403);
+        assert_eq!(
+            &r.body[..],
+            br#"{"error":"publishing disabled: set RACE_API_KEY"}"#
+        );
+        // An empty key is no key: still 403, and an empty header does not match it.
+        let empty = Options {
+            api_keys: vec![String::new()],
+            ..Options::default()
+        };
+        assert!(!empty.has_api_key());
+        let r = authorize(required, &spec, &empty, headers(&[("x-api-key", "")]));
+        assert_eq!(r.unwrap_err().status, 403);
+        assert_eq!(
+            authorize(if_configured, &spec, &empty, headers(&[])),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn admit_combines_route_and_authorize() {
+        let spec = spec();
+        let keys = Options::default().with_api_key("k");
+        let h = [("x-api-key", "k")];
+        assert_eq!(
+            spec.admit(Method::Post, "/sessions/s/updates", &keys, headers(&h)),
+            Admission::Proceed(&ROUTES[1])
+        );
+        let Admission::Refuse(r) =
+            spec.admit(Method::Post, "/sessions/s/updates", &keys, headers(&[]))
+        else {
+            panic!("expected a refusal")
+        };
+        assert_eq!(r.status, 401);
+        let Admission::Refuse(r) =
+            spec.admit(Method::Get, "/sessions/s/updates", &keys, headers(&h))
+        else {
+            panic!("expected a refusal")
+        };
+        assert_eq!((r.status, r.header("allow")), (405, Some("POST")));
+        assert_eq!(
+            spec.admit(Method::Get, "/nope", &keys, headers(&h)),
+            Admission::NotFound
+        );
+    }
+
+    #[test]
+    fn api_key_values_are_comma_separated() {
+        assert_eq!(parse_api_keys("k1"), vec!["k1"]);
+        assert_eq!(parse_api_keys(" k1 , k2,,"), vec!["k1", "k2"]);
+        assert!(parse_api_keys("").is_empty());
+        assert!(parse_api_keys(" , ").is_empty());
+    }
+
+    #[test]
+    fn options_default_to_no_key_and_256_byte_ids() {
+        let o = Options::default();
+        assert!(o.api_keys.is_empty() && !o.has_api_key());
+        assert_eq!(o.max_id_bytes, DEFAULT_MAX_ID_BYTES);
+        assert_eq!(DEFAULT_MAX_ID_BYTES, 256);
+        assert_eq!(o.with_max_id_bytes(8).max_id_bytes, 8);
+    }
+
+    #[test]
+    fn every_system_lists_routes_with_unique_patterns() {
+        for spec in SYSTEMS {
+            for (i, a) in spec.routes.iter().enumerate() {
+                assert!(!a.methods.is_empty(), "{}", spec.name);
+                for b in &spec.routes[i + 1..] {
+                    assert_ne!(a.path, b.path, "{}: two routes on one pattern", spec.name);
+                }
+            }
+        }
+    }
+}
