@@ -512,9 +512,7 @@ pub fn drive_protocol(spec: &SystemSpec, client_types: &[&str], paths: &[&str], 
 }
 
 fn raw(spec: &SystemSpec, paths: &[&str], data: &[u8]) {
-    let options = Options {
-        api_key: Some(API_KEY.into()),
-    };
+    let options = Options::default().with_api_key(API_KEY);
     let mut hub = Hub::new(Config::default(), (spec.build)(&options), T0);
     let mut t = Tracker::default();
     let info = OpenInfo {
@@ -556,7 +554,8 @@ fn raw(spec: &SystemSpec, paths: &[&str], data: &[u8]) {
 
 fn structured(spec: &SystemSpec, types: &[&str], paths: &[&str], s: &Session) {
     let options = Options {
-        api_key: s.with_api_key.then(|| API_KEY.into()),
+        api_keys: s.with_api_key.then(|| API_KEY.to_string()).into_iter().collect(),
+        ..Options::default()
     };
     let mut hub = Hub::new(s.config.build(), (spec.build)(&options), T0);
     let mut t = Tracker::default();

@@ -9,9 +9,7 @@ use switchboard_hub::Method;
 use switchboard_protocol::Options;
 
 fn key(k: &str) -> Options {
-    Options {
-        api_key: Some(k.to_string()),
-    }
+    Options::default().with_api_key(k)
 }
 
 /// Everyone but the sender (laptimes relay): the sender on node A gets nothing; clients on A, B

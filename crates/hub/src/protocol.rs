@@ -108,6 +108,8 @@ pub struct HttpResponse {
     pub content_type: Option<&'static str>,
     /// The body.
     pub body: Bytes,
+    /// Extra response headers (lower-case names), e.g. `("allow", "GET, HEAD")` on a 405.
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl HttpResponse {
@@ -117,6 +119,7 @@ impl HttpResponse {
             status,
             content_type: Some("application/json"),
             body: body.into(),
+            headers: Vec::new(),
         }
     }
 
@@ -126,6 +129,7 @@ impl HttpResponse {
             status,
             content_type: Some("text/plain; charset=utf-8"),
             body: body.into(),
+            headers: Vec::new(),
         }
     }
 
@@ -135,7 +139,29 @@ impl HttpResponse {
             status,
             content_type: None,
             body: Bytes::new(),
+            headers: Vec::new(),
         }
+    }
+
+    /// The same response with one more header.
+    ///
+    /// ```
+    /// use switchboard_hub::HttpResponse;
+    /// let r = HttpResponse::empty(405).with_header("allow", "POST");
+    /// assert_eq!(r.header("allow"), Some("POST"));
+    /// assert!(HttpResponse::empty(204).headers.is_empty());
+    /// ```
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    /// The first extra header called `name`, if any.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 

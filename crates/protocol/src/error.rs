@@ -4,6 +4,7 @@ use alloc::string::{String, ToString};
 
 /// Why an inbound frame or request body could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum DecodeError {
     /// The frame is larger than the module accepts.
     #[error("message of {len} bytes exceeds the {max}-byte limit")]
@@ -16,6 +17,16 @@ pub enum DecodeError {
     /// The bytes are not JSON.
     #[error("not valid JSON: {0}")]
     NotJson(String),
+    /// JSON nested deeper than [`crate::codec::MAX_JSON_DEPTH`] objects and arrays.
+    #[error("JSON nested deeper than {max} levels")]
+    TooDeep {
+        /// The deepest nesting accepted.
+        max: usize,
+    },
+    /// An object names the same key twice (compared after unescaping, so `"a"` and `"\u0061"`
+    /// are the same key). Holds the key, cut to [`MAX_KEY_IN_ERROR`] bytes.
+    #[error("duplicate key `{0}`")]
+    DuplicateKey(String),
     /// JSON, but not an object.
     #[error("expected a JSON object")]
     NotAnObject,
@@ -28,7 +39,19 @@ pub enum DecodeError {
     /// A field is present but has the wrong type or value.
     #[error("invalid message: {0}")]
     Invalid(String),
+    /// An identifier the client chose is longer than the server accepts
+    /// ([`crate::Options::max_id_bytes`]).
+    #[error("`{field}` is longer than {max} bytes")]
+    IdTooLong {
+        /// The field, as the document names it, e.g. `projectId`.
+        field: &'static str,
+        /// The limit in bytes.
+        max: usize,
+    },
 }
+
+/// The longest key a [`DecodeError::DuplicateKey`] repeats back, in bytes.
+pub const MAX_KEY_IN_ERROR: usize = 64;
 
 impl DecodeError {
     /// A stable label for metrics, e.g. `"not_json"`.
@@ -36,11 +59,20 @@ impl DecodeError {
         match self {
             DecodeError::TooLarge { .. } => "too_large",
             DecodeError::NotJson(_) => "not_json",
+            DecodeError::TooDeep { .. } => "too_deep",
+            DecodeError::DuplicateKey(_) => "duplicate_key",
             DecodeError::NotAnObject => "not_an_object",
             DecodeError::MissingField(_) => "missing_field",
             DecodeError::UnknownType(_) => "unknown_type",
             DecodeError::Invalid(_) => "invalid_field",
+            DecodeError::IdTooLong { .. } => "id_too_long",
         }
+    }
+
+    /// A duplicate-key error for `key`, cut to [`MAX_KEY_IN_ERROR`] bytes (at a character
+    /// boundary) so that a hostile key is not echoed back in full.
+    pub fn duplicate_key(key: &str) -> Self {
+        DecodeError::DuplicateKey(cut(key, MAX_KEY_IN_ERROR).to_string())
     }
 
     /// Classify an error serde reported while reading a typed message out of a JSON object.
@@ -66,4 +98,16 @@ fn strip_position(mut msg: String) -> String {
 
 pub(crate) fn not_json(e: &serde_json::Error) -> DecodeError {
     DecodeError::NotJson(strip_position(e.to_string()))
+}
+
+/// `s` cut to at most `max` bytes, at a character boundary.
+pub(crate) fn cut(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }

@@ -22,7 +22,7 @@ pub mod dcdock;
 pub mod laptimes;
 pub mod race;
 
-pub use error::DecodeError;
+pub use error::{DecodeError, MAX_KEY_IN_ERROR};
 pub use registry::{system, Options, SystemSpec, SYSTEMS};
 
 /// Which way a message travels.

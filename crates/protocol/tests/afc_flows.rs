@@ -18,12 +18,7 @@ fn harness() -> Harness {
 }
 
 fn keyed(key: &str) -> Harness {
-    Harness::new(
-        &afc::SPEC,
-        Options {
-            api_key: Some(key.into()),
-        },
-    )
+    Harness::new(&afc::SPEC, Options::default().with_api_key(key))
 }
 
 fn post(h: &mut Harness, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, Value) {
@@ -430,4 +425,200 @@ fn embedding_helper_publishes_like_the_endpoint() {
         afc::event_publication("a-b", b""),
         Err(EventError::BadBody { .. })
     ));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hostile input (docs/protocol/afc-v1.md, "Limits and refused input").
+// ---------------------------------------------------------------------------------------------
+
+/// `depth` nested arrays around `0`.
+fn arrays(depth: usize) -> String {
+    format!("{}0{}", "[".repeat(depth), "]".repeat(depth))
+}
+
+fn frame_error(details: &str) -> Value {
+    json!({"type":"error","payload":{"message":"Invalid message","details":details}})
+}
+
+#[test]
+fn deep_or_duplicate_key_frames_get_an_error_to_the_sender_only() {
+    let mut h = harness();
+    let (a, b) = (h.open(), h.open());
+    // The ping itself is level 1.
+    h.send(a, &format!(r#"{{"type":"ping","x":{}}}"#, arrays(63)));
+    assert_eq!(h.take_one(a)["type"], "pong");
+    for depth in [64, 1000] {
+        h.send(a, &format!(r#"{{"type":"ping","x":{}}}"#, arrays(depth)));
+        assert_eq!(
+            h.take_one(a),
+            frame_error("JSON nested deeper than 64 levels")
+        );
+    }
+    for (bad, key) in [
+        (r#"{"type":"ping","type":"ping"}"#, "type"),
+        (r#"{"type":"ping","\u0074ype":"ping"}"#, "type"),
+        (r#"{"type":"ping","x":{"a":1,"a":1}}"#, "a"),
+        (r#"{"type":"ping","x":[{"a":1},{"b":1,"b":1}]}"#, "b"),
+    ] {
+        h.send(a, bad);
+        assert_eq!(
+            h.take_one(a),
+            frame_error(&format!("duplicate key `{key}`")),
+            "{bad}"
+        );
+    }
+    h.assert_silent(b);
+    assert!(h.closed.is_empty());
+    let errors = h.hub.stats().counters.errors;
+    assert_eq!(
+        (errors.get("too_deep"), errors.get("duplicate_key")),
+        (Some(&2), Some(&4))
+    );
+}
+
+#[test]
+fn a_64_deep_body_is_relayed_untouched_and_65_is_400() {
+    let mut h = harness();
+    let a = h.open();
+    let body = format!(" {} ", arrays(64));
+    let (status, _) = post(&mut h, "/events/deep-ok", &[], &body);
+    assert_eq!(status, 204);
+    let got = h.take_one(a);
+    assert_eq!(
+        got["payload"],
+        serde_json::from_str::<Value>(&body).unwrap()
+    );
+    for depth in [65, 100_000] {
+        let (status, reply) = post(&mut h, "/events/deep-no", &[], &arrays(depth));
+        assert_eq!(status, 400);
+        assert_eq!(
+            reply,
+            json!({"error":"invalid body","details":"invalid event body: JSON nested deeper than 64 levels"})
+        );
+    }
+    let (status, reply) = post(
+        &mut h,
+        "/events/deep-no",
+        &[],
+        &format!(r#"{{"a":{}}}"#, arrays(64)),
+    );
+    assert_eq!((status, &reply["error"]), (400, &json!("invalid body")));
+    h.assert_silent(a);
+}
+
+#[test]
+fn duplicate_keys_in_a_body_are_400_and_nothing_is_sent() {
+    let mut h = harness();
+    let a = h.open();
+    for (body, key) in [
+        (r#"{"id":1,"id":2}"#, "id"),
+        (r#"{"id":1,"\u0069d":1}"#, "id"),
+        (r#"{"row":{"title":"a","done":false,"title":"b"}}"#, "title"),
+        (r#"[{"id":1},{"id":2,"id":3}]"#, "id"),
+        (r#"{"a":[1,[{"deep":0,"deep":0}]]}"#, "deep"),
+    ] {
+        let (status, reply) = post(&mut h, "/events/todo-created", &[], body);
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(
+            reply,
+            json!({"error":"invalid body","details":format!("invalid event body: duplicate key `{key}`")}),
+            "{body}"
+        );
+    }
+    h.assert_silent(a);
+    // Sibling objects may repeat a key.
+    assert_eq!(
+        post(
+            &mut h,
+            "/events/todo-created",
+            &[],
+            r#"[{"id":1},{"id":2}]"#
+        )
+        .0,
+        204
+    );
+    assert_eq!(h.take(a).len(), 1);
+}
+
+#[test]
+fn event_names_are_capped_at_max_id_bytes() {
+    let mut h = harness();
+    let a = h.open();
+    let at_limit = format!("{}-x", "e".repeat(254)); // 256 bytes
+    let (status, _) = post(&mut h, &format!("/events/{at_limit}"), &[], "1");
+    assert_eq!(status, 204);
+    assert_eq!(h.take_one(a)["type"], format!("{}:x", "e".repeat(254)));
+    let over = format!("{}-x", "e".repeat(255)); // 257 bytes
+    let (status, reply) = post(&mut h, &format!("/events/{over}"), &[], "1");
+    assert_eq!(status, 400);
+    assert_eq!(
+        reply,
+        json!({"error":"invalid event name","details":"event name is longer than 256 bytes"})
+    );
+    h.assert_silent(a);
+    assert_eq!(h.hub.stats().counters.errors.get("id_too_long"), Some(&1));
+
+    // The limit is an option.
+    let mut h = Harness::new(&afc::SPEC, Options::default().with_max_id_bytes(16));
+    let a = h.open();
+    assert_eq!(post(&mut h, "/events/todo-created1234", &[], "1").0, 204); // 16 bytes
+    let (status, reply) = post(&mut h, "/events/todo-created12345", &[], "1");
+    assert_eq!(status, 400);
+    assert_eq!(reply["details"], "event name is longer than 16 bytes");
+    assert_eq!(h.take(a).len(), 1);
+}
+
+#[test]
+fn method_not_allowed_says_what_is_allowed() {
+    let mut h = harness();
+    for (m, path, allow, details) in [
+        (Method::Get, "/events/todo-created", "POST", "use POST"),
+        (Method::Head, "/events/todo-created", "POST", "use POST"),
+        (Method::Put, "/events/todo-created", "POST", "use POST"),
+        (Method::Post, "/health", "GET, HEAD", "use GET"),
+        (Method::Delete, "/health", "GET, HEAD", "use GET"),
+    ] {
+        let r = h.http(m, path, &[], "").unwrap();
+        assert_eq!(
+            (r.status, r.header("allow")),
+            (405, Some(allow)),
+            "{m:?} {path}"
+        );
+        assert_eq!(
+            body_json(&r),
+            json!({"error":"method not allowed","details":details})
+        );
+    }
+    let r = h.http(Method::Head, "/health", &[], "").unwrap();
+    assert_eq!(r.status, 200);
+}
+
+#[test]
+fn any_of_several_api_keys_is_accepted_and_the_key_is_checked_before_the_body() {
+    let mut h = Harness::new(
+        &afc::SPEC,
+        Options::default().with_api_key("old").with_api_key("new"),
+    );
+    let a = h.open();
+    for headers in [
+        &[("x-api-key", "old")][..],
+        &[("x-api-key", "new")][..],
+        &[("authorization", "Bearer new")][..],
+    ] {
+        assert_eq!(post(&mut h, "/events/todo-created", headers, "{}").0, 204);
+    }
+    assert_eq!(h.take(a).len(), 3);
+    // A wrong key with a bad name and a bad body: the key answers first.
+    let r = h
+        .http(
+            Method::Post,
+            "/events/nohyphen",
+            &[("x-api-key", "older")],
+            "{",
+        )
+        .unwrap();
+    assert_eq!(r.status, 401);
+    assert_eq!(body_json(&r), json!({"error":"invalid or missing API key"}));
+    assert_eq!(r.header("www-authenticate"), Some("Bearer"));
+    h.assert_silent(a);
 }

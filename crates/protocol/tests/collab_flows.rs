@@ -605,9 +605,7 @@ fn broadcast_rejects_bad_bodies_with_400() {
 
 #[test]
 fn broadcast_requires_the_api_key_when_one_is_set() {
-    let options = Options {
-        api_key: Some("s3cret".into()),
-    };
+    let options = Options::default().with_api_key("s3cret");
     let mut h = Harness::new(&collab::SPEC, options);
     let (a, _) = connect(&mut h);
     join(&mut h, a, "p1");
@@ -712,4 +710,344 @@ fn fan_out_shares_one_buffer() {
     }
     assert_eq!(ptrs.len(), 2);
     assert_eq!(ptrs[0], ptrs[1], "one encoding shared by every recipient");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hostile input (docs/protocol/collab-v1.md, "Limits and refused input").
+// ---------------------------------------------------------------------------------------------
+
+fn error_frame(message: &str, details: &str) -> Value {
+    json!({"type": "ERROR", "message": message, "details": details, "error": message, "timestamp": T0_MS})
+}
+
+fn invalid(details: &str) -> Value {
+    error_frame("Invalid message format", details)
+}
+
+fn arrays(depth: usize) -> String {
+    format!("{}0{}", "[".repeat(depth), "]".repeat(depth))
+}
+
+/// Two members of `p1`, their greetings and presence taken.
+fn two_members(h: &mut Harness) -> (ConnectionHandle, ConnectionHandle) {
+    let (a, _) = connect(h);
+    let (b, _) = connect(h);
+    join(h, a, "p1");
+    join(h, b, "p1");
+    h.take(a);
+    h.take(b);
+    (a, b)
+}
+
+#[test]
+fn deep_or_duplicate_key_frames_get_an_error_to_the_sender_only() {
+    let mut h = harness();
+    let (a, b) = two_members(&mut h);
+    // The edit is level 1, so a payload of 63 levels is the deepest relayed.
+    h.send(
+        a,
+        &format!(
+            r#"{{"type":"TASK_UPDATE","projectId":"p1","payload":{}}}"#,
+            arrays(63)
+        ),
+    );
+    assert_eq!(
+        h.take_one(b)["payload"],
+        serde_json::from_str::<Value>(&arrays(63)).unwrap()
+    );
+    h.send(
+        a,
+        &format!(
+            r#"{{"type":"TASK_UPDATE","projectId":"p1","payload":{}}}"#,
+            arrays(64)
+        ),
+    );
+    assert_eq!(h.take_one(a), invalid("JSON nested deeper than 64 levels"));
+    for (bad, key) in [
+        (
+            r#"{"type":"JOIN_PROJECT","projectId":"p1","projectId":"p2"}"#,
+            "projectId",
+        ),
+        (
+            r#"{"type":"SET_USER","payload":{"userId":"u1","userId":"u2"}}"#,
+            "userId",
+        ),
+        (
+            r#"{"type":"TASK_UPDATE","projectId":"p1","payload":{"id":"t1","id":"t2"}}"#,
+            "id",
+        ),
+        (
+            r#"{"type":"TASK_UPDATE","projectId":"p1","payload":[{"a":1},{"a":1,"a":1}]}"#,
+            "a",
+        ),
+        (
+            r#"{"type":"LEAVE_PROJECT","projectId":"p1","\u0070rojectId":"p1"}"#,
+            "projectId",
+        ),
+    ] {
+        h.send(a, bad);
+        assert_eq!(
+            h.take_one(a),
+            invalid(&format!("duplicate key `{key}`")),
+            "{bad}"
+        );
+    }
+    h.assert_silent(b);
+    assert_eq!(h.hub.rooms_of(a), ["project:p1".to_string()]);
+    assert!(h.closed.is_empty());
+}
+
+#[test]
+fn deep_or_duplicate_key_broadcasts_are_400() {
+    let mut h = harness();
+    let (a, b) = two_members(&mut h);
+    for (body, details) in [
+        (
+            format!(
+                r#"{{"type":"X","projectId":"p1","payload":{}}}"#,
+                arrays(64)
+            ),
+            "JSON nested deeper than 64 levels".to_string(),
+        ),
+        (
+            r#"{"type":"X","projectId":"p1","projectId":"p2"}"#.to_string(),
+            "duplicate key `projectId`".to_string(),
+        ),
+        (
+            r#"{"type":"X","projectId":"p1","payload":{"k":[{"v":1,"v":2}]}}"#.to_string(),
+            "duplicate key `v`".to_string(),
+        ),
+    ] {
+        let r = post(&mut h, &[], &body);
+        assert_eq!(r.status, 400);
+        assert_eq!(
+            body_json(&r),
+            json!({"error": "Invalid broadcast body", "details": details})
+        );
+    }
+    h.assert_silent(a);
+    h.assert_silent(b);
+    let ok = format!(
+        r#"{{"type":"X","projectId":"p1","payload":{}}}"#,
+        arrays(63)
+    );
+    assert_eq!(post(&mut h, &[], &ok).status, 200);
+}
+
+#[test]
+fn project_and_user_ids_are_capped_at_max_id_bytes() {
+    let mut h = harness();
+    let (a, b) = two_members(&mut h);
+    let at = "i".repeat(256);
+    let over = "i".repeat(257);
+    let project_over = invalid("`projectId` is longer than 256 bytes");
+    let user_over = invalid("`userId` is longer than 256 bytes");
+    for (msg, expected) in [
+        (
+            json!({"type": "JOIN_PROJECT", "projectId": over}),
+            &project_over,
+        ),
+        (
+            json!({"type": "JOIN_PROJECT", "projectId": "p2", "userId": over}),
+            &user_over,
+        ),
+        (
+            json!({"type": "LEAVE_PROJECT", "projectId": over}),
+            &project_over,
+        ),
+        (
+            json!({"type": "TASK_CREATE", "projectId": over, "payload": {}}),
+            &project_over,
+        ),
+        (json!({"type": "SET_USER", "userId": over}), &user_over),
+        (
+            json!({"type": "SET_USER", "payload": {"userId": over}}),
+            &user_over,
+        ),
+        // Both forms are checked, even the one that would not be used.
+        (
+            json!({"type": "SET_USER", "userId": over, "payload": {"userId": "u"}}),
+            &user_over,
+        ),
+    ] {
+        h.send_value(a, &msg);
+        assert_eq!(&h.take_one(a), expected, "{msg}");
+    }
+    h.assert_silent(b);
+    assert_eq!(h.hub.rooms_of(a), ["project:p1".to_string()]);
+    assert!(h.hub.connection(a).unwrap().identity.is_none());
+    assert_eq!(h.hub.stats().counters.errors.get("id_too_long"), Some(&7));
+
+    // Exactly at the limit is fine.
+    h.send_value(
+        a,
+        &json!({"type": "JOIN_PROJECT", "projectId": at, "userId": at}),
+    );
+    let p = h.take_one(a);
+    assert_eq!(p["payload"]["projectId"], at);
+    assert_eq!(p["payload"]["activeUsers"][0]["userId"], at);
+    h.send_value(
+        a,
+        &json!({"type": "TASK_CREATE", "projectId": at, "payload": {}}),
+    );
+    h.send_value(a, &json!({"type": "LEAVE_PROJECT", "projectId": at}));
+    h.assert_silent(a);
+
+    // POST /broadcast: projectId and userId.
+    for (body, field) in [
+        (json!({"type": "X", "projectId": over}), "projectId"),
+        (
+            json!({"type": "X", "projectId": "p1", "userId": over}),
+            "userId",
+        ),
+    ] {
+        let r = post(&mut h, &[], &body.to_string());
+        assert_eq!(r.status, 400);
+        assert_eq!(
+            body_json(&r),
+            json!({"error": "Invalid broadcast body", "details": format!("`{field}` is longer than 256 bytes")})
+        );
+    }
+    let r = post(
+        &mut h,
+        &[],
+        &json!({"type": "X", "projectId": "p1", "userId": at}).to_string(),
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(h.take_one(b)["userId"], at);
+}
+
+#[test]
+fn a_smaller_max_id_bytes_caps_project_ids() {
+    let mut h = Harness::new(&collab::SPEC, Options::default().with_max_id_bytes(8));
+    let (a, _) = connect(&mut h);
+    join(&mut h, a, "12345678");
+    assert_eq!(h.take_one(a)["type"], "USER_PRESENCE");
+    join(&mut h, a, "123456789");
+    assert_eq!(h.take_one(a), invalid("`projectId` is longer than 8 bytes"));
+}
+
+#[test]
+fn set_user_payload_must_be_an_object() {
+    let mut h = harness();
+    let (a, _) = connect(&mut h);
+    for bad in [
+        r#"{"type":"SET_USER","payload":["user_2abc"]}"#,
+        r#"{"type":"SET_USER","userId":"u","payload":[]}"#,
+        r#"{"type":"SET_USER","userId":"u","payload":"user_2abc"}"#,
+    ] {
+        h.send(a, bad);
+        let e = h.take_one(a);
+        assert_eq!(e["message"], "Invalid message format", "{bad}");
+        assert!(
+            e["details"]
+                .as_str()
+                .unwrap()
+                .contains("expected an object or null"),
+            "{bad}: {e}"
+        );
+    }
+    assert!(h.hub.connection(a).unwrap().identity.is_none());
+    // `null` is as good as absent.
+    h.send(a, r#"{"type":"SET_USER","userId":"u","payload":null}"#);
+    h.assert_silent(a);
+    assert_eq!(h.hub.connection(a).unwrap().identity.unwrap().user, "u");
+}
+
+#[test]
+fn broadcast_user_id_may_not_be_empty() {
+    let mut h = harness();
+    let r = post(&mut h, &[], r#"{"type":"X","projectId":"p1","userId":""}"#);
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        body_json(&r),
+        json!({"error": "Invalid broadcast body", "details": "invalid message: `userId` must not be empty"})
+    );
+}
+
+#[test]
+fn stats_lists_at_most_1000_projects_largest_first_with_exact_totals() {
+    let mut h = harness();
+    // 1000 one-member projects over 20 connections (50 rooms each, under the 64-room limit).
+    let conns: Vec<ConnectionHandle> = (0..20).map(|_| connect(&mut h).0).collect();
+    for i in 0..1000 {
+        join(&mut h, conns[i % 20], &format!("p{i:04}"));
+    }
+    // Two larger projects.
+    for (project, members) in [("big-a", 3), ("big-b", 2)] {
+        for &c in &conns[..members] {
+            join(&mut h, c, project);
+        }
+    }
+    for &c in &conns {
+        h.take(c);
+    }
+    let v = body_json(&h.http(Method::Get, "/stats", &[], "").unwrap());
+    assert_eq!(v["totalClients"], 20);
+    assert_eq!(v["totalProjects"], 1002);
+    assert_eq!(v["truncated"], true);
+    let listed = v["projectStats"].as_object().unwrap();
+    assert_eq!(listed.len(), 1000);
+    assert_eq!(listed["big-a"]["clientCount"], 3);
+    assert_eq!(listed["big-b"]["clientCount"], 2);
+    // Among equals, the lowest ids are kept.
+    assert!(listed.contains_key("p0997"));
+    assert!(!listed.contains_key("p0998") && !listed.contains_key("p0999"));
+
+    // Back to 1000 projects: the seed's shape, no `truncated`.
+    h.send_value(
+        conns[0],
+        &json!({"type": "LEAVE_PROJECT", "projectId": "big-a"}),
+    );
+    h.send_value(
+        conns[1],
+        &json!({"type": "LEAVE_PROJECT", "projectId": "big-a"}),
+    );
+    h.send_value(
+        conns[2],
+        &json!({"type": "LEAVE_PROJECT", "projectId": "big-a"}),
+    );
+    h.send_value(
+        conns[0],
+        &json!({"type": "LEAVE_PROJECT", "projectId": "big-b"}),
+    );
+    let v = body_json(&h.http(Method::Get, "/stats", &[], "").unwrap());
+    assert_eq!(v["totalProjects"], 1001);
+    assert_eq!(v["truncated"], true);
+    h.send_value(
+        conns[1],
+        &json!({"type": "LEAVE_PROJECT", "projectId": "big-b"}),
+    );
+    let v = body_json(&h.http(Method::Get, "/stats", &[], "").unwrap());
+    assert_eq!(v["totalProjects"], 1000);
+    assert_eq!(v["projectStats"].as_object().unwrap().len(), 1000);
+    assert!(v.get("truncated").is_none());
+}
+
+#[test]
+fn method_not_allowed_carries_allow() {
+    let mut h = harness();
+    for (m, path, allow) in [
+        (Method::Get, "/broadcast", "POST"),
+        (Method::Post, "/health", "GET, HEAD"),
+        (Method::Put, "/stats", "GET, HEAD"),
+    ] {
+        let r = h.http(m, path, &[], "").unwrap();
+        assert_eq!((r.status, r.header("allow")), (405, Some(allow)), "{path}");
+    }
+}
+
+#[test]
+fn broadcast_accepts_any_of_several_keys() {
+    let options = Options::default().with_api_key("k1").with_api_key("k2");
+    let mut h = Harness::new(&collab::SPEC, options);
+    let body = r#"{"type":"X","projectId":"p1"}"#;
+    assert_eq!(post(&mut h, &[("x-api-key", "k1")], body).status, 200);
+    assert_eq!(
+        post(&mut h, &[("authorization", "Bearer k2")], body).status,
+        200
+    );
+    assert_eq!(post(&mut h, &[("x-api-key", "k3")], body).status, 401);
+    // The key answers before the body is looked at.
+    assert_eq!(post(&mut h, &[("x-api-key", "k3")], "{").status, 401);
 }

@@ -124,7 +124,7 @@ proptest! {
         payload in option::of(json_value()),
         operation_id in option::of(text()),
         timestamp in option::of(any::<u64>()),
-        user_id in option::of(text()),
+        user_id in option::of(non_empty()),
     ) {
         let req = BroadcastRequest { kind, project_id, payload, operation_id, timestamp, user_id };
         let bytes = encode_broadcast(&req);

@@ -13,12 +13,7 @@ const TS: &str = "2025-01-01T12:30:00";
 const KEY: &str = "pub-key";
 
 fn harness() -> Harness {
-    Harness::new(
-        &dcdock::SPEC,
-        Options {
-            api_key: Some(KEY.into()),
-        },
-    )
+    Harness::new(&dcdock::SPEC, Options::default().with_api_key(KEY))
 }
 
 fn identity(user: &str) -> Identity {
@@ -446,4 +441,252 @@ fn event_publication_is_what_an_embedding_service_publishes() {
     assert_eq!(p.tags, None);
     assert_eq!(h.publish(p), 1);
     assert_eq!(h.take_one(inbound)["type"], "conflict_detected");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hostile input (docs/protocol/dcdock-v1.md, "Limits and refused input").
+// ---------------------------------------------------------------------------------------------
+
+fn invalid(details: &str) -> Value {
+    json!({"type": "error", "timestamp": TS, "message": "Invalid message format", "details": details})
+}
+
+fn arrays(depth: usize) -> String {
+    format!("{}0{}", "[".repeat(depth), "]".repeat(depth))
+}
+
+#[test]
+fn deep_or_duplicate_key_frames_get_an_error_to_the_sender_only() {
+    let mut h = harness();
+    let a = connect(&mut h, "1");
+    let b = connect(&mut h, "2");
+    subscribe(&mut h, a, "IB");
+    // subscribe (1) > filters (2) > ignored key: 62 more levels is 64 in all.
+    h.send(
+        a,
+        &format!(
+            r#"{{"type":"subscribe","filters":{{"direction":"OB","x":{}}}}}"#,
+            arrays(62)
+        ),
+    );
+    assert_eq!(h.take_one(a)["filters"], json!({"direction": "OB"}));
+    h.send(
+        a,
+        &format!(
+            r#"{{"type":"subscribe","filters":{{"direction":"IB","x":{}}}}}"#,
+            arrays(63)
+        ),
+    );
+    assert_eq!(h.take_one(a), invalid("JSON nested deeper than 64 levels"));
+    for (bad, key) in [
+        (r#"{"type":"ping","type":"subscribe"}"#, "type"),
+        (
+            r#"{"type":"subscribe","filters":{"direction":"IB","direction":"OB"}}"#,
+            "direction",
+        ),
+        (
+            r#"{"type":"subscribe","filters":{"direction":"IB","\u0064irection":"OB"}}"#,
+            "direction",
+        ),
+    ] {
+        h.send(a, bad);
+        assert_eq!(
+            h.take_one(a),
+            invalid(&format!("duplicate key `{key}`")),
+            "{bad}"
+        );
+    }
+    h.assert_silent(b);
+    // The refused frames left the OB filter in force: an IB event reaches only b.
+    let r = publish(
+        &mut h,
+        &assignment("assignment_created", "CREATE", Some("IB")),
+    );
+    assert_eq!(body_json(&r)["delivered"], 1);
+    h.assert_silent(a);
+    assert_eq!(h.take_one(b)["type"], "assignment_created");
+}
+
+#[test]
+fn deep_or_duplicate_key_publish_bodies_are_400() {
+    let mut h = harness();
+    let a = connect(&mut h, "1");
+    let mut deep = assignment("assignment_created", "CREATE", Some("IB"));
+    deep["data"]["history"] = serde_json::from_str(&arrays(62)).unwrap();
+    assert_eq!(publish(&mut h, &deep).status, 202);
+    assert_eq!(h.take(a).len(), 1);
+    deep["data"]["history"] = serde_json::from_str(&arrays(63)).unwrap();
+    let base = assignment("assignment_created", "CREATE", Some("IB")).to_string();
+    let bodies = [
+        (
+            deep.to_string(),
+            "JSON nested deeper than 64 levels".to_string(),
+        ),
+        (
+            base.replacen('{', r#"{"user_id":4,"#, 1),
+            "duplicate key `user_id`".to_string(),
+        ),
+        (
+            base.replacen(
+                r#""direction":"IB""#,
+                r#""direction":"IB","direction":"OB""#,
+                1,
+            ),
+            "duplicate key `direction`".to_string(),
+        ),
+    ];
+    for (body, details) in bodies {
+        let r = h
+            .http(
+                Method::Post,
+                "/api/ws/publish",
+                &[("x-api-key", KEY)],
+                &body,
+            )
+            .unwrap();
+        assert_eq!(r.status, 400, "{body}");
+        assert_eq!(
+            body_json(&r),
+            json!({"error": "Invalid event", "details": details})
+        );
+    }
+    h.assert_silent(a);
+}
+
+#[test]
+fn filters_must_be_an_object_or_null() {
+    let mut h = harness();
+    let a = connect(&mut h, "1");
+    subscribe(&mut h, a, "IB");
+    for bad in [
+        r#"{"type":"subscribe","filters":[]}"#,
+        r#"{"type":"subscribe","filters":["OB"]}"#,
+        r#"{"type":"subscribe","filters":"OB"}"#,
+        r#"{"type":"subscribe","filters":5}"#,
+        r#"{"type":"subscribe","filters":true}"#,
+    ] {
+        h.send(a, bad);
+        let e = h.take_one(a);
+        assert_eq!(e["type"], "error", "{bad}");
+        let d = e["details"].as_str().unwrap();
+        assert!(d.contains("expected an object or null"), "{bad}: {d}");
+    }
+    // The IB filter is still in force.
+    let stats = body_json(&h.http(Method::Get, "/api/ws/stats", &[], "").unwrap());
+    assert_eq!(stats["clients"][0]["filters"], json!({"direction": "IB"}));
+    // The documented forms still work.
+    for ok in [
+        r#"{"type":"subscribe","filters":{}}"#,
+        r#"{"type":"subscribe","filters":null}"#,
+        r#"{"type":"subscribe"}"#,
+    ] {
+        h.send(a, ok);
+        assert_eq!(
+            h.take_one(a),
+            json!({"type": "subscribed", "timestamp": TS, "filters": {}}),
+            "{ok}"
+        );
+    }
+}
+
+#[test]
+fn empty_string_ids_are_refused_in_publish_bodies() {
+    let mut h = harness();
+    let a = connect(&mut h, "1");
+    for field in ["assignment_id", "user_id"] {
+        let mut body = assignment("assignment_updated", "UPDATE", None);
+        body[field] = json!("");
+        let r = publish(&mut h, &body);
+        assert_eq!(r.status, 400, "{field}");
+        let d = body_json(&r)["details"].as_str().unwrap().to_string();
+        assert!(
+            d.contains("expected an integer or a non-empty string"),
+            "{d}"
+        );
+    }
+    let mut c = conflict(json!(""));
+    c["user_id"] = json!("");
+    assert_eq!(publish(&mut h, &c).status, 400);
+    h.assert_silent(a);
+    // Non-empty strings and integers are ids.
+    assert_eq!(publish(&mut h, &conflict(json!("1"))).status, 202);
+    assert_eq!(h.take_one(a)["type"], "conflict_detected");
+}
+
+#[test]
+fn a_user_id_over_max_id_bytes_is_closed_with_1008() {
+    let mut h = harness();
+    let ok = connect(&mut h, &"u".repeat(256));
+    let c = h.open_as(identity(&"u".repeat(257)));
+    h.assert_silent(c);
+    assert_eq!(
+        h.closed[&c],
+        (
+            CloseCode::POLICY_VIOLATION,
+            dcdock::USER_ID_TOO_LONG_REASON.to_string()
+        )
+    );
+    assert_eq!(h.hub.stats().connections, 1);
+    assert!(!h.closed.contains_key(&ok));
+    assert_eq!(h.hub.stats().counters.errors.get("id_too_long"), Some(&1));
+}
+
+#[test]
+fn stats_lists_at_most_1000_clients_oldest_first_with_an_exact_total() {
+    let mut h = harness();
+    let conns: Vec<ConnectionHandle> = (0..1001).map(|i| connect(&mut h, &i.to_string())).collect();
+    let v = body_json(&h.http(Method::Get, "/api/ws/stats", &[], "").unwrap());
+    assert_eq!(v["active_connections"], 1001);
+    assert_eq!(v["truncated"], true);
+    let clients = v["clients"].as_array().unwrap();
+    assert_eq!(clients.len(), 1000);
+    assert_eq!(
+        clients[0]["client_id"],
+        format!("user_0_{}", conns[0].serial())
+    );
+    assert_eq!(
+        clients[999]["client_id"],
+        format!("user_999_{}", conns[999].serial())
+    );
+    h.close(conns[0]);
+    let v = body_json(&h.http(Method::Get, "/api/ws/stats", &[], "").unwrap());
+    assert_eq!(v["active_connections"], 1000);
+    assert_eq!(v["clients"].as_array().unwrap().len(), 1000);
+    assert!(v.get("truncated").is_none());
+}
+
+#[test]
+fn method_not_allowed_carries_allow_and_several_keys_publish() {
+    let mut h = Harness::new(
+        &dcdock::SPEC,
+        Options::default().with_api_key("k-old").with_api_key(KEY),
+    );
+    for (m, path, allow) in [
+        (Method::Get, "/api/ws/publish", "POST"),
+        (Method::Post, "/api/ws/stats", "GET, HEAD"),
+    ] {
+        let r = h.http(m, path, &[], "").unwrap();
+        assert_eq!((r.status, r.header("allow")), (405, Some(allow)), "{path}");
+    }
+    let body = assignment("assignment_created", "CREATE", Some("IB")).to_string();
+    for key in ["k-old", KEY] {
+        let r = h
+            .http(
+                Method::Post,
+                "/api/ws/publish",
+                &[("x-api-key", key)],
+                &body,
+            )
+            .unwrap();
+        assert_eq!(r.status, 202, "{key}");
+    }
+    let r = h
+        .http(
+            Method::Post,
+            "/api/ws/publish",
+            &[("x-api-key", "k-older")],
+            "{",
+        )
+        .unwrap();
+    assert_eq!(r.status, 401);
 }

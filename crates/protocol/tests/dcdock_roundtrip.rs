@@ -17,8 +17,12 @@ fn text() -> impl Strategy<Value = String> {
     ".{0,16}"
 }
 
+/// Ids are integers or non-empty strings.
 fn id() -> impl Strategy<Value = Id> {
-    prop_oneof![any::<i64>().prop_map(Id::Number), text().prop_map(Id::Text)]
+    prop_oneof![
+        any::<i64>().prop_map(Id::Number),
+        ".{1,16}".prop_map(Id::Text)
+    ]
 }
 
 fn filters() -> impl Strategy<Value = Filters> {

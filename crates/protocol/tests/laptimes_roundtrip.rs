@@ -19,6 +19,11 @@ fn text() -> impl Strategy<Value = String> {
     "\\PC{0,24}"
 }
 
+/// `table` and `operation` are non-empty.
+fn name() -> impl Strategy<Value = String> {
+    "\\PC{1,24}"
+}
+
 fn notice() -> impl Strategy<Value = ChangeNotice> {
     (
         prop_oneof![
@@ -26,9 +31,9 @@ fn notice() -> impl Strategy<Value = ChangeNotice> {
             Just("tracks".to_string()),
             Just("drivers".to_string()),
             Just("times".to_string()),
-            text(),
+            name(),
         ],
-        prop_oneof![Just("CHANGE".to_string()), text()],
+        prop_oneof![Just("CHANGE".to_string()), name()],
         prop::option::of(text()),
         prop::collection::btree_map("[a-zA-Z_]{1,10}", json_value(), 0..4),
     )

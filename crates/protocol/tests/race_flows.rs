@@ -15,12 +15,7 @@ const KEY: &str = "pit-wall";
 const TS0: &str = "2025-01-01T12:30:00.000Z";
 
 fn harness() -> Harness {
-    Harness::new(
-        &race::SPEC,
-        Options {
-            api_key: Some(KEY.into()),
-        },
-    )
+    Harness::new(&race::SPEC, Options::default().with_api_key(KEY))
 }
 
 fn subscribed(id: &str, ts: &str) -> Value {
@@ -425,17 +420,41 @@ fn bad_publish_bodies_are_400() {
 #[test]
 fn bad_session_ids_in_the_path_are_400() {
     let mut h = harness();
+    let a = h.open_query(&[("sessionId", "s1")]);
+    h.take(a);
     for path in [
         "/sessions//updates",
-        "/sessions/a/b/updates",
         "/sessions/a%20b/updates",
+        // Every HTTP client and proxy rewrites `.` and `..` segments: ids made of dots are refused.
+        "/sessions/./updates",
+        "/sessions/../updates",
+        "/sessions/.../updates",
+        "/sessions/%2e%2e/updates",
+        "/sessions/-_:/updates",
     ] {
         let r = h
             .http(Method::Post, path, &[("x-api-key", KEY)], LAP)
             .unwrap();
         assert_eq!(r.status, 400, "{path}");
-        assert_eq!(body_json(&r)["error"], "invalid sessionId");
+        assert_eq!(
+            body_json(&r),
+            json!({
+                "error": "invalid sessionId",
+                "details": "invalid message: `sessionId` must be A-Z, a-z, 0-9, `_`, `-`, `.` and `:`, with at least one letter or digit"
+            }),
+            "{path}"
+        );
     }
+    h.assert_silent(a);
+    // A path with more than one segment in the id's place is not this system's.
+    assert!(h
+        .http(
+            Method::Post,
+            "/sessions/a/b/updates",
+            &[("x-api-key", KEY)],
+            LAP
+        )
+        .is_none());
 }
 
 #[test]
@@ -528,4 +547,228 @@ fn embedding_helper_publishes_to_the_session_room() {
         json!({"type":"tire_change","data":{"driverId":"NOR","compound":"HARD"},"timestamp":TS0})
     );
     h.assert_silent(other);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hostile input (docs/protocol/race-v1.md, "Limits and refused input").
+// ---------------------------------------------------------------------------------------------
+
+fn frame_error(message: &str, details: &str) -> Value {
+    json!({"type":"error","data":{"message":message,"details":details},"timestamp":TS0})
+}
+
+fn arrays(depth: usize) -> String {
+    format!("{}0{}", "[".repeat(depth), "]".repeat(depth))
+}
+
+#[test]
+fn deep_or_duplicate_key_frames_get_an_error_to_the_sender_only() {
+    let mut h = harness();
+    let a = h.open_query(&[("sessionId", "s1")]);
+    let b = h.open_query(&[("sessionId", "s1")]);
+    h.take(a);
+    h.take(b);
+    h.send(a, &format!(r#"{{"type":"ping","data":{}}}"#, arrays(63)));
+    assert_eq!(h.take_one(a)["type"], "pong");
+    h.send(a, &format!(r#"{{"type":"ping","data":{}}}"#, arrays(64)));
+    assert_eq!(
+        h.take_one(a),
+        frame_error("Invalid message", "JSON nested deeper than 64 levels")
+    );
+    for (bad, key) in [
+        (
+            r#"{"type":"subscribe","type":"ping","data":{"sessionId":"s2"}}"#,
+            "type",
+        ),
+        (
+            r#"{"type":"subscribe","data":{"sessionId":"s2","sessionId":"s3"}}"#,
+            "sessionId",
+        ),
+        (
+            r#"{"type":"subscribe","data":{"sessionId":"s2","\u0073essionId":"s3"}}"#,
+            "sessionId",
+        ),
+        (r#"{"type":"ping","data":[{"x":1,"x":1}]}"#, "x"),
+    ] {
+        h.send(a, bad);
+        assert_eq!(
+            h.take_one(a),
+            frame_error("Invalid message", &format!("duplicate key `{key}`")),
+            "{bad}"
+        );
+    }
+    assert_eq!(h.hub.rooms_of(a), ["session:s1".to_string()]);
+    h.assert_silent(b);
+    assert_eq!(publish(&mut h, "s1", LAP).1["delivered"], 2);
+}
+
+#[test]
+fn deep_or_duplicate_key_publish_bodies_are_400() {
+    let mut h = harness();
+    let a = h.open_query(&[("sessionId", "s1")]);
+    h.take(a);
+    let ok = format!(r#"{{"type":"lap_update","data":{}}}"#, arrays(63));
+    assert_eq!(publish(&mut h, "s1", &ok).0, 202);
+    assert_eq!(h.take(a).len(), 1);
+    for (body, details) in [
+        (
+            format!(r#"{{"type":"lap_update","data":{}}}"#, arrays(64)),
+            "JSON nested deeper than 64 levels".to_string(),
+        ),
+        (
+            r#"{"type":"lap_update","type":"drs_update","data":{}}"#.to_string(),
+            "duplicate key `type`".to_string(),
+        ),
+        (
+            r#"{"type":"lap_update","data":{"driverId":"VER","driverId":"HAM"}}"#.to_string(),
+            "duplicate key `driverId`".to_string(),
+        ),
+    ] {
+        let (status, reply) = publish(&mut h, "s1", &body);
+        assert_eq!(status, 400);
+        assert_eq!(reply, json!({"error":"invalid update","details":details}));
+    }
+    h.assert_silent(a);
+}
+
+#[test]
+fn session_ids_are_capped_everywhere_they_are_accepted() {
+    // The default cap is the smaller of --max-id-bytes (256) and MAX_SESSION_ID_LEN (128).
+    assert_eq!(race::session_id_limit(Options::default().max_id_bytes), 128);
+    let at = "s".repeat(128);
+    let over = "s".repeat(129);
+    let too_long = "`sessionId` is longer than 128 bytes";
+    let mut h = harness();
+
+    // At connect.
+    let a = h.open_query(&[("sessionId", &at)]);
+    assert_eq!(h.take_one(a), subscribed(&at, TS0));
+    let b = h.open_query(&[("sessionId", &over)]);
+    assert_eq!(h.take_one(b), frame_error("Invalid sessionId", too_long));
+    assert!(h.hub.rooms_of(b).is_empty());
+
+    // In messages.
+    for kind in ["subscribe", "unsubscribe"] {
+        h.send(
+            b,
+            &format!(r#"{{"type":"{kind}","data":{{"sessionId":"{over}"}}}}"#),
+        );
+        assert_eq!(
+            h.take_one(b),
+            frame_error("Invalid message", too_long),
+            "{kind}"
+        );
+        h.send(
+            b,
+            &format!(r#"{{"type":"{kind}","data":{{"sessionId":"{at}"}}}}"#),
+        );
+        assert_eq!(h.take_one(b)["type"], format!("{kind}d"));
+    }
+
+    // In the publish path.
+    let (status, reply) = publish(&mut h, &over, LAP);
+    assert_eq!(status, 400);
+    assert_eq!(
+        reply,
+        json!({"error":"invalid sessionId","details":too_long})
+    );
+    assert_eq!(publish(&mut h, &at, LAP).1["delivered"], 1);
+    assert_eq!(h.take(a).len(), 1);
+    h.assert_silent(b);
+    assert_eq!(h.hub.stats().counters.errors.get("id_too_long"), Some(&4));
+}
+
+#[test]
+fn a_smaller_max_id_bytes_caps_session_ids() {
+    let mut h = Harness::new(
+        &race::SPEC,
+        Options::default().with_api_key(KEY).with_max_id_bytes(16),
+    );
+    let at = "s".repeat(16);
+    let over = "s".repeat(17);
+    let a = h.open_query(&[("sessionId", &at)]);
+    assert_eq!(h.take_one(a), subscribed(&at, TS0));
+    h.send(
+        a,
+        &format!(r#"{{"type":"subscribe","data":{{"sessionId":"{over}"}}}}"#),
+    );
+    assert_eq!(
+        h.take_one(a),
+        frame_error("Invalid message", "`sessionId` is longer than 16 bytes")
+    );
+    assert_eq!(publish(&mut h, &over, LAP).0, 400);
+    assert_eq!(publish(&mut h, &at, LAP).0, 202);
+}
+
+#[test]
+fn session_ids_made_only_of_dots_are_refused() {
+    let mut h = harness();
+    let details = "invalid message: `sessionId` must be A-Z, a-z, 0-9, `_`, `-`, `.` and `:`, with at least one letter or digit";
+    for id in [".", "..", "...", ":", "-_"] {
+        let a = h.open_query(&[("sessionId", id)]);
+        assert_eq!(
+            h.take_one(a),
+            frame_error("Invalid sessionId", details),
+            "{id}"
+        );
+        h.send(
+            a,
+            &format!(r#"{{"type":"subscribe","data":{{"sessionId":"{id}"}}}}"#),
+        );
+        assert_eq!(
+            h.take_one(a),
+            frame_error("Invalid message", details),
+            "{id}"
+        );
+        assert!(h.hub.rooms_of(a).is_empty());
+    }
+    // Dots beside a letter or digit are fine.
+    let a = h.open_query(&[("sessionId", "2024.R1")]);
+    assert_eq!(h.take_one(a), subscribed("2024.R1", TS0));
+}
+
+#[test]
+fn subscribe_data_must_be_an_object() {
+    let mut h = harness();
+    let a = h.open();
+    for bad in [
+        r#"{"type":"subscribe","data":["race-2024"]}"#,
+        r#"{"type":"subscribe","data":"race-2024"}"#,
+        r#"{"type":"unsubscribe","data":["race-2024"]}"#,
+        r#"{"type":"subscribe","data":null}"#,
+    ] {
+        h.send(a, bad);
+        let e = h.take_one(a);
+        assert_eq!(e["data"]["message"], "Invalid message", "{bad}");
+        let d = e["data"]["details"].as_str().unwrap();
+        assert!(d.contains("expected an object"), "{bad}: {d}");
+    }
+    assert!(h.hub.rooms_of(a).is_empty());
+}
+
+#[test]
+fn publish_405_carries_allow_and_several_keys_work() {
+    let mut h = Harness::new(
+        &race::SPEC,
+        Options::default()
+            .with_api_key("rotating-out")
+            .with_api_key(KEY),
+    );
+    let r = h
+        .http(Method::Get, "/sessions/s1/updates", &[], "")
+        .unwrap();
+    assert_eq!((r.status, r.header("allow")), (405, Some("POST")));
+    let r = h.http(Method::Post, "/health", &[], "").unwrap();
+    assert_eq!((r.status, r.header("allow")), (405, Some("GET, HEAD")));
+    for key in ["rotating-out", KEY] {
+        let r = h
+            .http(
+                Method::Post,
+                "/sessions/s1/updates",
+                &[("x-api-key", key)],
+                LAP,
+            )
+            .unwrap();
+        assert_eq!(r.status, 202, "{key}");
+    }
 }

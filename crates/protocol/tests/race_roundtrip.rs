@@ -16,8 +16,9 @@ fn json_object(inner: impl Strategy<Value = Value>) -> impl Strategy<Value = Val
         .prop_map(|m| Value::Object(m.into_iter().collect::<Map<_, _>>()))
 }
 
+/// Session ids: the allowed characters, with at least one letter or digit.
 fn session_id() -> impl Strategy<Value = String> {
-    "[A-Za-z0-9_.:-]{1,40}"
+    "[A-Za-z0-9_.:-]{0,20}[A-Za-z0-9][A-Za-z0-9_.:-]{0,19}"
 }
 
 fn update_type() -> impl Strategy<Value = UpdateType> {
@@ -164,6 +165,7 @@ proptest! {
         let _ = race::decode_server(&bytes);
         let _ = race::decode_publish(&bytes);
         let _ = race::is_iso8601(&s);
-        let _ = race::check_session_id(&s);
+        let _ = race::check_session_id(&s, race::MAX_SESSION_ID_LEN);
+        let _ = race::check_session_id(&s, 3);
     }
 }

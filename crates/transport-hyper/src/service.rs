@@ -426,13 +426,20 @@ async fn plain(req: Request<Incoming>, peer: SocketAddr, shared: &Shared) -> Res
             status,
             content_type,
             body,
+            headers,
         })) => {
             let body = if is_health && status == 200 {
                 with_health_extras(body, shared)
             } else {
                 body
             };
-            response(status, content_type, body)
+            let mut resp = response(status, content_type, body);
+            for (name, value) in headers {
+                if let Ok(v) = HeaderValue::from_str(&value) {
+                    resp.headers_mut().append(name, v);
+                }
+            }
+            resp
         }
         Ok(None) => fallback(&parts.method, parts.uri.path(), shared).await,
         Err(_) => {

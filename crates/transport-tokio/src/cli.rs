@@ -321,7 +321,11 @@ fn resolve(cli: &Cli, m: &ArgMatches) -> Result<Vec<SystemRun>, String> {
             endpoint.jwt_secret = Some(secret.clone());
         }
         let options = Options {
-            api_key: m.get_one::<String>(&format!("{n}-api-key")).cloned(),
+            api_keys: m
+                .get_one::<String>(&format!("{n}-api-key"))
+                .map(|keys| switchboard_protocol::registry::parse_api_keys(keys))
+                .unwrap_or_default(),
+            ..Options::default()
         };
         runs.push(SystemRun {
             spec,

@@ -12,17 +12,22 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use bytes::Bytes;
-use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use switchboard_hub::time::DateTime;
 use switchboard_hub::{
-    ConnectionHandle, Context, HttpRequest, HttpResponse, Method, Protocol, Publication,
+    ConnectionHandle, Context, HttpRequest, HttpResponse, Protocol, Publication,
 };
 
 use crate::codec;
-use crate::registry::{Auth, Options, SystemSpec};
+use crate::registry::{Admission, Auth, KeyRule, Options, PathPattern, Route, SystemSpec};
 use crate::{DecodeError, Direction};
+
+/// `POST /events/<entity>-<action>`: publish an event; keyed once `AFC_API_KEY` is set.
+pub const EVENTS_ROUTE: Route =
+    Route::publish(PathPattern::Prefix("/events/"), KeyRule::IfConfigured);
+/// `GET /health`.
+pub const HEALTH_ROUTE: Route = Route::get(PathPattern::Exact("/health"));
 
 /// The registry entry: `PORT`, default 4001, WebSocket on `/ws`, anyone may connect.
 pub const SPEC: SystemSpec = SystemSpec {
@@ -34,6 +39,7 @@ pub const SPEC: SystemSpec = SystemSpec {
     auth: Auth::None,
     origins: None,
     api_key_env: "AFC_API_KEY",
+    routes: &[EVENTS_ROUTE, HEALTH_ROUTE],
     build,
 };
 
@@ -45,6 +51,7 @@ pub const SERVER_TYPES: &[&str] = &["pong", "error"];
 
 /// Why an event could not be published.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum EventError {
     /// The event name is not `<entity>-<action>` made of ASCII letters, digits, `_` and `-`.
     #[error("invalid event name `{name}`: {reason}")]
@@ -54,12 +61,30 @@ pub enum EventError {
         /// What is wrong with it.
         reason: &'static str,
     },
-    /// The body is empty or not a single JSON value.
+    /// The event name is longer than [`Options::max_id_bytes`].
+    #[error("event name is longer than {max} bytes")]
+    NameTooLong {
+        /// The limit in bytes.
+        max: usize,
+    },
+    /// The body is empty, not a single JSON value, or breaks
+    /// [the JSON rule](crate::codec#the-json-rule).
     #[error("invalid event body: {reason}")]
     BadBody {
         /// What is wrong with it.
         reason: String,
     },
+}
+
+impl EventError {
+    /// A stable label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            EventError::BadName { .. } => "bad_event_name",
+            EventError::NameTooLong { .. } => "id_too_long",
+            EventError::BadBody { .. } => "bad_event_body",
+        }
+    }
 }
 
 /// An event's `type`: an entity and an action, shown as `<entity>:<action>`.
@@ -275,7 +300,8 @@ fn is_json_ws(b: &u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r')
 }
 
-/// The body without leading and trailing JSON whitespace, checked to be exactly one JSON value.
+/// The body without leading and trailing JSON whitespace, checked to be exactly one JSON value
+/// under [the JSON rule](crate::codec#the-json-rule) (depth, duplicate keys).
 pub fn check_body(body: &[u8]) -> Result<&[u8], EventError> {
     let start = body
         .iter()
@@ -291,12 +317,10 @@ pub fn check_body(body: &[u8]) -> Result<&[u8], EventError> {
             reason: "empty body: send one JSON value".to_string(),
         });
     }
-    // serde_json skips over strings it ignores without checking their UTF-8, so check first.
-    let text = core::str::from_utf8(trimmed).map_err(|_| EventError::BadBody {
-        reason: "body is not UTF-8".to_string(),
-    })?;
-    serde_json::from_str::<IgnoredAny>(text).map_err(|e| EventError::BadBody {
-        reason: crate::error::not_json(&e).to_string(),
+    // The same one-pass reader as every other decode path (it checks every string's UTF-8); the
+    // value is dropped, the frame embeds the body's own bytes.
+    codec::value(trimmed).map_err(|e| EventError::BadBody {
+        reason: e.to_string(),
     })?;
     Ok(trimmed)
 }
@@ -330,7 +354,7 @@ pub fn event_publication(name: &str, body: &[u8]) -> Result<Publication, EventEr
 
 /// Decode the body of `POST /events/<name>` (any JSON value), for Rust callers and the tests.
 pub fn decode_publish(body: &[u8]) -> Result<Value, DecodeError> {
-    serde_json::from_slice(body).map_err(|e| crate::error::not_json(&e))
+    codec::value(body)
 }
 
 /// Decode and re-encode one documented example.
@@ -345,14 +369,15 @@ pub fn round_trip(dir: Direction, bytes: &[u8]) -> Result<Vec<u8>, DecodeError> 
 /// The event broadcaster.
 #[derive(Debug, Default)]
 pub struct Afc {
-    api_key: Option<String>,
+    options: Options,
 }
 
 impl Afc {
-    /// A broadcaster; `POST /events/*` requires `api_key` when it is set (and non-empty).
+    /// A broadcaster; `POST /events/*` requires one of `options.api_keys` when any is set, and
+    /// refuses event names longer than `options.max_id_bytes`.
     pub fn new(options: &Options) -> Self {
         Afc {
-            api_key: options.api_key.clone().filter(|k| !k.is_empty()),
+            options: options.clone(),
         }
     }
 }
@@ -386,32 +411,37 @@ impl Afc {
         cx.send(conn, encode_server(&reply));
     }
 
+    /// `POST /events/<name>`, method and key already checked.
     fn publish_event(&self, cx: &mut Context<'_>, req: &HttpRequest, name: &str) -> HttpResponse {
-        if req.method != Method::Post {
-            return codec::http_error(405, "method not allowed", Some("use POST"));
-        }
-        if let Some(key) = &self.api_key {
-            if !codec::api_key_matches(req, key) {
-                return codec::http_error(401, "invalid or missing API key", None);
-            }
-        }
-        match event_publication(name, &req.body) {
+        let max = self.options.max_id_bytes;
+        let checked = if name.len() > max {
+            Err(EventError::NameTooLong { max })
+        } else {
+            event_publication(name, &req.body)
+        };
+        match checked {
             Ok(p) => {
                 cx.publish(p);
                 HttpResponse::empty(204)
             }
             Err(e) => {
-                cx.count_error(match e {
-                    EventError::BadName { .. } => "bad_event_name",
-                    EventError::BadBody { .. } => "bad_event_body",
-                });
+                cx.count_error(e.kind());
                 let error = match e {
-                    EventError::BadName { .. } => "invalid event name",
                     EventError::BadBody { .. } => "invalid body",
+                    _ => "invalid event name",
                 };
                 codec::http_error(400, error, Some(&e.to_string()))
             }
         }
+    }
+
+    fn health(cx: &Context<'_>) -> HttpResponse {
+        let health = Health {
+            status: "ok",
+            clients: cx.connections().count(),
+            uptime: cx.uptime().as_millis() as f64 / 1000.0,
+        };
+        HttpResponse::json(200, codec::to_bytes(&health))
     }
 }
 
@@ -433,25 +463,17 @@ impl Protocol for Afc {
     }
 
     fn on_http(&mut self, cx: &mut Context<'_>, req: &HttpRequest) -> Option<HttpResponse> {
-        if let Some(name) = req.path.strip_prefix("/events/") {
-            return Some(self.publish_event(cx, req, name));
-        }
-        if req.path == "/health" {
-            if !matches!(req.method, Method::Get | Method::Head) {
-                return Some(codec::http_error(
-                    405,
-                    "method not allowed",
-                    Some("use GET"),
-                ));
-            }
-            let health = Health {
-                status: "ok",
-                clients: cx.connections().count(),
-                uptime: cx.uptime().as_millis() as f64 / 1000.0,
-            };
-            return Some(HttpResponse::json(200, codec::to_bytes(&health)));
-        }
-        None
+        let route = match SPEC.admit(req.method, &req.path, &self.options, |h| req.header(h)) {
+            Admission::Proceed(route) => route,
+            Admission::Refuse(response) => return Some(response),
+            Admission::NotFound => return None,
+        };
+        let arg = route.path.capture(&req.path)?;
+        Some(match route.path {
+            p if p == EVENTS_ROUTE.path => self.publish_event(cx, req, arg),
+            p if p == HEALTH_ROUTE.path => Self::health(cx),
+            _ => return None,
+        })
     }
 }
 

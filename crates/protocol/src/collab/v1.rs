@@ -17,13 +17,24 @@ use bytes::Bytes;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{json, Value};
 use switchboard_hub::{
-    ConnectionHandle, Context, HttpRequest, HttpResponse, Identity, Instant, Method, OpenInfo,
-    Protocol, Publication,
+    ConnectionHandle, Context, HttpRequest, HttpResponse, Identity, Instant, OpenInfo, Protocol,
+    Publication,
 };
 
 use crate::codec;
-use crate::registry::{Auth, Options, OriginPolicy, SystemSpec};
+use crate::registry::{
+    Admission, Auth, KeyRule, Options, OriginPolicy, PathPattern, Route, SystemSpec,
+    MAX_STATUS_ENTRIES,
+};
 use crate::{DecodeError, Direction};
+
+/// `GET /health`.
+pub const HEALTH_ROUTE: Route = Route::get(PathPattern::Exact("/health"));
+/// `GET /stats`: projects and their members, at most [`MAX_STATUS_ENTRIES`] projects.
+pub const STATS_ROUTE: Route = Route::get(PathPattern::Exact("/stats"));
+/// `POST /broadcast`: publish into a project; keyed once `COLLAB_API_KEY` is set.
+pub const BROADCAST_ROUTE: Route =
+    Route::publish(PathPattern::Exact("/broadcast"), KeyRule::IfConfigured);
 
 /// The registry entry: port 3001 (`PORT`), WebSocket on `/ws`, browser origins from
 /// `ALLOWED_ORIGINS`.
@@ -39,6 +50,7 @@ pub const SPEC: SystemSpec = SystemSpec {
         default: "http://localhost:3000",
     }),
     api_key_env: "COLLAB_API_KEY",
+    routes: &[HEALTH_ROUTE, STATS_ROUTE, BROADCAST_ROUTE],
     build,
 };
 
@@ -153,8 +165,12 @@ pub struct SetUser {
     /// The user id, top-level form.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
-    /// The user id, payload form.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The user id, payload form (`payload` must be an object or `null`).
+    #[serde(
+        default,
+        deserialize_with = "codec::object_or_null",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub payload: Option<UserRef>,
 }
 
@@ -411,13 +427,7 @@ fn tagged<T: Serialize>(kind: &str, body: &T) -> Bytes {
 // Decode / encode
 // ---------------------------------------------------------------------------------------------
 
-fn non_empty(field: &str, value: &str) -> Result<(), DecodeError> {
-    if value.is_empty() {
-        Err(DecodeError::Invalid(format!("`{field}` must not be empty")))
-    } else {
-        Ok(())
-    }
-}
+use codec::non_empty;
 
 /// Decode a client's message.
 pub fn decode_client(bytes: &[u8]) -> Result<ClientMessage, DecodeError> {
@@ -451,6 +461,29 @@ pub fn decode_client(bytes: &[u8]) -> Result<ClientMessage, DecodeError> {
             let m: Edit = codec::from_object(obj)?;
             non_empty("projectId", &m.project_id)?;
             Ok(ClientMessage::Edit(m))
+        }
+    }
+}
+
+impl ClientMessage {
+    /// Refuse a `projectId` or `userId` longer than `max_id_bytes` (what
+    /// [`Options::max_id_bytes`] configures; [`decode_client`] applies no length limit).
+    pub fn check_ids(&self, max_id_bytes: usize) -> Result<(), DecodeError> {
+        let check = |field, id: &str| codec::check_id(field, id, max_id_bytes);
+        match self {
+            ClientMessage::SetUser(m) => {
+                let nested = m.payload.as_ref().and_then(|p| p.user_id.as_deref());
+                for user in [m.user_id.as_deref(), nested].into_iter().flatten() {
+                    check("userId", user)?;
+                }
+                Ok(())
+            }
+            ClientMessage::JoinProject(m) => {
+                check("projectId", &m.project_id)?;
+                m.user_id.as_deref().map_or(Ok(()), |u| check("userId", u))
+            }
+            ClientMessage::LeaveProject(m) => check("projectId", &m.project_id),
+            ClientMessage::Edit(m) => check("projectId", &m.project_id),
         }
     }
 }
@@ -491,7 +524,8 @@ pub fn encode_server(msg: &ServerMessage) -> Bytes {
 }
 
 /// Decode a `POST /broadcast` body. `type` and `projectId` must be non-empty strings
-/// (else `MissingField`), and `type` must not be one of [`RESERVED_TYPES`].
+/// (else `MissingField`), `type` must not be one of [`RESERVED_TYPES`], and `userId`, when
+/// given, must not be empty.
 pub fn decode_broadcast(bytes: &[u8]) -> Result<BroadcastRequest, DecodeError> {
     let obj = codec::object(bytes)?;
     for field in ["type", "projectId"] {
@@ -510,7 +544,21 @@ pub fn decode_broadcast(bytes: &[u8]) -> Result<BroadcastRequest, DecodeError> {
             req.kind
         )));
     }
+    if let Some(user) = &req.user_id {
+        non_empty("userId", user)?;
+    }
     Ok(req)
+}
+
+impl BroadcastRequest {
+    /// Refuse a `projectId` or `userId` longer than `max_id_bytes`.
+    pub fn check_ids(&self, max_id_bytes: usize) -> Result<(), DecodeError> {
+        codec::check_id("projectId", &self.project_id, max_id_bytes)?;
+        match &self.user_id {
+            Some(user) => codec::check_id("userId", user, max_id_bytes),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Encode a `POST /broadcast` body.
@@ -569,14 +617,15 @@ pub fn error_frame(message: &str, details: &str, now: Instant) -> Bytes {
 /// The collab protocol.
 #[derive(Debug, Default)]
 pub struct Collab {
-    api_key: Option<String>,
+    options: Options,
 }
 
 impl Collab {
-    /// A collab protocol; `POST /broadcast` requires `api_key` when it is `Some`.
+    /// A collab protocol; `POST /broadcast` requires one of `options.api_keys` when any is set;
+    /// project and user ids are capped at `options.max_id_bytes`.
     pub fn new(options: &Options) -> Self {
         Collab {
-            api_key: options.api_key.clone(),
+            options: options.clone(),
         }
     }
 }
@@ -646,7 +695,8 @@ impl Protocol for Collab {
     }
 
     fn on_text(&mut self, cx: &mut Context<'_>, conn: ConnectionHandle, frame: &Bytes) {
-        let msg = match decode_client(frame) {
+        let max = self.options.max_id_bytes;
+        let msg = match decode_client(frame).and_then(|m| m.check_ids(max).map(|()| m)) {
             Ok(m) => m,
             Err(e) => {
                 cx.count_error(e.kind());
@@ -725,13 +775,15 @@ impl Protocol for Collab {
     }
 
     fn on_http(&mut self, cx: &mut Context<'_>, req: &HttpRequest) -> Option<HttpResponse> {
-        let readable = matches!(req.method, Method::Get | Method::Head);
-        Some(match req.path.as_str() {
-            "/health" if readable => health(cx),
-            "/stats" if readable => stats(cx),
-            "/broadcast" if req.method == Method::Post => self.broadcast(cx, req),
-            "/health" | "/stats" => codec::http_error(405, "method not allowed", Some("use GET")),
-            "/broadcast" => codec::http_error(405, "method not allowed", Some("use POST")),
+        let route = match SPEC.admit(req.method, &req.path, &self.options, |h| req.header(h)) {
+            Admission::Proceed(route) => route,
+            Admission::Refuse(response) => return Some(response),
+            Admission::NotFound => return None,
+        };
+        Some(match route.path {
+            p if p == HEALTH_ROUTE.path => health(cx),
+            p if p == STATS_ROUTE.path => stats(cx),
+            p if p == BROADCAST_ROUTE.path => self.broadcast(cx, req),
             _ => return None,
         })
     }
@@ -760,9 +812,23 @@ fn health(cx: &Context<'_>) -> HttpResponse {
     )
 }
 
+/// `GET /stats`: every project, or the [`MAX_STATUS_ENTRIES`] with the most members (ties by
+/// id) and `"truncated": true`; the totals count everything.
 fn stats(cx: &Context<'_>) -> HttpResponse {
+    let mut rooms: Vec<(usize, &str)> = cx
+        .rooms()
+        .filter(|(room, _)| room.starts_with(ROOM_PREFIX))
+        .map(|(room, members)| (members, room))
+        .collect();
+    let total_projects = rooms.len();
+    let truncated = total_projects > MAX_STATUS_ENTRIES;
+    if truncated {
+        let by_size = |a: &(usize, &str), b: &(usize, &str)| b.0.cmp(&a.0).then(a.1.cmp(b.1));
+        rooms.select_nth_unstable_by(MAX_STATUS_ENTRIES, by_size);
+        rooms.truncate(MAX_STATUS_ENTRIES);
+    }
     let mut projects: BTreeMap<String, Value> = BTreeMap::new();
-    for (room, _) in cx.rooms() {
+    for (_, room) in rooms {
         let Some(project) = room.strip_prefix(ROOM_PREFIX) else {
             continue;
         };
@@ -777,37 +843,40 @@ fn stats(cx: &Context<'_>) -> HttpResponse {
             json!({"clientCount": clients.len(), "clients": clients}),
         );
     }
-    json_response(
-        200,
-        &json!({
-            "totalClients": cx.stats().connections,
-            "totalProjects": projects.len(),
-            "projectStats": projects,
-        }),
-    )
+    let mut body = json!({
+        "totalClients": cx.stats().connections,
+        "totalProjects": total_projects,
+        "projectStats": projects,
+    });
+    if truncated {
+        body["truncated"] = Value::Bool(true);
+    }
+    json_response(200, &body)
+}
+
+/// The 400 for a `POST /broadcast` body that could not be used.
+fn broadcast_error(cx: &mut Context<'_>, e: &DecodeError) -> HttpResponse {
+    cx.count_error(e.kind());
+    match e {
+        DecodeError::MissingField(f) if f == "type" || f == "projectId" => json_response(
+            400,
+            &json!({"error": "Missing required fields: type, projectId"}),
+        ),
+        _ => json_response(
+            400,
+            &json!({"error": "Invalid broadcast body", "details": e.to_string()}),
+        ),
+    }
 }
 
 impl Collab {
+    /// `POST /broadcast`, method and key already checked.
     fn broadcast(&self, cx: &mut Context<'_>, req: &HttpRequest) -> HttpResponse {
-        if let Some(key) = &self.api_key {
-            if !codec::api_key_matches(req, key) {
-                return codec::http_error(401, "invalid or missing API key", None);
-            }
-        }
-        let body = match decode_broadcast(&req.body) {
+        let max = self.options.max_id_bytes;
+        let decoded = decode_broadcast(&req.body).and_then(|b| b.check_ids(max).map(|()| b));
+        let body = match decoded {
             Ok(b) => b,
-            Err(DecodeError::MissingField(f)) if f == "type" || f == "projectId" => {
-                return json_response(
-                    400,
-                    &json!({"error": "Missing required fields: type, projectId"}),
-                );
-            }
-            Err(e) => {
-                return json_response(
-                    400,
-                    &json!({"error": "Invalid broadcast body", "details": e.to_string()}),
-                );
-            }
+            Err(e) => return broadcast_error(cx, &e),
         };
         let (project_id, broadcast) = body.into_parts();
         let members = cx.room_members(&room(&project_id)).count();

@@ -16,17 +16,25 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use bytes::Bytes;
 use core::fmt;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{json, Map, Value};
 use switchboard_hub::time::DateTime;
 use switchboard_hub::{
-    CloseCode, ConnectionHandle, Context, Filter, HttpRequest, HttpResponse, Instant, Method,
-    OpenInfo, Protocol, Publication, Tags,
+    CloseCode, ConnectionHandle, Context, Filter, HttpRequest, HttpResponse, Instant, OpenInfo,
+    Protocol, Publication, Tags,
 };
 
 use crate::codec;
-use crate::registry::{Auth, Options, SystemSpec};
+use crate::registry::{
+    Admission, Auth, KeyRule, Options, PathPattern, Route, SystemSpec, MAX_STATUS_ENTRIES,
+};
 use crate::{DecodeError, Direction};
+
+/// `POST /api/ws/publish`: publish an event; always keyed (`DCDOCK_API_KEY`).
+pub const PUBLISH_ROUTE: Route =
+    Route::publish(PathPattern::Exact("/api/ws/publish"), KeyRule::Required);
+/// `GET /api/ws/stats`: open, as in the seed; at most [`MAX_STATUS_ENTRIES`] clients.
+pub const STATS_ROUTE: Route = Route::get(PathPattern::Exact("/api/ws/stats"));
 
 /// The registry entry: port 8000, WebSocket on `/api/ws`, JWT in `?token=` signed with
 /// `DCDOCK_JWT_SECRET`.
@@ -42,6 +50,7 @@ pub const SPEC: SystemSpec = SystemSpec {
     },
     origins: None,
     api_key_env: "DCDOCK_API_KEY",
+    routes: &[PUBLISH_ROUTE, STATS_ROUTE],
     build,
 };
 
@@ -95,14 +104,41 @@ impl LoadDirection {
     }
 }
 
-/// A record id as the backend writes it: a JSON integer (`7`) or a string (`"7"`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// A record id as the backend writes it: a JSON integer (`7`) or a non-empty string (`"7"`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(untagged)]
 pub enum Id {
     /// An integer id.
     Number(i64),
     /// A string id.
     Text(String),
+}
+
+impl<'de> Deserialize<'de> for Id {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct IdVisitor;
+        impl serde::de::Visitor<'_> for IdVisitor {
+            type Value = Id;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an integer or a non-empty string")
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Id, E> {
+                Ok(Id::Number(n))
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Id, E> {
+                i64::try_from(n)
+                    .map(Id::Number)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Unsigned(n), &self))
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Id, E> {
+                if s.is_empty() {
+                    return Err(E::invalid_value(serde::de::Unexpected::Str(s), &self));
+                }
+                Ok(Id::Text(s.to_owned()))
+            }
+        }
+        d.deserialize_any(IdVisitor)
+    }
 }
 
 impl fmt::Display for Id {
@@ -153,8 +189,13 @@ impl Filters {
 /// `subscribe`: replace this connection's filter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Subscribe {
-    /// The filter; absent or `{}` receives everything.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The filter; absent, `null` or `{}` receives everything. Anything but an object (or
+    /// `null`) is refused.
+    #[serde(
+        default,
+        deserialize_with = "codec::object_or_null",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub filters: Option<Filters>,
 }
 
@@ -475,17 +516,21 @@ pub fn event_publication(event: &ServerEvent, now: Instant) -> Publication {
 /// The DCDock protocol.
 #[derive(Debug, Default)]
 pub struct DcDock {
-    api_key: Option<String>,
+    options: Options,
 }
 
 impl DcDock {
-    /// A DCDock protocol; `POST /api/ws/publish` is refused (403) unless `api_key` is set.
+    /// A DCDock protocol; `POST /api/ws/publish` is refused (403) unless `options.api_keys` has
+    /// a key, and needs one of them after that; user ids are capped at `options.max_id_bytes`.
     pub fn new(options: &Options) -> Self {
         DcDock {
-            api_key: options.api_key.clone(),
+            options: options.clone(),
         }
     }
 }
+
+/// The close reason for a verified user id longer than the configured limit.
+pub const USER_ID_TOO_LONG_REASON: &str = "user id too long";
 
 fn build(options: &Options) -> Box<dyn Protocol + Send> {
     Box::new(DcDock::new(options))
@@ -510,6 +555,13 @@ impl Protocol for DcDock {
             cx.close(conn, CloseCode::POLICY_VIOLATION, UNAUTHENTICATED_REASON);
             return;
         };
+        // The user id becomes this connection's client id (listed by /api/ws/stats): capped like
+        // every other identifier, even though a verified token carries it.
+        if user.len() > self.options.max_id_bytes {
+            cx.count_error("id_too_long");
+            cx.close(conn, CloseCode::POLICY_VIOLATION, USER_ID_TOO_LONG_REASON);
+            return;
+        }
         let client_id = format!("user_{user}_{}", conn.serial());
         let ack = ConnectionAck {
             timestamp: timestamp(cx.now()),
@@ -555,13 +607,14 @@ impl Protocol for DcDock {
     }
 
     fn on_http(&mut self, cx: &mut Context<'_>, req: &HttpRequest) -> Option<HttpResponse> {
-        Some(match (req.path.as_str(), req.method) {
-            ("/api/ws/publish", Method::Post) => self.publish(cx, req),
-            ("/api/ws/stats", Method::Get | Method::Head) => stats(cx),
-            ("/api/ws/publish", _) => {
-                codec::http_error(405, "method not allowed", Some("use POST"))
-            }
-            ("/api/ws/stats", _) => codec::http_error(405, "method not allowed", Some("use GET")),
+        let route = match SPEC.admit(req.method, &req.path, &self.options, |h| req.header(h)) {
+            Admission::Proceed(route) => route,
+            Admission::Refuse(response) => return Some(response),
+            Admission::NotFound => return None,
+        };
+        Some(match route.path {
+            p if p == PUBLISH_ROUTE.path => Self::publish(cx, req),
+            p if p == STATS_ROUTE.path => stats(cx),
             _ => return None,
         })
     }
@@ -571,44 +624,47 @@ fn json_response(status: u16, body: &Value) -> HttpResponse {
     HttpResponse::json(status, codec::to_bytes(body))
 }
 
+/// `GET /api/ws/stats`: connections in the order they opened, at most [`MAX_STATUS_ENTRIES`]
+/// of them (the oldest) and then `"truncated": true`; `active_connections` counts them all.
 fn stats(cx: &Context<'_>) -> HttpResponse {
-    let mut clients: Vec<(u64, Value)> = cx
+    let mut conns: Vec<(u64, ConnectionHandle)> = cx
         .connections()
-        .map(|c| {
-            (
-                c.handle.serial(),
-                json!({"client_id": c.client_id, "filters": filters_of(c.filter)}),
-            )
-        })
+        .map(|c| (c.handle.serial(), c.handle))
         .collect();
-    clients.sort_unstable_by_key(|(serial, _)| *serial);
-    let clients: Vec<Value> = clients.into_iter().map(|(_, v)| v).collect();
-    json_response(
-        200,
-        &json!({"active_connections": clients.len(), "clients": clients}),
-    )
+    let total = conns.len();
+    let truncated = total > MAX_STATUS_ENTRIES;
+    if truncated {
+        conns.select_nth_unstable(MAX_STATUS_ENTRIES);
+        conns.truncate(MAX_STATUS_ENTRIES);
+    }
+    conns.sort_unstable();
+    let clients: Vec<Value> = conns
+        .into_iter()
+        .filter_map(|(_, handle)| cx.connection(handle))
+        .map(|c| json!({"client_id": c.client_id, "filters": filters_of(c.filter)}))
+        .collect();
+    let mut body = json!({"active_connections": total, "clients": clients});
+    if truncated {
+        body["truncated"] = Value::Bool(true);
+    }
+    json_response(200, &body)
 }
 
 impl DcDock {
-    fn publish(&self, cx: &mut Context<'_>, req: &HttpRequest) -> HttpResponse {
-        let Some(key) = &self.api_key else {
-            return json_response(
-                403,
-                &json!({"error": "publishing disabled: set DCDOCK_API_KEY"}),
-            );
-        };
-        if !codec::api_key_matches(req, key) {
-            return codec::http_error(401, "invalid or missing API key", None);
-        }
+    /// `POST /api/ws/publish`, method and key already checked.
+    fn publish(cx: &mut Context<'_>, req: &HttpRequest) -> HttpResponse {
         match decode_publish(&req.body) {
             Ok(event) => {
                 let delivered = cx.publish(event_publication(&event, cx.now()));
                 json_response(202, &json!({ "delivered": delivered }))
             }
-            Err(e) => json_response(
-                400,
-                &json!({"error": "Invalid event", "details": e.to_string()}),
-            ),
+            Err(e) => {
+                cx.count_error(e.kind());
+                json_response(
+                    400,
+                    &json!({"error": "Invalid event", "details": e.to_string()}),
+                )
+            }
         }
     }
 }

@@ -27,6 +27,7 @@ pub const SPEC: SystemSpec = SystemSpec {
     auth: Auth::None,
     origins: None,
     api_key_env: "LAPTIMES_API_KEY",
+    routes: &[],
     build,
 };
 
@@ -80,10 +81,14 @@ pub enum ServerMessage {
     Error(ErrorReply),
 }
 
-/// Decode a client's notice.
+/// Decode a client's notice: [the JSON rule](crate::codec#the-json-rule), then non-empty string
+/// `table` and `operation`, and a string or `null` `timestamp`.
 pub fn decode_client(bytes: &[u8]) -> Result<ChangeNotice, DecodeError> {
     let obj = codec::object(bytes)?;
-    codec::from_object(obj)
+    let notice: ChangeNotice = codec::from_object(obj)?;
+    codec::non_empty("table", &notice.table)?;
+    codec::non_empty("operation", &notice.operation)?;
+    Ok(notice)
 }
 
 /// Decode a server message (for clients written in Rust, and the tests).

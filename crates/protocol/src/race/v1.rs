@@ -16,13 +16,20 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use switchboard_hub::time::DateTime;
 use switchboard_hub::{
-    ConnectionHandle, Context, HttpRequest, HttpResponse, Instant, Method, OpenInfo, Protocol,
-    Publication,
+    ConnectionHandle, Context, HttpRequest, HttpResponse, Instant, OpenInfo, Protocol, Publication,
 };
 
 use crate::codec;
-use crate::registry::{Auth, Options, SystemSpec};
+use crate::registry::{Admission, Auth, KeyRule, Options, PathPattern, Route, SystemSpec};
 use crate::{DecodeError, Direction};
+
+/// `POST /sessions/<sessionId>/updates`: publish an update; always keyed (`RACE_API_KEY`).
+pub const PUBLISH_ROUTE: Route = Route::publish(
+    PathPattern::Between("/sessions/", "/updates"),
+    KeyRule::Required,
+);
+/// `GET /health`.
+pub const HEALTH_ROUTE: Route = Route::get(PathPattern::Exact("/health"));
 
 /// The registry entry: port 3000 (the seed's `VITE_WS_URL=ws://localhost:3000/ws`), path `/ws`.
 pub const SPEC: SystemSpec = SystemSpec {
@@ -34,6 +41,7 @@ pub const SPEC: SystemSpec = SystemSpec {
     auth: Auth::None,
     origins: None,
     api_key_env: "RACE_API_KEY",
+    routes: &[PUBLISH_ROUTE, HEALTH_ROUTE],
     build,
 };
 
@@ -55,7 +63,8 @@ pub const SERVER_TYPES: &[&str] = &[
     "drs_update",
 ];
 
-/// The longest session id accepted, in bytes.
+/// The longest session id accepted, in bytes, whatever [`Options::max_id_bytes`] says: the
+/// effective limit is the smaller of the two (see [`check_session_id`]).
 pub const MAX_SESSION_ID_LEN: usize = 128;
 
 /// The prefix of a session's room name: session `race-2024` is room `session:race-2024`.
@@ -213,10 +222,11 @@ struct Out<'a, D> {
     timestamp: Option<&'a str>,
 }
 
-/// A client message's `data` and optional `timestamp`.
+/// A `subscribe`/`unsubscribe`: `data` (an object) and an optional `timestamp`.
 #[derive(Deserialize)]
-struct ClientIn<D> {
-    data: D,
+struct SessionIn {
+    #[serde(deserialize_with = "codec::object_only")]
+    data: SessionRef<String>,
     #[serde(default)]
     timestamp: Option<String>,
 }
@@ -259,20 +269,30 @@ struct ErrorData<S> {
 #[derive(Serialize)]
 struct Empty {}
 
-/// Check a session id: 1 to [`MAX_SESSION_ID_LEN`] bytes of ASCII letters, digits, `_`, `-`,
-/// `.` and `:`.
-pub fn check_session_id(id: &str) -> Result<(), DecodeError> {
-    let ok = !id.is_empty()
-        && id.len() <= MAX_SESSION_ID_LEN
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'));
+/// The longest session id accepted with `max_id_bytes` configured: the smaller of it and
+/// [`MAX_SESSION_ID_LEN`].
+pub fn session_id_limit(max_id_bytes: usize) -> usize {
+    max_id_bytes.min(MAX_SESSION_ID_LEN)
+}
+
+/// Check a session id: at most [`session_id_limit`]`(max_id_bytes)` bytes (else
+/// [`DecodeError::IdTooLong`]), at least one, only ASCII letters, digits, `_`, `-`, `.` and `:`,
+/// and at least one letter or digit (so never `.` or `..`, which every HTTP client and proxy
+/// rewrites in a path).
+pub fn check_session_id(id: &str, max_id_bytes: usize) -> Result<(), DecodeError> {
+    codec::check_id("sessionId", id, session_id_limit(max_id_bytes))?;
+    let ok = id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
+        && id.bytes().any(|b| b.is_ascii_alphanumeric());
     if ok {
         Ok(())
     } else {
-        Err(DecodeError::Invalid(format!(
-            "`sessionId` must be 1 to {MAX_SESSION_ID_LEN} characters of A-Z, a-z, 0-9, `_`, `-`, `.` and `:`"
-        )))
+        Err(DecodeError::Invalid(
+            "`sessionId` must be A-Z, a-z, 0-9, `_`, `-`, `.` and `:`, with at least one letter \
+             or digit"
+                .to_string(),
+        ))
     }
 }
 
@@ -340,8 +360,8 @@ pub fn decode_client(bytes: &[u8]) -> Result<ClientMessage, DecodeError> {
     match tag.as_str() {
         "subscribe" | "unsubscribe" => {
             let subscribe = tag == "subscribe";
-            let m: ClientIn<SessionRef<String>> = codec::from_object(obj)?;
-            check_session_id(&m.data.session_id)?;
+            let m: SessionIn = codec::from_object(obj)?;
+            check_session_id(&m.data.session_id, MAX_SESSION_ID_LEN)?;
             let (session_id, timestamp) = (m.data.session_id, m.timestamp);
             Ok(if subscribe {
                 ClientMessage::Subscribe {
@@ -364,6 +384,26 @@ pub fn decode_client(bytes: &[u8]) -> Result<ClientMessage, DecodeError> {
         }
         t if UpdateType::from_tag(t).is_some() => Err(client_may_not_publish(t)),
         t => Err(DecodeError::UnknownType(t.to_string())),
+    }
+}
+
+impl ClientMessage {
+    /// The session a `subscribe` or `unsubscribe` names.
+    pub fn session_id(&self) -> Option<&str> {
+        match self {
+            ClientMessage::Subscribe { session_id, .. }
+            | ClientMessage::Unsubscribe { session_id, .. } => Some(session_id),
+            ClientMessage::Ping { .. } => None,
+        }
+    }
+
+    /// Refuse a session id longer than [`session_id_limit`]`(max_id_bytes)`.
+    /// ([`decode_client`] applies [`MAX_SESSION_ID_LEN`] only.)
+    pub fn check_ids(&self, max_id_bytes: usize) -> Result<(), DecodeError> {
+        match self.session_id() {
+            Some(id) => check_session_id(id, max_id_bytes),
+            None => Ok(()),
+        }
     }
 }
 
@@ -566,14 +606,15 @@ pub fn update_publication(session_id: &str, update: &RaceUpdate, now: Instant) -
 /// The live-update server.
 #[derive(Debug, Default)]
 pub struct Race {
-    api_key: Option<String>,
+    options: Options,
 }
 
 impl Race {
-    /// A server; publishing requires `api_key` and is refused (403) without one.
+    /// A server; publishing requires one of `options.api_keys` and is refused (403) without
+    /// any; session ids are capped at [`session_id_limit`]`(options.max_id_bytes)`.
     pub fn new(options: &Options) -> Self {
         Race {
-            api_key: options.api_key.clone().filter(|k| !k.is_empty()),
+            options: options.clone(),
         }
     }
 }
@@ -624,17 +665,9 @@ fn subscribe(cx: &mut Context<'_>, conn: ConnectionHandle, session_id: &str) {
 }
 
 impl Race {
+    /// `POST /sessions/<id>/updates`, method and key already checked.
     fn publish(&self, cx: &mut Context<'_>, req: &HttpRequest, session_id: &str) -> HttpResponse {
-        if req.method != Method::Post {
-            return codec::http_error(405, "method not allowed", Some("use POST"));
-        }
-        let Some(key) = &self.api_key else {
-            return codec::http_error(403, "publishing disabled: set RACE_API_KEY", None);
-        };
-        if !codec::api_key_matches(req, key) {
-            return codec::http_error(401, "invalid or missing API key", None);
-        }
-        if let Err(e) = check_session_id(session_id) {
+        if let Err(e) = check_session_id(session_id, self.options.max_id_bytes) {
             cx.count_error(e.kind());
             return codec::http_error(400, "invalid sessionId", Some(&e.to_string()));
         }
@@ -652,6 +685,19 @@ impl Race {
         };
         HttpResponse::json(202, codec::to_bytes(&body))
     }
+
+    fn health(cx: &Context<'_>) -> HttpResponse {
+        let health = Health {
+            status: "ok",
+            clients: cx.connections().count(),
+            sessions: cx
+                .rooms()
+                .filter(|(name, members)| name.starts_with(ROOM_PREFIX) && *members > 0)
+                .count(),
+            uptime: cx.uptime().as_millis() as f64 / 1000.0,
+        };
+        HttpResponse::json(200, codec::to_bytes(&health))
+    }
 }
 
 impl Protocol for Race {
@@ -664,7 +710,7 @@ impl Protocol for Race {
             if id.is_empty() {
                 continue; // `?sessionId=` picks nothing.
             }
-            match check_session_id(id) {
+            match check_session_id(id, self.options.max_id_bytes) {
                 Ok(()) => subscribe(cx, conn, id),
                 Err(e) => {
                     cx.count_error(e.kind());
@@ -675,7 +721,8 @@ impl Protocol for Race {
     }
 
     fn on_text(&mut self, cx: &mut Context<'_>, conn: ConnectionHandle, frame: &Bytes) {
-        match decode_client(frame) {
+        let max = self.options.max_id_bytes;
+        match decode_client(frame).and_then(|m| m.check_ids(max).map(|()| m)) {
             Ok(ClientMessage::Subscribe { session_id, .. }) => subscribe(cx, conn, &session_id),
             Ok(ClientMessage::Unsubscribe { session_id, .. }) => {
                 cx.leave(conn, &session_room(&session_id));
@@ -699,30 +746,17 @@ impl Protocol for Race {
     }
 
     fn on_http(&mut self, cx: &mut Context<'_>, req: &HttpRequest) -> Option<HttpResponse> {
-        if req.path == "/health" {
-            if !matches!(req.method, Method::Get | Method::Head) {
-                return Some(codec::http_error(
-                    405,
-                    "method not allowed",
-                    Some("use GET"),
-                ));
-            }
-            let health = Health {
-                status: "ok",
-                clients: cx.connections().count(),
-                sessions: cx
-                    .rooms()
-                    .filter(|(name, members)| name.starts_with(ROOM_PREFIX) && *members > 0)
-                    .count(),
-                uptime: cx.uptime().as_millis() as f64 / 1000.0,
-            };
-            return Some(HttpResponse::json(200, codec::to_bytes(&health)));
-        }
-        let session_id = req
-            .path
-            .strip_prefix("/sessions/")
-            .and_then(|rest| rest.strip_suffix("/updates"))?;
-        Some(self.publish(cx, req, session_id))
+        let route = match SPEC.admit(req.method, &req.path, &self.options, |h| req.header(h)) {
+            Admission::Proceed(route) => route,
+            Admission::Refuse(response) => return Some(response),
+            Admission::NotFound => return None,
+        };
+        let arg = route.path.capture(&req.path)?;
+        Some(match route.path {
+            p if p == PUBLISH_ROUTE.path => self.publish(cx, req, arg),
+            p if p == HEALTH_ROUTE.path => Self::health(cx),
+            _ => return None,
+        })
     }
 }
 
@@ -767,12 +801,44 @@ mod tests {
 
     #[test]
     fn session_ids() {
-        assert!(check_session_id("race-2024").is_ok());
-        assert!(check_session_id("2024:monaco.R_1").is_ok());
+        let check = |id: &str| check_session_id(id, MAX_SESSION_ID_LEN);
+        assert!(check("race-2024").is_ok());
+        assert!(check("2024:monaco.R_1").is_ok());
+        assert!(check("..a").is_ok());
+        assert!(check(&"a".repeat(MAX_SESSION_ID_LEN)).is_ok());
         let long = "a".repeat(MAX_SESSION_ID_LEN + 1);
-        for bad in ["", "a b", "a/b", "ü", long.as_str()] {
-            assert!(check_session_id(bad).is_err(), "{bad:?}");
+        for bad in [
+            "",
+            "a b",
+            "a/b",
+            "ü",
+            ".",
+            "..",
+            "...",
+            "-",
+            "_:-.",
+            long.as_str(),
+        ] {
+            assert!(check(bad).is_err(), "{bad:?}");
         }
+        assert_eq!(
+            check(&long),
+            Err(DecodeError::IdTooLong {
+                field: "sessionId",
+                max: 128
+            })
+        );
+        // The configured cap applies when it is the smaller one.
+        assert_eq!(session_id_limit(256), 128);
+        assert_eq!(session_id_limit(16), 16);
+        assert!(check_session_id(&"a".repeat(16), 16).is_ok());
+        assert_eq!(
+            check_session_id(&"a".repeat(17), 16),
+            Err(DecodeError::IdTooLong {
+                field: "sessionId",
+                max: 16
+            })
+        );
     }
 
     #[test]

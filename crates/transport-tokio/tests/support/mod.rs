@@ -47,7 +47,8 @@ pub fn endpoint(system: &str) -> Endpoint {
 /// Protocol options with [`API_KEY`] as the publish key.
 pub fn options() -> Options {
     Options {
-        api_key: Some(API_KEY.to_string()),
+        api_keys: vec![API_KEY.to_string()],
+        ..Options::default()
     }
 }
 
