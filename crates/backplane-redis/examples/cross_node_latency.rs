@@ -83,6 +83,7 @@ async fn node(url: &str) -> (Server, Backplane) {
         Endpoint::from_env(spec),
         &Default::default(),
         config,
+        switchboard_tokio::admission::Admission::for_process(),
         Some(tx),
     )
     .unwrap();

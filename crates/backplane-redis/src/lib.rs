@@ -46,6 +46,7 @@
 //!     Endpoint::from_env(spec),
 //!     &Default::default(),
 //!     Default::default(),
+//!     switchboard_tokio::admission::Admission::for_process(),
 //!     Some(tx),
 //! )?;
 //! // Never fails because Redis is down: it retries in the background.

@@ -14,14 +14,12 @@ use indexmap::IndexSet;
 use slab::Slab;
 
 use crate::protocol::{Context, HttpRequest, HttpResponse, Protocol};
+use crate::ratelimit::TokenBucket;
 use crate::stats::{Counters, Stats};
 use crate::{
     CloseCode, Config, ConnectionHandle, ConnectionInfo, Filter, Identity, Instant, OpenInfo,
     Publication, RateLimit, RatePolicy, SlowConsumerPolicy, Target, MAX_HELD_FRAMES,
 };
-
-/// One micro-token; a message costs one whole token.
-const TOKEN: u64 = 1_000_000;
 
 /// A frame received from a connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,8 +128,8 @@ pub(crate) struct Connection {
     opened_at: Instant,
     last_activity: Instant,
     last_ping: Instant,
-    tokens: u64,
-    tokens_at: Instant,
+    /// The inbound rate's bucket (unused without a rate limit).
+    bucket: TokenBucket,
     /// The deadline of this connection's live entry in the timer heap, if it has one.
     timer_at: Option<Instant>,
     /// Present while reading is paused for the inbound rate.
@@ -147,34 +145,12 @@ struct Throttle {
 }
 
 impl Connection {
-    /// Add the tokens earned since the last refill.
-    fn refill(&mut self, now: Instant, rate: RateLimit) {
-        let cap = u64::from(rate.burst) * TOKEN;
-        let earned = (now.saturating_since(self.tokens_at).as_micros() as u64)
-            .saturating_mul(u64::from(rate.per_second));
-        self.tokens = self.tokens.saturating_add(earned).min(cap);
-        self.tokens_at = now;
-    }
-
-    /// Take one token for an inbound frame; `false` when the bucket is empty.
-    fn take_token(&mut self, now: Instant, rate: RateLimit) -> bool {
-        self.refill(now, rate);
-        let ok = self.tokens >= TOKEN;
-        if ok {
-            self.tokens -= TOKEN;
-        }
-        ok
-    }
-
     /// When the bucket will hold the tokens for every held frame plus the resume level (a tenth
     /// of a second's worth, so a throttled sender is paused and resumed a few times a second,
     /// not once per frame).
     fn resume_at(&self, rate: RateLimit, held: usize) -> Instant {
-        let resume = u64::from((rate.per_second / 10).clamp(1, rate.burst.max(1)));
-        let need = (held as u64 + resume).min(u64::from(rate.burst.max(1))) * TOKEN;
-        let per_micro = u64::from(rate.per_second.max(1));
-        let wait = need.saturating_sub(self.tokens).div_ceil(per_micro);
-        self.tokens_at + core::time::Duration::from_micros(wait)
+        let resume = u64::from((rate.per_second / 10).max(1));
+        self.bucket.ready_at(rate, held as u64 + resume)
     }
 }
 
@@ -323,11 +299,11 @@ impl Core {
         }
         let serial = self.next_serial;
         self.next_serial += 1;
-        let burst = self
+        let bucket = self
             .config
             .limits
             .inbound_rate
-            .map_or(0, |r| u64::from(r.burst) * TOKEN);
+            .map_or(TokenBucket::empty(now), |r| TokenBucket::full(r, now));
         let conn = Connection {
             serial,
             client_id: serial.to_string(),
@@ -338,8 +314,7 @@ impl Core {
             opened_at: now,
             last_activity: now,
             last_ping: now,
-            tokens: burst,
-            tokens_at: now,
+            bucket,
             timer_at: None,
             throttle: None,
         };
@@ -703,7 +678,7 @@ impl Hub {
             }
             return Ok(());
         }
-        if c.take_token(now, rate) {
+        if c.bucket.take(now, rate) {
             self.dispatch(now, conn, frame);
             if policy == RatePolicy::Throttle {
                 self.pause_if_empty(now, conn, rate);
@@ -762,8 +737,8 @@ impl Hub {
     /// Pause `conn` before it sends a frame it has no token for (it used its last one).
     fn pause_if_empty(&mut self, now: Instant, conn: ConnectionHandle, rate: RateLimit) {
         if let Some(c) = self.core.get_mut(conn) {
-            c.refill(now, rate);
-            if c.tokens < TOKEN && c.throttle.is_none() {
+            c.bucket.refill(now, rate);
+            if !c.bucket.has_one() && c.throttle.is_none() {
                 self.pause(conn, rate, None);
             }
         }
@@ -775,15 +750,15 @@ impl Hub {
             let Some(c) = self.core.get_mut(conn) else {
                 return; // Closed by what a held frame did.
             };
-            c.refill(now, rate);
+            c.bucket.refill(now, rate);
             let Some(t) = &mut c.throttle else { return };
-            if c.tokens < TOKEN {
+            if !c.bucket.has_one() {
                 break;
             }
             let Some(frame) = t.held.pop_front() else {
                 break;
             };
-            c.tokens -= TOKEN;
+            c.bucket.spend();
             self.dispatch(now, conn, frame);
         }
         let Some(c) = self.core.get_mut(conn) else {
@@ -823,7 +798,7 @@ impl Hub {
         if c.throttle.is_some() {
             return Ok(()); // Already paused.
         }
-        if c.take_token(now, rate) {
+        if c.bucket.take(now, rate) {
             if policy == RatePolicy::Throttle {
                 self.pause_if_empty(now, conn, rate);
             }

@@ -66,6 +66,7 @@ mod connection;
 mod hub;
 mod protocol;
 mod publication;
+mod ratelimit;
 mod stats;
 pub mod time;
 
@@ -76,5 +77,6 @@ pub use connection::{ConnectionHandle, ConnectionInfo, Filter, Identity, OpenInf
 pub use hub::{Frame, Hub, JoinError, OpenError, Output, UnknownConnection};
 pub use protocol::{Context, HttpRequest, HttpResponse, Method, Protocol};
 pub use publication::{Publication, Target};
+pub use ratelimit::{RateLimiter, TokenBucket};
 pub use stats::{Counters, Stats};
 pub use time::Instant;

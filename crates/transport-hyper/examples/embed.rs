@@ -22,6 +22,7 @@ use switchboard_protocol::dcdock::v1::{
 };
 use switchboard_protocol::Options;
 use switchboard_tokio::driver::now;
+use switchboard_tokio::gate::JwtKeys;
 use switchboard_tokio::Endpoint;
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
@@ -67,11 +68,8 @@ where
 /// frame the client received.
 pub async fn run(listener: TcpListener) -> Result<String, BoxError> {
     let spec = switchboard_protocol::system("dcdock").ok_or("dcdock is not registered")?;
-    let endpoint = Endpoint {
-        spec,
-        allowed_origins: None,
-        jwt_secret: Some(JWT_SECRET.to_string()),
-    };
+    let mut endpoint = Endpoint::new(spec);
+    endpoint.jwt = JwtKeys::single(JWT_SECRET);
     let server = Server::start(listener, endpoint, &Options::default(), Config::default())?;
     println!("serving dcdock on ws://{}/api/ws", server.local_addr());
 

@@ -53,4 +53,5 @@ pub mod server;
 pub mod service;
 
 pub use metrics::Metrics;
-pub use server::Server;
+pub use server::{Process, Server};
+pub use service::HttpLimits;

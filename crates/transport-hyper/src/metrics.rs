@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use switchboard_hub::Stats;
+use switchboard_tokio::admission::Refusals;
 use switchboard_tokio::HubHandle;
 
 /// The `Content-Type` of the exposition.
@@ -28,7 +29,7 @@ type HealthSection = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
 #[derive(Default)]
 struct Registry {
     next_id: u64,
-    hubs: Vec<(u64, HubHandle)>,
+    hubs: Vec<(u64, HubHandle, Arc<Refusals>)>,
     sections: Vec<(u64, Section)>,
     health: Vec<(u64, &'static str, &'static str, HealthSection)>,
 }
@@ -52,7 +53,7 @@ pub struct Registration {
 impl Drop for Registration {
     fn drop(&mut self) {
         let mut registry = self.metrics.lock();
-        registry.hubs.retain(|(id, _)| *id != self.id);
+        registry.hubs.retain(|(id, ..)| *id != self.id);
         registry.sections.retain(|(id, _)| *id != self.id);
         registry.health.retain(|(id, ..)| *id != self.id);
     }
@@ -80,9 +81,9 @@ impl Metrics {
         }
     }
 
-    /// Add a hub until the returned registration is dropped.
-    pub fn register(&self, hub: HubHandle) -> Registration {
-        self.registration(|r, id| r.hubs.push((id, hub)))
+    /// Add a hub and its system's refusal counts until the returned registration is dropped.
+    pub fn register(&self, hub: HubHandle, refusals: Arc<Refusals>) -> Registration {
+        self.registration(|r, id| r.hubs.push((id, hub, refusals)))
     }
 
     /// Append `section`'s text (whole families, `# HELP`/`# TYPE` included) to every render
@@ -125,21 +126,29 @@ impl Metrics {
     /// Snapshot every registered hub (ordered by system name) and render the exposition, then
     /// the registered sections. A hub that has stopped meanwhile is left out.
     pub async fn render(&self) -> String {
-        let (hubs, sections): (Vec<HubHandle>, Vec<Section>) = {
+        let (hubs, sections): (Vec<(HubHandle, Arc<Refusals>)>, Vec<Section>) = {
             let registry = self.lock();
             (
-                registry.hubs.iter().map(|(_, h)| h.clone()).collect(),
+                registry
+                    .hubs
+                    .iter()
+                    .map(|(_, h, r)| (h.clone(), r.clone()))
+                    .collect(),
                 registry.sections.iter().map(|(_, s)| s.clone()).collect(),
             )
         };
         let mut systems = Vec::with_capacity(hubs.len());
-        for hub in hubs {
+        let mut refused = Vec::new();
+        for (hub, refusals) in hubs {
             if let Ok(stats) = hub.stats().await {
                 systems.push((hub.name(), stats));
             }
+            refused.push((hub.name(), refusals.snapshot()));
         }
         systems.sort_by_key(|(name, _)| *name);
+        refused.sort_by_key(|(name, _)| *name);
         let mut out = render(&systems);
+        render_refusals(&mut out, &refused);
         for section in sections {
             section(&mut out);
         }
@@ -235,6 +244,11 @@ const FAMILIES: &[Family] = &[
         |s| s.counters.slow_consumer_closes,
     ),
     counter(
+        "switchboard_throttled_total",
+        "Times a client was paused for sending above the inbound rate (throttle policy).",
+        |s| s.counters.throttled,
+    ),
+    counter(
         "switchboard_idle_timeouts_total",
         "Connections closed for idleness (code 4000).",
         |s| s.counters.idle_timeouts,
@@ -289,6 +303,31 @@ pub fn render(systems: &[(&str, Stats)]) -> String {
         }
     }
     out
+}
+
+/// One system's refusal counts: (kind, reason, count).
+pub type RefusalCounts = Vec<(&'static str, &'static str, u64)>;
+
+/// Render what each system refused: `switchboard_refused_total{system, kind, reason}`, where
+/// kind is `socket` (at accept), `upgrade` or `http`.
+pub fn render_refusals(out: &mut String, systems: &[(&str, RefusalCounts)]) {
+    let name = "switchboard_refused_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Sockets, upgrades and HTTP requests refused, by kind and reason."
+    );
+    let _ = writeln!(out, "# TYPE {name} counter");
+    for (system, counts) in systems {
+        for (kind, reason, n) in counts {
+            let _ = writeln!(
+                out,
+                "{name}{{system=\"{}\",kind=\"{}\",reason=\"{}\"}} {n}",
+                label(system),
+                label(kind),
+                label(reason)
+            );
+        }
+    }
 }
 
 #[cfg(test)]

@@ -2,12 +2,13 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use switchboard_backplane_redis::{replication_channel, Backplane, NodeId};
 use switchboard_hub::Config;
 use switchboard_protocol::{Options, SystemSpec};
+use switchboard_tokio::admission::{Admission, Refusals};
 use switchboard_tokio::cli::SystemRun;
 use switchboard_tokio::driver::{spawn_hub, Replication};
 use switchboard_tokio::server::{
@@ -18,7 +19,29 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use crate::metrics::{Metrics, Registration};
-use crate::service::{serve_connection, Shared};
+use crate::service::{serve_connection, HttpLimits, Shared};
+
+/// What the systems of one process share: the metrics registry, the socket budget (and
+/// per-address limit) and the HTTP limits.
+#[derive(Debug, Clone)]
+pub struct Process {
+    /// `/metrics` on every port shows every system registered here.
+    pub metrics: Metrics,
+    /// Sockets admitted at accept, across every system.
+    pub admission: Arc<Admission>,
+    /// Limits on HTTP requests, per system.
+    pub http: HttpLimits,
+}
+
+impl Default for Process {
+    fn default() -> Self {
+        Process {
+            metrics: Metrics::new(),
+            admission: Admission::for_process(),
+            http: HttpLimits::default(),
+        }
+    }
+}
 
 /// One system served on one port: WebSocket upgrades and HTTP requests.
 #[derive(Debug)]
@@ -29,6 +52,7 @@ pub struct Server {
     shutdown: ShutdownHandle,
     metrics: Metrics,
     task: tokio::task::JoinHandle<io::Result<()>>,
+    refusals: Arc<Refusals>,
     /// The cluster link, when the server runs as one node of several.
     backplane: Option<(Backplane, [Registration; 2])>,
 }
@@ -54,7 +78,7 @@ impl Server {
         replicate: Option<mpsc::Sender<Replication>>,
     ) -> io::Result<Server> {
         Self::start_in(
-            &Metrics::new(),
+            &Process::default(),
             listener,
             endpoint,
             options,
@@ -63,10 +87,11 @@ impl Server {
         )
     }
 
-    /// As [`Server::start_with`], registering the hub in a shared `metrics` registry so that
-    /// `/metrics` on every port of the registry shows every system in it.
+    /// As [`Server::start_with`], as one system of `process`: its hub is registered in the
+    /// process's metrics (so `/metrics` on every port shows every system), its sockets count
+    /// against the process's budget, and its HTTP requests get the process's limits.
     pub fn start_in(
-        metrics: &Metrics,
+        process: &Process,
         listener: TcpListener,
         endpoint: Endpoint,
         options: &Options,
@@ -77,31 +102,46 @@ impl Server {
         let ws = ws_config(&config);
         let spec = endpoint.spec;
         let (hub, _) = spawn_hub(config, (spec.build)(options), replicate);
-        let registration = metrics.register(hub.clone());
+        let refusals = Arc::new(Refusals::default());
+        let registration = process.metrics.register(hub.clone(), refusals.clone());
         let (shutdown, signal) = shutdown_pair();
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(Shared::new(
             endpoint,
-            hub: hub.clone(),
+            options.clone(),
+            hub.clone(),
             ws,
-            metrics: metrics.clone(),
-            stopping: AtomicBool::new(false),
-        });
-        let task = tokio::spawn(serve(listener, shared, signal, registration));
+            process.metrics.clone(),
+            process.http.clone(),
+            refusals.clone(),
+        ));
+        let task = tokio::spawn(serve(
+            listener,
+            shared,
+            process.admission.clone(),
+            signal,
+            registration,
+        ));
         Ok(Server {
             spec,
             hub,
             local_addr,
             shutdown,
-            metrics: metrics.clone(),
+            metrics: process.metrics.clone(),
             task,
+            refusals,
             backplane: None,
         })
+    }
+
+    /// What this system refused so far (sockets, upgrades, HTTP requests), by reason.
+    pub fn refusals(&self) -> &Refusals {
+        &self.refusals
     }
 
     /// Bind and start every system of `runs` with one shared metrics registry. If one cannot
     /// bind, the ones already started are shut down and the error names the system and address.
     pub async fn start_all(runs: Vec<SystemRun>, config: Config) -> io::Result<Vec<Server>> {
-        Self::start_all_clustered(runs, config, None).await
+        Self::start_all_clustered(&Process::default(), runs, config, None).await
     }
 
     /// As [`Server::start_all`]; with `redis_url`, every system also joins the cluster of nodes
@@ -109,16 +149,16 @@ impl Server {
     /// never fails at start: while Redis is unreachable it retries and local delivery goes on.
     /// Its state is in `/metrics` and, under `backplane`, in the system's `/health`.
     pub async fn start_all_clustered(
+        process: &Process,
         runs: Vec<SystemRun>,
         config: Config,
         redis_url: Option<&str>,
     ) -> io::Result<Vec<Server>> {
-        let metrics = Metrics::new();
         let node = NodeId::random();
         let mut servers: Vec<Server> = Vec::with_capacity(runs.len());
         for run in runs {
             let started =
-                Self::start_run(&metrics, run.clone(), config.clone(), redis_url, node).await;
+                Self::start_run(process, run.clone(), config.clone(), redis_url, node).await;
             match started {
                 Ok(server) => servers.push(server),
                 Err(e) => {
@@ -134,7 +174,7 @@ impl Server {
     }
 
     async fn start_run(
-        metrics: &Metrics,
+        process: &Process,
         run: SystemRun,
         config: Config,
         redis_url: Option<&str>,
@@ -142,11 +182,12 @@ impl Server {
     ) -> io::Result<Server> {
         let listener = TcpListener::bind(run.addr).await?;
         let Some(url) = redis_url else {
-            return Self::start_in(metrics, listener, run.endpoint, &run.options, config, None);
+            return Self::start_in(process, listener, run.endpoint, &run.options, config, None);
         };
+        let metrics = &process.metrics;
         let (tx, rx) = replication_channel();
         let mut server = Self::start_in(
-            metrics,
+            process,
             listener,
             run.endpoint,
             &run.options,
@@ -213,13 +254,19 @@ impl Server {
 async fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,
+    admission: Arc<Admission>,
     shutdown: Shutdown,
     registration: Registration,
 ) -> io::Result<()> {
     let signal = shutdown.clone();
-    let conns = accept_loop(listener, shared.hub.name(), shutdown, |tcp, peer| {
-        serve_connection(tcp, peer, shared.clone(), signal.clone())
-    })
+    let conns = accept_loop(
+        listener,
+        shared.hub.name(),
+        shutdown,
+        &admission,
+        &shared.refusals,
+        |tcp, peer, ticket| serve_connection(tcp, peer, ticket, shared.clone(), signal.clone()),
+    )
     .await;
     shared.stopping.store(true, Ordering::Release);
     drain(&shared.hub, conns).await;

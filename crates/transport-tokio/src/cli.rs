@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use clap::{Arg, ArgMatches, CommandFactory, FromArgMatches};
 use switchboard_hub::{Config, Limits, RateLimit, RatePolicy, SlowConsumerPolicy};
-use switchboard_protocol::registry::Auth;
+use switchboard_protocol::registry::{parse_api_keys, Auth, KeyRule};
 use switchboard_protocol::{Options, SystemSpec, SYSTEMS};
 
-use crate::gate::Endpoint;
+use crate::gate::{parse_origins, Endpoint, JwtKeys};
 
 /// What to do with a client that does not read fast enough.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -47,9 +47,23 @@ pub struct HubArgs {
     /// Largest inbound frame in bytes; larger closes the connection with 1009.
     #[arg(long, env = "SWITCHBOARD_MAX_FRAME_BYTES", default_value_t = 64 * 1024)]
     pub max_frame_bytes: usize,
-    /// Open connections per system; more are refused (HTTP 503, or close 1013).
-    #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS", default_value_t = 100_000)]
-    pub max_connections: usize,
+    /// Open connections per system; more are refused (HTTP 503, or close 1013). Default: the
+    /// process's socket budget (see --max-sockets).
+    #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Open client sockets in the whole process, every system together; more are answered 503
+    /// at accept. Default: the open-file limit (`ulimit -n`) less a twentieth and 64 for
+    /// everything else the process opens.
+    #[arg(long, env = "SWITCHBOARD_MAX_SOCKETS")]
+    pub max_sockets: Option<usize>,
+    /// Open sockets per client address, every system together; more are answered 429 at accept.
+    /// 0 (the default) turns it off: behind a reverse proxy every client has the proxy's address.
+    #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS_PER_IP", default_value_t = 0)]
+    pub max_connections_per_ip: usize,
+    /// Longest identifier a client may turn into server state (room, project and session ids,
+    /// user ids, filter values); longer ones get an error reply.
+    #[arg(long, env = "SWITCHBOARD_MAX_ID_BYTES", default_value_t = switchboard_protocol::registry::DEFAULT_MAX_ID_BYTES)]
+    pub max_id_bytes: usize,
     /// Rooms (projects, sessions) one connection may be in.
     #[arg(
         long,
@@ -94,13 +108,27 @@ pub struct HubArgs {
 }
 
 impl HubArgs {
+    /// The process's socket budget these options describe.
+    pub fn socket_budget(&self) -> usize {
+        self.max_sockets
+            .unwrap_or_else(crate::admission::socket_budget)
+    }
+
+    /// The admission these options describe, shared by every system of the process.
+    pub fn admission(&self) -> std::sync::Arc<crate::admission::Admission> {
+        crate::admission::Admission::new(
+            self.socket_budget(),
+            (self.max_connections_per_ip > 0).then_some(self.max_connections_per_ip),
+        )
+    }
+
     /// The hub configuration these options describe.
     pub fn config(&self) -> Config {
         let secs = |s: u64| (s > 0).then(|| Duration::from_secs(s));
         Config {
             limits: Limits {
                 max_frame_bytes: self.max_frame_bytes,
-                max_connections: self.max_connections,
+                max_connections: self.max_connections.unwrap_or_else(|| self.socket_budget()),
                 max_rooms_per_connection: self.max_rooms_per_connection,
                 max_rooms: self.max_rooms,
                 max_queued_bytes: self.max_queued_bytes,
@@ -157,6 +185,33 @@ pub struct Cli {
     /// Hub limits.
     #[command(flatten)]
     pub hub: HubArgs,
+    /// HTTP limits.
+    #[command(flatten)]
+    pub http: HttpArgs,
+}
+
+/// Limits on HTTP requests (the `switchboard` binary's endpoints).
+#[derive(Debug, Clone, clap::Args)]
+pub struct HttpArgs {
+    /// Largest request body in bytes; larger is answered 413.
+    #[arg(long, env = "SWITCHBOARD_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Request bodies buffered at once per system, in bytes; a request that would go past it
+    /// is answered 503.
+    #[arg(long, env = "SWITCHBOARD_MAX_BUFFERED_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_buffered_body_bytes: usize,
+    /// Seconds a request body may take to arrive after its headers; slower is answered 408.
+    #[arg(long, env = "SWITCHBOARD_BODY_TIMEOUT_SECS", default_value_t = 10)]
+    pub body_timeout_secs: u64,
+    /// Publish requests per second per client address (0 disables), above which 429.
+    #[arg(long, env = "SWITCHBOARD_PUBLISH_RATE_PER_IP", default_value_t = 200)]
+    pub publish_rate_per_ip: u32,
+    /// Publish requests per second per API key (0 disables), above which 429.
+    #[arg(long, env = "SWITCHBOARD_PUBLISH_RATE_PER_KEY", default_value_t = 2000)]
+    pub publish_rate_per_key: u32,
+    /// Publish requests at once above those rates (per address and per key).
+    #[arg(long, env = "SWITCHBOARD_PUBLISH_BURST", default_value_t = 400)]
+    pub publish_burst: u32,
 }
 
 /// One system to run, fully resolved.
@@ -203,21 +258,24 @@ fn system_args() -> Vec<Arg> {
                 .hide_env_values(true)
                 .value_parser(clap::value_parser!(String))
                 .help_heading("Per-system options")
-                .help(leak(format!("Key for {n}'s HTTP publish endpoints"))),
+                .help(leak(format!(
+                    "Key(s) for {n}'s HTTP publish endpoints, comma-separated (several at once for rotation)"
+                ))),
         );
-        if let Some(o) = s.origins {
-            args.push(
-                Arg::new(leak(format!("{n}-allowed-origins")))
-                    .long(leak(format!("{n}-allowed-origins")))
-                    .env(o.env)
-                    .value_parser(clap::value_parser!(String))
-                    .help_heading("Per-system options")
-                    .help(leak(format!(
-                        "Comma-separated browser origins allowed to connect to {n} (`*` for any; default {})",
-                        o.default
-                    ))),
-            );
-        }
+        let default = match s.origins {
+            Some(o) => format!("`{}` (also read from {})", o.default, o.env),
+            None => "none: any page may connect".to_string(),
+        };
+        args.push(
+            Arg::new(leak(format!("{n}-allowed-origins")))
+                .long(leak(format!("{n}-allowed-origins")))
+                .env(leak(format!("{}_ALLOWED_ORIGINS", upper(n))))
+                .value_parser(clap::value_parser!(String))
+                .help_heading("Per-system options")
+                .help(leak(format!(
+                    "Comma-separated browser origins allowed to connect to {n} and to call its HTTP endpoints (`*` for any; default {default})"
+                ))),
+        );
         if let Auth::JwtQuery { secret_env, .. } = s.auth {
             args.push(
                 Arg::new(leak(format!("{n}-jwt-secret")))
@@ -227,7 +285,18 @@ fn system_args() -> Vec<Arg> {
                     .value_parser(clap::value_parser!(String))
                     .help_heading("Per-system options")
                     .help(leak(format!(
-                        "HS256 secret that signs {n}'s JWTs (without it every token is refused)"
+                        "HS256 secret that signs {n}'s JWTs (without it and --{n}-jwt-keys every token is refused)"
+                    ))),
+            );
+            args.push(
+                Arg::new(leak(format!("{n}-jwt-keys")))
+                    .long(leak(format!("{n}-jwt-keys")))
+                    .env(leak(format!("{}_JWT_KEYS", upper(n))))
+                    .hide_env_values(true)
+                    .value_parser(clap::value_parser!(String))
+                    .help_heading("Per-system options")
+                    .help(leak(format!(
+                        "More HS256 secrets for {n}, for key rotation: comma-separated `kid:secret`; a token whose header names a kid is checked with that key only"
                     ))),
             );
         }
@@ -300,32 +369,35 @@ fn resolve(cli: &Cli, m: &ArgMatches) -> Result<Vec<SystemRun>, String> {
             .copied()
             .or(native)
             .unwrap_or(spec.default_port);
-        let mut endpoint = Endpoint::from_env(spec);
-        if let Some(list) = m
-            .try_get_one::<String>(&format!("{n}-allowed-origins"))
-            .ok()
-            .flatten()
-        {
-            endpoint.allowed_origins = Some(
-                list.split(',')
-                    .map(|s| s.trim().trim_end_matches('/').to_string())
-                    .filter(|s| !s.is_empty())
-                    .collect(),
-            );
+        let flag = |name: &str| {
+            m.try_get_one::<String>(&format!("{n}-{name}"))
+                .ok()
+                .flatten()
+                .cloned()
+        };
+        let mut endpoint = Endpoint::new(spec);
+        endpoint.max_id_bytes = cli.hub.max_id_bytes;
+        // `--<system>-allowed-origins` / `<SYSTEM>_ALLOWED_ORIGINS`, else the seed's own
+        // variable and default (collab's ALLOWED_ORIGINS), else no list.
+        let origins = flag("allowed-origins").or_else(|| {
+            spec.origins
+                .map(|o| std::env::var(o.env).unwrap_or_else(|_| o.default.to_string()))
+        });
+        endpoint.allowed_origins = origins.as_deref().map(parse_origins);
+        if let Some(secret) = flag("jwt-secret") {
+            endpoint.jwt = JwtKeys::single(&secret);
         }
-        if let Some(secret) = m
-            .try_get_one::<String>(&format!("{n}-jwt-secret"))
-            .ok()
-            .flatten()
-        {
-            endpoint.jwt_secret = Some(secret.clone());
+        if let Some(list) = flag("jwt-keys") {
+            endpoint
+                .jwt
+                .add_list(&list)
+                .map_err(|e| format!("--{n}-jwt-keys: {e}"))?;
         }
         let options = Options {
-            api_keys: m
-                .get_one::<String>(&format!("{n}-api-key"))
-                .map(|keys| switchboard_protocol::registry::parse_api_keys(keys))
+            api_keys: flag("api-key")
+                .map(|keys| parse_api_keys(&keys))
                 .unwrap_or_default(),
-            ..Options::default()
+            max_id_bytes: cli.hub.max_id_bytes,
         };
         runs.push(SystemRun {
             spec,
@@ -340,6 +412,109 @@ fn resolve(cli: &Cli, m: &ArgMatches) -> Result<Vec<SystemRun>, String> {
         return Err("two systems are configured on the same port".into());
     }
     Ok(runs)
+}
+
+/// What is risky or silently off in this configuration, one sentence each, for the startup
+/// summary.
+pub fn warnings(cli: &Cli, runs: &[SystemRun]) -> Vec<String> {
+    let mut out = Vec::new();
+    let exposed = !cli.bind.is_loopback();
+    let reach = if exposed {
+        format!(" on {} (not loopback)", cli.bind)
+    } else {
+        String::new()
+    };
+    let mut claims: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for run in runs {
+        let (n, spec) = (run.spec.name, run.spec);
+        if let Some(env) = spec.port_env {
+            claims.entry(env).or_default().push(n);
+        }
+        if matches!(spec.auth, Auth::JwtQuery { .. }) && run.endpoint.jwt.is_empty() {
+            out.push(format!(
+                "{n}: no JWT secret is set ({}), so every {n} connection is refused",
+                match spec.auth {
+                    Auth::JwtQuery { secret_env, .. } => secret_env,
+                    Auth::None => "",
+                }
+            ));
+        }
+        let keyed = run.options.has_api_key();
+        for route in spec.routes.iter().filter(|r| r.publishes) {
+            match route.key {
+                KeyRule::Required if !keyed => out.push(format!(
+                    "{n}: publishing over HTTP is disabled until {} is set",
+                    spec.api_key_env
+                )),
+                KeyRule::Open | KeyRule::IfConfigured if !keyed => out.push(format!(
+                    "{n}: its HTTP publish endpoint is open to anyone who can reach the port{reach} (set {} to require a key)",
+                    spec.api_key_env
+                )),
+                _ => {}
+            }
+        }
+        match &run.endpoint.allowed_origins {
+            None => out.push(format!(
+                "{n}: no origin allow-list ({}_ALLOWED_ORIGINS), so any web page can connect and publish{reach}",
+                upper(n)
+            )),
+            Some(_) if run.endpoint.allows_any_origin() => out.push(format!(
+                "{n}: its origin allow-list is `*`, so any web page can connect and publish{reach}"
+            )),
+            Some(_) => {}
+        }
+    }
+    for (env, systems) in claims {
+        if systems.len() > 1 && std::env::var_os(env).is_some() {
+            out.push(format!(
+                "{env} is ignored: {} both claim it; use {}",
+                systems.join(" and "),
+                systems
+                    .iter()
+                    .map(|s| format!("{}_PORT", upper(s)))
+                    .collect::<Vec<_>>()
+                    .join(" / ")
+            ));
+        }
+    }
+    let budget = cli.hub.socket_budget();
+    if let Some(max) = cli.hub.max_connections.filter(|&m| m > budget) {
+        out.push(format!(
+            "--max-connections {max} is above the process's socket budget of {budget}: connections past it are answered 503 at accept"
+        ));
+    }
+    out
+}
+
+/// Log one summary of what is in force (systems, ports, limits), then one warning per risky or
+/// silent default ([`warnings`]).
+pub fn log_summary(cli: &Cli, runs: &[SystemRun]) {
+    let config = cli.hub.config();
+    let limits = &config.limits;
+    let systems: Vec<String> = runs
+        .iter()
+        .map(|r| format!("{}:{}", r.spec.name, r.addr.port()))
+        .collect();
+    tracing::info!(
+        systems = %systems.join(" "),
+        bind = %cli.bind,
+        sockets = cli.hub.socket_budget(),
+        open_files = crate::admission::open_file_limit().unwrap_or(0),
+        connections_per_system = limits.max_connections,
+        connections_per_ip = cli.hub.max_connections_per_ip,
+        frame_bytes = limits.max_frame_bytes,
+        queued_bytes = limits.max_queued_bytes,
+        rate = %limits.inbound_rate.map_or("off".to_string(), |r| format!("{}/s burst {}", r.per_second, r.burst)),
+        rate_policy = ?limits.rate_policy,
+        id_bytes = cli.hub.max_id_bytes,
+        body_bytes = cli.http.max_body_bytes,
+        publish_rate_per_ip = cli.http.publish_rate_per_ip,
+        cluster = cli.redis_url.is_some(),
+        "switchboard configuration"
+    );
+    for warning in warnings(cli, runs) {
+        tracing::warn!("{warning}");
+    }
 }
 
 /// Install the tracing subscriber the options ask for.

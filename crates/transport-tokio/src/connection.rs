@@ -3,6 +3,7 @@
 //! Writes do not happen here: the hub task writes the hub's frames straight into the
 //! connection's [`Outbox`]. This task only reads, so a delivery never wakes it.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +13,10 @@ use switchboard_hub::{CloseCode, ConnectionHandle, Frame};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
-use crate::driver::HubHandle;
+use crate::admission::Refusals;
+use crate::driver::{HubHandle, Opened};
+use crate::gate::RefusalReason;
+use crate::logging::{Clip, CONNECTIONS, REFUSALS};
 use crate::outbox::{Duplex, Outbox};
 
 /// How long a close handshake may take before the socket is dropped.
@@ -49,12 +53,29 @@ async fn finish(ws: &mut Socket, out: &Outbox) {
 enum End {
     /// The hub closed the connection (its close frame is queued) or the socket failed.
     Hub,
-    /// The peer sent a close frame; tungstenite has queued the reply.
-    PeerClosed,
+    /// The peer sent a close frame (its code and reason); tungstenite has queued the reply.
+    PeerClosed(Option<(u16, String)>),
     /// The peer broke the protocol; answer with this close frame.
     PeerError(CloseCode, &'static str),
     /// The socket ended without a close handshake, or the hub task is gone.
     Gone,
+}
+
+impl End {
+    /// Who ended it, the close code and the reason, for the disconnect log line (1006: no close
+    /// frame, as RFC 6455 reports it).
+    fn describe(&self, out: &Outbox) -> (&'static str, u16, String) {
+        match self {
+            End::Hub => match out.closed_with() {
+                Some((code, reason)) => ("server", code.0, reason.into()),
+                None => ("server", 1006, "socket failed".into()),
+            },
+            End::PeerClosed(Some((code, reason))) => ("client", *code, reason.clone()),
+            End::PeerClosed(None) => ("client", 1005, String::new()),
+            End::PeerError(code, reason) => ("server", code.0, (*reason).into()),
+            End::Gone => ("client", 1006, "connection lost".into()),
+        }
+    }
 }
 
 /// Run a registered connection until either side ends it, then tell the hub. The caller owns
@@ -62,17 +83,38 @@ enum End {
 ///
 /// Every connection task holds this future for the connection's life, so it takes references
 /// (an `async fn` keeps a second copy of what it takes by value) and boxes its ending.
-pub async fn run(ws: &mut Socket, hub: &HubHandle, handle: ConnectionHandle) {
+///
+/// One `info` line is logged when it starts and one when it ends (system, client id, peer; at the
+/// end who closed, the code, the reason and the duration), both under the
+/// [`CONNECTIONS`] log budget.
+pub async fn run(ws: &mut Socket, hub: &HubHandle, opened: &Opened, peer: SocketAddr) {
+    let (system, handle) = (hub.name(), opened.handle);
+    if CONNECTIONS.allow() {
+        tracing::info!(system, client = %Clip(&opened.client_id), %peer, "connected");
+    }
     let out = ws.get_ref().outbox().clone();
     let end = read(ws, &out, hub, handle).await;
+    let (by, code, reason) = end.describe(&out);
     Box::pin(end_with(ws, &out, end)).await;
     let _ = hub.closed(handle).await;
+    if CONNECTIONS.allow() {
+        tracing::info!(
+            system,
+            client = %Clip(&opened.client_id),
+            %peer,
+            by,
+            code,
+            reason = %Clip(&reason),
+            secs = opened.at.elapsed().as_secs_f64(),
+            "disconnected"
+        );
+    }
 }
 
 async fn end_with(ws: &mut Socket, out: &Arc<Outbox>, end: End) {
     match end {
         End::Hub => finish(ws, out).await,
-        End::PeerClosed => {
+        End::PeerClosed(_) => {
             // Writes tungstenite's reply to the peer's close into the outbox.
             let _ = ws.flush().await;
             let _ = tokio::time::timeout(CLOSE_GRACE, out.drained()).await;
@@ -120,7 +162,9 @@ async fn read(
                 out.sent_to_hub();
                 hub.activity(handle).await
             }
-            Some(Ok(Message::Close(_))) => return End::PeerClosed,
+            Some(Ok(Message::Close(frame))) => {
+                return End::PeerClosed(frame.map(|f| (u16::from(f.code), f.reason.to_string())))
+            }
             Some(Ok(Message::Frame(_))) => Ok(()),
             Some(Err(WsError::Capacity(_))) => {
                 return End::PeerError(CloseCode::MESSAGE_TOO_BIG, "frame exceeds the size limit")
@@ -141,18 +185,24 @@ async fn read(
 }
 
 /// Register an upgraded socket with the hub as the gate's verdict says. On refusal the socket
-/// gets its close frame here and `None` is returned; the caller then drops it.
+/// gets its close frame here, the refusal is counted, and `None` is returned; the caller then
+/// drops it.
 pub async fn register(
     ws: &mut Socket,
     verdict: crate::gate::Verdict,
     hub: &HubHandle,
-    peer: std::net::SocketAddr,
-) -> Option<ConnectionHandle> {
+    peer: SocketAddr,
+    refusals: &Refusals,
+) -> Option<Opened> {
     use crate::gate::Verdict;
+    let system = hub.name();
     let info = match verdict {
         Verdict::Accept(info) => info,
         Verdict::Close(code, reason) => {
-            tracing::info!(%peer, system = hub.name(), reason, "connection refused after upgrade");
+            refusals.count("upgrade", RefusalReason::Token.as_str());
+            if REFUSALS.allow() {
+                tracing::info!(%peer, system, reason, "connection refused after upgrade");
+            }
             close_with(ws, code, reason).await;
             return None;
         }
@@ -163,12 +213,12 @@ pub async fn register(
     };
     let out: Arc<Outbox> = ws.get_ref().outbox().clone();
     let (code, reason) = match hub.open(info, out).await {
-        Ok(Ok(handle)) => {
-            tracing::debug!(%peer, system = hub.name(), conn = handle.serial(), "connected");
-            return Some(handle);
-        }
+        Ok(Ok(opened)) => return Some(opened),
         Ok(Err(e)) => {
-            tracing::warn!(%peer, system = hub.name(), error = %e, "connection refused");
+            refusals.count("upgrade", RefusalReason::Limit.as_str());
+            if REFUSALS.allow() {
+                tracing::warn!(%peer, system, error = %e, "connection refused");
+            }
             (
                 CloseCode::TRY_AGAIN_LATER,
                 "server is at its connection limit",

@@ -42,11 +42,22 @@ pub enum Replication {
     RoomClosed(String),
 }
 
+/// A connection the hub accepted.
+#[derive(Debug, Clone)]
+pub struct Opened {
+    /// Its handle.
+    pub handle: ConnectionHandle,
+    /// The id its protocol gave it (for logs).
+    pub client_id: String,
+    /// When it was accepted.
+    pub at: std::time::Instant,
+}
+
 enum Command {
     Open(
         OpenInfo,
         Arc<Outbox>,
-        oneshot::Sender<Result<ConnectionHandle, OpenError>>,
+        oneshot::Sender<Result<Opened, OpenError>>,
     ),
     Frame(ConnectionHandle, Frame),
     Activity(ConnectionHandle),
@@ -135,7 +146,7 @@ impl HubHandle {
         &self,
         info: OpenInfo,
         outbox: Arc<Outbox>,
-    ) -> Result<Result<ConnectionHandle, OpenError>, HubGone> {
+    ) -> Result<Result<Opened, OpenError>, HubGone> {
         self.call(|tx| Command::Open(info, outbox, tx)).await
     }
 
@@ -367,11 +378,19 @@ fn apply(hub: &mut Hub, conns: &mut HashMap<ConnectionHandle, Arc<Outbox>>, cmd:
     let t = now();
     match cmd {
         Command::Open(info, outbox, reply) => {
-            let result = hub.handle_open(t, info).inspect(|&handle| {
+            let result = hub.handle_open(t, info).map(|handle| {
                 // A flusher reports a sixteenth of the queue budget at a time, at most 16 KiB.
                 let report_every = (hub.config().limits.max_queued_bytes / 16).clamp(1, 16 * 1024);
                 outbox.attach(handle, report_every);
                 conns.insert(handle, outbox);
+                Opened {
+                    handle,
+                    client_id: hub
+                        .connection(handle)
+                        .map(|c| c.client_id.to_owned())
+                        .unwrap_or_default(),
+                    at: std::time::Instant::now(),
+                }
             });
             let _ = reply.send(result);
         }

@@ -19,10 +19,12 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod cli;
 pub mod connection;
 pub mod driver;
 pub mod gate;
+pub mod logging;
 pub mod outbox;
 pub mod server;
 

@@ -138,6 +138,8 @@ struct State {
     corked: bool,
     /// Our close frame is queued: nothing more is accepted.
     closed: bool,
+    /// The code and reason of our close frame, for the disconnect log line.
+    closed_with: Option<(CloseCode, Box<str>)>,
     /// The socket failed, or the connection gave up on it: nothing more is written.
     failed: bool,
     /// The hub's handle for this connection and how many flushed bytes to report at once.
@@ -332,6 +334,9 @@ impl Outbox {
         let frame = Chunk::raw(close_frame(code, reason));
         let mut st = self.lock();
         self.push_locked(&mut st, frame);
+        if !st.closed {
+            st.closed_with = Some((code, reason.into()));
+        }
         st.closed = true;
         self.ended.notify_one();
     }
@@ -340,6 +345,11 @@ impl Outbox {
     /// check [`Outbox::is_ended`]).
     pub async fn ended(&self) {
         self.ended.notified().await
+    }
+
+    /// The code and reason of the close frame we queued, if any.
+    pub fn closed_with(&self) -> Option<(CloseCode, Box<str>)> {
+        self.lock().closed_with.clone()
     }
 
     /// Whether a close frame is queued or the socket failed.

@@ -14,9 +14,11 @@ use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, 
 use tokio_tungstenite::tungstenite::http;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
+use crate::admission::{Admission, Refusals, Ticket};
 use crate::connection;
 use crate::driver::{spawn_hub, HubHandle};
-use crate::gate::{Endpoint, Verdict};
+use crate::gate::{handshake_problem, origin_header, Endpoint, RefusalReason, Verdict};
+use crate::logging::{Clip, REFUSALS};
 use crate::outbox::Outbox;
 
 /// How long shutdown waits for connections to finish their close handshakes.
@@ -82,41 +84,65 @@ pub fn ws_config(config: &Config) -> WebSocketConfig {
 #[derive(Debug)]
 pub struct Server {
     hub: HubHandle,
+    refusals: Arc<Refusals>,
     local_addr: SocketAddr,
     shutdown: ShutdownHandle,
     task: tokio::task::JoinHandle<io::Result<()>>,
 }
 
 impl Server {
-    /// Start serving `endpoint` on `listener` with a fresh hub.
+    /// Start serving `endpoint` on `listener` with a fresh hub and the process's whole socket
+    /// budget.
     pub fn start(
         listener: TcpListener,
         endpoint: Endpoint,
         options: &Options,
         config: Config,
     ) -> io::Result<Server> {
-        Self::start_with(listener, endpoint, options, config, None)
+        Self::start_with(
+            listener,
+            endpoint,
+            options,
+            config,
+            Admission::for_process(),
+            None,
+        )
     }
 
-    /// As [`Server::start`], handing local publications and room changes to a backplane.
+    /// As [`Server::start`], admitting sockets through `admission` (shared by every system of
+    /// a process) and handing local publications and room changes to a backplane.
     pub fn start_with(
         listener: TcpListener,
         endpoint: Endpoint,
         options: &Options,
         config: Config,
+        admission: Arc<Admission>,
         replicate: Option<mpsc::Sender<crate::driver::Replication>>,
     ) -> io::Result<Server> {
         let local_addr = listener.local_addr()?;
         let ws = ws_config(&config);
         let (hub, _) = spawn_hub(config, (endpoint.spec.build)(options), replicate);
         let (shutdown, signal) = shutdown_pair();
-        let task = tokio::spawn(serve(listener, Arc::new(endpoint), hub.clone(), ws, signal));
+        let refusals = Arc::new(Refusals::default());
+        let shared = Arc::new(Accepting {
+            endpoint,
+            hub: hub.clone(),
+            ws,
+            refusals: refusals.clone(),
+        });
+        let task = tokio::spawn(serve(listener, shared, admission, signal));
         Ok(Server {
             hub,
+            refusals,
             local_addr,
             shutdown,
             task,
         })
+    }
+
+    /// What this system refused so far.
+    pub fn refusals(&self) -> &Refusals {
+        &self.refusals
     }
 
     /// The hub, for publishing from the embedding service.
@@ -146,51 +172,73 @@ impl Server {
     }
 }
 
-/// Accept WebSocket connections for `endpoint` until `shutdown`, then close them all with 1001.
-pub async fn serve(
+/// Accept WebSocket connections until `shutdown`, then close them all with 1001.
+async fn serve(
     listener: TcpListener,
-    endpoint: Arc<Endpoint>,
-    hub: HubHandle,
-    ws: WebSocketConfig,
+    shared: Arc<Accepting>,
+    admission: Arc<Admission>,
     shutdown: Shutdown,
 ) -> io::Result<()> {
-    let shared = Arc::new(Accepting {
-        endpoint,
-        hub: hub.clone(),
-        ws,
-    });
-    let conns = accept_loop(listener, hub.name(), shutdown, |tcp, peer| {
-        connect(tcp, peer, shared.clone())
-    })
+    let hub = shared.hub.clone();
+    let refusals = shared.refusals.clone();
+    let conns = accept_loop(
+        listener,
+        hub.name(),
+        shutdown,
+        &admission,
+        &refusals,
+        |tcp, peer, ticket| connect(tcp, peer, ticket, shared.clone()),
+    )
     .await;
     drain(&hub, conns).await;
     Ok(())
 }
 
-/// Accept TCP connections until `shutdown`, running `handle` for each in its own task; returns
-/// the tasks still running, for [`drain`]. Shared by both transports.
+/// How long the accept loop pauses after `accept` fails (e.g. `EMFILE`): long enough not to spin
+/// a core while the process is out of file descriptors, short enough to recover at once.
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Accept TCP connections until `shutdown`, running `handle` for each admitted socket in its own
+/// task (with its [`Ticket`], held until the task ends); sockets over `admission`'s limits are
+/// answered `503`/`429` and closed, and counted in `refusals` (kind `socket`). Returns the tasks
+/// still running, for [`drain`]. Shared by both transports.
 pub async fn accept_loop<F, Fut>(
     listener: TcpListener,
     system: &'static str,
     mut shutdown: Shutdown,
+    admission: &Arc<Admission>,
+    refusals: &Refusals,
     mut handle: F,
 ) -> JoinSet<()>
 where
-    F: FnMut(TcpStream, SocketAddr) -> Fut,
+    F: FnMut(TcpStream, SocketAddr, Ticket) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((tcp, peer)) => {
-                    let _ = tcp.set_nodelay(true);
-                    conns.spawn(handle(tcp, peer));
-                }
+                Ok((tcp, peer)) => match admission.admit(peer.ip()) {
+                    Ok(ticket) => {
+                        let _ = tcp.set_nodelay(true);
+                        conns.spawn(handle(tcp, peer, ticket));
+                    }
+                    Err(why) => {
+                        refusals.count("socket", why.reason());
+                        if REFUSALS.allow() {
+                            tracing::warn!(system, %peer, reason = why.reason(), "connection refused at accept");
+                        }
+                        admission.refuse(tcp, why);
+                    }
+                },
                 Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(system, error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    // Out of file descriptors and the like: back off instead of spinning, and
+                    // keep listening.
+                    if REFUSALS.allow() {
+                        tracing::warn!(system, error = %e, "accept failed");
+                    }
+                    refusals.count("socket", "accept_error");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
                 }
             },
             Some(done) = conns.join_next(), if !conns.is_empty() => {
@@ -220,9 +268,10 @@ pub async fn drain(hub: &HubHandle, mut conns: JoinSet<()>) {
 
 /// What every connection of one [`serve`] shares.
 struct Accepting {
-    endpoint: Arc<Endpoint>,
+    endpoint: Endpoint,
     hub: HubHandle,
     ws: WebSocketConfig,
+    refusals: Arc<Refusals>,
 }
 
 /// One connection's task: the upgrade and registration, boxed so their state is freed once
@@ -234,13 +283,15 @@ struct Accepting {
 fn connect(
     tcp: TcpStream,
     peer: SocketAddr,
+    ticket: Ticket,
     shared: Arc<Accepting>,
 ) -> impl std::future::Future<Output = ()> + Send {
     async move {
-        let Some((mut ws, handle)) = Box::pin(upgrade(tcp, peer, &shared)).await else {
+        let _ticket = ticket;
+        let Some((mut ws, opened)) = Box::pin(upgrade(tcp, peer, &shared)).await else {
             return;
         };
-        connection::run(&mut ws, &shared.hub, handle).await;
+        connection::run(&mut ws, &shared.hub, &opened, peer).await;
     }
 }
 
@@ -250,21 +301,33 @@ async fn upgrade(
     tcp: TcpStream,
     peer: SocketAddr,
     shared: &Accepting,
-) -> Option<(connection::Socket, switchboard_hub::ConnectionHandle)> {
+) -> Option<(connection::Socket, crate::driver::Opened)> {
     let mut verdict = None;
+    let system = shared.hub.name();
     let callback = |req: &Request, resp: Response| {
-        let origin = req.headers().get("origin").and_then(|v| v.to_str().ok());
-        let v = shared
-            .endpoint
-            .check(req.uri().path(), req.uri().query(), origin);
+        // tungstenite has checked the method, version, upgrade headers and key by now.
+        let v = match handshake_problem(req.method(), req.version(), req.headers()) {
+            Some((status, reason)) => {
+                Verdict::Refuse(status, reason.to_string(), RefusalReason::Handshake)
+            }
+            None => shared.endpoint.check(
+                req.uri().path(),
+                req.uri().query(),
+                origin_header(req.headers()),
+            ),
+        };
         let refused = match &v {
-            Verdict::Refuse(status, reason) => Some((*status, reason.clone())),
+            Verdict::Refuse(status, reason, why) => Some((*status, reason.clone(), *why)),
             _ => None,
         };
         verdict = Some(v);
         match refused {
             None => Ok(resp),
-            Some((status, reason)) => {
+            Some((status, reason, why)) => {
+                shared.refusals.count("upgrade", why.as_str());
+                if REFUSALS.allow() {
+                    tracing::info!(system, %peer, status, reason = %Clip(&reason), "upgrade refused");
+                }
                 let mut r = ErrorResponse::new(Some(reason));
                 *r.status_mut() =
                     http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::FORBIDDEN);
@@ -279,6 +342,12 @@ async fn upgrade(
         {
             Ok(s) => s,
             Err(e) => {
+                if verdict.is_none() {
+                    // tungstenite refused the handshake before asking us.
+                    shared
+                        .refusals
+                        .count("upgrade", RefusalReason::Handshake.as_str());
+                }
                 tracing::debug!(%peer, error = %e, "upgrade refused or failed");
                 // Let the refusal (an HTTP error response) go out, then let go of the socket.
                 let _ = tokio::time::timeout(connection::CLOSE_GRACE, out.drained()).await;
@@ -288,6 +357,7 @@ async fn upgrade(
         };
     drop(out);
     let verdict = verdict.expect("the handshake callback runs before a successful upgrade");
-    let handle = connection::register(&mut ws, verdict, &shared.hub, peer).await?;
-    Some((ws, handle))
+    let opened =
+        connection::register(&mut ws, verdict, &shared.hub, peer, &shared.refusals).await?;
+    Some((ws, opened))
 }

@@ -10,6 +10,8 @@ use serde_json::Value;
 use switchboard_backplane_redis::{replication_channel, Backplane, NodeId, Replication, Status};
 use switchboard_hub::{Config, HttpRequest, HttpResponse, Method};
 use switchboard_protocol::Options;
+use switchboard_tokio::admission::Admission;
+use switchboard_tokio::gate::JwtKeys;
 use switchboard_tokio::{Endpoint, HubHandle, Server};
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
@@ -186,11 +188,18 @@ impl Node {
     ) -> Node {
         let spec = switchboard_protocol::system(system).expect("a known system");
         let mut endpoint = Endpoint::from_env(spec);
-        endpoint.jwt_secret = jwt.map(str::to_owned);
+        endpoint.jwt = jwt.map(JwtKeys::single).unwrap_or_default();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (tx, mut rx) = replication_channel();
-        let server =
-            Server::start_with(listener, endpoint, options, Config::default(), Some(tx)).unwrap();
+        let server = Server::start_with(
+            listener,
+            endpoint,
+            options,
+            Config::default(),
+            Admission::for_process(),
+            Some(tx),
+        )
+        .unwrap();
         if lose_room_events {
             let (filtered_tx, filtered_rx) = replication_channel();
             tokio::spawn(async move {

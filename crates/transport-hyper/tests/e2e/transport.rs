@@ -115,10 +115,11 @@ async fn health_404_405_and_413() {
     assert!(head.body.is_empty());
 
     let big = vec![b'x'; 1024 * 1024 + 1];
-    let r = http::request(addr, "POST", "/broadcast", &[], &big).await;
+    let key = [("X-API-Key", support::API_KEY)];
+    let r = http::request(addr, "POST", "/broadcast", &key, &big).await;
     assert_eq!(r.status, 413);
     // The same without a Content-Length: a chunked body is cut off at the limit.
-    let mut chunked = b"POST /broadcast HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    let mut chunked = format!("POST /broadcast HTTP/1.1\r\nHost: x\r\nX-API-Key: {}\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n", support::API_KEY).into_bytes();
     for _ in 0..20 {
         chunked.extend_from_slice(format!("{:x}\r\n", 64 * 1024).as_bytes());
         chunked.extend_from_slice(&vec![b'x'; 64 * 1024]);

@@ -12,6 +12,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use switchboard_protocol::registry::Auth;
 use switchboard_protocol::Options;
+use switchboard_tokio::gate::JwtKeys;
 use switchboard_tokio::Endpoint;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -37,11 +38,12 @@ pub const ALLOWED_ORIGIN: &str = "http://localhost:3000";
 /// verifies tokens with [`JWT_SECRET`]. Nothing is read from the environment.
 pub fn endpoint(system: &str) -> Endpoint {
     let spec = switchboard_protocol::system(system).expect("a known system");
-    Endpoint {
-        spec,
-        allowed_origins: spec.origins.map(|_| vec![ALLOWED_ORIGIN.to_string()]),
-        jwt_secret: matches!(spec.auth, Auth::JwtQuery { .. }).then(|| JWT_SECRET.to_string()),
+    let mut endpoint = Endpoint::new(spec);
+    endpoint.allowed_origins = spec.origins.map(|_| vec![ALLOWED_ORIGIN.to_string()]);
+    if matches!(spec.auth, Auth::JwtQuery { .. }) {
+        endpoint.jwt = JwtKeys::single(JWT_SECRET);
     }
+    endpoint
 }
 
 /// Protocol options with [`API_KEY`] as the publish key.
