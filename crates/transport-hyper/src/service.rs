@@ -290,14 +290,15 @@ async fn respond(
     shared: &Shared,
     slot: &PendingSlot,
 ) -> Response<Body> {
+    if has_token(req.headers(), &header::UPGRADE, "websocket") {
+        // An upgrade's `Host` is part of its handshake (`handshake_problem`), refused and
+        // counted as the other transport does: `upgrade`, `handshake`.
+        return upgrade(req, peer, shared, slot).await;
+    }
     if let Some(problem) = host_problem(req.version(), req.headers()) {
         return refuse(shared, peer, "http", "host", text(400, problem));
     }
-    if has_token(req.headers(), &header::UPGRADE, "websocket") {
-        upgrade(req, peer, shared, slot).await
-    } else {
-        http(req, peer, shared).await
-    }
+    http(req, peer, shared).await
 }
 
 /// Count a refusal (`kind` is `upgrade` or `http`), log it under the refusal log budget, and
