@@ -4,8 +4,8 @@ use alloc::borrow::Cow;
 use alloc::string::String;
 use core::time::Duration;
 
-use crate::state::Core;
 use crate::output::JoinError;
+use crate::state::Core;
 use crate::{
     CloseCode, ConnectionHandle, ConnectionInfo, Dialect, Filter, Identity, Instant, Publication,
     Stats, Text, UnixTime,

@@ -11,8 +11,8 @@ use core::any::Any;
 use crate::hub::{MessageOf, RequestOf};
 use crate::{
     CloseCode, Config, ConnectionHandle, Decode, Dialect, Frame, HttpRequest, HttpResponse, Hub,
-    Instant, OpenError, OpenInfo, Output, Protocol, Publication, Stats, Text, UnknownConnection,
-    UnixTime,
+    Instant, OpenError, OpenInfo, Output, Protocol, Publication, Stats, Text, UnixTime,
+    UnknownConnection,
 };
 
 /// A decoded frame or request of some protocol, on its way to that protocol's hub.
@@ -50,8 +50,7 @@ pub trait DynHub: Send + core::fmt::Debug {
     /// See [`Hub::set_wall_clock`].
     fn set_wall_clock(&mut self, now: Instant, wall: UnixTime);
     /// See [`Hub::handle_open`].
-    fn handle_open(&mut self, now: Instant, info: OpenInfo)
-        -> Result<ConnectionHandle, OpenError>;
+    fn handle_open(&mut self, now: Instant, info: OpenInfo) -> Result<ConnectionHandle, OpenError>;
     /// See [`Hub::handle_frame`]; a `Decoded` message must come from [`DynHub::decoder`].
     fn handle_frame(
         &mut self,
@@ -73,8 +72,11 @@ pub trait DynHub: Send + core::fmt::Debug {
         bytes: usize,
     ) -> Result<(), UnknownConnection>;
     /// See [`Hub::handle_close`].
-    fn handle_close(&mut self, now: Instant, conn: ConnectionHandle)
-        -> Result<(), UnknownConnection>;
+    fn handle_close(
+        &mut self,
+        now: Instant,
+        conn: ConnectionHandle,
+    ) -> Result<(), UnknownConnection>;
     /// See [`Hub::handle_http`].
     fn handle_http(&mut self, now: Instant, req: HttpRequest) -> Option<HttpResponse>;
     /// See [`Hub::handle_request`]; `request` must come from [`DynHub::decoder`].
@@ -125,11 +127,7 @@ impl<P: Protocol> DynHub for Hub<P> {
         Hub::set_wall_clock(self, now, wall);
     }
 
-    fn handle_open(
-        &mut self,
-        now: Instant,
-        info: OpenInfo,
-    ) -> Result<ConnectionHandle, OpenError> {
+    fn handle_open(&mut self, now: Instant, info: OpenInfo) -> Result<ConnectionHandle, OpenError> {
         Hub::handle_open(self, now, info)
     }
 

@@ -114,4 +114,3 @@ impl HttpResponse {
             .map(|(_, v)| v.as_str())
     }
 }
-

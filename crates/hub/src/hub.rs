@@ -9,14 +9,14 @@ use core::cmp::Reverse;
 use hashbrown::{DefaultHashBuilder, HashMap};
 
 use crate::context::Context;
-use crate::state::Core;
 use crate::http::{HttpRequest, HttpResponse};
 use crate::output::{Frame, OpenError, Output, UnknownConnection};
 use crate::protocol::{Decode, Protocol};
+use crate::state::Core;
 use crate::stats::Stats;
 use crate::{
-    CloseCode, Config, ConnectionHandle, ConnectionInfo, Instant, OpenInfo, Publication,
-    RateLimit, RatePolicy, Target, UnixTime, MAX_HELD_FRAMES,
+    CloseCode, Config, ConnectionHandle, ConnectionInfo, Instant, OpenInfo, Publication, RateLimit,
+    RatePolicy, Target, UnixTime, MAX_HELD_FRAMES,
 };
 
 /// What a text frame decodes to under protocol `P`.

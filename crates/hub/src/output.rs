@@ -127,4 +127,3 @@ pub enum JoinError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("no open connection for this handle")]
 pub struct UnknownConnection;
-

@@ -1,7 +1,7 @@
 //! Publications: one encoded payload and the rule that picks its recipients.
 
-use alloc::string::String;
 use crate::{ConnectionHandle, Tags, Text};
+use alloc::string::String;
 
 /// Which connections a publication is for, before the sender exclusion and filters apply.
 #[derive(Debug, Clone, PartialEq, Eq)]

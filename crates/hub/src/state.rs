@@ -167,7 +167,10 @@ impl Core {
         if now >= at {
             wall + now.saturating_since(at)
         } else {
-            UnixTime::from_micros(wall.as_micros().saturating_sub(at.saturating_since(now).as_micros() as u64))
+            UnixTime::from_micros(
+                wall.as_micros()
+                    .saturating_sub(at.saturating_since(now).as_micros() as u64),
+            )
         }
     }
 
@@ -206,7 +209,11 @@ impl Core {
         self.timers.push(Reverse((next, h.slot, h.serial)));
     }
 
-    pub(crate) fn open(&mut self, now: Instant, dialect: Dialect) -> Result<ConnectionHandle, OpenError> {
+    pub(crate) fn open(
+        &mut self,
+        now: Instant,
+        dialect: Dialect,
+    ) -> Result<ConnectionHandle, OpenError> {
         let limit = self.config.limits.max_connections;
         if self.conns.len() >= limit {
             return Err(OpenError::TooManyConnections { limit });
@@ -383,11 +390,7 @@ impl Core {
         delivered
     }
 
-    pub(crate) fn join(
-        &mut self,
-        h: ConnectionHandle,
-        room: &str,
-    ) -> Result<bool, JoinError> {
+    pub(crate) fn join(&mut self, h: ConnectionHandle, room: &str) -> Result<bool, JoinError> {
         let limits = &self.config.limits;
         let (per_conn, per_hub) = (limits.max_rooms_per_connection, limits.max_rooms);
         let room_exists = self.rooms.contains_key(room);
@@ -475,4 +478,3 @@ impl Core {
         }
     }
 }
-

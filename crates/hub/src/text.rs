@@ -119,6 +119,9 @@ mod tests {
         assert_eq!(t.slice_from(2), None, "inside a character");
         assert_eq!(t.slice_from(3).unwrap().as_str(), "llo");
         let part = &t.as_str()[3..];
-        assert_eq!(t.slice_ref(part).as_bytes().as_ptr(), t.as_bytes()[3..].as_ptr());
+        assert_eq!(
+            t.slice_ref(part).as_bytes().as_ptr(),
+            t.as_bytes()[3..].as_ptr()
+        );
     }
 }

@@ -10,8 +10,8 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
 use switchboard_hub::{
-    Config, ConnectionHandle, Context, Hub, Instant, OpenInfo, Output, Protocol, Publication, RawText,
-    Text,
+    Config, ConnectionHandle, Context, Hub, Instant, OpenInfo, Output, Protocol, Publication,
+    RawText, Text,
 };
 
 struct Counting;

@@ -33,8 +33,8 @@ use std::time::Duration;
 use switchboard_hub::{
     Bytes, CloseCode, Config, ConnectionHandle, Context, Filter, Frame, HttpRequest, HttpResponse,
     Hub, Identity, Instant, JoinError, Limits, Method, OpenError, OpenInfo, Output, Protocol,
-    RawText, Text,
-    Publication, RateLimit, RatePolicy, SlowConsumerPolicy, Target, UnknownConnection,
+    Publication, RateLimit, RatePolicy, RawText, SlowConsumerPolicy, Target, Text,
+    UnknownConnection,
 };
 
 /// 2025-01-01T12:30:00Z
@@ -242,11 +242,7 @@ impl Rig {
     /// Send a text frame; the connection must be open.
     fn text(&mut self, h: ConnectionHandle, s: &str) {
         self.hub
-            .handle_frame(
-                self.now,
-                h,
-                Frame::Text(Text::from(s.to_string())),
-            )
+            .handle_frame(self.now, h, Frame::Text(Text::from(s.to_string())))
             .expect("open connection");
     }
 

@@ -81,7 +81,10 @@ impl Protocol for Cmd {
             Some('f') => cx.set_filter(conn, Filter::new(parse_pairs(arg))),
             Some('u') => cx.set_identity(conn, Identity::user(arg)),
             Some('e') => {
-                cx.send(conn, frame.slice_from(1).expect("after an ASCII command letter"));
+                cx.send(
+                    conn,
+                    frame.slice_from(1).expect("after an ASCII command letter"),
+                );
             }
             Some('x') => cx.close(conn, CloseCode::NORMAL, "quit"),
             _ => cx.count_error("unknown"),
