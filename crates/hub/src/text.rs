@@ -76,6 +76,14 @@ impl From<&'static str> for Text {
     }
 }
 
+#[cfg(feature = "tungstenite")]
+impl From<tungstenite::Utf8Bytes> for Text {
+    /// tungstenite checked the frame's UTF-8 as it read it: taken over as it is.
+    fn from(t: tungstenite::Utf8Bytes) -> Self {
+        Text(Bytes::from(t))
+    }
+}
+
 impl From<Text> for Bytes {
     fn from(t: Text) -> Bytes {
         t.0
