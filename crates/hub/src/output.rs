@@ -79,13 +79,13 @@ pub enum Output {
         reason: Cow<'static, str>,
     },
     /// A local publication for the cluster backplane to carry to other nodes
-    /// (only when [`Config::replicate`] is set).
+    /// (only when [`crate::Config::replicate`] is set).
     Replicate(Publication),
     /// A room got its first local member: a backplane should start receiving its publications
-    /// (only when [`Config::replicate`] is set).
+    /// (only when [`crate::Config::replicate`] is set).
     RoomOpened(String),
     /// A room lost its last local member: a backplane may stop receiving its publications
-    /// (only when [`Config::replicate`] is set).
+    /// (only when [`crate::Config::replicate`] is set).
     RoomClosed(String),
 }
 
