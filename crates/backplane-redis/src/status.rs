@@ -1,9 +1,10 @@
 //! The backplane's state for `/health` and `/metrics`: shared atomics, read without locking the
 //! tasks that update them.
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Mutex, PoisonError};
+
+use switchboard_runtime::metrics::{Exposition, Kind};
 
 use crate::NodeId;
 
@@ -207,14 +208,17 @@ const FAMILIES: &[(&str, &str, &str, Field)] = &[
     ),
 ];
 
-/// Render the Prometheus text exposition (format 0.0.4) of several backplanes, one sample per
-/// system in each family, each family's `# HELP`/`# TYPE` written once.
-pub fn render_prometheus(statuses: &[Status], out: &mut String) {
+/// Write the families of several backplanes, one sample per system in each family.
+pub fn render_prometheus(statuses: &[Status], out: &mut Exposition) {
     for (name, kind, help, field) in FAMILIES {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} {kind}");
+        let kind = if *kind == "gauge" {
+            Kind::Gauge
+        } else {
+            Kind::Counter
+        };
+        out.family(name, kind, help);
         for s in statuses {
-            let _ = writeln!(out, "{name}{{system=\"{}\"}} {}", s.system, field(s));
+            out.sample(name, &[("system", s.system)], field(s));
         }
     }
 }
@@ -245,8 +249,9 @@ mod tests {
         assert_eq!(v["node"], "0000000000000001");
         let down = status("race", false);
         assert_eq!(down.state(), "down");
-        let mut out = String::new();
+        let mut out = Exposition::default();
         render_prometheus(&[up, down], &mut out);
+        let out = out.finish();
         assert!(out.contains("switchboard_backplane_up{system=\"collab\"} 1\n"));
         assert!(out.contains("switchboard_backplane_up{system=\"race\"} 0\n"));
         assert!(out.contains("switchboard_backplane_published_total{system=\"race\"} 7\n"));

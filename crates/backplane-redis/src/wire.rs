@@ -17,7 +17,7 @@
 //! remain.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use switchboard_hub::{Publication, Tags, Target};
+use switchboard_hub::{Publication, Tags, Target, Text};
 
 use crate::NodeId;
 
@@ -101,7 +101,7 @@ pub fn encode(origin: NodeId, seq: u64, publication: &Publication) -> Result<Byt
         Target::All => (TARGET_ALL, None),
         Target::Room(room) => (TARGET_ROOM, Some(room.as_str())),
         Target::User(user) => (TARGET_USER, Some(user.as_str())),
-        Target::Connection(_) => return Err(EncodeError::ConnectionTarget),
+        _ => return Err(EncodeError::ConnectionTarget),
     };
     let str_len = |s: &str| varint_len(s.len() as u64) + s.len();
     let mut len = FIXED + name.map_or(0, str_len) + publication.payload.len();
@@ -228,7 +228,7 @@ pub fn decode(message: Bytes) -> Result<Envelope, DecodeError> {
     } else {
         None
     };
-    let payload = message.slice(r.pos..);
+    let payload = Text::from_utf8(message.slice(r.pos..)).map_err(|_| DecodeError::Utf8)?;
     Ok(Envelope {
         origin,
         seq,

@@ -1,15 +1,17 @@
-//! Prometheus text exposition (format 0.0.4) for every system running in the process.
+//! Prometheus text exposition (format 0.0.4) for every system running in the process: the one
+//! renderer ([`Exposition`]) every part of the server writes its families with, and the registry
+//! ([`Metrics`]) of what is running.
 //!
-//! Each [`crate::Server`] registers its hub in a [`Metrics`] registry for as long as it runs;
-//! servers started together ([`crate::Server::start_all`]) share one registry, so `/metrics` on
-//! any of their ports shows every system, each sample labelled `system="<name>"`.
+//! Each [`System`] is registered for as long as it runs; systems of one process share one
+//! registry, so `/metrics` on any of their ports shows every system, each sample labelled
+//! `system="<name>"`.
 
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use switchboard_hub::Stats;
-use switchboard_tokio::admission::Refusals;
-use switchboard_tokio::HubHandle;
+
+use crate::system::System;
 
 /// The `Content-Type` of the exposition.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -20,8 +22,8 @@ pub struct Metrics {
     inner: Arc<Mutex<Registry>>,
 }
 
-/// Writes extra exposition text, e.g. a cluster backplane's families.
-type Section = Arc<dyn Fn(&mut String) + Send + Sync>;
+/// Writes extra families, e.g. a cluster backplane's.
+type Section = Arc<dyn Fn(&mut Exposition) + Send + Sync>;
 
 /// A JSON value `/health` adds under a key for one system, e.g. its backplane state.
 type HealthSection = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
@@ -29,7 +31,7 @@ type HealthSection = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
 #[derive(Default)]
 struct Registry {
     next_id: u64,
-    hubs: Vec<(u64, HubHandle, Arc<Refusals>)>,
+    systems: Vec<(u64, Arc<System>)>,
     sections: Vec<(u64, Section)>,
     health: Vec<(u64, &'static str, &'static str, HealthSection)>,
 }
@@ -37,7 +39,7 @@ struct Registry {
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Registry")
-            .field("hubs", &self.hubs)
+            .field("systems", &self.systems.len())
             .field("sections", &self.sections.len())
             .finish()
     }
@@ -53,7 +55,7 @@ pub struct Registration {
 impl Drop for Registration {
     fn drop(&mut self) {
         let mut registry = self.metrics.lock();
-        registry.hubs.retain(|(id, ..)| *id != self.id);
+        registry.systems.retain(|(id, _)| *id != self.id);
         registry.sections.retain(|(id, _)| *id != self.id);
         registry.health.retain(|(id, ..)| *id != self.id);
     }
@@ -81,17 +83,16 @@ impl Metrics {
         }
     }
 
-    /// Add a hub and its system's refusal counts until the returned registration is dropped.
-    pub fn register(&self, hub: HubHandle, refusals: Arc<Refusals>) -> Registration {
-        self.registration(|r, id| r.hubs.push((id, hub, refusals)))
+    /// Add a system until the returned registration is dropped.
+    pub fn register(&self, system: Arc<System>) -> Registration {
+        self.registration(|r, id| r.systems.push((id, system)))
     }
 
-    /// Append `section`'s text (whole families, `# HELP`/`# TYPE` included) to every render
-    /// until the returned registration is dropped; for state outside the hubs, such as a cluster
-    /// backplane.
+    /// Let `section` write its families into every render until the returned registration is
+    /// dropped; for state outside the hubs, such as a cluster backplane.
     pub fn register_section(
         &self,
-        section: impl Fn(&mut String) + Send + Sync + 'static,
+        section: impl Fn(&mut Exposition) + Send + Sync + 'static,
     ) -> Registration {
         let section: Section = Arc::new(section);
         self.registration(|r, id| r.sections.push((id, section)))
@@ -123,42 +124,89 @@ impl Metrics {
         sections.into_iter().map(|(key, f)| (key, f())).collect()
     }
 
-    /// Snapshot every registered hub (ordered by system name) and render the exposition, then
-    /// the registered sections. A hub that has stopped meanwhile is left out.
+    /// Snapshot every registered system (ordered by name) and render the exposition, then the
+    /// registered sections. A hub that has stopped meanwhile is left out.
     pub async fn render(&self) -> String {
-        let (hubs, sections): (Vec<(HubHandle, Arc<Refusals>)>, Vec<Section>) = {
+        let (systems, sections): (Vec<Arc<System>>, Vec<Section>) = {
             let registry = self.lock();
             (
-                registry
-                    .hubs
-                    .iter()
-                    .map(|(_, h, r)| (h.clone(), r.clone()))
-                    .collect(),
+                registry.systems.iter().map(|(_, s)| s.clone()).collect(),
                 registry.sections.iter().map(|(_, s)| s.clone()).collect(),
             )
         };
-        let mut systems = Vec::with_capacity(hubs.len());
-        let mut refused = Vec::new();
-        for (hub, refusals) in hubs {
-            if let Ok(stats) = hub.stats().await {
-                systems.push((hub.name(), stats));
+        let mut snapshots = Vec::with_capacity(systems.len());
+        let mut refused = Vec::with_capacity(systems.len());
+        for system in &systems {
+            if let Ok(stats) = system.hub().stats().await {
+                snapshots.push((system.name(), stats));
             }
-            refused.push((hub.name(), refusals.snapshot()));
+            refused.push((system.name(), system.refusals().snapshot()));
         }
-        systems.sort_by_key(|(name, _)| *name);
+        snapshots.sort_by_key(|(name, _)| *name);
         refused.sort_by_key(|(name, _)| *name);
-        let mut out = render(&systems);
+        let mut out = Exposition::default();
+        render_hubs(&mut out, &snapshots);
         render_refusals(&mut out, &refused);
         for section in sections {
             section(&mut out);
         }
-        out
+        out.finish()
+    }
+}
+
+/// The kind of a metric family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A value that goes up and down.
+    Gauge,
+    /// A value that only goes up.
+    Counter,
+}
+
+/// Prometheus text (format 0.0.4) being written: each family's `# HELP` and `# TYPE` once, then
+/// its samples, label values escaped.
+#[derive(Debug, Default)]
+pub struct Exposition {
+    out: String,
+}
+
+impl Exposition {
+    /// Start family `name`.
+    pub fn family(&mut self, name: &str, kind: Kind, help: &str) {
+        let kind = match kind {
+            Kind::Gauge => "gauge",
+            Kind::Counter => "counter",
+        };
+        // Writing to a String cannot fail.
+        let _ = writeln!(self.out, "# HELP {name} {help}");
+        let _ = writeln!(self.out, "# TYPE {name} {kind}");
+    }
+
+    /// One sample of family `name` with `labels`.
+    pub fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: u64) {
+        self.out.push_str(name);
+        if !labels.is_empty() {
+            self.out.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.out.push(',');
+                }
+                let _ = write!(self.out, "{k}=\"{}\"", label(v));
+            }
+            self.out.push('}');
+        }
+        let _ = writeln!(self.out, " {value}");
+    }
+
+    /// The text.
+    pub fn finish(self) -> String {
+        self.out
     }
 }
 
 struct Family {
     name: &'static str,
-    kind: &'static str,
+    kind: Kind,
     help: &'static str,
     value: fn(&Stats) -> u64,
 }
@@ -166,7 +214,7 @@ struct Family {
 const fn gauge(name: &'static str, help: &'static str, value: fn(&Stats) -> u64) -> Family {
     Family {
         name,
-        kind: "gauge",
+        kind: Kind::Gauge,
         help,
         value,
     }
@@ -175,7 +223,7 @@ const fn gauge(name: &'static str, help: &'static str, value: fn(&Stats) -> u64)
 const fn counter(name: &'static str, help: &'static str, value: fn(&Stats) -> u64) -> Family {
     Family {
         name,
-        kind: "counter",
+        kind: Kind::Counter,
         help,
         value,
     }
@@ -269,62 +317,45 @@ fn label(value: &str) -> String {
     out
 }
 
-/// Render snapshots of named systems as Prometheus text.
-pub fn render(systems: &[(&str, Stats)]) -> String {
-    let mut out = String::with_capacity(256 + systems.len() * 1024);
-    // Writing to a String cannot fail.
+/// Write the hub families for snapshots of named systems.
+pub fn render_hubs(out: &mut Exposition, systems: &[(&str, Stats)]) {
     for f in FAMILIES {
-        let _ = writeln!(out, "# HELP {} {}", f.name, f.help);
-        let _ = writeln!(out, "# TYPE {} {}", f.name, f.kind);
+        out.family(f.name, f.kind, f.help);
         for (system, stats) in systems {
-            let _ = writeln!(
-                out,
-                "{}{{system=\"{}\"}} {}",
-                f.name,
-                label(system),
-                (f.value)(stats)
-            );
+            out.sample(f.name, &[("system", system)], (f.value)(stats));
         }
     }
     let name = "switchboard_errors_total";
-    let _ = writeln!(
-        out,
-        "# HELP {name} Errors by kind (bad client input, refused requests, limits hit)."
+    out.family(
+        name,
+        Kind::Counter,
+        "Errors by kind (bad client input, refused requests, limits hit).",
     );
-    let _ = writeln!(out, "# TYPE {name} counter");
     for (system, stats) in systems {
         for (kind, n) in &stats.counters.errors {
-            let _ = writeln!(
-                out,
-                "{name}{{system=\"{}\",kind=\"{}\"}} {n}",
-                label(system),
-                label(kind)
-            );
+            out.sample(name, &[("system", system), ("kind", kind)], *n);
         }
     }
-    out
 }
 
 /// One system's refusal counts: (kind, reason, count).
 pub type RefusalCounts = Vec<(&'static str, &'static str, u64)>;
 
-/// Render what each system refused: `switchboard_refused_total{system, kind, reason}`, where
+/// Write what each system refused: `switchboard_refused_total{system, kind, reason}`, where
 /// kind is `socket` (at accept), `upgrade` or `http`.
-pub fn render_refusals(out: &mut String, systems: &[(&str, RefusalCounts)]) {
+pub fn render_refusals(out: &mut Exposition, systems: &[(&str, RefusalCounts)]) {
     let name = "switchboard_refused_total";
-    let _ = writeln!(
-        out,
-        "# HELP {name} Sockets, upgrades and HTTP requests refused, by kind and reason."
+    out.family(
+        name,
+        Kind::Counter,
+        "Sockets, upgrades and HTTP requests refused, by kind and reason.",
     );
-    let _ = writeln!(out, "# TYPE {name} counter");
     for (system, counts) in systems {
         for (kind, reason, n) in counts {
-            let _ = writeln!(
-                out,
-                "{name}{{system=\"{}\",kind=\"{}\",reason=\"{}\"}} {n}",
-                label(system),
-                label(kind),
-                label(reason)
+            out.sample(
+                name,
+                &[("system", system), ("kind", kind), ("reason", reason)],
+                *n,
             );
         }
     }
@@ -342,7 +373,9 @@ mod tests {
         };
         a.counters.slow_consumer_closes = 1;
         a.counters.errors.insert("not_json", 2);
-        let text = render(&[("collab", a), ("race", Stats::default())]);
+        let mut out = Exposition::default();
+        render_hubs(&mut out, &[("collab", a), ("race", Stats::default())]);
+        let text = out.finish();
         assert!(text.contains("# TYPE switchboard_connections gauge\n"));
         assert!(text.contains("switchboard_connections{system=\"collab\"} 3\n"));
         assert!(text.contains("switchboard_connections{system=\"race\"} 0\n"));
@@ -350,7 +383,8 @@ mod tests {
         assert!(text.contains("switchboard_errors_total{system=\"collab\",kind=\"not_json\"} 2\n"));
         for f in FAMILIES {
             assert!(text.contains(&format!("# HELP {} ", f.name)), "{}", f.name);
-            assert!(text.contains(&format!("# TYPE {} {}\n", f.name, f.kind)));
+            let kind = if f.kind == Kind::Gauge { "gauge" } else { "counter" };
+            assert!(text.contains(&format!("# TYPE {} {kind}\n", f.name)));
         }
         assert!(text.ends_with('\n'));
     }
@@ -358,7 +392,7 @@ mod tests {
     #[tokio::test]
     async fn sections_render_until_dropped() {
         let metrics = Metrics::new();
-        let section = metrics.register_section(|out| out.push_str("extra_up 1\n"));
+        let section = metrics.register_section(|out| out.sample("extra_up", &[], 1));
         assert!(metrics.render().await.ends_with("extra_up 1\n"));
         drop(section);
         assert!(!metrics.render().await.contains("extra_up"));

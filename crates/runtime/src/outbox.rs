@@ -1,12 +1,13 @@
 //! A connection's write side: frames go straight onto the socket from whichever task produces
 //! them, and are queued only while the socket would block.
 //!
-//! The hub task fans a publication out by calling [`Outbox::frame`] once per recipient. When
-//! nothing is queued for that connection the frame is written at once with one non-blocking
-//! `writev` (frame header and the publication's shared payload, no copy), so a delivery costs
-//! no channel push, no task wake-up and no report back to the hub. Only when the socket would
-//! block is the rest queued and a short-lived flusher task spawned; it waits until the socket is
-//! writable, drains the queue in batches, reports the bytes it wrote to the hub, and exits.
+//! The hub task fans a publication out by calling [`Outbox::frame_corked`] once per recipient
+//! and [`Outbox::uncork`] once per connection after the drain: when nothing is queued for that
+//! connection its frames are written at once with one non-blocking `writev` (frame headers and
+//! the publications' shared payloads, no copy), so a delivery costs no channel push, no task
+//! wake-up and no report back to the hub. Only when the socket would block is the rest queued
+//! and a short-lived flusher task spawned; it waits until the socket is writable, drains the
+//! queue in batches, reports the bytes it wrote through the outbox's [`FlushSink`], and exits.
 //!
 //! tungstenite still reads the connection and writes its own control frames (the handshake
 //! response, pongs, the reply to a peer's close) through [`Duplex`], whose writes go into the
@@ -18,12 +19,11 @@
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use switchboard_hub::{CloseCode, ConnectionHandle};
+use switchboard_hub::{CloseCode, ConnectionHandle, Text};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::Notify;
@@ -33,7 +33,17 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::{
 use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
-use crate::driver::HubHandle;
+/// Where a flusher reports the hub bytes it put on the socket (the hub task's command queue).
+pub trait FlushSink: Send + Sync + 'static {
+    /// `bytes` of `conn`'s queued hub frames were written; resolves once the report is queued.
+    fn flushed(
+        &self,
+        conn: ConnectionHandle,
+        bytes: usize,
+    ) -> Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+    /// The system's name, for logs.
+    fn system(&self) -> &'static str;
+}
 
 /// Most bytes of control frames and tungstenite's own writes queued for a peer that does not
 /// read; past it the connection fails (a peer flooding pings without reading the pongs).
@@ -42,11 +52,6 @@ pub const RAW_LIMIT: usize = 64 * 1024;
 const HEAD_MAX: usize = 10;
 /// Frames gathered into one `writev` by the flusher.
 const BATCH: usize = 32;
-/// Frames (and control-frame notices) a connection's reader may have handed to the hub that the
-/// hub has not processed yet; the reader waits for the hub beyond it. This bounds what one
-/// connection can have in the hub's command queue, and how many frames arrive after the hub
-/// paused it (`switchboard_hub::Output::PauseReading`).
-pub const MAX_IN_FLIGHT: u32 = 8;
 
 /// One frame (or raw bytes) waiting for the socket: a header and a shared body.
 struct Chunk {
@@ -68,7 +73,8 @@ impl Chunk {
     }
 
     /// An unmasked, final text frame around `payload`.
-    fn text(payload: Bytes) -> Chunk {
+    fn text(payload: Text) -> Chunk {
+        let payload = payload.into_bytes();
         let header = FrameHeader {
             opcode: OpCode::Data(Data::Text),
             ..FrameHeader::default()
@@ -125,6 +131,16 @@ pub fn close_frame(code: CloseCode, reason: &str) -> Bytes {
     })))
 }
 
+/// What became of a chunk handed to the outbox.
+enum Pushed {
+    /// Written to the socket now.
+    Written,
+    /// Queued behind a backlog.
+    Queued,
+    /// Not taken: the connection is closing or its socket failed.
+    Dropped,
+}
+
 #[derive(Default)]
 struct State {
     queue: VecDeque<Chunk>,
@@ -165,22 +181,12 @@ pub enum Corked {
     Dropped,
 }
 
-/// What became of a frame handed to [`Outbox::frame`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Sent {
-    /// Written to the socket now; the hub may count these payload bytes as flushed.
-    Written(usize),
-    /// Queued behind a backlog; the flusher reports it to the hub once written.
-    Queued,
-    /// Not taken: the connection is closing or its socket failed.
-    Dropped,
-}
 
 /// The write side of one WebSocket connection, shared by the hub task, the connection task and
 /// (while there is a backlog) a flusher task.
 pub struct Outbox {
     socket: OnceLock<OwnedWriteHalf>,
-    hub: HubHandle,
+    sink: Arc<dyn FlushSink>,
     state: Mutex<State>,
     /// Raised when the hub closed the connection or the socket failed.
     ended: Notify,
@@ -188,54 +194,37 @@ pub struct Outbox {
     drained: Notify,
     /// Raised to stop a flusher waiting for a socket that does not become writable.
     abandoned: Notify,
-    /// The read side's gate: frames handed to the hub and not yet processed.
-    in_flight: AtomicU32,
-    /// Set while the hub has paused reading; the deadline is in `resume_at`.
-    paused: AtomicBool,
-    resume_at: Mutex<Option<tokio::time::Instant>>,
-    /// Raised when the hub processed an in-flight frame, or paused reading.
-    read_gate: Notify,
 }
 
 impl std::fmt::Debug for Outbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Outbox")
-            .field("system", &self.hub.name())
+            .field("system", &self.sink.system())
             .field("connected", &self.socket.get().is_some())
             .finish_non_exhaustive()
     }
 }
 
 impl Outbox {
-    /// An outbox for a connection to `hub`, with no socket yet: frames wait until
-    /// [`Outbox::connect`] (the hyper transport registers a connection before its upgrade
-    /// completes).
-    pub fn new(hub: HubHandle) -> Arc<Outbox> {
+    /// An outbox reporting its flushes to `sink`, with no socket yet: frames wait until
+    /// [`Outbox::connect`] (a connection is registered with its hub before the `101` goes out).
+    pub fn new(sink: Arc<dyn FlushSink>) -> Arc<Outbox> {
         Arc::new(Outbox {
             socket: OnceLock::new(),
-            hub,
+            sink,
             state: Mutex::default(),
             ended: Notify::new(),
             drained: Notify::new(),
             abandoned: Notify::new(),
-            in_flight: AtomicU32::new(0),
-            paused: AtomicBool::new(false),
-            resume_at: Mutex::new(None),
-            read_gate: Notify::new(),
         })
     }
 
     /// Split `tcp` into a [`Duplex`] for tungstenite and an outbox writing to it.
-    pub fn split(tcp: tokio::net::TcpStream, hub: HubHandle) -> (Duplex, Arc<Outbox>) {
+    pub fn split(tcp: tokio::net::TcpStream, sink: Arc<dyn FlushSink>) -> (Duplex, Arc<Outbox>) {
         let (read, write) = tcp.into_split();
-        let out = Outbox::new(hub);
+        let out = Outbox::new(sink);
         out.connect(write);
         (Duplex::new(read, out.clone()), out)
-    }
-
-    /// The hub this outbox's connection belongs to.
-    pub(crate) fn hub(&self) -> &HubHandle {
-        &self.hub
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -251,76 +240,10 @@ impl Outbox {
         }
     }
 
-    /// Resolves when the reader may take the next frame off the socket: fewer than
-    /// [`MAX_IN_FLIGHT`] frames wait in the hub, and the hub has not paused reading. Returns at
-    /// once in the common case.
-    pub async fn readable(&self) {
-        loop {
-            if self.paused.load(Ordering::Acquire) {
-                let wait = {
-                    let mut at = self
-                        .resume_at
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner);
-                    match *at {
-                        Some(t) if t > tokio::time::Instant::now() => Some(t),
-                        _ => {
-                            *at = None;
-                            self.paused.store(false, Ordering::Release);
-                            None
-                        }
-                    }
-                };
-                if let Some(t) = wait {
-                    tokio::select! {
-                        _ = tokio::time::sleep_until(t) => {}
-                        // A new pause moves the deadline.
-                        _ = self.read_gate.notified() => {}
-                    }
-                    continue;
-                }
-            }
-            if self.in_flight.load(Ordering::Acquire) < MAX_IN_FLIGHT {
-                return;
-            }
-            self.read_gate.notified().await;
-        }
-    }
-
-    /// The reader handed a frame (or a control-frame notice) to the hub.
-    pub fn sent_to_hub(&self) {
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
-    }
-
-    /// The hub processed a frame from this connection.
-    pub fn processed_by_hub(&self) {
-        if self.in_flight.fetch_sub(1, Ordering::AcqRel) >= MAX_IN_FLIGHT {
-            self.read_gate.notify_one();
-        }
-    }
-
-    /// The hub asks not to read from this connection before `until`.
-    pub fn pause_reading(&self, until: tokio::time::Instant) {
-        {
-            let mut at = self
-                .resume_at
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            *at = Some(until);
-            self.paused.store(true, Ordering::Release);
-        }
-        self.read_gate.notify_one();
-    }
-
     /// Tell the outbox which hub connection it serves, so the flusher can report written bytes
     /// (at least `report_every` at a time, or when the queue runs dry).
     pub fn attach(&self, conn: ConnectionHandle, report_every: usize) {
         self.lock().conn = Some((conn, report_every.max(1)));
-    }
-
-    /// Send a text frame with `payload` (a hub frame, counted by the hub).
-    pub fn frame(self: &Arc<Self>, payload: Bytes) -> Sent {
-        self.push(Chunk::text(payload))
     }
 
     /// Send a ping with an empty payload.
@@ -397,21 +320,16 @@ impl Outbox {
             ));
         }
         match self.push_locked(&mut st, Chunk::raw(bytes)) {
-            Sent::Dropped => Err(io::ErrorKind::BrokenPipe.into()),
+            Pushed::Dropped => Err(io::ErrorKind::BrokenPipe.into()),
             _ => Ok(()),
         }
     }
 
-    fn push(self: &Arc<Self>, chunk: Chunk) -> Sent {
-        let mut st = self.lock();
-        self.push_locked(&mut st, chunk)
-    }
-
     /// Write `chunk` now if nothing is queued ahead of it, else queue it and make sure a
     /// flusher runs. Notifies under the lock, which [`Notify`] allows.
-    fn push_locked(self: &Arc<Self>, st: &mut State, chunk: Chunk) -> Sent {
+    fn push_locked(self: &Arc<Self>, st: &mut State, chunk: Chunk) -> Pushed {
         if st.closed || st.failed {
-            return Sent::Dropped;
+            return Pushed::Dropped;
         }
         if st.corked {
             // Goes out behind the corked frames at `uncork`.
@@ -419,18 +337,18 @@ impl Outbox {
                 st.raw_queued += chunk.len();
             }
             st.queue.push_back(chunk);
-            return Sent::Queued;
+            return Pushed::Queued;
         }
         let mut done = 0;
         if let (true, Some(socket)) = (st.queue.is_empty(), self.socket.get()) {
             match socket.try_write_vectored(&chunk.slices(0)) {
-                Ok(n) if n == chunk.len() => return Sent::Written(chunk.hub_bytes),
+                Ok(n) if n == chunk.len() => return Pushed::Written,
                 Ok(n) => done = n,
                 Err(e) if would_block(&e) => {}
                 Err(_) => {
                     st.fail();
                     self.ended.notify_one();
-                    return Sent::Dropped;
+                    return Pushed::Dropped;
                 }
             }
         }
@@ -445,14 +363,14 @@ impl Outbox {
             st.flushing = true;
             tokio::spawn(flush(self.clone()));
         }
-        Sent::Queued
+        Pushed::Queued
     }
 
     /// Queue a text frame with `payload` (a hub frame) without writing it yet, so that the
     /// frames one hub drain produces for this connection go out in one `writev` at
     /// [`Outbox::uncork`]. The caller must call `uncork` after its drain if this returns
     /// [`Corked::First`].
-    pub fn frame_corked(&self, payload: Bytes) -> Corked {
+    pub fn frame_corked(&self, payload: Text) -> Corked {
         let mut st = self.lock();
         if st.closed || st.failed {
             return Corked::Dropped;
@@ -591,7 +509,7 @@ async fn flush(out: Arc<Outbox>) {
         unreported += written;
         if let Some((conn, every)) = out.report_to() {
             if unreported > 0 && (idle || unreported >= every) {
-                let _ = out.hub.flushed(conn, unreported).await;
+                out.sink.flushed(conn, unreported).await;
                 unreported = 0;
             }
         }

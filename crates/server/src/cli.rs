@@ -1,4 +1,4 @@
-//! The command line both binaries share: which systems to run, on which ports, with which limits.
+//! The command line: which systems to run, on which transport and ports, with which limits.
 //!
 //! Options that exist once per system (`--<system>-port`, `--<system>-api-key`, ...) are
 //! generated from the protocol registry, so a new system gets its flags without a change here.
@@ -12,7 +12,8 @@ use switchboard_hub::{Config, Limits, RateLimit, RatePolicy, SlowConsumerPolicy}
 use switchboard_protocol::registry::{parse_api_keys, Auth, KeyRule};
 use switchboard_protocol::{Options, SystemSpec, SYSTEMS};
 
-use crate::gate::{parse_origins, Endpoint, JwtKeys};
+use switchboard_runtime::gate::{parse_origins, Endpoint, JwtKeys};
+use switchboard_runtime::http::HttpLimits;
 
 /// What to do with a client that does not read fast enough.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -32,6 +33,15 @@ pub enum RatePolicyArg {
     Close,
 }
 
+/// Which transport serves the systems.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Transport {
+    /// hyper: each system's WebSocket and HTTP endpoints on one port.
+    Hyper,
+    /// WebSocket only (tokio sockets and tokio-tungstenite): no HTTP endpoints.
+    Tokio,
+}
+
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -45,7 +55,7 @@ pub enum LogFormat {
 #[derive(Debug, Clone, clap::Args)]
 pub struct HubArgs {
     /// Largest inbound frame in bytes; larger closes the connection with 1009.
-    #[arg(long, env = "SWITCHBOARD_MAX_FRAME_BYTES", default_value_t = 64 * 1024)]
+    #[arg(long, env = "SWITCHBOARD_MAX_FRAME_BYTES", default_value_t = Limits::default().max_frame_bytes)]
     pub max_frame_bytes: usize,
     /// Open connections per system; more are refused (HTTP 503, or close 1013). Default: the
     /// process's socket budget (see --max-sockets).
@@ -68,14 +78,14 @@ pub struct HubArgs {
     #[arg(
         long,
         env = "SWITCHBOARD_MAX_ROOMS_PER_CONNECTION",
-        default_value_t = 64
+        default_value_t = Limits::default().max_rooms_per_connection
     )]
     pub max_rooms_per_connection: usize,
     /// Rooms per system.
-    #[arg(long, env = "SWITCHBOARD_MAX_ROOMS", default_value_t = 100_000)]
+    #[arg(long, env = "SWITCHBOARD_MAX_ROOMS", default_value_t = Limits::default().max_rooms)]
     pub max_rooms: usize,
     /// Unflushed outbound bytes per connection before the slow-consumer policy applies.
-    #[arg(long, env = "SWITCHBOARD_MAX_QUEUED_BYTES", default_value_t = 1024 * 1024)]
+    #[arg(long, env = "SWITCHBOARD_MAX_QUEUED_BYTES", default_value_t = Limits::default().max_queued_bytes)]
     pub max_queued_bytes: usize,
     /// What happens to a client whose outbound queue is full.
     #[arg(
@@ -86,10 +96,10 @@ pub struct HubArgs {
     )]
     pub slow_consumer: SlowConsumer,
     /// Sustained inbound messages per second per connection (0 disables the limit).
-    #[arg(long, env = "SWITCHBOARD_RATE_PER_SEC", default_value_t = 100)]
+    #[arg(long, env = "SWITCHBOARD_RATE_PER_SEC", default_value_t = Limits::default().inbound_rate.map_or(0, |r| r.per_second))]
     pub rate_per_sec: u32,
     /// Inbound messages allowed at once above the sustained rate.
-    #[arg(long, env = "SWITCHBOARD_RATE_BURST", default_value_t = 200)]
+    #[arg(long, env = "SWITCHBOARD_RATE_BURST", default_value_t = Limits::default().inbound_rate.map_or(1, |r| r.burst))]
     pub rate_burst: u32,
     /// What happens to a client above the inbound rate (control frames count too).
     #[arg(
@@ -100,23 +110,42 @@ pub struct HubArgs {
     )]
     pub rate_policy: RatePolicyArg,
     /// Seconds between WebSocket pings to each client (0 disables).
-    #[arg(long, env = "SWITCHBOARD_HEARTBEAT_SECS", default_value_t = 30)]
+    #[arg(long, env = "SWITCHBOARD_HEARTBEAT_SECS", default_value_t = Config::default().heartbeat_interval.map_or(0, |d| d.as_secs()))]
     pub heartbeat_secs: u64,
     /// Seconds without any inbound frame or pong before a client is closed with 4000 (0 disables).
-    #[arg(long, env = "SWITCHBOARD_IDLE_TIMEOUT_SECS", default_value_t = 75)]
+    #[arg(long, env = "SWITCHBOARD_IDLE_TIMEOUT_SECS", default_value_t = Config::default().idle_timeout.map_or(0, |d| d.as_secs()))]
     pub idle_timeout_secs: u64,
+}
+
+impl HttpArgs {
+    /// The HTTP limits these options describe.
+    pub fn limits(&self) -> HttpLimits {
+        let rate = |per_second: u32| {
+            (per_second > 0).then_some(RateLimit {
+                per_second,
+                burst: self.publish_burst.max(1),
+            })
+        };
+        HttpLimits {
+            max_body_bytes: self.max_body_bytes,
+            max_buffered_body_bytes: self.max_buffered_body_bytes,
+            body_timeout: Duration::from_secs(self.body_timeout_secs.max(1)),
+            publish_rate_per_ip: rate(self.publish_rate_per_ip),
+            publish_rate_per_key: rate(self.publish_rate_per_key),
+        }
+    }
 }
 
 impl HubArgs {
     /// The process's socket budget these options describe.
     pub fn socket_budget(&self) -> usize {
         self.max_sockets
-            .unwrap_or_else(crate::admission::socket_budget)
+            .unwrap_or_else(switchboard_runtime::admission::socket_budget)
     }
 
     /// The admission these options describe, shared by every system of the process.
-    pub fn admission(&self) -> std::sync::Arc<crate::admission::Admission> {
-        crate::admission::Admission::new(
+    pub fn admission(&self) -> std::sync::Arc<switchboard_runtime::admission::Admission> {
+        switchboard_runtime::admission::Admission::new(
             self.socket_budget(),
             (self.max_connections_per_ip > 0).then_some(self.max_connections_per_ip),
         )
@@ -172,6 +201,9 @@ pub struct Cli {
     /// Address to listen on.
     #[arg(long, env = "SWITCHBOARD_BIND", default_value = "0.0.0.0")]
     pub bind: IpAddr,
+    /// The transport: `hyper` serves HTTP and WebSocket on each port, `tokio` WebSocket only.
+    #[arg(long, env = "SWITCHBOARD_TRANSPORT", value_enum, default_value = "hyper")]
+    pub transport: Transport,
     /// Redis URL for running several nodes as one cluster (e.g. redis://127.0.0.1:6379).
     /// Without it the hub runs as a single in-memory node.
     #[arg(long, env = "SWITCHBOARD_REDIS_URL")]
@@ -194,23 +226,23 @@ pub struct Cli {
 #[derive(Debug, Clone, clap::Args)]
 pub struct HttpArgs {
     /// Largest request body in bytes; larger is answered 413.
-    #[arg(long, env = "SWITCHBOARD_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    #[arg(long, env = "SWITCHBOARD_MAX_BODY_BYTES", default_value_t = HttpLimits::default().max_body_bytes)]
     pub max_body_bytes: usize,
     /// Request bodies buffered at once per system, in bytes; a request that would go past it
     /// is answered 503.
-    #[arg(long, env = "SWITCHBOARD_MAX_BUFFERED_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
+    #[arg(long, env = "SWITCHBOARD_MAX_BUFFERED_BODY_BYTES", default_value_t = HttpLimits::default().max_buffered_body_bytes)]
     pub max_buffered_body_bytes: usize,
     /// Seconds a request body may take to arrive after its headers; slower is answered 408.
-    #[arg(long, env = "SWITCHBOARD_BODY_TIMEOUT_SECS", default_value_t = 10)]
+    #[arg(long, env = "SWITCHBOARD_BODY_TIMEOUT_SECS", default_value_t = HttpLimits::default().body_timeout.as_secs())]
     pub body_timeout_secs: u64,
     /// Publish requests per second per client address (0 disables), above which 429.
-    #[arg(long, env = "SWITCHBOARD_PUBLISH_RATE_PER_IP", default_value_t = 200)]
+    #[arg(long, env = "SWITCHBOARD_PUBLISH_RATE_PER_IP", default_value_t = HttpLimits::default().publish_rate_per_ip.map_or(0, |r| r.per_second))]
     pub publish_rate_per_ip: u32,
     /// Publish requests per second per API key (0 disables), above which 429.
-    #[arg(long, env = "SWITCHBOARD_PUBLISH_RATE_PER_KEY", default_value_t = 2000)]
+    #[arg(long, env = "SWITCHBOARD_PUBLISH_RATE_PER_KEY", default_value_t = HttpLimits::default().publish_rate_per_key.map_or(0, |r| r.per_second))]
     pub publish_rate_per_key: u32,
     /// Publish requests at once above those rates (per address and per key).
-    #[arg(long, env = "SWITCHBOARD_PUBLISH_BURST", default_value_t = 400)]
+    #[arg(long, env = "SWITCHBOARD_PUBLISH_BURST", default_value_t = HttpLimits::default().publish_rate_per_ip.map_or(1, |r| r.burst))]
     pub publish_burst: u32,
 }
 
@@ -499,7 +531,7 @@ pub fn log_summary(cli: &Cli, runs: &[SystemRun]) {
         systems = %systems.join(" "),
         bind = %cli.bind,
         sockets = cli.hub.socket_budget(),
-        open_files = crate::admission::open_file_limit().unwrap_or(0),
+        open_files = switchboard_runtime::admission::open_file_limit().unwrap_or(0),
         connections_per_system = limits.max_connections,
         connections_per_ip = cli.hub.max_connections_per_ip,
         frame_bytes = limits.max_frame_bytes,

@@ -1,23 +1,23 @@
-//! One WebSocket connection's task: read frames into the hub, and end the connection cleanly.
+//! One WebSocket connection's task: read frames, decode them here, hand them to the hub, and end
+//! the connection cleanly.
 //!
 //! Writes do not happen here: the hub task writes the hub's frames straight into the
-//! connection's [`Outbox`]. This task only reads, so a delivery never wakes it.
+//! connection's [`Outbox`]. This task only reads (so a delivery never wakes it) and decodes (so
+//! every core decodes, not just the hub task's).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use switchboard_hub::{CloseCode, ConnectionHandle, Frame};
+use switchboard_hub::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
-use crate::admission::Refusals;
-use crate::driver::{HubHandle, Opened};
-use crate::gate::RefusalReason;
-use crate::logging::{Clip, CONNECTIONS, REFUSALS};
+use crate::hub_task::{HubHandle, Opened};
+use crate::logging::{Clip, CONNECTIONS};
 use crate::outbox::{Duplex, Outbox};
+use crate::pacing::Pacing;
 
 /// How long a close handshake may take before the socket is dropped.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -87,13 +87,19 @@ impl End {
 /// One `info` line is logged when it starts and one when it ends (system, client id, peer; at the
 /// end who closed, the code, the reason and the duration), both under the
 /// [`CONNECTIONS`] log budget.
-pub async fn run(ws: &mut Socket, hub: &HubHandle, opened: &Opened, peer: SocketAddr) {
+pub async fn run(
+    ws: &mut Socket,
+    hub: &HubHandle,
+    opened: &Opened,
+    pacing: &Pacing,
+    peer: SocketAddr,
+) {
     let (system, handle) = (hub.name(), opened.handle);
     if CONNECTIONS.allow() {
         tracing::info!(system, client = %Clip(&opened.client_id), %peer, "connected");
     }
     let out = ws.get_ref().outbox().clone();
-    let end = read(ws, &out, hub, handle).await;
+    let end = read(ws, &out, pacing, hub, opened).await;
     let (by, code, reason) = end.describe(&out);
     Box::pin(end_with(ws, &out, end)).await;
     let _ = hub.closed(handle).await;
@@ -132,9 +138,11 @@ async fn end_with(ws: &mut Socket, out: &Arc<Outbox>, end: End) {
 async fn read(
     ws: &mut Socket,
     out: &Arc<Outbox>,
+    pacing: &Pacing,
     hub: &HubHandle,
-    handle: ConnectionHandle,
+    opened: &Opened,
 ) -> End {
+    let (handle, dialect) = (opened.handle, opened.dialect);
     loop {
         let msg = tokio::select! {
             biased;
@@ -145,21 +153,21 @@ async fn read(
                 continue;
             }
             // Wait while the hub has paused this connection or is behind on its frames.
-            msg = async { out.readable().await; ws.next().await } => msg,
+            msg = async { pacing.readable().await; ws.next().await } => msg,
         };
         let sent = match msg {
             Some(Ok(Message::Text(t))) => {
-                out.sent_to_hub();
-                hub.frame(handle, Frame::Text(Bytes::from(t))).await
+                pacing.sent_to_hub();
+                hub.text(handle, dialect, t.into()).await
             }
             Some(Ok(Message::Binary(b))) => {
-                out.sent_to_hub();
-                hub.frame(handle, Frame::Binary(b)).await
+                pacing.sent_to_hub();
+                hub.binary(handle, b).await
             }
             // tungstenite answers pings itself; both show the peer is alive, and both count
             // against the inbound rate.
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => {
-                out.sent_to_hub();
+                pacing.sent_to_hub();
                 hub.activity(handle).await
             }
             Some(Ok(Message::Close(frame))) => {
@@ -182,50 +190,4 @@ async fn read(
             return End::Hub;
         }
     }
-}
-
-/// Register an upgraded socket with the hub as the gate's verdict says. On refusal the socket
-/// gets its close frame here, the refusal is counted, and `None` is returned; the caller then
-/// drops it.
-pub async fn register(
-    ws: &mut Socket,
-    verdict: crate::gate::Verdict,
-    hub: &HubHandle,
-    peer: SocketAddr,
-    refusals: &Refusals,
-) -> Option<Opened> {
-    use crate::gate::Verdict;
-    let system = hub.name();
-    let info = match verdict {
-        Verdict::Accept(info) => info,
-        Verdict::Close(code, reason) => {
-            refusals.count("upgrade", RefusalReason::Token.as_str());
-            if REFUSALS.allow() {
-                tracing::info!(%peer, system, reason, "connection refused after upgrade");
-            }
-            close_with(ws, code, reason).await;
-            return None;
-        }
-        Verdict::Refuse(..) => {
-            ws.get_ref().outbox().abandon();
-            return None;
-        }
-    };
-    let out: Arc<Outbox> = ws.get_ref().outbox().clone();
-    let (code, reason) = match hub.open(info, out).await {
-        Ok(Ok(opened)) => return Some(opened),
-        Ok(Err(e)) => {
-            refusals.count("upgrade", RefusalReason::Limit.as_str());
-            if REFUSALS.allow() {
-                tracing::warn!(%peer, system, error = %e, "connection refused");
-            }
-            (
-                CloseCode::TRY_AGAIN_LATER,
-                "server is at its connection limit",
-            )
-        }
-        Err(_) => (CloseCode::GOING_AWAY, "server shutting down"),
-    };
-    close_with(ws, code, reason).await;
-    None
 }

@@ -1,34 +1,16 @@
-//! `switchboard`: every selected system's WebSocket and HTTP endpoints, one port per system.
+//! `switchboard`: every selected system's WebSocket (and, on the default transport, HTTP)
+//! endpoints, one port per system.
 
 use std::process::ExitCode;
 
-use std::time::Duration;
-
-use switchboard_hub::RateLimit;
-use switchboard_hyper::service::HttpLimits;
-use switchboard_hyper::{Metrics, Process, Server};
-use switchboard_tokio::cli;
+use switchboard_runtime::clock::HubClock;
+use switchboard_runtime::metrics::Metrics;
+use switchboard_runtime::Process;
+use switchboard_server::{app, cli};
 
 fn fail(message: &str) -> ExitCode {
     eprintln!("switchboard: error: {message}");
     ExitCode::FAILURE
-}
-
-/// The HTTP limits the command line asks for.
-fn http_limits(args: &cli::HttpArgs) -> HttpLimits {
-    let rate = |per_second: u32| {
-        (per_second > 0).then_some(RateLimit {
-            per_second,
-            burst: args.publish_burst.max(1),
-        })
-    };
-    HttpLimits {
-        max_body_bytes: args.max_body_bytes,
-        max_buffered_body_bytes: args.max_buffered_body_bytes,
-        body_timeout: Duration::from_secs(args.body_timeout_secs.max(1)),
-        publish_rate_per_ip: rate(args.publish_rate_per_ip),
-        publish_rate_per_key: rate(args.publish_rate_per_key),
-    }
 }
 
 /// A Redis URL without its password, for the log.
@@ -51,14 +33,14 @@ async fn main() -> ExitCode {
     let process = Process {
         metrics: Metrics::new(),
         admission: cli.hub.admission(),
-        http: http_limits(&cli.http),
+        http: cli.http.limits(),
+        clock: HubClock::default(),
     };
-    let servers =
-        match Server::start_all_clustered(&process, runs, cli.hub.config(), redis_url).await {
-            Ok(servers) => servers,
-            Err(e) => return fail(&e.to_string()),
-        };
-    for s in &servers {
+    let running = match app::start(&process, cli.transport, runs, cli.hub.config(), redis_url).await {
+        Ok(running) => running,
+        Err(e) => return fail(&e.to_string()),
+    };
+    for s in &running {
         tracing::info!(
             system = s.spec().name,
             addr = %s.local_addr(),
@@ -68,11 +50,11 @@ async fn main() -> ExitCode {
     }
     cli::terminated().await;
     tracing::info!("shutting down");
-    for s in &servers {
+    for s in &running {
         s.shutdown_handle().trigger();
     }
     let mut code = ExitCode::SUCCESS;
-    for s in servers {
+    for s in running {
         let system = s.spec().name;
         if let Err(e) = s.wait().await {
             tracing::error!(system, error = %e, "server stopped with an error");
