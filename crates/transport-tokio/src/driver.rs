@@ -266,9 +266,12 @@ async fn run(
                     }
                 }
             }
-            _ = async { sleep.expect("guarded by the if below").await }, if sleep.is_some() => {
-                hub.handle_timeout(now());
-            }
+            _ = async { sleep.expect("guarded by the if below").await }, if sleep.is_some() => {}
+        }
+        // Whichever woke us: commands arriving more often than the sleep's 1 ms floor would
+        // otherwise starve the timers (heartbeats, idle closes, throttled connections resuming).
+        if hub.poll_timeout().is_some_and(|deadline| deadline <= now()) {
+            hub.handle_timeout(now());
         }
         let t = now();
         while let Some(out) = hub.poll_output() {
