@@ -19,6 +19,7 @@ mod cluster;
 mod collab;
 mod dcdock;
 mod example;
+mod hostile;
 mod laptimes;
 mod limits;
 mod race;
