@@ -15,6 +15,7 @@ mod embed;
 
 mod afc;
 mod binary;
+mod bounds;
 mod cluster;
 mod collab;
 mod dcdock;
