@@ -587,3 +587,60 @@ async fn the_sixth_connection_from_one_address_gets_429() {
     let refused = crate::hostile::refusal_count(&metrics, "laptimes", "socket", "per_address");
     assert_eq!(refused, 3 + early, "{metrics}");
 }
+
+#[tokio::test]
+async fn connect_and_disconnect_lines_are_under_a_rate_budget() {
+    let server = Running::start("connection-log", "laptimes", &[], None).await;
+    let addr = server.addr;
+    eventually(|| async {
+        if server.log_text().contains("listening") {
+            Ok(())
+        } else {
+            Err(())
+        }
+    })
+    .await;
+    let lines = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains(" connected system=") || l.contains(" disconnected system="))
+            .count()
+    };
+    let start = Instant::now();
+    const CONNECTS: usize = 400;
+    for _ in 0..CONNECTS {
+        let mut ws = try_connect(addr, "/", &[]).await.unwrap();
+        // Closed by the client: a close handshake, then a disconnect line.
+        ws.close(None).await.unwrap();
+    }
+    // One line each way per connection wanted; the budget allows 200 at once and 50 a
+    // second, counted from before the first connect (which only over-allows).
+    let logged = eventually(|| async {
+        let n = lines(&server.log_text());
+        if n >= 200 {
+            Ok(n)
+        } else {
+            Err(n)
+        }
+    })
+    .await;
+    let allowed = 200.0 + 50.0 * start.elapsed().as_secs_f64();
+    eprintln!(
+        "{CONNECTS} connects: {logged} connect/disconnect lines in {:.2} s",
+        start.elapsed().as_secs_f64()
+    );
+    assert!(
+        (logged as f64) <= allowed + 1.0,
+        "{logged} lines; {allowed:.0} allowed"
+    );
+    // The next line allowed is preceded by the count of those left out.
+    eventually(|| async {
+        drop(try_connect(addr, "/", &[]).await.unwrap());
+        let log = server.log_text();
+        if log.contains("log lines suppressed by the log rate limit class=\"connection\"") {
+            Ok(())
+        } else {
+            Err(())
+        }
+    })
+    .await;
+}

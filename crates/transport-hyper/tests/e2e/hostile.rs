@@ -955,7 +955,7 @@ async fn ping_and_pong_floods_are_closed_1008_under_the_close_policy() {
 }
 
 #[tokio::test]
-async fn ping_floods_are_throttled_by_default() {
+async fn a_ping_burst_is_throttled_not_closed() {
     let process = fresh_process(limits(), Admission::new(1000, None));
     let server = serve(
         &process,
