@@ -470,6 +470,59 @@ async fn a_body_not_complete_within_the_timeout_is_408() {
     server.shutdown().await.unwrap();
 }
 
+/// A request refused from its head leaves its body unread; those bytes must never be taken
+/// for the next request on the connection (which would let a body smuggle a request past the
+/// checks). Each case gets exactly one answer, the member nothing.
+#[tokio::test]
+async fn an_unread_body_is_never_taken_for_the_next_request() {
+    let process = fresh_process(small_bodies(), Admission::new(1000, None));
+    let server = serve_system(&process, "collab").await;
+    let addr = server.local_addr();
+    let mut m = member(addr, "p1").await;
+    let inner = String::from_utf8(broadcast_body("smuggled", 200)).unwrap();
+    let inner = format!(
+        "POST /broadcast HTTP/1.1\r\nHost: x\r\nX-API-Key: {API_KEY}\r\nContent-Length: {}\r\n\r\n{inner}",
+        inner.len()
+    );
+    let len = inner.len().to_string();
+    let cases: [(&str, &[(&str, &str)], u16); 5] = [
+        ("/broadcast", &[("X-API-Key", "wrong")], 401),
+        (
+            "/broadcast",
+            &[("X-API-Key", API_KEY), ("Origin", "http://evil.example")],
+            403,
+        ),
+        ("/health", &[], 405),
+        ("/nope", &[], 404),
+        ("/metrics", &[], 405),
+    ];
+    for (path, headers, status) in cases {
+        let mut all = headers.to_vec();
+        all.push(("Content-Length", &len));
+        let mut head = format!("POST {path} HTTP/1.1\r\nHost: x\r\n");
+        for (k, v) in all {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(format!("{head}\r\n{inner}").as_bytes())
+            .await
+            .unwrap();
+        let first = read_one(&mut tcp).await;
+        assert_eq!(first.status, status, "{path}");
+        // Nothing more: the server closes, or waits for a request that never comes.
+        let mut rest = Vec::new();
+        let _ = tokio::time::timeout(support::QUIET, tcp.read_to_end(&mut rest)).await;
+        assert!(
+            rest.is_empty(),
+            "{path}: {}",
+            String::from_utf8_lossy(&rest)
+        );
+    }
+    assert_quiet(&mut m).await;
+    drop(m);
+    server.shutdown().await.unwrap();
+}
+
 /// Send `head` (which asks `Expect: 100-continue`) and wait for the `100 Continue`: the server
 /// has then judged the head and holds the declared body against its budget.
 async fn continued(addr: SocketAddr, head: &str) -> TcpStream {
