@@ -473,6 +473,9 @@ async fn a_body_not_complete_within_the_timeout_is_408() {
 /// A request refused from its head leaves its body unread; those bytes must never be taken
 /// for the next request on the connection (which would let a body smuggle a request past the
 /// checks). Each case gets exactly one answer, the member nothing.
+/// (path, headers, the status refusing it).
+type UnreadCase = (&'static str, &'static [(&'static str, &'static str)], u16);
+
 #[tokio::test]
 async fn an_unread_body_is_never_taken_for_the_next_request() {
     let process = fresh_process(small_bodies(), Admission::new(1000, None));
@@ -485,7 +488,7 @@ async fn an_unread_body_is_never_taken_for_the_next_request() {
         inner.len()
     );
     let len = inner.len().to_string();
-    let cases: [(&str, &[(&str, &str)], u16); 5] = [
+    let cases: [UnreadCase; 5] = [
         ("/broadcast", &[("X-API-Key", "wrong")], 401),
         (
             "/broadcast",
