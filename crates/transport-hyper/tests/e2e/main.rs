@@ -15,10 +15,12 @@ mod embed;
 
 mod afc;
 mod binary;
+mod bounds;
 mod cluster;
 mod collab;
 mod dcdock;
 mod example;
+mod hostile;
 mod laptimes;
 mod limits;
 mod race;
