@@ -127,4 +127,3 @@ where
     }
     conns
 }
-

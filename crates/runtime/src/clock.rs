@@ -60,7 +60,10 @@ impl HubClock {
 
     /// The hub's `now`.
     pub fn now(&self) -> Instant {
-        let elapsed = self.clock.monotonic().saturating_duration_since(self.origin);
+        let elapsed = self
+            .clock
+            .monotonic()
+            .saturating_duration_since(self.origin);
         Instant::from_micros(u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX))
     }
 

@@ -7,14 +7,11 @@
 use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
 use switchboard_hub::{CloseCode, Identity, OpenInfo};
-use switchboard_protocol::registry::Auth;
+use switchboard_protocol::spec::Auth;
 use switchboard_protocol::SystemSpec;
 use tokio_tungstenite::tungstenite::http::{header, HeaderMap, Method, Version};
 
 use crate::logging::Clip;
-
-/// The default cap on client-chosen identifiers (`--max-id-bytes`).
-pub const DEFAULT_MAX_ID_BYTES: usize = 256;
 
 /// Leeway, in seconds, for a token's `exp` and `nbf` against the server's clock.
 pub const JWT_LEEWAY_SECS: u64 = 5;
@@ -237,7 +234,7 @@ impl Endpoint {
             spec,
             allowed_origins: None,
             jwt: JwtKeys::default(),
-            max_id_bytes: DEFAULT_MAX_ID_BYTES,
+            max_id_bytes: switchboard_protocol::spec::DEFAULT_MAX_ID_BYTES,
         }
     }
 
@@ -320,7 +317,7 @@ impl Endpoint {
                             "server has no JWT secret configured",
                         )
                     }
-                    (Some(token), false) => match verify_jwt(token, &self.jwt) {
+                    (Some(token), false) => match verify_jwt(token, &self.jwt, &self.spec.auth) {
                         Ok(identity) if identity.user.len() > self.max_id_bytes => {
                             return Verdict::Close(
                                 CloseCode::POLICY_VIOLATION,
@@ -332,11 +329,19 @@ impl Endpoint {
                     },
                 }
             }
+            // An authentication scheme this gate does not know: fail closed.
+            _ => {
+                return Verdict::Close(
+                    CloseCode::POLICY_VIOLATION,
+                    "authentication this server cannot check",
+                )
+            }
         };
         Verdict::Accept(OpenInfo {
             path: path.to_string(),
             query,
             identity,
+            ..OpenInfo::default()
         })
     }
 }
@@ -359,9 +364,9 @@ fn claim_string(v: &Value) -> Option<String> {
 
 /// Verify an HS256 JWT (signature, `exp` required, `nbf` when present, both with
 /// [`JWT_LEEWAY_SECS`]) with the key its `kid` names, or any key when it names none; read the
-/// identity from its claims: the user is `user_id` if present, else `sub`; `email` and `role`
-/// are kept as claims. The error is the close reason.
-pub fn verify_jwt(token: &str, keys: &JwtKeys) -> Result<Identity, &'static str> {
+/// identity from its claims as the system's `auth` maps them ([`Auth::identity`]: e.g. the user
+/// is `user_id` if present, else `sub`, a string or a number). The error is the close reason.
+pub fn verify_jwt(token: &str, keys: &JwtKeys, auth: &Auth) -> Result<Identity, &'static str> {
     const INVALID: &str = "invalid or expired token";
     let header = decode_header(token).map_err(|_| INVALID)?;
     if header.alg != Algorithm::HS256 {
@@ -378,24 +383,8 @@ pub fn verify_jwt(token: &str, keys: &JwtKeys) -> Result<Identity, &'static str>
         .find_map(|key| decode::<Map<String, Value>>(token, key, &validation).ok())
         .ok_or(INVALID)?
         .claims;
-    let user = claims
-        .get("user_id")
-        .and_then(claim_string)
-        .or_else(|| claims.get("sub").and_then(claim_string))
-        .ok_or("the token names no user")?;
-    let extra = ["email", "role"]
-        .iter()
-        .filter_map(|k| {
-            claims
-                .get(*k)
-                .and_then(claim_string)
-                .map(|v| (k.to_string(), v))
-        })
-        .collect();
-    Ok(Identity {
-        user,
-        claims: extra,
-    })
+    auth.identity(|name| claims.get(name).and_then(claim_string))
+        .ok_or("the token names no user")
 }
 
 #[cfg(test)]
@@ -414,6 +403,10 @@ mod tests {
             &EncodingKey::from_secret(secret.as_bytes()),
         )
         .unwrap()
+    }
+
+    fn dcdock() -> Auth {
+        switchboard_protocol::system("dcdock").unwrap().auth
     }
 
     fn token(claims: Value, secret: &str) -> String {
@@ -435,23 +428,26 @@ mod tests {
             json!({"sub": "7", "email": "a@b.c", "exp": at(600)}),
             "s3cret",
         );
-        let id = verify_jwt(&good, &keys).unwrap();
+        let id = verify_jwt(&good, &keys, &dcdock()).unwrap();
         assert_eq!(id.user, "7");
         assert_eq!(id.claim("email"), Some("a@b.c"));
         let numeric = token(json!({"user_id": 3, "sub": "x", "exp": at(600)}), "s3cret");
-        assert_eq!(verify_jwt(&numeric, &keys).unwrap().user, "3");
+        assert_eq!(verify_jwt(&numeric, &keys, &dcdock()).unwrap().user, "3");
         assert!(
-            verify_jwt(&good, &JwtKeys::single("wrong")).is_err(),
+            verify_jwt(&good, &JwtKeys::single("wrong"), &dcdock()).is_err(),
             "bad signature"
         );
         let expired = token(json!({"sub": "7", "exp": at(-3600)}), "s3cret");
-        assert!(verify_jwt(&expired, &keys).is_err(), "expired");
+        assert!(verify_jwt(&expired, &keys, &dcdock()).is_err(), "expired");
         let no_exp = token(json!({"sub": "7"}), "s3cret");
-        assert!(verify_jwt(&no_exp, &keys).is_err(), "exp is required");
-        assert!(verify_jwt("garbage", &keys).is_err());
+        assert!(
+            verify_jwt(&no_exp, &keys, &dcdock()).is_err(),
+            "exp is required"
+        );
+        assert!(verify_jwt("garbage", &keys, &dcdock()).is_err());
         let no_user = token(json!({"exp": at(600)}), "s3cret");
         assert_eq!(
-            verify_jwt(&no_user, &keys).unwrap_err(),
+            verify_jwt(&no_user, &keys, &dcdock()).unwrap_err(),
             "the token names no user"
         );
     }
@@ -464,16 +460,19 @@ mod tests {
             "s3cret",
         );
         assert!(
-            verify_jwt(&later, &keys).is_err(),
+            verify_jwt(&later, &keys, &dcdock()).is_err(),
             "valid only an hour ahead"
         );
         let almost = token(json!({"sub": "7", "exp": at(600), "nbf": at(3)}), "s3cret");
-        assert!(verify_jwt(&almost, &keys).is_ok(), "within the leeway");
+        assert!(
+            verify_jwt(&almost, &keys, &dcdock()).is_ok(),
+            "within the leeway"
+        );
         let past = token(
             json!({"sub": "7", "exp": at(600), "nbf": at(-60)}),
             "s3cret",
         );
-        assert!(verify_jwt(&past, &keys).is_ok());
+        assert!(verify_jwt(&past, &keys, &dcdock()).is_ok());
     }
 
     #[test]
@@ -483,24 +482,23 @@ mod tests {
             .unwrap();
         let claims = json!({"sub": "7", "exp": at(600)});
         // Named keys are used only for their id.
-        assert!(verify_jwt(
-            &token_with(claims.clone(), "next-secret", Some("new")),
-            &keys
-        )
-        .is_ok());
-        assert!(verify_jwt(
-            &token_with(claims.clone(), "next-secret", Some("old")),
-            &keys
-        )
-        .is_err());
+        let next = token_with(claims.clone(), "next-secret", Some("new"));
+        assert!(verify_jwt(&next, &keys, &dcdock()).is_ok());
+        let misnamed = token_with(claims.clone(), "next-secret", Some("old"));
+        assert!(verify_jwt(&misnamed, &keys, &dcdock()).is_err());
         assert_eq!(
-            verify_jwt(&token_with(claims.clone(), "primary", Some("nope")), &keys).unwrap_err(),
+            verify_jwt(
+                &token_with(claims.clone(), "primary", Some("nope")),
+                &keys,
+                &dcdock()
+            )
+            .unwrap_err(),
             "the token's key id is not known"
         );
         // Without a kid, any key.
-        assert!(verify_jwt(&token(claims.clone(), "primary"), &keys).is_ok());
-        assert!(verify_jwt(&token(claims.clone(), "previous-secret"), &keys).is_ok());
-        assert!(verify_jwt(&token(claims, "unknown"), &keys).is_err());
+        assert!(verify_jwt(&token(claims.clone(), "primary"), &keys, &dcdock()).is_ok());
+        assert!(verify_jwt(&token(claims.clone(), "previous-secret"), &keys, &dcdock()).is_ok());
+        assert!(verify_jwt(&token(claims, "unknown"), &keys, &dcdock()).is_err());
         assert!(JwtKeys::default().add_list("no-colon").is_err());
         assert!(JwtKeys::default().add_list("kid:").is_err());
     }

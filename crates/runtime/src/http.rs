@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use switchboard_hub::{HttpRequest, HttpResponse, Instant, Method, RateLimit, RateLimiter};
-use switchboard_protocol::registry::{authorize, method_not_allowed, Route, RouteMatch};
+use switchboard_protocol::spec::{authorize, method_not_allowed, Route, RouteMatch};
 use tokio_tungstenite::tungstenite::http::{header, HeaderMap, HeaderValue};
 
 use crate::gate::{host_problem, origin_header, parse_query, Endpoint};
@@ -24,6 +24,9 @@ use crate::upgrade::RequestHead;
 pub const CORS_METHODS: &str = "GET, HEAD, POST, OPTIONS";
 /// `Access-Control-Allow-Headers` in preflight answers.
 pub const CORS_HEADERS: &str = "Content-Type, Authorization, X-API-Key";
+/// Largest request head (request line and headers) a transport reads; a larger one is answered
+/// `431`.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Client addresses (or keys) whose publish rate is tracked at once; see [`RateLimiter`].
 const RATE_KEYS: usize = 10_000;
 
@@ -399,7 +402,12 @@ pub fn request(
 }
 
 /// The transport's own endpoints, for requests no route claims: `/metrics`, `/health`, `404`.
-pub async fn fallback(method: Method, path: &str, system: &System, metrics: &Metrics) -> HttpResponse {
+pub async fn fallback(
+    method: Method,
+    path: &str,
+    system: &System,
+    metrics: &Metrics,
+) -> HttpResponse {
     let readable = matches!(method, Method::Get | Method::Head);
     match path {
         "/metrics" if readable => HttpResponse {

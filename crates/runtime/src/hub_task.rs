@@ -16,8 +16,8 @@ use std::sync::Arc;
 use futures_util::future::Either;
 use hashbrown::HashMap;
 use switchboard_hub::{
-    AnyMessage, Bytes, CloseCode, ConnectionHandle, Dialect, DynDecode, DynHub, Frame,
-    HttpRequest, HttpResponse, OpenError, OpenInfo, Output, Publication, Stats, Text,
+    AnyMessage, Bytes, CloseCode, ConnectionHandle, Dialect, DynDecode, DynHub, Frame, HttpRequest,
+    HttpResponse, OpenError, OpenInfo, Output, Publication, Stats, Text,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -170,8 +170,13 @@ impl HubHandle {
 
     /// Register a new connection reached through `link`; the protocol's greeting is already in
     /// its outbox (or on the socket) when this returns.
-    pub async fn open(&self, info: OpenInfo, link: Link) -> Result<Result<Opened, OpenError>, HubGone> {
-        self.call(|tx| Command::Open(Box::new(info), link, tx)).await
+    pub async fn open(
+        &self,
+        info: OpenInfo,
+        link: Link,
+    ) -> Result<Result<Opened, OpenError>, HubGone> {
+        self.call(|tx| Command::Open(Box::new(info), link, tx))
+            .await
     }
 
     /// A text frame arrived from `conn` (speaking `dialect`): decoded here, on the caller's

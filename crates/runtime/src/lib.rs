@@ -38,6 +38,6 @@ pub mod system;
 pub mod upgrade;
 
 pub use gate::Endpoint;
-pub use tokio_tungstenite::{self, tungstenite};
 pub use hub_task::{HubGone, HubHandle};
 pub use system::{Process, System};
+pub use tokio_tungstenite::{self, tungstenite};

@@ -383,7 +383,11 @@ mod tests {
         assert!(text.contains("switchboard_errors_total{system=\"collab\",kind=\"not_json\"} 2\n"));
         for f in FAMILIES {
             assert!(text.contains(&format!("# HELP {} ", f.name)), "{}", f.name);
-            let kind = if f.kind == Kind::Gauge { "gauge" } else { "counter" };
+            let kind = if f.kind == Kind::Gauge {
+                "gauge"
+            } else {
+                "counter"
+            };
             assert!(text.contains(&format!("# TYPE {} {kind}\n", f.name)));
         }
         assert!(text.ends_with('\n'));

@@ -181,7 +181,6 @@ pub enum Corked {
     Dropped,
 }
 
-
 /// The write side of one WebSocket connection, shared by the hub task, the connection task and
 /// (while there is a backlog) a flusher task.
 pub struct Outbox {

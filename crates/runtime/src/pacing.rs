@@ -100,9 +100,11 @@ mod tests {
             p.sent_to_hub();
         }
         // Out of credit: waits until the hub processes one.
-        assert!(tokio::time::timeout(Duration::from_millis(10), p.readable())
-            .await
-            .is_err());
+        assert!(
+            tokio::time::timeout(Duration::from_millis(10), p.readable())
+                .await
+                .is_err()
+        );
         p.processed_by_hub();
         p.readable().await;
         // Paused: waits until the deadline.

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use switchboard_hub::{CloseCode, OpenInfo};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::http::{header, HeaderMap, HeaderValue, Method, Uri, Version};
+use tokio_tungstenite::tungstenite::http::{HeaderMap, HeaderValue, Method, Uri, Version};
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 
@@ -122,7 +122,13 @@ fn refuse(
 /// Decide an upgrade request for `system` from `peer`.
 pub async fn decide(system: &System, req: RequestHead<'_>, peer: SocketAddr) -> Decision {
     if let Some((status, reason)) = handshake_problem(req.method, req.version, req.headers) {
-        return refuse(system, peer, status, reason.into(), RefusalReason::Handshake);
+        return refuse(
+            system,
+            peer,
+            status,
+            reason.into(),
+            RefusalReason::Handshake,
+        );
     }
     if system.is_stopping() {
         return Decision::Refuse {
@@ -130,11 +136,10 @@ pub async fn decide(system: &System, req: RequestHead<'_>, peer: SocketAddr) -> 
             reason: "server shutting down".into(),
         };
     }
-    let verdict = system.endpoint.check(
-        req.uri.path(),
-        req.uri.query(),
-        origin_header(req.headers),
-    );
+    let verdict =
+        system
+            .endpoint
+            .check(req.uri.path(), req.uri.query(), origin_header(req.headers));
     let info = match verdict {
         Verdict::Refuse(status, reason, why) => return refuse(system, peer, status, reason, why),
         Verdict::Close(code, reason) => {

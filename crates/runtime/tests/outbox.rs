@@ -141,7 +141,10 @@ async fn a_backlog_drains_in_order_once_the_peer_reads() {
 
 async fn expect_numbered_from(client: &mut Client, i: usize, size: usize) {
     let msg = client.next().await.unwrap().unwrap();
-    assert_eq!(msg.into_text().unwrap().as_str(), numbered(i, size).as_str());
+    assert_eq!(
+        msg.into_text().unwrap().as_str(),
+        numbered(i, size).as_str()
+    );
 }
 
 #[tokio::test]

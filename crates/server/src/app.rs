@@ -124,10 +124,24 @@ async fn start_one(
         }
         None => (None, None),
     };
-    let system = System::start(run.endpoint, run.options, config, process.clock.clone(), replicate);
+    let system = System::start(
+        run.endpoint,
+        run.options,
+        config,
+        process.clock.clone(),
+        replicate,
+    );
     let served = match transport {
-        Transport::Hyper => Served::Hyper(switchboard_hyper::Server::start(process, listener, system.clone())?),
-        Transport::Tokio => Served::Tokio(switchboard_tokio::Server::start(process, listener, system.clone())?),
+        Transport::Hyper => Served::Hyper(switchboard_hyper::Server::start(
+            process,
+            listener,
+            system.clone(),
+        )?),
+        Transport::Tokio => Served::Tokio(switchboard_tokio::Server::start(
+            process,
+            listener,
+            system.clone(),
+        )?),
     };
     let backplane = match (redis_url, inbound) {
         (Some(url), Some(rx)) => {
@@ -139,10 +153,12 @@ async fn start_one(
                 process
                     .metrics
                     .register_section(move |out| for_metrics.render_prometheus(out)),
-                process.metrics.register_health(spec.name, "backplane", move || {
-                    serde_json::from_str(&status.status().to_json())
-                        .unwrap_or(serde_json::Value::Null)
-                }),
+                process
+                    .metrics
+                    .register_health(spec.name, "backplane", move || {
+                        serde_json::from_str(&status.status().to_json())
+                            .unwrap_or(serde_json::Value::Null)
+                    }),
             ];
             Some((backplane, registrations))
         }

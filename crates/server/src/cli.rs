@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::{Arg, ArgMatches, CommandFactory, FromArgMatches};
 use switchboard_hub::{Config, Limits, RateLimit, RatePolicy, SlowConsumerPolicy};
-use switchboard_protocol::registry::{parse_api_keys, Auth, KeyRule};
+use switchboard_protocol::spec::{parse_api_keys, Auth, KeyRule, DEFAULT_MAX_ID_BYTES};
 use switchboard_protocol::{Options, SystemSpec, SYSTEMS};
 
 use switchboard_runtime::gate::{parse_origins, Endpoint, JwtKeys};
@@ -72,7 +72,7 @@ pub struct HubArgs {
     pub max_connections_per_ip: usize,
     /// Longest identifier a client may turn into server state (room, project and session ids,
     /// user ids, filter values); longer ones get an error reply.
-    #[arg(long, env = "SWITCHBOARD_MAX_ID_BYTES", default_value_t = switchboard_protocol::registry::DEFAULT_MAX_ID_BYTES)]
+    #[arg(long, env = "SWITCHBOARD_MAX_ID_BYTES", default_value_t = DEFAULT_MAX_ID_BYTES)]
     pub max_id_bytes: usize,
     /// Rooms (projects, sessions) one connection may be in.
     #[arg(
@@ -202,7 +202,12 @@ pub struct Cli {
     #[arg(long, env = "SWITCHBOARD_BIND", default_value = "0.0.0.0")]
     pub bind: IpAddr,
     /// The transport: `hyper` serves HTTP and WebSocket on each port, `tokio` WebSocket only.
-    #[arg(long, env = "SWITCHBOARD_TRANSPORT", value_enum, default_value = "hyper")]
+    #[arg(
+        long,
+        env = "SWITCHBOARD_TRANSPORT",
+        value_enum,
+        default_value = "hyper"
+    )]
     pub transport: Transport,
     /// Redis URL for running several nodes as one cluster (e.g. redis://127.0.0.1:6379).
     /// Without it the hub runs as a single in-memory node.
@@ -425,12 +430,13 @@ fn resolve(cli: &Cli, m: &ArgMatches) -> Result<Vec<SystemRun>, String> {
                 .add_list(&list)
                 .map_err(|e| format!("--{n}-jwt-keys: {e}"))?;
         }
-        let options = Options {
-            api_keys: flag("api-key")
-                .map(|keys| parse_api_keys(&keys))
-                .unwrap_or_default(),
-            max_id_bytes: cli.hub.max_id_bytes,
-        };
+        let options = Options::default()
+            .with_api_keys(
+                flag("api-key")
+                    .map(|keys| parse_api_keys(&keys))
+                    .unwrap_or_default(),
+            )
+            .with_max_id_bytes(cli.hub.max_id_bytes);
         runs.push(SystemRun {
             spec,
             addr: SocketAddr::new(cli.bind, port),
@@ -462,13 +468,10 @@ pub fn warnings(cli: &Cli, runs: &[SystemRun]) -> Vec<String> {
         if let Some(env) = spec.port_env {
             claims.entry(env).or_default().push(n);
         }
-        if matches!(spec.auth, Auth::JwtQuery { .. }) && run.endpoint.jwt.is_empty() {
+        if let (Auth::JwtQuery { secret_env, .. }, true) = (spec.auth, run.endpoint.jwt.is_empty())
+        {
             out.push(format!(
-                "{n}: no JWT secret is set ({}), so every {n} connection is refused",
-                match spec.auth {
-                    Auth::JwtQuery { secret_env, .. } => secret_env,
-                    Auth::None => "",
-                }
+                "{n}: no JWT secret is set ({secret_env}), so every {n} connection is refused"
             ));
         }
         let keyed = run.options.has_api_key();

@@ -36,7 +36,8 @@ async fn main() -> ExitCode {
         http: cli.http.limits(),
         clock: HubClock::default(),
     };
-    let running = match app::start(&process, cli.transport, runs, cli.hub.config(), redis_url).await {
+    let running = match app::start(&process, cli.transport, runs, cli.hub.config(), redis_url).await
+    {
         Ok(running) => running,
         Err(e) => return fail(&e.to_string()),
     };

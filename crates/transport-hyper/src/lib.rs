@@ -60,7 +60,11 @@ pub struct Server {
 impl Server {
     /// Serve `system` on `listener`, as one system of `process` (its socket budget, its metrics,
     /// its HTTP limits).
-    pub fn start(process: &Process, listener: TcpListener, system: Arc<System>) -> io::Result<Server> {
+    pub fn start(
+        process: &Process,
+        listener: TcpListener,
+        system: Arc<System>,
+    ) -> io::Result<Server> {
         let local_addr = listener.local_addr()?;
         let (shutdown, signal) = shutdown_pair();
         let registration = process.metrics.register(system.clone());
@@ -73,9 +77,16 @@ impl Server {
         let task = tokio::spawn(async move {
             let (sys, stop) = (shared.system.clone(), signal.clone());
             let refusals = sys.refusals().clone();
-            let conns = accept_loop(listener, sys.name(), signal, &admission, &refusals, |tcp, peer, ticket| {
-                service::serve_connection(tcp, peer, ticket, shared.clone(), stop.clone())
-            })
+            let conns = accept_loop(
+                listener,
+                sys.name(),
+                signal,
+                &admission,
+                &refusals,
+                |tcp, peer, ticket| {
+                    service::serve_connection(tcp, peer, ticket, shared.clone(), stop.clone())
+                },
+            )
             .await;
             sys.drain(conns).await;
             drop(registration);

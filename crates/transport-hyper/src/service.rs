@@ -92,6 +92,7 @@ async fn serve_http(
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(policy::MAX_HEAD_BYTES)
         .serve_connection(TokioIo::new(tcp), service)
         .with_upgrades();
     tokio::pin!(conn);
@@ -135,7 +136,8 @@ async fn respond(
 /// A runtime answer as a hyper response.
 fn to_hyper(resp: HttpResponse) -> Response<Body> {
     let mut out = Response::new(Full::new(resp.body));
-    *out.status_mut() = StatusCode::from_u16(resp.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    *out.status_mut() =
+        StatusCode::from_u16(resp.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let headers = out.headers_mut();
     if let Some(ct) = resp.content_type {
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
@@ -179,9 +181,13 @@ async fn plain(req: Request<Incoming>, peer: SocketAddr, shared: &Shared) -> Htt
     let (route, cors) = match shared.policy.judge(system, RequestHead::from(&req), peer) {
         Plan::Answer(resp) => return resp,
         Plan::Fallback { cors } => {
-            let resp =
-                policy::fallback(policy::method(req.method()), req.uri().path(), system, &shared.metrics)
-                    .await;
+            let resp = policy::fallback(
+                policy::method(req.method()),
+                req.uri().path(),
+                system,
+                &shared.metrics,
+            )
+            .await;
             return cors.apply(resp);
         }
         Plan::Route { route, cors } => (route, cors),
@@ -219,8 +225,14 @@ async fn read_body<'p>(
         let message = format!("request body exceeds the {max}-byte limit");
         ("413", error(413, message))
     };
-    let busy = || ("503", error(503, "too many request bodies in progress; retry"));
-    let declared = policy::header_str(headers, "content-length").and_then(|v| v.parse::<u64>().ok());
+    let busy = || {
+        (
+            "503",
+            error(503, "too many request bodies in progress; retry"),
+        )
+    };
+    let declared =
+        policy::header_str(headers, "content-length").and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > max as u64) {
         return Err(too_large());
     }
@@ -229,7 +241,8 @@ async fn read_body<'p>(
     let read = async {
         let mut buf = BytesMut::with_capacity(upfront.min(64 * 1024));
         while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|_| ("400", error(400, "could not read the request body")))?;
+            let frame =
+                frame.map_err(|_| ("400", error(400, "could not read the request body")))?;
             let Ok(data) = frame.into_data() else {
                 continue; // Trailers.
             };
@@ -250,7 +263,10 @@ async fn read_body<'p>(
         Ok(Err(refusal)) => Err(refusal),
         Err(_) => {
             let secs = limits.body_timeout.as_secs_f64();
-            Err(("408", error(408, format!("request body not complete within {secs} s"))))
+            Err((
+                "408",
+                error(408, format!("request body not complete within {secs} s")),
+            ))
         }
     }
 }

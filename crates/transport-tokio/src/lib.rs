@@ -33,14 +33,17 @@ use switchboard_runtime::admission::Ticket;
 use switchboard_runtime::gate::has_token;
 use switchboard_runtime::logging::REFUSALS;
 use switchboard_runtime::metrics::Registration;
-use switchboard_runtime::tungstenite::http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version};
+use switchboard_runtime::tungstenite::http::{
+    header, HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version,
+};
 use switchboard_runtime::upgrade::{self, Decision, RequestHead};
 use switchboard_runtime::{HubHandle, Process, System};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-/// Largest opening-handshake request head read; a larger one is answered `431`.
-pub const MAX_HEAD_BYTES: usize = 8 * 1024;
+/// Largest opening-handshake request head read; a larger one is answered `431` (the same limit
+/// as the HTTP transport's).
+pub const MAX_HEAD_BYTES: usize = switchboard_runtime::http::MAX_HEAD_BYTES;
 /// How long a client may take to send its request head.
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// Headers a request head may have.
@@ -57,7 +60,11 @@ pub struct Server {
 
 impl Server {
     /// Serve `system` on `listener`, as one system of `process` (its socket budget, its metrics).
-    pub fn start(process: &Process, listener: TcpListener, system: Arc<System>) -> io::Result<Server> {
+    pub fn start(
+        process: &Process,
+        listener: TcpListener,
+        system: Arc<System>,
+    ) -> io::Result<Server> {
         let local_addr = listener.local_addr()?;
         let (shutdown, signal) = shutdown_pair();
         let registration = process.metrics.register(system.clone());
@@ -65,9 +72,14 @@ impl Server {
         let sys = system.clone();
         let task = tokio::spawn(async move {
             let refusals = sys.refusals().clone();
-            let conns = accept_loop(listener, sys.name(), signal, &admission, &refusals, |tcp, peer, ticket| {
-                connect(tcp, peer, ticket, sys.clone())
-            })
+            let conns = accept_loop(
+                listener,
+                sys.name(),
+                signal,
+                &admission,
+                &refusals,
+                |tcp, peer, ticket| connect(tcp, peer, ticket, sys.clone()),
+            )
             .await;
             sys.drain(conns).await;
             drop::<Registration>(registration);
@@ -169,8 +181,10 @@ async fn handshake(
 
 /// Read one request head: the request and the bytes after it. The error is the answer to give
 /// (`400`, `431`), or `None` when the peer went away.
-async fn read_head(tcp: &mut TcpStream) -> Result<(Request<()>, Vec<u8>), Option<(u16, &'static str)>> {
-    let mut buf = BytesMut::with_capacity(1024);
+async fn read_head(
+    tcp: &mut TcpStream,
+) -> Result<(Request<()>, Vec<u8>), Option<(u16, &'static str)>> {
+    let mut buf = BytesMut::with_capacity(2048);
     loop {
         if tcp.read_buf(&mut buf).await.map_err(|_| None)? == 0 {
             return Err(None);
@@ -183,9 +197,7 @@ async fn read_head(tcp: &mut TcpStream) -> Result<(Request<()>, Vec<u8>), Option
                 return Ok((req, buf[len..].to_vec()));
             }
             Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD_BYTES => continue,
-            Ok(httparse::Status::Partial) => {
-                return Err(Some((431, "request head too large")))
-            }
+            Ok(httparse::Status::Partial) => return Err(Some((431, "request head too large"))),
             Err(httparse::Error::TooManyHeaders) => {
                 return Err(Some((431, "too many request headers")))
             }
@@ -232,7 +244,10 @@ async fn answer(
         head.push_str(&format!("{name}: {value}\r\n"));
     }
     if status != 101 {
-        head.push_str(&format!("content-length: {}\r\nconnection: close\r\n", body.len()));
+        head.push_str(&format!(
+            "content-length: {}\r\nconnection: close\r\n",
+            body.len()
+        ));
     }
     head.push_str("\r\n");
     tcp.write_all(head.as_bytes()).await?;

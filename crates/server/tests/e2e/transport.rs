@@ -5,8 +5,9 @@ use std::net::SocketAddr;
 
 use serde_json::json;
 use switchboard_hub::Config;
-use switchboard_hyper::Server;
-use switchboard_tokio::cli::SystemRun;
+use switchboard_runtime::Process;
+use switchboard_server::app;
+use switchboard_server::cli::{SystemRun, Transport};
 
 use crate::support::{self, connect, expect_type, send_json};
 use crate::{http, start};
@@ -152,9 +153,12 @@ fn run(system: &str) -> SystemRun {
 
 #[tokio::test]
 async fn metrics_cover_every_system_of_the_process() {
-    let servers = Server::start_all(
+    let servers = app::start(
+        &Process::default(),
+        Transport::Hyper,
         vec![run("laptimes"), run("race"), run("collab")],
         Config::default(),
+        None,
     )
     .await
     .unwrap();
@@ -214,9 +218,15 @@ async fn start_all_names_the_system_whose_port_is_taken() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let mut race = run("race");
     race.addr = taken.local_addr().unwrap();
-    let err = Server::start_all(vec![run("laptimes"), race], Config::default())
-        .await
-        .unwrap_err();
+    let err = app::start(
+        &Process::default(),
+        Transport::Hyper,
+        vec![run("laptimes"), race],
+        Config::default(),
+        None,
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
     assert!(
         err.to_string()

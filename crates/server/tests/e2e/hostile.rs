@@ -14,10 +14,11 @@ use std::time::Duration;
 use futures_util::SinkExt;
 use serde_json::{json, Value};
 use switchboard_hub::{Config, RateLimit, RatePolicy};
-use switchboard_hyper::{HttpLimits, Process, Server};
+use switchboard_hyper::Server;
 use switchboard_protocol::Options;
-use switchboard_tokio::admission::Admission;
-use switchboard_tokio::Endpoint;
+use switchboard_runtime::admission::Admission;
+use switchboard_runtime::http::HttpLimits;
+use switchboard_runtime::{Endpoint, Process, System};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
@@ -32,9 +33,9 @@ use crate::support::{
 /// A process of its own: fresh metrics, `admission` and `http` limits.
 pub fn fresh_process(http: HttpLimits, admission: Arc<Admission>) -> Process {
     Process {
-        metrics: switchboard_hyper::Metrics::new(),
         admission,
         http,
+        ..Process::default()
     }
 }
 
@@ -55,7 +56,14 @@ pub async fn serve(
     options: &Options,
 ) -> Server {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    Server::start_in(process, listener, endpoint, options, config, None).unwrap()
+    let system = System::start(
+        endpoint,
+        options.clone(),
+        config,
+        process.clock.clone(),
+        None,
+    );
+    Server::start(process, listener, system).unwrap()
 }
 
 /// `system` with the test endpoint and options, default hub limits, in `process`.

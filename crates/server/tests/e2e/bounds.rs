@@ -381,7 +381,7 @@ async fn past_the_socket_budget_connections_get_503_and_the_process_recovers() {
     })
     .await;
     let limit = NOFILE as usize;
-    let expected = limit - switchboard_tokio::admission::FD_HEADROOM - limit / 20;
+    let expected = limit - switchboard_runtime::admission::FD_HEADROOM - limit / 20;
     assert_eq!(budget, expected);
     let mut held = Vec::new();
     for _ in 0..budget {
