@@ -22,8 +22,9 @@ use tokio::task::JoinHandle;
 use crate::backoff::Backoff;
 use crate::interest::{Gaps, Interest};
 use crate::node::random_u64;
+use crate::node::NodeId;
 use crate::status::{self, Shared, Status};
-use crate::{wire, NodeId};
+use crate::wire;
 
 /// Capacity of the queue from the Redis subscriber to the hub; when full, further remote
 /// publications are dropped and counted in [`Status::dropped_inbound`].

@@ -6,7 +6,7 @@ use std::sync::{Mutex, PoisonError};
 
 use switchboard_runtime::metrics::{Exposition, Kind};
 
-use crate::NodeId;
+use crate::node::NodeId;
 
 /// Counters and flags the backplane's tasks update.
 #[derive(Debug, Default)]

@@ -19,7 +19,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use switchboard_hub::{Publication, Tags, Target, Text};
 
-use crate::NodeId;
+use crate::node::NodeId;
 
 /// The only format version this crate writes and reads.
 pub const VERSION: u8 = 1;

@@ -24,6 +24,14 @@ pub type MessageOf<P> = <<P as Protocol>::Decoder as Decode>::Message;
 /// What an HTTP request decodes to under protocol `P`.
 pub type RequestOf<P> = <<P as Protocol>::Decoder as Decode>::Request;
 
+/// Something a paused connection sent: it waits its turn and its token.
+enum Held<M> {
+    /// A frame, processed when its turn comes.
+    Frame(Frame<M>),
+    /// A ping or pong: it only costs its token.
+    Control,
+}
+
 /// The sans-IO hub: feed it inputs with `handle_*`, drain [`Hub::poll_output`], sleep until
 /// [`Hub::poll_timeout`], call [`Hub::handle_timeout`].
 ///
@@ -38,8 +46,8 @@ pub struct Hub<P: Protocol> {
     core: Core,
     protocol: P,
     decoder: P::Decoder,
-    /// Frames of throttled connections that arrived while paused, in arrival order.
-    held: HashMap<ConnectionHandle, VecDeque<Frame<MessageOf<P>>>, DefaultHashBuilder>,
+    /// What throttled connections sent while paused, in arrival order.
+    held: HashMap<ConnectionHandle, VecDeque<Held<MessageOf<P>>>, DefaultHashBuilder>,
 }
 
 impl<P: Protocol> core::fmt::Debug for Hub<P> {
@@ -175,20 +183,7 @@ impl<P: Protocol> Hub<P> {
         };
         if paused {
             // Paused: frames already on their way wait their turn, in order.
-            let held = self.held.entry(conn).or_default();
-            if held.len() >= MAX_HELD_FRAMES {
-                self.over_rate(now, conn, "kept sending while paused for the inbound rate");
-            } else {
-                held.push_back(frame);
-                let due = self
-                    .core
-                    .get(conn)
-                    .and_then(|c| c.paused_until)
-                    .is_some_and(|until| now >= until);
-                if due {
-                    self.release_held(now, conn, rate);
-                }
-            }
+            self.hold(now, conn, rate, Held::Frame(frame));
             return Ok(());
         }
         let c = self.core.get_mut(conn).expect("resolved above");
@@ -198,7 +193,10 @@ impl<P: Protocol> Hub<P> {
                 self.pause_if_empty(now, conn, rate);
             }
         } else if policy == RatePolicy::Throttle {
-            self.held.entry(conn).or_default().push_back(frame);
+            self.held
+                .entry(conn)
+                .or_default()
+                .push_back(Held::Frame(frame));
             self.pause(conn, rate);
         } else {
             self.over_rate(now, conn, "");
@@ -241,6 +239,31 @@ impl<P: Protocol> Hub<P> {
         });
     }
 
+    /// Hold what a paused connection sent (at most [`MAX_HELD_FRAMES`]; past that it is closed)
+    /// and let it go on if its pause is over.
+    fn hold(
+        &mut self,
+        now: Instant,
+        conn: ConnectionHandle,
+        rate: RateLimit,
+        item: Held<MessageOf<P>>,
+    ) {
+        let held = self.held.entry(conn).or_default();
+        if held.len() >= MAX_HELD_FRAMES {
+            self.over_rate(now, conn, "kept sending while paused for the inbound rate");
+            return;
+        }
+        held.push_back(item);
+        let due = self
+            .core
+            .get(conn)
+            .and_then(|c| c.paused_until)
+            .is_some_and(|until| now >= until);
+        if due {
+            self.release_held(now, conn, rate);
+        }
+    }
+
     /// Pause `conn` until its bucket has refilled for its held frames and the resume level.
     fn pause(&mut self, conn: ConnectionHandle, rate: RateLimit) {
         let held = self.held.get(&conn).map_or(0, VecDeque::len);
@@ -277,11 +300,13 @@ impl<P: Protocol> Hub<P> {
             if c.paused_until.is_none() || !c.bucket.has_one() {
                 break;
             }
-            let Some(frame) = self.held.get_mut(&conn).and_then(VecDeque::pop_front) else {
+            let Some(item) = self.held.get_mut(&conn).and_then(VecDeque::pop_front) else {
                 break;
             };
             c.bucket.spend();
-            self.dispatch(now, conn, frame);
+            if let Held::Frame(frame) = item {
+                self.dispatch(now, conn, frame);
+            }
         }
         let held = self.held.get(&conn).map_or(0, VecDeque::len);
         let Some(c) = self.core.get_mut(conn) else {
@@ -321,7 +346,9 @@ impl<P: Protocol> Hub<P> {
         c.last_activity = now;
         let Some(rate) = rate else { return Ok(()) };
         if c.paused_until.is_some() {
-            return Ok(()); // Already paused.
+            // Already paused: it was on its way; it waits for its token like a frame.
+            self.hold(now, conn, rate, Held::Control);
+            return Ok(());
         }
         if c.bucket.take(now, rate) {
             if policy == RatePolicy::Throttle {

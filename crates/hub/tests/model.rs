@@ -118,8 +118,9 @@ struct MConn {
     /// Rate-limit tokens in millionths of a message.
     tokens: u128,
     tokens_at: Instant,
-    /// While paused for the inbound rate: the frames held, and when reading resumes.
-    throttle: Option<(Vec<Frame<Text>>, Instant)>,
+    /// While paused for the inbound rate: the frames held (`None` for a ping or pong, which
+    /// only costs its token), and when reading resumes.
+    throttle: Option<(Vec<Option<Frame<Text>>>, Instant)>,
 }
 
 struct Model {
@@ -329,15 +330,8 @@ impl Model {
             self.dispatch(i, frame);
             return Ok(());
         };
-        if let Some((held, until)) = &mut self.conns[i].throttle {
-            if held.len() >= MAX_HELD_FRAMES {
-                self.over_rate(h);
-            } else {
-                held.push(frame.clone());
-                if now >= *until {
-                    self.release(now, i, rate);
-                }
-            }
+        if self.conns[i].throttle.is_some() {
+            self.hold(now, i, rate, Some(frame.clone()));
             return Ok(());
         }
         if self.take_token(now, i, rate) {
@@ -351,6 +345,21 @@ impl Model {
             self.over_rate(h);
         }
         Ok(())
+    }
+
+    /// A paused connection sent `item`: it is held (at most MAX_HELD_FRAMES, else the
+    /// connection is closed), and released if the pause is over.
+    fn hold(&mut self, now: Instant, i: usize, rate: RateLimit, item: Option<Frame<Text>>) {
+        let h = self.conns[i].h;
+        let (held, until) = self.conns[i].throttle.as_mut().expect("paused");
+        if held.len() >= MAX_HELD_FRAMES {
+            self.over_rate(h);
+            return;
+        }
+        held.push(item);
+        if now >= *until {
+            self.release(now, i, rate);
+        }
     }
 
     fn over_rate(&mut self, h: ConnectionHandle) {
@@ -390,7 +399,7 @@ impl Model {
     }
 
     fn pause(&mut self, i: usize, rate: RateLimit, frame: Option<Frame<Text>>) {
-        let held: Vec<Frame<Text>> = frame.into_iter().collect();
+        let held: Vec<Option<Frame<Text>>> = frame.into_iter().map(Some).collect();
         let until = self.resume_at(i, rate, held.len());
         self.conns[i].throttle = Some((held, until));
         self.counters.throttled += 1;
@@ -424,9 +433,11 @@ impl Model {
             if c.tokens < TOKEN || held.is_empty() {
                 break;
             }
-            let frame = held.remove(0);
+            let item = held.remove(0);
             c.tokens -= TOKEN;
-            self.dispatch(i, &frame);
+            if let Some(frame) = item {
+                self.dispatch(i, &frame);
+            }
         }
         if !self.conns[i].open {
             return;
@@ -467,6 +478,7 @@ impl Model {
             return Ok(());
         };
         if self.conns[i].throttle.is_some() {
+            self.hold(now, i, rate, None);
             return Ok(());
         }
         if self.take_token(now, i, rate) {

@@ -35,8 +35,9 @@ const RATE_KEYS: usize = 10_000;
 pub struct HttpLimits {
     /// Largest request body; larger (declared or streamed) is answered `413`.
     pub max_body_bytes: usize,
-    /// Request bodies buffered at once by one system; a body that would go past it is answered
-    /// `503`.
+    /// Request body bytes buffered at once by one system (counted as they arrive; one client
+    /// address may hold at most a quarter of it, or one whole body if that is more); a body that
+    /// would go past it is answered `503`.
     pub max_buffered_body_bytes: usize,
     /// How long a body may take to arrive once the headers are in; slower is answered `408`.
     pub body_timeout: Duration,
@@ -75,8 +76,12 @@ pub fn error(status: u16, message: impl Into<String>) -> HttpResponse {
 /// How a request's `Origin` stands with the system's policy.
 #[derive(Debug, Clone)]
 pub enum Cors {
-    /// No `Origin`, or no policy to answer with: no CORS headers.
+    /// No policy to answer with: no CORS headers.
     None,
+    /// The system has an allow-list but this request gets no CORS headers (no `Origin`, or a
+    /// disallowed one reading): only `Vary: Origin`, so a shared cache never hands this answer
+    /// to a page the list allows.
+    Vary,
     /// An allowed origin: answer with CORS headers for it.
     Allow {
         /// The origin as sent.
@@ -89,6 +94,9 @@ pub enum Cors {
 impl Cors {
     /// Add the CORS headers to `resp`.
     pub fn apply(&self, mut resp: HttpResponse) -> HttpResponse {
+        if let Cors::Vary = self {
+            return resp.with_header("vary", "Origin");
+        }
         if let Cors::Allow { origin, any } = self {
             if *any {
                 // With `*`, never credentials: any page could then read answers meant for the user.
@@ -116,8 +124,13 @@ pub fn judge_origin(
     origin: Option<&HeaderValue>,
     writes: bool,
 ) -> Result<Cors, String> {
+    let unlisted = if endpoint.allowed_origins.is_some() {
+        Cors::Vary
+    } else {
+        Cors::None
+    };
     let Some(value) = origin else {
-        return Ok(Cors::None);
+        return Ok(unlisted);
     };
     let given = value.to_str().unwrap_or("").trim_end_matches('/');
     match &endpoint.allowed_origins {
@@ -131,7 +144,7 @@ pub fn judge_origin(
             Clip(given),
             endpoint.spec.name.to_ascii_uppercase()
         )),
-        _ => Ok(Cors::None),
+        _ => Ok(unlisted),
     }
 }
 
@@ -179,6 +192,8 @@ pub enum Plan {
 pub struct HttpPolicy {
     limits: HttpLimits,
     buffered: AtomicUsize,
+    /// Body bytes buffered per client address now (no entry at zero).
+    buffered_by: Mutex<std::collections::HashMap<IpAddr, usize>>,
     per_ip: Option<Mutex<RateLimiter<IpAddr>>>,
     per_key: Option<Mutex<RateLimiter<usize>>>,
 }
@@ -222,6 +237,7 @@ impl HttpPolicy {
             per_key: limiter(limits.publish_rate_per_key),
             limits,
             buffered: AtomicUsize::new(0),
+            buffered_by: Mutex::default(),
         }
     }
 
@@ -252,7 +268,7 @@ impl HttpPolicy {
                             .with_header("access-control-max-age", "600"),
                     ),
                 ),
-                Ok(Cors::None) => Plan::Answer(HttpResponse::empty(204)),
+                Ok(cors) => Plan::Answer(cors.apply(HttpResponse::empty(204))),
                 Err(reason) => refuse("origin", error(403, reason)),
             };
         }
@@ -311,14 +327,21 @@ impl HttpPolicy {
         Ok(())
     }
 
-    /// Hold `bytes` of the system's buffered-body budget, or `None` when it is spent.
-    pub fn reserve(&self, bytes: usize) -> Option<Reservation<'_>> {
-        let mut r = Reservation {
-            budget: &self.buffered,
-            limit: self.limits.max_buffered_body_bytes,
+    /// An empty hold on the system's buffered-body budget for a body from `peer`; it grows as
+    /// the body arrives ([`Reservation::grow`]). Bytes are counted as they arrive, not as
+    /// declared: a client that declares a large body and sends nothing holds nothing.
+    pub fn reserve(&self, peer: IpAddr) -> Reservation<'_> {
+        Reservation {
+            policy: self,
+            peer,
             bytes: 0,
-        };
-        r.grow(bytes).then_some(r)
+        }
+    }
+
+    /// What one client address may hold: a quarter of the budget, or one whole body if that is
+    /// more (so a client can always send one body when the system is otherwise idle).
+    fn share(&self) -> usize {
+        (self.limits.max_buffered_body_bytes / 4).max(self.limits.max_body_bytes)
     }
 
     /// Ask the system's protocol to answer a routed request whose body was read; with
@@ -347,22 +370,39 @@ impl HttpPolicy {
     }
 }
 
-/// Body bytes held against a system's buffered-body budget; given back when dropped.
+/// Body bytes held against a system's buffered-body budget (and its client address's share of
+/// it); given back when dropped.
 #[derive(Debug)]
 pub struct Reservation<'a> {
-    budget: &'a AtomicUsize,
-    limit: usize,
+    policy: &'a HttpPolicy,
+    peer: IpAddr,
     bytes: usize,
 }
 
 impl Reservation<'_> {
-    /// Hold `more` bytes more, if the budget allows.
+    /// Hold `more` bytes more, if the system's budget and the address's share allow.
     pub fn grow(&mut self, more: usize) -> bool {
-        let taken = self.budget.fetch_add(more, Ordering::AcqRel);
-        if taken + more > self.limit {
-            self.budget.fetch_sub(more, Ordering::AcqRel);
+        let policy = self.policy;
+        let limit = policy.limits.max_buffered_body_bytes;
+        let taken = policy.buffered.fetch_add(more, Ordering::AcqRel);
+        if taken + more > limit {
+            policy.buffered.fetch_sub(more, Ordering::AcqRel);
             return false;
         }
+        let mut by = policy
+            .buffered_by
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let held = by.entry(self.peer).or_insert(0);
+        if *held + more > policy.share() {
+            if *held == 0 {
+                by.remove(&self.peer);
+            }
+            drop(by);
+            policy.buffered.fetch_sub(more, Ordering::AcqRel);
+            return false;
+        }
+        *held += more;
         self.bytes += more;
         true
     }
@@ -375,7 +415,21 @@ impl Reservation<'_> {
 
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
-        self.budget.fetch_sub(self.bytes, Ordering::AcqRel);
+        if self.bytes == 0 {
+            return;
+        }
+        let policy = self.policy;
+        policy.buffered.fetch_sub(self.bytes, Ordering::AcqRel);
+        let mut by = policy
+            .buffered_by
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(held) = by.get_mut(&self.peer) {
+            *held -= self.bytes;
+            if *held == 0 {
+                by.remove(&self.peer);
+            }
+        }
     }
 }
 

@@ -33,11 +33,13 @@ pub mod logging;
 pub mod metrics;
 pub mod outbox;
 pub mod pacing;
+pub mod process;
 pub mod reader;
 pub mod system;
 pub mod upgrade;
 
 pub use gate::Endpoint;
 pub use hub_task::{HubGone, HubHandle};
-pub use system::{Process, System};
+pub use process::Process;
+pub use system::System;
 pub use tokio_tungstenite::{self, tungstenite};

@@ -104,28 +104,3 @@ impl System {
         }
     }
 }
-
-/// What the systems of one process share: the metrics registry, the socket budget (and
-/// per-address limit), the HTTP limits, and the clock.
-#[derive(Debug, Clone)]
-pub struct Process {
-    /// `/metrics` on every port shows every system registered here.
-    pub metrics: crate::metrics::Metrics,
-    /// Sockets admitted at accept, across every system.
-    pub admission: Arc<crate::admission::Admission>,
-    /// Limits on HTTP requests, per system.
-    pub http: crate::http::HttpLimits,
-    /// The clock every hub reads.
-    pub clock: HubClock,
-}
-
-impl Default for Process {
-    fn default() -> Self {
-        Process {
-            metrics: crate::metrics::Metrics::new(),
-            admission: crate::admission::Admission::for_process(),
-            http: crate::http::HttpLimits::default(),
-            clock: HubClock::default(),
-        }
-    }
-}

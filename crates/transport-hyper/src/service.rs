@@ -194,7 +194,7 @@ async fn plain(req: Request<Incoming>, peer: SocketAddr, shared: &Shared) -> Htt
     };
     let (parts, body) = req.into_parts();
     let (body, _reservation) = if route.body {
-        match read_body(body, &parts.headers, &shared.policy).await {
+        match read_body(body, &parts.headers, &shared.policy, peer).await {
             Ok(read) => read,
             Err((reason, resp)) => return policy::refuse(system, peer, reason, cors.apply(resp)),
         }
@@ -212,12 +212,14 @@ async fn plain(req: Request<Incoming>, peer: SocketAddr, shared: &Shared) -> Htt
 type BodyRefusal = (&'static str, HttpResponse);
 
 /// Read a request body within the policy's limits: `413` above the size (declared or
-/// streamed), `503` when the system's buffered bodies would pass their budget, `408` when it
-/// has not arrived within the body timeout, `400` when the stream breaks.
+/// streamed), `503` when the bytes arrived would pass the system's buffered-body budget or the
+/// client address's share of it, `408` when it has not arrived within the body timeout, `400`
+/// when the stream breaks.
 async fn read_body<'p>(
     mut body: Incoming,
     headers: &hyper::HeaderMap,
     policy: &'p HttpPolicy,
+    peer: SocketAddr,
 ) -> Result<(Bytes, Option<Reservation<'p>>), BodyRefusal> {
     let limits = policy.limits();
     let max = limits.max_body_bytes;
@@ -236,10 +238,9 @@ async fn read_body<'p>(
     if declared.is_some_and(|n| n > max as u64) {
         return Err(too_large());
     }
-    let upfront = declared.map_or(0, |n| n as usize);
-    let mut reservation = policy.reserve(upfront).ok_or_else(busy)?;
+    let mut reservation = policy.reserve(peer.ip());
     let read = async {
-        let mut buf = BytesMut::with_capacity(upfront.min(64 * 1024));
+        let mut buf = BytesMut::new();
         while let Some(frame) = body.frame().await {
             let frame =
                 frame.map_err(|_| ("400", error(400, "could not read the request body")))?;

@@ -537,7 +537,11 @@ async fn an_unread_body_is_never_taken_for_the_next_request() {
 /// Send `head` (which asks `Expect: 100-continue`) and wait for the `100 Continue`: the server
 /// has then judged the head and holds the declared body against its budget.
 async fn continued(addr: SocketAddr, head: &str) -> TcpStream {
-    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    continued_on(TcpStream::connect(addr).await.unwrap(), head).await
+}
+
+/// As [`continued`], on a connected socket (e.g. from another loopback address).
+async fn continued_on(mut tcp: TcpStream, head: &str) -> TcpStream {
     tcp.write_all(head.as_bytes()).await.unwrap();
     let mut buf = Vec::new();
     let read = async {
@@ -568,7 +572,8 @@ async fn answer(mut tcp: TcpStream) -> Reply {
 
 #[tokio::test]
 async fn bodies_past_the_buffered_budget_are_503_and_others_go_on() {
-    // 4 KiB bodies, 6 KiB buffered at once.
+    // 4 KiB bodies, 6 KiB buffered at once, counted as bytes arrive; one address may hold one
+    // whole body (a quarter of 6 KiB is less).
     let http = HttpLimits {
         body_timeout: Duration::from_secs(5),
         ..small_bodies()
@@ -580,8 +585,20 @@ async fn bodies_past_the_buffered_budget_are_503_and_others_go_on() {
     let key = ("X-API-Key", API_KEY);
     let full = BODY_LIMIT.to_string();
     let expect = ("Expect", "100-continue");
+    let chunked = |from: [u8; 4], len: usize| async move {
+        let head = post_head(
+            "/broadcast",
+            &[key, ("Transfer-Encoding", "chunked"), expect],
+        );
+        let mut tcp = continued_on(connect_from(from, addr).await, &head).await;
+        let mut chunk = format!("{len:x}\r\n").into_bytes();
+        chunk.extend_from_slice(&vec![b' '; len]);
+        chunk.extend_from_slice(b"\r\n");
+        tcp.write_all(&chunk).await.unwrap();
+        tcp
+    };
 
-    // A holds a declared 4 KiB body, half sent.
+    // A (127.0.0.1) holds a declared 4 KiB body, half sent: 2 KiB held.
     let a_body = broadcast_body("a", BODY_LIMIT);
     let mut a = continued(
         addr,
@@ -589,37 +606,31 @@ async fn bodies_past_the_buffered_budget_are_503_and_others_go_on() {
     )
     .await;
     a.write_all(&a_body[..BODY_LIMIT / 2]).await.unwrap();
-    // Another declared 4 KiB would pass the budget: 503 at once, from the head.
-    let b_head = post_head("/broadcast", &[key, ("Content-Length", &full)]);
-    let t = trickle(addr, &b_head, BODY_LIMIT, WAIT).await;
-    assert_eq!(t.reply.status, 503);
-    assert!(t.body_bytes_sent < 100);
-    // A chunked body is held as it streams in: 3000 bytes on top of A's 4096 pass 6 KiB.
-    let mut d = continued(
-        addr,
-        &post_head(
-            "/broadcast",
-            &[key, ("Transfer-Encoding", "chunked"), expect],
-        ),
-    )
-    .await;
-    let mut chunk = b"bb8\r\n".to_vec();
-    chunk.extend_from_slice(&[b' '; 3000]);
-    chunk.extend_from_slice(b"\r\n");
-    d.write_all(&chunk).await.unwrap();
-    assert_eq!(answer(d).await.status, 503);
-    // A small body fits beside A and is served.
-    let r = http::request(
-        addr,
-        "POST",
-        "/broadcast",
-        &[key],
-        &broadcast_body("c", 500),
-    )
-    .await;
-    assert_eq!(r.status, 200, "{}", r.text());
+    // Bodies declared and never sent hold nothing: three silent 4 KiB declarations from
+    // 127.0.0.2 do not stop a small body from 127.0.0.3.
+    let mut silent = Vec::new();
+    for _ in 0..3 {
+        let head = post_head("/broadcast", &[key, ("Content-Length", &full), expect]);
+        silent.push(continued_on(connect_from([127, 0, 0, 2], addr).await, &head).await);
+    }
+    let c = post_head("/broadcast", &[key, ("Content-Length", "500")]);
+    let mut c_tcp = connect_from([127, 0, 0, 3], addr).await;
+    c_tcp.write_all(c.as_bytes()).await.unwrap();
+    c_tcp.write_all(&broadcast_body("c", 500)).await.unwrap();
+    assert_eq!(answer(c_tcp).await.status, 200);
     expect_broadcast(&mut m, "c").await;
-    // A completes; then its room is free again.
+    // One address's share: 3000 more bytes from A's address would hold 5 KiB there: 503.
+    let d = chunked([127, 0, 0, 1], 3000).await;
+    assert_eq!(answer(d).await.status, 503);
+    // The system's budget: 3000 bytes from 127.0.0.4 fit beside A's 2 KiB; 1500 more from
+    // 127.0.0.5 would pass 6 KiB: 503.
+    let mut e = chunked([127, 0, 0, 4], 3000).await;
+    let f = chunked([127, 0, 0, 5], 1500).await;
+    assert_eq!(answer(f).await.status, 503);
+    // E ends its (blank) body and is read in full: the protocol answers, nothing is refused.
+    e.write_all(b"0\r\n\r\n").await.unwrap();
+    assert_eq!(answer(e).await.status, 400);
+    // A completes and is served; the budget is free again for a whole body.
     a.write_all(&a_body[BODY_LIMIT / 2..]).await.unwrap();
     assert_eq!(answer(a).await.status, 200);
     expect_broadcast(&mut m, "a").await;
@@ -635,7 +646,7 @@ async fn bodies_past_the_buffered_budget_are_503_and_others_go_on() {
     expect_broadcast(&mut m, "b").await;
     assert_quiet(&mut m).await;
     assert_refusals(addr, "collab", &[("http", "503", 2)]).await;
-    drop(m);
+    drop((m, silent));
     server.shutdown().await.unwrap();
 }
 
