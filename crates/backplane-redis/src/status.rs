@@ -89,30 +89,23 @@ impl Status {
 
     /// A JSON object for a `/health` response, e.g.
     /// `{"state":"up","node":"…","published":3,…,"last_error":null}`.
-    pub fn to_json(&self) -> String {
-        let last_error = match &self.last_error {
-            Some(e) => serde_json::Value::String(e.clone()).to_string(),
-            None => "null".to_owned(),
-        };
-        format!(
-            "{{\"state\":\"{}\",\"node\":\"{}\",\"publisher\":{},\"subscriber\":{},\"published\":{},\
-             \"received\":{},\"dropped_while_down\":{},\"dropped_inbound\":{},\"missed\":{},\
-             \"invalid\":{},\"reconnects\":{},\"errors\":{},\"room_subscriptions\":{},\"last_error\":{}}}",
-            self.state(),
-            self.node_id,
-            self.publisher_connected,
-            self.subscriber_connected,
-            self.published,
-            self.received,
-            self.dropped_while_down,
-            self.dropped_inbound,
-            self.missed,
-            self.invalid,
-            self.reconnects,
-            self.errors,
-            self.room_subscriptions,
-            last_error,
-        )
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "state": self.state(),
+            "node": self.node_id.to_string(),
+            "publisher": self.publisher_connected,
+            "subscriber": self.subscriber_connected,
+            "published": self.published,
+            "received": self.received,
+            "dropped_while_down": self.dropped_while_down,
+            "dropped_inbound": self.dropped_inbound,
+            "missed": self.missed,
+            "invalid": self.invalid,
+            "reconnects": self.reconnects,
+            "errors": self.errors,
+            "room_subscriptions": self.room_subscriptions,
+            "last_error": self.last_error,
+        })
     }
 }
 
@@ -241,7 +234,7 @@ mod tests {
     fn json_and_prometheus() {
         let up = status("collab", true);
         assert_eq!(up.state(), "up");
-        let v: serde_json::Value = serde_json::from_str(&up.to_json()).unwrap();
+        let v = up.to_json();
         assert_eq!(v["state"], "up");
         assert_eq!(v["published"], 7);
         assert_eq!(v["dropped_while_down"], 2);

@@ -155,10 +155,7 @@ async fn start_one(
                     .register_section(move |out| for_metrics.render_prometheus(out)),
                 process
                     .metrics
-                    .register_health(spec.name, "backplane", move || {
-                        serde_json::from_str(&status.status().to_json())
-                            .unwrap_or(serde_json::Value::Null)
-                    }),
+                    .register_health(spec.name, "backplane", move || status.status().to_json()),
             ];
             Some((backplane, registrations))
         }
