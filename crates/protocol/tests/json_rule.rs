@@ -284,7 +284,11 @@ fn numbers_survive_a_decode_and_reencode() {
         assert_eq!(once, twice, "{text} -> {written}");
         assert_eq!(serde_json::to_string(&twice).unwrap(), written, "{text}");
         if let (Some(a), Ok(b)) = (once.as_f64(), text.parse::<f64>()) {
-            assert_eq!(a.to_bits(), b.to_bits(), "{text} read as {a:e}, nearest is {b:e}");
+            assert_eq!(
+                a.to_bits(),
+                b.to_bits(),
+                "{text} read as {a:e}, nearest is {b:e}"
+            );
         }
     }
 }

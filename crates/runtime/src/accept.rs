@@ -77,7 +77,7 @@ pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// Accept TCP connections until `shutdown`, running `handle` for each admitted socket in its own
 /// task (with its [`Ticket`], held until the task ends); sockets over `admission`'s limits are
 /// answered `503`/`429` and closed, and counted in `refusals` (kind `socket`). Returns the tasks
-/// still running, for [`drain`]. Shared by both transports.
+/// still running, for [`crate::System::drain`]. Shared by both transports.
 pub async fn accept_loop<F, Fut>(
     listener: TcpListener,
     system: &'static str,

@@ -179,7 +179,7 @@ pub enum Plan {
         /// The CORS headers the answer gets.
         cors: Cors,
     },
-    /// No route: the transport's own endpoints ([`HttpPolicy::fallback`]).
+    /// No route: the transport's own endpoints ([`fallback`]).
     Fallback {
         /// The CORS headers the answer gets.
         cors: Cors,

@@ -106,7 +106,8 @@ impl std::fmt::Debug for HubHandle {
 }
 
 /// Start a task owning `hub`, reading time from `clock`. `replicate`, if given, receives every
-/// local publication and room change (for a cluster backplane); see [`Replicator`].
+/// local publication and room change (for a cluster backplane): a publication the full channel
+/// cannot take is counted by the hub, a room change is left to the backplane's reconciliation.
 pub fn spawn_hub(
     hub: Box<dyn DynHub>,
     clock: HubClock,

@@ -16,7 +16,8 @@
 //!   cluster backplane plugs into.
 //!
 //! A transport accepts sockets with [`accept::accept_loop`], answers upgrades with
-//! [`upgrade::decide`] and runs them with [`upgrade::run`], and (if it speaks HTTP) judges other
+//! [`upgrade::decide`], makes their socket with [`upgrade::socket`] and runs it with
+//! [`reader::run`], and (if it speaks HTTP) judges other
 //! requests with [`http::HttpPolicy`]. It depends on this crate; nothing here depends on a
 //! transport.
 #![deny(missing_docs)]

@@ -34,7 +34,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
 /// Where a flusher reports the hub bytes it put on the socket (the hub task's command queue).
-pub trait FlushSink: Send + Sync + 'static {
+pub trait FlushSink: Send + Sync + std::fmt::Debug + 'static {
     /// `bytes` of `conn`'s queued hub frames were written; resolves once the report is queued.
     fn flushed(
         &self,

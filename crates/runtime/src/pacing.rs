@@ -1,8 +1,8 @@
 //! A connection's read pace: how many of its frames may wait in the hub's queue, and whether the
 //! hub paused reading it (`switchboard_hub::Output::PauseReading`).
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::OnceLock;
 
 use tokio::sync::Notify;
 
@@ -12,14 +12,21 @@ use tokio::sync::Notify;
 /// paused it.
 pub const MAX_IN_FLIGHT: u32 = 8;
 
-/// Shared by a connection's reader (which waits on it) and its hub task (which paces it).
+/// A process-wide origin, so a pause deadline fits in an atomic.
+fn origin() -> tokio::time::Instant {
+    static ORIGIN: OnceLock<tokio::time::Instant> = OnceLock::new();
+    *ORIGIN.get_or_init(tokio::time::Instant::now)
+}
+
+/// Shared by a connection's reader (which waits on it) and its hub task (which paces it). Kept
+/// small: every open connection has one.
 #[derive(Debug, Default)]
 pub struct Pacing {
     /// Frames handed to the hub and not yet processed.
     in_flight: AtomicU32,
-    /// Set while the hub has paused reading; the deadline is in `resume_at`.
-    paused: AtomicBool,
-    resume_at: Mutex<Option<tokio::time::Instant>>,
+    /// While the hub has paused reading: when it may resume, in microseconds after [`origin`]
+    /// (plus one, so that zero means "not paused").
+    resume_at: AtomicU64,
     /// Raised when the hub processed an in-flight frame, or paused reading.
     changed: Notify,
 }
@@ -30,29 +37,22 @@ impl Pacing {
     /// once in the common case.
     pub async fn readable(&self) {
         loop {
-            if self.paused.load(Ordering::Acquire) {
-                let wait = {
-                    let mut at = self
-                        .resume_at
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner);
-                    match *at {
-                        Some(t) if t > tokio::time::Instant::now() => Some(t),
-                        _ => {
-                            *at = None;
-                            self.paused.store(false, Ordering::Release);
-                            None
-                        }
-                    }
-                };
-                if let Some(t) = wait {
+            let at = self.resume_at.load(Ordering::Acquire);
+            if at != 0 {
+                let until = origin() + std::time::Duration::from_micros(at - 1);
+                if until > tokio::time::Instant::now() {
                     tokio::select! {
-                        _ = tokio::time::sleep_until(t) => {}
+                        _ = tokio::time::sleep_until(until) => {}
                         // A new pause moves the deadline.
                         _ = self.changed.notified() => {}
                     }
                     continue;
                 }
+                // Over; unless a new pause came meanwhile.
+                let _ = self
+                    .resume_at
+                    .compare_exchange(at, 0, Ordering::AcqRel, Ordering::Acquire);
+                continue;
             }
             if self.in_flight.load(Ordering::Acquire) < MAX_IN_FLIGHT {
                 return;
@@ -75,14 +75,9 @@ impl Pacing {
 
     /// The hub asks not to read from this connection before `until`.
     pub fn pause_until(&self, until: tokio::time::Instant) {
-        {
-            let mut at = self
-                .resume_at
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            *at = Some(until);
-            self.paused.store(true, Ordering::Release);
-        }
+        let micros = until.saturating_duration_since(origin()).as_micros();
+        let at = u64::try_from(micros).unwrap_or(u64::MAX - 1) + 1;
+        self.resume_at.store(at, Ordering::Release);
         self.changed.notify_one();
     }
 }

@@ -14,6 +14,7 @@ use crate::backplane::Replication;
 use crate::clock::HubClock;
 use crate::gate::Endpoint;
 use crate::hub_task::{spawn_hub, HubHandle};
+use crate::outbox::{FlushSink, Outbox};
 
 /// How long shutdown waits for connections to finish their close handshakes.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -30,6 +31,8 @@ pub struct System {
     /// The limits its hub runs with.
     pub config: Config,
     hub: HubHandle,
+    /// Where every connection's outbox reports its flushes: the hub task, shared.
+    sink: Arc<dyn FlushSink>,
     clock: HubClock,
     refusals: Arc<Refusals>,
     /// Set once shutdown begins: new upgrades are refused with `503`.
@@ -50,12 +53,14 @@ impl System {
         config.replicate = replicate.is_some();
         let hub = (spec.build)(&options, config.clone(), clock.now());
         let (hub, _task) = spawn_hub(hub, clock.clone(), replicate);
+        let sink: Arc<dyn FlushSink> = Arc::new(hub.clone());
         Arc::new(System {
             spec,
             endpoint,
             options,
             config,
             hub,
+            sink,
             clock,
             refusals: Arc::default(),
             stopping: AtomicBool::new(false),
@@ -70,6 +75,11 @@ impl System {
     /// Its hub task.
     pub fn hub(&self) -> &HubHandle {
         &self.hub
+    }
+
+    /// An outbox for a new connection of this system, its flushes reported to the hub task.
+    pub fn outbox(&self) -> Arc<Outbox> {
+        Outbox::new(self.sink.clone())
     }
 
     /// The clock its hub reads.

@@ -14,9 +14,9 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 
 use crate::gate::{handshake_problem, origin_header, RefusalReason, Verdict};
-use crate::hub_task::{HubHandle, Link, Opened};
+use crate::hub_task::{Link, Opened};
 use crate::logging::{Clip, REFUSALS};
-use crate::outbox::{Duplex, Outbox};
+use crate::outbox::Duplex;
 use crate::pacing::Pacing;
 use crate::reader;
 use crate::system::System;
@@ -159,9 +159,8 @@ pub async fn decide(system: &System, req: RequestHead<'_>, peer: SocketAddr) -> 
 /// Register an accepted upgrade with the hub: at the connection limit the answer is `503`.
 async fn register(system: &System, info: OpenInfo, peer: SocketAddr) -> Decision {
     let hub = system.hub();
-    let sink: Arc<HubHandle> = Arc::new(hub.clone());
     let link = Link {
-        outbox: Outbox::new(sink),
+        outbox: system.outbox(),
         pacing: Arc::new(Pacing::default()),
     };
     match hub.open(info, link.clone()).await {
@@ -174,30 +173,22 @@ async fn register(system: &System, info: OpenInfo, peer: SocketAddr) -> Decision
     }
 }
 
-/// Run an upgraded connection on `tcp` (after the `101` went out; `leftover` is what the client
-/// sent after its request) until either side ends it. For [`Decision::CloseAfterUpgrade`] the
-/// close frame is sent and the socket let go. Every connection task holds this future for the
-/// connection's life, so it takes references where it can.
-pub async fn run(
+/// Make the WebSocket of an upgraded connection on `tcp` (after the `101` went out; `leftover`
+/// is what the client sent after its request). For [`Decision::Accept`] it returns the socket
+/// and the registration, for the caller to run with [`crate::reader::run`] (borrowing them, so
+/// the connection's long-lived task keeps nothing else: box this future, it ends at once). For
+/// [`Decision::CloseAfterUpgrade`] the close frame is sent here and `None` returned.
+pub async fn socket(
     system: &System,
     decision: Decision,
     tcp: TcpStream,
     leftover: Vec<u8>,
     ws_config: WebSocketConfig,
-    peer: SocketAddr,
-) {
-    let hub = system.hub();
-    enum Then {
-        Run(Accepted),
-        Close(CloseCode, &'static str),
-    }
-    let (out, then) = match decision {
-        Decision::Accept(accepted) => (accepted.link.outbox.clone(), Then::Run(accepted)),
-        Decision::CloseAfterUpgrade(code, reason) => {
-            let sink: Arc<HubHandle> = Arc::new(hub.clone());
-            (Outbox::new(sink), Then::Close(code, reason))
-        }
-        Decision::Refuse { .. } => return,
+) -> Option<(reader::Socket, Accepted)> {
+    let (out, accepted) = match decision {
+        Decision::Accept(accepted) => (accepted.link.outbox.clone(), Ok(accepted)),
+        Decision::CloseAfterUpgrade(code, reason) => (system.outbox(), Err((code, reason))),
+        Decision::Refuse { .. } => return None,
     };
     let (read, write) = tcp.into_split();
     out.connect(write);
@@ -208,11 +199,12 @@ pub async fn run(
         Some(ws_config),
     )
     .await;
-    match then {
-        Then::Run(accepted) => {
-            reader::run(&mut ws, hub, &accepted.opened, &accepted.link.pacing, peer).await;
+    match accepted {
+        Ok(accepted) => Some((ws, accepted)),
+        Err((code, reason)) => {
+            reader::close_with(&mut ws, code, reason).await;
+            None
         }
-        Then::Close(code, reason) => reader::close_with(&mut ws, code, reason).await,
     }
 }
 

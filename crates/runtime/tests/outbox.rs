@@ -17,6 +17,7 @@ use tokio_tungstenite::tungstenite::Message;
 type Client = tokio_tungstenite::WebSocketStream<TcpStream>;
 
 /// Flush reports go nowhere: these tests watch the socket.
+#[derive(Debug)]
 struct NoHub;
 
 impl FlushSink for NoHub {

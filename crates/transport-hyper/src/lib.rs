@@ -7,7 +7,7 @@
 //!   [`switchboard_runtime::upgrade::decide`] (handshake, path, origin, token, and registration
 //!   with the hub before the `101`, so a full server answers `503`), answered, and once hyper
 //!   hands the socket back it runs as a hub connection
-//!   ([`switchboard_runtime::upgrade::run`]);
+//!   ([`switchboard_runtime::upgrade::socket`], [`switchboard_runtime::reader::run`]);
 //! - any other request is judged from its head by the system's
 //!   [`switchboard_runtime::http::HttpPolicy`] (host, origin, route, key, rate), its body read
 //!   within the policy's limits only then, and answered by the system's protocol or the

@@ -20,6 +20,7 @@ use switchboard_runtime::admission::Ticket;
 use switchboard_runtime::gate::has_token;
 use switchboard_runtime::http::{self as policy, error, HttpPolicy, Plan, Reservation};
 use switchboard_runtime::metrics::Metrics;
+use switchboard_runtime::reader;
 use switchboard_runtime::upgrade::{self, Decision, RequestHead};
 use switchboard_runtime::System;
 use tokio::net::TcpStream;
@@ -65,12 +66,20 @@ pub(crate) fn serve_connection(
             return;
         };
         let system = &shared.system;
-        let Some((tcp, leftover)) = Box::pin(take_back(pending.on_upgrade)).await else {
-            upgrade::abandon(system, pending.decision).await;
+        let Some((mut ws, accepted)) = Box::pin(async {
+            let Some((tcp, leftover)) = take_back(pending.on_upgrade).await else {
+                upgrade::abandon(system, pending.decision).await;
+                return None;
+            };
+            let config = ws_config(&system.config);
+            upgrade::socket(system, pending.decision, tcp, leftover, config).await
+        })
+        .await
+        else {
             return;
         };
-        let ws = ws_config(&system.config);
-        upgrade::run(system, pending.decision, tcp, leftover, ws, peer).await;
+        let (opened, pacing) = (&accepted.opened, &accepted.link.pacing);
+        reader::run(&mut ws, system.hub(), opened, pacing, peer).await;
     }
 }
 

@@ -5,7 +5,8 @@
 //! [`HEAD_TIMEOUT`]), lets the runtime decide the upgrade
 //! ([`switchboard_runtime::upgrade::decide`]: the same answers as the HTTP transport, `503` at
 //! the connection limit before any `101`), writes the answer, and hands the socket to the
-//! runtime ([`switchboard_runtime::upgrade::run`]). A request that is not an upgrade gets `426`.
+//! runtime ([`switchboard_runtime::upgrade::socket`], [`switchboard_runtime::reader::run`]). A
+//! request that is not an upgrade gets `426`.
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -33,6 +34,7 @@ use switchboard_runtime::admission::Ticket;
 use switchboard_runtime::gate::has_token;
 use switchboard_runtime::logging::REFUSALS;
 use switchboard_runtime::metrics::Registration;
+use switchboard_runtime::reader;
 use switchboard_runtime::tungstenite::http::{
     header, HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version,
 };
@@ -137,11 +139,17 @@ fn connect(
 ) -> impl std::future::Future<Output = ()> + Send {
     async move {
         let _ticket = ticket;
-        let Some((tcp, decision, leftover)) = Box::pin(handshake(tcp, peer, &system)).await else {
+        let Some((mut ws, accepted)) = Box::pin(async {
+            let (tcp, decision, leftover) = handshake(tcp, peer, &system).await?;
+            let config = ws_config(&system.config);
+            upgrade::socket(&system, decision, tcp, leftover, config).await
+        })
+        .await
+        else {
             return;
         };
-        let ws = ws_config(&system.config);
-        upgrade::run(&system, decision, tcp, leftover, ws, peer).await;
+        let (opened, pacing) = (&accepted.opened, &accepted.link.pacing);
+        reader::run(&mut ws, system.hub(), opened, pacing, peer).await;
     }
 }
 
