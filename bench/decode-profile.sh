@@ -8,6 +8,7 @@
 #
 #   bash bench/decode-profile.sh                       # 2000 clients, 5 edits/s each, 20 s
 #   CLIENTS=1000 RATE=10 SECS=15 bash bench/decode-profile.sh
+#   SWITCHBOARD_BIN=/path/to/other/switchboard SWITCHBOARD_ARGS="" bash bench/decode-profile.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -22,11 +23,14 @@ cargo build --release --locked -p switchboard-server >&2
 (cd bench/peers/node-relay && npm ci --no-audit --no-fund --loglevel=error >&2)
 
 OUT=$(mktemp -d)
-TOKIO_WORKER_THREADS=2 "$TARGET_DIR/release/switchboard" --transport tokio --systems collab \
+SERVER_BIN=${SWITCHBOARD_BIN:-$TARGET_DIR/release/switchboard}
+# shellcheck disable=SC2206
+SERVER_ARGS=(${SWITCHBOARD_ARGS---transport tokio})
+TOKIO_WORKER_THREADS=2 "$SERVER_BIN" "${SERVER_ARGS[@]}" --systems collab \
   --bind 127.0.0.1 --collab-port "$PORT" --rate-per-sec 0 --log-level warn \
   >"$OUT/server.log" 2>&1 &
 SERVER=$!
-trap 'kill $SERVER 2>/dev/null || true; rm -rf "$OUT"' EXIT
+trap 'kill $SERVER 2>/dev/null || true; [[ -n "${KEEP:-}" ]] || rm -rf "$OUT"' EXIT
 for _ in $(seq 100); do
   (exec 3<>/dev/tcp/127.0.0.1/"$PORT") 2>/dev/null && break
   sleep 0.1
@@ -36,8 +40,9 @@ URL="ws://127.0.0.1:$PORT/ws" CLIENTS=$CLIENTS RATE=$RATE SECS=$SECS \
   node bench/peers/node-relay/collab-load.js >"$OUT/load.json" &
 LOAD=$!
 sleep $((SECS / 3))
-perf record -e cpu-clock -F 999 -g -p "$SERVER" -o "$OUT/perf.data" -- sleep $((SECS / 2)) 2>/dev/null
+perf record -e cpu-clock -F 499 --call-graph dwarf,16384 -p "$SERVER" -o "$OUT/perf.data" -- sleep $((SECS / 2)) 2>/dev/null
 wait $LOAD
 echo "load: $(cat "$OUT/load.json")"
-perf report -i "$OUT/perf.data" --no-children --sort tid,sym --stdio 2>/dev/null |
+[[ -n "${KEEP:-}" ]] && echo "perf data: $OUT/perf.data"
+perf script -i "$OUT/perf.data" 2>/dev/null |
   python3 "$ROOT/bench/decode_share.py"
