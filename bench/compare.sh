@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Side-by-side comparison, in one run on one machine, of three servers doing the laptimes relay's
 # job (every client's message goes to every other client):
-#   switchboard        the WS-only `switchboard-tokio` binary (release build)
+#   switchboard        the `switchboard` binary (release build) on its WebSocket-only transport
+#                      (`--transport tokio`; SWITCHBOARD_TRANSPORT=hyper runs the HTTP one)
 #   node-ws            bench/peers/node-relay: Node + `ws` from npm, as the laptimes seed describes
 #   python-websockets  bench/peers/python-relay: Python + `websockets` from PyPI
 # Each server runs alone on 127.0.0.1, started fresh for each load run, and is measured with
@@ -18,7 +19,7 @@
 # and PyPI packages): bash bench/compare.sh
 # With 2 or more CPUs and `taskset`, the server is pinned to CPU 0 and the load tool to CPU 1
 # (PIN=0 turns that off). Every knob above is an environment variable; SERVERS picks servers;
-# SWITCHBOARD_BIN runs another build of switchboard-tokio (to try a change).
+# SWITCHBOARD_BIN runs another build of switchboard (to try a change).
 # Raw results: bench/results/<timestamp>/. Bounded: every load run has a timeout (RUN_TIMEOUT);
 # the whole run takes about 6 minutes after the build.
 set -euo pipefail
@@ -50,10 +51,11 @@ mkdir -p "$OUT"
 RESULTS="$OUT/results.jsonl"
 : >"$RESULTS"
 
-say "building release binaries (switchboard-tokio, switchboard-load)"
-cargo build --release --locked -p switchboard-tokio -p switchboard-load >&2
+say "building release binaries (switchboard, switchboard-load)"
+cargo build --release --locked -p switchboard-server -p switchboard-load >&2
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-SERVER_BIN=${SWITCHBOARD_BIN:-$TARGET_DIR/release/switchboard-tokio}
+SERVER_BIN=${SWITCHBOARD_BIN:-$TARGET_DIR/release/switchboard}
+SERVER_TRANSPORT=${SWITCHBOARD_TRANSPORT:-tokio}
 LOAD_BIN="$TARGET_DIR/release/switchboard-load"
 
 NODE_DIR="$ROOT/bench/peers/node-relay"
@@ -113,8 +115,8 @@ start_server() {
   local name=$1 port=$2 log=$3
   case "$name" in
     switchboard)
-      "${SERVER_PIN[@]}" "$SERVER_BIN" --systems laptimes --bind 127.0.0.1 \
-        --laptimes-port "$port" --rate-per-sec 0 --log-level warn >"$log" 2>&1 &
+      "${SERVER_PIN[@]}" "$SERVER_BIN" --transport "$SERVER_TRANSPORT" --systems laptimes \
+        --bind 127.0.0.1 --laptimes-port "$port" --rate-per-sec 0 --log-level warn >"$log" 2>&1 &
       ;;
     node-ws)
       "${SERVER_PIN[@]}" env WS_HOST=127.0.0.1 WS_PORT="$port" node "$NODE_DIR/relay.js" >"$log" 2>&1 &

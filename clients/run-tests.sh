@@ -6,7 +6,7 @@
 # - creates clients/python/.venv when missing (or when requirements-dev.txt changed) and installs
 #   the pinned test dependencies from PyPI;
 # - runs `npm ci` in clients/js when node_modules is missing;
-# - builds the server: cargo build -p switchboard-hyper --bin switchboard (honours
+# - builds the server: cargo build -p switchboard-server --bin switchboard (honours
 #   CARGO_TARGET_DIR; the binary is $CARGO_TARGET_DIR/debug/switchboard);
 # - runs pytest and `node --test`, and prints both runners' summary lines.
 # Exits non-zero if anything fails.
@@ -49,7 +49,7 @@ fi
 
 # --- the server --------------------------------------------------------------------------------
 step "building switchboard (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
-(cd "$repo" && cargo build -p switchboard-hyper --bin switchboard) || die "cargo build failed"
+(cd "$repo" && cargo build -p switchboard-server --bin switchboard) || die "cargo build failed"
 export SWITCHBOARD_BIN="$CARGO_TARGET_DIR/debug/switchboard"
 [ -x "$SWITCHBOARD_BIN" ] || die "$SWITCHBOARD_BIN was not built"
 

@@ -6,7 +6,7 @@
 #   FUZZ_TARGETS="hub_ops" fuzz/run.sh      # a subset
 #
 # Needs the nightly toolchain; installs cargo-fuzz when missing. Corpora live in fuzz/corpus/<target>
-# (not committed); the decode targets are seeded with the JSON examples of docs/protocol/*.md.
+# (not committed); the `system` target is seeded with the JSON examples of docs/protocol/*-v1.md.
 # A crash leaves its input in fuzz/artifacts/<target>/; replay it with
 #   cargo +nightly fuzz run <target> fuzz/artifacts/<target>/<file>
 set -euo pipefail
@@ -23,17 +23,34 @@ cargo +nightly fuzz build
 
 TARGETS=${FUZZ_TARGETS:-$(cargo +nightly fuzz list)}
 
-# Seed a decode target's corpus with every fenced JSON block of its system's protocol doc.
+# Seed the `system` target with every fenced JSON block of every docs/protocol/*-v1.md. Its first
+# input byte picks the system (SYSTEMS[byte % len]); the order of SYSTEMS is not known here, so
+# each block is written once behind every byte below the number of documents (one document per
+# system, as the doc-vector test requires): one of them reaches the block's own system, the
+# others feed it to the rest. A new system's document is picked up with nothing added here.
 seed() {
   local target=$1 corpus=$2
-  local system=${target#decode_}
-  local doc="$ROOT/docs/protocol/${system}-v1.md"
-  [[ "$target" == decode_* && -f "$doc" ]] || return 0
-  awk -v dir="$corpus" '
-    /^```json/ { n++; file = sprintf("%s/doc-%03d.json", dir, n); grab = 1; next }
-    /^```/     { if (grab) close(file); grab = 0; next }
-    grab       { print > file }
-  ' "$doc"
+  [[ "$target" == system ]] || return 0
+  local docs=("$ROOT"/docs/protocol/*-v1.md)
+  local n=${#docs[@]} i=0
+  for doc in "${docs[@]}"; do
+    i=$((i + 1))
+    awk -v dir="$corpus" -v doc="$i" -v n="$n" '
+      /^```json/ { grab = 1; text = ""; next }
+      /^```/     {
+        if (grab) {
+          blocks++
+          for (b = 0; b < n; b++) {
+            file = sprintf("%s/doc-%02d-%03d-%02d", dir, doc, blocks, b)
+            printf "%c%s", b, text > file
+            close(file)
+          }
+        }
+        grab = 0; next
+      }
+      grab       { text = text $0 "\n" }
+    ' "$doc"
+  done
 }
 
 for target in $TARGETS; do

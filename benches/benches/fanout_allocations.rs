@@ -1,8 +1,8 @@
 //! Heap allocations per room publication, counted by a global allocator, for 1 to 100 000
 //! members with and without filters: fan-out to N recipients makes O(1) allocations.
 //!
-//! Every recipient gets a clone of the same `Bytes` (a reference count, no allocation) and the
-//! hub's output queue keeps its capacity between publications, so the count is the same for
+//! Every recipient gets a clone of the same `Text` buffer (a reference count, no allocation) and
+//! the hub's output queue keeps its capacity between publications, so the count is the same for
 //! every room size. The process exits non-zero if it is not. (The hub's own test,
 //! `crates/hub/tests/alloc_count.rs`, asserts the same for 10 to 10 000 members.)
 

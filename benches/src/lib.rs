@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 use switchboard_hub::{
-    Bytes, Config, ConnectionHandle, Context, Filter, Hub, Instant, OpenInfo, Output, Protocol,
-    Publication,
+    Config, ConnectionHandle, Context, Filter, Hub, Instant, OpenInfo, Output, Protocol,
+    Publication, RawText, Text,
 };
 use switchboard_protocol::{afc, collab, dcdock, laptimes, race, DecodeError, Direction};
 
@@ -21,8 +21,8 @@ use switchboard_protocol::{afc, collab, dcdock, laptimes, race, DecodeError, Dir
 pub const ROOM: &str = "bench";
 
 /// The payload of every benchmark publication: a laptimes change notice, 77 bytes.
-pub const PAYLOAD: &[u8] =
-    br#"{"table":"times","operation":"CHANGE","timestamp":"2025-10-25T12:34:56.789Z"}"#;
+pub const PAYLOAD: &str =
+    r#"{"table":"times","operation":"CHANGE","timestamp":"2025-10-25T12:34:56.789Z"}"#;
 
 /// A protocol that puts every connection in [`ROOM`] on open and gives it the filter
 /// `team = <value>` when the upgrade carried a `team` query parameter. It ignores frames.
@@ -30,8 +30,14 @@ pub const PAYLOAD: &[u8] =
 pub struct RoomMembers;
 
 impl Protocol for RoomMembers {
+    type Decoder = RawText;
+
     fn name(&self) -> &'static str {
         "bench-room"
+    }
+
+    fn decoder(&self) -> RawText {
+        RawText
     }
 
     fn on_open(&mut self, cx: &mut Context<'_>, conn: ConnectionHandle, info: &OpenInfo) {
@@ -43,13 +49,13 @@ impl Protocol for RoomMembers {
         }
     }
 
-    fn on_text(&mut self, _: &mut Context<'_>, _: ConnectionHandle, _: &Bytes) {}
+    fn on_message(&mut self, _: &mut Context<'_>, _: ConnectionHandle, _: Text) {}
 }
 
 /// A hub with `members` connections in [`ROOM`] and the publication the benchmarks send to it.
 #[derive(Debug)]
 pub struct FanOut {
-    hub: Hub,
+    hub: Hub<RoomMembers>,
     now: Instant,
     publication: Publication,
     deliveries: usize,
@@ -67,7 +73,7 @@ impl FanOut {
         config.limits.max_connections = members + 1;
         config.heartbeat_interval = None;
         config.idle_timeout = None;
-        let mut hub = Hub::new(config, Box::new(RoomMembers), now);
+        let mut hub = Hub::new(config, RoomMembers, now);
         for i in 0..members {
             let mut info = OpenInfo::default();
             if filtered {
@@ -79,7 +85,7 @@ impl FanOut {
         }
         // Nothing was queued on open; start from an empty output queue anyway.
         while hub.poll_output().is_some() {}
-        let mut publication = Publication::to_room(ROOM, Bytes::from_static(PAYLOAD));
+        let mut publication = Publication::to_room(ROOM, Text::from(PAYLOAD));
         if filtered {
             publication = publication.filtered(vec![("team".into(), "a".into())]);
         }
@@ -102,7 +108,7 @@ impl FanOut {
     }
 
     /// The hub.
-    pub fn hub(&self) -> &Hub {
+    pub fn hub(&self) -> &Hub<RoomMembers> {
         &self.hub
     }
 
@@ -211,7 +217,7 @@ fn tagged_blocks(doc: &str) -> Vec<(Direction, String)> {
 }
 
 /// Encodes one decoded server message again, as the server does before every send.
-pub type Encoder = Box<dyn Fn() -> Bytes>;
+pub type Encoder = Box<dyn Fn() -> Text>;
 
 /// One system's codec, as the server uses it.
 #[derive(Debug, Clone, Copy)]

@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use switchboard_backplane_redis::{replication_channel, Backplane, NodeId};
 use switchboard_hub::Config;
-use switchboard_tokio::{Endpoint, Server};
+use switchboard_runtime::{Endpoint, Process, System};
+use switchboard_tokio::Server;
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -78,15 +79,15 @@ async fn node(url: &str) -> (Server, Backplane) {
     config.limits.inbound_rate = None;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (tx, rx) = replication_channel();
-    let server = Server::start_with(
-        listener,
+    let process = Process::default();
+    let system = System::start(
         Endpoint::from_env(spec),
-        &Default::default(),
+        Default::default(),
         config,
-        switchboard_tokio::admission::Admission::for_process(),
+        process.clock.clone(),
         Some(tx),
-    )
-    .unwrap();
+    );
+    let server = Server::start(&process, listener, system).unwrap();
     let bp = Backplane::spawn(url, NodeId::random(), spec.name, server.hub().clone(), rx).unwrap();
     (server, bp)
 }

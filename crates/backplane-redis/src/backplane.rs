@@ -13,20 +13,19 @@ use hashbrown::HashSet;
 use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use redis::{AsyncConnectionConfig, IntoConnectionInfo, RedisResult};
 use switchboard_hub::{Publication, Target};
-use switchboard_tokio::driver::Replication;
-use switchboard_tokio::HubHandle;
+use switchboard_runtime::backplane::Replication;
+use switchboard_runtime::metrics::Exposition;
+use switchboard_runtime::HubHandle;
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
 use crate::backoff::Backoff;
 use crate::interest::{Gaps, Interest};
 use crate::node::random_u64;
+use crate::node::NodeId;
 use crate::status::{self, Shared, Status};
-use crate::{wire, NodeId};
+use crate::wire;
 
-/// Capacity of the channel from a hub task to its backplane ([`replication_channel`]). When it
-/// is full the hub task drops the publication (and counts it in its log) rather than wait.
-pub const REPLICATION_QUEUE: usize = 4096;
 /// Capacity of the queue from the Redis subscriber to the hub; when full, further remote
 /// publications are dropped and counted in [`Status::dropped_inbound`].
 pub const INBOUND_QUEUE: usize = 4096;
@@ -41,12 +40,6 @@ pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 const BATCH: usize = 256;
 /// Most channels named in one SUBSCRIBE or UNSUBSCRIBE.
 const SUBSCRIBE_CHUNK: usize = 512;
-
-/// The bounded channel a hub task replicates into; give the sender to
-/// [`switchboard_tokio::Server::start_with`] and the receiver to [`Backplane::spawn`].
-pub fn replication_channel() -> (mpsc::Sender<Replication>, mpsc::Receiver<Replication>) {
-    mpsc::channel(REPLICATION_QUEUE)
-}
 
 /// The Redis channel carrying `system`'s publications to everyone and to users.
 pub fn all_channel(system: &str) -> String {
@@ -106,7 +99,7 @@ impl StatusHandle {
     /// Append this backplane's Prometheus samples (with `# HELP`/`# TYPE` lines) to `out`. For
     /// several systems in one exposition use [`crate::render_prometheus`] instead, which writes
     /// each family header once.
-    pub fn render_prometheus(&self, out: &mut String) {
+    pub fn render_prometheus(&self, out: &mut Exposition) {
         status::render_prometheus(&[self.status()], out);
     }
 }
@@ -201,7 +194,7 @@ impl Backplane {
     }
 
     /// Append this backplane's Prometheus samples to `out` (see [`StatusHandle::render_prometheus`]).
-    pub fn render_prometheus(&self, out: &mut String) {
+    pub fn render_prometheus(&self, out: &mut Exposition) {
         self.status.render_prometheus(out);
     }
 
@@ -349,7 +342,7 @@ async fn send_batch(
                         (ctx.all_channel.clone(), *seq)
                     }
                     Target::Room(room) => (room_channel(ctx.system, room), 0),
-                    Target::Connection(_) => continue, // The hub never replicates these.
+                    _ => continue, // The hub never replicates a connection's own frames.
                 };
                 if conn.is_none() {
                     dropped += 1;
@@ -363,6 +356,7 @@ async fn send_batch(
                     Err(e) => shared.error("encode", &e),
                 }
             }
+            _ => {}
         }
     }
     if rooms_changed {

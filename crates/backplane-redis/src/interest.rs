@@ -4,7 +4,7 @@
 
 use hashbrown::{HashMap, HashSet};
 
-use crate::NodeId;
+use crate::node::NodeId;
 
 /// The rooms this node has local members in (so it must receive their channels), plus the
 /// rooms whose wanted state changed since the subscriber last looked.

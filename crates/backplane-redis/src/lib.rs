@@ -35,35 +35,19 @@
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use switchboard_backplane_redis::{replication_channel, Backplane, NodeId};
-//! use switchboard_tokio::{Endpoint, Server};
+//! use switchboard_runtime::{Endpoint, Process, System};
 //!
 //! let node = NodeId::random(); // One per process; shared by all of its systems.
 //! let spec = switchboard_protocol::system("collab").unwrap();
-//! let listener = tokio::net::TcpListener::bind("0.0.0.0:3001").await?;
+//! let process = Process::default();
 //! let (tx, rx) = replication_channel();
-//! let server = Server::start_with(
-//!     listener,
-//!     Endpoint::from_env(spec),
-//!     &Default::default(),
-//!     Default::default(),
-//!     switchboard_tokio::admission::Admission::for_process(),
-//!     Some(tx),
-//! )?;
+//! let system = System::start(Endpoint::from_env(spec), Default::default(), Default::default(), process.clock.clone(), Some(tx));
 //! // Never fails because Redis is down: it retries in the background.
-//! let backplane = Backplane::spawn(
-//!     "redis://127.0.0.1:6379/",
-//!     node,
-//!     spec.name,
-//!     server.hub().clone(),
-//!     rx,
-//! )?;
+//! let backplane = Backplane::spawn("redis://127.0.0.1:6379/", node, spec.name, system.hub().clone(), rx)?;
 //! // For /health and /metrics:
 //! let status = backplane.status_handle();
 //! println!("{}", status.status().to_json());
-//! let mut metrics = String::new();
-//! status.render_prometheus(&mut metrics);
-//! // ... at shutdown:
-//! server.shutdown().await?;
+//! // ... serve `system` with a transport; at shutdown:
 //! backplane.shutdown().await;
 //! # Ok(())
 //! # }
@@ -79,10 +63,10 @@ mod status;
 pub mod wire;
 
 pub use backplane::{
-    all_channel, replication_channel, room_channel, Backplane, Error, StatusHandle,
-    CONNECT_TIMEOUT, INBOUND_QUEUE, RECONCILE_EVERY, REPLICATION_QUEUE, RESPONSE_TIMEOUT,
+    all_channel, room_channel, Backplane, Error, StatusHandle, CONNECT_TIMEOUT, INBOUND_QUEUE,
+    RECONCILE_EVERY, RESPONSE_TIMEOUT,
 };
 pub use node::NodeId;
 pub use status::{render_prometheus, Status};
-pub use switchboard_tokio::driver::Replication;
-pub use switchboard_tokio::HubHandle;
+pub use switchboard_runtime::backplane::{replication_channel, Replication, REPLICATION_QUEUE};
+pub use switchboard_runtime::HubHandle;

@@ -1,11 +1,12 @@
 //! The backplane's state for `/health` and `/metrics`: shared atomics, read without locking the
 //! tasks that update them.
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Mutex, PoisonError};
 
-use crate::NodeId;
+use switchboard_runtime::metrics::{Exposition, Kind};
+
+use crate::node::NodeId;
 
 /// Counters and flags the backplane's tasks update.
 #[derive(Debug, Default)]
@@ -88,30 +89,23 @@ impl Status {
 
     /// A JSON object for a `/health` response, e.g.
     /// `{"state":"up","node":"…","published":3,…,"last_error":null}`.
-    pub fn to_json(&self) -> String {
-        let last_error = match &self.last_error {
-            Some(e) => serde_json::Value::String(e.clone()).to_string(),
-            None => "null".to_owned(),
-        };
-        format!(
-            "{{\"state\":\"{}\",\"node\":\"{}\",\"publisher\":{},\"subscriber\":{},\"published\":{},\
-             \"received\":{},\"dropped_while_down\":{},\"dropped_inbound\":{},\"missed\":{},\
-             \"invalid\":{},\"reconnects\":{},\"errors\":{},\"room_subscriptions\":{},\"last_error\":{}}}",
-            self.state(),
-            self.node_id,
-            self.publisher_connected,
-            self.subscriber_connected,
-            self.published,
-            self.received,
-            self.dropped_while_down,
-            self.dropped_inbound,
-            self.missed,
-            self.invalid,
-            self.reconnects,
-            self.errors,
-            self.room_subscriptions,
-            last_error,
-        )
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "state": self.state(),
+            "node": self.node_id.to_string(),
+            "publisher": self.publisher_connected,
+            "subscriber": self.subscriber_connected,
+            "published": self.published,
+            "received": self.received,
+            "dropped_while_down": self.dropped_while_down,
+            "dropped_inbound": self.dropped_inbound,
+            "missed": self.missed,
+            "invalid": self.invalid,
+            "reconnects": self.reconnects,
+            "errors": self.errors,
+            "room_subscriptions": self.room_subscriptions,
+            "last_error": self.last_error,
+        })
     }
 }
 
@@ -207,14 +201,17 @@ const FAMILIES: &[(&str, &str, &str, Field)] = &[
     ),
 ];
 
-/// Render the Prometheus text exposition (format 0.0.4) of several backplanes, one sample per
-/// system in each family, each family's `# HELP`/`# TYPE` written once.
-pub fn render_prometheus(statuses: &[Status], out: &mut String) {
+/// Write the families of several backplanes, one sample per system in each family.
+pub fn render_prometheus(statuses: &[Status], out: &mut Exposition) {
     for (name, kind, help, field) in FAMILIES {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} {kind}");
+        let kind = if *kind == "gauge" {
+            Kind::Gauge
+        } else {
+            Kind::Counter
+        };
+        out.family(name, kind, help);
         for s in statuses {
-            let _ = writeln!(out, "{name}{{system=\"{}\"}} {}", s.system, field(s));
+            out.sample(name, &[("system", s.system)], field(s));
         }
     }
 }
@@ -237,7 +234,7 @@ mod tests {
     fn json_and_prometheus() {
         let up = status("collab", true);
         assert_eq!(up.state(), "up");
-        let v: serde_json::Value = serde_json::from_str(&up.to_json()).unwrap();
+        let v = up.to_json();
         assert_eq!(v["state"], "up");
         assert_eq!(v["published"], 7);
         assert_eq!(v["dropped_while_down"], 2);
@@ -245,8 +242,9 @@ mod tests {
         assert_eq!(v["node"], "0000000000000001");
         let down = status("race", false);
         assert_eq!(down.state(), "down");
-        let mut out = String::new();
+        let mut out = Exposition::default();
         render_prometheus(&[up, down], &mut out);
+        let out = out.finish();
         assert!(out.contains("switchboard_backplane_up{system=\"collab\"} 1\n"));
         assert!(out.contains("switchboard_backplane_up{system=\"race\"} 0\n"));
         assert!(out.contains("switchboard_backplane_published_total{system=\"race\"} 7\n"));

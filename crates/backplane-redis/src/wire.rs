@@ -17,9 +17,9 @@
 //! remain.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use switchboard_hub::{Publication, Tags, Target};
+use switchboard_hub::{Publication, Tags, Target, Text};
 
-use crate::NodeId;
+use crate::node::NodeId;
 
 /// The only format version this crate writes and reads.
 pub const VERSION: u8 = 1;
@@ -101,7 +101,7 @@ pub fn encode(origin: NodeId, seq: u64, publication: &Publication) -> Result<Byt
         Target::All => (TARGET_ALL, None),
         Target::Room(room) => (TARGET_ROOM, Some(room.as_str())),
         Target::User(user) => (TARGET_USER, Some(user.as_str())),
-        Target::Connection(_) => return Err(EncodeError::ConnectionTarget),
+        _ => return Err(EncodeError::ConnectionTarget),
     };
     let str_len = |s: &str| varint_len(s.len() as u64) + s.len();
     let mut len = FIXED + name.map_or(0, str_len) + publication.payload.len();
@@ -228,7 +228,7 @@ pub fn decode(message: Bytes) -> Result<Envelope, DecodeError> {
     } else {
         None
     };
-    let payload = message.slice(r.pos..);
+    let payload = Text::from_utf8(message.slice(r.pos..)).map_err(|_| DecodeError::Utf8)?;
     Ok(Envelope {
         origin,
         seq,
@@ -255,24 +255,24 @@ mod tests {
 
     #[test]
     fn every_target_and_tags_round_trip() {
-        round_trip(Publication::to_all(&b"{\"a\":1}"[..]));
-        round_trip(Publication::to_room("project:p-1", &b"{}"[..]));
-        round_trip(Publication::to_user("3", &b"x"[..]));
-        round_trip(Publication::to_all(&b""[..]));
+        round_trip(Publication::to_all("{\"a\":1}"));
+        round_trip(Publication::to_room("project:p-1", "{}"));
+        round_trip(Publication::to_user("3", "x"));
+        round_trip(Publication::to_all(""));
         let tags = vec![("direction".to_string(), "IB".to_string())];
-        round_trip(Publication::to_all(&b"{\"t\":1}"[..]).filtered(tags));
-        round_trip(Publication::to_all(&b"{}"[..]).filtered(Vec::new()));
+        round_trip(Publication::to_all("{\"t\":1}").filtered(tags));
+        round_trip(Publication::to_all("{}").filtered(Vec::new()));
         let long = "r".repeat(70_000);
-        round_trip(Publication::to_room(long, vec![7u8; 300]));
-        round_trip(Publication::to_room("ünïcødé ☃", &b"{}"[..]));
+        round_trip(Publication::to_room(long, "7".repeat(300)));
+        round_trip(Publication::to_room("ünïcødé ☃", "{}"));
     }
 
     #[test]
     fn the_payload_is_unchanged_and_shared() {
-        let p = Publication::to_all(&b"{\"table\":\"times\"}"[..]);
+        let p = Publication::to_all("{\"table\":\"times\"}");
         let bytes = encode(NodeId::new(1), 0, &p).unwrap();
         let e = decode(bytes.clone()).unwrap();
-        assert_eq!(&e.publication.payload[..], b"{\"table\":\"times\"}");
+        assert_eq!(e.publication.payload.as_str(), "{\"table\":\"times\"}");
         let start = bytes.len() - e.publication.payload.len();
         assert_eq!(e.publication.payload.as_ptr(), bytes[start..].as_ptr());
     }
@@ -281,33 +281,33 @@ mod tests {
     fn connection_targets_are_refused() {
         // A handle cannot be built outside the hub; an opened hub gives us one.
         use switchboard_hub::{Config, Hub, Instant, OpenInfo};
-        let proto = switchboard_protocol_stub();
-        let mut hub = Hub::new(Config::default(), proto, Instant::EPOCH);
-        let h = hub
-            .handle_open(Instant::EPOCH, OpenInfo::default())
-            .unwrap();
-        let p = Publication::new(Target::Connection(h), &b"x"[..]);
+        let mut hub = Hub::new(Config::default(), Silent, Instant::ZERO);
+        let h = hub.handle_open(Instant::ZERO, OpenInfo::default()).unwrap();
+        let p = Publication::new(Target::Connection(h), "x");
         assert_eq!(
             encode(NodeId::new(1), 0, &p),
             Err(EncodeError::ConnectionTarget)
         );
     }
 
-    fn switchboard_protocol_stub() -> Box<dyn switchboard_hub::Protocol + Send> {
-        struct Silent;
-        impl switchboard_hub::Protocol for Silent {
-            fn name(&self) -> &'static str {
-                "silent"
-            }
-            fn on_text(
-                &mut self,
-                _: &mut switchboard_hub::Context<'_>,
-                _: switchboard_hub::ConnectionHandle,
-                _: &Bytes,
-            ) {
-            }
+    /// A protocol that does nothing, to open a connection and get a handle.
+    struct Silent;
+
+    impl switchboard_hub::Protocol for Silent {
+        type Decoder = switchboard_hub::RawText;
+        fn name(&self) -> &'static str {
+            "silent"
         }
-        Box::new(Silent)
+        fn decoder(&self) -> switchboard_hub::RawText {
+            switchboard_hub::RawText
+        }
+        fn on_message(
+            &mut self,
+            _: &mut switchboard_hub::Context<'_>,
+            _: switchboard_hub::ConnectionHandle,
+            _: switchboard_hub::Text,
+        ) {
+        }
     }
 
     #[test]
@@ -320,7 +320,7 @@ mod tests {
         let good = encode(
             NodeId::new(5),
             1,
-            &Publication::to_room("room", &b"payload"[..]).filtered(vec![("k".into(), "v".into())]),
+            &Publication::to_room("room", "payload").filtered(vec![("k".into(), "v".into())]),
         )
         .unwrap();
         // Every truncation of the header fails cleanly (cutting into the payload is not
@@ -354,7 +354,7 @@ mod tests {
         let good = encode(
             NodeId::new(77),
             9,
-            &Publication::to_user("user", &b"{\"x\":1}"[..])
+            &Publication::to_user("user", "{\"x\":1}")
                 .filtered(vec![("a".into(), "b".into()), ("c".into(), "d".into())]),
         )
         .unwrap();

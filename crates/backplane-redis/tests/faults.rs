@@ -8,6 +8,7 @@ use std::time::Duration;
 use common::*;
 use switchboard_backplane_redis::render_prometheus;
 use switchboard_protocol::Options;
+use switchboard_runtime::metrics::Exposition;
 
 fn notice(n: usize) -> String {
     format!(r#"{{"table":"times","operation":"CHANGE","n":{n}}}"#)
@@ -51,13 +52,14 @@ async fn redis_down_at_start_nodes_serve_locally_then_join() {
     assert!(!s.connected);
     assert_eq!(s.dropped_while_down, 5);
     assert!(s.last_error.is_some(), "the connect error is reported");
-    let mut metrics = String::new();
+    let mut metrics = Exposition::default();
     render_prometheus(std::slice::from_ref(&s), &mut metrics);
+    let metrics = metrics.finish();
     assert!(metrics.contains("switchboard_backplane_up{system=\"laptimes\"} 0\n"));
     assert!(
         metrics.contains("switchboard_backplane_dropped_while_down_total{system=\"laptimes\"} 5\n")
     );
-    assert!(s.to_json().contains("\"state\":\"down\""));
+    assert_eq!(s.to_json()["state"], "down");
 
     // Redis comes up: both nodes join by themselves.
     let redis = Redis::start_on(port).await;
@@ -135,8 +137,9 @@ async fn redis_killed_mid_stream_local_delivery_continues_and_loss_is_counted() 
         sa.reconnects >= 2 && sb.reconnects >= 2,
         "publisher and subscriber reconnected"
     );
-    let mut metrics = String::new();
+    let mut metrics = Exposition::default();
     render_prometheus(&[sa, sb], &mut metrics);
+    let metrics = metrics.finish();
     assert!(metrics.contains("switchboard_backplane_missed_total{system=\"laptimes\"} 30\n"));
     assert_eq!(
         metrics

@@ -102,6 +102,16 @@ impl Filter {
     }
 }
 
+/// Which version of its system's protocol a connection speaks, chosen at the upgrade (from
+/// `Sec-WebSocket-Protocol`); `Dialect(0)` is v1, what the seeds' clients speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Dialect(pub u8);
+
+impl Dialect {
+    /// Version 1: the seeds' wire format.
+    pub const V1: Dialect = Dialect(0);
+}
+
 /// Everything the transport knows about a connection when it opens.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OpenInfo {
@@ -111,6 +121,8 @@ pub struct OpenInfo {
     pub query: Vec<(String, String)>,
     /// The identity the transport verified (e.g. from a JWT), if any.
     pub identity: Option<Identity>,
+    /// The protocol version it speaks.
+    pub dialect: Dialect,
 }
 
 impl OpenInfo {

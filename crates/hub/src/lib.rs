@@ -3,12 +3,14 @@
 //! The hub does no I/O, reads no clock, spawns nothing and holds no locks. A driver (a transport)
 //! feeds it what happened — a connection opened, a frame arrived, bytes were flushed, time
 //! passed — and drains what it must do next: transmit a frame, send a ping, close a connection.
-//! Time is an argument (`now`); the next deadline comes out of [`Hub::poll_timeout`].
+//! Time is an argument (`now`, monotonic); the next deadline comes out of [`Hub::poll_timeout`].
+//! The wall clock, which only stamps messages, is a separate input ([`Hub::set_wall_clock`]).
 //!
 //! What one system's clients say is not the hub's business: a [`Protocol`] implementation decodes
-//! frames and acts through a [`Context`] (join a room, set a filter, publish). The hub applies the
-//! fan-out rules ([`Target`], sender exclusion, filters), encodes nothing itself, and hands every
-//! recipient a clone of the same [`bytes::Bytes`] buffer.
+//! frames with its [`Decode`] half (pure, so drivers run it on whatever thread the bytes arrived
+//! on) and acts on the decoded messages through a [`Context`] (join a room, set a filter,
+//! publish). The hub applies the fan-out rules ([`Target`], sender exclusion, filters), encodes
+//! nothing itself, and hands every recipient a clone of the same [`Text`] buffer.
 //!
 //! Every queue is bounded: each connection's unflushed outbound bytes are counted against
 //! [`Limits::max_queued_bytes`], and the [`SlowConsumerPolicy`] decides what happens at the limit.
@@ -16,24 +18,21 @@
 //! # The drive loop
 //!
 //! ```
-//! use switchboard_hub::{Config, Frame, Hub, Instant, OpenInfo, Output};
-//! # struct Echo;
-//! # impl switchboard_hub::Protocol for Echo {
-//! #     fn name(&self) -> &'static str { "echo" }
-//! #     fn on_text(
-//! #         &mut self,
-//! #         cx: &mut switchboard_hub::Context<'_>,
-//! #         conn: switchboard_hub::ConnectionHandle,
-//! #         frame: &switchboard_hub::Bytes,
-//! #     ) {
-//! #         cx.send(conn, frame.clone());
-//! #     }
-//! # }
-//! # fn protocol() -> Box<dyn switchboard_hub::Protocol + Send> { Box::new(Echo) }
-//! # fn clock() -> Instant { Instant::from_millis(1_735_734_600_000) }
-//! # fn write(_: switchboard_hub::ConnectionHandle, _: &[u8]) {}
+//! use switchboard_hub::{Config, Context, ConnectionHandle, Frame, Hub, Instant, OpenInfo, Output};
+//! use switchboard_hub::{Protocol, RawText, Text};
+//! struct Echo;
+//! impl Protocol for Echo {
+//!     type Decoder = RawText; // Frames arrive as their text.
+//!     fn name(&self) -> &'static str { "echo" }
+//!     fn decoder(&self) -> RawText { RawText }
+//!     fn on_message(&mut self, cx: &mut Context<'_>, conn: ConnectionHandle, frame: Text) {
+//!         cx.send(conn, frame);
+//!     }
+//! }
+//! # fn clock() -> Instant { Instant::from_millis(1_000) }
+//! # fn write(_: ConnectionHandle, _: &[u8]) {}
 //!
-//! let mut hub = Hub::new(Config::default(), protocol(), clock());
+//! let mut hub = Hub::new(Config::default(), Echo, clock());
 //! let conn = hub.handle_open(clock(), OpenInfo::default()).expect("under the connection limit");
 //! hub.handle_frame(clock(), conn, Frame::Text(r#"{"type":"ping"}"#.into())).unwrap();
 //! loop {
@@ -63,20 +62,31 @@ extern crate alloc;
 mod close;
 mod config;
 mod connection;
+mod context;
+mod erased;
+mod http;
 mod hub;
+mod output;
 mod protocol;
 mod publication;
 mod ratelimit;
+mod state;
 mod stats;
+mod text;
 pub mod time;
 
 pub use bytes::Bytes;
 pub use close::CloseCode;
 pub use config::{Config, Limits, RateLimit, RatePolicy, SlowConsumerPolicy, MAX_HELD_FRAMES};
-pub use connection::{ConnectionHandle, ConnectionInfo, Filter, Identity, OpenInfo, Tags};
-pub use hub::{Frame, Hub, JoinError, OpenError, Output, UnknownConnection};
-pub use protocol::{Context, HttpRequest, HttpResponse, Method, Protocol};
+pub use connection::{ConnectionHandle, ConnectionInfo, Dialect, Filter, Identity, OpenInfo, Tags};
+pub use context::Context;
+pub use erased::{AnyMessage, DynDecode, DynHub};
+pub use http::{HttpRequest, HttpResponse, Method};
+pub use hub::{Hub, MessageOf, RequestOf};
+pub use output::{Frame, JoinError, OpenError, Output, UnknownConnection};
+pub use protocol::{Decode, Protocol, RawText};
 pub use publication::{Publication, Target};
 pub use ratelimit::{RateLimiter, TokenBucket};
 pub use stats::{Counters, Stats};
-pub use time::Instant;
+pub use text::Text;
+pub use time::{Instant, UnixTime};

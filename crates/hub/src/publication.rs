@@ -1,12 +1,11 @@
 //! Publications: one encoded payload and the rule that picks its recipients.
 
+use crate::{ConnectionHandle, Tags, Text};
 use alloc::string::String;
-use bytes::Bytes;
-
-use crate::{ConnectionHandle, Tags};
 
 /// Which connections a publication is for, before the sender exclusion and filters apply.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Target {
     /// Every open connection.
     All,
@@ -32,12 +31,12 @@ pub struct Publication {
     /// filters do not apply.
     pub tags: Option<Tags>,
     /// The encoded frame.
-    pub payload: Bytes,
+    pub payload: Text,
 }
 
 impl Publication {
     /// A publication for `target`, no exclusion, filters not applied.
-    pub fn new(target: Target, payload: impl Into<Bytes>) -> Self {
+    pub fn new(target: Target, payload: impl Into<Text>) -> Self {
         Publication {
             target,
             except: None,
@@ -47,17 +46,17 @@ impl Publication {
     }
 
     /// For every connection.
-    pub fn to_all(payload: impl Into<Bytes>) -> Self {
+    pub fn to_all(payload: impl Into<Text>) -> Self {
         Self::new(Target::All, payload)
     }
 
     /// For every member of `room`.
-    pub fn to_room(room: impl Into<String>, payload: impl Into<Bytes>) -> Self {
+    pub fn to_room(room: impl Into<String>, payload: impl Into<Text>) -> Self {
         Self::new(Target::Room(room.into()), payload)
     }
 
     /// For every connection of user `user`.
-    pub fn to_user(user: impl Into<String>, payload: impl Into<Bytes>) -> Self {
+    pub fn to_user(user: impl Into<String>, payload: impl Into<Text>) -> Self {
         Self::new(Target::User(user.into()), payload)
     }
 

@@ -10,7 +10,8 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
 use switchboard_hub::{
-    Bytes, Config, ConnectionHandle, Context, Hub, Instant, OpenInfo, Output, Protocol, Publication,
+    Config, ConnectionHandle, Context, Hub, Instant, OpenInfo, Output, Protocol, Publication,
+    RawText, Text,
 };
 
 struct Counting;
@@ -65,26 +66,30 @@ fn count<R>(f: impl FnOnce() -> R) -> (R, u64) {
 struct Rooms;
 
 impl Protocol for Rooms {
+    type Decoder = RawText;
     fn name(&self) -> &'static str {
         "rooms"
+    }
+    fn decoder(&self) -> RawText {
+        RawText
     }
     fn on_open(&mut self, cx: &mut Context<'_>, conn: ConnectionHandle, _: &OpenInfo) {
         cx.join(conn, "r").expect("within limits");
     }
-    fn on_text(&mut self, _: &mut Context<'_>, _: ConnectionHandle, _: &Bytes) {}
+    fn on_message(&mut self, _: &mut Context<'_>, _: ConnectionHandle, _: Text) {}
 }
 
 /// Publish once to a room of `n` members after warming up; return the allocations the measured
 /// publication made (publish plus draining every output).
 fn allocations_for_room_of(n: usize) -> u64 {
     let now = Instant::from_millis(1_000);
-    let mut hub = Hub::new(Config::default(), Box::new(Rooms), now);
+    let mut hub = Hub::new(Config::default(), Rooms, now);
     for _ in 0..n {
         hub.handle_open(now, OpenInfo::default()).unwrap();
     }
     assert_eq!(hub.rooms().collect::<Vec<_>>(), vec![("r", n)]);
 
-    let publish_and_drain = |hub: &mut Hub, publication: Publication| {
+    let publish_and_drain = |hub: &mut Hub<Rooms>, publication: Publication| {
         let delivered = hub.publish(now, publication);
         let mut first: Option<*const u8> = None;
         let mut transmits = 0;
@@ -108,12 +113,12 @@ fn allocations_for_room_of(n: usize) -> u64 {
     for _ in 0..2 {
         publish_and_drain(
             &mut hub,
-            Publication::to_room("r", Bytes::from(vec![b'x'; 256])),
+            Publication::to_room("r", Text::from("x".repeat(256))),
         );
     }
     // The publication (its room name and payload) is built before counting starts: it is the
     // caller's one encoding, the same for any room size.
-    let publication = Publication::to_room("r", Bytes::from(vec![b'y'; 256]));
+    let publication = Publication::to_room("r", Text::from("y".repeat(256)));
     let ((), allocs) = count(|| publish_and_drain(&mut hub, publication));
     allocs
 }
@@ -128,7 +133,7 @@ fn room_fan_out_allocates_the_same_for_10_1000_and_10000_members() {
         (small, small, small),
         "allocations per room publication must not grow with the room"
     );
-    // A `Bytes` made from a `Vec` allocates its shared header on first clone, then only counts.
+    // A `Text` made from a `String` (a `Bytes` from a `Vec`) allocates its shared header on first clone, then only counts.
     eprintln!("allocations per room publication: {small}");
     assert!(small <= 2, "{small} allocations for one publication");
 }

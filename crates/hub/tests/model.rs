@@ -17,7 +17,7 @@ use proptest::prelude::*;
 use switchboard_hub::{
     Bytes, CloseCode, Config, ConnectionHandle, Context, Counters, Filter, Frame, Hub, Identity,
     Instant, JoinError, Limits, OpenError, OpenInfo, Output, Protocol, Publication, RateLimit,
-    RatePolicy, SlowConsumerPolicy, Target, UnknownConnection, MAX_HELD_FRAMES,
+    RatePolicy, RawText, SlowConsumerPolicy, Target, Text, UnknownConnection, MAX_HELD_FRAMES,
 };
 
 const T0: Instant = Instant::from_millis(1_700_000_000_000);
@@ -51,12 +51,18 @@ fn parse_pairs(s: &str) -> Vec<(String, String)> {
 }
 
 impl Protocol for Cmd {
+    type Decoder = RawText;
+
     fn name(&self) -> &'static str {
         "cmd"
     }
 
-    fn on_text(&mut self, cx: &mut Context<'_>, conn: ConnectionHandle, frame: &Bytes) {
-        let text = std::str::from_utf8(frame).unwrap_or("");
+    fn decoder(&self) -> RawText {
+        RawText
+    }
+
+    fn on_message(&mut self, cx: &mut Context<'_>, conn: ConnectionHandle, frame: Text) {
+        let text = frame.as_str();
         let mut chars = text.chars();
         let cmd = chars.next();
         let arg = chars.as_str();
@@ -75,7 +81,10 @@ impl Protocol for Cmd {
             Some('f') => cx.set_filter(conn, Filter::new(parse_pairs(arg))),
             Some('u') => cx.set_identity(conn, Identity::user(arg)),
             Some('e') => {
-                cx.send(conn, frame.slice(1..));
+                cx.send(
+                    conn,
+                    frame.slice_from(1).expect("after an ASCII command letter"),
+                );
             }
             Some('x') => cx.close(conn, CloseCode::NORMAL, "quit"),
             _ => cx.count_error("unknown"),
@@ -109,8 +118,9 @@ struct MConn {
     /// Rate-limit tokens in millionths of a message.
     tokens: u128,
     tokens_at: Instant,
-    /// While paused for the inbound rate: the frames held, and when reading resumes.
-    throttle: Option<(Vec<Frame>, Instant)>,
+    /// While paused for the inbound rate: the frames held (`None` for a ping or pong, which
+    /// only costs its token), and when reading resumes.
+    throttle: Option<(Vec<Option<Frame<Text>>>, Instant)>,
 }
 
 struct Model {
@@ -251,6 +261,7 @@ impl Model {
                 Target::Room(r) => c.rooms.contains(r),
                 Target::User(u) => c.user.as_deref() == Some(u.as_str()),
                 Target::Connection(h) => c.h == *h,
+                other => unreachable!("the model knows no target {other:?}"),
             };
             if !targeted || p.except == Some(c.h) {
                 continue;
@@ -297,12 +308,14 @@ impl Model {
         &mut self,
         t: Instant,
         h: ConnectionHandle,
-        frame: &Frame,
+        frame: &Frame<Text>,
     ) -> Result<(), UnknownConnection> {
         let now = self.tick(t);
         let i = self.find(h).ok_or(UnknownConnection)?;
         let len = match frame {
-            Frame::Text(b) | Frame::Binary(b) => b.len(),
+            Frame::Text(b) => b.len(),
+            Frame::Binary(b) => b.len(),
+            _ => unreachable!("the model sends text and binary frames only"),
         };
         let limits = self.config.limits.clone();
         self.conns[i].last_activity = now;
@@ -317,15 +330,8 @@ impl Model {
             self.dispatch(i, frame);
             return Ok(());
         };
-        if let Some((held, until)) = &mut self.conns[i].throttle {
-            if held.len() >= MAX_HELD_FRAMES {
-                self.over_rate(h);
-            } else {
-                held.push(frame.clone());
-                if now >= *until {
-                    self.release(now, i, rate);
-                }
-            }
+        if self.conns[i].throttle.is_some() {
+            self.hold(now, i, rate, Some(frame.clone()));
             return Ok(());
         }
         if self.take_token(now, i, rate) {
@@ -339,6 +345,21 @@ impl Model {
             self.over_rate(h);
         }
         Ok(())
+    }
+
+    /// A paused connection sent `item`: it is held (at most MAX_HELD_FRAMES, else the
+    /// connection is closed), and released if the pause is over.
+    fn hold(&mut self, now: Instant, i: usize, rate: RateLimit, item: Option<Frame<Text>>) {
+        let h = self.conns[i].h;
+        let (held, until) = self.conns[i].throttle.as_mut().expect("paused");
+        if held.len() >= MAX_HELD_FRAMES {
+            self.over_rate(h);
+            return;
+        }
+        held.push(item);
+        if now >= *until {
+            self.release(now, i, rate);
+        }
     }
 
     fn over_rate(&mut self, h: ConnectionHandle) {
@@ -377,8 +398,8 @@ impl Model {
         c.tokens_at + Duration::from_micros(wait as u64)
     }
 
-    fn pause(&mut self, i: usize, rate: RateLimit, frame: Option<Frame>) {
-        let held: Vec<Frame> = frame.into_iter().collect();
+    fn pause(&mut self, i: usize, rate: RateLimit, frame: Option<Frame<Text>>) {
+        let held: Vec<Option<Frame<Text>>> = frame.into_iter().map(Some).collect();
         let until = self.resume_at(i, rate, held.len());
         self.conns[i].throttle = Some((held, until));
         self.counters.throttled += 1;
@@ -412,9 +433,11 @@ impl Model {
             if c.tokens < TOKEN || held.is_empty() {
                 break;
             }
-            let frame = held.remove(0);
+            let item = held.remove(0);
             c.tokens -= TOKEN;
-            self.dispatch(i, &frame);
+            if let Some(frame) = item {
+                self.dispatch(i, &frame);
+            }
         }
         if !self.conns[i].open {
             return;
@@ -435,13 +458,14 @@ impl Model {
     }
 
     /// An accepted frame: binary frames close with 1003, text frames are commands.
-    fn dispatch(&mut self, i: usize, frame: &Frame) {
+    fn dispatch(&mut self, i: usize, frame: &Frame<Text>) {
         match frame {
             Frame::Binary(_) => {
                 self.error("binary_frame");
                 self.close(self.conns[i].h, Some(CloseCode::UNSUPPORTED_DATA));
             }
-            Frame::Text(bytes) => self.command(i, bytes),
+            Frame::Text(text) => self.command(i, text),
+            _ => unreachable!("the model sends text and binary frames only"),
         }
     }
 
@@ -454,6 +478,7 @@ impl Model {
             return Ok(());
         };
         if self.conns[i].throttle.is_some() {
+            self.hold(now, i, rate, None);
             return Ok(());
         }
         if self.take_token(now, i, rate) {
@@ -468,9 +493,9 @@ impl Model {
         Ok(())
     }
 
-    fn command(&mut self, i: usize, bytes: &Bytes) {
+    fn command(&mut self, i: usize, bytes: &Text) {
         let h = self.conns[i].h;
-        let text = std::str::from_utf8(bytes).unwrap_or("");
+        let text = bytes.as_str();
         let arg = text.get(1..).unwrap_or("");
         match text.chars().next() {
             Some('j') => {
@@ -520,7 +545,7 @@ impl Model {
             Some('u') => self.conns[i].user = Some(arg.to_string()),
             Some('e') => {
                 self.publish(
-                    &Publication::new(Target::Connection(h), bytes.slice(1..)),
+                    &Publication::new(Target::Connection(h), bytes.slice_from(1).unwrap()),
                     false,
                 );
             }
@@ -718,7 +743,7 @@ fn pairs_tags(p: &[(usize, usize)]) -> Vec<(String, String)> {
 // Running both side by side
 
 struct World {
-    hub: Hub,
+    hub: Hub<Cmd>,
     log: Log,
     model: Model,
     /// Every handle ever returned, for ops to pick from (closed ones included: stale handles).
@@ -730,7 +755,7 @@ struct World {
 /// Outputs in a comparable form: each kind as a sorted list.
 #[derive(Debug, PartialEq, Eq)]
 struct Step {
-    transmits: Vec<(ConnectionHandle, Bytes)>,
+    transmits: Vec<(ConnectionHandle, Text)>,
     pings: Vec<ConnectionHandle>,
     pauses: Vec<(ConnectionHandle, Instant)>,
     closes: Vec<(ConnectionHandle, CloseCode)>,
@@ -765,6 +790,7 @@ fn step_of(outputs: Vec<Output>, events: Vec<Ev>) -> Step {
             Output::Replicate(p) => s.replicated.push(p),
             Output::RoomOpened(r) => s.rooms_opened.push(r),
             Output::RoomClosed(r) => s.rooms_closed.push(r),
+            other => panic!("an output the model does not know: {other:?}"),
         }
     }
     s.transmits.sort();
@@ -780,7 +806,7 @@ fn step_of(outputs: Vec<Output>, events: Vec<Ev>) -> Step {
 impl World {
     fn new(config: Config) -> Self {
         let log = Log::default();
-        let hub = Hub::new(config.clone(), Box::new(Cmd { log: log.clone() }), T0);
+        let hub = Hub::new(config.clone(), Cmd { log: log.clone() }, T0);
         World {
             hub,
             log,
@@ -794,7 +820,7 @@ impl World {
         (!self.handles.is_empty()).then(|| self.handles[i.0 % self.handles.len()])
     }
 
-    fn frame(&mut self, i: &Ix, frame: Frame) {
+    fn frame(&mut self, i: &Ix, frame: Frame<Text>) {
         let Some(h) = self.pick(i) else { return };
         let got = self.hub.handle_frame(self.t, h, frame.clone());
         let want = self.model.frame(self.t, h, &frame);
@@ -860,7 +886,7 @@ impl World {
                     },
                 };
                 // A payload distinct per step, so transmits of different steps never compare equal.
-                let payload = Bytes::from(format!("{n:04}{}", "p".repeat(*len)));
+                let payload = Text::from(format!("{n:04}{}", "p".repeat(*len)));
                 let p = Publication {
                     target,
                     except: except.as_ref().and_then(|i| self.pick(i)),

@@ -15,15 +15,14 @@
 
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
-use bytes::Bytes;
 use core::cell::Cell;
 use core::fmt;
 use serde::de::{DeserializeOwned, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Number, Value};
 
-use crate::DecodeError;
-use switchboard_hub::HttpResponse;
+use crate::error::{self, DecodeError};
+use switchboard_hub::{HttpResponse, Text};
 
 /// The deepest nesting of objects and arrays accepted in any JSON text: `[[1]]` is 2 levels,
 /// a scalar 0. Well under `serde_json`'s own recursion limit (128), so this rule, not the
@@ -41,7 +40,7 @@ pub fn value(bytes: &[u8]) -> Result<Value, DecodeError> {
     .deserialize(&mut de)
     .and_then(|v| de.end().map(|()| v));
     // A rule violation surfaces from serde_json as a custom error; the typed one was kept aside.
-    parsed.map_err(|e| refused.take().unwrap_or_else(|| crate::error::not_json(&e)))
+    parsed.map_err(|e| refused.take().unwrap_or_else(|| error::not_json(&e)))
 }
 
 /// Parse `bytes` as a JSON object under [the JSON rule](self#the-json-rule).
@@ -174,11 +173,12 @@ pub fn from_object<T: DeserializeOwned>(obj: Map<String, Value>) -> Result<T, De
     serde_json::from_value(Value::Object(obj)).map_err(|e| DecodeError::from_serde(&e))
 }
 
-/// Encode a message as a JSON text frame.
-pub fn to_bytes<T: Serialize>(msg: &T) -> Bytes {
-    // Serialising these plain structs into a Vec cannot fail: no map has non-string keys and
-    // every `Value` is already valid JSON.
-    Bytes::from(serde_json::to_vec(msg).expect("message types serialise infallibly"))
+/// Encode a message as a JSON text frame: `serde_json` writes a `String`, which becomes the
+/// frame as it is (no UTF-8 check again).
+pub fn to_text<T: Serialize>(msg: &T) -> Text {
+    // Serialising these plain structs cannot fail: no map has non-string keys and every `Value`
+    // is already valid JSON.
+    Text::from(serde_json::to_string(msg).expect("message types serialise infallibly"))
 }
 
 /// Encode a message as JSON bytes.
@@ -204,7 +204,7 @@ struct HttpError<'a> {
 /// An HTTP error answer, `{"error": "...", "details": "..."}` (`details` only when given); the
 /// same shape on every system's HTTP endpoints.
 pub fn http_error(status: u16, error: &str, details: Option<&str>) -> HttpResponse {
-    HttpResponse::json(status, to_bytes(&HttpError { error, details }))
+    HttpResponse::json(status, to_text(&HttpError { error, details }))
 }
 
 /// Whether the request carries one of `keys` as `x-api-key: <key>` or

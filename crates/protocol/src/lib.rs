@@ -2,10 +2,22 @@
 //!
 //! Each `<system>::v1` module holds the typed messages of that system's seed documentation
 //! (serde, field names and casing exactly as documented), decode functions with typed
-//! [`DecodeError`]s, and a [`switchboard_hub::Protocol`] implementation that gives the system its
-//! behaviour on the hub. [`registry::SYSTEMS`] lists them with their documented ports and paths.
+//! [`DecodeError`]s, and the system's two halves on the hub:
 //!
-//! No I/O, no clock, no threads: `no_std` + `alloc`. Timestamps come from the hub's `now`.
+//! - a decoder ([`switchboard_hub::Decode`]): pure, `Clone + Send + Sync`, run wherever the bytes
+//!   arrive. It turns a client's frame into a typed message or a [`DecodeError`], and an HTTP
+//!   request into a [`DecodedRequest`]: routed through the system's route table, its key
+//!   checked, its body decoded and validated. Every JSON parse and every check happens here.
+//! - a [`switchboard_hub::Protocol`] that only applies what was decoded: joins, filters,
+//!   publications, replies (an error reply too, so it goes out in order with the others).
+//!
+//! [`SYSTEMS`] lists them with their documented ports and paths ([`SystemSpec`]).
+//!
+//! No I/O, no clock, no threads: `no_std` + `alloc`. Timestamps come from the hub's wall clock
+//! ([`switchboard_hub::Context::wall_clock`]), formatted by [`time::DateTime`].
+//!
+//! Files depend one way only: `error` ← `codec` ← `spec`, `time` ← each system's module ←
+//! `registry`; this file only declares and re-exports.
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
@@ -15,6 +27,8 @@ extern crate alloc;
 pub mod codec;
 mod error;
 pub mod registry;
+pub mod spec;
+pub mod time;
 
 pub mod afc;
 pub mod collab;
@@ -23,19 +37,5 @@ pub mod laptimes;
 pub mod race;
 
 pub use error::{DecodeError, MAX_KEY_IN_ERROR};
-pub use registry::{system, Options, SystemSpec, SYSTEMS};
-
-/// Which way a message travels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    /// Sent by a client to the server.
-    ClientToServer,
-    /// Sent by the server to a client.
-    ServerToClient,
-    /// A body a backend POSTs to the system's HTTP publish endpoint.
-    Publish,
-}
-
-/// Decode a documented example and encode it again, for the doc-vector tests: `Ok` holds the
-/// re-encoded bytes. Each module implements this for its own messages.
-pub type RoundTrip = fn(Direction, &[u8]) -> Result<alloc::vec::Vec<u8>, DecodeError>;
+pub use registry::{system, SYSTEMS};
+pub use spec::{Auth, Build, DecodedRequest, Direction, Options, RoundTrip, SystemSpec};

@@ -122,7 +122,7 @@ fn event_frame_has_exactly_type_and_payload_and_the_body_bytes() {
         headers: vec![],
         body: Bytes::from_static(b"\n  {\"z\":1,\"a\":1.50,\"n\":[1e2, true ,null]}  \r\n"),
     };
-    let r = h.hub.handle_http(h.now, &req).unwrap();
+    let r = h.hub.handle_http(h.now, req).unwrap();
     assert_eq!(r.status, 204);
     let Some(Output::Transmit {
         connection,
@@ -167,7 +167,7 @@ fn one_buffer_is_shared_by_every_recipient() {
         headers: vec![],
         body: Bytes::from_static(br#"{"id":1}"#),
     };
-    h.hub.handle_http(h.now, &req).unwrap();
+    h.hub.handle_http(h.now, req).unwrap();
     let mut ptrs = Vec::new();
     while let Some(out) = h.hub.poll_output() {
         if let Output::Transmit { payload, .. } = out {

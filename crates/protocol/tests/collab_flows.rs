@@ -7,14 +7,18 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::{json, Value};
-use switchboard_hub::{CloseCode, Config, ConnectionHandle, Frame, HttpResponse, Limits, Method};
-use switchboard_protocol::collab::v1::{self as collab, Broadcast};
+use switchboard_hub::{
+    CloseCode, Config, ConnectionHandle, Frame, HttpResponse, Hub, Limits, Method,
+};
+use switchboard_protocol::collab::v1::{self as collab, Broadcast, Collab};
 use switchboard_protocol::Options;
+
+type Harness = common::Harness<Hub<Collab>>;
 
 const T0_MS: u64 = 1_735_734_600_000;
 
 fn harness() -> Harness {
-    Harness::new(&collab::SPEC, Options::default())
+    Harness::of(Collab::new(&Options::default()))
 }
 
 /// Open a connection and take its greeting.
@@ -450,7 +454,7 @@ fn the_room_limit_answers_join_with_an_error() {
         },
         ..Config::default()
     };
-    let mut h = Harness::with_config(&collab::SPEC, Options::default(), config);
+    let mut h = Harness::of_with_config(Collab::new(&Options::default()), config);
     let (a, _) = connect(&mut h);
     let (b, _) = connect(&mut h);
     join(&mut h, a, "p1");
@@ -606,7 +610,7 @@ fn broadcast_rejects_bad_bodies_with_400() {
 #[test]
 fn broadcast_requires_the_api_key_when_one_is_set() {
     let options = Options::default().with_api_key("s3cret");
-    let mut h = Harness::new(&collab::SPEC, options);
+    let mut h = Harness::of(Collab::new(&options));
     let (a, _) = connect(&mut h);
     join(&mut h, a, "p1");
     h.take(a);
@@ -667,7 +671,7 @@ fn project_publication_is_what_an_embedding_service_publishes() {
         timestamp: None,
         user_id: Some("svc".into()),
     };
-    let p = collab::project_publication("p1", &broadcast, h.now);
+    let p = collab::project_publication("p1", &broadcast, h.wall());
     assert_eq!(p.target, switchboard_hub::Target::Room("project:p1".into()));
     assert_eq!(h.publish(p), 1);
     let got: Value = h.take_one(a);
@@ -919,7 +923,7 @@ fn project_and_user_ids_are_capped_at_max_id_bytes() {
 
 #[test]
 fn a_smaller_max_id_bytes_caps_project_ids() {
-    let mut h = Harness::new(&collab::SPEC, Options::default().with_max_id_bytes(8));
+    let mut h = Harness::of(Collab::new(&Options::default().with_max_id_bytes(8)));
     let (a, _) = connect(&mut h);
     join(&mut h, a, "12345678");
     assert_eq!(h.take_one(a)["type"], "USER_PRESENCE");
@@ -1040,7 +1044,7 @@ fn method_not_allowed_carries_allow() {
 #[test]
 fn broadcast_accepts_any_of_several_keys() {
     let options = Options::default().with_api_key("k1").with_api_key("k2");
-    let mut h = Harness::new(&collab::SPEC, options);
+    let mut h = Harness::of(Collab::new(&options));
     let body = r#"{"type":"X","projectId":"p1"}"#;
     assert_eq!(post(&mut h, &[("x-api-key", "k1")], body).status, 200);
     assert_eq!(

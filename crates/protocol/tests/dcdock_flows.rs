@@ -5,15 +5,17 @@
 mod common;
 use common::*;
 use serde_json::{json, Value};
-use switchboard_hub::{CloseCode, ConnectionHandle, HttpResponse, Identity, Method, OpenInfo};
-use switchboard_protocol::dcdock::v1::{self as dcdock, ServerEvent};
+use switchboard_hub::{CloseCode, ConnectionHandle, HttpResponse, Hub, Identity, Method, OpenInfo};
+use switchboard_protocol::dcdock::v1::{self as dcdock, DcDock, ServerEvent};
 use switchboard_protocol::Options;
+
+type Harness = common::Harness<Hub<DcDock>>;
 
 const TS: &str = "2025-01-01T12:30:00";
 const KEY: &str = "pub-key";
 
 fn harness() -> Harness {
-    Harness::new(&dcdock::SPEC, Options::default().with_api_key(KEY))
+    Harness::of(DcDock::new(&Options::default().with_api_key(KEY)))
 }
 
 fn identity(user: &str) -> Identity {
@@ -282,7 +284,7 @@ fn a_given_timestamp_is_kept() {
 
 #[test]
 fn publish_is_refused_with_403_when_no_key_is_configured() {
-    let mut h = Harness::new(&dcdock::SPEC, Options::default());
+    let mut h = Harness::of(DcDock::new(&Options::default()));
     let c = connect(&mut h, "1");
     let body = assignment("assignment_created", "CREATE", Some("IB")).to_string();
     let r = h
@@ -431,12 +433,12 @@ fn event_publication_is_what_an_embedding_service_publishes() {
     let body = assignment("assignment_created", "CREATE", Some("OB"));
     let event = dcdock::decode_publish(body.to_string().as_bytes()).unwrap();
     assert!(matches!(event, ServerEvent::AssignmentCreated(_)));
-    assert_eq!(h.publish(dcdock::event_publication(&event, h.now)), 1);
+    assert_eq!(h.publish(dcdock::event_publication(&event, h.wall())), 1);
     assert_eq!(h.take_one(outbound)["timestamp"], TS);
     h.assert_silent(inbound);
 
     let event = dcdock::decode_publish(conflict(json!(1)).to_string().as_bytes()).unwrap();
-    let p = dcdock::event_publication(&event, h.now);
+    let p = dcdock::event_publication(&event, h.wall());
     assert_eq!(p.target, switchboard_hub::Target::User("1".into()));
     assert_eq!(p.tags, None);
     assert_eq!(h.publish(p), 1);
@@ -657,10 +659,9 @@ fn stats_lists_at_most_1000_clients_oldest_first_with_an_exact_total() {
 
 #[test]
 fn method_not_allowed_carries_allow_and_several_keys_publish() {
-    let mut h = Harness::new(
-        &dcdock::SPEC,
-        Options::default().with_api_key("k-old").with_api_key(KEY),
-    );
+    let mut h = Harness::of(DcDock::new(
+        &Options::default().with_api_key("k-old").with_api_key(KEY),
+    ));
     for (m, path, allow) in [
         (Method::Get, "/api/ws/publish", "POST"),
         (Method::Post, "/api/ws/stats", "GET, HEAD"),

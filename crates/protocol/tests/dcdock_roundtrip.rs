@@ -134,7 +134,7 @@ proptest! {
     /// The publication of any event carries it, timestamped, encoded once.
     #[test]
     fn publications_carry_the_event(e in event(), ms in 0u64..4_102_444_800_000) {
-        let now = switchboard_hub::Instant::from_millis(ms);
+        let now = switchboard_hub::UnixTime::from_millis(ms);
         let p = event_publication(&e, now);
         let Ok(ServerMessage::Event(sent)) = decode_server(&p.payload) else {
             return Err(TestCaseError::fail("publication payload is not an event"));

@@ -6,7 +6,7 @@
 mod common;
 use common::*;
 use switchboard_hub::Method;
-use switchboard_protocol::registry::{Admission, Allow, KeyRule, PathPattern, RouteMatch};
+use switchboard_protocol::spec::{Admission, Allow, KeyRule, PathPattern, RouteMatch};
 use switchboard_protocol::{afc, collab, dcdock, laptimes, race, Options, SystemSpec};
 
 const KEY: &str = "k-new";

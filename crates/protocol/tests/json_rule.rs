@@ -261,3 +261,34 @@ proptest! {
         prop_assert_eq!(codec::value(text.as_bytes()), Err(DecodeError::DuplicateKey(dup)));
     }
 }
+
+/// A number read and written again is the same number: what a protocol relays through a decode
+/// and re-encode (collab edit payloads) keeps its value. The fuzz target found
+/// `9.999999999999999e+41` coming back as `1e+42` before numbers were parsed to the nearest
+/// `f64` (serde_json's `float_roundtrip`).
+#[test]
+fn numbers_survive_a_decode_and_reencode() {
+    for text in [
+        "9.999999999999999e+41",
+        "0.1",
+        "2.2250738585072014e-308",
+        "1.7976931348623157e308",
+        "5e-324",
+        "123456789012345678901234567890",
+        "-0.0",
+        "18446744073709551615",
+    ] {
+        let once = switchboard_protocol::codec::value(text.as_bytes()).unwrap();
+        let written = serde_json::to_string(&once).unwrap();
+        let twice = switchboard_protocol::codec::value(written.as_bytes()).unwrap();
+        assert_eq!(once, twice, "{text} -> {written}");
+        assert_eq!(serde_json::to_string(&twice).unwrap(), written, "{text}");
+        if let (Some(a), Ok(b)) = (once.as_f64(), text.parse::<f64>()) {
+            assert_eq!(
+                a.to_bits(),
+                b.to_bits(),
+                "{text} read as {a:e}, nearest is {b:e}"
+            );
+        }
+    }
+}

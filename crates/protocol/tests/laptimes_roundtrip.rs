@@ -83,7 +83,7 @@ proptest! {
     fn valid_notices_are_relayed_byte_for_byte_to_others_only(n in notice(), clients in 2usize..6) {
         let mut h = Harness::new(&laptimes::SPEC, Options::default());
         let conns: Vec<_> = (0..clients).map(|_| h.open()).collect();
-        let frame = codec::to_bytes(&n);
+        let frame = codec::to_text(&n);
         h.hub.handle_frame(h.now, conns[0], Frame::Text(frame.clone())).unwrap();
         let mut got = Vec::new();
         while let Some(out) = h.hub.poll_output() {

@@ -7,15 +7,17 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::{json, Value};
-use switchboard_hub::{Bytes, CloseCode, Config, Frame, Limits, Method, Target};
-use switchboard_protocol::race::v1::{self as race, RaceUpdate, UpdateType};
+use switchboard_hub::{Bytes, CloseCode, Config, Frame, Hub, Limits, Method, Target};
+use switchboard_protocol::race::v1::{self as race, Race, RaceUpdate, UpdateType};
 use switchboard_protocol::Options;
+
+type Harness = common::Harness<Hub<Race>>;
 
 const KEY: &str = "pit-wall";
 const TS0: &str = "2025-01-01T12:30:00.000Z";
 
 fn harness() -> Harness {
-    Harness::new(&race::SPEC, Options::default().with_api_key(KEY))
+    Harness::of(Race::new(&Options::default().with_api_key(KEY)))
 }
 
 fn subscribed(id: &str, ts: &str) -> Value {
@@ -313,7 +315,7 @@ fn the_room_limit_is_an_error_frame() {
         },
         ..Config::default()
     };
-    let mut h = Harness::with_config(&race::SPEC, Options::default(), config);
+    let mut h = Harness::of_with_config(Race::new(&Options::default()), config);
     let a = h.open_query(&[
         ("sessionId", "s1"),
         ("sessionId", "s2"),
@@ -335,7 +337,7 @@ fn the_room_limit_is_an_error_frame() {
 
 #[test]
 fn publishing_is_refused_403_without_a_configured_key() {
-    let mut h = Harness::new(&race::SPEC, Options::default());
+    let mut h = Harness::of(Race::new(&Options::default()));
     let a = h.open_query(&[("sessionId", "s1")]);
     h.take(a);
     let r = h
@@ -539,7 +541,7 @@ fn embedding_helper_publishes_to_the_session_room() {
         data: json!({"driverId":"NOR","compound":"HARD"}),
         timestamp: None,
     };
-    let p = race::update_publication("race-2024", &update, h.now);
+    let p = race::update_publication("race-2024", &update, h.wall());
     assert_eq!(p.target, Target::Room("session:race-2024".into()));
     assert_eq!(h.publish(p), 1);
     assert_eq!(
@@ -680,10 +682,9 @@ fn session_ids_are_capped_everywhere_they_are_accepted() {
 
 #[test]
 fn a_smaller_max_id_bytes_caps_session_ids() {
-    let mut h = Harness::new(
-        &race::SPEC,
-        Options::default().with_api_key(KEY).with_max_id_bytes(16),
-    );
+    let mut h = Harness::of(Race::new(
+        &Options::default().with_api_key(KEY).with_max_id_bytes(16),
+    ));
     let at = "s".repeat(16);
     let over = "s".repeat(17);
     let a = h.open_query(&[("sessionId", &at)]);
@@ -748,12 +749,11 @@ fn subscribe_data_must_be_an_object() {
 
 #[test]
 fn publish_405_carries_allow_and_several_keys_work() {
-    let mut h = Harness::new(
-        &race::SPEC,
-        Options::default()
+    let mut h = Harness::of(Race::new(
+        &Options::default()
             .with_api_key("rotating-out")
             .with_api_key(KEY),
-    );
+    ));
     let r = h
         .http(Method::Get, "/sessions/s1/updates", &[], "")
         .unwrap();

@@ -5,7 +5,7 @@ mod strategies;
 use proptest::prelude::*;
 use serde_json::{Map, Value};
 use strategies::json_value;
-use switchboard_hub::{Instant, Target};
+use switchboard_hub::{Target, UnixTime};
 use switchboard_protocol::race::v1::{
     self as race, ClientMessage, RaceUpdate, ServerMessage, UpdateType,
 };
@@ -141,7 +141,7 @@ proptest! {
         update in race_update(),
         millis in 0u64..4_102_444_800_000,
     ) {
-        let p = race::update_publication(&session, &update, Instant::from_millis(millis));
+        let p = race::update_publication(&session, &update, UnixTime::from_millis(millis));
         prop_assert_eq!(&p.target, &Target::Room(format!("session:{session}")));
         let ServerMessage::Update { kind, data, timestamp } = race::decode_server(&p.payload).unwrap() else {
             panic!("not an update");

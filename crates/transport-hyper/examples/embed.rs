@@ -1,7 +1,7 @@
 //! Embedding the hub in your own tokio service.
 //!
 //! The service starts DCDock's endpoint (WebSocket `/api/ws` plus its HTTP endpoints) on a
-//! listener it owns with `Server::start`, and publishes an "assignment created" event straight
+//! listener it owns (a `System` started in a `Process`, served by `Server::start`), and publishes an "assignment created" event straight
 //! from its own code: no HTTP round trip, the same fan-out and direction filters as
 //! `POST /api/ws/publish`. A dock-board client, holding a token the service signed, prints what
 //! it receives.
@@ -16,14 +16,14 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use serde_json::json;
 use switchboard_hub::Config;
+use switchboard_hub::UnixTime;
 use switchboard_hyper::Server;
 use switchboard_protocol::dcdock::v1::{
     event_publication, Action, AssignmentChange, Id, ServerEvent,
 };
 use switchboard_protocol::Options;
-use switchboard_tokio::driver::now;
-use switchboard_tokio::gate::JwtKeys;
-use switchboard_tokio::Endpoint;
+use switchboard_runtime::gate::JwtKeys;
+use switchboard_runtime::{Endpoint, Process, System};
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -70,7 +70,15 @@ pub async fn run(listener: TcpListener) -> Result<String, BoxError> {
     let spec = switchboard_protocol::system("dcdock").ok_or("dcdock is not registered")?;
     let mut endpoint = Endpoint::new(spec);
     endpoint.jwt = JwtKeys::single(JWT_SECRET);
-    let server = Server::start(listener, endpoint, &Options::default(), Config::default())?;
+    let process = Process::default();
+    let system = System::start(
+        endpoint,
+        Options::default(),
+        Config::default(),
+        process.clock.clone(),
+        None,
+    );
+    let server = Server::start(&process, listener, system)?;
     println!("serving dcdock on ws://{}/api/ws", server.local_addr());
 
     // A dock-board user connects and asks for inbound loads only.
@@ -97,7 +105,10 @@ pub async fn run(listener: TcpListener) -> Result<String, BoxError> {
     });
     let delivered = server
         .hub()
-        .publish(event_publication(&event, now()))
+        .publish(event_publication(
+            &event,
+            UnixTime::from(std::time::SystemTime::now()),
+        ))
         .await?;
     println!("published assignment_created to {delivered} connection(s)");
 

@@ -1,44 +1,29 @@
-//! The full switchboard server: every system's WebSocket endpoint and HTTP endpoints on one port,
-//! served by hyper.
+//! A thin HTTP + WebSocket transport for switchboard over hyper 1.x: each system's WebSocket and
+//! HTTP endpoints on one port.
 //!
-//! This crate adds HTTP to the `switchboard-tokio` driver and reuses all of it: the hub task
-//! ([`switchboard_tokio::driver`]), the upgrade gate ([`switchboard_tokio::gate`]), the
-//! connection task ([`switchboard_tokio::connection`]) and its outbox
-//! ([`switchboard_tokio::outbox`]; after the `101` the TCP stream is taken back from hyper so the
-//! hub task can write to it directly). On each system's port:
+//! hyper parses HTTP/1.1; everything else is the runtime's. On each connection:
 //!
-//! - a WebSocket upgrade on the system's path is checked by the gate, registered with the hub
-//!   *before* the `101` is sent (so a full server answers `503`), and then run as a hub connection;
-//! - any other request is read in full (at most [`service::MAX_BODY_BYTES`]) and offered to the
-//!   system's protocol ([`switchboard_hub::Protocol::on_http`]); what it does not answer falls
-//!   back to `GET /metrics` (Prometheus text for every system in the process, [`metrics`]),
-//!   `GET /health`, or `404`;
-//! - systems with a browser-origin policy get CORS headers for allowed origins.
+//! - a request with `Upgrade: websocket` is decided by
+//!   [`switchboard_runtime::upgrade::decide`] (handshake, path, origin, token, and registration
+//!   with the hub before the `101`, so a full server answers `503`), answered, and once hyper
+//!   hands the socket back it runs as a hub connection
+//!   ([`switchboard_runtime::upgrade::socket`], [`switchboard_runtime::reader::run`]);
+//! - any other request is judged from its head by the system's
+//!   [`switchboard_runtime::http::HttpPolicy`] (host, origin, route, key, rate), its body read
+//!   within the policy's limits only then, and answered by the system's protocol or the
+//!   runtime's own endpoints (`/metrics`, `/health`, `404`).
 //!
-//! # Decisions
-//!
-//! - Any request with `Upgrade: websocket` is treated as an upgrade: a malformed handshake gets
-//!   `400` with the reason (`426` and `Sec-WebSocket-Version: 13` for another version), a path
-//!   other than the system's WebSocket path `404`, a refused origin `403`, a full server `503`
-//!   (`connection limit of N reached`), and a refused DCDock token `101` then close `1008`.
-//! - CORS (origin-policy systems only): a request from an allowed `Origin` gets
-//!   `Access-Control-Allow-Origin: <origin>`, `Vary: Origin` and
-//!   `Access-Control-Allow-Credentials: true`; a disallowed origin is served without them (a
-//!   browser then hides the answer; server-side callers are unaffected). `OPTIONS` preflights get
-//!   `204` with [`service::CORS_METHODS`] and [`service::CORS_HEADERS`], or `403` with a JSON
-//!   reason for a disallowed origin.
-//! - Request bodies above [`service::MAX_BODY_BYTES`] (declared or streamed) get `413`; request
-//!   headers must arrive within [`service::HEADER_READ_TIMEOUT`].
-//! - Once shutdown starts, new upgrades get `503`; idle keep-alive HTTP connections are closed
-//!   and in-flight requests finished; a stopped system leaves the shared `/metrics`.
+//! Request headers must arrive within [`HEADER_READ_TIMEOUT`]. Once shutdown starts, new
+//! upgrades get `503`; idle keep-alive connections are closed and in-flight requests finished.
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
-//! use switchboard_hyper::Server;
-//! use switchboard_tokio::Endpoint;
+//! use switchboard_runtime::{Endpoint, Process, System};
 //! let spec = switchboard_protocol::system("afc").unwrap();
+//! let process = Process::default();
+//! let system = System::start(Endpoint::from_env(spec), Default::default(), Default::default(), process.clock.clone(), None);
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:4001").await?;
-//! let server = Server::start(listener, Endpoint::from_env(spec), &Default::default(), Default::default())?;
+//! let server = switchboard_hyper::Server::start(&process, listener, system)?;
 //! // Publish from the embedding service:
 //! let event = switchboard_protocol::afc::v1::event_publication("todo-created", br#"{"id":1}"#).unwrap();
 //! server.hub().publish(event).await.ok();
@@ -48,10 +33,101 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
-pub mod metrics;
-pub mod server;
-pub mod service;
+mod service;
 
-pub use metrics::Metrics;
-pub use server::{Process, Server};
-pub use service::HttpLimits;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchboard_runtime::accept::{accept_loop, shutdown_pair, ShutdownHandle};
+use switchboard_runtime::http::HttpPolicy;
+use switchboard_runtime::{HubHandle, Process, System};
+use tokio::net::TcpListener;
+
+/// How long a client may take to send a request's headers.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A system served on one port: WebSocket upgrades and HTTP requests.
+#[derive(Debug)]
+pub struct Server {
+    system: Arc<System>,
+    local_addr: SocketAddr,
+    shutdown: ShutdownHandle,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    /// Serve `system` on `listener`, as one system of `process` (its socket budget, its metrics,
+    /// its HTTP limits).
+    pub fn start(
+        process: &Process,
+        listener: TcpListener,
+        system: Arc<System>,
+    ) -> io::Result<Server> {
+        let local_addr = listener.local_addr()?;
+        let (shutdown, signal) = shutdown_pair();
+        let registration = process.metrics.register(system.clone());
+        let shared = Arc::new(service::Shared {
+            system: system.clone(),
+            policy: HttpPolicy::new(process.http.clone()),
+            metrics: process.metrics.clone(),
+        });
+        let admission = process.admission.clone();
+        let task = tokio::spawn(async move {
+            let (sys, stop) = (shared.system.clone(), signal.clone());
+            let refusals = sys.refusals().clone();
+            let conns = accept_loop(
+                listener,
+                sys.name(),
+                signal,
+                &admission,
+                &refusals,
+                |tcp, peer, ticket| {
+                    service::serve_connection(tcp, peer, ticket, shared.clone(), stop.clone())
+                },
+            )
+            .await;
+            sys.drain(conns).await;
+            drop(registration);
+        });
+        Ok(Server {
+            system,
+            local_addr,
+            shutdown,
+            task,
+        })
+    }
+
+    /// The system served.
+    pub fn system(&self) -> &Arc<System> {
+        &self.system
+    }
+
+    /// The system's hub, for publishing from the embedding service.
+    pub fn hub(&self) -> &HubHandle {
+        self.system.hub()
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// A handle that stops the server.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.shutdown.clone()
+    }
+
+    /// Stop accepting, close every WebSocket with 1001, finish in-flight HTTP requests, and wait
+    /// (at most [`switchboard_runtime::system::SHUTDOWN_GRACE`] for connections).
+    pub async fn shutdown(self) -> io::Result<()> {
+        self.shutdown.trigger();
+        self.wait().await
+    }
+
+    /// Wait until the server stops.
+    pub async fn wait(self) -> io::Result<()> {
+        self.task.await.map_err(io::Error::other)
+    }
+}

@@ -1,17 +1,21 @@
-//! A thin tokio driver for the switchboard hub.
+//! A thin WebSocket-only transport for switchboard.
 //!
-//! One task owns each system's [`switchboard_hub::Hub`] ([`driver`]) and writes its frames
-//! straight onto the sockets through each connection's [`outbox`]; each WebSocket connection
-//! runs a task that reads frames into the hub ([`connection`]). [`gate`] decides whether an upgrade is accepted (path, origin, JWT), and
-//! [`server`] is a WebSocket-only accept loop. The hyper transport reuses all of it and adds the
-//! HTTP endpoints.
+//! It accepts sockets ([`switchboard_runtime::accept::accept_loop`]), reads each opening
+//! handshake's request head with `httparse` (at most [`MAX_HEAD_BYTES`], within
+//! [`HEAD_TIMEOUT`]), lets the runtime decide the upgrade
+//! ([`switchboard_runtime::upgrade::decide`]: the same answers as the HTTP transport, `503` at
+//! the connection limit before any `101`), writes the answer, and hands the socket to the
+//! runtime ([`switchboard_runtime::upgrade::socket`], [`switchboard_runtime::reader::run`]). A
+//! request that is not an upgrade gets `426`.
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
-//! use switchboard_tokio::{gate::Endpoint, server::Server};
+//! use switchboard_runtime::{Endpoint, Process, System};
 //! let spec = switchboard_protocol::system("laptimes").unwrap();
+//! let process = Process::default();
+//! let system = System::start(Endpoint::new(spec), Default::default(), Default::default(), process.clock.clone(), None);
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:3002").await?;
-//! let server = Server::start(listener, Endpoint::from_env(spec), &Default::default(), Default::default())?;
+//! let server = switchboard_tokio::Server::start(&process, listener, system)?;
 //! // ... later:
 //! server.shutdown().await
 //! # }
@@ -19,15 +23,245 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
-pub mod admission;
-pub mod cli;
-pub mod connection;
-pub mod driver;
-pub mod gate;
-pub mod logging;
-pub mod outbox;
-pub mod server;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
-pub use driver::{HubGone, HubHandle};
-pub use gate::Endpoint;
-pub use server::{Server, Shutdown, ShutdownHandle};
+use bytes::BytesMut;
+use switchboard_runtime::accept::{accept_loop, shutdown_pair, ws_config, ShutdownHandle};
+use switchboard_runtime::admission::Ticket;
+use switchboard_runtime::gate::has_token;
+use switchboard_runtime::logging::REFUSALS;
+use switchboard_runtime::metrics::Registration;
+use switchboard_runtime::reader;
+use switchboard_runtime::tungstenite::http::{
+    header, HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version,
+};
+use switchboard_runtime::upgrade::{self, Decision, RequestHead};
+use switchboard_runtime::{HubHandle, Process, System};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Largest opening-handshake request head read; a larger one is answered `431` (the same limit
+/// as the HTTP transport's).
+pub const MAX_HEAD_BYTES: usize = switchboard_runtime::http::MAX_HEAD_BYTES;
+/// How long a client may take to send its request head.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+/// Headers a request head may have.
+const MAX_HEADERS: usize = 64;
+
+/// A system served on one port, WebSocket only.
+#[derive(Debug)]
+pub struct Server {
+    system: Arc<System>,
+    local_addr: SocketAddr,
+    shutdown: ShutdownHandle,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    /// Serve `system` on `listener`, as one system of `process` (its socket budget, its metrics).
+    pub fn start(
+        process: &Process,
+        listener: TcpListener,
+        system: Arc<System>,
+    ) -> io::Result<Server> {
+        let local_addr = listener.local_addr()?;
+        let (shutdown, signal) = shutdown_pair();
+        let registration = process.metrics.register(system.clone());
+        let admission = process.admission.clone();
+        let sys = system.clone();
+        let task = tokio::spawn(async move {
+            let refusals = sys.refusals().clone();
+            let conns = accept_loop(
+                listener,
+                sys.name(),
+                signal,
+                &admission,
+                &refusals,
+                |tcp, peer, ticket| connect(tcp, peer, ticket, sys.clone()),
+            )
+            .await;
+            sys.drain(conns).await;
+            drop::<Registration>(registration);
+        });
+        Ok(Server {
+            system,
+            local_addr,
+            shutdown,
+            task,
+        })
+    }
+
+    /// The system served.
+    pub fn system(&self) -> &Arc<System> {
+        &self.system
+    }
+
+    /// The system's hub, for publishing from the embedding service.
+    pub fn hub(&self) -> &HubHandle {
+        self.system.hub()
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// A handle that stops the server.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.shutdown.clone()
+    }
+
+    /// Stop accepting, close every connection with 1001, and wait (at most
+    /// [`switchboard_runtime::system::SHUTDOWN_GRACE`]).
+    pub async fn shutdown(self) -> io::Result<()> {
+        self.shutdown.trigger();
+        self.wait().await
+    }
+
+    /// Wait until the server stops.
+    pub async fn wait(self) -> io::Result<()> {
+        self.task.await.map_err(io::Error::other)
+    }
+}
+
+/// One connection's task: its handshake (boxed, so its state is freed once done), then the
+/// connection. A plain `fn` around an `async` block: an `async fn` would keep a second copy of
+/// its arguments for the connection's whole life.
+#[allow(clippy::manual_async_fn)]
+fn connect(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    ticket: Ticket,
+    system: Arc<System>,
+) -> impl std::future::Future<Output = ()> + Send {
+    async move {
+        let _ticket = ticket;
+        let Some((mut ws, accepted)) = Box::pin(async {
+            let (tcp, decision, leftover) = handshake(tcp, peer, &system).await?;
+            let config = ws_config(&system.config);
+            upgrade::socket(&system, decision, tcp, leftover, config).await
+        })
+        .await
+        else {
+            return;
+        };
+        let (opened, pacing) = (&accepted.opened, &accepted.link.pacing);
+        reader::run(&mut ws, system.hub(), opened, pacing, peer).await;
+    }
+}
+
+/// Read the request head, decide, and answer. `Some` when the socket is to become a WebSocket:
+/// with the decision and what the client sent after its head.
+async fn handshake(
+    mut tcp: TcpStream,
+    peer: SocketAddr,
+    system: &System,
+) -> Option<(TcpStream, Decision, Vec<u8>)> {
+    let (req, leftover) = match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut tcp)).await {
+        Ok(Ok(read)) => read,
+        Ok(Err(Some((status, reason)))) => {
+            system.refusals().count("upgrade", "handshake");
+            if REFUSALS.allow() {
+                tracing::info!(system = system.name(), %peer, status, reason, "upgrade refused");
+            }
+            let _ = answer(&mut tcp, status, &[], reason.as_bytes()).await;
+            return None;
+        }
+        Ok(Err(None)) | Err(_) => return None, // Gone, or too slow: nothing to answer.
+    };
+    if !has_token(req.headers(), &header::UPGRADE, "websocket") {
+        let body = b"this endpoint serves WebSocket upgrades only";
+        let _ = answer(&mut tcp, 426, &[("upgrade", "websocket".into())], body).await;
+        return None;
+    }
+    let decision = upgrade::decide(system, RequestHead::from(&req), peer).await;
+    let (status, headers) = decision.response_head(req.headers().get(header::SEC_WEBSOCKET_KEY));
+    let body = upgrade::refusal_body(&decision);
+    if answer(&mut tcp, status, &headers, &body).await.is_err() || status != 101 {
+        upgrade::abandon(system, decision).await;
+        return None;
+    }
+    Some((tcp, decision, leftover))
+}
+
+/// Read one request head: the request and the bytes after it. The error is the answer to give
+/// (`400`, `431`), or `None` when the peer went away.
+async fn read_head(
+    tcp: &mut TcpStream,
+) -> Result<(Request<()>, Vec<u8>), Option<(u16, &'static str)>> {
+    let mut buf = BytesMut::with_capacity(2048);
+    loop {
+        if tcp.read_buf(&mut buf).await.map_err(|_| None)? == 0 {
+            return Err(None);
+        }
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut parsed = httparse::Request::new(&mut headers);
+        match parsed.parse(&buf) {
+            Ok(httparse::Status::Complete(len)) => {
+                let req = to_request(&parsed).ok_or(Some((400, "malformed request head")))?;
+                return Ok((req, buf[len..].to_vec()));
+            }
+            Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD_BYTES => continue,
+            Ok(httparse::Status::Partial) => return Err(Some((431, "request head too large"))),
+            Err(httparse::Error::TooManyHeaders) => {
+                return Err(Some((431, "too many request headers")))
+            }
+            Err(_) => return Err(Some((400, "malformed request head"))),
+        }
+    }
+}
+
+fn to_request(parsed: &httparse::Request<'_, '_>) -> Option<Request<()>> {
+    let method = Method::from_bytes(parsed.method?.as_bytes()).ok()?;
+    let uri: Uri = parsed.path?.parse().ok()?;
+    let version = match parsed.version? {
+        0 => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    };
+    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
+    for h in parsed.headers.iter() {
+        headers.append(
+            HeaderName::from_bytes(h.name.as_bytes()).ok()?,
+            HeaderValue::from_bytes(h.value).ok()?,
+        );
+    }
+    let mut req = Request::new(());
+    *req.method_mut() = method;
+    *req.uri_mut() = uri;
+    *req.version_mut() = version;
+    *req.headers_mut() = headers;
+    Some(req)
+}
+
+/// Write a response head (and body, unless it is the `101`).
+async fn answer(
+    tcp: &mut TcpStream,
+    status: u16,
+    headers: &[(&'static str, String)],
+    body: &[u8],
+) -> io::Result<()> {
+    let reason = switchboard_runtime::tungstenite::http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("");
+    let mut head = format!("HTTP/1.1 {status} {reason}\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if status != 101 {
+        head.push_str(&format!(
+            "content-length: {}\r\nconnection: close\r\n",
+            body.len()
+        ));
+    }
+    head.push_str("\r\n");
+    tcp.write_all(head.as_bytes()).await?;
+    if status != 101 {
+        tcp.write_all(body).await?;
+        tcp.shutdown().await?;
+    }
+    Ok(())
+}

@@ -15,14 +15,26 @@ use support::{
     try_connect, unix_in, Ws, ALLOWED_ORIGIN, JWT_SECRET, WAIT,
 };
 use switchboard_hub::Config;
-use switchboard_tokio::{Endpoint, Server};
+use switchboard_runtime::{Endpoint, Process, System};
+use switchboard_tokio::Server;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
 
 async fn start(endpoint: Endpoint) -> Server {
+    start_in(&Process::default(), endpoint).await
+}
+
+async fn start_in(process: &Process, endpoint: Endpoint) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    Server::start(listener, endpoint, &support::options(), Config::default()).unwrap()
+    let system = System::start(
+        endpoint,
+        support::options(),
+        Config::default(),
+        process.clock.clone(),
+        None,
+    );
+    Server::start(process, listener, system).unwrap()
 }
 
 /// What the server answered a raw upgrade request: the status of its answer, or `None` when it
@@ -106,7 +118,10 @@ async fn malformed_handshakes_are_not_upgraded() {
     }
     relays(&mut b, &mut a, "after-malformed-handshakes").await;
     let counted = (gated.len() + own.len()) as u64;
-    assert_eq!(server.refusals().get("upgrade", "handshake"), counted);
+    assert_eq!(
+        server.system().refusals().get("upgrade", "handshake"),
+        counted
+    );
     drop((a, b));
     server.shutdown().await.unwrap();
 }
@@ -171,7 +186,7 @@ async fn malformed_and_refused_origins_are_not_upgraded() {
     )
     .await;
     expect_type(&mut member, "USER_PRESENCE").await;
-    assert_eq!(server.refusals().get("upgrade", "origin"), 8);
+    assert_eq!(server.system().refusals().get("upgrade", "origin"), 8);
     drop(member);
     server.shutdown().await.unwrap();
 }
@@ -258,7 +273,7 @@ async fn tokens_not_yet_valid_or_for_another_key_are_closed_1008() {
     }
     send_json(&mut bystander, json!({"type": "ping"})).await;
     expect_type(&mut bystander, "pong").await;
-    assert_eq!(server.refusals().get("upgrade", "token"), refused);
+    assert_eq!(server.system().refusals().get("upgrade", "token"), refused);
     drop(bystander);
     server.shutdown().await.unwrap();
 }
@@ -266,17 +281,12 @@ async fn tokens_not_yet_valid_or_for_another_key_are_closed_1008() {
 #[tokio::test]
 async fn refused_upgrades_leave_the_budget_as_they_found_it() {
     // A budget of 3 sockets: 40 refused upgrades must each give their place back.
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let admission = switchboard_tokio::admission::Admission::new(3, None);
-    let server = Server::start_with(
-        listener,
-        support::endpoint("collab"),
-        &support::options(),
-        Config::default(),
-        admission.clone(),
-        None,
-    )
-    .unwrap();
+    let admission = switchboard_runtime::admission::Admission::new(3, None);
+    let process = Process {
+        admission: admission.clone(),
+        ..Process::default()
+    };
+    let server = start_in(&process, support::endpoint("collab")).await;
     let addr = server.local_addr();
     for _ in 0..20 {
         let refused = try_connect(addr, "/ws", &[("origin", "http://evil.example")]).await;

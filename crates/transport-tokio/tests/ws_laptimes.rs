@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use switchboard_hub::Config;
-use switchboard_tokio::{Endpoint, Server};
+use switchboard_runtime::{Endpoint, Process, System};
+use switchboard_tokio::Server;
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -14,13 +14,15 @@ type Ws =
 async fn start() -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let spec = switchboard_protocol::system("laptimes").unwrap();
-    Server::start(
-        listener,
+    let process = Process::default();
+    let system = System::start(
         Endpoint::from_env(spec),
-        &Default::default(),
-        Config::default(),
-    )
-    .unwrap()
+        Default::default(),
+        Default::default(),
+        process.clock.clone(),
+        None,
+    );
+    Server::start(&process, listener, system).unwrap()
 }
 
 async fn connect(server: &Server) -> Ws {

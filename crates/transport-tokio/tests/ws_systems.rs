@@ -8,22 +8,19 @@ mod support;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{connect, expect_close, expect_type, flows, refused_status, try_connect};
+use support::wall_now as now;
+use support::{connect, expect_type, flows, refused_status, try_connect};
 use switchboard_hub::{Config, RateLimit, RatePolicy};
 use switchboard_protocol::{dcdock, race};
-use switchboard_tokio::driver::now;
-use switchboard_tokio::{HubHandle, Server};
+use switchboard_runtime::{HubHandle, Process};
+use switchboard_tokio::Server;
 use tokio::net::TcpListener;
 
 async fn start(system: &str, config: Config) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    Server::start(
-        listener,
-        support::endpoint(system),
-        &support::options(),
-        config,
-    )
-    .unwrap()
+    let process = Process::default();
+    let system = support::system(&process, system, config, support::options());
+    Server::start(&process, listener, system).unwrap()
 }
 
 /// Publish a race update body the way `POST /sessions/<id>/updates` would.
@@ -183,9 +180,10 @@ async fn slow_consumer_is_closed() {
     server.shutdown().await.unwrap();
 }
 
-/// Without HTTP to answer 503, a connection over the limit is upgraded and closed with 1013.
+/// A connection over the limit is refused with 503 before the `101`, as on the HTTP transport
+/// (both make the same upgrade decision).
 #[tokio::test]
-async fn connection_limit_closes_the_third_with_1013() {
+async fn connection_limit_refuses_the_third_with_503() {
     let mut config = Config::default();
     config.limits.max_connections = 2;
     let server = start("collab", config).await;
@@ -194,21 +192,23 @@ async fn connection_limit_closes_the_third_with_1013() {
     let mut b = connect(addr, "/ws").await;
     expect_type(&mut a, "CONNECTION_ESTABLISHED").await;
     expect_type(&mut b, "CONNECTION_ESTABLISHED").await;
-    let mut c = connect(addr, "/ws").await;
-    assert_eq!(expect_close(&mut c).await, 1013);
+    assert_eq!(refused_status(try_connect(addr, "/ws", &[]).await), 503);
     // A wrong path is refused at the upgrade.
     assert_eq!(refused_status(try_connect(addr, "/nope", &[]).await), 404);
     // Once one leaves, a new client gets in.
     drop(a);
     let mut d = None;
     for _ in 0..50 {
-        let mut ws = connect(addr, "/ws").await;
-        match support::next_message(&mut ws).await {
-            tokio_tungstenite::tungstenite::Message::Text(_) => {
+        match try_connect(addr, "/ws", &[]).await {
+            Ok(mut ws) => {
+                expect_type(&mut ws, "CONNECTION_ESTABLISHED").await;
                 d = Some(ws);
                 break;
             }
-            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(e) => {
+                assert_eq!(refused_status(Err(e)), 503);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
         }
     }
     assert!(d.is_some(), "a slot frees up when a client leaves");

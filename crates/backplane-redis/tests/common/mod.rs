@@ -10,9 +10,9 @@ use serde_json::Value;
 use switchboard_backplane_redis::{replication_channel, Backplane, NodeId, Replication, Status};
 use switchboard_hub::{Config, HttpRequest, HttpResponse, Method};
 use switchboard_protocol::Options;
-use switchboard_tokio::admission::Admission;
-use switchboard_tokio::gate::JwtKeys;
-use switchboard_tokio::{Endpoint, HubHandle, Server};
+use switchboard_runtime::gate::JwtKeys;
+use switchboard_runtime::{Endpoint, HubHandle, Process, System};
+use switchboard_tokio::Server;
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -191,15 +191,15 @@ impl Node {
         endpoint.jwt = jwt.map(JwtKeys::single).unwrap_or_default();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (tx, mut rx) = replication_channel();
-        let server = Server::start_with(
-            listener,
+        let process = Process::default();
+        let system = System::start(
             endpoint,
-            options,
+            options.clone(),
             Config::default(),
-            Admission::for_process(),
+            process.clock.clone(),
             Some(tx),
-        )
-        .unwrap();
+        );
+        let server = Server::start(&process, listener, system).unwrap();
         if lose_room_events {
             let (filtered_tx, filtered_rx) = replication_channel();
             tokio::spawn(async move {

@@ -8,20 +8,23 @@
 
 use alloc::boxed::Box;
 use alloc::string::{String, ToString};
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt;
 
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use switchboard_hub::time::DateTime;
 use switchboard_hub::{
-    ConnectionHandle, Context, HttpRequest, HttpResponse, Protocol, Publication,
+    Config, ConnectionHandle, Context, Decode, Dialect, DynHub, HttpRequest, HttpResponse, Hub,
+    Instant, Protocol, Publication, Text,
 };
 
 use crate::codec;
-use crate::registry::{Admission, Auth, KeyRule, Options, PathPattern, Route, SystemSpec};
-use crate::{DecodeError, Direction};
+use crate::error::DecodeError;
+use crate::spec::{
+    Auth, DecodedRequest, Direction, KeyRule, Options, PathPattern, Route, SystemSpec,
+};
+use crate::time::DateTime;
 
 /// `POST /events/<entity>-<action>`: publish an event; keyed once `AFC_API_KEY` is set.
 pub const EVENTS_ROUTE: Route =
@@ -33,6 +36,7 @@ pub const HEALTH_ROUTE: Route = Route::get(PathPattern::Exact("/health"));
 pub const SPEC: SystemSpec = SystemSpec {
     name: "afc",
     title: "AFC Stack event broadcaster",
+    about: "fans each event a backend POSTs to /events/<entity>-<action> out to every socket",
     default_port: 4001,
     port_env: Some("PORT"),
     ws_path: Some("/ws"),
@@ -40,6 +44,9 @@ pub const SPEC: SystemSpec = SystemSpec {
     origins: None,
     api_key_env: "AFC_API_KEY",
     routes: &[EVENTS_ROUTE, HEALTH_ROUTE],
+    client_types: CLIENT_TYPES,
+    server_types: SERVER_TYPES,
+    round_trip,
     build,
 };
 
@@ -238,9 +245,9 @@ pub fn decode_client(bytes: &[u8]) -> Result<ClientMessage, DecodeError> {
 }
 
 /// Encode a client frame (for clients written in Rust, and the tests).
-pub fn encode_client(msg: &ClientMessage) -> Bytes {
+pub fn encode_client(msg: &ClientMessage) -> Text {
     match msg {
-        ClientMessage::Ping => Bytes::from_static(br#"{"type":"ping"}"#),
+        ClientMessage::Ping => Text::from(r#"{"type":"ping"}"#),
     }
 }
 
@@ -276,16 +283,20 @@ pub fn decode_server(bytes: &[u8]) -> Result<ServerMessage, DecodeError> {
 }
 
 /// Encode a server frame.
-pub fn encode_server(msg: &ServerMessage) -> Bytes {
+pub fn encode_server(msg: &ServerMessage) -> Text {
     match msg {
-        ServerMessage::Event { kind, payload } => event_frame(kind, &codec::to_vec(payload)),
-        ServerMessage::Pong { timestamp } => codec::to_bytes(&Envelope {
+        ServerMessage::Event { kind, payload } => {
+            // A `Value` always serialises (its map keys are strings).
+            let payload = serde_json::to_string(payload).expect("a Value serialises");
+            event_frame(kind, &payload)
+        }
+        ServerMessage::Pong { timestamp } => codec::to_text(&Envelope {
             kind: "pong",
             payload: PongPayload {
                 timestamp: timestamp.clone(),
             },
         }),
-        ServerMessage::Error { message, details } => codec::to_bytes(&Envelope {
+        ServerMessage::Error { message, details } => codec::to_text(&Envelope {
             kind: "error",
             payload: ErrorPayload {
                 message: message.clone(),
@@ -302,7 +313,7 @@ fn is_json_ws(b: &u8) -> bool {
 
 /// The body without leading and trailing JSON whitespace, checked to be exactly one JSON value
 /// under [the JSON rule](crate::codec#the-json-rule) (depth, duplicate keys).
-pub fn check_body(body: &[u8]) -> Result<&[u8], EventError> {
+pub fn check_body(body: &[u8]) -> Result<&str, EventError> {
     let start = body
         .iter()
         .position(|b| !is_json_ws(b))
@@ -322,24 +333,28 @@ pub fn check_body(body: &[u8]) -> Result<&[u8], EventError> {
     codec::value(trimmed).map_err(|e| EventError::BadBody {
         reason: e.to_string(),
     })?;
-    Ok(trimmed)
+    // One JSON value is UTF-8 throughout (its strings were checked, the rest is ASCII): this
+    // cannot fail, but costs a pass, so the frame needs no check of its own.
+    core::str::from_utf8(trimmed).map_err(|_| EventError::BadBody {
+        reason: "not UTF-8".to_string(),
+    })
 }
 
 /// `{"type":"<entity>:<action>","payload":` + `payload` + `}`; `payload` must be one JSON value.
-fn event_frame(kind: &EventType, payload: &[u8]) -> Bytes {
-    let mut buf = Vec::with_capacity(
+fn event_frame(kind: &EventType, payload: &str) -> Text {
+    let mut buf = String::with_capacity(
         payload.len() + kind.entity.len() + kind.action.len() + r#"{"type":":","payload":}"#.len(),
     );
     // The tag is ASCII letters, digits, `_`, `-` and one `:` (checked by `EventType::new`), so
     // quoting it needs no escapes: this is exactly its JSON string.
-    buf.extend_from_slice(br#"{"type":""#);
-    buf.extend_from_slice(kind.entity.as_bytes());
-    buf.push(b':');
-    buf.extend_from_slice(kind.action.as_bytes());
-    buf.extend_from_slice(br#"","payload":"#);
-    buf.extend_from_slice(payload);
-    buf.push(b'}');
-    Bytes::from(buf)
+    buf.push_str(r#"{"type":""#);
+    buf.push_str(&kind.entity);
+    buf.push(':');
+    buf.push_str(&kind.action);
+    buf.push_str(r#"","payload":"#);
+    buf.push_str(payload);
+    buf.push('}');
+    Text::from(buf)
 }
 
 /// The publication for `POST /events/<name>` with `body`: an event frame for every socket.
@@ -366,10 +381,76 @@ pub fn round_trip(dir: Direction, bytes: &[u8]) -> Result<Vec<u8>, DecodeError> 
     }
 }
 
+/// What an AFC HTTP request asks the hub to do.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum AfcRequest {
+    /// `POST /events/<name>`: publish this event frame (already encoded) to every socket.
+    Event(Publication),
+    /// `GET /health`.
+    Health,
+}
+
+/// The broadcaster's decoder: client frames, and `POST /events/*` checked (key, name, body)
+/// and encoded into its frame where the request arrived.
+#[derive(Debug, Clone, Default)]
+pub struct AfcDecoder {
+    options: Arc<Options>,
+}
+
+impl AfcDecoder {
+    /// A decoder; `POST /events/*` requires one of `options.api_keys` when any is set, and
+    /// refuses event names longer than `options.max_id_bytes`.
+    pub fn new(options: &Options) -> Self {
+        AfcDecoder {
+            options: Arc::new(options.clone()),
+        }
+    }
+
+    /// `POST /events/<name>`, method and key already checked.
+    fn event(&self, name: &str, body: &[u8]) -> DecodedRequest<AfcRequest> {
+        let max = self.options.max_id_bytes;
+        let checked = if name.len() > max {
+            Err(EventError::NameTooLong { max })
+        } else {
+            event_publication(name, body)
+        };
+        match checked {
+            Ok(p) => DecodedRequest::Apply(AfcRequest::Event(p)),
+            Err(e) => {
+                let error = match e {
+                    EventError::BadBody { .. } => "invalid body",
+                    _ => "invalid event name",
+                };
+                let response = codec::http_error(400, error, Some(&e.to_string()));
+                DecodedRequest::invalid(e.kind(), response)
+            }
+        }
+    }
+}
+
+impl Decode for AfcDecoder {
+    type Message = Result<ClientMessage, DecodeError>;
+    type Request = DecodedRequest<AfcRequest>;
+
+    /// Only v1 exists: every dialect decodes as v1.
+    fn decode(&self, _: Dialect, frame: &Text) -> Self::Message {
+        decode_client(frame)
+    }
+
+    fn decode_request(&self, request: HttpRequest) -> Self::Request {
+        SPEC.decode_request(&self.options, &request, |route, arg| match route.path {
+            p if p == EVENTS_ROUTE.path => self.event(arg, &request.body),
+            p if p == HEALTH_ROUTE.path => DecodedRequest::Apply(AfcRequest::Health),
+            _ => DecodedRequest::NotFound,
+        })
+    }
+}
+
 /// The event broadcaster.
 #[derive(Debug, Default)]
 pub struct Afc {
-    options: Options,
+    decoder: AfcDecoder,
 }
 
 impl Afc {
@@ -377,13 +458,13 @@ impl Afc {
     /// refuses event names longer than `options.max_id_bytes`.
     pub fn new(options: &Options) -> Self {
         Afc {
-            options: options.clone(),
+            decoder: AfcDecoder::new(options),
         }
     }
 }
 
-fn build(options: &Options) -> Box<dyn Protocol + Send> {
-    Box::new(Afc::new(options))
+fn build(options: &Options, config: Config, now: Instant) -> Box<dyn DynHub> {
+    Box::new(Hub::new(config, Afc::new(options), now))
 }
 
 #[derive(Serialize)]
@@ -411,50 +492,37 @@ impl Afc {
         cx.send(conn, encode_server(&reply));
     }
 
-    /// `POST /events/<name>`, method and key already checked.
-    fn publish_event(&self, cx: &mut Context<'_>, req: &HttpRequest, name: &str) -> HttpResponse {
-        let max = self.options.max_id_bytes;
-        let checked = if name.len() > max {
-            Err(EventError::NameTooLong { max })
-        } else {
-            event_publication(name, &req.body)
-        };
-        match checked {
-            Ok(p) => {
-                cx.publish(p);
-                HttpResponse::empty(204)
-            }
-            Err(e) => {
-                cx.count_error(e.kind());
-                let error = match e {
-                    EventError::BadBody { .. } => "invalid body",
-                    _ => "invalid event name",
-                };
-                codec::http_error(400, error, Some(&e.to_string()))
-            }
-        }
-    }
-
     fn health(cx: &Context<'_>) -> HttpResponse {
         let health = Health {
             status: "ok",
             clients: cx.connections().count(),
             uptime: cx.uptime().as_millis() as f64 / 1000.0,
         };
-        HttpResponse::json(200, codec::to_bytes(&health))
+        HttpResponse::json(200, codec::to_text(&health))
     }
 }
 
 impl Protocol for Afc {
+    type Decoder = AfcDecoder;
+
     fn name(&self) -> &'static str {
         "afc"
     }
 
-    fn on_text(&mut self, cx: &mut Context<'_>, conn: ConnectionHandle, frame: &Bytes) {
-        match decode_client(frame) {
+    fn decoder(&self) -> AfcDecoder {
+        self.decoder.clone()
+    }
+
+    fn on_message(
+        &mut self,
+        cx: &mut Context<'_>,
+        conn: ConnectionHandle,
+        message: Result<ClientMessage, DecodeError>,
+    ) {
+        match message {
             Ok(ClientMessage::Ping) => {
                 let pong = ServerMessage::Pong {
-                    timestamp: DateTime::from(cx.now()).iso_millis_z(),
+                    timestamp: DateTime::from(cx.wall_clock()).iso_millis_z(),
                 };
                 cx.send(conn, encode_server(&pong));
             }
@@ -462,17 +530,18 @@ impl Protocol for Afc {
         }
     }
 
-    fn on_http(&mut self, cx: &mut Context<'_>, req: &HttpRequest) -> Option<HttpResponse> {
-        let route = match SPEC.admit(req.method, &req.path, &self.options, |h| req.header(h)) {
-            Admission::Proceed(route) => route,
-            Admission::Refuse(response) => return Some(response),
-            Admission::NotFound => return None,
-        };
-        let arg = route.path.capture(&req.path)?;
-        Some(match route.path {
-            p if p == EVENTS_ROUTE.path => self.publish_event(cx, req, arg),
-            p if p == HEALTH_ROUTE.path => Self::health(cx),
-            _ => return None,
+    fn on_http(
+        &mut self,
+        cx: &mut Context<'_>,
+        request: DecodedRequest<AfcRequest>,
+    ) -> Option<HttpResponse> {
+        Some(match request.accept(cx) {
+            Ok(AfcRequest::Event(p)) => {
+                cx.publish(p);
+                HttpResponse::empty(204)
+            }
+            Ok(AfcRequest::Health) => Self::health(cx),
+            Err(answer) => return answer,
         })
     }
 }

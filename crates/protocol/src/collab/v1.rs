@@ -12,21 +12,21 @@ use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::{String, ToString};
+use alloc::sync::Arc;
 use alloc::vec::Vec;
-use bytes::Bytes;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{json, Value};
 use switchboard_hub::{
-    ConnectionHandle, Context, HttpRequest, HttpResponse, Identity, Instant, OpenInfo, Protocol,
-    Publication,
+    Config, ConnectionHandle, Context, Decode, Dialect, DynHub, HttpRequest, HttpResponse, Hub,
+    Identity, Instant, OpenInfo, Protocol, Publication, Text, UnixTime,
 };
 
 use crate::codec;
-use crate::registry::{
-    Admission, Auth, KeyRule, Options, OriginPolicy, PathPattern, Route, SystemSpec,
-    MAX_STATUS_ENTRIES,
+use crate::error::DecodeError;
+use crate::spec::{
+    Auth, DecodedRequest, Direction, KeyRule, Options, OriginPolicy, PathPattern, Route,
+    SystemSpec, MAX_STATUS_ENTRIES,
 };
-use crate::{DecodeError, Direction};
 
 /// `GET /health`.
 pub const HEALTH_ROUTE: Route = Route::get(PathPattern::Exact("/health"));
@@ -41,6 +41,7 @@ pub const BROADCAST_ROUTE: Route =
 pub const SPEC: SystemSpec = SystemSpec {
     name: "collab",
     title: "Happy Robot collaboration rooms",
+    about: "project rooms with presence; relays task, comment and project edits to the project",
     default_port: 3001,
     port_env: Some("PORT"),
     ws_path: Some("/ws"),
@@ -51,6 +52,9 @@ pub const SPEC: SystemSpec = SystemSpec {
     }),
     api_key_env: "COLLAB_API_KEY",
     routes: &[HEALTH_ROUTE, STATS_ROUTE, BROADCAST_ROUTE],
+    client_types: CLIENT_TYPES,
+    server_types: SERVER_TYPES,
+    round_trip,
     build,
 };
 
@@ -419,8 +423,8 @@ struct Tagged<'a, T: Serialize> {
     body: &'a T,
 }
 
-fn tagged<T: Serialize>(kind: &str, body: &T) -> Bytes {
-    codec::to_bytes(&Tagged { kind, body })
+fn tagged<T: Serialize>(kind: &str, body: &T) -> Text {
+    codec::to_text(&Tagged { kind, body })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -489,12 +493,12 @@ impl ClientMessage {
 }
 
 /// Encode a client's message (for clients written in Rust, and the tests).
-pub fn encode_client(msg: &ClientMessage) -> Bytes {
+pub fn encode_client(msg: &ClientMessage) -> Text {
     match msg {
         ClientMessage::SetUser(m) => tagged("SET_USER", m),
         ClientMessage::JoinProject(m) => tagged("JOIN_PROJECT", m),
         ClientMessage::LeaveProject(m) => tagged("LEAVE_PROJECT", m),
-        ClientMessage::Edit(m) => codec::to_bytes(m),
+        ClientMessage::Edit(m) => codec::to_text(m),
     }
 }
 
@@ -514,11 +518,11 @@ pub fn decode_server(bytes: &[u8]) -> Result<ServerMessage, DecodeError> {
 }
 
 /// Encode a server message.
-pub fn encode_server(msg: &ServerMessage) -> Bytes {
+pub fn encode_server(msg: &ServerMessage) -> Text {
     match msg {
         ServerMessage::ConnectionEstablished(m) => tagged("CONNECTION_ESTABLISHED", m),
         ServerMessage::UserPresence(m) => tagged("USER_PRESENCE", m),
-        ServerMessage::Update(m) => codec::to_bytes(m),
+        ServerMessage::Update(m) => codec::to_text(m),
         ServerMessage::Error(m) => tagged("ERROR", m),
     }
 }
@@ -562,8 +566,8 @@ impl BroadcastRequest {
 }
 
 /// Encode a `POST /broadcast` body.
-pub fn encode_broadcast(req: &BroadcastRequest) -> Bytes {
-    codec::to_bytes(req)
+pub fn encode_broadcast(req: &BroadcastRequest) -> Text {
+    codec::to_text(req)
 }
 
 /// Decode and re-encode one documented example.
@@ -578,8 +582,9 @@ pub fn round_trip(dir: Direction, bytes: &[u8]) -> Result<Vec<u8>, DecodeError> 
 
 /// The publication a backend's broadcast into `project_id` becomes: every member of the project
 /// receives one [`ProjectUpdate`], with `operationId` defaulting to `broadcast-<ms>`, `timestamp`
-/// to `now` and `userId` to `null`. The caller chooses `kind`; avoid [`RESERVED_TYPES`].
-pub fn project_publication(project_id: &str, broadcast: &Broadcast, now: Instant) -> Publication {
+/// to `now` (wall-clock time) and `userId` to `null`. The caller chooses `kind`; avoid
+/// [`RESERVED_TYPES`].
+pub fn project_publication(project_id: &str, broadcast: &Broadcast, now: UnixTime) -> Publication {
     let ms = now.as_millis();
     let update = ProjectUpdate {
         kind: broadcast.kind.clone(),
@@ -594,11 +599,11 @@ pub fn project_publication(project_id: &str, broadcast: &Broadcast, now: Instant
         project_id: project_id.to_owned(),
         user_id: broadcast.user_id.clone(),
     };
-    Publication::to_room(room(project_id), codec::to_bytes(&update))
+    Publication::to_room(room(project_id), codec::to_text(&update))
 }
 
-/// An `ERROR` frame.
-pub fn error_frame(message: &str, details: &str, now: Instant) -> Bytes {
+/// An `ERROR` frame, stamped `now` (wall-clock time).
+pub fn error_frame(message: &str, details: &str, now: UnixTime) -> Text {
     tagged(
         "ERROR",
         &ErrorFrame {
@@ -614,10 +619,80 @@ pub fn error_frame(message: &str, details: &str, now: Instant) -> Bytes {
 // Behaviour
 // ---------------------------------------------------------------------------------------------
 
+/// What a collab HTTP request asks the hub to do.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum CollabRequest {
+    /// `GET /health`.
+    Health,
+    /// `GET /stats`.
+    Stats,
+    /// `POST /broadcast`: publish into a project (defaults filled in on the hub, which knows
+    /// the time).
+    Broadcast {
+        /// The project, checked.
+        project_id: String,
+        /// What to publish, checked.
+        broadcast: Broadcast,
+    },
+}
+
+/// The collab decoder: client frames and `POST /broadcast` bodies, decoded and checked (ids
+/// capped at `options.max_id_bytes`, the key on `/broadcast`) where they arrived.
+#[derive(Debug, Clone, Default)]
+pub struct CollabDecoder {
+    options: Arc<Options>,
+}
+
+impl CollabDecoder {
+    /// A decoder; `POST /broadcast` requires one of `options.api_keys` when any is set;
+    /// project and user ids are capped at `options.max_id_bytes`.
+    pub fn new(options: &Options) -> Self {
+        CollabDecoder {
+            options: Arc::new(options.clone()),
+        }
+    }
+
+    /// `POST /broadcast`, method and key already checked.
+    fn broadcast(&self, body: &[u8]) -> DecodedRequest<CollabRequest> {
+        let max = self.options.max_id_bytes;
+        match decode_broadcast(body).and_then(|b| b.check_ids(max).map(|()| b)) {
+            Ok(b) => {
+                let (project_id, broadcast) = b.into_parts();
+                DecodedRequest::Apply(CollabRequest::Broadcast {
+                    project_id,
+                    broadcast,
+                })
+            }
+            Err(e) => DecodedRequest::invalid(e.kind(), broadcast_error(&e)),
+        }
+    }
+}
+
+impl Decode for CollabDecoder {
+    type Message = Result<ClientMessage, DecodeError>;
+    type Request = DecodedRequest<CollabRequest>;
+
+    /// Only v1 exists: every dialect decodes as v1.
+    fn decode(&self, _: Dialect, frame: &Text) -> Self::Message {
+        let max = self.options.max_id_bytes;
+        decode_client(frame).and_then(|m| m.check_ids(max).map(|()| m))
+    }
+
+    fn decode_request(&self, request: HttpRequest) -> Self::Request {
+        SPEC.decode_request(&self.options, &request, |route, _| match route.path {
+            p if p == HEALTH_ROUTE.path => DecodedRequest::Apply(CollabRequest::Health),
+            p if p == STATS_ROUTE.path => DecodedRequest::Apply(CollabRequest::Stats),
+            p if p == BROADCAST_ROUTE.path => self.broadcast(&request.body),
+            _ => DecodedRequest::NotFound,
+        })
+    }
+}
+
 /// The collab protocol.
 #[derive(Debug, Default)]
 pub struct Collab {
-    options: Options,
+    decoder: CollabDecoder,
 }
 
 impl Collab {
@@ -625,19 +700,26 @@ impl Collab {
     /// project and user ids are capped at `options.max_id_bytes`.
     pub fn new(options: &Options) -> Self {
         Collab {
-            options: options.clone(),
+            decoder: CollabDecoder::new(options),
         }
     }
 }
 
-fn build(options: &Options) -> Box<dyn Protocol + Send> {
-    Box::new(Collab::new(options))
+fn build(options: &Options, config: Config, now: Instant) -> Box<dyn DynHub> {
+    Box::new(Hub::new(config, Collab::new(options), now))
 }
 
 /// Reply with an `ERROR` to the sender alone.
 fn reject(cx: &mut Context<'_>, conn: ConnectionHandle, message: &str, details: &str) {
-    let frame = error_frame(message, details, cx.now());
+    let frame = error_frame(message, details, cx.wall_clock());
     cx.send(conn, frame);
+}
+
+/// Wall-clock milliseconds at monotonic instant `at` (earlier than now), for `joinedAt`.
+fn wall_millis_at(cx: &Context<'_>, at: Instant) -> u64 {
+    let ago = cx.now().saturating_since(at);
+    let ago = u64::try_from(ago.as_micros()).unwrap_or(u64::MAX);
+    UnixTime::from_micros(cx.wall_clock().as_micros().saturating_sub(ago)).as_millis()
 }
 
 /// Send `USER_PRESENCE` for `project_id` to all its members.
@@ -655,14 +737,14 @@ fn announce_presence(cx: &mut Context<'_>, project_id: &str) {
                 ActiveUser {
                     user_id: user,
                     client_id: m.client_id.to_owned(),
-                    joined_at: m.opened_at.as_millis(),
+                    joined_at: wall_millis_at(cx, m.opened_at),
                 },
             ))
         })
         .collect();
     members.sort_unstable_by_key(|(serial, _)| *serial);
     let active_users: Vec<ActiveUser> = members.into_iter().map(|(_, u)| u).collect();
-    let ms = cx.now().as_millis();
+    let ms = cx.wall_clock().as_millis();
     let presence = UserPresence {
         payload: Presence {
             project_id: project_id.to_owned(),
@@ -679,12 +761,18 @@ fn announce_presence(cx: &mut Context<'_>, project_id: &str) {
 }
 
 impl Protocol for Collab {
+    type Decoder = CollabDecoder;
+
     fn name(&self) -> &'static str {
         "collab"
     }
 
+    fn decoder(&self) -> CollabDecoder {
+        self.decoder.clone()
+    }
+
     fn on_open(&mut self, cx: &mut Context<'_>, conn: ConnectionHandle, _info: &OpenInfo) {
-        let ms = cx.now().as_millis();
+        let ms = cx.wall_clock().as_millis();
         let client_id = format!("client_{ms}_{}", conn.serial());
         let hello = ConnectionEstablished {
             client_id: client_id.clone(),
@@ -694,9 +782,13 @@ impl Protocol for Collab {
         cx.send(conn, tagged("CONNECTION_ESTABLISHED", &hello));
     }
 
-    fn on_text(&mut self, cx: &mut Context<'_>, conn: ConnectionHandle, frame: &Bytes) {
-        let max = self.options.max_id_bytes;
-        let msg = match decode_client(frame).and_then(|m| m.check_ids(max).map(|()| m)) {
+    fn on_message(
+        &mut self,
+        cx: &mut Context<'_>,
+        conn: ConnectionHandle,
+        message: Result<ClientMessage, DecodeError>,
+    ) {
+        let msg = match message {
             Ok(m) => m,
             Err(e) => {
                 cx.count_error(e.kind());
@@ -757,11 +849,11 @@ impl Protocol for Collab {
                     kind: m.kind.as_str().to_owned(),
                     payload: Some(m.payload),
                     operation_id: m.operation_id,
-                    timestamp: cx.now().as_millis(),
+                    timestamp: cx.wall_clock().as_millis(),
                     project_id: m.project_id,
                     user_id: cx.identity(conn).map(|i| i.user.clone()),
                 };
-                cx.publish(Publication::to_room(room, codec::to_bytes(&update)).except(conn));
+                cx.publish(Publication::to_room(room, codec::to_text(&update)).except(conn));
             }
         }
     }
@@ -774,23 +866,25 @@ impl Protocol for Collab {
         }
     }
 
-    fn on_http(&mut self, cx: &mut Context<'_>, req: &HttpRequest) -> Option<HttpResponse> {
-        let route = match SPEC.admit(req.method, &req.path, &self.options, |h| req.header(h)) {
-            Admission::Proceed(route) => route,
-            Admission::Refuse(response) => return Some(response),
-            Admission::NotFound => return None,
-        };
-        Some(match route.path {
-            p if p == HEALTH_ROUTE.path => health(cx),
-            p if p == STATS_ROUTE.path => stats(cx),
-            p if p == BROADCAST_ROUTE.path => self.broadcast(cx, req),
-            _ => return None,
+    fn on_http(
+        &mut self,
+        cx: &mut Context<'_>,
+        request: DecodedRequest<CollabRequest>,
+    ) -> Option<HttpResponse> {
+        Some(match request.accept(cx) {
+            Ok(CollabRequest::Health) => health(cx),
+            Ok(CollabRequest::Stats) => stats(cx),
+            Ok(CollabRequest::Broadcast {
+                project_id,
+                broadcast,
+            }) => broadcast_into(cx, &project_id, &broadcast),
+            Err(answer) => return answer,
         })
     }
 }
 
 fn json_response(status: u16, body: &Value) -> HttpResponse {
-    HttpResponse::json(status, codec::to_bytes(body))
+    HttpResponse::json(status, codec::to_text(body))
 }
 
 fn project_count(cx: &Context<'_>) -> usize {
@@ -804,7 +898,7 @@ fn health(cx: &Context<'_>) -> HttpResponse {
         200,
         &json!({
             "status": "healthy",
-            "timestamp": cx.now().as_millis(),
+            "timestamp": cx.wall_clock().as_millis(),
             "clients": cx.stats().connections,
             "projects": project_count(cx),
             "uptime": cx.uptime().as_secs_f64(),
@@ -855,8 +949,7 @@ fn stats(cx: &Context<'_>) -> HttpResponse {
 }
 
 /// The 400 for a `POST /broadcast` body that could not be used.
-fn broadcast_error(cx: &mut Context<'_>, e: &DecodeError) -> HttpResponse {
-    cx.count_error(e.kind());
+fn broadcast_error(e: &DecodeError) -> HttpResponse {
     match e {
         DecodeError::MissingField(f) if f == "type" || f == "projectId" => json_response(
             400,
@@ -869,28 +962,19 @@ fn broadcast_error(cx: &mut Context<'_>, e: &DecodeError) -> HttpResponse {
     }
 }
 
-impl Collab {
-    /// `POST /broadcast`, method and key already checked.
-    fn broadcast(&self, cx: &mut Context<'_>, req: &HttpRequest) -> HttpResponse {
-        let max = self.options.max_id_bytes;
-        let decoded = decode_broadcast(&req.body).and_then(|b| b.check_ids(max).map(|()| b));
-        let body = match decoded {
-            Ok(b) => b,
-            Err(e) => return broadcast_error(cx, &e),
-        };
-        let (project_id, broadcast) = body.into_parts();
-        let members = cx.room_members(&room(&project_id)).count();
-        cx.publish(project_publication(&project_id, &broadcast, cx.now()));
-        json_response(
-            200,
-            &json!({
-                "success": true,
-                "message": "Broadcast sent",
-                "projectId": project_id,
-                "clientCount": members,
-            }),
-        )
-    }
+/// `POST /broadcast`, decoded and checked.
+fn broadcast_into(cx: &mut Context<'_>, project_id: &str, broadcast: &Broadcast) -> HttpResponse {
+    let members = cx.room_members(&room(project_id)).count();
+    cx.publish(project_publication(project_id, broadcast, cx.wall_clock()));
+    json_response(
+        200,
+        &json!({
+            "success": true,
+            "message": "Broadcast sent",
+            "projectId": project_id,
+            "clientCount": members,
+        }),
+    )
 }
 
 #[cfg(test)]

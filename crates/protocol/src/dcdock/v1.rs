@@ -13,22 +13,23 @@ use alloc::borrow::ToOwned;
 use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::{String, ToString};
+use alloc::sync::Arc;
 use alloc::vec::Vec;
-use bytes::Bytes;
 use core::fmt;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{json, Map, Value};
-use switchboard_hub::time::DateTime;
 use switchboard_hub::{
-    CloseCode, ConnectionHandle, Context, Filter, HttpRequest, HttpResponse, Instant, OpenInfo,
-    Protocol, Publication, Tags,
+    CloseCode, Config, ConnectionHandle, Context, Decode, Dialect, DynHub, Filter, HttpRequest,
+    HttpResponse, Hub, Instant, OpenInfo, Protocol, Publication, Tags, Text, UnixTime,
 };
 
 use crate::codec;
-use crate::registry::{
-    Admission, Auth, KeyRule, Options, PathPattern, Route, SystemSpec, MAX_STATUS_ENTRIES,
+use crate::error::DecodeError;
+use crate::spec::{
+    Auth, DecodedRequest, Direction, KeyRule, Options, PathPattern, Route, SystemSpec,
+    MAX_STATUS_ENTRIES,
 };
-use crate::{DecodeError, Direction};
+use crate::time::DateTime;
 
 /// `POST /api/ws/publish`: publish an event; always keyed (`DCDOCK_API_KEY`).
 pub const PUBLISH_ROUTE: Route =
@@ -41,16 +42,22 @@ pub const STATS_ROUTE: Route = Route::get(PathPattern::Exact("/api/ws/stats"));
 pub const SPEC: SystemSpec = SystemSpec {
     name: "dcdock",
     title: "DCDock real-time assignment updates",
+    about: "sends assignment changes to JWT-authenticated clients by load direction, conflicts to their user",
     default_port: 8000,
     port_env: None,
     ws_path: Some("/api/ws"),
     auth: Auth::JwtQuery {
         param: "token",
         secret_env: "DCDOCK_JWT_SECRET",
+        user_claims: &["user_id", "sub"],
+        kept_claims: &["email", "role"],
     },
     origins: None,
     api_key_env: "DCDOCK_API_KEY",
     routes: &[PUBLISH_ROUTE, STATS_ROUTE],
+    client_types: CLIENT_TYPES,
+    server_types: SERVER_TYPES,
+    round_trip,
     build,
 };
 
@@ -361,8 +368,8 @@ struct Tagged<'a, T: Serialize> {
     body: &'a T,
 }
 
-fn tagged<T: Serialize>(kind: &str, body: &T) -> Bytes {
-    codec::to_bytes(&Tagged { kind, body })
+fn tagged<T: Serialize>(kind: &str, body: &T) -> Text {
+    codec::to_text(&Tagged { kind, body })
 }
 
 /// An empty body, for messages that are only a `type`.
@@ -385,7 +392,7 @@ pub fn decode_client(bytes: &[u8]) -> Result<ClientMessage, DecodeError> {
 }
 
 /// Encode a client's message (for clients written in Rust, and the tests).
-pub fn encode_client(msg: &ClientMessage) -> Bytes {
+pub fn encode_client(msg: &ClientMessage) -> Text {
     match msg {
         ClientMessage::Subscribe(m) => tagged("subscribe", m),
         ClientMessage::Unsubscribe => tagged("unsubscribe", &Empty {}),
@@ -425,7 +432,7 @@ fn decode_event(obj: Map<String, Value>, tag: &str) -> Result<ServerEvent, Decod
 }
 
 /// Encode one event as clients receive it (with whatever timestamp it carries).
-pub fn encode_event(event: &ServerEvent) -> Bytes {
+pub fn encode_event(event: &ServerEvent) -> Text {
     match event {
         ServerEvent::AssignmentCreated(c)
         | ServerEvent::AssignmentUpdated(c)
@@ -449,7 +456,7 @@ pub fn decode_server(bytes: &[u8]) -> Result<ServerMessage, DecodeError> {
 }
 
 /// Encode a server message.
-pub fn encode_server(msg: &ServerMessage) -> Bytes {
+pub fn encode_server(msg: &ServerMessage) -> Text {
     match msg {
         ServerMessage::ConnectionAck(m) => tagged("connection_ack", m),
         ServerMessage::Subscribed(m) => tagged("subscribed", m),
@@ -478,16 +485,16 @@ pub fn round_trip(dir: Direction, bytes: &[u8]) -> Result<Vec<u8>, DecodeError> 
     .to_vec())
 }
 
-/// `now` as this system writes timestamps: `2025-01-01T12:30:00`.
-pub fn timestamp(now: Instant) -> String {
+/// `now` (wall-clock time) as this system writes timestamps: `2025-01-01T12:30:00`.
+pub fn timestamp(now: UnixTime) -> String {
     DateTime::from(now).iso_seconds()
 }
 
 /// The publication for one event: assignment events go to every connection whose filter matches
 /// the load's direction (tag `direction` = `data.load.direction`, or no tags when it has none, so
 /// only unfiltered clients get it); `conflict_detected` goes to every connection of `user_id`,
-/// filters not applied. A missing timestamp is filled with `now`. Encoded once.
-pub fn event_publication(event: &ServerEvent, now: Instant) -> Publication {
+/// filters not applied. A missing timestamp is filled with `now` (wall-clock time). Encoded once.
+pub fn event_publication(event: &ServerEvent, now: UnixTime) -> Publication {
     let mut event = event.clone();
     let ts = event.timestamp_mut();
     if ts.is_none() {
@@ -513,10 +520,70 @@ pub fn event_publication(event: &ServerEvent, now: Instant) -> Publication {
 // Behaviour
 // ---------------------------------------------------------------------------------------------
 
+/// What a DCDock HTTP request asks the hub to do.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum DcDockRequest {
+    /// `POST /api/ws/publish`: publish this event (its timestamp filled in on the hub when
+    /// absent).
+    Publish(ServerEvent),
+    /// `GET /api/ws/stats`.
+    Stats,
+}
+
+/// The DCDock decoder: client frames, and `POST /api/ws/publish` checked (key, body) where the
+/// request arrived.
+#[derive(Debug, Clone, Default)]
+pub struct DcDockDecoder {
+    options: Arc<Options>,
+}
+
+impl DcDockDecoder {
+    /// A decoder; `POST /api/ws/publish` is refused (403) unless `options.api_keys` has a key,
+    /// and needs one of them after that.
+    pub fn new(options: &Options) -> Self {
+        DcDockDecoder {
+            options: Arc::new(options.clone()),
+        }
+    }
+}
+
+/// `POST /api/ws/publish`, method and key already checked.
+fn decode_publish_request(body: &[u8]) -> DecodedRequest<DcDockRequest> {
+    match decode_publish(body) {
+        Ok(event) => DecodedRequest::Apply(DcDockRequest::Publish(event)),
+        Err(e) => {
+            let response = json_response(
+                400,
+                &json!({"error": "Invalid event", "details": e.to_string()}),
+            );
+            DecodedRequest::invalid(e.kind(), response)
+        }
+    }
+}
+
+impl Decode for DcDockDecoder {
+    type Message = Result<ClientMessage, DecodeError>;
+    type Request = DecodedRequest<DcDockRequest>;
+
+    /// Only v1 exists: every dialect decodes as v1.
+    fn decode(&self, _: Dialect, frame: &Text) -> Self::Message {
+        decode_client(frame)
+    }
+
+    fn decode_request(&self, request: HttpRequest) -> Self::Request {
+        SPEC.decode_request(&self.options, &request, |route, _| match route.path {
+            p if p == PUBLISH_ROUTE.path => decode_publish_request(&request.body),
+            p if p == STATS_ROUTE.path => DecodedRequest::Apply(DcDockRequest::Stats),
+            _ => DecodedRequest::NotFound,
+        })
+    }
+}
+
 /// The DCDock protocol.
 #[derive(Debug, Default)]
 pub struct DcDock {
-    options: Options,
+    decoder: DcDockDecoder,
 }
 
 impl DcDock {
@@ -524,7 +591,7 @@ impl DcDock {
     /// a key, and needs one of them after that; user ids are capped at `options.max_id_bytes`.
     pub fn new(options: &Options) -> Self {
         DcDock {
-            options: options.clone(),
+            decoder: DcDockDecoder::new(options),
         }
     }
 }
@@ -532,8 +599,8 @@ impl DcDock {
 /// The close reason for a verified user id longer than the configured limit.
 pub const USER_ID_TOO_LONG_REASON: &str = "user id too long";
 
-fn build(options: &Options) -> Box<dyn Protocol + Send> {
-    Box::new(DcDock::new(options))
+fn build(options: &Options, config: Config, now: Instant) -> Box<dyn DynHub> {
+    Box::new(Hub::new(config, DcDock::new(options), now))
 }
 
 fn filters_of(filter: &Filter) -> Map<String, Value> {
@@ -545,8 +612,14 @@ fn filters_of(filter: &Filter) -> Map<String, Value> {
 }
 
 impl Protocol for DcDock {
+    type Decoder = DcDockDecoder;
+
     fn name(&self) -> &'static str {
         "dcdock"
+    }
+
+    fn decoder(&self) -> DcDockDecoder {
+        self.decoder.clone()
     }
 
     fn on_open(&mut self, cx: &mut Context<'_>, conn: ConnectionHandle, _info: &OpenInfo) {
@@ -557,14 +630,14 @@ impl Protocol for DcDock {
         };
         // The user id becomes this connection's client id (listed by /api/ws/stats): capped like
         // every other identifier, even though a verified token carries it.
-        if user.len() > self.options.max_id_bytes {
+        if user.len() > self.decoder.options.max_id_bytes {
             cx.count_error("id_too_long");
             cx.close(conn, CloseCode::POLICY_VIOLATION, USER_ID_TOO_LONG_REASON);
             return;
         }
         let client_id = format!("user_{user}_{}", conn.serial());
         let ack = ConnectionAck {
-            timestamp: timestamp(cx.now()),
+            timestamp: timestamp(cx.wall_clock()),
             client_id: client_id.clone(),
             message: ACK_MESSAGE.to_owned(),
         };
@@ -572,9 +645,14 @@ impl Protocol for DcDock {
         cx.send(conn, tagged("connection_ack", &ack));
     }
 
-    fn on_text(&mut self, cx: &mut Context<'_>, conn: ConnectionHandle, frame: &Bytes) {
-        let ts = timestamp(cx.now());
-        let reply = match decode_client(frame) {
+    fn on_message(
+        &mut self,
+        cx: &mut Context<'_>,
+        conn: ConnectionHandle,
+        message: Result<ClientMessage, DecodeError>,
+    ) {
+        let ts = timestamp(cx.wall_clock());
+        let reply = match message {
             Ok(ClientMessage::Subscribe(s)) => {
                 let filters = s.filters.unwrap_or_default();
                 cx.set_filter(conn, filters.to_filter());
@@ -606,22 +684,24 @@ impl Protocol for DcDock {
         cx.send(conn, reply);
     }
 
-    fn on_http(&mut self, cx: &mut Context<'_>, req: &HttpRequest) -> Option<HttpResponse> {
-        let route = match SPEC.admit(req.method, &req.path, &self.options, |h| req.header(h)) {
-            Admission::Proceed(route) => route,
-            Admission::Refuse(response) => return Some(response),
-            Admission::NotFound => return None,
-        };
-        Some(match route.path {
-            p if p == PUBLISH_ROUTE.path => Self::publish(cx, req),
-            p if p == STATS_ROUTE.path => stats(cx),
-            _ => return None,
+    fn on_http(
+        &mut self,
+        cx: &mut Context<'_>,
+        request: DecodedRequest<DcDockRequest>,
+    ) -> Option<HttpResponse> {
+        Some(match request.accept(cx) {
+            Ok(DcDockRequest::Publish(event)) => {
+                let delivered = cx.publish(event_publication(&event, cx.wall_clock()));
+                json_response(202, &json!({ "delivered": delivered }))
+            }
+            Ok(DcDockRequest::Stats) => stats(cx),
+            Err(answer) => return answer,
         })
     }
 }
 
 fn json_response(status: u16, body: &Value) -> HttpResponse {
-    HttpResponse::json(status, codec::to_bytes(body))
+    HttpResponse::json(status, codec::to_text(body))
 }
 
 /// `GET /api/ws/stats`: connections in the order they opened, at most [`MAX_STATUS_ENTRIES`]
@@ -648,25 +728,6 @@ fn stats(cx: &Context<'_>) -> HttpResponse {
         body["truncated"] = Value::Bool(true);
     }
     json_response(200, &body)
-}
-
-impl DcDock {
-    /// `POST /api/ws/publish`, method and key already checked.
-    fn publish(cx: &mut Context<'_>, req: &HttpRequest) -> HttpResponse {
-        match decode_publish(&req.body) {
-            Ok(event) => {
-                let delivered = cx.publish(event_publication(&event, cx.now()));
-                json_response(202, &json!({ "delivered": delivered }))
-            }
-            Err(e) => {
-                cx.count_error(e.kind());
-                json_response(
-                    400,
-                    &json!({"error": "Invalid event", "details": e.to_string()}),
-                )
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -726,7 +787,7 @@ mod tests {
         };
         let p = event_publication(
             &ServerEvent::AssignmentUpdated(change.clone()),
-            Instant::from_millis(1_735_734_600_000),
+            UnixTime::from_millis(1_735_734_600_000),
         );
         assert_eq!(p.tags, Some(alloc::vec![("direction".into(), "OB".into())]));
         let sent: Value = serde_json::from_slice(&p.payload).unwrap();
@@ -735,7 +796,7 @@ mod tests {
             data: Map::new(),
             ..change
         };
-        let p = event_publication(&ServerEvent::AssignmentDeleted(bare), Instant::EPOCH);
+        let p = event_publication(&ServerEvent::AssignmentDeleted(bare), UnixTime::EPOCH);
         assert_eq!(p.tags, Some(Vec::new()));
     }
 }

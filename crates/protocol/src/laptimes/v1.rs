@@ -6,21 +6,25 @@
 //! `docs/protocol/laptimes-v1.md`).
 
 use alloc::boxed::Box;
-use alloc::string::String;
+use alloc::string::{String, ToString};
 use alloc::vec::Vec;
-use bytes::Bytes;
+use core::convert::Infallible;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use switchboard_hub::{ConnectionHandle, Context, Protocol, Publication};
+use switchboard_hub::{
+    Config, ConnectionHandle, Context, Decode, Dialect, DynHub, HttpRequest, HttpResponse, Hub,
+    Instant, Protocol, Publication, Text,
+};
 
 use crate::codec;
-use crate::registry::{Auth, Options, SystemSpec};
-use crate::{DecodeError, Direction};
+use crate::error::DecodeError;
+use crate::spec::{Auth, DecodedRequest, Direction, Options, SystemSpec};
 
 /// The registry entry: `WS_PORT`, default 3002, upgrades accepted on any path.
 pub const SPEC: SystemSpec = SystemSpec {
     name: "laptimes",
     title: "PC2 Laptimes change-notice relay",
+    about: "relays each client's change notice, byte for byte, to every other client",
     default_port: 3002,
     port_env: Some("WS_PORT"),
     ws_path: None,
@@ -28,6 +32,9 @@ pub const SPEC: SystemSpec = SystemSpec {
     origins: None,
     api_key_env: "LAPTIMES_API_KEY",
     routes: &[],
+    client_types: CLIENT_TYPES,
+    server_types: SERVER_TYPES,
+    round_trip,
     build,
 };
 
@@ -102,10 +109,10 @@ pub fn decode_server(bytes: &[u8]) -> Result<ServerMessage, DecodeError> {
 }
 
 /// Encode a server message.
-pub fn encode_server(msg: &ServerMessage) -> Bytes {
+pub fn encode_server(msg: &ServerMessage) -> Text {
     match msg {
-        ServerMessage::Change(n) => codec::to_bytes(n),
-        ServerMessage::Error(e) => codec::to_bytes(e),
+        ServerMessage::Change(n) => codec::to_text(n),
+        ServerMessage::Error(e) => codec::to_text(e),
     }
 }
 
@@ -118,34 +125,79 @@ pub fn round_trip(dir: Direction, bytes: &[u8]) -> Result<Vec<u8>, DecodeError> 
     }
 }
 
+/// The relay's decoder: checks a notice and keeps its frame for the byte-for-byte relay.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LaptimesDecoder;
+
+impl Decode for LaptimesDecoder {
+    /// The frame itself when it is a valid notice (relayed as it is), else why not.
+    type Message = Result<Text, DecodeError>;
+    /// The relay has no HTTP endpoints: every request is [`DecodedRequest::NotFound`] (or a
+    /// refusal, should the route table ever list one).
+    type Request = DecodedRequest<Infallible>;
+
+    /// Only v1 exists: every dialect decodes as v1.
+    fn decode(&self, _: Dialect, frame: &Text) -> Self::Message {
+        decode_client(frame).map(|_| frame.clone())
+    }
+
+    fn decode_request(&self, request: HttpRequest) -> Self::Request {
+        SPEC.decode_request(&Options::default(), &request, |_, _| {
+            DecodedRequest::NotFound
+        })
+    }
+}
+
 /// The relay.
 #[derive(Debug, Default)]
 pub struct Laptimes;
 
-fn build(_: &Options) -> Box<dyn Protocol + Send> {
-    Box::new(Laptimes)
+fn build(_: &Options, config: Config, now: Instant) -> Box<dyn DynHub> {
+    Box::new(Hub::new(config, Laptimes, now))
 }
 
 impl Protocol for Laptimes {
+    type Decoder = LaptimesDecoder;
+
     fn name(&self) -> &'static str {
         "laptimes"
     }
 
-    fn on_text(&mut self, cx: &mut Context<'_>, conn: ConnectionHandle, frame: &Bytes) {
-        match decode_client(frame) {
+    fn decoder(&self) -> LaptimesDecoder {
+        LaptimesDecoder
+    }
+
+    fn on_message(
+        &mut self,
+        cx: &mut Context<'_>,
+        conn: ConnectionHandle,
+        message: Result<Text, DecodeError>,
+    ) {
+        match message {
             // Relay the client's own bytes: one buffer shared by every recipient, nothing re-encoded.
-            Ok(_) => {
-                cx.publish(Publication::to_all(frame.clone()).except(conn));
+            Ok(frame) => {
+                cx.publish(Publication::to_all(frame).except(conn));
             }
             Err(e) => {
                 cx.count_error(e.kind());
                 let reply = ErrorReply {
                     kind: ErrorTag::Error,
                     message: String::from("Invalid change notice"),
-                    details: Some(alloc::string::ToString::to_string(&e)),
+                    details: Some(e.to_string()),
                 };
-                cx.send(conn, codec::to_bytes(&reply));
+                cx.send(conn, codec::to_text(&reply));
             }
+        }
+    }
+
+    fn on_http(
+        &mut self,
+        cx: &mut Context<'_>,
+        request: DecodedRequest<Infallible>,
+    ) -> Option<HttpResponse> {
+        match request.accept(cx) {
+            Ok(never) => match never {},
+            Err(answer) => answer,
         }
     }
 }

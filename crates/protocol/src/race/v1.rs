@@ -8,20 +8,23 @@
 use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::{String, ToString};
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt;
 
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use switchboard_hub::time::DateTime;
 use switchboard_hub::{
-    ConnectionHandle, Context, HttpRequest, HttpResponse, Instant, OpenInfo, Protocol, Publication,
+    Config, ConnectionHandle, Context, Decode, Dialect, DynHub, HttpRequest, HttpResponse, Hub,
+    Instant, OpenInfo, Protocol, Publication, Text, UnixTime,
 };
 
 use crate::codec;
-use crate::registry::{Admission, Auth, KeyRule, Options, PathPattern, Route, SystemSpec};
-use crate::{DecodeError, Direction};
+use crate::error::DecodeError;
+use crate::spec::{
+    Auth, DecodedRequest, Direction, KeyRule, Options, PathPattern, Route, SystemSpec,
+};
+use crate::time::DateTime;
 
 /// `POST /sessions/<sessionId>/updates`: publish an update; always keyed (`RACE_API_KEY`).
 pub const PUBLISH_ROUTE: Route = Route::publish(
@@ -35,6 +38,7 @@ pub const HEALTH_ROUTE: Route = Route::get(PathPattern::Exact("/health"));
 pub const SPEC: SystemSpec = SystemSpec {
     name: "race",
     title: "Race live updates",
+    about: "sends each session's live updates (POST /sessions/<id>/updates) to its followers",
     default_port: 3000,
     port_env: None,
     ws_path: Some("/ws"),
@@ -42,6 +46,9 @@ pub const SPEC: SystemSpec = SystemSpec {
     origins: None,
     api_key_env: "RACE_API_KEY",
     routes: &[PUBLISH_ROUTE, HEALTH_ROUTE],
+    client_types: CLIENT_TYPES,
+    server_types: SERVER_TYPES,
+    round_trip,
     build,
 };
 
@@ -408,7 +415,7 @@ impl ClientMessage {
 }
 
 /// Encode a client frame (for clients written in Rust, and the tests).
-pub fn encode_client(msg: &ClientMessage) -> Bytes {
+pub fn encode_client(msg: &ClientMessage) -> Text {
     match msg {
         ClientMessage::Subscribe {
             session_id,
@@ -417,7 +424,7 @@ pub fn encode_client(msg: &ClientMessage) -> Bytes {
         | ClientMessage::Unsubscribe {
             session_id,
             timestamp,
-        } => codec::to_bytes(&Out {
+        } => codec::to_text(&Out {
             kind: if matches!(msg, ClientMessage::Subscribe { .. }) {
                 "subscribe"
             } else {
@@ -438,7 +445,7 @@ pub fn encode_client(msg: &ClientMessage) -> Bytes {
                 #[serde(skip_serializing_if = "Option::is_none")]
                 timestamp: Option<&'a str>,
             }
-            codec::to_bytes(&PingOut {
+            codec::to_text(&PingOut {
                 kind: "ping",
                 data: data.as_ref(),
                 timestamp: timestamp.as_deref(),
@@ -497,12 +504,12 @@ pub fn decode_server(bytes: &[u8]) -> Result<ServerMessage, DecodeError> {
 }
 
 /// Encode a server frame.
-pub fn encode_server(msg: &ServerMessage) -> Bytes {
+pub fn encode_server(msg: &ServerMessage) -> Text {
     match msg {
         ServerMessage::Subscribed {
             session_id,
             timestamp,
-        } => codec::to_bytes(&Out {
+        } => codec::to_text(&Out {
             kind: "subscribed",
             data: SessionRef {
                 session_id: session_id.as_str(),
@@ -512,14 +519,14 @@ pub fn encode_server(msg: &ServerMessage) -> Bytes {
         ServerMessage::Unsubscribed {
             session_id,
             timestamp,
-        } => codec::to_bytes(&Out {
+        } => codec::to_text(&Out {
             kind: "unsubscribed",
             data: SessionRef {
                 session_id: session_id.as_str(),
             },
             timestamp: Some(timestamp),
         }),
-        ServerMessage::Pong { timestamp } => codec::to_bytes(&Out {
+        ServerMessage::Pong { timestamp } => codec::to_text(&Out {
             kind: "pong",
             data: Empty {},
             timestamp: Some(timestamp),
@@ -528,7 +535,7 @@ pub fn encode_server(msg: &ServerMessage) -> Bytes {
             message,
             details,
             timestamp,
-        } => codec::to_bytes(&Out {
+        } => codec::to_text(&Out {
             kind: "error",
             data: ErrorData {
                 message: message.as_str(),
@@ -540,7 +547,7 @@ pub fn encode_server(msg: &ServerMessage) -> Bytes {
             kind,
             data,
             timestamp,
-        } => codec::to_bytes(&Out {
+        } => codec::to_text(&Out {
             kind: kind.as_str(),
             data,
             timestamp: Some(timestamp),
@@ -580,13 +587,14 @@ pub fn session_room(session_id: &str) -> String {
     format!("{ROOM_PREFIX}{session_id}")
 }
 
-fn now_iso(now: Instant) -> String {
+fn now_iso(now: UnixTime) -> String {
     DateTime::from(now).iso_millis_z()
 }
 
 /// The publication of `update` to the followers of `session_id`, encoded once; the update's
-/// timestamp, or `now` when it has none. For embedding Rust services and the HTTP endpoint alike.
-pub fn update_publication(session_id: &str, update: &RaceUpdate, now: Instant) -> Publication {
+/// timestamp, or `now` (wall-clock time) when it has none. For embedding Rust services and the
+/// HTTP endpoint alike.
+pub fn update_publication(session_id: &str, update: &RaceUpdate, now: UnixTime) -> Publication {
     let stamped;
     let timestamp = match &update.timestamp {
         Some(t) => t.as_str(),
@@ -595,7 +603,7 @@ pub fn update_publication(session_id: &str, update: &RaceUpdate, now: Instant) -
             stamped.as_str()
         }
     };
-    let frame = codec::to_bytes(&Out {
+    let frame = codec::to_text(&Out {
         kind: update.kind.as_str(),
         data: &update.data,
         timestamp: Some(timestamp),
@@ -603,10 +611,81 @@ pub fn update_publication(session_id: &str, update: &RaceUpdate, now: Instant) -
     Publication::to_room(session_room(session_id), frame)
 }
 
+/// What a race HTTP request asks the hub to do.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum RaceRequest {
+    /// `POST /sessions/<id>/updates`: publish `update` to the session's followers (stamped with
+    /// the hub's wall clock when it carries no timestamp).
+    Publish {
+        /// The session, checked.
+        session_id: String,
+        /// The update, decoded and checked.
+        update: RaceUpdate,
+    },
+    /// `GET /health`.
+    Health,
+}
+
+/// The live-update server's decoder: client frames (session ids capped at
+/// [`session_id_limit`]`(options.max_id_bytes)`), and `POST /sessions/<id>/updates` checked
+/// (key, session id, body) where the request arrived.
+#[derive(Debug, Clone, Default)]
+pub struct RaceDecoder {
+    options: Arc<Options>,
+}
+
+impl RaceDecoder {
+    /// A decoder; publishing requires one of `options.api_keys` and is refused (403) without
+    /// any; session ids are capped at [`session_id_limit`]`(options.max_id_bytes)`.
+    pub fn new(options: &Options) -> Self {
+        RaceDecoder {
+            options: Arc::new(options.clone()),
+        }
+    }
+
+    /// `POST /sessions/<id>/updates`, method and key already checked.
+    fn publish(&self, session_id: &str, body: &[u8]) -> DecodedRequest<RaceRequest> {
+        if let Err(e) = check_session_id(session_id, self.options.max_id_bytes) {
+            let response = codec::http_error(400, "invalid sessionId", Some(&e.to_string()));
+            return DecodedRequest::invalid(e.kind(), response);
+        }
+        match decode_publish(body) {
+            Ok(update) => DecodedRequest::Apply(RaceRequest::Publish {
+                session_id: session_id.to_string(),
+                update,
+            }),
+            Err(e) => {
+                let response = codec::http_error(400, "invalid update", Some(&e.to_string()));
+                DecodedRequest::invalid(e.kind(), response)
+            }
+        }
+    }
+}
+
+impl Decode for RaceDecoder {
+    type Message = Result<ClientMessage, DecodeError>;
+    type Request = DecodedRequest<RaceRequest>;
+
+    /// Only v1 exists: every dialect decodes as v1.
+    fn decode(&self, _: Dialect, frame: &Text) -> Self::Message {
+        let max = self.options.max_id_bytes;
+        decode_client(frame).and_then(|m| m.check_ids(max).map(|()| m))
+    }
+
+    fn decode_request(&self, request: HttpRequest) -> Self::Request {
+        SPEC.decode_request(&self.options, &request, |route, arg| match route.path {
+            p if p == PUBLISH_ROUTE.path => self.publish(arg, &request.body),
+            p if p == HEALTH_ROUTE.path => DecodedRequest::Apply(RaceRequest::Health),
+            _ => DecodedRequest::NotFound,
+        })
+    }
+}
+
 /// The live-update server.
 #[derive(Debug, Default)]
 pub struct Race {
-    options: Options,
+    decoder: RaceDecoder,
 }
 
 impl Race {
@@ -614,13 +693,13 @@ impl Race {
     /// any; session ids are capped at [`session_id_limit`]`(options.max_id_bytes)`.
     pub fn new(options: &Options) -> Self {
         Race {
-            options: options.clone(),
+            decoder: RaceDecoder::new(options),
         }
     }
 }
 
-fn build(options: &Options) -> Box<dyn Protocol + Send> {
-    Box::new(Race::new(options))
+fn build(options: &Options, config: Config, now: Instant) -> Box<dyn DynHub> {
+    Box::new(Hub::new(config, Race::new(options), now))
 }
 
 #[derive(Serialize)]
@@ -642,7 +721,7 @@ fn send_error(cx: &mut Context<'_>, conn: ConnectionHandle, message: &str, detai
     let reply = ServerMessage::Error {
         message: message.to_string(),
         details,
-        timestamp: now_iso(cx.now()),
+        timestamp: now_iso(cx.wall_clock()),
     };
     cx.send(conn, encode_server(&reply));
 }
@@ -652,7 +731,7 @@ fn subscribe(cx: &mut Context<'_>, conn: ConnectionHandle, session_id: &str) {
         Ok(_) => {
             let reply = ServerMessage::Subscribed {
                 session_id: session_id.to_string(),
-                timestamp: now_iso(cx.now()),
+                timestamp: now_iso(cx.wall_clock()),
             };
             cx.send(conn, encode_server(&reply));
         }
@@ -665,25 +744,14 @@ fn subscribe(cx: &mut Context<'_>, conn: ConnectionHandle, session_id: &str) {
 }
 
 impl Race {
-    /// `POST /sessions/<id>/updates`, method and key already checked.
-    fn publish(&self, cx: &mut Context<'_>, req: &HttpRequest, session_id: &str) -> HttpResponse {
-        if let Err(e) = check_session_id(session_id, self.options.max_id_bytes) {
-            cx.count_error(e.kind());
-            return codec::http_error(400, "invalid sessionId", Some(&e.to_string()));
-        }
-        let update = match decode_publish(&req.body) {
-            Ok(u) => u,
-            Err(e) => {
-                cx.count_error(e.kind());
-                return codec::http_error(400, "invalid update", Some(&e.to_string()));
-            }
-        };
-        let delivered = cx.publish(update_publication(session_id, &update, cx.now()));
+    /// `POST /sessions/<id>/updates`, decoded and checked.
+    fn publish(cx: &mut Context<'_>, session_id: &str, update: &RaceUpdate) -> HttpResponse {
+        let delivered = cx.publish(update_publication(session_id, update, cx.wall_clock()));
         let body = Published {
             session_id,
             delivered,
         };
-        HttpResponse::json(202, codec::to_bytes(&body))
+        HttpResponse::json(202, codec::to_text(&body))
     }
 
     fn health(cx: &Context<'_>) -> HttpResponse {
@@ -696,21 +764,28 @@ impl Race {
                 .count(),
             uptime: cx.uptime().as_millis() as f64 / 1000.0,
         };
-        HttpResponse::json(200, codec::to_bytes(&health))
+        HttpResponse::json(200, codec::to_text(&health))
     }
 }
 
 impl Protocol for Race {
+    type Decoder = RaceDecoder;
+
     fn name(&self) -> &'static str {
         "race"
     }
 
+    fn decoder(&self) -> RaceDecoder {
+        self.decoder.clone()
+    }
+
     fn on_open(&mut self, cx: &mut Context<'_>, conn: ConnectionHandle, info: &OpenInfo) {
+        let max = self.decoder.options.max_id_bytes;
         for (_, id) in info.query.iter().filter(|(k, _)| k == "sessionId") {
             if id.is_empty() {
                 continue; // `?sessionId=` picks nothing.
             }
-            match check_session_id(id, self.options.max_id_bytes) {
+            match check_session_id(id, max) {
                 Ok(()) => subscribe(cx, conn, id),
                 Err(e) => {
                     cx.count_error(e.kind());
@@ -720,21 +795,25 @@ impl Protocol for Race {
         }
     }
 
-    fn on_text(&mut self, cx: &mut Context<'_>, conn: ConnectionHandle, frame: &Bytes) {
-        let max = self.options.max_id_bytes;
-        match decode_client(frame).and_then(|m| m.check_ids(max).map(|()| m)) {
+    fn on_message(
+        &mut self,
+        cx: &mut Context<'_>,
+        conn: ConnectionHandle,
+        message: Result<ClientMessage, DecodeError>,
+    ) {
+        match message {
             Ok(ClientMessage::Subscribe { session_id, .. }) => subscribe(cx, conn, &session_id),
             Ok(ClientMessage::Unsubscribe { session_id, .. }) => {
                 cx.leave(conn, &session_room(&session_id));
                 let reply = ServerMessage::Unsubscribed {
                     session_id,
-                    timestamp: now_iso(cx.now()),
+                    timestamp: now_iso(cx.wall_clock()),
                 };
                 cx.send(conn, encode_server(&reply));
             }
             Ok(ClientMessage::Ping { .. }) => {
                 let reply = ServerMessage::Pong {
-                    timestamp: now_iso(cx.now()),
+                    timestamp: now_iso(cx.wall_clock()),
                 };
                 cx.send(conn, encode_server(&reply));
             }
@@ -745,17 +824,17 @@ impl Protocol for Race {
         }
     }
 
-    fn on_http(&mut self, cx: &mut Context<'_>, req: &HttpRequest) -> Option<HttpResponse> {
-        let route = match SPEC.admit(req.method, &req.path, &self.options, |h| req.header(h)) {
-            Admission::Proceed(route) => route,
-            Admission::Refuse(response) => return Some(response),
-            Admission::NotFound => return None,
-        };
-        let arg = route.path.capture(&req.path)?;
-        Some(match route.path {
-            p if p == PUBLISH_ROUTE.path => self.publish(cx, req, arg),
-            p if p == HEALTH_ROUTE.path => Self::health(cx),
-            _ => return None,
+    fn on_http(
+        &mut self,
+        cx: &mut Context<'_>,
+        request: DecodedRequest<RaceRequest>,
+    ) -> Option<HttpResponse> {
+        Some(match request.accept(cx) {
+            Ok(RaceRequest::Publish { session_id, update }) => {
+                Self::publish(cx, &session_id, &update)
+            }
+            Ok(RaceRequest::Health) => Self::health(cx),
+            Err(answer) => return answer,
         })
     }
 }
@@ -848,7 +927,7 @@ mod tests {
             data: serde_json::json!({"driverId": "VER"}),
             timestamp: None,
         };
-        let now = Instant::from_millis(1_735_734_600_123);
+        let now = UnixTime::from_millis(1_735_734_600_123);
         let p = update_publication("race-2024", &update, now);
         assert_eq!(
             p.target,

@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use switchboard_protocol::registry::Auth;
+use switchboard_protocol::spec::Auth;
 use switchboard_protocol::Options;
-use switchboard_tokio::gate::JwtKeys;
-use switchboard_tokio::Endpoint;
+use switchboard_runtime::gate::JwtKeys;
+use switchboard_runtime::Endpoint;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -46,12 +46,30 @@ pub fn endpoint(system: &str) -> Endpoint {
     endpoint
 }
 
+/// `system` started as the tests configure it ([`endpoint`], `options`, `config`), in `process`.
+pub fn system(
+    process: &switchboard_runtime::Process,
+    system: &str,
+    config: switchboard_hub::Config,
+    options: Options,
+) -> std::sync::Arc<switchboard_runtime::System> {
+    switchboard_runtime::System::start(
+        endpoint(system),
+        options,
+        config,
+        process.clock.clone(),
+        None,
+    )
+}
+
+/// The wall clock now, as publications built outside a hub stamp themselves.
+pub fn wall_now() -> switchboard_hub::UnixTime {
+    switchboard_hub::UnixTime::from(std::time::SystemTime::now())
+}
+
 /// Protocol options with [`API_KEY`] as the publish key.
 pub fn options() -> Options {
-    Options {
-        api_keys: vec![API_KEY.to_string()],
-        ..Options::default()
-    }
+    Options::default().with_api_key(API_KEY)
 }
 
 /// Open a WebSocket with extra request headers; the error is the server's answer.
@@ -229,7 +247,7 @@ pub mod flows {
     use std::time::Instant;
 
     use switchboard_hub::Publication;
-    use switchboard_tokio::HubHandle;
+    use switchboard_runtime::HubHandle;
 
     use super::*;
 
@@ -767,7 +785,7 @@ pub mod flows {
         let stopping = tokio::spawn(stop);
         assert_eq!(expect_close(&mut a).await, 1001);
         assert_eq!(expect_close(&mut b).await, 1001);
-        let grace = switchboard_tokio::server::SHUTDOWN_GRACE;
+        let grace = switchboard_runtime::system::SHUTDOWN_GRACE;
         tokio::time::timeout(grace + Duration::from_secs(1), stopping)
             .await
             .expect("shutdown returns within the grace period")

@@ -1,0 +1,480 @@
+//! The hub's state: connections in a slab, rooms, the user index, timers, fan-out and the output
+//! queue. The [`crate::Hub`] drives it; protocols act on it through a [`crate::Context`].
+
+use alloc::borrow::Cow;
+use alloc::collections::{BinaryHeap, VecDeque};
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use core::cmp::Reverse;
+
+use hashbrown::{DefaultHashBuilder, HashMap, HashSet};
+use indexmap::IndexSet;
+use slab::Slab;
+
+use crate::output::{JoinError, OpenError, Output};
+use crate::ratelimit::TokenBucket;
+use crate::stats::{Counters, Stats};
+use crate::{
+    CloseCode, Config, ConnectionHandle, ConnectionInfo, Dialect, Filter, Identity, Instant,
+    Publication, RateLimit, SlowConsumerPolicy, Target, Text, UnixTime,
+};
+
+pub(crate) struct Connection {
+    pub(crate) serial: u64,
+    pub(crate) client_id: String,
+    pub(crate) identity: Option<Identity>,
+    pub(crate) filter: Filter,
+    rooms: Vec<String>,
+    pub(crate) queued_bytes: usize,
+    opened_at: Instant,
+    pub(crate) last_activity: Instant,
+    pub(crate) last_ping: Instant,
+    /// The inbound rate's bucket (unused without a rate limit).
+    pub(crate) bucket: TokenBucket,
+    /// The deadline of this connection's live entry in the timer heap, if it has one.
+    pub(crate) timer_at: Option<Instant>,
+    /// While reading is paused for the inbound rate: when it may resume.
+    pub(crate) paused_until: Option<Instant>,
+    /// The protocol dialect it speaks, chosen at open.
+    pub(crate) dialect: Dialect,
+}
+
+impl Connection {
+    /// When the bucket will hold the tokens for `held` frames plus the resume level (a tenth of
+    /// a second's worth, so a throttled sender is paused and resumed a few times a second, not
+    /// once per frame).
+    pub(crate) fn resume_at(&self, rate: RateLimit, held: usize) -> Instant {
+        let resume = u64::from((rate.per_second / 10).max(1));
+        self.bucket.ready_at(rate, held as u64 + resume)
+    }
+}
+
+#[derive(Default)]
+struct Room {
+    members: IndexSet<u32, DefaultHashBuilder>,
+}
+
+/// The state the protocol may act on through a [`crate::Context`]; everything but the protocol
+/// itself.
+pub(crate) struct Core {
+    pub(crate) config: Config,
+    conns: Slab<Connection>,
+    rooms: HashMap<String, Room>,
+    /// The slots of each user's connections, ascending, so `Target::User` costs the user's
+    /// connections and not a scan of all of them.
+    users: HashMap<String, Vec<u32>>,
+    pub(crate) outputs: VecDeque<Output>,
+    /// One entry per connection with timers: (deadline, slot, serial); stale entries are skipped.
+    pub(crate) timers: BinaryHeap<Reverse<(Instant, u32, u64)>>,
+    /// Connections removed since the protocol last heard of it: handle and the rooms it was in.
+    pub(crate) closed: Vec<(ConnectionHandle, Vec<String>)>,
+    /// Connections the hub closed whose `Close` output has not been drained yet: reports about
+    /// them are still expected, and accepted.
+    pub(crate) closing: HashSet<ConnectionHandle, DefaultHashBuilder>,
+    /// Scratch list of slow consumers found during one fan-out (kept to avoid reallocating).
+    victims: Vec<ConnectionHandle>,
+    next_serial: u64,
+    pub(crate) started_at: Instant,
+    pub(crate) last_now: Instant,
+    /// The wall clock at a monotonic instant, as the driver last told it.
+    pub(crate) wall: (Instant, UnixTime),
+    pub(crate) counters: Counters,
+}
+
+fn handle(slot: usize, conn: &Connection) -> ConnectionHandle {
+    ConnectionHandle {
+        // Slots are bounded by `max_connections`, which the open path checks first.
+        slot: u32::try_from(slot).expect("slot index fits u32 (bounded by max_connections)"),
+        serial: conn.serial,
+    }
+}
+
+fn info(slot: usize, c: &Connection) -> ConnectionInfo<'_> {
+    ConnectionInfo {
+        handle: handle(slot, c),
+        client_id: &c.client_id,
+        identity: c.identity.as_ref(),
+        filter: &c.filter,
+        queued_bytes: c.queued_bytes,
+        opened_at: c.opened_at,
+    }
+}
+
+/// Queue one delivery to one connection, applying the exclusion, the filter and the byte limit.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn offer(
+    h: ConnectionHandle,
+    conn: &mut Connection,
+    publication: &Publication,
+    max_queued: usize,
+    policy: SlowConsumerPolicy,
+    outputs: &mut VecDeque<Output>,
+    counters: &mut Counters,
+    victims: &mut Vec<ConnectionHandle>,
+) -> bool {
+    if publication.except == Some(h) {
+        return false;
+    }
+    if let Some(tags) = &publication.tags {
+        if !conn.filter.matches(tags) {
+            return false;
+        }
+    }
+    let len = publication.payload.len();
+    if conn.queued_bytes.saturating_add(len) > max_queued {
+        match policy {
+            SlowConsumerPolicy::Drop => counters.dropped_deliveries += 1,
+            SlowConsumerPolicy::Close => victims.push(h),
+        }
+        return false;
+    }
+    conn.queued_bytes += len;
+    counters.deliveries += 1;
+    counters.bytes_out += len as u64;
+    outputs.push_back(Output::Transmit {
+        connection: h,
+        payload: publication.payload.clone(),
+    });
+    true
+}
+
+impl Core {
+    pub(crate) fn new(config: Config, now: Instant) -> Self {
+        Core {
+            config,
+            conns: Slab::new(),
+            rooms: HashMap::default(),
+            users: HashMap::default(),
+            outputs: VecDeque::new(),
+            timers: BinaryHeap::new(),
+            closed: Vec::new(),
+            closing: HashSet::default(),
+            victims: Vec::new(),
+            next_serial: 1,
+            started_at: now,
+            last_now: now,
+            // Until the driver says otherwise, the monotonic origin is taken as the Unix epoch
+            // (what a test's fake clock wants).
+            wall: (now, UnixTime::from_micros(now.as_micros())),
+            counters: Counters::default(),
+        }
+    }
+
+    /// The wall clock at `now`, extrapolated from the driver's last reading.
+    pub(crate) fn wall_clock(&self, now: Instant) -> UnixTime {
+        let (at, wall) = self.wall;
+        if now >= at {
+            wall + now.saturating_since(at)
+        } else {
+            UnixTime::from_micros(
+                wall.as_micros()
+                    .saturating_sub(at.saturating_since(now).as_micros() as u64),
+            )
+        }
+    }
+
+    pub(crate) fn get(&self, h: ConnectionHandle) -> Option<&Connection> {
+        self.conns
+            .get(h.slot as usize)
+            .filter(|c| c.serial == h.serial)
+    }
+
+    pub(crate) fn get_mut(&mut self, h: ConnectionHandle) -> Option<&mut Connection> {
+        self.conns
+            .get_mut(h.slot as usize)
+            .filter(|c| c.serial == h.serial)
+    }
+
+    pub(crate) fn next_deadline(&self, c: &Connection) -> Option<Instant> {
+        let ping = self.config.heartbeat_interval.map(|d| c.last_ping + d);
+        let idle = self.config.idle_timeout.map(|d| c.last_activity + d);
+        [ping, idle, c.paused_until].into_iter().flatten().min()
+    }
+
+    /// Make sure `h`'s timer entry fires no later than its next deadline. Each connection has at
+    /// most one live entry (the one at `timer_at`); an entry superseded by an earlier one is
+    /// skipped when it comes up.
+    pub(crate) fn arm(&mut self, h: ConnectionHandle) {
+        let Some(c) = self.get(h) else { return };
+        let Some(next) = self.next_deadline(c) else {
+            return;
+        };
+        if c.timer_at.is_some_and(|t| t <= next) {
+            return;
+        }
+        if let Some(c) = self.get_mut(h) {
+            c.timer_at = Some(next);
+        }
+        self.timers.push(Reverse((next, h.slot, h.serial)));
+    }
+
+    pub(crate) fn open(
+        &mut self,
+        now: Instant,
+        dialect: Dialect,
+    ) -> Result<ConnectionHandle, OpenError> {
+        let limit = self.config.limits.max_connections;
+        if self.conns.len() >= limit {
+            return Err(OpenError::TooManyConnections { limit });
+        }
+        let serial = self.next_serial;
+        self.next_serial += 1;
+        let bucket = self
+            .config
+            .limits
+            .inbound_rate
+            .map_or(TokenBucket::empty(now), |r| TokenBucket::full(r, now));
+        let conn = Connection {
+            serial,
+            client_id: serial.to_string(),
+            identity: None,
+            filter: Filter::any(),
+            rooms: Vec::new(),
+            queued_bytes: 0,
+            opened_at: now,
+            last_activity: now,
+            last_ping: now,
+            bucket,
+            timer_at: None,
+            paused_until: None,
+            dialect,
+        };
+        let slot = self.conns.insert(conn);
+        let h = handle(slot, &self.conns[slot]);
+        self.arm(h);
+        self.counters.connections_opened += 1;
+        Ok(h)
+    }
+
+    /// Forget a connection: leave its rooms, free its slot. Returns the rooms it was in.
+    pub(crate) fn remove(&mut self, h: ConnectionHandle) -> Option<Vec<String>> {
+        self.get(h)?;
+        let conn = self.conns.remove(h.slot as usize);
+        for room in &conn.rooms {
+            self.drop_member(room, h.slot);
+        }
+        if let Some(identity) = &conn.identity {
+            self.unindex_user(&identity.user, h.slot);
+        }
+        self.counters.connections_closed += 1;
+        Some(conn.rooms)
+    }
+
+    /// Set a connection's identity, keeping the user index in step.
+    pub(crate) fn set_identity(&mut self, h: ConnectionHandle, identity: Identity) {
+        let Some(c) = self.get_mut(h) else { return };
+        let changed = c.identity.as_ref().map(|i| &i.user) != Some(&identity.user);
+        let user = changed.then(|| identity.user.clone());
+        let old = c.identity.replace(identity);
+        let Some(user) = user else { return };
+        if let Some(old) = old {
+            self.unindex_user(&old.user, h.slot);
+        }
+        let slots = self.users.entry(user).or_default();
+        if let Err(at) = slots.binary_search(&h.slot) {
+            slots.insert(at, h.slot);
+        }
+    }
+
+    fn unindex_user(&mut self, user: &str, slot: u32) {
+        if let Some(slots) = self.users.get_mut(user) {
+            if let Ok(at) = slots.binary_search(&slot) {
+                slots.remove(at);
+            }
+            if slots.is_empty() {
+                self.users.remove(user);
+            }
+        }
+    }
+
+    fn drop_member(&mut self, room: &str, slot: u32) {
+        let now_empty = match self.rooms.get_mut(room) {
+            Some(r) => {
+                r.members.swap_remove(&slot);
+                r.members.is_empty()
+            }
+            None => panic!("connection lists room {room:?} that does not exist"),
+        };
+        if now_empty {
+            self.rooms.remove(room);
+            if self.config.replicate {
+                self.outputs.push_back(Output::RoomClosed(room.to_string()));
+            }
+        }
+    }
+
+    pub(crate) fn close(
+        &mut self,
+        h: ConnectionHandle,
+        code: CloseCode,
+        reason: Cow<'static, str>,
+    ) {
+        if let Some(rooms) = self.remove(h) {
+            self.closing.insert(h);
+            self.outputs.push_back(Output::Close {
+                connection: h,
+                code,
+                reason,
+            });
+            self.closed.push((h, rooms));
+        }
+    }
+
+    pub(crate) fn send(&mut self, to: ConnectionHandle, payload: Text) -> bool {
+        self.publish(Publication::new(Target::Connection(to), payload), false) == 1
+    }
+
+    pub(crate) fn publish(&mut self, p: Publication, local: bool) -> usize {
+        let limits = &self.config.limits;
+        let (max_queued, policy) = (limits.max_queued_bytes, limits.slow_consumer);
+        let mut delivered = 0;
+        {
+            let Core {
+                conns,
+                rooms,
+                users,
+                outputs,
+                counters,
+                victims,
+                ..
+            } = self;
+            counters.publications += u64::from(!matches!(p.target, Target::Connection(_)));
+            let mut offer_to = |h, c: &mut Connection| {
+                delivered += usize::from(offer(
+                    h, c, &p, max_queued, policy, outputs, counters, victims,
+                ));
+            };
+            match &p.target {
+                Target::All => {
+                    for (slot, c) in conns.iter_mut() {
+                        offer_to(handle(slot, c), c);
+                    }
+                }
+                Target::Room(name) => {
+                    if let Some(room) = rooms.get(name.as_str()) {
+                        for &slot in &room.members {
+                            let c = conns
+                                .get_mut(slot as usize)
+                                .expect("room member slot holds an open connection");
+                            offer_to(handle(slot as usize, c), c);
+                        }
+                    }
+                }
+                Target::User(user) => {
+                    for &slot in users.get(user.as_str()).into_iter().flatten() {
+                        let c = conns
+                            .get_mut(slot as usize)
+                            .expect("user index slot holds an open connection");
+                        offer_to(handle(slot as usize, c), c);
+                    }
+                }
+                Target::Connection(h) => {
+                    if let Some(c) = conns
+                        .get_mut(h.slot as usize)
+                        .filter(|c| c.serial == h.serial)
+                    {
+                        offer_to(*h, c);
+                    }
+                }
+            }
+        }
+        while let Some(h) = self.victims.pop() {
+            self.counters.slow_consumer_closes += 1;
+            let reason = "outbound queue full: client is not reading fast enough";
+            self.close(h, CloseCode::SLOW_CONSUMER, Cow::Borrowed(reason));
+        }
+        if local && self.config.replicate && !matches!(p.target, Target::Connection(_)) {
+            self.outputs.push_back(Output::Replicate(p));
+        }
+        delivered
+    }
+
+    pub(crate) fn join(&mut self, h: ConnectionHandle, room: &str) -> Result<bool, JoinError> {
+        let limits = &self.config.limits;
+        let (per_conn, per_hub) = (limits.max_rooms_per_connection, limits.max_rooms);
+        let room_exists = self.rooms.contains_key(room);
+        let conn = self
+            .conns
+            .get_mut(h.slot as usize)
+            .filter(|c| c.serial == h.serial)
+            .ok_or(JoinError::UnknownConnection)?;
+        if conn.rooms.iter().any(|r| r == room) {
+            return Ok(false);
+        }
+        if conn.rooms.len() >= per_conn {
+            return Err(JoinError::TooManyRooms { limit: per_conn });
+        }
+        if !room_exists && self.rooms.len() >= per_hub {
+            return Err(JoinError::TooManyRoomsInHub { limit: per_hub });
+        }
+        conn.rooms.push(room.to_string());
+        self.rooms
+            .entry_ref(room)
+            .or_default()
+            .members
+            .insert(h.slot);
+        if !room_exists && self.config.replicate {
+            self.outputs.push_back(Output::RoomOpened(room.to_string()));
+        }
+        Ok(true)
+    }
+
+    pub(crate) fn leave(&mut self, h: ConnectionHandle, room: &str) -> bool {
+        let Some(conn) = self.get_mut(h) else {
+            return false;
+        };
+        let Some(pos) = conn.rooms.iter().position(|r| r == room) else {
+            return false;
+        };
+        // `remove`, not `swap_remove`: `rooms_of` promises join order (at most
+        // `max_rooms_per_connection` entries to shift).
+        conn.rooms.remove(pos);
+        self.drop_member(room, h.slot);
+        true
+    }
+
+    pub(crate) fn is_member(&self, h: ConnectionHandle, room: &str) -> bool {
+        self.get(h)
+            .is_some_and(|c| c.rooms.iter().any(|r| r == room))
+    }
+
+    pub(crate) fn rooms_of(&self, h: ConnectionHandle) -> &[String] {
+        self.get(h).map_or(&[], |c| c.rooms.as_slice())
+    }
+
+    pub(crate) fn count_error(&mut self, kind: &'static str) {
+        *self.counters.errors.entry(kind).or_insert(0) += 1;
+    }
+
+    pub(crate) fn connections(&self) -> impl Iterator<Item = ConnectionInfo<'_>> + '_ {
+        self.conns.iter().map(|(slot, c)| info(slot, c))
+    }
+
+    pub(crate) fn connection_info(&self, h: ConnectionHandle) -> Option<ConnectionInfo<'_>> {
+        self.get(h).map(|c| info(h.slot as usize, c))
+    }
+
+    pub(crate) fn rooms(&self) -> impl Iterator<Item = (&str, usize)> + '_ {
+        self.rooms
+            .iter()
+            .map(|(k, r)| (k.as_str(), r.members.len()))
+    }
+
+    pub(crate) fn room_members(&self, room: &str) -> impl Iterator<Item = ConnectionInfo<'_>> + '_ {
+        self.rooms
+            .get(room)
+            .into_iter()
+            .flat_map(|r| r.members.iter())
+            .map(|&slot| info(slot as usize, &self.conns[slot as usize]))
+    }
+
+    pub(crate) fn stats(&self) -> Stats {
+        Stats {
+            connections: self.conns.len(),
+            rooms: self.rooms.len(),
+            queued_bytes: self.conns.iter().map(|(_, c)| c.queued_bytes).sum(),
+            counters: self.counters.clone(),
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! Accepting sockets and stopping: the accept loop both transports share (with admission at
+//! accept), the shutdown signal, and the WebSocket settings a hub's limits imply.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchboard_hub::Config;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use crate::admission::{Admission, Refusals, Ticket};
+use crate::logging::REFUSALS;
+
+/// Tells a running server to stop; cloneable, and dropping it does not stop the server.
+#[derive(Debug, Clone)]
+pub struct ShutdownHandle {
+    tx: Arc<watch::Sender<bool>>,
+}
+
+/// The receiving side of a [`ShutdownHandle`].
+#[derive(Debug, Clone)]
+pub struct Shutdown {
+    rx: watch::Receiver<bool>,
+}
+
+/// A new shutdown pair.
+pub fn shutdown_pair() -> (ShutdownHandle, Shutdown) {
+    let (tx, rx) = watch::channel(false);
+    (ShutdownHandle { tx: Arc::new(tx) }, Shutdown { rx })
+}
+
+impl ShutdownHandle {
+    /// Ask the server to stop accepting, close every connection with 1001, and return.
+    pub fn trigger(&self) {
+        let _ = self.tx.send(true);
+    }
+}
+
+impl Shutdown {
+    /// Resolves once shutdown was triggered. If every handle is dropped without triggering, it
+    /// never resolves: dropping handles does not stop the server.
+    pub async fn wait(&mut self) {
+        if self.rx.wait_for(|stop| *stop).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Bytes tungstenite reads from a socket at a time (a larger frame is still read whole: its
+/// header makes tungstenite reserve room for it).
+pub const READ_BUFFER_BYTES: usize = 1024;
+
+/// The WebSocket settings a hub's limits imply. tungstenite refuses frames above twice the hub's
+/// limit outright (bounding memory); frames between the two reach the hub, which closes with
+/// 1009 and counts the error.
+pub fn ws_config(config: &Config) -> WebSocketConfig {
+    let hard = config.limits.max_frame_bytes.saturating_mul(2).max(1024);
+    WebSocketConfig::default()
+        // tungstenite zero-fills its whole read buffer before each read; the 128 KiB default
+        // made that memset most of the server's CPU per delivery and kept ~128 KiB resident per
+        // idle connection (docs/BENCHMARKS.md).
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .max_message_size(Some(hard))
+        .max_frame_size(Some(hard))
+        // tungstenite writes only control frames (pongs, close replies) and hands each to the
+        // outbox at once; the hub's frames bypass it (crate::outbox).
+        .write_buffer_size(0)
+}
+
+/// How long the accept loop pauses after `accept` fails (e.g. `EMFILE`): long enough not to spin
+/// a core while the process is out of file descriptors, short enough to recover at once.
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Accept TCP connections until `shutdown`, running `handle` for each admitted socket in its own
+/// task (with its [`Ticket`], held until the task ends); sockets over `admission`'s limits are
+/// answered `503`/`429` and closed, and counted in `refusals` (kind `socket`). Returns the tasks
+/// still running, for [`crate::System::drain`]. Shared by both transports.
+pub async fn accept_loop<F, Fut>(
+    listener: TcpListener,
+    system: &'static str,
+    mut shutdown: Shutdown,
+    admission: &Arc<Admission>,
+    refusals: &Refusals,
+    mut handle: F,
+) -> JoinSet<()>
+where
+    F: FnMut(TcpStream, SocketAddr, Ticket) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, peer)) => match admission.admit(peer.ip()) {
+                    Ok(ticket) => {
+                        let _ = tcp.set_nodelay(true);
+                        conns.spawn(handle(tcp, peer, ticket));
+                    }
+                    Err(why) => {
+                        refusals.count("socket", why.reason());
+                        if REFUSALS.allow() {
+                            tracing::warn!(system, %peer, reason = why.reason(), "connection refused at accept");
+                        }
+                        admission.refuse(tcp, why);
+                    }
+                },
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning, and
+                    // keep listening.
+                    if REFUSALS.allow() {
+                        tracing::warn!(system, error = %e, "accept failed");
+                    }
+                    refusals.count("socket", "accept_error");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                }
+            },
+            Some(done) = conns.join_next(), if !conns.is_empty() => {
+                if let Err(e) = done {
+                    tracing::warn!(system, error = %e, "connection task failed");
+                }
+            }
+            _ = shutdown.wait() => break,
+        }
+    }
+    conns
+}

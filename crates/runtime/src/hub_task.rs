@@ -1,0 +1,487 @@
+//! The hub task: one tokio task owns one system's hub and is its only caller.
+//!
+//! Connection tasks and HTTP handlers talk to it through a bounded command queue
+//! ([`HubHandle`]). They decode what they received on their own thread with the protocol's
+//! decoder before queueing it, so decoding runs on every core and the hub task only applies.
+//! Each connection registers its [`Link`] (outbox and read pacing), and the hub task writes the
+//! hub's output straight into the outbox: a fan-out is one `writev` per recipient from this
+//! task, with no per-delivery hand-off. The hub's byte accounting bounds each outbox: a frame
+//! reaches an outbox only while the connection's unflushed bytes stay under `max_queued_bytes`;
+//! a frame written at once counts as flushed at once, a queued one when its flusher reports.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures_util::future::Either;
+use hashbrown::HashMap;
+use switchboard_hub::{
+    AnyMessage, Bytes, CloseCode, ConnectionHandle, Dialect, DynDecode, DynHub, Frame, HttpRequest,
+    HttpResponse, OpenError, OpenInfo, Output, Publication, Stats, Text,
+};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::backplane::{Replication, Replicator};
+use crate::clock::HubClock;
+use crate::outbox::{Corked, FlushSink, Outbox};
+use crate::pacing::Pacing;
+
+/// Commands queued to the hub task; a full queue makes the sender wait (backpressure).
+pub const COMMAND_QUEUE: usize = 4096;
+
+/// Commands taken from the queue before the hub's output is drained, so a burst costs one drain.
+const BATCH: usize = 64;
+
+/// Fewest connections a share of a split fan-out gets: below it, a task hand-off costs more
+/// than the sends it moves to another core.
+const PARALLEL_SHARE: usize = 256;
+
+/// A connection as the hub task reaches it: where its frames go and how its reads are paced.
+#[derive(Debug, Clone)]
+pub struct Link {
+    /// Its write side.
+    pub outbox: Arc<Outbox>,
+    /// Its read pace.
+    pub pacing: Arc<Pacing>,
+}
+
+/// A connection the hub accepted.
+#[derive(Debug, Clone)]
+pub struct Opened {
+    /// Its handle.
+    pub handle: ConnectionHandle,
+    /// The id its protocol gave it (for logs).
+    pub client_id: String,
+    /// The protocol version it speaks (its frames are decoded for it).
+    pub dialect: Dialect,
+    /// When it was accepted.
+    pub at: std::time::Instant,
+}
+
+enum Command {
+    Open(
+        Box<OpenInfo>,
+        Link,
+        oneshot::Sender<Result<Opened, OpenError>>,
+    ),
+    Frame(ConnectionHandle, Frame<AnyMessage>),
+    Activity(ConnectionHandle),
+    Flushed(Vec<(ConnectionHandle, usize)>),
+    Closed(ConnectionHandle),
+    Request(AnyMessage, oneshot::Sender<Option<HttpResponse>>),
+    Publish(Publication, oneshot::Sender<usize>),
+    Remote(Publication),
+    Stats(oneshot::Sender<Stats>),
+    Rooms(oneshot::Sender<Vec<String>>),
+    CloseAll(CloseCode, &'static str, oneshot::Sender<()>),
+}
+
+/// The hub task has stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the hub task has stopped")]
+pub struct HubGone;
+
+/// What [`HubHandle`]'s one-way commands return: ready at once unless the queue was full.
+type Told = Either<
+    std::future::Ready<Result<(), HubGone>>,
+    Pin<Box<dyn Future<Output = Result<(), HubGone>> + Send>>,
+>;
+
+/// A cloneable handle to a running hub task, with the protocol's decoder.
+#[derive(Clone)]
+pub struct HubHandle {
+    tx: mpsc::Sender<Command>,
+    name: &'static str,
+    decoder: Arc<dyn DynDecode>,
+    /// Frames above it are not decoded (the hub closes their connection with 1009).
+    max_frame_bytes: usize,
+}
+
+impl std::fmt::Debug for HubHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HubHandle")
+            .field("system", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Start a task owning `hub`, reading time from `clock`. `replicate`, if given, receives every
+/// local publication and room change (for a cluster backplane): a publication the full channel
+/// cannot take is counted by the hub, a room change is left to the backplane's reconciliation.
+pub fn spawn_hub(
+    hub: Box<dyn DynHub>,
+    clock: HubClock,
+    replicate: Option<mpsc::Sender<Replication>>,
+) -> (HubHandle, tokio::task::JoinHandle<()>) {
+    let name = hub.protocol_name();
+    let decoder = hub.decoder();
+    let max_frame_bytes = hub.config().limits.max_frame_bytes;
+    let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+    let task = HubTask {
+        hub,
+        clock,
+        links: HashMap::default(),
+        corked: Vec::new(),
+        replicator: Replicator::new(replicate),
+        loopback: tx.downgrade(),
+        workers: tokio::runtime::Handle::current().metrics().num_workers(),
+    };
+    let task = tokio::spawn(task.run(rx));
+    let handle = HubHandle {
+        tx,
+        name,
+        decoder,
+        max_frame_bytes,
+    };
+    (handle, task)
+}
+
+impl HubHandle {
+    /// The protocol's name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, HubGone> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(make(tx)).await.map_err(|_| HubGone)?;
+        rx.await.map_err(|_| HubGone)
+    }
+
+    /// Queue `cmd` now; the future only waits if the queue is full. Every connection task
+    /// awaits one of these per inbound frame, so it is kept small: a ready value, or a boxed
+    /// send in the rare case the hub is behind.
+    fn tell(&self, cmd: Command) -> Told {
+        match self.tx.try_send(cmd) {
+            Ok(()) => Either::Left(std::future::ready(Ok(()))),
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                Either::Left(std::future::ready(Err(HubGone)))
+            }
+            Err(mpsc::error::TrySendError::Full(cmd)) => {
+                let tx = self.tx.clone();
+                Either::Right(Box::pin(
+                    async move { tx.send(cmd).await.map_err(|_| HubGone) },
+                ))
+            }
+        }
+    }
+
+    /// Register a new connection reached through `link`; the protocol's greeting is already in
+    /// its outbox (or on the socket) when this returns.
+    pub async fn open(
+        &self,
+        info: OpenInfo,
+        link: Link,
+    ) -> Result<Result<Opened, OpenError>, HubGone> {
+        self.call(|tx| Command::Open(Box::new(info), link, tx))
+            .await
+    }
+
+    /// A text frame arrived from `conn` (speaking `dialect`): decoded here, on the caller's
+    /// thread, and queued to the hub.
+    pub fn text(
+        &self,
+        conn: ConnectionHandle,
+        dialect: Dialect,
+        text: Text,
+    ) -> impl Future<Output = Result<(), HubGone>> + Send + 'static {
+        let len = text.len();
+        let frame = if len > self.max_frame_bytes {
+            Frame::Text(text) // Not worth decoding: the hub closes the connection.
+        } else {
+            Frame::Decoded {
+                len,
+                message: self.decoder.decode(dialect, &text),
+            }
+        };
+        self.tell(Command::Frame(conn, frame))
+    }
+
+    /// A binary frame arrived.
+    pub fn binary(
+        &self,
+        conn: ConnectionHandle,
+        bytes: Bytes,
+    ) -> impl Future<Output = Result<(), HubGone>> + Send + 'static {
+        self.tell(Command::Frame(conn, Frame::Binary(bytes)))
+    }
+
+    /// The peer showed life without a message (a ping or a pong).
+    pub fn activity(
+        &self,
+        conn: ConnectionHandle,
+    ) -> impl Future<Output = Result<(), HubGone>> + Send + 'static {
+        self.tell(Command::Activity(conn))
+    }
+
+    /// The peer closed or the socket failed.
+    pub fn closed(
+        &self,
+        conn: ConnectionHandle,
+    ) -> impl Future<Output = Result<(), HubGone>> + Send + 'static {
+        self.tell(Command::Closed(conn))
+    }
+
+    /// Ask the protocol to answer an HTTP request (decoded here, on the caller's thread).
+    pub async fn http(&self, req: HttpRequest) -> Result<Option<HttpResponse>, HubGone> {
+        let request = self.decoder.decode_request(req);
+        self.call(|tx| Command::Request(request, tx)).await
+    }
+
+    /// Publish from the server side; returns the number of local deliveries.
+    pub async fn publish(&self, publication: Publication) -> Result<usize, HubGone> {
+        self.call(|tx| Command::Publish(publication, tx)).await
+    }
+
+    /// Inject a publication from another node (never replicated again).
+    pub fn remote(
+        &self,
+        publication: Publication,
+    ) -> impl Future<Output = Result<(), HubGone>> + Send + 'static {
+        self.tell(Command::Remote(publication))
+    }
+
+    /// A snapshot of counters and gauges.
+    pub async fn stats(&self) -> Result<Stats, HubGone> {
+        self.call(Command::Stats).await
+    }
+
+    /// The rooms that have local members.
+    pub async fn rooms(&self) -> Result<Vec<String>, HubGone> {
+        self.call(Command::Rooms).await
+    }
+
+    /// Close every connection (e.g. with 1001 at shutdown).
+    pub async fn close_all(&self, code: CloseCode, reason: &'static str) -> Result<(), HubGone> {
+        self.call(|tx| Command::CloseAll(code, reason, tx)).await
+    }
+}
+
+impl FlushSink for HubHandle {
+    fn flushed(
+        &self,
+        conn: ConnectionHandle,
+        bytes: usize,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        let told = self.tell(Command::Flushed(vec![(conn, bytes)]));
+        Box::pin(async move {
+            let _ = told.await;
+        })
+    }
+
+    fn system(&self) -> &'static str {
+        self.name
+    }
+}
+
+/// The state of one hub task.
+struct HubTask {
+    hub: Box<dyn DynHub>,
+    clock: HubClock,
+    links: HashMap<ConnectionHandle, Link>,
+    /// Connections given frames by the current drain, to write once it is done.
+    corked: Vec<(ConnectionHandle, Arc<Outbox>)>,
+    replicator: Replicator,
+    /// For the tasks a split fan-out spawns to report what they wrote; weak, so the hub task
+    /// ends once every [`HubHandle`] is gone.
+    loopback: mpsc::WeakSender<Command>,
+    workers: usize,
+}
+
+impl HubTask {
+    /// Until every handle is gone: take a batch of input, run due timers, drain the output,
+    /// write what the drain queued.
+    async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        while self.take_input(&mut rx).await {
+            self.run_timers();
+            self.drain();
+            self.uncork();
+        }
+    }
+
+    /// Wait for a command or the hub's next deadline, then apply up to [`BATCH`] commands that
+    /// are already queued. `false` once the queue is closed and empty.
+    async fn take_input(&mut self, rx: &mut mpsc::Receiver<Command>) -> bool {
+        let deadline = self.hub.poll_timeout().map(|t| self.clock.deadline(t));
+        let first = tokio::select! {
+            cmd = rx.recv() => match cmd {
+                Some(cmd) => Some(cmd),
+                None => return false,
+            },
+            _ = async { tokio::time::sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => None,
+        };
+        let now = self.clock.now();
+        self.hub.set_wall_clock(now, self.clock.wall());
+        if let Some(cmd) = first {
+            self.apply(cmd);
+            for _ in 1..BATCH {
+                match rx.try_recv() {
+                    Ok(cmd) => self.apply(cmd),
+                    Err(_) => break,
+                }
+            }
+        }
+        true
+    }
+
+    /// Run the hub's timers if one is due, whatever woke the task (a steady stream of commands
+    /// must not starve heartbeats, idle closes and throttled connections).
+    fn run_timers(&mut self) {
+        let now = self.clock.now();
+        if self.hub.poll_timeout().is_some_and(|t| t <= now) {
+            self.hub.handle_timeout(now);
+        }
+    }
+
+    fn apply(&mut self, cmd: Command) {
+        let now = self.clock.now();
+        let hub = &mut self.hub;
+        match cmd {
+            Command::Open(info, link, reply) => {
+                let dialect = info.dialect;
+                let result = hub.handle_open(now, *info).map(|handle| {
+                    // A flusher reports a sixteenth of the queue budget at a time, at most 16 KiB.
+                    let every = (hub.config().limits.max_queued_bytes / 16).clamp(1, 16 * 1024);
+                    link.outbox.attach(handle, every);
+                    self.links.insert(handle, link);
+                    Opened {
+                        handle,
+                        client_id: hub.client_id(handle).unwrap_or_default(),
+                        dialect,
+                        at: std::time::Instant::now(),
+                    }
+                });
+                let _ = reply.send(result);
+            }
+            // Reports about a connection the hub closed meanwhile are accepted by the hub; a
+            // stale handle is an error only the hub cares about.
+            Command::Frame(conn, frame) => {
+                let _ = hub.handle_frame(now, conn, frame);
+                self.processed(conn);
+            }
+            Command::Activity(conn) => {
+                let _ = hub.handle_activity(now, conn);
+                self.processed(conn);
+            }
+            Command::Flushed(written) => {
+                for (conn, bytes) in written {
+                    let _ = hub.handle_flushed(now, conn, bytes);
+                }
+            }
+            Command::Closed(conn) => {
+                self.links.remove(&conn);
+                let _ = hub.handle_close(now, conn);
+            }
+            Command::Request(request, reply) => {
+                let _ = reply.send(hub.handle_request(now, request));
+            }
+            Command::Publish(p, reply) => {
+                let _ = reply.send(hub.publish(now, p));
+            }
+            Command::Remote(p) => {
+                hub.handle_remote(now, p);
+            }
+            Command::Stats(reply) => {
+                let _ = reply.send(hub.stats());
+            }
+            Command::Rooms(reply) => {
+                let _ = reply.send(hub.room_names());
+            }
+            Command::CloseAll(code, reason, reply) => {
+                hub.close_all(now, code, reason);
+                let _ = reply.send(());
+            }
+        }
+    }
+
+    /// The hub took a frame from `conn`: its reader may send another.
+    fn processed(&self, conn: ConnectionHandle) {
+        if let Some(link) = self.links.get(&conn) {
+            link.pacing.processed_by_hub();
+        }
+    }
+
+    /// Carry out everything the hub asked for. Frames are corked per connection, to go out in
+    /// one `writev` each at [`HubTask::uncork`].
+    fn drain(&mut self) {
+        let now = self.clock.now();
+        while let Some(out) = self.hub.poll_output() {
+            match out {
+                Output::Transmit {
+                    connection,
+                    payload,
+                } => {
+                    if let Some(link) = self.links.get(&connection) {
+                        if link.outbox.frame_corked(payload) == Corked::First {
+                            self.corked.push((connection, link.outbox.clone()));
+                        }
+                    }
+                }
+                Output::Ping { connection } => {
+                    if let Some(link) = self.links.get(&connection) {
+                        link.outbox.ping();
+                    }
+                }
+                Output::PauseReading { connection, until } => {
+                    if let Some(link) = self.links.get(&connection) {
+                        let wait = until.saturating_since(now);
+                        link.pacing.pause_until(tokio::time::Instant::now() + wait);
+                    }
+                }
+                Output::Close {
+                    connection,
+                    code,
+                    reason,
+                } => {
+                    if let Some(link) = self.links.remove(&connection) {
+                        link.outbox.close(code, &reason);
+                    }
+                }
+                other => {
+                    if let Some(dropped) = self.replicator.forward(other) {
+                        self.hub.handle_replication_dropped(dropped);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Write each corked connection's frames in one `writev`. A large fan-out is split over the
+    /// runtime's workers: the kernel's send is most of a delivery's cost, and sends to different
+    /// sockets run in parallel.
+    fn uncork(&mut self) {
+        let shares = self.workers.min(self.corked.len() / PARALLEL_SHARE).max(1);
+        if shares > 1 {
+            let per = self.corked.len().div_ceil(shares);
+            while self.corked.len() > per {
+                let share = self.corked.split_off(self.corked.len() - per);
+                tokio::spawn(uncork_share(share, self.loopback.clone()));
+            }
+        }
+        let now = self.clock.now();
+        for (connection, outbox) in self.corked.drain(..) {
+            let bytes = outbox.uncork();
+            if bytes > 0 {
+                let _ = self.hub.handle_flushed(now, connection, bytes);
+            }
+        }
+    }
+}
+
+/// Write a share of a drain's connections on another worker, and report what went out.
+async fn uncork_share(
+    share: Vec<(ConnectionHandle, Arc<Outbox>)>,
+    loopback: mpsc::WeakSender<Command>,
+) {
+    let written: Vec<_> = share
+        .iter()
+        .map(|(conn, outbox)| (*conn, outbox.uncork()))
+        .filter(|&(_, bytes)| bytes > 0)
+        .collect();
+    if let (false, Some(tx)) = (written.is_empty(), loopback.upgrade()) {
+        let _ = tx.send(Command::Flushed(written)).await;
+    }
+}

@@ -1,0 +1,46 @@
+//! The switchboard runtime: everything between the sans-IO hub and the sockets that a transport
+//! should not have to write again.
+//!
+//! - [`hub_task`]: one tokio task per system owns its [`switchboard_hub::Hub`] (through
+//!   [`switchboard_hub::DynHub`]) and writes the hub's frames straight onto the sockets;
+//!   [`HubHandle`] is how everything else talks to it. Frames and requests are decoded by the
+//!   caller, on its own thread, with the protocol's decoder.
+//! - [`reader`]: a WebSocket connection's task, which only reads (paced by [`pacing`]) and
+//!   decodes; [`outbox`]: its write side.
+//! - [`gate`] and [`upgrade`]: the one upgrade decision (handshake, path, origin, token,
+//!   connection limit) made before any `101`; [`http`]: the one judgement of plain HTTP
+//!   requests (host, origin, route, key, rate, body budget).
+//! - [`accept`]: the accept loop with [`admission`] (the process's socket budget); [`system`]:
+//!   a running system and its shutdown; [`metrics`]: the Prometheus renderer; [`logging`]:
+//!   bounded log lines; [`clock`]: monotonic and wall time kept apart; [`backplane`]: what a
+//!   cluster backplane plugs into.
+//!
+//! A transport accepts sockets with [`accept::accept_loop`], answers upgrades with
+//! [`upgrade::decide`], makes their socket with [`upgrade::socket`] and runs it with
+//! [`reader::run`], and (if it speaks HTTP) judges other
+//! requests with [`http::HttpPolicy`]. It depends on this crate; nothing here depends on a
+//! transport.
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod accept;
+pub mod admission;
+pub mod backplane;
+pub mod clock;
+pub mod gate;
+pub mod http;
+pub mod hub_task;
+pub mod logging;
+pub mod metrics;
+pub mod outbox;
+pub mod pacing;
+pub mod process;
+pub mod reader;
+pub mod system;
+pub mod upgrade;
+
+pub use gate::Endpoint;
+pub use hub_task::{HubGone, HubHandle};
+pub use process::Process;
+pub use system::System;
+pub use tokio_tungstenite::{self, tungstenite};

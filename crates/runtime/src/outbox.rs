@@ -1,0 +1,571 @@
+//! A connection's write side: frames go straight onto the socket from whichever task produces
+//! them, and are queued only while the socket would block.
+//!
+//! The hub task fans a publication out by calling [`Outbox::frame_corked`] once per recipient
+//! and [`Outbox::uncork`] once per connection after the drain: when nothing is queued for that
+//! connection its frames are written at once with one non-blocking `writev` (frame headers and
+//! the publications' shared payloads, no copy), so a delivery costs no channel push, no task
+//! wake-up and no report back to the hub. Only when the socket would block is the rest queued
+//! and a short-lived flusher task spawned; it waits until the socket is writable, drains the
+//! queue in batches, reports the bytes it wrote through the outbox's [`FlushSink`], and exits.
+//!
+//! tungstenite still reads the connection and writes its own control frames (the handshake
+//! response, pongs, the reply to a peer's close) through [`Duplex`], whose writes go into the
+//! same outbox, so whole frames never interleave.
+//!
+//! Bounds: data frames are bounded by the hub's accounting (`Limits::max_queued_bytes`, enforced
+//! before a frame reaches the outbox); everything else queued is bounded by [`RAW_LIMIT`].
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use switchboard_hub::{CloseCode, ConnectionHandle, Text};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::Notify;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{
+    CloseCode as WsCloseCode, Data, OpCode,
+};
+use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+
+/// Where a flusher reports the hub bytes it put on the socket (the hub task's command queue).
+pub trait FlushSink: Send + Sync + std::fmt::Debug + 'static {
+    /// `bytes` of `conn`'s queued hub frames were written; resolves once the report is queued.
+    fn flushed(
+        &self,
+        conn: ConnectionHandle,
+        bytes: usize,
+    ) -> Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+    /// The system's name, for logs.
+    fn system(&self) -> &'static str;
+}
+
+/// Most bytes of control frames and tungstenite's own writes queued for a peer that does not
+/// read; past it the connection fails (a peer flooding pings without reading the pongs).
+pub const RAW_LIMIT: usize = 64 * 1024;
+/// The longest header of an unmasked frame: two bytes and a 64-bit length.
+const HEAD_MAX: usize = 10;
+/// Frames gathered into one `writev` by the flusher.
+const BATCH: usize = 32;
+
+/// One frame (or raw bytes) waiting for the socket: a header and a shared body.
+struct Chunk {
+    head: [u8; HEAD_MAX],
+    head_len: u8,
+    body: Bytes,
+    /// Payload bytes the hub counted for this frame; reported once the frame is written.
+    hub_bytes: usize,
+}
+
+impl Chunk {
+    fn raw(body: Bytes) -> Chunk {
+        Chunk {
+            head: [0; HEAD_MAX],
+            head_len: 0,
+            body,
+            hub_bytes: 0,
+        }
+    }
+
+    /// An unmasked, final text frame around `payload`.
+    fn text(payload: Text) -> Chunk {
+        let payload = payload.into_bytes();
+        let header = FrameHeader {
+            opcode: OpCode::Data(Data::Text),
+            ..FrameHeader::default()
+        };
+        let mut head = [0; HEAD_MAX];
+        let mut cursor = io::Cursor::new(&mut head[..]);
+        header
+            .format(payload.len() as u64, &mut cursor)
+            .expect("an unmasked frame header fits in HEAD_MAX bytes");
+        Chunk {
+            head_len: cursor.position() as u8,
+            head,
+            hub_bytes: payload.len(),
+            body: payload,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.head_len as usize + self.body.len()
+    }
+
+    /// The unwritten part, as at most two slices, given `done` bytes already written.
+    fn slices(&self, done: usize) -> [IoSlice<'_>; 2] {
+        let head = &self.head[..self.head_len as usize];
+        if done < head.len() {
+            [IoSlice::new(&head[done..]), IoSlice::new(&self.body)]
+        } else {
+            [
+                IoSlice::new(&[]),
+                IoSlice::new(&self.body[done - head.len()..]),
+            ]
+        }
+    }
+}
+
+/// A formatted control frame.
+fn control(frame: Frame) -> Bytes {
+    let mut buf = Vec::with_capacity(frame.len());
+    frame
+        .format(&mut buf)
+        .expect("writing a frame into a Vec cannot fail");
+    Bytes::from(buf)
+}
+
+/// A close frame with `reason` cut to the 123 bytes a control frame allows.
+pub fn close_frame(code: CloseCode, reason: &str) -> Bytes {
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    control(Frame::close(Some(CloseFrame {
+        code: WsCloseCode::from(code.0),
+        reason: reason[..end].into(),
+    })))
+}
+
+/// What became of a chunk handed to the outbox.
+enum Pushed {
+    /// Written to the socket now.
+    Written,
+    /// Queued behind a backlog.
+    Queued,
+    /// Not taken: the connection is closing or its socket failed.
+    Dropped,
+}
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<Chunk>,
+    /// Bytes of the front chunk already written.
+    front_done: usize,
+    /// Bytes of queued chunks that are not hub frames, bounded by [`RAW_LIMIT`].
+    raw_queued: usize,
+    /// A flusher task is running.
+    flushing: bool,
+    /// Frames of the hub's current drain are queued for [`Outbox::uncork`].
+    corked: bool,
+    /// Our close frame is queued: nothing more is accepted.
+    closed: bool,
+    /// The code and reason of our close frame, for the disconnect log line.
+    closed_with: Option<(CloseCode, Box<str>)>,
+    /// The socket failed, or the connection gave up on it: nothing more is written.
+    failed: bool,
+    /// The hub's handle for this connection and how many flushed bytes to report at once.
+    conn: Option<(ConnectionHandle, usize)>,
+}
+
+impl State {
+    fn fail(&mut self) {
+        self.failed = true;
+        self.queue.clear();
+        self.raw_queued = 0;
+    }
+}
+
+/// What became of a frame handed to [`Outbox::frame_corked`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Corked {
+    /// The first frame since the last [`Outbox::uncork`]: the caller must uncork.
+    First,
+    /// Queued behind earlier frames; an uncork or a flusher writes it.
+    Queued,
+    /// Not taken: the connection is closing or its socket failed.
+    Dropped,
+}
+
+/// The write side of one WebSocket connection, shared by the hub task, the connection task and
+/// (while there is a backlog) a flusher task.
+pub struct Outbox {
+    socket: OnceLock<OwnedWriteHalf>,
+    sink: Arc<dyn FlushSink>,
+    state: Mutex<State>,
+    /// Raised when the hub closed the connection or the socket failed.
+    ended: Notify,
+    /// Raised when the queue runs dry or the outbox is abandoned.
+    drained: Notify,
+    /// Raised to stop a flusher waiting for a socket that does not become writable.
+    abandoned: Notify,
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox")
+            .field("system", &self.sink.system())
+            .field("connected", &self.socket.get().is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Outbox {
+    /// An outbox reporting its flushes to `sink`, with no socket yet: frames wait until
+    /// [`Outbox::connect`] (a connection is registered with its hub before the `101` goes out).
+    pub fn new(sink: Arc<dyn FlushSink>) -> Arc<Outbox> {
+        Arc::new(Outbox {
+            socket: OnceLock::new(),
+            sink,
+            state: Mutex::default(),
+            ended: Notify::new(),
+            drained: Notify::new(),
+            abandoned: Notify::new(),
+        })
+    }
+
+    /// Split `tcp` into a [`Duplex`] for tungstenite and an outbox writing to it.
+    pub fn split(tcp: tokio::net::TcpStream, sink: Arc<dyn FlushSink>) -> (Duplex, Arc<Outbox>) {
+        let (read, write) = tcp.into_split();
+        let out = Outbox::new(sink);
+        out.connect(write);
+        (Duplex::new(read, out.clone()), out)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Give the outbox its socket and start writing what was queued meanwhile.
+    pub fn connect(self: &Arc<Self>, socket: OwnedWriteHalf) {
+        let mut st = self.lock();
+        if self.socket.set(socket).is_ok() && !st.queue.is_empty() && !st.flushing {
+            st.flushing = true;
+            tokio::spawn(flush(self.clone()));
+        }
+    }
+
+    /// Tell the outbox which hub connection it serves, so the flusher can report written bytes
+    /// (at least `report_every` at a time, or when the queue runs dry).
+    pub fn attach(&self, conn: ConnectionHandle, report_every: usize) {
+        self.lock().conn = Some((conn, report_every.max(1)));
+    }
+
+    /// Send a ping with an empty payload.
+    pub fn ping(self: &Arc<Self>) {
+        let _ = self.push_raw(control(Frame::ping(Bytes::new())));
+    }
+
+    /// Queue a close frame after everything already queued; nothing is accepted after it.
+    /// Wakes [`Outbox::ended`].
+    pub fn close(self: &Arc<Self>, code: CloseCode, reason: &str) {
+        let frame = Chunk::raw(close_frame(code, reason));
+        let mut st = self.lock();
+        self.push_locked(&mut st, frame);
+        if !st.closed {
+            st.closed_with = Some((code, reason.into()));
+        }
+        st.closed = true;
+        self.ended.notify_one();
+    }
+
+    /// Resolves when the hub closed the connection or the socket failed (possibly spuriously:
+    /// check [`Outbox::is_ended`]).
+    pub async fn ended(&self) {
+        self.ended.notified().await
+    }
+
+    /// The code and reason of the close frame we queued, if any.
+    pub fn closed_with(&self) -> Option<(CloseCode, Box<str>)> {
+        self.lock().closed_with.clone()
+    }
+
+    /// Whether a close frame is queued or the socket failed.
+    pub fn is_ended(&self) -> bool {
+        let st = self.lock();
+        st.closed || st.failed
+    }
+
+    /// Wait until everything queued was written (or the outbox failed).
+    pub async fn drained(&self) {
+        loop {
+            {
+                let st = self.lock();
+                if st.queue.is_empty() || st.failed {
+                    return;
+                }
+            }
+            self.drained.notified().await;
+        }
+    }
+
+    /// Stop writing: drop the queue and stop the flusher. The socket closes once the connection
+    /// task and the hub let go of the outbox.
+    pub fn abandon(&self) {
+        self.lock().fail();
+        self.abandoned.notify_one();
+        self.drained.notify_one();
+    }
+
+    /// Bytes from tungstenite (handshake response, pongs, close replies). Silently discarded
+    /// once our close frame is queued.
+    fn push_raw(self: &Arc<Self>, bytes: Bytes) -> io::Result<()> {
+        let mut st = self.lock();
+        if st.failed {
+            return Err(io::ErrorKind::BrokenPipe.into());
+        }
+        if st.closed {
+            return Ok(());
+        }
+        if st.raw_queued + bytes.len() > RAW_LIMIT {
+            st.fail();
+            self.ended.notify_one();
+            return Err(io::Error::other(
+                "the peer does not read its control frames",
+            ));
+        }
+        match self.push_locked(&mut st, Chunk::raw(bytes)) {
+            Pushed::Dropped => Err(io::ErrorKind::BrokenPipe.into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Write `chunk` now if nothing is queued ahead of it, else queue it and make sure a
+    /// flusher runs. Notifies under the lock, which [`Notify`] allows.
+    fn push_locked(self: &Arc<Self>, st: &mut State, chunk: Chunk) -> Pushed {
+        if st.closed || st.failed {
+            return Pushed::Dropped;
+        }
+        if st.corked {
+            // Goes out behind the corked frames at `uncork`.
+            if chunk.hub_bytes == 0 {
+                st.raw_queued += chunk.len();
+            }
+            st.queue.push_back(chunk);
+            return Pushed::Queued;
+        }
+        let mut done = 0;
+        if let (true, Some(socket)) = (st.queue.is_empty(), self.socket.get()) {
+            match socket.try_write_vectored(&chunk.slices(0)) {
+                Ok(n) if n == chunk.len() => return Pushed::Written,
+                Ok(n) => done = n,
+                Err(e) if would_block(&e) => {}
+                Err(_) => {
+                    st.fail();
+                    self.ended.notify_one();
+                    return Pushed::Dropped;
+                }
+            }
+        }
+        if st.queue.is_empty() {
+            st.front_done = done;
+        }
+        if chunk.hub_bytes == 0 {
+            st.raw_queued += chunk.len();
+        }
+        st.queue.push_back(chunk);
+        if !st.flushing && self.socket.get().is_some() {
+            st.flushing = true;
+            tokio::spawn(flush(self.clone()));
+        }
+        Pushed::Queued
+    }
+
+    /// Queue a text frame with `payload` (a hub frame) without writing it yet, so that the
+    /// frames one hub drain produces for this connection go out in one `writev` at
+    /// [`Outbox::uncork`]. The caller must call `uncork` after its drain if this returns
+    /// [`Corked::First`].
+    pub fn frame_corked(&self, payload: Text) -> Corked {
+        let mut st = self.lock();
+        if st.closed || st.failed {
+            return Corked::Dropped;
+        }
+        let first = !st.corked && !st.flushing && self.socket.get().is_some();
+        if first {
+            st.corked = true;
+        }
+        st.queue.push_back(Chunk::text(payload));
+        if first {
+            Corked::First
+        } else {
+            Corked::Queued
+        }
+    }
+
+    /// Write what [`Outbox::frame_corked`] queued; returns the hub bytes written now (the rest
+    /// is left to a flusher, which reports it).
+    pub fn uncork(self: &Arc<Self>) -> usize {
+        let mut st = self.lock();
+        if !std::mem::take(&mut st.corked) || st.flushing {
+            return 0;
+        }
+        let (written, idle) = self.write_locked(&mut st);
+        if !idle {
+            st.flushing = true;
+            tokio::spawn(flush(self.clone()));
+        }
+        written
+    }
+
+    /// Write as much of the queue as the socket takes now (the flusher's step). Returns the hub
+    /// bytes written and whether the flusher is done (the queue is empty or the socket failed).
+    fn write_queued(&self) -> (usize, bool) {
+        let mut st = self.lock();
+        let (written, idle) = if self.socket.get().is_some() {
+            self.write_locked(&mut st)
+        } else {
+            (0, true)
+        };
+        if idle {
+            st.flushing = false;
+        }
+        (written, idle)
+    }
+
+    /// Write queued chunks until the queue is empty or the socket would block. Returns the hub
+    /// bytes written and whether nothing is left to write.
+    fn write_locked(&self, st: &mut State) -> (usize, bool) {
+        let Some(socket) = self.socket.get() else {
+            return (0, false);
+        };
+        let mut written = 0;
+        while !st.failed && !st.queue.is_empty() {
+            let mut slices = [IoSlice::new(&[]); 2 * BATCH];
+            let mut n = 0;
+            for (i, chunk) in st.queue.iter().take(BATCH).enumerate() {
+                let done = if i == 0 { st.front_done } else { 0 };
+                let [a, b] = chunk.slices(done);
+                slices[n] = a;
+                slices[n + 1] = b;
+                n += 2;
+            }
+            match socket.try_write_vectored(&slices[..n]) {
+                Ok(mut n) => {
+                    while n > 0 {
+                        let left = st.queue[0].len() - st.front_done;
+                        if n < left {
+                            st.front_done += n;
+                            break;
+                        }
+                        n -= left;
+                        st.front_done = 0;
+                        let chunk = st
+                            .queue
+                            .pop_front()
+                            .expect("the queue holds what was written");
+                        if chunk.hub_bytes == 0 {
+                            st.raw_queued -= chunk.len();
+                        }
+                        written += chunk.hub_bytes;
+                    }
+                }
+                Err(e) if would_block(&e) => return (written, false),
+                Err(_) => {
+                    st.fail();
+                    self.ended.notify_one();
+                }
+            }
+        }
+        // Let go of the memory of a large backlog once it is written.
+        if st.queue.capacity() > 64 {
+            st.queue = VecDeque::new();
+        }
+        self.drained.notify_one();
+        (written, true)
+    }
+
+    fn report_to(&self) -> Option<(ConnectionHandle, usize)> {
+        self.lock().conn
+    }
+}
+
+fn would_block(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+    )
+}
+
+/// Drain an outbox's backlog as the socket accepts it, then exit.
+async fn flush(out: Arc<Outbox>) {
+    let socket = out
+        .socket
+        .get()
+        .expect("a flusher starts only once connected");
+    let mut unreported = 0;
+    loop {
+        tokio::select! {
+            biased;
+            _ = out.abandoned.notified() => {
+                out.lock().flushing = false;
+                return;
+            }
+            ready = socket.writable() => if ready.is_err() {
+                let mut st = out.lock();
+                st.fail();
+                st.flushing = false;
+                drop(st);
+                out.ended.notify_one();
+                out.drained.notify_one();
+                return;
+            }
+        }
+        let (written, idle) = out.write_queued();
+        unreported += written;
+        if let Some((conn, every)) = out.report_to() {
+            if unreported > 0 && (idle || unreported >= every) {
+                out.sink.flushed(conn, unreported).await;
+                unreported = 0;
+            }
+        }
+        if idle {
+            return;
+        }
+    }
+}
+
+/// The stream tungstenite reads and writes: reads come from the socket, writes go through the
+/// connection's [`Outbox`].
+#[derive(Debug)]
+pub struct Duplex {
+    read: OwnedReadHalf,
+    out: Arc<Outbox>,
+}
+
+impl Duplex {
+    /// Read from `read`, write through `out`.
+    pub fn new(read: OwnedReadHalf, out: Arc<Outbox>) -> Duplex {
+        Duplex { read, out }
+    }
+
+    /// The outbox writes go to.
+    pub fn outbox(&self) -> &Arc<Outbox> {
+        &self.out
+    }
+}
+
+impl AsyncRead for Duplex {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.read).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Duplex {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Poll::Ready(
+            self.out
+                .push_raw(Bytes::copy_from_slice(buf))
+                .map(|()| buf.len()),
+        )
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}

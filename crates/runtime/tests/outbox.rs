@@ -1,0 +1,214 @@
+//! The outbox over real loopback sockets: frames written directly while the socket takes them,
+//! queued in order when it does not, drained by the flusher once the peer reads, and a close
+//! frame after everything queued before it.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use switchboard_hub::{CloseCode, ConnectionHandle, Text};
+use switchboard_runtime::outbox::{Corked, FlushSink, Outbox};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
+use tokio_tungstenite::tungstenite::Message;
+
+type Client = tokio_tungstenite::WebSocketStream<TcpStream>;
+
+/// Flush reports go nowhere: these tests watch the socket.
+#[derive(Debug)]
+struct NoHub;
+
+impl FlushSink for NoHub {
+    fn flushed(&self, _: ConnectionHandle, _: usize) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(async {})
+    }
+
+    fn system(&self) -> &'static str {
+        "test"
+    }
+}
+
+fn hub() -> Arc<dyn FlushSink> {
+    Arc::new(NoHub)
+}
+
+/// What became of one frame handed to the outbox the way the hub task hands them over (cork,
+/// then uncork after its drain).
+#[derive(Debug, PartialEq, Eq)]
+enum Sent {
+    Written(usize),
+    Queued,
+    Dropped,
+}
+
+fn send(out: &Arc<Outbox>, payload: Text) -> Sent {
+    match out.frame_corked(payload) {
+        Corked::Dropped => Sent::Dropped,
+        Corked::Queued => Sent::Queued,
+        Corked::First => match out.uncork() {
+            0 => Sent::Queued,
+            n => Sent::Written(n),
+        },
+    }
+}
+
+/// A server-side outbox and the WebSocket client at the other end of its socket.
+async fn pair() -> (
+    std::sync::Arc<Outbox>,
+    tokio_tungstenite::WebSocketStream<switchboard_runtime::outbox::Duplex>,
+    Client,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let client = tokio::spawn(async move {
+        tokio_tungstenite::client_async(
+            format!("ws://{addr}/"),
+            TcpStream::connect(addr).await.unwrap(),
+        )
+        .await
+        .unwrap()
+        .0
+    });
+    let (tcp, _) = listener.accept().await.unwrap();
+    let (duplex, out) = Outbox::split(tcp, hub());
+    let server = tokio_tungstenite::accept_async(duplex).await.unwrap();
+    (out, server, client.await.unwrap())
+}
+
+fn numbered(i: usize, size: usize) -> Text {
+    let mut s = format!("{i:08}");
+    s.push_str(&"x".repeat(size - s.len()));
+    Text::from(s)
+}
+
+async fn expect_numbered(client: &mut Client, count: usize, size: usize) {
+    for i in 0..count {
+        let msg = tokio::time::timeout(Duration::from_secs(20), client.next())
+            .await
+            .expect("the backlog drains")
+            .expect("the stream stays open")
+            .expect("a valid frame");
+        let Message::Text(t) = msg else {
+            panic!("frame {i}: expected text, got {msg:?}")
+        };
+        assert_eq!(t.len(), size, "frame {i} arrives whole");
+        assert_eq!(
+            &t.as_str()[..8],
+            format!("{i:08}"),
+            "frames arrive in order"
+        );
+    }
+}
+
+/// Write frames until the socket pushes back, without the client reading; returns how many
+/// frames were handed over and how many of them were written at once.
+fn fill(out: &std::sync::Arc<Outbox>, size: usize, max: usize) -> (usize, usize) {
+    let mut direct = 0;
+    for i in 0..max {
+        match send(out, numbered(i, size)) {
+            Sent::Written(n) => {
+                assert_eq!(n, size, "a direct write reports the payload bytes");
+                direct += 1;
+            }
+            Sent::Queued => {
+                // Once something is queued, everything after it must queue behind it.
+                for j in i + 1..i + 64 {
+                    assert_eq!(send(out, numbered(j, size)), Sent::Queued);
+                }
+                return (i + 64, direct);
+            }
+            Sent::Dropped => panic!("frame {i} dropped on an open connection"),
+        }
+    }
+    panic!("the socket took {max} frames without pushing back")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_drains_in_order_once_the_peer_reads() {
+    let (out, _server, mut client) = pair().await;
+    let size = 16 * 1024 + 7; // odd-sized, so writes end mid-frame
+    let (sent, direct) = fill(&out, size, 100_000);
+    assert!(direct > 0, "an idle socket takes frames directly");
+    expect_numbered(&mut client, sent, size).await;
+    tokio::time::timeout(Duration::from_secs(5), out.drained())
+        .await
+        .expect("the outbox reports drained");
+    // With the backlog gone, frames are written directly again.
+    assert!(matches!(send(&out, numbered(sent, 10)), Sent::Written(10)));
+    expect_numbered_from(&mut client, sent, 10).await;
+}
+
+async fn expect_numbered_from(client: &mut Client, i: usize, size: usize) {
+    let msg = client.next().await.unwrap().unwrap();
+    assert_eq!(
+        msg.into_text().unwrap().as_str(),
+        numbered(i, size).as_str()
+    );
+}
+
+#[tokio::test]
+async fn close_goes_after_the_backlog_and_nothing_after_it() {
+    let (out, _server, mut client) = pair().await;
+    let size = 8 * 1024;
+    let (sent, _) = fill(&out, size, 100_000);
+    out.close(CloseCode(4008), "too slow");
+    assert!(out.is_ended());
+    assert_eq!(send(&out, numbered(sent, size)), Sent::Dropped);
+    expect_numbered(&mut client, sent, size).await;
+    match client.next().await {
+        Some(Ok(Message::Close(Some(frame)))) => {
+            assert_eq!(frame.code, WsCloseCode::from(4008));
+            assert_eq!(frame.reason.as_str(), "too slow");
+        }
+        other => panic!("expected the close frame, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_abandoned_outbox_stops_its_flusher_and_frees_the_socket() {
+    let (out, server, mut client) = pair().await;
+    let (_, _) = fill(&out, 8 * 1024, 100_000);
+    out.abandon();
+    assert_eq!(send(&out, numbered(0, 10)), Sent::Dropped);
+    drop(server);
+    drop(out);
+    // The flusher let go of its socket: the client reads what was sent, then the end.
+    let ended = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(Ok(_)) = client.next().await {}
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "the socket closed once the outbox was abandoned"
+    );
+}
+
+#[tokio::test]
+async fn raw_writes_to_a_peer_that_does_not_read_are_bounded() {
+    use tokio::io::AsyncWriteExt;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let peer = TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (tcp, _) = listener.accept().await.unwrap();
+    let (mut duplex, out) = Outbox::split(tcp, hub());
+    // What tungstenite writes itself (pongs, close replies) to a peer that never reads: the
+    // kernel's buffers fill, then at most RAW_LIMIT more is queued before the writes fail.
+    let chunk = [0x8a_u8; 1024];
+    let mut total = 0usize;
+    let failed = loop {
+        match duplex.write(&chunk).await {
+            Ok(n) => total += n,
+            Err(e) => break e,
+        }
+        assert!(
+            total < 256 << 20,
+            "{total} bytes accepted for a peer that does not read"
+        );
+    };
+    assert!(out.is_ended(), "the connection is told to end ({failed})");
+    assert!(total > switchboard_runtime::outbox::RAW_LIMIT);
+    drop(peer);
+}

@@ -1,0 +1,169 @@
+//! Starting and stopping what the command line asks for: one system per selected seed, served by
+//! the chosen transport on its port, joined to the cluster when a Redis URL is given.
+
+use std::io;
+use std::net::SocketAddr;
+
+use switchboard_backplane_redis::{replication_channel, Backplane, NodeId};
+use switchboard_hub::Config;
+use switchboard_protocol::SystemSpec;
+use switchboard_runtime::accept::ShutdownHandle;
+use switchboard_runtime::metrics::Registration;
+use switchboard_runtime::{HubHandle, Process, System};
+use tokio::net::TcpListener;
+
+use crate::cli::{SystemRun, Transport};
+
+/// A system's server, whichever transport it runs on.
+#[derive(Debug)]
+enum Served {
+    Hyper(switchboard_hyper::Server),
+    Tokio(switchboard_tokio::Server),
+}
+
+/// One system running: its server and, in a cluster, its backplane.
+#[derive(Debug)]
+pub struct Running {
+    spec: &'static SystemSpec,
+    served: Served,
+    backplane: Option<(Backplane, [Registration; 2])>,
+}
+
+impl Running {
+    /// The system.
+    pub fn spec(&self) -> &'static SystemSpec {
+        self.spec
+    }
+
+    /// Its hub.
+    pub fn hub(&self) -> &HubHandle {
+        match &self.served {
+            Served::Hyper(s) => s.hub(),
+            Served::Tokio(s) => s.hub(),
+        }
+    }
+
+    /// Where it listens.
+    pub fn local_addr(&self) -> SocketAddr {
+        match &self.served {
+            Served::Hyper(s) => s.local_addr(),
+            Served::Tokio(s) => s.local_addr(),
+        }
+    }
+
+    /// A handle that stops it.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        match &self.served {
+            Served::Hyper(s) => s.shutdown_handle(),
+            Served::Tokio(s) => s.shutdown_handle(),
+        }
+    }
+
+    /// Wait until it stops (and its backplane has let go of Redis).
+    pub async fn wait(self) -> io::Result<()> {
+        let result = match self.served {
+            Served::Hyper(s) => s.wait().await,
+            Served::Tokio(s) => s.wait().await,
+        };
+        if let Some((backplane, _registrations)) = self.backplane {
+            backplane.shutdown().await;
+        }
+        result
+    }
+
+    /// Stop it and wait.
+    pub async fn shutdown(self) -> io::Result<()> {
+        self.shutdown_handle().trigger();
+        self.wait().await
+    }
+}
+
+/// Bind and start every system of `runs` on `transport`, as one `process`; with `redis_url`,
+/// every system also joins the cluster of nodes sharing that Redis (one backplane per system,
+/// one node id for the process). If one cannot bind, the ones already started are stopped and
+/// the error names the system and address. The backplane never fails at start: while Redis is
+/// unreachable it retries and local delivery goes on.
+pub async fn start(
+    process: &Process,
+    transport: Transport,
+    runs: Vec<SystemRun>,
+    config: Config,
+    redis_url: Option<&str>,
+) -> io::Result<Vec<Running>> {
+    let node = NodeId::random();
+    let mut started: Vec<Running> = Vec::with_capacity(runs.len());
+    for run in runs {
+        let (name, addr) = (run.spec.name, run.addr);
+        match start_one(process, transport, run, config.clone(), redis_url, node).await {
+            Ok(running) => started.push(running),
+            Err(e) => {
+                for s in started {
+                    let _ = s.shutdown().await;
+                }
+                return Err(io::Error::new(e.kind(), format!("{name} on {addr}: {e}")));
+            }
+        }
+    }
+    Ok(started)
+}
+
+async fn start_one(
+    process: &Process,
+    transport: Transport,
+    run: SystemRun,
+    config: Config,
+    redis_url: Option<&str>,
+    node: NodeId,
+) -> io::Result<Running> {
+    let listener = TcpListener::bind(run.addr).await?;
+    let spec = run.spec;
+    let (replicate, inbound) = match redis_url {
+        Some(_) => {
+            let (tx, rx) = replication_channel();
+            (Some(tx), Some(rx))
+        }
+        None => (None, None),
+    };
+    let system = System::start(
+        run.endpoint,
+        run.options,
+        config,
+        process.clock.clone(),
+        replicate,
+    );
+    let served = match transport {
+        Transport::Hyper => Served::Hyper(switchboard_hyper::Server::start(
+            process,
+            listener,
+            system.clone(),
+        )?),
+        Transport::Tokio => Served::Tokio(switchboard_tokio::Server::start(
+            process,
+            listener,
+            system.clone(),
+        )?),
+    };
+    let backplane = match (redis_url, inbound) {
+        (Some(url), Some(rx)) => {
+            let backplane = Backplane::spawn(url, node, spec.name, system.hub().clone(), rx)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+            let status = backplane.status_handle();
+            let for_metrics = status.clone();
+            let registrations = [
+                process
+                    .metrics
+                    .register_section(move |out| for_metrics.render_prometheus(out)),
+                process
+                    .metrics
+                    .register_health(spec.name, "backplane", move || status.status().to_json()),
+            ];
+            Some((backplane, registrations))
+        }
+        _ => None,
+    };
+    Ok(Running {
+        spec,
+        served,
+        backplane,
+    })
+}

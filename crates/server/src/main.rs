@@ -1,0 +1,66 @@
+//! `switchboard`: every selected system's WebSocket (and, on the default transport, HTTP)
+//! endpoints, one port per system.
+
+use std::process::ExitCode;
+
+use switchboard_runtime::clock::HubClock;
+use switchboard_runtime::metrics::Metrics;
+use switchboard_runtime::Process;
+use switchboard_server::{app, cli};
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("switchboard: error: {message}");
+    ExitCode::FAILURE
+}
+
+/// A Redis URL without its password, for the log.
+fn redacted(url: &str) -> String {
+    match (url.split_once("://"), url.rfind('@')) {
+        (Some((scheme, _)), Some(at)) => format!("{scheme}://***@{}", &url[at + 1..]),
+        _ => url.to_string(),
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let (cli, runs) = cli::parse();
+    cli::init_tracing(&cli);
+    cli::log_summary(&cli, &runs);
+    let redis_url = cli.redis_url.as_deref();
+    if let Some(url) = redis_url {
+        tracing::info!(redis = %redacted(url), "joining the cluster through Redis");
+    }
+    let process = Process {
+        metrics: Metrics::new(),
+        admission: cli.hub.admission(),
+        http: cli.http.limits(),
+        clock: HubClock::default(),
+    };
+    let running = match app::start(&process, cli.transport, runs, cli.hub.config(), redis_url).await
+    {
+        Ok(running) => running,
+        Err(e) => return fail(&e.to_string()),
+    };
+    for s in &running {
+        tracing::info!(
+            system = s.spec().name,
+            addr = %s.local_addr(),
+            ws_path = s.spec().ws_path.unwrap_or("*"),
+            "listening"
+        );
+    }
+    cli::terminated().await;
+    tracing::info!("shutting down");
+    for s in &running {
+        s.shutdown_handle().trigger();
+    }
+    let mut code = ExitCode::SUCCESS;
+    for s in running {
+        let system = s.spec().name;
+        if let Err(e) = s.wait().await {
+            tracing::error!(system, error = %e, "server stopped with an error");
+            code = ExitCode::FAILURE;
+        }
+    }
+    code
+}
