@@ -87,7 +87,7 @@ async fn node(url: &str) -> (Server, Backplane) {
         process.clock.clone(),
         Some(tx),
     );
-    let server = Server::start(&process, listener, system).unwrap();
+    let server = switchboard_tokio::serve(&process, listener, system).unwrap();
     let bp = Backplane::spawn(url, NodeId::random(), spec.name, server.hub().clone(), rx).unwrap();
     (server, bp)
 }

@@ -36,11 +36,13 @@ pub mod outbox;
 pub mod pacing;
 pub mod process;
 pub mod reader;
+pub mod serving;
 pub mod system;
 pub mod upgrade;
 
 pub use gate::Endpoint;
 pub use hub_task::{HubGone, HubHandle};
 pub use process::Process;
+pub use serving::Serving;
 pub use system::System;
 pub use tokio_tungstenite::{self, tungstenite};

@@ -9,23 +9,16 @@ use switchboard_hub::Config;
 use switchboard_protocol::SystemSpec;
 use switchboard_runtime::accept::ShutdownHandle;
 use switchboard_runtime::metrics::Registration;
-use switchboard_runtime::{HubHandle, Process, System};
+use switchboard_runtime::{HubHandle, Process, Serving, System};
 use tokio::net::TcpListener;
 
 use crate::cli::{SystemRun, Transport};
-
-/// A system's server, whichever transport it runs on.
-#[derive(Debug)]
-enum Served {
-    Hyper(switchboard_hyper::Server),
-    Tokio(switchboard_tokio::Server),
-}
 
 /// One system running: its server and, in a cluster, its backplane.
 #[derive(Debug)]
 pub struct Running {
     spec: &'static SystemSpec,
-    served: Served,
+    served: Serving,
     backplane: Option<(Backplane, [Registration; 2])>,
 }
 
@@ -37,34 +30,22 @@ impl Running {
 
     /// Its hub.
     pub fn hub(&self) -> &HubHandle {
-        match &self.served {
-            Served::Hyper(s) => s.hub(),
-            Served::Tokio(s) => s.hub(),
-        }
+        self.served.hub()
     }
 
     /// Where it listens.
     pub fn local_addr(&self) -> SocketAddr {
-        match &self.served {
-            Served::Hyper(s) => s.local_addr(),
-            Served::Tokio(s) => s.local_addr(),
-        }
+        self.served.local_addr()
     }
 
     /// A handle that stops it.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
-        match &self.served {
-            Served::Hyper(s) => s.shutdown_handle(),
-            Served::Tokio(s) => s.shutdown_handle(),
-        }
+        self.served.shutdown_handle()
     }
 
     /// Wait until it stops (and its backplane has let go of Redis).
     pub async fn wait(self) -> io::Result<()> {
-        let result = match self.served {
-            Served::Hyper(s) => s.wait().await,
-            Served::Tokio(s) => s.wait().await,
-        };
+        let result = self.served.wait().await;
         if let Some((backplane, _registrations)) = self.backplane {
             backplane.shutdown().await;
         }
@@ -132,16 +113,8 @@ async fn start_one(
         replicate,
     );
     let served = match transport {
-        Transport::Hyper => Served::Hyper(switchboard_hyper::Server::start(
-            process,
-            listener,
-            system.clone(),
-        )?),
-        Transport::Tokio => Served::Tokio(switchboard_tokio::Server::start(
-            process,
-            listener,
-            system.clone(),
-        )?),
+        Transport::Hyper => switchboard_hyper::serve(process, listener, system.clone())?,
+        Transport::Tokio => switchboard_tokio::serve(process, listener, system.clone())?,
     };
     let backplane = match (redis_url, inbound) {
         (Some(url), Some(rx)) => {

@@ -106,7 +106,7 @@ async fn wall_clock_steps_move_timestamps_and_nothing_else() {
         None,
     );
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let server = switchboard_hyper::Server::start(&process, listener, system).unwrap();
+    let server = switchboard_hyper::serve(&process, listener, system).unwrap();
     let addr = server.local_addr();
 
     let (mut steady, _) = greeting_timestamp(addr).await;

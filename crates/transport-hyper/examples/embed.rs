@@ -1,7 +1,7 @@
 //! Embedding the hub in your own tokio service.
 //!
 //! The service starts DCDock's endpoint (WebSocket `/api/ws` plus its HTTP endpoints) on a
-//! listener it owns (a `System` started in a `Process`, served by `Server::start`), and publishes an "assignment created" event straight
+//! listener it owns (a `System` started in a `Process`, served by `switchboard_hyper::serve`), and publishes an "assignment created" event straight
 //! from its own code: no HTTP round trip, the same fan-out and direction filters as
 //! `POST /api/ws/publish`. A dock-board client, holding a token the service signed, prints what
 //! it receives.
@@ -17,7 +17,6 @@ use futures_util::StreamExt;
 use serde_json::json;
 use switchboard_hub::Config;
 use switchboard_hub::UnixTime;
-use switchboard_hyper::Server;
 use switchboard_protocol::dcdock::v1::{
     event_publication, Action, AssignmentChange, Id, ServerEvent,
 };
@@ -78,7 +77,7 @@ pub async fn run(listener: TcpListener) -> Result<String, BoxError> {
         process.clock.clone(),
         None,
     );
-    let server = Server::start(&process, listener, system)?;
+    let server = switchboard_hyper::serve(&process, listener, system)?;
     println!("serving dcdock on ws://{}/api/ws", server.local_addr());
 
     // A dock-board user connects and asks for inbound loads only.

@@ -23,7 +23,7 @@
 //! let process = Process::default();
 //! let system = System::start(Endpoint::from_env(spec), Default::default(), Default::default(), process.clock.clone(), None);
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:4001").await?;
-//! let server = switchboard_hyper::Server::start(&process, listener, system)?;
+//! let server = switchboard_hyper::serve(&process, listener, system)?;
 //! // Publish from the embedding service:
 //! let event = switchboard_protocol::afc::v1::event_publication("todo-created", br#"{"id":1}"#).unwrap();
 //! server.hub().publish(event).await.ok();
@@ -36,98 +36,28 @@
 mod service;
 
 use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use switchboard_runtime::accept::{accept_loop, shutdown_pair, ShutdownHandle};
 use switchboard_runtime::http::HttpPolicy;
-use switchboard_runtime::{HubHandle, Process, System};
+use switchboard_runtime::{Process, Serving, System};
 use tokio::net::TcpListener;
 
 /// How long a client may take to send a request's headers.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A system served on one port: WebSocket upgrades and HTTP requests.
-#[derive(Debug)]
-pub struct Server {
-    system: Arc<System>,
-    local_addr: SocketAddr,
-    shutdown: ShutdownHandle,
-    task: tokio::task::JoinHandle<()>,
-}
+/// A system served on one port by this transport.
+pub type Server = Serving;
 
-impl Server {
-    /// Serve `system` on `listener`, as one system of `process` (its socket budget, its metrics,
-    /// its HTTP limits).
-    pub fn start(
-        process: &Process,
-        listener: TcpListener,
-        system: Arc<System>,
-    ) -> io::Result<Server> {
-        let local_addr = listener.local_addr()?;
-        let (shutdown, signal) = shutdown_pair();
-        let registration = process.metrics.register(system.clone());
-        let shared = Arc::new(service::Shared {
-            system: system.clone(),
-            policy: HttpPolicy::new(process.http.clone()),
-            metrics: process.metrics.clone(),
-        });
-        let admission = process.admission.clone();
-        let task = tokio::spawn(async move {
-            let (sys, stop) = (shared.system.clone(), signal.clone());
-            let refusals = sys.refusals().clone();
-            let conns = accept_loop(
-                listener,
-                sys.name(),
-                signal,
-                &admission,
-                &refusals,
-                |tcp, peer, ticket| {
-                    service::serve_connection(tcp, peer, ticket, shared.clone(), stop.clone())
-                },
-            )
-            .await;
-            sys.drain(conns).await;
-            drop(registration);
-        });
-        Ok(Server {
-            system,
-            local_addr,
-            shutdown,
-            task,
-        })
-    }
-
-    /// The system served.
-    pub fn system(&self) -> &Arc<System> {
-        &self.system
-    }
-
-    /// The system's hub, for publishing from the embedding service.
-    pub fn hub(&self) -> &HubHandle {
-        self.system.hub()
-    }
-
-    /// The address it listens on.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
-    }
-
-    /// A handle that stops the server.
-    pub fn shutdown_handle(&self) -> ShutdownHandle {
-        self.shutdown.clone()
-    }
-
-    /// Stop accepting, close every WebSocket with 1001, finish in-flight HTTP requests, and wait
-    /// (at most [`switchboard_runtime::system::SHUTDOWN_GRACE`] for connections).
-    pub async fn shutdown(self) -> io::Result<()> {
-        self.shutdown.trigger();
-        self.wait().await
-    }
-
-    /// Wait until the server stops.
-    pub async fn wait(self) -> io::Result<()> {
-        self.task.await.map_err(io::Error::other)
-    }
+/// Serve `system` on `listener` (WebSocket upgrades and HTTP requests), as one system of
+/// `process` (its socket budget, its metrics, its HTTP limits).
+pub fn serve(process: &Process, listener: TcpListener, system: Arc<System>) -> io::Result<Server> {
+    let shared = Arc::new(service::Shared {
+        system: system.clone(),
+        policy: HttpPolicy::new(process.http.clone()),
+        metrics: process.metrics.clone(),
+    });
+    Serving::spawn(process, listener, system, move |tcp, peer, ticket, stop| {
+        service::serve_connection(tcp, peer, ticket, shared.clone(), stop)
+    })
 }

@@ -15,7 +15,7 @@
 //! let process = Process::default();
 //! let system = System::start(Endpoint::new(spec), Default::default(), Default::default(), process.clock.clone(), None);
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:3002").await?;
-//! let server = switchboard_tokio::Server::start(&process, listener, system)?;
+//! let server = switchboard_tokio::serve(&process, listener, system)?;
 //! // ... later:
 //! server.shutdown().await
 //! # }
@@ -29,17 +29,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use switchboard_runtime::accept::{accept_loop, shutdown_pair, ws_config, ShutdownHandle};
+use switchboard_runtime::accept::ws_config;
 use switchboard_runtime::admission::Ticket;
 use switchboard_runtime::gate::has_token;
 use switchboard_runtime::logging::REFUSALS;
-use switchboard_runtime::metrics::Registration;
 use switchboard_runtime::reader;
 use switchboard_runtime::tungstenite::http::{
     header, HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version,
 };
 use switchboard_runtime::upgrade::{self, Decision, RequestHead};
-use switchboard_runtime::{HubHandle, Process, System};
+use switchboard_runtime::{Process, Serving, System};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -51,80 +50,16 @@ pub const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// Headers a request head may have.
 const MAX_HEADERS: usize = 64;
 
-/// A system served on one port, WebSocket only.
-#[derive(Debug)]
-pub struct Server {
-    system: Arc<System>,
-    local_addr: SocketAddr,
-    shutdown: ShutdownHandle,
-    task: tokio::task::JoinHandle<()>,
-}
+/// A system served on one port by this transport.
+pub type Server = Serving;
 
-impl Server {
-    /// Serve `system` on `listener`, as one system of `process` (its socket budget, its metrics).
-    pub fn start(
-        process: &Process,
-        listener: TcpListener,
-        system: Arc<System>,
-    ) -> io::Result<Server> {
-        let local_addr = listener.local_addr()?;
-        let (shutdown, signal) = shutdown_pair();
-        let registration = process.metrics.register(system.clone());
-        let admission = process.admission.clone();
-        let sys = system.clone();
-        let task = tokio::spawn(async move {
-            let refusals = sys.refusals().clone();
-            let conns = accept_loop(
-                listener,
-                sys.name(),
-                signal,
-                &admission,
-                &refusals,
-                |tcp, peer, ticket| connect(tcp, peer, ticket, sys.clone()),
-            )
-            .await;
-            sys.drain(conns).await;
-            drop::<Registration>(registration);
-        });
-        Ok(Server {
-            system,
-            local_addr,
-            shutdown,
-            task,
-        })
-    }
-
-    /// The system served.
-    pub fn system(&self) -> &Arc<System> {
-        &self.system
-    }
-
-    /// The system's hub, for publishing from the embedding service.
-    pub fn hub(&self) -> &HubHandle {
-        self.system.hub()
-    }
-
-    /// The address it listens on.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
-    }
-
-    /// A handle that stops the server.
-    pub fn shutdown_handle(&self) -> ShutdownHandle {
-        self.shutdown.clone()
-    }
-
-    /// Stop accepting, close every connection with 1001, and wait (at most
-    /// [`switchboard_runtime::system::SHUTDOWN_GRACE`]).
-    pub async fn shutdown(self) -> io::Result<()> {
-        self.shutdown.trigger();
-        self.wait().await
-    }
-
-    /// Wait until the server stops.
-    pub async fn wait(self) -> io::Result<()> {
-        self.task.await.map_err(io::Error::other)
-    }
+/// Serve `system` on `listener`, WebSocket only, as one system of `process` (its socket budget,
+/// its metrics).
+pub fn serve(process: &Process, listener: TcpListener, system: Arc<System>) -> io::Result<Server> {
+    let sys = system.clone();
+    Serving::spawn(process, listener, system, move |tcp, peer, ticket, _| {
+        connect(tcp, peer, ticket, sys.clone())
+    })
 }
 
 /// One connection's task: its handshake (boxed, so its state is freed once done), then the

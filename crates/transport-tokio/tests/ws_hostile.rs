@@ -34,7 +34,7 @@ async fn start_in(process: &Process, endpoint: Endpoint) -> Server {
         process.clock.clone(),
         None,
     );
-    Server::start(process, listener, system).unwrap()
+    switchboard_tokio::serve(process, listener, system).unwrap()
 }
 
 /// What the server answered a raw upgrade request: the status of its answer, or `None` when it

@@ -22,7 +22,7 @@ async fn start() -> Server {
         process.clock.clone(),
         None,
     );
-    Server::start(&process, listener, system).unwrap()
+    switchboard_tokio::serve(&process, listener, system).unwrap()
 }
 
 async fn connect(server: &Server) -> Ws {

@@ -20,7 +20,7 @@ async fn start(system: &str, config: Config) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let process = Process::default();
     let system = support::system(&process, system, config, support::options());
-    Server::start(&process, listener, system).unwrap()
+    switchboard_tokio::serve(&process, listener, system).unwrap()
 }
 
 /// Publish a race update body the way `POST /sessions/<id>/updates` would.

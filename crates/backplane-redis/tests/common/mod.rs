@@ -199,7 +199,7 @@ impl Node {
             process.clock.clone(),
             Some(tx),
         );
-        let server = Server::start(&process, listener, system).unwrap();
+        let server = switchboard_tokio::serve(&process, listener, system).unwrap();
         if lose_room_events {
             let (filtered_tx, filtered_rx) = replication_channel();
             tokio::spawn(async move {

@@ -63,7 +63,7 @@ pub async fn serve(
         process.clock.clone(),
         None,
     );
-    Server::start(process, listener, system).unwrap()
+    switchboard_hyper::serve(process, listener, system).unwrap()
 }
 
 /// `system` with the test endpoint and options, default hub limits, in `process`.

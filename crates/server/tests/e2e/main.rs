@@ -42,5 +42,5 @@ pub async fn start_with(system: &str, config: Config, options: Options) -> Serve
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let process = Process::default();
     let system = support::system(&process, system, config, options);
-    Server::start(&process, listener, system).unwrap()
+    switchboard_hyper::serve(&process, listener, system).unwrap()
 }

@@ -1,0 +1,99 @@
+//! A system served on one listener, whichever transport serves it: the accept loop's task, its
+//! place in the process's metrics, and how to stop it.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::accept::{accept_loop, shutdown_pair, Shutdown, ShutdownHandle};
+use crate::admission::Ticket;
+use crate::hub_task::HubHandle;
+use crate::process::Process;
+use crate::system::System;
+
+/// A system served on one listener by some transport.
+#[derive(Debug)]
+pub struct Serving {
+    system: Arc<System>,
+    local_addr: SocketAddr,
+    shutdown: ShutdownHandle,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Serving {
+    /// Serve `system` on `listener` as one system of `process` (its socket budget, its metrics):
+    /// accept sockets and run `connection` for each one admitted, with its ticket and the
+    /// shutdown signal, until shutdown; then close every connection with 1001 and wait for them.
+    /// This is what a transport's `serve` is made of.
+    pub fn spawn<F, Fut>(
+        process: &Process,
+        listener: TcpListener,
+        system: Arc<System>,
+        mut connection: F,
+    ) -> io::Result<Serving>
+    where
+        F: FnMut(TcpStream, SocketAddr, Ticket, Shutdown) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let local_addr = listener.local_addr()?;
+        let (shutdown, signal) = shutdown_pair();
+        let registration = process.metrics.register(system.clone());
+        let admission = process.admission.clone();
+        let sys = system.clone();
+        let task = tokio::spawn(async move {
+            let refusals = sys.refusals().clone();
+            let stop = signal.clone();
+            let conns = accept_loop(
+                listener,
+                sys.name(),
+                signal,
+                &admission,
+                &refusals,
+                |tcp, peer, ticket| connection(tcp, peer, ticket, stop.clone()),
+            )
+            .await;
+            sys.drain(conns).await;
+            drop(registration);
+        });
+        Ok(Serving {
+            system,
+            local_addr,
+            shutdown,
+            task,
+        })
+    }
+
+    /// The system served.
+    pub fn system(&self) -> &Arc<System> {
+        &self.system
+    }
+
+    /// The system's hub, for publishing from the embedding service.
+    pub fn hub(&self) -> &HubHandle {
+        self.system.hub()
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// A handle that stops it.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.shutdown.clone()
+    }
+
+    /// Stop accepting, close every connection with 1001, and wait (at most
+    /// [`crate::system::SHUTDOWN_GRACE`] for the connections).
+    pub async fn shutdown(self) -> io::Result<()> {
+        self.shutdown.trigger();
+        self.wait().await
+    }
+
+    /// Wait until it stops.
+    pub async fn wait(self) -> io::Result<()> {
+        self.task.await.map_err(io::Error::other)
+    }
+}
