@@ -5,7 +5,8 @@
 //! 0       1        version (1)
 //! 1       8        origin node id, big-endian
 //! 9       8        sequence number on the system's `all` channel, big-endian (0: not counted)
-//! 17      1        flags: bits 0-1 target (0 All, 1 Room, 2 User); bit 2 tags present
+//! 17      1        flags: bits 0-1 target (0 All, 1 Room, 2 User); bit 2 tags present;
+//!                  bit 3 kept (the receiving node keeps it in its stream's history)
 //! 18      varint   [Room, User] length of the room or user id, then its UTF-8 bytes
 //!         varint   [tags present] number of tags, then per tag: varint length + name,
 //!                  varint length + value (UTF-8)
@@ -28,6 +29,7 @@ pub const VERSION: u8 = 1;
 const FIXED: usize = 18;
 const TARGET_MASK: u8 = 0b011;
 const TAGS_FLAG: u8 = 0b100;
+const KEPT_FLAG: u8 = 0b1000;
 const TARGET_ALL: u8 = 0;
 const TARGET_ROOM: u8 = 1;
 const TARGET_USER: u8 = 2;
@@ -121,7 +123,8 @@ pub fn encode(origin: NodeId, seq: u64, publication: &Publication) -> Result<Byt
             TAGS_FLAG
         } else {
             0
-        };
+        }
+        | if publication.kept { KEPT_FLAG } else { 0 };
     out.put_u8(flags);
     if let Some(name) = name {
         put_str(&mut out, name);
@@ -237,6 +240,7 @@ pub fn decode(message: Bytes) -> Result<Envelope, DecodeError> {
             except: None,
             tags,
             payload,
+            kept: flags & KEPT_FLAG != 0,
         },
     })
 }
@@ -265,6 +269,8 @@ mod tests {
         let long = "r".repeat(70_000);
         round_trip(Publication::to_room(long, "7".repeat(300)));
         round_trip(Publication::to_room("ünïcødé ☃", "{}"));
+        round_trip(Publication::to_room("project:p", "{}").keep());
+        round_trip(Publication::to_all("{}").filtered(Vec::new()).keep());
     }
 
     #[test]

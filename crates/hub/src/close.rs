@@ -23,6 +23,8 @@ impl CloseCode {
     pub const TRY_AGAIN_LATER: CloseCode = CloseCode(1013);
     /// 4000: no inbound traffic, not even a pong, within the idle timeout.
     pub const IDLE_TIMEOUT: CloseCode = CloseCode(4000);
+    /// 4009: a v2 client resumed this connection's session from a new connection.
+    pub const SESSION_TAKEN_OVER: CloseCode = CloseCode(4009);
     /// 4008: the client did not read fast enough and its outbound queue hit its byte limit.
     pub const SLOW_CONSUMER: CloseCode = CloseCode(4008);
 }

@@ -78,6 +78,42 @@ impl Default for Limits {
     }
 }
 
+/// Secret randomness for the hub (session ids). Its `Debug` does not show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Seed(pub [u8; 32]);
+
+impl core::fmt::Debug for Seed {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("Seed(..)")
+    }
+}
+
+/// Sessions and streams of protocol v2 (history itself lives in an engine beside the hub: see
+/// [`crate::history`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryConfig {
+    /// How long a session outlives its connection, waiting for its client to resume it.
+    pub session_ttl: Duration,
+    /// Sessions kept without a connection; past it the oldest goes first.
+    pub max_detached_sessions: usize,
+    /// Client message ids a session remembers, to recognise a resend.
+    pub dedup_window: usize,
+    /// Where session ids come from: use a random seed (session ids must be unguessable).
+    pub seed: Seed,
+}
+
+impl HistoryConfig {
+    /// Defaults (sessions kept 5 minutes, 100 000 of them, 64 message ids each) with `seed`.
+    pub fn with_seed(seed: [u8; 32]) -> Self {
+        HistoryConfig {
+            session_ttl: Duration::from_secs(300),
+            max_detached_sessions: 100_000,
+            dedup_window: 64,
+            seed: Seed(seed),
+        }
+    }
+}
+
 /// Everything the hub needs to know up front.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -90,6 +126,8 @@ pub struct Config {
     pub idle_timeout: Option<Duration>,
     /// Emit [`crate::Output::Replicate`] for every local publication, for a cluster backplane.
     pub replicate: bool,
+    /// Keep history and serve protocol v2 (sessions, positions, resume). `None`: v1 only.
+    pub history: Option<HistoryConfig>,
 }
 
 impl Default for Config {
@@ -99,6 +137,7 @@ impl Default for Config {
             heartbeat_interval: Some(Duration::from_secs(30)),
             idle_timeout: Some(Duration::from_secs(75)),
             replicate: false,
+            history: None,
         }
     }
 }

@@ -110,6 +110,9 @@ pub struct Dialect(pub u8);
 impl Dialect {
     /// Version 1: the seeds' wire format.
     pub const V1: Dialect = Dialect(0);
+    /// Version 2: v1's messages inside the hub's envelope, with sessions, positions and resume
+    /// (`Sec-WebSocket-Protocol: switchboard.v2`; see [`crate::wire`]).
+    pub const V2: Dialect = Dialect(1);
 }
 
 /// Everything the transport knows about a connection when it opens.

@@ -67,9 +67,7 @@ impl Context<'_> {
 
     /// Replace `conn`'s filter.
     pub fn set_filter(&mut self, conn: ConnectionHandle, filter: Filter) {
-        if let Some(c) = self.core.get_mut(conn) {
-            c.filter = filter;
-        }
+        self.core.set_filter(conn, filter);
     }
 
     /// Set `conn`'s identity.

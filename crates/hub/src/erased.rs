@@ -8,7 +8,9 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::any::Any;
 
+use crate::history::{FetchId, Fetched, HistoryError, Position};
 use crate::hub::{MessageOf, RequestOf};
+use crate::output::NothingPending;
 use crate::{
     CloseCode, Config, ConnectionHandle, Decode, Dialect, Frame, HttpRequest, HttpResponse, Hub,
     Instant, OpenError, OpenInfo, Output, Protocol, Publication, Stats, Text, UnixTime,
@@ -23,6 +25,8 @@ pub type AnyMessage = Box<dyn Any + Send>;
 pub trait DynDecode: Send + Sync {
     /// Decode a text frame from a connection speaking `dialect`.
     fn decode(&self, dialect: Dialect, frame: &Text) -> AnyMessage;
+    /// Decode a text frame as [`crate::decode_frame`] does (a v2 envelope first).
+    fn decode_frame(&self, dialect: Dialect, frame: Text) -> Frame<AnyMessage>;
     /// Decode an HTTP request.
     fn decode_request(&self, request: HttpRequest) -> AnyMessage;
 }
@@ -30,6 +34,27 @@ pub trait DynDecode: Send + Sync {
 impl<D: Decode> DynDecode for D {
     fn decode(&self, dialect: Dialect, frame: &Text) -> AnyMessage {
         Box::new(Decode::decode(self, dialect, frame))
+    }
+
+    fn decode_frame(&self, dialect: Dialect, frame: Text) -> Frame<AnyMessage> {
+        match crate::decode_frame(self, dialect, frame) {
+            Frame::Decoded { len, message } => Frame::Decoded {
+                len,
+                message: Box::new(message),
+            },
+            Frame::Enveloped {
+                len,
+                envelope,
+                message,
+            } => Frame::Enveloped {
+                len,
+                envelope,
+                message: Box::new(message),
+            },
+            Frame::Malformed { len, error } => Frame::Malformed { len, error },
+            Frame::Text(t) => Frame::Text(t),
+            Frame::Binary(b) => Frame::Binary(b),
+        }
     }
 
     fn decode_request(&self, request: HttpRequest) -> AnyMessage {
@@ -77,6 +102,15 @@ pub trait DynHub: Send + core::fmt::Debug {
         now: Instant,
         conn: ConnectionHandle,
     ) -> Result<(), UnknownConnection>;
+    /// See [`Hub::handle_appended`].
+    fn handle_appended(
+        &mut self,
+        now: Instant,
+        stream: &str,
+        result: Result<Position, HistoryError>,
+    ) -> Result<(), NothingPending>;
+    /// See [`Hub::handle_fetched`].
+    fn handle_fetched(&mut self, now: Instant, id: FetchId, result: Result<Fetched, HistoryError>);
     /// See [`Hub::handle_http`].
     fn handle_http(&mut self, now: Instant, req: HttpRequest) -> Option<HttpResponse>;
     /// See [`Hub::handle_request`]; `request` must come from [`DynHub::decoder`].
@@ -144,6 +178,16 @@ impl<P: Protocol> DynHub for Hub<P> {
                 len,
                 message: unerase::<MessageOf<P>>(message, "frame"),
             },
+            Frame::Enveloped {
+                len,
+                envelope,
+                message,
+            } => Frame::Enveloped {
+                len,
+                envelope,
+                message: unerase::<MessageOf<P>>(message, "frame"),
+            },
+            Frame::Malformed { len, error } => Frame::Malformed { len, error },
         };
         Hub::handle_frame(self, now, conn, frame)
     }
@@ -171,6 +215,19 @@ impl<P: Protocol> DynHub for Hub<P> {
         conn: ConnectionHandle,
     ) -> Result<(), UnknownConnection> {
         Hub::handle_close(self, now, conn)
+    }
+
+    fn handle_appended(
+        &mut self,
+        now: Instant,
+        stream: &str,
+        result: Result<Position, HistoryError>,
+    ) -> Result<(), NothingPending> {
+        Hub::handle_appended(self, now, stream, result)
+    }
+
+    fn handle_fetched(&mut self, now: Instant, id: FetchId, result: Result<Fetched, HistoryError>) {
+        Hub::handle_fetched(self, now, id, result);
     }
 
     fn handle_http(&mut self, now: Instant, req: HttpRequest) -> Option<HttpResponse> {

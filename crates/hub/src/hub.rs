@@ -1,5 +1,6 @@
 //! The hub: the inputs a driver feeds, the protocol callbacks they cause, and the throttle.
 
+use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::format;
 use alloc::string::{String, ToString};
@@ -9,14 +10,17 @@ use core::cmp::Reverse;
 use hashbrown::{DefaultHashBuilder, HashMap};
 
 use crate::context::Context;
+use crate::history::{FetchId, Fetched, HistoryError, Position};
 use crate::http::{HttpRequest, HttpResponse};
-use crate::output::{Frame, OpenError, Output, UnknownConnection};
-use crate::protocol::{Decode, Protocol};
+use crate::output::{Frame, NothingPending, OpenError, Output, UnknownConnection};
+use crate::protocol::{decode_frame, Decode, Protocol};
 use crate::state::Core;
 use crate::stats::Stats;
+use crate::v2::{Seen, Streams};
+use crate::wire::{self, Envelope};
 use crate::{
-    CloseCode, Config, ConnectionHandle, ConnectionInfo, Instant, OpenInfo, Publication, RateLimit,
-    RatePolicy, Target, UnixTime, MAX_HELD_FRAMES,
+    CloseCode, Config, ConnectionHandle, ConnectionInfo, Dialect, Instant, OpenInfo, Publication,
+    RateLimit, RatePolicy, Target, UnixTime, MAX_HELD_FRAMES,
 };
 
 /// What a text frame decodes to under protocol `P`.
@@ -63,8 +67,14 @@ impl<P: Protocol> Hub<P> {
     /// A hub serving `protocol` under `config`, created at `now`.
     pub fn new(config: Config, protocol: P, now: Instant) -> Self {
         let decoder = protocol.decoder();
+        let mut core = Core::new(config, now);
+        core.streams = core
+            .config
+            .history
+            .clone()
+            .map(|h| Box::new(Streams::new(h, protocol.system_stream())));
         Hub {
-            core: Core::new(config, now),
+            core,
             protocol,
             decoder,
             held: HashMap::default(),
@@ -139,11 +149,23 @@ impl<P: Protocol> Hub<P> {
         info: OpenInfo,
     ) -> Result<ConnectionHandle, OpenError> {
         let now = self.tick(now);
+        let v2 = info.dialect == Dialect::V2;
+        if v2 && self.core.streams.is_none() {
+            return Err(OpenError::V2WithoutHistory);
+        }
         let h = self.core.open(now, info.dialect)?;
         if let Some(identity) = info.identity.clone() {
             self.core.set_identity(h, identity);
         }
+        if v2 {
+            // Its session first, so the greeting and everything after belong to it.
+            self.with_protocol(now, |_, cx| cx.core.v2_open(now, h, &info));
+        }
         self.with_protocol(now, |p, cx| p.on_open(cx, h, &info));
+        let system = self.core.streams.as_ref().and_then(|s| s.system);
+        if let (true, Some(stream)) = (v2, system) {
+            self.core.v2_subscribe(h, stream);
+        }
         Ok(h)
     }
 
@@ -206,16 +228,44 @@ impl<P: Protocol> Hub<P> {
 
     /// Hand an accepted frame to the protocol, decoding it first if the driver did not.
     fn dispatch(&mut self, now: Instant, conn: ConnectionHandle, frame: Frame<MessageOf<P>>) {
-        let message = match frame {
-            Frame::Decoded { message, .. } => message,
+        let frame = match frame {
             Frame::Text(text) => {
                 let dialect = self.core.get(conn).map(|c| c.dialect).unwrap_or_default();
-                self.decoder.decode(dialect, &text)
+                decode_frame(&self.decoder, dialect, text)
+            }
+            other => other,
+        };
+        let message = match frame {
+            Frame::Decoded { message, .. } => message,
+            Frame::Enveloped {
+                envelope, message, ..
+            } => {
+                let Envelope { id, since } = *envelope;
+                self.core.v2_note_since(conn, since);
+                let Some(id) = id else {
+                    self.with_protocol(now, |p, cx| p.on_message(cx, conn, message));
+                    return;
+                };
+                if let Seen::Again = self.core.v2_begin(conn, id) {
+                    return;
+                }
+                self.with_protocol(now, |p, cx| {
+                    p.on_message(cx, conn, message);
+                    cx.core.v2_end();
+                });
+                return;
+            }
+            Frame::Malformed { error, .. } => {
+                self.core.count_error("bad_envelope");
+                let frame = wire::error(&error.0);
+                self.with_protocol(now, |_, cx| cx.core.send_control(conn, frame));
+                return;
             }
             Frame::Binary(bytes) => {
                 self.with_protocol(now, |p, cx| p.on_binary(cx, conn, &bytes));
                 return;
             }
+            Frame::Text(_) => unreachable!("decoded above"),
         };
         self.with_protocol(now, |p, cx| p.on_message(cx, conn, message));
     }
@@ -375,7 +425,40 @@ impl<P: Protocol> Hub<P> {
             return self.closing_or_unknown(conn);
         };
         c.queued_bytes = c.queued_bytes.saturating_sub(bytes);
+        if self.core.v2_busy(conn) {
+            // Room in its queue: a replay or a gap report may go on.
+            self.core.v2_pump(conn);
+        }
         Ok(())
+    }
+
+    /// The history engine kept the oldest publication of `stream` still waiting (an
+    /// [`Output::Append`]) at `result`. Answers come in the order of the appends, per stream.
+    /// The v2 subscribers get it now, with its position, and its publisher's ack.
+    pub fn handle_appended(
+        &mut self,
+        now: Instant,
+        stream: &str,
+        result: Result<Position, HistoryError>,
+    ) -> Result<(), NothingPending> {
+        let now = self.tick(now);
+        if !self.core.v2_is_appending(stream) {
+            return Err(NothingPending);
+        }
+        self.with_protocol(now, |_, cx| cx.core.v2_appended(stream, result));
+        Ok(())
+    }
+
+    /// The history engine answered the [`Output::Fetch`] named `id` (answers may come in any
+    /// order; one for a connection that left the stream or closed is ignored).
+    pub fn handle_fetched(
+        &mut self,
+        now: Instant,
+        id: FetchId,
+        result: Result<Fetched, HistoryError>,
+    ) {
+        let now = self.tick(now);
+        self.with_protocol(now, |_, cx| cx.core.v2_fetched(id, result));
     }
 
     /// The peer closed, or its socket failed. The protocol hears of it; rooms are left.
@@ -457,13 +540,16 @@ impl<P: Protocol> Hub<P> {
     /// an early call is a no-op).
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.core.timers.peek().map(|Reverse((d, _, _))| *d)
+        let timer = self.core.timers.peek().map(|Reverse((d, _, _))| *d);
+        let session = self.core.streams.as_ref().and_then(|s| s.next_expiry());
+        timer.into_iter().chain(session).min()
     }
 
     /// Send due heartbeats, close idle connections, and let throttled connections go on.
     /// Early or repeated calls do nothing.
     pub fn handle_timeout(&mut self, now: Instant) {
         let now = self.tick(now);
+        self.core.v2_expire(now);
         let (heartbeat, idle, rate) = (
             self.core.config.heartbeat_interval,
             self.core.config.idle_timeout,

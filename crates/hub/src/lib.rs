@@ -65,6 +65,7 @@ mod connection;
 mod context;
 mod erased;
 mod http;
+pub mod history;
 mod hub;
 mod output;
 mod protocol;
@@ -74,17 +75,23 @@ mod state;
 mod stats;
 mod text;
 pub mod time;
+mod v2;
+pub mod wire;
 
 pub use bytes::Bytes;
 pub use close::CloseCode;
-pub use config::{Config, Limits, RateLimit, RatePolicy, SlowConsumerPolicy, MAX_HELD_FRAMES};
+pub use config::{
+    Config, HistoryConfig, Limits, RateLimit, RatePolicy, Seed, SlowConsumerPolicy,
+    MAX_HELD_FRAMES,
+};
 pub use connection::{ConnectionHandle, ConnectionInfo, Dialect, Filter, Identity, OpenInfo, Tags};
 pub use context::Context;
 pub use erased::{AnyMessage, DynDecode, DynHub};
 pub use http::{HttpRequest, HttpResponse, Method};
+pub use history::{Epoch, Position, SessionId};
 pub use hub::{Hub, MessageOf, RequestOf};
-pub use output::{Frame, JoinError, OpenError, Output, UnknownConnection};
-pub use protocol::{Decode, Protocol, RawText};
+pub use output::{Frame, JoinError, NothingPending, OpenError, Output, UnknownConnection};
+pub use protocol::{decode_frame, Decode, Protocol, RawText};
 pub use publication::{Publication, Target};
 pub use ratelimit::{RateLimiter, TokenBucket};
 pub use stats::{Counters, Stats};

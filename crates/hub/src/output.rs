@@ -2,9 +2,13 @@
 //! errors a caller can get.
 
 use alloc::borrow::Cow;
+use alloc::boxed::Box;
 use alloc::string::String;
+use alloc::sync::Arc;
 use bytes::Bytes;
 
+use crate::history::{Entry, FetchId, Position};
+use crate::wire::{Envelope, EnvelopeError};
 use crate::{CloseCode, ConnectionHandle, Instant, Publication, Text};
 
 /// A frame received from a connection: as it arrived, or already decoded where it arrived.
@@ -23,6 +27,23 @@ pub enum Frame<M> {
         /// What it decoded to.
         message: M,
     },
+    /// A v2 frame already opened and decoded ([`crate::decode_frame`]): its envelope, and the
+    /// message inside.
+    Enveloped {
+        /// Its length on the wire.
+        len: usize,
+        /// Its id and positions.
+        envelope: Box<Envelope>,
+        /// What the message inside decoded to.
+        message: M,
+    },
+    /// A v2 frame whose envelope could not be read; the client is told why.
+    Malformed {
+        /// Its length on the wire.
+        len: usize,
+        /// Why.
+        error: EnvelopeError,
+    },
 }
 
 impl<M> Frame<M> {
@@ -31,7 +52,9 @@ impl<M> Frame<M> {
         match self {
             Frame::Text(t) => t.len(),
             Frame::Binary(b) => b.len(),
-            Frame::Decoded { len, .. } => *len,
+            Frame::Decoded { len, .. }
+            | Frame::Enveloped { len, .. }
+            | Frame::Malformed { len, .. } => *len,
         }
     }
 
@@ -87,6 +110,26 @@ pub enum Output {
     /// A room lost its last local member: a backplane may stop receiving its publications
     /// (only when [`crate::Config::replicate`] is set).
     RoomClosed(String),
+    /// Keep `entry` as the next publication of `stream` and answer with its position through
+    /// [`crate::Hub::handle_appended`], in order per stream (only with
+    /// [`crate::Config::history`]).
+    Append {
+        /// The stream.
+        stream: String,
+        /// What replay needs.
+        entry: Arc<Entry>,
+    },
+    /// Fetch what a connection missed of `stream` since `since` (or only the top, without a
+    /// position) and answer through [`crate::Hub::handle_fetched`] with `id`, in any order,
+    /// or never (only with [`crate::Config::history`]).
+    Fetch {
+        /// Names the answer.
+        id: FetchId,
+        /// The stream.
+        stream: String,
+        /// Where the connection was.
+        since: Option<Position>,
+    },
 }
 
 /// Why a connection was refused at open.
@@ -99,6 +142,9 @@ pub enum OpenError {
         /// The configured limit.
         limit: usize,
     },
+    /// The connection speaks v2 and this hub keeps no history ([`crate::Config::history`]).
+    #[error("protocol v2 needs history, which this hub does not keep")]
+    V2WithoutHistory,
 }
 
 /// Why a join was refused.
@@ -121,6 +167,11 @@ pub enum JoinError {
     #[error("no open connection for this handle")]
     UnknownConnection,
 }
+
+/// [`crate::Hub::handle_appended`] named a stream with no append waiting for its position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("no append of this stream is waiting for its position")]
+pub struct NothingPending;
 
 /// The handle names no connection the hub knows: it never existed, or it closed and the driver
 /// has already been told (a stale handle, e.g. from a reused slot).

@@ -1,12 +1,14 @@
 //! The one interface through which a system's protocol plugs into the hub: a pure decoder that
 //! runs wherever bytes arrive, and the behaviour that runs on the hub.
 
+use alloc::boxed::Box;
 use alloc::string::String;
 use bytes::Bytes;
 
 use crate::context::Context;
 use crate::http::{HttpRequest, HttpResponse};
-use crate::{CloseCode, ConnectionHandle, Dialect, OpenInfo, Text};
+use crate::wire;
+use crate::{CloseCode, ConnectionHandle, Dialect, Frame, OpenInfo, Text};
 
 /// The pure half of a protocol: turns a client's text frame or an HTTP request into a typed
 /// value. It holds no state of the hub, so drivers run it on whatever thread the bytes arrived on
@@ -40,6 +42,13 @@ pub trait Protocol: Send + 'static {
 
     /// The decoder for frames and requests of this protocol.
     fn decoder(&self) -> Self::Decoder;
+
+    /// The stream of this system's kept publications to [`crate::Target::All`] and
+    /// [`crate::Target::User`], which every v2 connection gets from its open; `None` if it has
+    /// none (kept publications then go to rooms only).
+    fn system_stream(&self) -> Option<&'static str> {
+        None
+    }
 
     /// A connection was accepted; typically sends a greeting and applies `info` (e.g. a query
     /// parameter that picks a room).
@@ -81,6 +90,27 @@ pub trait Protocol: Send + 'static {
     ) -> Option<HttpResponse> {
         let _ = (cx, request);
         None
+    }
+}
+
+/// Decode a text frame from a connection speaking `dialect`: a v1 frame with `decoder`; a v2
+/// frame's envelope first, then the message inside with `decoder`. Pure: drivers run it where
+/// the bytes arrived.
+pub fn decode_frame<D: Decode>(decoder: &D, dialect: Dialect, text: Text) -> Frame<D::Message> {
+    let len = text.len();
+    if dialect != Dialect::V2 {
+        return Frame::Decoded {
+            len,
+            message: decoder.decode(dialect, &text),
+        };
+    }
+    match wire::open(&text) {
+        Ok((envelope, inner)) => Frame::Enveloped {
+            len,
+            envelope: Box::new(envelope),
+            message: decoder.decode(dialect, &inner),
+        },
+        Err(error) => Frame::Malformed { len, error },
     }
 }
 

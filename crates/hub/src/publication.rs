@@ -32,6 +32,10 @@ pub struct Publication {
     pub tags: Option<Tags>,
     /// The encoded frame.
     pub payload: Text,
+    /// Whether its stream's history keeps it (for v2 positions and resume): the stream is its
+    /// room, or the protocol's system stream for [`Target::All`] and [`Target::User`]. Replies
+    /// and state such as presence are not kept.
+    pub kept: bool,
 }
 
 impl Publication {
@@ -42,6 +46,7 @@ impl Publication {
             except: None,
             tags: None,
             payload: payload.into(),
+            kept: false,
         }
     }
 
@@ -63,6 +68,12 @@ impl Publication {
     /// Leave out `sender`.
     pub fn except(mut self, sender: ConnectionHandle) -> Self {
         self.except = Some(sender);
+        self
+    }
+
+    /// Keep it in its stream's history (see [`Publication::kept`]).
+    pub fn keep(mut self) -> Self {
+        self.kept = true;
         self
     }
 

@@ -2,6 +2,7 @@
 //! queue. The [`crate::Hub`] drives it; protocols act on it through a [`crate::Context`].
 
 use alloc::borrow::Cow;
+use alloc::boxed::Box;
 use alloc::collections::{BinaryHeap, VecDeque};
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
@@ -11,9 +12,12 @@ use hashbrown::{DefaultHashBuilder, HashMap, HashSet};
 use indexmap::IndexSet;
 use slab::Slab;
 
+use crate::history::{Audience, Entry};
 use crate::output::{JoinError, OpenError, Output};
 use crate::ratelimit::TokenBucket;
 use crate::stats::{Counters, Stats};
+use crate::v2::{Streams, V2Conn};
+use crate::wire;
 use crate::{
     CloseCode, Config, ConnectionHandle, ConnectionInfo, Dialect, Filter, Identity, Instant,
     Publication, RateLimit, SlowConsumerPolicy, Target, Text, UnixTime,
@@ -37,6 +41,8 @@ pub(crate) struct Connection {
     pub(crate) paused_until: Option<Instant>,
     /// The protocol dialect it speaks, chosen at open.
     pub(crate) dialect: Dialect,
+    /// Its session and stream subscriptions, if it speaks v2.
+    pub(crate) v2: Option<Box<V2Conn>>,
 }
 
 impl Connection {
@@ -50,19 +56,19 @@ impl Connection {
 }
 
 #[derive(Default)]
-struct Room {
-    members: IndexSet<u32, DefaultHashBuilder>,
+pub(crate) struct Room {
+    pub(crate) members: IndexSet<u32, DefaultHashBuilder>,
 }
 
 /// The state the protocol may act on through a [`crate::Context`]; everything but the protocol
 /// itself.
 pub(crate) struct Core {
     pub(crate) config: Config,
-    conns: Slab<Connection>,
-    rooms: HashMap<String, Room>,
+    pub(crate) conns: Slab<Connection>,
+    pub(crate) rooms: HashMap<String, Room>,
     /// The slots of each user's connections, ascending, so `Target::User` costs the user's
     /// connections and not a scan of all of them.
-    users: HashMap<String, Vec<u32>>,
+    pub(crate) users: HashMap<String, Vec<u32>>,
     pub(crate) outputs: VecDeque<Output>,
     /// One entry per connection with timers: (deadline, slot, serial); stale entries are skipped.
     pub(crate) timers: BinaryHeap<Reverse<(Instant, u32, u64)>>,
@@ -72,7 +78,11 @@ pub(crate) struct Core {
     /// them are still expected, and accepted.
     pub(crate) closing: HashSet<ConnectionHandle, DefaultHashBuilder>,
     /// Scratch list of slow consumers found during one fan-out (kept to avoid reallocating).
-    victims: Vec<ConnectionHandle>,
+    pub(crate) victims: Vec<ConnectionHandle>,
+    /// Scratch list of slots for a fan-out to v2 subscribers.
+    pub(crate) scratch: Vec<u32>,
+    /// Sessions, streams and history requests, when the hub keeps history (v2).
+    pub(crate) streams: Option<Box<Streams>>,
     next_serial: u64,
     pub(crate) started_at: Instant,
     pub(crate) last_now: Instant,
@@ -100,28 +110,20 @@ fn info(slot: usize, c: &Connection) -> ConnectionInfo<'_> {
     }
 }
 
-/// Queue one delivery to one connection, applying the exclusion, the filter and the byte limit.
+/// Queue one frame to one connection within its byte limit; past it, the slow-consumer policy.
 #[allow(clippy::too_many_arguments)]
 #[inline]
 fn offer(
     h: ConnectionHandle,
     conn: &mut Connection,
-    publication: &Publication,
+    frame: &Text,
     max_queued: usize,
     policy: SlowConsumerPolicy,
     outputs: &mut VecDeque<Output>,
     counters: &mut Counters,
     victims: &mut Vec<ConnectionHandle>,
 ) -> bool {
-    if publication.except == Some(h) {
-        return false;
-    }
-    if let Some(tags) = &publication.tags {
-        if !conn.filter.matches(tags) {
-            return false;
-        }
-    }
-    let len = publication.payload.len();
+    let len = frame.len();
     if conn.queued_bytes.saturating_add(len) > max_queued {
         match policy {
             SlowConsumerPolicy::Drop => counters.dropped_deliveries += 1,
@@ -134,7 +136,7 @@ fn offer(
     counters.bytes_out += len as u64;
     outputs.push_back(Output::Transmit {
         connection: h,
-        payload: publication.payload.clone(),
+        payload: frame.clone(),
     });
     true
 }
@@ -151,6 +153,8 @@ impl Core {
             closed: Vec::new(),
             closing: HashSet::default(),
             victims: Vec::new(),
+            scratch: Vec::new(),
+            streams: None,
             next_serial: 1,
             started_at: now,
             last_now: now,
@@ -239,6 +243,7 @@ impl Core {
             timer_at: None,
             paused_until: None,
             dialect,
+            v2: None,
         };
         let slot = self.conns.insert(conn);
         let h = handle(slot, &self.conns[slot]);
@@ -250,15 +255,29 @@ impl Core {
     /// Forget a connection: leave its rooms, free its slot. Returns the rooms it was in.
     pub(crate) fn remove(&mut self, h: ConnectionHandle) -> Option<Vec<String>> {
         self.get(h)?;
-        let conn = self.conns.remove(h.slot as usize);
+        let mut conn = self.conns.remove(h.slot as usize);
         for room in &conn.rooms {
             self.drop_member(room, h.slot);
         }
         if let Some(identity) = &conn.identity {
             self.unindex_user(&identity.user, h.slot);
         }
+        if let Some(v2) = conn.v2.take() {
+            self.v2_remove(self.last_now, h, *v2);
+        }
         self.counters.connections_closed += 1;
         Some(conn.rooms)
+    }
+
+    /// Replace a connection's filter (a v2 connection's session remembers it for a resume).
+    pub(crate) fn set_filter(&mut self, h: ConnectionHandle, filter: Filter) {
+        let Some(c) = self.get_mut(h) else { return };
+        if let Some(session) = c.v2.as_ref().map(|v| v.session) {
+            self.v2_remember_filter(session, &filter);
+        }
+        if let Some(c) = self.get_mut(h) {
+            c.filter = filter;
+        }
     }
 
     /// Set a connection's identity, keeping the user index in step.
@@ -325,9 +344,16 @@ impl Core {
         self.publish(Publication::new(Target::Connection(to), payload), false) == 1
     }
 
-    pub(crate) fn publish(&mut self, p: Publication, local: bool) -> usize {
+    pub(crate) fn publish(&mut self, mut p: Publication, local: bool) -> usize {
         let limits = &self.config.limits;
         let (max_queued, policy) = (limits.max_queued_bytes, limits.slow_consumer);
+        // A kept publication reaches v2 connections once it has its position (`v2_appended`).
+        let stream = match (&self.streams, p.kept) {
+            (Some(streams), true) => streams.stream_of(&p.target).map(Cow::into_owned),
+            _ => None,
+        };
+        let kept = stream.is_some();
+        let direct = matches!(p.target, Target::Connection(_));
         let mut delivered = 0;
         {
             let Core {
@@ -337,12 +363,35 @@ impl Core {
                 outputs,
                 counters,
                 victims,
+                streams,
                 ..
             } = self;
-            counters.publications += u64::from(!matches!(p.target, Target::Connection(_)));
-            let mut offer_to = |h, c: &mut Connection| {
+            counters.publications += u64::from(!direct);
+            // v2 connections get one shared `msg` wrapping, or their own with `re` for a reply.
+            let mut wrapped: Option<Text> = None;
+            let streams = streams.as_deref();
+            let mut offer_to = |h: ConnectionHandle, c: &mut Connection| {
+                if p.except == Some(h) {
+                    return;
+                }
+                if let Some(tags) = &p.tags {
+                    if !c.filter.matches(tags) {
+                        return;
+                    }
+                }
+                let frame = match &c.v2 {
+                    None => &p.payload,
+                    Some(_) if kept => {
+                        delivered += 1; // Counted now, delivered with its position.
+                        return;
+                    }
+                    Some(_) => wrapped.get_or_insert_with(|| {
+                        let re = streams.filter(|_| direct).and_then(|s| s.reply_id(h));
+                        wire::message(re, &p.payload)
+                    }),
+                };
                 delivered += usize::from(offer(
-                    h, c, &p, max_queued, policy, outputs, counters, victims,
+                    h, c, frame, max_queued, policy, outputs, counters, victims,
                 ));
             };
             match &p.target {
@@ -379,15 +428,41 @@ impl Core {
                 }
             }
         }
+        self.close_victims();
+        let replicate = local && self.config.replicate && !direct;
+        let entry = stream.map(|stream| {
+            let tags = if replicate {
+                p.tags.clone()
+            } else {
+                p.tags.take()
+            };
+            let entry = Entry {
+                payload: p.payload.clone(),
+                audience: match &p.target {
+                    Target::User(user) => Audience::User(user.clone()),
+                    _ => Audience::Everyone,
+                },
+                tags,
+                publisher: p.except.and_then(|h| self.session_of(h)),
+            };
+            (stream, entry)
+        });
+        if replicate {
+            self.outputs.push_back(Output::Replicate(p));
+        }
+        if let Some((stream, entry)) = entry {
+            self.v2_append(stream, entry);
+        }
+        delivered
+    }
+
+    /// Close the slow consumers a fan-out found.
+    pub(crate) fn close_victims(&mut self) {
         while let Some(h) = self.victims.pop() {
             self.counters.slow_consumer_closes += 1;
             let reason = "outbound queue full: client is not reading fast enough";
             self.close(h, CloseCode::SLOW_CONSUMER, Cow::Borrowed(reason));
         }
-        if local && self.config.replicate && !matches!(p.target, Target::Connection(_)) {
-            self.outputs.push_back(Output::Replicate(p));
-        }
-        delivered
     }
 
     pub(crate) fn join(&mut self, h: ConnectionHandle, room: &str) -> Result<bool, JoinError> {
@@ -417,6 +492,7 @@ impl Core {
         if !room_exists && self.config.replicate {
             self.outputs.push_back(Output::RoomOpened(room.to_string()));
         }
+        self.v2_subscribe(h, room);
         Ok(true)
     }
 
@@ -431,6 +507,7 @@ impl Core {
         // `max_rooms_per_connection` entries to shift).
         conn.rooms.remove(pos);
         self.drop_member(room, h.slot);
+        self.v2_unsubscribe(h, room);
         true
     }
 
@@ -474,6 +551,7 @@ impl Core {
             connections: self.conns.len(),
             rooms: self.rooms.len(),
             queued_bytes: self.conns.iter().map(|(_, c)| c.queued_bytes).sum(),
+            sessions: self.streams.as_ref().map_or(0, |s| s.sessions()),
             counters: self.counters.clone(),
         }
     }

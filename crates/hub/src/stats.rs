@@ -31,6 +31,21 @@ pub struct Counters {
     /// Local publications the driver could not hand to the cluster backplane (its queue was
     /// full), as reported with [`crate::Hub::handle_replication_dropped`].
     pub replication_dropped: u64,
+    /// v2 sessions taken up again by a reconnecting client.
+    pub sessions_resumed: u64,
+    /// Kept publications handed to the history engine ([`crate::Output::Append`]).
+    pub appended: u64,
+    /// Stream subscriptions that resumed from a position and recovered everything missed.
+    pub resumed: u64,
+    /// Stream subscriptions whose missed publications could not be replayed (told
+    /// `recovered: false`).
+    pub not_recovered: u64,
+    /// Publications replayed from history.
+    pub replayed: u64,
+    /// Gap reports sent to v2 connections that missed publications while connected.
+    pub gaps: u64,
+    /// v2 client messages recognised as resends and not processed again.
+    pub duplicates: u64,
     /// Errors by kind (`not_json`, `unknown_type`, `frame_too_large`, `rate_limited`, ...).
     pub errors: BTreeMap<&'static str, u64>,
 }
@@ -44,6 +59,8 @@ pub struct Stats {
     pub rooms: usize,
     /// Outbound bytes queued across all connections and not yet flushed.
     pub queued_bytes: usize,
+    /// v2 sessions, with a connection or waiting for their client to come back.
+    pub sessions: usize,
     /// Counters.
     pub counters: Counters,
 }

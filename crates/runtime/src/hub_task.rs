@@ -192,10 +192,7 @@ impl HubHandle {
         let frame = if len > self.max_frame_bytes {
             Frame::Text(text) // Not worth decoding: the hub closes the connection.
         } else {
-            Frame::Decoded {
-                len,
-                message: self.decoder.decode(dialect, &text),
-            }
+            self.decoder.decode_frame(dialect, text)
         };
         self.tell(Command::Frame(conn, frame))
     }

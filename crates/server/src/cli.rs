@@ -177,6 +177,7 @@ impl HubArgs {
             heartbeat_interval: secs(self.heartbeat_secs),
             idle_timeout: secs(self.idle_timeout_secs),
             replicate: false,
+            history: None,
         }
     }
 }

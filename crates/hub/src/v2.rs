@@ -1,0 +1,875 @@
+//! The hub's half of protocol v2: sessions, streams with positions, resume, acks and gaps.
+//!
+//! A publication a protocol marks [`crate::Publication::kept`] belongs to a stream (its room, or
+//! the protocol's system stream). v1 connections get it at once, as always. The hub asks the
+//! history engine to append it ([`Output::Append`]); when its position comes back
+//! ([`crate::Hub::handle_appended`]) the v2 connections subscribed to the stream get it as a
+//! `pub` frame carrying that position, under the same rules (sender exclusion by session,
+//! filters, user targets).
+//!
+//! A v2 connection subscribes to a stream when it joins the room (or, for the system stream,
+//! when it opens). The hub asks the engine for what the connection missed since the position
+//! it presented ([`Output::Fetch`]); until the answer is in and replayed, live publications of
+//! that stream are held for the connection (counted against its queue). Then, in order: the
+//! replayed entries, a `subscribed` frame (the position the connection now has), the held live
+//! ones above it, and live delivery. A replay larger than the queue budget goes out as the
+//! queue drains.
+
+use alloc::borrow::Cow;
+use alloc::boxed::Box;
+use alloc::collections::VecDeque;
+use alloc::string::{String, ToString};
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+
+use chacha20::rand_core::{Rng, SeedableRng};
+use chacha20::ChaCha20Rng;
+use hashbrown::{DefaultHashBuilder, HashMap};
+use indexmap::IndexSet;
+
+use crate::history::{Audience, Entry, FetchId, Fetched, HistoryError, Position, SessionId};
+use crate::output::Output;
+use crate::state::{Connection, Core};
+use crate::wire::{self, Outcome, MAX_POSITIONS};
+use crate::{
+    CloseCode, ConnectionHandle, Filter, HistoryConfig, Instant, OpenInfo, SlowConsumerPolicy,
+    Text,
+};
+
+/// A session's memory of one client message id.
+enum Acked {
+    /// Being processed: its publication waits for a position.
+    Pending,
+    /// Acked, with the position its publication got, if it made one.
+    Done(Option<(String, Position)>),
+}
+
+struct Session {
+    /// Its connection, while it has one.
+    conn: Option<ConnectionHandle>,
+    /// The user it was created for; a resume from another identity gets a new session.
+    user: Option<String>,
+    /// The connection's filter, restored on resume (before any replay).
+    filter: Filter,
+    /// Recent client message ids, oldest first.
+    acks: VecDeque<(String, Acked)>,
+    /// When it lost its connection.
+    detached_at: Option<Instant>,
+}
+
+/// A kept publication waiting for its position.
+struct Pending {
+    entry: Arc<Entry>,
+    /// The client message that published it, to ack with the position.
+    origin: Option<(SessionId, String)>,
+}
+
+/// The client message being processed, for `re` on replies and its ack.
+pub(crate) struct Current {
+    conn: ConnectionHandle,
+    session: SessionId,
+    id: String,
+    published: bool,
+}
+
+/// A v2 connection's subscription to one stream.
+struct Sub {
+    stream: String,
+    /// Set until the connection has caught up and gets the stream live.
+    catching: Option<Box<Catching>>,
+    /// Offsets of this stream that were for the connection and were dropped, not yet reported.
+    gap: Option<(Position, u64)>,
+}
+
+struct Catching {
+    /// The fetch in flight, until it is answered.
+    fetch: Option<FetchId>,
+    /// Whether the connection presented a position (a resume) or not (fresh).
+    resuming: bool,
+    /// Why a resume cannot recover whatever the answer (`session`: presented without one).
+    lost: Option<&'static str>,
+    /// The answer, once it came.
+    answer: Option<Answer>,
+    /// Fetched entries not yet sent (or skipped by the rules).
+    replay: VecDeque<(u64, Arc<Entry>)>,
+    replayed: u64,
+    /// Whether the `subscribed` frame went out.
+    announced: bool,
+    /// Live publications held meanwhile (with their positions), and their bytes.
+    held: VecDeque<(Option<Position>, Text)>,
+    held_bytes: usize,
+}
+
+/// What a fetch answered.
+struct Answer {
+    /// The stream's top (`None` if history was unavailable).
+    top: Option<Position>,
+    /// Why what was missed cannot be replayed, if it cannot.
+    lost: Option<&'static str>,
+}
+
+/// What a v2 connection adds to [`Connection`].
+pub(crate) struct V2Conn {
+    pub(crate) session: SessionId,
+    subs: Vec<Sub>,
+    /// Positions presented (in the upgrade, or with a message) for streams not subscribed yet.
+    since: Vec<(String, Position)>,
+    /// Subscriptions still catching up, or with a gap to report.
+    busy: usize,
+    /// Whether it resumed a session. Positions are honoured only within the session that
+    /// received them (its sender exclusion and filter decide what a replay holds); without it
+    /// a resume is answered `recovered: false`, reason `session`.
+    resumed: bool,
+}
+
+impl V2Conn {
+    fn sub(&mut self, stream: &str) -> Option<&mut Sub> {
+        self.subs.iter_mut().find(|s| s.stream == stream)
+    }
+
+    fn note_since(&mut self, positions: impl IntoIterator<Item = (String, Position)>) {
+        for (stream, position) in positions {
+            self.since.retain(|(s, _)| *s != stream);
+            if self.since.len() >= MAX_POSITIONS {
+                self.since.remove(0);
+            }
+            self.since.push((stream, position));
+        }
+    }
+}
+
+/// The v2 state of a hub that keeps history.
+pub(crate) struct Streams {
+    config: HistoryConfig,
+    rng: ChaCha20Rng,
+    /// The protocol's system-wide stream, which every v2 connection gets from its open.
+    pub(crate) system: Option<&'static str>,
+    sessions: HashMap<SessionId, Session, DefaultHashBuilder>,
+    /// Detached sessions by the time they lost their connection (stale entries skipped).
+    detached: VecDeque<(Instant, SessionId)>,
+    detached_count: usize,
+    appending: HashMap<String, VecDeque<Pending>, DefaultHashBuilder>,
+    fetches: HashMap<FetchId, (ConnectionHandle, String), DefaultHashBuilder>,
+    next_fetch: u64,
+    /// Slots of the open v2 connections (the audience of the system stream).
+    pub(crate) members: IndexSet<u32, DefaultHashBuilder>,
+    pub(crate) current: Option<Current>,
+}
+
+impl Streams {
+    pub(crate) fn new(config: HistoryConfig, system: Option<&'static str>) -> Self {
+        Streams {
+            rng: ChaCha20Rng::from_seed(config.seed.0),
+            config,
+            system,
+            sessions: HashMap::default(),
+            detached: VecDeque::new(),
+            detached_count: 0,
+            appending: HashMap::default(),
+            fetches: HashMap::default(),
+            next_fetch: 1,
+            members: IndexSet::default(),
+            current: None,
+        }
+    }
+
+    /// The stream a kept publication for `target` belongs to.
+    pub(crate) fn stream_of<'a>(&self, target: &'a crate::Target) -> Option<Cow<'a, str>> {
+        match target {
+            crate::Target::Room(room) => Some(Cow::Borrowed(room.as_str())),
+            crate::Target::All | crate::Target::User(_) => self.system.map(Cow::Borrowed),
+            crate::Target::Connection(_) => None,
+        }
+    }
+
+    /// The id of the client message being processed, if it came from `h` (for `re`).
+    pub(crate) fn reply_id(&self, h: ConnectionHandle) -> Option<&str> {
+        let current = self.current.as_ref()?;
+        (current.conn == h).then_some(current.id.as_str())
+    }
+
+    pub(crate) fn sessions(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// When the oldest detached session expires.
+    pub(crate) fn next_expiry(&self) -> Option<Instant> {
+        self.detached
+            .front()
+            .map(|(at, _)| *at + self.config.session_ttl)
+    }
+
+    fn new_session_id(&mut self) -> SessionId {
+        loop {
+            let id = SessionId(u128::from(self.rng.next_u64()) << 64 | u128::from(self.rng.next_u64()));
+            if !self.sessions.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
+    /// Forget the oldest detached sessions beyond the limit, and those past their time.
+    fn expire(&mut self, now: Instant, room_for: usize) {
+        let ttl = self.config.session_ttl;
+        let max = self.config.max_detached_sessions.saturating_sub(room_for);
+        while let Some(&(at, id)) = self.detached.front() {
+            if at + ttl > now && self.detached_count <= max {
+                break;
+            }
+            self.detached.pop_front();
+            let live = self
+                .sessions
+                .get(&id)
+                .is_some_and(|s| s.conn.is_none() && s.detached_at == Some(at));
+            if live {
+                self.sessions.remove(&id);
+                self.detached_count -= 1;
+            }
+        }
+    }
+}
+
+/// What to do with a v2 message that carries an id.
+pub(crate) enum Seen {
+    /// Process it.
+    New,
+    /// Already processed (or being processed): do not process it again.
+    Again,
+}
+
+/// The open connection `h` names, from the slab directly (so other fields of the core stay free
+/// to borrow).
+fn conn_mut(conns: &mut slab::Slab<Connection>, h: ConnectionHandle) -> Option<&mut Connection> {
+    conns
+        .get_mut(h.slot as usize)
+        .filter(|c| c.serial == h.serial)
+}
+
+/// Queue `frame` to `c` unconditionally, counting it.
+fn transmit(core_outputs: &mut VecDeque<Output>, counters: &mut crate::Counters, h: ConnectionHandle, c: &mut Connection, frame: Text) {
+    c.queued_bytes += frame.len();
+    counters.deliveries += 1;
+    counters.bytes_out += frame.len() as u64;
+    core_outputs.push_back(Output::Transmit {
+        connection: h,
+        payload: frame,
+    });
+}
+
+/// Whether `len` more bytes fit `c`'s queue (a frame always fits an empty queue, so a frame
+/// larger than the budget cannot stall a replay).
+fn fits(c: &Connection, extra: usize, len: usize, max: usize) -> bool {
+    let queued = c.queued_bytes + extra;
+    queued == 0 || queued.saturating_add(len) <= max
+}
+
+/// Whether `entry` is for the connection `c` of `session`, by the live rules.
+fn selected(entry: &Entry, session: SessionId, c: &Connection) -> bool {
+    if entry.publisher == Some(session) {
+        return false;
+    }
+    if let Audience::User(user) = &entry.audience {
+        if c.identity.as_ref().map(|i| &i.user) != Some(user) {
+            return false;
+        }
+    }
+    entry.tags.as_ref().is_none_or(|tags| c.filter.matches(tags))
+}
+
+impl Core {
+    /// Set up a v2 connection just opened: its session (new, or resumed from the upgrade's
+    /// `sb_session`) and the positions of `sb_since`; send the `session` frame.
+    pub(crate) fn v2_open(&mut self, now: Instant, h: ConnectionHandle, info: &OpenInfo) {
+        let Some(streams) = self.streams.as_deref_mut() else {
+            return;
+        };
+        let user = info.identity.as_ref().map(|i| i.user.clone());
+        let presented = info
+            .query_param("sb_session")
+            .and_then(SessionId::parse)
+            .filter(|id| streams.sessions.get(id).is_some_and(|s| s.user == user));
+        let mut positions = Vec::new();
+        for (k, v) in &info.query {
+            if k == "sb_since" {
+                match wire::parse_since(v) {
+                    Some(p) if positions.len() < MAX_POSITIONS => positions.push(p),
+                    Some(_) => {}
+                    None => *self.counters.errors.entry("bad_since").or_insert(0) += 1,
+                }
+            }
+        }
+        let (id, resumed, taken_from) = match presented {
+            Some(id) => {
+                let s = streams.sessions.get_mut(&id).expect("checked above");
+                if s.detached_at.take().is_some() {
+                    streams.detached_count -= 1;
+                }
+                (id, true, s.conn.replace(h))
+            }
+            None => {
+                streams.expire(now, 1);
+                let id = streams.new_session_id();
+                streams.sessions.insert(
+                    id,
+                    Session {
+                        conn: Some(h),
+                        user,
+                        filter: Filter::any(),
+                        acks: VecDeque::new(),
+                        detached_at: None,
+                    },
+                );
+                (id, false, None)
+            }
+        };
+        let filter = streams.sessions[&id].filter.clone();
+        streams.members.insert(h.slot);
+        if resumed {
+            self.counters.sessions_resumed += 1;
+        }
+        let Some(c) = conn_mut(&mut self.conns, h) else {
+            return;
+        };
+        let mut v2 = V2Conn {
+            session: id,
+            subs: Vec::new(),
+            since: Vec::new(),
+            busy: 0,
+            resumed,
+        };
+        v2.note_since(positions);
+        c.v2 = Some(Box::new(v2));
+        c.filter = filter;
+        let frame = wire::session(id, resumed);
+        transmit(&mut self.outputs, &mut self.counters, h, c, frame);
+        if let Some(old) = taken_from {
+            // The client came back before its old socket was found dead. The session is no
+            // longer the old connection's, so its close leaves the session alone.
+            self.close(
+                old,
+                CloseCode::SESSION_TAKEN_OVER,
+                Cow::Borrowed("session resumed by a new connection"),
+            );
+        }
+    }
+
+    /// A v2 connection's slot is being freed: detach its session, forget its fetches.
+    pub(crate) fn v2_remove(&mut self, now: Instant, h: ConnectionHandle, v2: V2Conn) {
+        let Some(streams) = self.streams.as_deref_mut() else {
+            return;
+        };
+        streams.members.swap_remove(&h.slot);
+        for sub in &v2.subs {
+            if let Some(id) = sub.catching.as_ref().and_then(|c| c.fetch) {
+                streams.fetches.remove(&id);
+            }
+        }
+        if let Some(s) = streams.sessions.get_mut(&v2.session) {
+            if s.conn == Some(h) {
+                s.conn = None;
+                s.detached_at = Some(now);
+                streams.detached.push_back((now, v2.session));
+                streams.detached_count += 1;
+                streams.expire(now, 0);
+            }
+        }
+    }
+
+    /// Forget sessions past their time.
+    pub(crate) fn v2_expire(&mut self, now: Instant) {
+        if let Some(streams) = self.streams.as_deref_mut() {
+            streams.expire(now, 0);
+        }
+    }
+
+    /// `h` joined a room, or opened: if it speaks v2, subscribe it to `stream`, resuming from
+    /// the position it presented, if any.
+    pub(crate) fn v2_subscribe(&mut self, h: ConnectionHandle, stream: &str) {
+        let Some(streams) = self.streams.as_deref_mut() else {
+            return;
+        };
+        let Some(v2) = self
+            .conns
+            .get_mut(h.slot as usize)
+            .filter(|c| c.serial == h.serial)
+            .and_then(|c| c.v2.as_deref_mut())
+        else {
+            return;
+        };
+        if v2.sub(stream).is_some() {
+            return;
+        }
+        let presented = v2
+            .since
+            .iter()
+            .position(|(s, _)| s == stream)
+            .map(|i| v2.since.remove(i).1);
+        // Without its session a position cannot be honoured: fetch only the top, and say why.
+        let (since, lost) = match presented {
+            Some(_) if !v2.resumed => (None, Some("session")),
+            since => (since, None),
+        };
+        let id = FetchId(streams.next_fetch);
+        streams.next_fetch += 1;
+        streams.fetches.insert(id, (h, stream.to_string()));
+        v2.subs.push(Sub {
+            stream: stream.to_string(),
+            catching: Some(Box::new(Catching {
+                fetch: Some(id),
+                resuming: presented.is_some(),
+                lost,
+                answer: None,
+                replay: VecDeque::new(),
+                replayed: 0,
+                announced: false,
+                held: VecDeque::new(),
+                held_bytes: 0,
+            })),
+            gap: None,
+        });
+        v2.busy += 1;
+        self.outputs.push_back(Output::Fetch {
+            id,
+            stream: stream.to_string(),
+            since,
+        });
+    }
+
+    /// `h` left a room: drop its subscription to the room's stream.
+    pub(crate) fn v2_unsubscribe(&mut self, h: ConnectionHandle, stream: &str) {
+        let Some(streams) = self.streams.as_deref_mut() else {
+            return;
+        };
+        let Some(v2) = self
+            .conns
+            .get_mut(h.slot as usize)
+            .filter(|c| c.serial == h.serial)
+            .and_then(|c| c.v2.as_deref_mut())
+        else {
+            return;
+        };
+        let Some(at) = v2.subs.iter().position(|s| s.stream == stream) else {
+            return;
+        };
+        let sub = v2.subs.swap_remove(at);
+        if sub.catching.is_some() || sub.gap.is_some() {
+            v2.busy -= 1;
+        }
+        if let Some(id) = sub.catching.and_then(|c| c.fetch) {
+            streams.fetches.remove(&id);
+        }
+    }
+
+    /// Positions a v2 client presented with a message, for streams it is about to subscribe.
+    pub(crate) fn v2_note_since(&mut self, h: ConnectionHandle, since: Vec<(String, Position)>) {
+        if let Some(v2) = self.get_mut(h).and_then(|c| c.v2.as_deref_mut()) {
+            v2.note_since(since);
+        }
+    }
+
+    /// A v2 message with client id `id` from `h` is about to be processed. A resend of one its
+    /// session already has is answered (acked again, or left to the pending ack) and not
+    /// processed again.
+    pub(crate) fn v2_begin(&mut self, h: ConnectionHandle, id: String) -> Seen {
+        let Some(session) = self.get(h).and_then(|c| c.v2.as_ref()).map(|v| v.session) else {
+            return Seen::New;
+        };
+        let Some(streams) = self.streams.as_deref_mut() else {
+            return Seen::New;
+        };
+        let window = streams.config.dedup_window;
+        let Some(s) = streams.sessions.get_mut(&session) else {
+            return Seen::New;
+        };
+        if let Some((_, acked)) = s.acks.iter().find(|(i, _)| *i == id) {
+            self.counters.duplicates += 1;
+            if let Acked::Done(position) = acked {
+                let position = position.as_ref().map(|(s, p)| (s.as_str(), *p));
+                let frame = wire::ack(&id, position, true);
+                self.send_control(h, frame);
+            }
+            return Seen::Again;
+        }
+        if window > 0 {
+            if s.acks.len() >= window {
+                s.acks.pop_front();
+            }
+            s.acks.push_back((id.clone(), Acked::Pending));
+        }
+        streams.current = Some(Current {
+            conn: h,
+            session,
+            id,
+            published: false,
+        });
+        Seen::New
+    }
+
+    /// The message begun with [`Core::v2_begin`] was processed: ack it now unless it published
+    /// into a stream (then the ack waits for the position).
+    pub(crate) fn v2_end(&mut self) {
+        let Some(streams) = self.streams.as_deref_mut() else {
+            return;
+        };
+        let Some(current) = streams.current.take() else {
+            return;
+        };
+        if current.published {
+            return;
+        }
+        self.acked(current.session, &current.id, None);
+    }
+
+    /// Record the ack of `id` in `session`'s window and send it to the session's connection.
+    fn acked(&mut self, session: SessionId, id: &str, position: Option<(&str, Position)>) {
+        let Some(streams) = self.streams.as_deref_mut() else {
+            return;
+        };
+        let Some(s) = streams.sessions.get_mut(&session) else {
+            return;
+        };
+        if let Some((_, acked)) = s.acks.iter_mut().find(|(i, _)| i == id) {
+            *acked = Acked::Done(position.map(|(s, p)| (s.to_string(), p)));
+        }
+        if let Some(conn) = s.conn {
+            let frame = wire::ack(id, position, false);
+            self.send_control(conn, frame);
+        }
+    }
+
+    /// Queue a small frame of the v2 envelope to `h` under the slow-consumer policy.
+    pub(crate) fn send_control(&mut self, h: ConnectionHandle, frame: Text) {
+        let max = self.config.limits.max_queued_bytes;
+        let policy = self.config.limits.slow_consumer;
+        let Some(c) = conn_mut(&mut self.conns, h) else {
+            return;
+        };
+        if fits(c, 0, frame.len(), max) {
+            transmit(&mut self.outputs, &mut self.counters, h, c, frame);
+        } else if policy == SlowConsumerPolicy::Close {
+            self.counters.slow_consumer_closes += 1;
+            self.close(
+                h,
+                CloseCode::SLOW_CONSUMER,
+                Cow::Borrowed("outbound queue full: client is not reading fast enough"),
+            );
+        } else {
+            self.counters.dropped_deliveries += 1;
+        }
+    }
+
+    /// `session`'s connection set its filter: a resume restores it.
+    pub(crate) fn v2_remember_filter(&mut self, session: SessionId, filter: &Filter) {
+        if let Some(s) = self
+            .streams
+            .as_deref_mut()
+            .and_then(|s| s.sessions.get_mut(&session))
+        {
+            s.filter = filter.clone();
+        }
+    }
+
+    /// A kept publication into `stream` was delivered to v1 connections: ask for its position.
+    /// Its publisher's session is `publisher`.
+    pub(crate) fn v2_append(&mut self, stream: String, entry: Entry) {
+        let Some(streams) = self.streams.as_deref_mut() else {
+            return;
+        };
+        let entry = Arc::new(entry);
+        let origin = match streams.current.as_mut() {
+            Some(cur) if !cur.published && entry.publisher == Some(cur.session) => {
+                cur.published = true;
+                Some((cur.session, cur.id.clone()))
+            }
+            _ => None,
+        };
+        streams
+            .appending
+            .entry_ref(stream.as_str())
+            .or_default()
+            .push_back(Pending {
+                entry: entry.clone(),
+                origin,
+            });
+        self.counters.appended += 1;
+        self.outputs.push_back(Output::Append { stream, entry });
+    }
+
+    /// The session of `h`, if it speaks v2.
+    pub(crate) fn session_of(&self, h: ConnectionHandle) -> Option<SessionId> {
+        self.get(h).and_then(|c| c.v2.as_ref()).map(|v| v.session)
+    }
+
+    /// Whether an append of `stream` is waiting for its position.
+    pub(crate) fn v2_is_appending(&self, stream: &str) -> bool {
+        self.streams
+            .as_ref()
+            .and_then(|s| s.appending.get(stream))
+            .is_some_and(|q| !q.is_empty())
+    }
+
+    /// The oldest append of `stream` got `result`: deliver it to the v2 subscribers, ack it.
+    pub(crate) fn v2_appended(&mut self, stream: &str, result: Result<Position, HistoryError>) {
+        let Some(streams) = self.streams.as_deref_mut() else {
+            return;
+        };
+        let Some(queue) = streams.appending.get_mut(stream) else {
+            return;
+        };
+        let Some(pending) = queue.pop_front() else {
+            return;
+        };
+        if queue.is_empty() {
+            streams.appending.remove(stream);
+        }
+        let position = result.ok();
+        let frame = match position {
+            Some(p) => wire::publication(stream, p, &pending.entry.payload),
+            // Without a position it still reaches live subscribers, unnumbered.
+            None => wire::message(None, &pending.entry.payload),
+        };
+        let system = streams.system == Some(stream);
+        let mut slots = core::mem::take(&mut self.scratch);
+        slots.clear();
+        match (&pending.entry.audience, system) {
+            (_, false) => slots.extend(self.rooms.get(stream).iter().flat_map(|r| r.members.iter())),
+            (Audience::Everyone, true) => slots.extend(streams.members.iter()),
+            (Audience::User(u), true) => slots.extend(self.users.get(u.as_str()).into_iter().flatten()),
+        }
+        for &slot in &slots {
+            self.deliver_positioned(slot, stream, position, &pending.entry, &frame);
+        }
+        self.scratch = slots;
+        self.close_victims();
+        if let Some((session, id)) = pending.origin {
+            self.acked(session, &id, position.map(|p| (stream, p)));
+        }
+    }
+
+    /// Deliver one positioned publication to the v2 connection in `slot`, if it is for it: live,
+    /// or held while its subscription catches up.
+    fn deliver_positioned(
+        &mut self,
+        slot: u32,
+        stream: &str,
+        position: Option<Position>,
+        entry: &Entry,
+        frame: &Text,
+    ) {
+        let max = self.config.limits.max_queued_bytes;
+        let policy = self.config.limits.slow_consumer;
+        let Some(c) = self.conns.get_mut(slot as usize) else {
+            return;
+        };
+        let h = ConnectionHandle {
+            slot,
+            serial: c.serial,
+        };
+        let Some(session) = c.v2.as_ref().map(|v| v.session) else {
+            return;
+        };
+        if !selected(entry, session, c) {
+            return;
+        }
+        let queued = c.queued_bytes;
+        let v2 = c.v2.as_deref_mut().expect("checked above");
+        let Some(sub) = v2.sub(stream) else {
+            return; // Not subscribed (yet).
+        };
+        let len = frame.len();
+        if let Some(catching) = sub.catching.as_deref_mut() {
+            if queued == 0 && catching.held_bytes == 0 || queued + catching.held_bytes + len <= max {
+                catching.held_bytes += len;
+                catching.held.push_back((position, frame.clone()));
+                return;
+            }
+        } else {
+            let gap = sub.gap.map(|(from, to)| wire::gap(stream, from.epoch, from.offset, to));
+            let need = len + gap.as_ref().map_or(0, Text::len);
+            if fits(c, 0, need, max) {
+                if let Some(gap) = gap {
+                    let v2 = c.v2.as_deref_mut().expect("checked above");
+                    let sub = v2.sub(stream).expect("found above");
+                    sub.gap = None;
+                    v2.busy -= 1;
+                    self.counters.gaps += 1;
+                    transmit(&mut self.outputs, &mut self.counters, h, c, gap);
+                }
+                transmit(&mut self.outputs, &mut self.counters, h, c, frame.clone());
+                return;
+            }
+        }
+        // It does not fit: the slow-consumer policy decides.
+        match policy {
+            SlowConsumerPolicy::Close => self.victims.push(h),
+            SlowConsumerPolicy::Drop => {
+                self.counters.dropped_deliveries += 1;
+                let (Some(p), Some(v2)) = (position, c.v2.as_deref_mut()) else {
+                    return;
+                };
+                let sub = v2.sub(stream).expect("found above");
+                let newly_busy = sub.gap.is_none() && sub.catching.is_none();
+                match &mut sub.gap {
+                    Some((from, to)) if from.epoch == p.epoch => *to = p.offset,
+                    gap => *gap = Some((p, p.offset)),
+                }
+                v2.busy += usize::from(newly_busy);
+            }
+        }
+    }
+
+    /// The answer to fetch `id` came: replay what it gave, as far as the queue allows.
+    pub(crate) fn v2_fetched(&mut self, id: FetchId, result: Result<Fetched, HistoryError>) {
+        let Some(streams) = self.streams.as_deref_mut() else {
+            return;
+        };
+        let Some((h, stream)) = streams.fetches.remove(&id) else {
+            return; // Its connection left the stream, or closed.
+        };
+        let Some(v2) = self
+            .conns
+            .get_mut(h.slot as usize)
+            .filter(|c| c.serial == h.serial)
+            .and_then(|c| c.v2.as_deref_mut())
+        else {
+            return;
+        };
+        let Some(catching) = v2
+            .sub(&stream)
+            .and_then(|s| s.catching.as_deref_mut())
+            .filter(|c| c.fetch == Some(id))
+        else {
+            return;
+        };
+        catching.fetch = None;
+        let (top, lost) = match result {
+            Ok(Fetched { top, entries }) => match (catching.lost, entries) {
+                (Some(why), _) => (Some(top), Some(why)),
+                (None, Ok(entries)) => {
+                    catching.replay = entries.into();
+                    (Some(top), None)
+                }
+                (None, Err(why)) => (Some(top), Some(why.as_str())),
+            },
+            Err(_) => (None, Some("unavailable")),
+        };
+        if lost.is_some() {
+            self.counters.not_recovered += 1;
+        } else {
+            self.counters.resumed += u64::from(catching.resuming);
+        }
+        catching.answer = Some(Answer { top, lost });
+        self.v2_pump(h);
+    }
+
+    /// Move `h`'s busy subscriptions on as far as its queue allows: replay, the `subscribed`
+    /// frame, held live publications, pending gap reports.
+    pub(crate) fn v2_pump(&mut self, h: ConnectionHandle) {
+        let max = self.config.limits.max_queued_bytes;
+        let Core {
+            conns,
+            outputs,
+            counters,
+            ..
+        } = self;
+        let Some(c) = conns
+            .get_mut(h.slot as usize)
+            .filter(|c| c.serial == h.serial)
+        else {
+            return;
+        };
+        let Some(mut v2) = c.v2.take() else { return };
+        if v2.busy > 0 {
+            for sub in &mut v2.subs {
+                if pump_sub(h, c, v2.session, sub, max, outputs, counters) {
+                    v2.busy -= 1;
+                }
+            }
+        }
+        c.v2 = Some(v2);
+    }
+
+    /// Whether `h` speaks v2 and has a subscription catching up or a gap to report.
+    pub(crate) fn v2_busy(&self, h: ConnectionHandle) -> bool {
+        self.get(h)
+            .and_then(|c| c.v2.as_ref())
+            .is_some_and(|v| v.busy > 0)
+    }
+}
+
+/// Move one subscription on; `true` when it has nothing left to do (it was busy before).
+fn pump_sub(
+    h: ConnectionHandle,
+    c: &mut Connection,
+    session: SessionId,
+    sub: &mut Sub,
+    max: usize,
+    outputs: &mut VecDeque<Output>,
+    counters: &mut crate::Counters,
+) -> bool {
+    if let Some(catching) = sub.catching.as_deref_mut() {
+        let Some(answer) = &catching.answer else {
+            return false; // The fetch is in flight.
+        };
+        let top = answer.top;
+        while let Some((offset, entry)) = catching.replay.front() {
+            if !selected(entry, session, c) {
+                catching.replay.pop_front();
+                continue;
+            }
+            let Some(top) = top else { break };
+            let position = Position {
+                epoch: top.epoch,
+                offset: *offset,
+            };
+            let frame = wire::publication(&sub.stream, position, &entry.payload);
+            if !fits(c, catching.held_bytes, frame.len(), max) {
+                return false;
+            }
+            catching.replay.pop_front();
+            catching.replayed += 1;
+            counters.replayed += 1;
+            transmit(outputs, counters, h, c, frame);
+        }
+        if !catching.announced {
+            let outcome = match (answer.lost, catching.resuming) {
+                (Some(why), _) => Outcome::NotRecovered(why),
+                (None, true) => Outcome::Recovered {
+                    replayed: catching.replayed,
+                },
+                (None, false) => Outcome::Fresh,
+            };
+            // Small and once per subscription: it goes out whatever the queue holds.
+            transmit(outputs, counters, h, c, wire::subscribed(&sub.stream, top, outcome));
+            catching.announced = true;
+        }
+        while let Some((position, frame)) = catching.held.front() {
+            // Held publications the replay already covered are not sent twice.
+            let covered = matches!((position, top), (Some(p), Some(t)) if p.epoch == t.epoch && p.offset <= t.offset);
+            if !covered && !fits(c, catching.held_bytes - frame.len(), frame.len(), max) {
+                return false;
+            }
+            let (_, frame) = catching.held.pop_front().expect("front exists");
+            catching.held_bytes -= frame.len();
+            if !covered {
+                transmit(outputs, counters, h, c, frame);
+            }
+        }
+        sub.catching = None;
+        if sub.gap.is_some() {
+            return false; // Still busy: the gap is reported next.
+        }
+        return true;
+    }
+    if let Some((from, to)) = sub.gap {
+        let frame = wire::gap(&sub.stream, from.epoch, from.offset, to);
+        if !fits(c, 0, frame.len(), max) {
+            return false;
+        }
+        sub.gap = None;
+        counters.gaps += 1;
+        transmit(outputs, counters, h, c, frame);
+        return true;
+    }
+    false
+}
