@@ -118,13 +118,12 @@ pub fn encode(origin: NodeId, seq: u64, publication: &Publication) -> Result<Byt
     out.put_u8(VERSION);
     out.put_u64(origin.get());
     out.put_u64(seq);
-    let flags = kind
-        | if publication.tags.is_some() {
+    let flags =
+        kind | if publication.tags.is_some() {
             TAGS_FLAG
         } else {
             0
-        }
-        | if publication.kept { KEPT_FLAG } else { 0 };
+        } | if publication.kept { KEPT_FLAG } else { 0 };
     out.put_u8(flags);
     if let Some(name) = name {
         put_str(&mut out, name);

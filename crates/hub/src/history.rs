@@ -62,7 +62,10 @@ pub struct SessionId(pub u128);
 impl SessionId {
     /// Parse the wire form: exactly 32 hex digits.
     pub fn parse(s: &str) -> Option<SessionId> {
-        (s.len() == 32).then(|| parse_hex(s, 32)).flatten().map(SessionId)
+        (s.len() == 32)
+            .then(|| parse_hex(s, 32))
+            .flatten()
+            .map(SessionId)
     }
 }
 
@@ -543,9 +546,20 @@ mod tests {
         assert_eq!(offsets(&none), Vec::<u64>::new());
         let ahead = h.fetch(at(2), "s", Some(Position { epoch, offset: 6 }));
         assert_eq!(ahead.entries, Err(Unrecoverable::Ahead));
-        let other = h.fetch(at(2), "s", Some(Position { epoch: Epoch(epoch.0 ^ 1), offset: 1 }));
+        let other = h.fetch(
+            at(2),
+            "s",
+            Some(Position {
+                epoch: Epoch(epoch.0 ^ 1),
+                offset: 1,
+            }),
+        );
         assert_eq!(other.entries, Err(Unrecoverable::EpochChanged));
-        assert_ne!(h.fetch(at(2), "t", None).top.epoch, epoch, "each stream its own epoch");
+        assert_ne!(
+            h.fetch(at(2), "t", None).top.epoch,
+            epoch,
+            "each stream its own epoch"
+        );
     }
 
     #[test]
@@ -562,14 +576,24 @@ mod tests {
             h.append(at(0), "s", entry("x"));
         }
         let p = |offset| Some(Position { epoch, offset });
-        assert_eq!(h.fetch(at(1), "s", p(1)).entries, Err(Unrecoverable::Trimmed));
+        assert_eq!(
+            h.fetch(at(1), "s", p(1)).entries,
+            Err(Unrecoverable::Trimmed)
+        );
         assert_eq!(offsets(&h.fetch(at(1), "s", p(2))), [3, 4, 5]);
         h.append(at(5), "s", entry("y"));
         assert_eq!(h.poll_timeout(), Some(at(10)));
         h.handle_timeout(at(10));
-        assert_eq!(h.stats().entries, 1, "only the entry of t=5 is younger than 10 s");
+        assert_eq!(
+            h.stats().entries,
+            1,
+            "only the entry of t=5 is younger than 10 s"
+        );
         assert_eq!(offsets(&h.fetch(at(10), "s", p(5))), [6]);
-        assert_eq!(h.fetch(at(10), "s", p(4)).entries, Err(Unrecoverable::Trimmed));
+        assert_eq!(
+            h.fetch(at(10), "s", p(4)).entries,
+            Err(Unrecoverable::Trimmed)
+        );
         h.handle_timeout(at(15));
         assert_eq!(h.stats().entries, 0);
         assert_eq!(
@@ -591,7 +615,15 @@ mod tests {
         assert_eq!(h.stats().bytes, 2 * size);
         let a = h.top("a").unwrap().epoch;
         assert_eq!(
-            h.fetch(at(3), "a", Some(Position { epoch: a, offset: 0 })).entries,
+            h.fetch(
+                at(3),
+                "a",
+                Some(Position {
+                    epoch: a,
+                    offset: 0
+                })
+            )
+            .entries,
             Err(Unrecoverable::Trimmed),
             "the oldest entry of all streams went first"
         );

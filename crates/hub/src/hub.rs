@@ -16,7 +16,8 @@ use crate::output::{Frame, NothingPending, OpenError, Output, UnknownConnection}
 use crate::protocol::{decode_frame, Decode, Protocol};
 use crate::state::Core;
 use crate::stats::Stats;
-use crate::v2::{Seen, Streams};
+use crate::streams::Streams;
+use crate::v2::Seen;
 use crate::wire::{self, Envelope};
 use crate::{
     CloseCode, Config, ConnectionHandle, ConnectionInfo, Dialect, Instant, OpenInfo, Publication,

@@ -64,8 +64,8 @@ mod config;
 mod connection;
 mod context;
 mod erased;
-mod http;
 pub mod history;
+mod http;
 mod hub;
 mod output;
 mod protocol;
@@ -73,6 +73,7 @@ mod publication;
 mod ratelimit;
 mod state;
 mod stats;
+mod streams;
 mod text;
 pub mod time;
 mod v2;
@@ -81,14 +82,13 @@ pub mod wire;
 pub use bytes::Bytes;
 pub use close::CloseCode;
 pub use config::{
-    Config, HistoryConfig, Limits, RateLimit, RatePolicy, Seed, SlowConsumerPolicy,
-    MAX_HELD_FRAMES,
+    Config, HistoryConfig, Limits, RateLimit, RatePolicy, Seed, SlowConsumerPolicy, MAX_HELD_FRAMES,
 };
 pub use connection::{ConnectionHandle, ConnectionInfo, Dialect, Filter, Identity, OpenInfo, Tags};
 pub use context::Context;
 pub use erased::{AnyMessage, DynDecode, DynHub};
-pub use http::{HttpRequest, HttpResponse, Method};
 pub use history::{Epoch, Position, SessionId};
+pub use http::{HttpRequest, HttpResponse, Method};
 pub use hub::{Hub, MessageOf, RequestOf};
 pub use output::{Frame, JoinError, NothingPending, OpenError, Output, UnknownConnection};
 pub use protocol::{decode_frame, Decode, Protocol, RawText};

@@ -16,7 +16,7 @@ use crate::history::{Audience, Entry};
 use crate::output::{JoinError, OpenError, Output};
 use crate::ratelimit::TokenBucket;
 use crate::stats::{Counters, Stats};
-use crate::v2::{Streams, V2Conn};
+use crate::streams::{Streams, V2Conn};
 use crate::wire;
 use crate::{
     CloseCode, Config, ConnectionHandle, ConnectionInfo, Dialect, Filter, Identity, Instant,

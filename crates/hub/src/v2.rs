@@ -22,212 +22,12 @@ use alloc::string::{String, ToString};
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 
-use chacha20::rand_core::{Rng, SeedableRng};
-use chacha20::ChaCha20Rng;
-use hashbrown::{DefaultHashBuilder, HashMap};
-use indexmap::IndexSet;
-
 use crate::history::{Audience, Entry, FetchId, Fetched, HistoryError, Position, SessionId};
 use crate::output::Output;
 use crate::state::{Connection, Core};
+use crate::streams::{covered, Acked, Answer, Catching, Current, Pending, Session, Sub, V2Conn};
 use crate::wire::{self, Outcome, MAX_POSITIONS};
-use crate::{
-    CloseCode, ConnectionHandle, Filter, HistoryConfig, Instant, OpenInfo, SlowConsumerPolicy,
-    Text,
-};
-
-/// A session's memory of one client message id.
-enum Acked {
-    /// Being processed: its publication waits for a position.
-    Pending,
-    /// Acked, with the position its publication got, if it made one.
-    Done(Option<(String, Position)>),
-}
-
-struct Session {
-    /// Its connection, while it has one.
-    conn: Option<ConnectionHandle>,
-    /// The user it was created for; a resume from another identity gets a new session.
-    user: Option<String>,
-    /// The connection's filter, restored on resume (before any replay).
-    filter: Filter,
-    /// Recent client message ids, oldest first.
-    acks: VecDeque<(String, Acked)>,
-    /// When it lost its connection.
-    detached_at: Option<Instant>,
-}
-
-/// A kept publication waiting for its position.
-struct Pending {
-    entry: Arc<Entry>,
-    /// The client message that published it, to ack with the position.
-    origin: Option<(SessionId, String)>,
-}
-
-/// The client message being processed, for `re` on replies and its ack.
-pub(crate) struct Current {
-    conn: ConnectionHandle,
-    session: SessionId,
-    id: String,
-    published: bool,
-}
-
-/// A v2 connection's subscription to one stream.
-struct Sub {
-    stream: String,
-    /// Set until the connection has caught up and gets the stream live.
-    catching: Option<Box<Catching>>,
-    /// Offsets of this stream that were for the connection and were dropped, not yet reported.
-    gap: Option<(Position, u64)>,
-}
-
-struct Catching {
-    /// The fetch in flight, until it is answered.
-    fetch: Option<FetchId>,
-    /// Whether the connection presented a position (a resume) or not (fresh).
-    resuming: bool,
-    /// Why a resume cannot recover whatever the answer (`session`: presented without one).
-    lost: Option<&'static str>,
-    /// The answer, once it came.
-    answer: Option<Answer>,
-    /// Fetched entries not yet sent (or skipped by the rules).
-    replay: VecDeque<(u64, Arc<Entry>)>,
-    replayed: u64,
-    /// Whether the `subscribed` frame went out.
-    announced: bool,
-    /// Live publications held meanwhile (with their positions), and their bytes.
-    held: VecDeque<(Option<Position>, Text)>,
-    held_bytes: usize,
-}
-
-/// What a fetch answered.
-struct Answer {
-    /// The stream's top (`None` if history was unavailable).
-    top: Option<Position>,
-    /// Why what was missed cannot be replayed, if it cannot.
-    lost: Option<&'static str>,
-}
-
-/// What a v2 connection adds to [`Connection`].
-pub(crate) struct V2Conn {
-    pub(crate) session: SessionId,
-    subs: Vec<Sub>,
-    /// Positions presented (in the upgrade, or with a message) for streams not subscribed yet.
-    since: Vec<(String, Position)>,
-    /// Subscriptions still catching up, or with a gap to report.
-    busy: usize,
-    /// Whether it resumed a session. Positions are honoured only within the session that
-    /// received them (its sender exclusion and filter decide what a replay holds); without it
-    /// a resume is answered `recovered: false`, reason `session`.
-    resumed: bool,
-}
-
-impl V2Conn {
-    fn sub(&mut self, stream: &str) -> Option<&mut Sub> {
-        self.subs.iter_mut().find(|s| s.stream == stream)
-    }
-
-    fn note_since(&mut self, positions: impl IntoIterator<Item = (String, Position)>) {
-        for (stream, position) in positions {
-            self.since.retain(|(s, _)| *s != stream);
-            if self.since.len() >= MAX_POSITIONS {
-                self.since.remove(0);
-            }
-            self.since.push((stream, position));
-        }
-    }
-}
-
-/// The v2 state of a hub that keeps history.
-pub(crate) struct Streams {
-    config: HistoryConfig,
-    rng: ChaCha20Rng,
-    /// The protocol's system-wide stream, which every v2 connection gets from its open.
-    pub(crate) system: Option<&'static str>,
-    sessions: HashMap<SessionId, Session, DefaultHashBuilder>,
-    /// Detached sessions by the time they lost their connection (stale entries skipped).
-    detached: VecDeque<(Instant, SessionId)>,
-    detached_count: usize,
-    appending: HashMap<String, VecDeque<Pending>, DefaultHashBuilder>,
-    fetches: HashMap<FetchId, (ConnectionHandle, String), DefaultHashBuilder>,
-    next_fetch: u64,
-    /// Slots of the open v2 connections (the audience of the system stream).
-    pub(crate) members: IndexSet<u32, DefaultHashBuilder>,
-    pub(crate) current: Option<Current>,
-}
-
-impl Streams {
-    pub(crate) fn new(config: HistoryConfig, system: Option<&'static str>) -> Self {
-        Streams {
-            rng: ChaCha20Rng::from_seed(config.seed.0),
-            config,
-            system,
-            sessions: HashMap::default(),
-            detached: VecDeque::new(),
-            detached_count: 0,
-            appending: HashMap::default(),
-            fetches: HashMap::default(),
-            next_fetch: 1,
-            members: IndexSet::default(),
-            current: None,
-        }
-    }
-
-    /// The stream a kept publication for `target` belongs to.
-    pub(crate) fn stream_of<'a>(&self, target: &'a crate::Target) -> Option<Cow<'a, str>> {
-        match target {
-            crate::Target::Room(room) => Some(Cow::Borrowed(room.as_str())),
-            crate::Target::All | crate::Target::User(_) => self.system.map(Cow::Borrowed),
-            crate::Target::Connection(_) => None,
-        }
-    }
-
-    /// The id of the client message being processed, if it came from `h` (for `re`).
-    pub(crate) fn reply_id(&self, h: ConnectionHandle) -> Option<&str> {
-        let current = self.current.as_ref()?;
-        (current.conn == h).then_some(current.id.as_str())
-    }
-
-    pub(crate) fn sessions(&self) -> usize {
-        self.sessions.len()
-    }
-
-    /// When the oldest detached session expires.
-    pub(crate) fn next_expiry(&self) -> Option<Instant> {
-        self.detached
-            .front()
-            .map(|(at, _)| *at + self.config.session_ttl)
-    }
-
-    fn new_session_id(&mut self) -> SessionId {
-        loop {
-            let id = SessionId(u128::from(self.rng.next_u64()) << 64 | u128::from(self.rng.next_u64()));
-            if !self.sessions.contains_key(&id) {
-                return id;
-            }
-        }
-    }
-
-    /// Forget the oldest detached sessions beyond the limit, and those past their time.
-    fn expire(&mut self, now: Instant, room_for: usize) {
-        let ttl = self.config.session_ttl;
-        let max = self.config.max_detached_sessions.saturating_sub(room_for);
-        while let Some(&(at, id)) = self.detached.front() {
-            if at + ttl > now && self.detached_count <= max {
-                break;
-            }
-            self.detached.pop_front();
-            let live = self
-                .sessions
-                .get(&id)
-                .is_some_and(|s| s.conn.is_none() && s.detached_at == Some(at));
-            if live {
-                self.sessions.remove(&id);
-                self.detached_count -= 1;
-            }
-        }
-    }
-}
+use crate::{CloseCode, ConnectionHandle, Filter, Instant, OpenInfo, SlowConsumerPolicy, Text};
 
 /// What to do with a v2 message that carries an id.
 pub(crate) enum Seen {
@@ -246,7 +46,13 @@ fn conn_mut(conns: &mut slab::Slab<Connection>, h: ConnectionHandle) -> Option<&
 }
 
 /// Queue `frame` to `c` unconditionally, counting it.
-fn transmit(core_outputs: &mut VecDeque<Output>, counters: &mut crate::Counters, h: ConnectionHandle, c: &mut Connection, frame: Text) {
+fn transmit(
+    core_outputs: &mut VecDeque<Output>,
+    counters: &mut crate::Counters,
+    h: ConnectionHandle,
+    c: &mut Connection,
+    frame: Text,
+) {
     c.queued_bytes += frame.len();
     counters.deliveries += 1;
     counters.bytes_out += frame.len() as u64;
@@ -273,7 +79,10 @@ fn selected(entry: &Entry, session: SessionId, c: &Connection) -> bool {
             return false;
         }
     }
-    entry.tags.as_ref().is_none_or(|tags| c.filter.matches(tags))
+    entry
+        .tags
+        .as_ref()
+        .is_none_or(|tags| c.filter.matches(tags))
 }
 
 impl Core {
@@ -426,6 +235,7 @@ impl Core {
                 held_bytes: 0,
             })),
             gap: None,
+            last: None,
         });
         v2.busy += 1;
         self.outputs.push_back(Output::Fetch {
@@ -576,8 +386,9 @@ impl Core {
             return;
         };
         let entry = Arc::new(entry);
+        // The first kept publication a client message makes is what its ack reports.
         let origin = match streams.current.as_mut() {
-            Some(cur) if !cur.published && entry.publisher == Some(cur.session) => {
+            Some(cur) if !cur.published => {
                 cur.published = true;
                 Some((cur.session, cur.id.clone()))
             }
@@ -632,9 +443,13 @@ impl Core {
         let mut slots = core::mem::take(&mut self.scratch);
         slots.clear();
         match (&pending.entry.audience, system) {
-            (_, false) => slots.extend(self.rooms.get(stream).iter().flat_map(|r| r.members.iter())),
+            (_, false) => {
+                slots.extend(self.rooms.get(stream).iter().flat_map(|r| r.members.iter()))
+            }
             (Audience::Everyone, true) => slots.extend(streams.members.iter()),
-            (Audience::User(u), true) => slots.extend(self.users.get(u.as_str()).into_iter().flatten()),
+            (Audience::User(u), true) => {
+                slots.extend(self.users.get(u.as_str()).into_iter().flatten())
+            }
         }
         for &slot in &slots {
             self.deliver_positioned(slot, stream, position, &pending.entry, &frame);
@@ -678,20 +493,28 @@ impl Core {
         };
         let len = frame.len();
         if let Some(catching) = sub.catching.as_deref_mut() {
-            if queued == 0 && catching.held_bytes == 0 || queued + catching.held_bytes + len <= max {
+            if queued == 0 && catching.held_bytes == 0 || queued + catching.held_bytes + len <= max
+            {
                 catching.held_bytes += len;
                 catching.held.push_back((position, frame.clone()));
                 return;
             }
         } else {
-            let gap = sub.gap.map(|(from, to)| wire::gap(stream, from.epoch, from.offset, to));
+            if covered(position, sub.last) {
+                return; // The replay already gave it (the fetch saw it before we did).
+            }
+            let gap = sub
+                .gap
+                .map(|(from, to)| wire::gap(stream, from.epoch, from.offset, to));
             let need = len + gap.as_ref().map_or(0, Text::len);
-            if fits(c, 0, need, max) {
-                if let Some(gap) = gap {
-                    let v2 = c.v2.as_deref_mut().expect("checked above");
-                    let sub = v2.sub(stream).expect("found above");
-                    sub.gap = None;
+            if queued == 0 || queued.saturating_add(need) <= max {
+                if position.is_some() {
+                    sub.last = position;
+                }
+                if sub.gap.take().is_some() {
                     v2.busy -= 1;
+                }
+                if let Some(gap) = gap {
                     self.counters.gaps += 1;
                     transmit(&mut self.outputs, &mut self.counters, h, c, gap);
                 }
@@ -840,18 +663,30 @@ fn pump_sub(
                 (None, false) => Outcome::Fresh,
             };
             // Small and once per subscription: it goes out whatever the queue holds.
-            transmit(outputs, counters, h, c, wire::subscribed(&sub.stream, top, outcome));
+            transmit(
+                outputs,
+                counters,
+                h,
+                c,
+                wire::subscribed(&sub.stream, top, outcome),
+            );
             catching.announced = true;
+            if top.is_some() {
+                sub.last = top;
+            }
         }
         while let Some((position, frame)) = catching.held.front() {
             // Held publications the replay already covered are not sent twice.
-            let covered = matches!((position, top), (Some(p), Some(t)) if p.epoch == t.epoch && p.offset <= t.offset);
-            if !covered && !fits(c, catching.held_bytes - frame.len(), frame.len(), max) {
+            let given = covered(*position, sub.last);
+            if !given && !fits(c, catching.held_bytes - frame.len(), frame.len(), max) {
                 return false;
             }
-            let (_, frame) = catching.held.pop_front().expect("front exists");
+            let (position, frame) = catching.held.pop_front().expect("front exists");
             catching.held_bytes -= frame.len();
-            if !covered {
+            if !given {
+                if position.is_some() {
+                    sub.last = position;
+                }
                 transmit(outputs, counters, h, c, frame);
             }
         }

@@ -284,10 +284,7 @@ pub fn gap(stream: &str, epoch: Epoch, from: u64, to: u64) -> Text {
     let mut out = String::with_capacity(96 + stream.len());
     out.push_str("{\"sb\":\"gap\",\"stream\":");
     push_json_str(&mut out, stream);
-    let _ = write!(
-        out,
-        ",\"epoch\":\"{epoch}\",\"from\":{from},\"to\":{to}}}"
-    );
+    let _ = write!(out, ",\"epoch\":\"{epoch}\",\"from\":{from},\"to\":{to}}}");
     out.into()
 }
 
@@ -326,7 +323,11 @@ mod tests {
                 }
             )]
         );
-        assert_eq!(msg.as_str(), r#"{"type":"X", "n":[1,2]}"#, "the bytes as sent");
+        assert_eq!(
+            msg.as_str(),
+            r#"{"type":"X", "n":[1,2]}"#,
+            "the bytes as sent"
+        );
         assert_eq!(
             msg.as_bytes().as_ptr(),
             frame.as_bytes()[frame.len() - msg.len() - 1..].as_ptr(),
@@ -354,7 +355,10 @@ mod tests {
             r#"{"sb":"msg","msg":{}} trailing"#,
         ] {
             let e = open(&Text::from(bad)).expect_err(bad);
-            assert!(!e.0.is_empty() && e.0.len() <= MAX_ERROR_BYTES + 3, "{bad}: {e}");
+            assert!(
+                !e.0.is_empty() && e.0.len() <= MAX_ERROR_BYTES + 3,
+                "{bad}: {e}"
+            );
         }
         let long_id = alloc::format!(r#"{{"sb":"msg","id":"{}","msg":{{}}}}"#, "i".repeat(65));
         assert!(open(&Text::from(long_id)).is_err());
@@ -401,17 +405,29 @@ mod tests {
         assert_eq!(v["offset"], 9);
         assert_eq!(v["msg"]["table"], "cars");
         let v = json(&message(Some("a\"b"), &msg));
-        assert_eq!((v["sb"].as_str(), v["re"].as_str()), (Some("msg"), Some("a\"b")));
+        assert_eq!(
+            (v["sb"].as_str(), v["re"].as_str()),
+            (Some("msg"), Some("a\"b"))
+        );
         assert!(json(&message(None, &msg)).get("re").is_none());
         let v = json(&ack("x", Some(("s", p)), true));
         assert_eq!(v["offset"], 9);
         assert_eq!(v["duplicate"], true);
         assert!(json(&ack("x", None, false)).get("stream").is_none());
-        let v = json(&subscribed("s", Some(p), Outcome::Recovered { replayed: 3 }));
-        assert_eq!((v["recovered"].as_bool(), v["replayed"].as_u64()), (Some(true), Some(3)));
+        let v = json(&subscribed(
+            "s",
+            Some(p),
+            Outcome::Recovered { replayed: 3 },
+        ));
+        assert_eq!(
+            (v["recovered"].as_bool(), v["replayed"].as_u64()),
+            (Some(true), Some(3))
+        );
         let v = json(&subscribed("s", Some(p), Outcome::NotRecovered("trimmed")));
         assert_eq!(v["reason"], "trimmed");
-        assert!(json(&subscribed("s", Some(p), Outcome::Fresh)).get("recovered").is_none());
+        assert!(json(&subscribed("s", Some(p), Outcome::Fresh))
+            .get("recovered")
+            .is_none());
         let v = json(&subscribed("s", None, Outcome::NotRecovered("unavailable")));
         assert!(v.get("offset").is_none());
         let v = json(&gap("s", Epoch(2), 4, 6));

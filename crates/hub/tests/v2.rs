@@ -65,7 +65,10 @@ impl Protocol for Notes {
     fn on_message(&mut self, cx: &mut Context<'_>, conn: ConnectionHandle, frame: Text) {
         let cmd = command(&frame);
         let (op, arg) = cmd.split_at(1);
-        let split = |a: &str| a.split_once(':').map(|(x, y)| (x.to_string(), y.to_string()));
+        let split = |a: &str| {
+            a.split_once(':')
+                .map(|(x, y)| (x.to_string(), y.to_string()))
+        };
         match op {
             "j" => {
                 let _ = cx.join(conn, arg);
@@ -347,7 +350,11 @@ fn a_v2_connection_gets_its_session_then_its_greeting_then_the_system_stream() {
     assert_eq!(frames[2]["offset"], 0);
     assert!(frames[2].get("recovered").is_none(), "fresh, not a resume");
     let b = net.open(&[]);
-    assert_ne!(session_of(&net.take(b)), session_of(&frames), "sessions differ");
+    assert_ne!(
+        session_of(&net.take(b)),
+        session_of(&frames),
+        "sessions differ"
+    );
 }
 
 #[test]
@@ -363,10 +370,17 @@ fn v1_connections_get_exactly_the_v1_bytes_and_v2_ones_get_positions() {
     assert_eq!(net.take(v1), [json!("first")], "the v1 frame, unwrapped");
     assert_eq!(net.pubs(b), [("all".to_string(), 1, "first".to_string())]);
     let ack = net.take(a);
-    assert_eq!(ack.len(), 1, "the sender gets its ack, not its own note: {ack:?}");
+    assert_eq!(
+        ack.len(),
+        1,
+        "the sender gets its ack, not its own note: {ack:?}"
+    );
     assert_eq!(ack[0]["sb"], "ack");
     assert_eq!(ack[0]["id"], "m1");
-    assert_eq!((ack[0]["stream"].as_str(), ack[0]["offset"].as_u64()), (Some("all"), Some(1)));
+    assert_eq!(
+        (ack[0]["stream"].as_str(), ack[0]["offset"].as_u64()),
+        (Some("all"), Some(1))
+    );
     net.tell(v1, "asecond");
     assert_eq!(net.pubs(a), [("all".to_string(), 2, "second".to_string())]);
     assert_eq!(net.pubs(b), [("all".to_string(), 2, "second".to_string())]);
@@ -401,14 +415,24 @@ fn a_resumed_client_gets_what_it_missed_once_in_order_and_never_its_own() {
     let a2 = net.open(&[("sb_session", &sa), ("sb_since", &a_since)]);
     let frames = net.take(a2);
     assert_eq!(frames[0]["resumed"], true);
-    assert_eq!(net_pubs(&frames), [(2, "two".into())], "its own note is not replayed");
+    assert_eq!(
+        net_pubs(&frames),
+        [(2, "two".into())],
+        "its own note is not replayed"
+    );
     let sub = frames.iter().find(|v| v["sb"] == "subscribed").unwrap();
-    assert_eq!((sub["recovered"].as_bool(), sub["replayed"].as_u64()), (Some(true), Some(1)));
+    assert_eq!(
+        (sub["recovered"].as_bool(), sub["replayed"].as_u64()),
+        (Some(true), Some(1))
+    );
     net.say(a2, "2", "athree");
     net.say(a2, "3", "afour");
     let b2 = net.open(&[("sb_session", &sb), ("sb_since", &b_since)]);
     let frames = net.take(b2);
-    assert_eq!(kinds(&frames), ["session", "msg", "pub", "pub", "pub", "subscribed"]);
+    assert_eq!(
+        kinds(&frames),
+        ["session", "msg", "pub", "pub", "pub", "subscribed"]
+    );
     assert_eq!(
         net_pubs(&frames),
         [(2, "two".into()), (3, "three".into()), (4, "four".into())]
@@ -425,7 +449,12 @@ fn net_pubs(frames: &[Value]) -> Vec<(u64, String)> {
     frames
         .iter()
         .filter(|v| v["sb"] == "pub")
-        .map(|v| (v["offset"].as_u64().unwrap(), v["msg"].as_str().unwrap().into()))
+        .map(|v| {
+            (
+                v["offset"].as_u64().unwrap(),
+                v["msg"].as_str().unwrap().into(),
+            )
+        })
         .collect()
 }
 
@@ -482,17 +511,29 @@ fn publications_during_a_fetch_are_held_and_never_doubled() {
     let a2 = net.open(&[("sb_session", &sa), ("sb_since", &position)]);
     assert_eq!(net.fetches.len(), 1, "a fetch in flight");
     net.tell(v1, "a3"); // Held: published after the fetch was asked, before it was answered.
-    assert!(net_pubs(&net.inbox[&a2]).is_empty(), "nothing live before the replay");
+    assert!(
+        net_pubs(&net.inbox[&a2]).is_empty(),
+        "nothing live before the replay"
+    );
     net.release_fetches(); // The answer includes 3 (the engine has it): held 3 is not sent twice.
     net.tell(v1, "a4");
     let frames = net.take(a2);
     assert_eq!(
         net_pubs(&frames),
-        [(1, "1".into()), (2, "2".into()), (3, "3".into()), (4, "4".into())]
+        [
+            (1, "1".into()),
+            (2, "2".into()),
+            (3, "3".into()),
+            (4, "4".into())
+        ]
     );
     let at = frames.iter().position(|v| v["sb"] == "subscribed").unwrap();
     assert_eq!(frames[at]["offset"], 3);
-    assert_eq!(net_pubs(&frames[at..]), [(4, "4".into())], "live after the marker");
+    assert_eq!(
+        net_pubs(&frames[at..]),
+        [(4, "4".into())],
+        "live after the marker"
+    );
 }
 
 #[test]
@@ -545,7 +586,10 @@ fn a_resend_is_acked_with_the_original_position_and_published_once() {
     net.release_appends();
     let acks = net.take(a3);
     assert_eq!(acks.len(), 1);
-    assert_eq!((acks[0]["id"].as_str(), acks[0]["offset"].as_u64()), (Some("n-2"), Some(2)));
+    assert_eq!(
+        (acks[0]["id"].as_str(), acks[0]["offset"].as_u64()),
+        (Some("n-2"), Some(2))
+    );
     assert_eq!(net.pubs(b).len(), 1);
 }
 
@@ -569,10 +613,16 @@ fn a_live_client_that_misses_publications_is_told_the_range() {
         net.tell(v1, &format!("a{}", "x".repeat(40 + i)));
     }
     let got = net_pubs(&net.take(a));
-    assert!(got.len() >= 1 && got.len() < 6, "some fit, some did not: {got:?}");
+    assert!(
+        !got.is_empty() && got.len() < 6,
+        "some fit, some did not: {got:?}"
+    );
     net.drain(a);
     let frames = net.take(a);
-    let gap = frames.iter().find(|v| v["sb"] == "gap").expect("told at once when room came");
+    let gap = frames
+        .iter()
+        .find(|v| v["sb"] == "gap")
+        .expect("told at once when room came");
     assert_eq!(gap["from"], got.len() as u64 + 1);
     assert_eq!(gap["to"], 6);
     assert_eq!(net.hub.stats().counters.gaps, 1);
@@ -611,7 +661,10 @@ fn a_replay_larger_than_the_queue_goes_out_as_it_drains() {
     }
     let offsets: Vec<u64> = net_pubs(&all).iter().map(|p| p.0).collect();
     assert_eq!(offsets, (1..=20).collect::<Vec<_>>());
-    assert!(net.closed.is_empty(), "paced, not closed as a slow consumer");
+    assert!(
+        net.closed.is_empty(),
+        "paced, not closed as a slow consumer"
+    );
     assert_eq!(all.last().unwrap()["sb"], "subscribed");
 }
 
@@ -656,7 +709,11 @@ fn room_streams_resume_on_join_with_the_position_given() {
     let fb: Vec<Value> = fb.into_iter().chain(net.take(b)).collect();
     let sb = session_of(&fb);
     assert_eq!(net_pubs(&fb), [(1, "x".into())]);
-    assert!(fb.iter().any(|v| v["sb"] == "msg" && v["msg"] == "presence"), "not kept, still sent");
+    assert!(
+        fb.iter()
+            .any(|v| v["sb"] == "msg" && v["msg"] == "presence"),
+        "not kept, still sent"
+    );
     let position = since(&fb, "proj-1");
     net.drop_conn(b);
     net.tell(a, "rproj-1:y");
@@ -665,10 +722,15 @@ fn room_streams_resume_on_join_with_the_position_given() {
     net.take(b2);
     let (stream, rest) = position.split_once('~').unwrap();
     let (epoch, offset) = rest.split_once('~').unwrap();
-    let since = json!([{"stream": stream, "epoch": epoch, "offset": offset.parse::<u64>().unwrap()}]);
+    let since =
+        json!([{"stream": stream, "epoch": epoch, "offset": offset.parse::<u64>().unwrap()}]);
     net.send(b2, json!({"sb": "msg", "since": since, "msg": "jproj-1"}));
     let frames = net.take(b2);
-    assert_eq!(net_pubs(&frames), [(2, "y".into())], "presence is not replayed");
+    assert_eq!(
+        net_pubs(&frames),
+        [(2, "y".into())],
+        "presence is not replayed"
+    );
     assert_eq!(frames.last().unwrap()["recovered"], true);
     // Leaving the room ends the stream for it.
     net.tell(b2, "lproj-1");
@@ -729,7 +791,11 @@ fn a_bad_envelope_gets_an_error_to_its_sender_alone() {
     let b = net.open(&[]);
     net.take(a);
     net.take(b);
-    for bad in [json!({"sb": "pub", "msg": "x"}), json!({"msg": "aX"}), json!("aX")] {
+    for bad in [
+        json!({"sb": "pub", "msg": "x"}),
+        json!({"msg": "aX"}),
+        json!("aX"),
+    ] {
         net.send(a, bad);
         let frames = net.take(a);
         assert_eq!(frames.len(), 1);
@@ -785,10 +851,16 @@ fn positions_without_their_session_are_not_honoured() {
     let (_, position) = (session_of(&fa), since(&fa, "all"));
     net.drop_conn(a);
     net.tell(v1, "a1");
-    let a2 = net.open(&[("sb_since", &position), ("sb_session", "0123456789abcdef0123456789abcdef")]);
+    let a2 = net.open(&[
+        ("sb_since", &position),
+        ("sb_session", "0123456789abcdef0123456789abcdef"),
+    ]);
     let frames = net.take(a2);
     assert_eq!(frames[0]["resumed"], false);
     let sub = frames.iter().find(|v| v["sb"] == "subscribed").unwrap();
-    assert_eq!((sub["recovered"].as_bool(), sub["reason"].as_str()), (Some(false), Some("session")));
+    assert_eq!(
+        (sub["recovered"].as_bool(), sub["reason"].as_str()),
+        (Some(false), Some("session"))
+    );
     assert!(net_pubs(&frames).is_empty());
 }

@@ -1,0 +1,222 @@
+//! The state of protocol v2 in a hub that keeps history: sessions, each v2 connection's stream
+//! subscriptions, appends waiting for their position, fetches in flight. [`crate::v2`] acts on
+//! it.
+
+use alloc::borrow::Cow;
+use alloc::boxed::Box;
+use alloc::collections::VecDeque;
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+
+use chacha20::rand_core::{Rng, SeedableRng};
+use chacha20::ChaCha20Rng;
+use hashbrown::{DefaultHashBuilder, HashMap};
+use indexmap::IndexSet;
+
+use crate::history::{Entry, FetchId, Position, SessionId};
+use crate::wire::MAX_POSITIONS;
+use crate::{ConnectionHandle, Filter, HistoryConfig, Instant, Text};
+
+/// A session's memory of one client message id.
+pub(crate) enum Acked {
+    /// Being processed: its publication waits for a position.
+    Pending,
+    /// Acked, with the position its publication got, if it made one.
+    Done(Option<(String, Position)>),
+}
+
+pub(crate) struct Session {
+    /// Its connection, while it has one.
+    pub(crate) conn: Option<ConnectionHandle>,
+    /// The user it was created for; a resume from another identity gets a new session.
+    pub(crate) user: Option<String>,
+    /// The connection's filter, restored on resume (before any replay).
+    pub(crate) filter: Filter,
+    /// Recent client message ids, oldest first.
+    pub(crate) acks: VecDeque<(String, Acked)>,
+    /// When it lost its connection.
+    pub(crate) detached_at: Option<Instant>,
+}
+
+/// A kept publication waiting for its position.
+pub(crate) struct Pending {
+    pub(crate) entry: Arc<Entry>,
+    /// The client message that published it, to ack with the position.
+    pub(crate) origin: Option<(SessionId, String)>,
+}
+
+/// The client message being processed, for `re` on replies and its ack.
+pub(crate) struct Current {
+    pub(crate) conn: ConnectionHandle,
+    pub(crate) session: SessionId,
+    pub(crate) id: String,
+    pub(crate) published: bool,
+}
+
+/// A v2 connection's subscription to one stream.
+pub(crate) struct Sub {
+    pub(crate) stream: String,
+    /// Set until the connection has caught up and gets the stream live.
+    pub(crate) catching: Option<Box<Catching>>,
+    /// Offsets of this stream that were for the connection and were dropped, not yet reported.
+    pub(crate) gap: Option<(Position, u64)>,
+    /// The latest position the connection was given (its `subscribed` top, then each live
+    /// publication): a position at or below it is never sent again, whichever order the
+    /// engine's answers came in.
+    pub(crate) last: Option<Position>,
+}
+
+/// Whether `position` is at or below `last` in the same epoch (already given).
+pub(crate) fn covered(position: Option<Position>, last: Option<Position>) -> bool {
+    matches!((position, last), (Some(p), Some(l)) if p.epoch == l.epoch && p.offset <= l.offset)
+}
+
+pub(crate) struct Catching {
+    /// The fetch in flight, until it is answered.
+    pub(crate) fetch: Option<FetchId>,
+    /// Whether the connection presented a position (a resume) or not (fresh).
+    pub(crate) resuming: bool,
+    /// Why a resume cannot recover whatever the answer (`session`: presented without one).
+    pub(crate) lost: Option<&'static str>,
+    /// The answer, once it came.
+    pub(crate) answer: Option<Answer>,
+    /// Fetched entries not yet sent (or skipped by the rules).
+    pub(crate) replay: VecDeque<(u64, Arc<Entry>)>,
+    pub(crate) replayed: u64,
+    /// Whether the `subscribed` frame went out.
+    pub(crate) announced: bool,
+    /// Live publications held meanwhile (with their positions), and their bytes.
+    pub(crate) held: VecDeque<(Option<Position>, Text)>,
+    pub(crate) held_bytes: usize,
+}
+
+/// What a fetch answered.
+pub(crate) struct Answer {
+    /// The stream's top (`None` if history was unavailable).
+    pub(crate) top: Option<Position>,
+    /// Why what was missed cannot be replayed, if it cannot.
+    pub(crate) lost: Option<&'static str>,
+}
+
+/// What a v2 connection adds to [`Connection`].
+pub(crate) struct V2Conn {
+    pub(crate) session: SessionId,
+    pub(crate) subs: Vec<Sub>,
+    /// Positions presented (in the upgrade, or with a message) for streams not subscribed yet.
+    pub(crate) since: Vec<(String, Position)>,
+    /// Subscriptions still catching up, or with a gap to report.
+    pub(crate) busy: usize,
+    /// Whether it resumed a session. Positions are honoured only within the session that
+    /// received them (its sender exclusion and filter decide what a replay holds); without it
+    /// a resume is answered `recovered: false`, reason `session`.
+    pub(crate) resumed: bool,
+}
+
+impl V2Conn {
+    pub(crate) fn sub(&mut self, stream: &str) -> Option<&mut Sub> {
+        self.subs.iter_mut().find(|s| s.stream == stream)
+    }
+
+    pub(crate) fn note_since(&mut self, positions: impl IntoIterator<Item = (String, Position)>) {
+        for (stream, position) in positions {
+            self.since.retain(|(s, _)| *s != stream);
+            if self.since.len() >= MAX_POSITIONS {
+                self.since.remove(0);
+            }
+            self.since.push((stream, position));
+        }
+    }
+}
+
+/// The v2 state of a hub that keeps history.
+pub(crate) struct Streams {
+    pub(crate) config: HistoryConfig,
+    pub(crate) rng: ChaCha20Rng,
+    /// The protocol's system-wide stream, which every v2 connection gets from its open.
+    pub(crate) system: Option<&'static str>,
+    pub(crate) sessions: HashMap<SessionId, Session, DefaultHashBuilder>,
+    /// Detached sessions by the time they lost their connection (stale entries skipped).
+    pub(crate) detached: VecDeque<(Instant, SessionId)>,
+    pub(crate) detached_count: usize,
+    pub(crate) appending: HashMap<String, VecDeque<Pending>, DefaultHashBuilder>,
+    pub(crate) fetches: HashMap<FetchId, (ConnectionHandle, String), DefaultHashBuilder>,
+    pub(crate) next_fetch: u64,
+    /// Slots of the open v2 connections (the audience of the system stream).
+    pub(crate) members: IndexSet<u32, DefaultHashBuilder>,
+    pub(crate) current: Option<Current>,
+}
+
+impl Streams {
+    pub(crate) fn new(config: HistoryConfig, system: Option<&'static str>) -> Self {
+        Streams {
+            rng: ChaCha20Rng::from_seed(config.seed.0),
+            config,
+            system,
+            sessions: HashMap::default(),
+            detached: VecDeque::new(),
+            detached_count: 0,
+            appending: HashMap::default(),
+            fetches: HashMap::default(),
+            next_fetch: 1,
+            members: IndexSet::default(),
+            current: None,
+        }
+    }
+
+    /// The stream a kept publication for `target` belongs to.
+    pub(crate) fn stream_of<'a>(&self, target: &'a crate::Target) -> Option<Cow<'a, str>> {
+        match target {
+            crate::Target::Room(room) => Some(Cow::Borrowed(room.as_str())),
+            crate::Target::All | crate::Target::User(_) => self.system.map(Cow::Borrowed),
+            crate::Target::Connection(_) => None,
+        }
+    }
+
+    /// The id of the client message being processed, if it came from `h` (for `re`).
+    pub(crate) fn reply_id(&self, h: ConnectionHandle) -> Option<&str> {
+        let current = self.current.as_ref()?;
+        (current.conn == h).then_some(current.id.as_str())
+    }
+
+    pub(crate) fn sessions(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// When the oldest detached session expires.
+    pub(crate) fn next_expiry(&self) -> Option<Instant> {
+        self.detached
+            .front()
+            .map(|(at, _)| *at + self.config.session_ttl)
+    }
+
+    pub(crate) fn new_session_id(&mut self) -> SessionId {
+        loop {
+            let id =
+                SessionId(u128::from(self.rng.next_u64()) << 64 | u128::from(self.rng.next_u64()));
+            if !self.sessions.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
+    /// Forget the oldest detached sessions beyond the limit, and those past their time.
+    pub(crate) fn expire(&mut self, now: Instant, room_for: usize) {
+        let ttl = self.config.session_ttl;
+        let max = self.config.max_detached_sessions.saturating_sub(room_for);
+        while let Some(&(at, id)) = self.detached.front() {
+            if at + ttl > now && self.detached_count <= max {
+                break;
+            }
+            self.detached.pop_front();
+            let live = self
+                .sessions
+                .get(&id)
+                .is_some_and(|s| s.conn.is_none() && s.detached_at == Some(at));
+            if live {
+                self.sessions.remove(&id);
+                self.detached_count -= 1;
+            }
+        }
+    }
+}
