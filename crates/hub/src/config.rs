@@ -2,6 +2,8 @@
 
 use core::time::Duration;
 
+use crate::history::HistoryLimits;
+
 /// What the hub does when a connection's outbound queue would exceed [`Limits::max_queued_bytes`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SlowConsumerPolicy {
@@ -88,10 +90,13 @@ impl core::fmt::Debug for Seed {
     }
 }
 
-/// Sessions and streams of protocol v2 (history itself lives in an engine beside the hub: see
-/// [`crate::history`]).
+/// Sessions and streams of protocol v2, and the limits of the history that serves them (history
+/// itself lives in an engine beside the hub: see [`crate::history`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HistoryConfig {
+    /// What the history engine keeps per stream and per system (the hub does not read them;
+    /// the driver builds its engine with them).
+    pub limits: HistoryLimits,
     /// How long a session outlives its connection, waiting for its client to resume it.
     pub session_ttl: Duration,
     /// Sessions kept without a connection; past it the oldest goes first.
@@ -103,10 +108,13 @@ pub struct HistoryConfig {
 }
 
 impl HistoryConfig {
-    /// Defaults (sessions kept 5 minutes, 100 000 of them, 64 message ids each) with `seed`.
+    /// Defaults (history and sessions kept 5 minutes, 100 000 sessions, 64 message ids each)
+    /// with `seed`.
     pub fn with_seed(seed: [u8; 32]) -> Self {
+        let limits = HistoryLimits::default();
         HistoryConfig {
-            session_ttl: Duration::from_secs(300),
+            limits,
+            session_ttl: limits.max_age,
             max_detached_sessions: 100_000,
             dedup_window: 64,
             seed: Seed(seed),

@@ -19,6 +19,9 @@ use serde_json::value::RawValue;
 use crate::history::{Epoch, Position, SessionId};
 use crate::Text;
 
+/// The `Sec-WebSocket-Protocol` value a client offers to speak v2; the server echoes it.
+pub const SUBPROTOCOL: &str = "switchboard.v2";
+
 /// Longest client message id, in bytes.
 pub const MAX_MESSAGE_ID_BYTES: usize = 64;
 /// Longest stream name a client may name in a position, in bytes.

@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use futures_util::future::Either;
 use hashbrown::HashMap;
+use switchboard_hub::history::MemoryHistory;
 use switchboard_hub::{
     AnyMessage, Bytes, CloseCode, ConnectionHandle, Dialect, DynDecode, DynHub, Frame, HttpRequest,
     HttpResponse, OpenError, OpenInfo, Output, Publication, Stats, Text,
@@ -108,10 +109,12 @@ impl std::fmt::Debug for HubHandle {
 /// Start a task owning `hub`, reading time from `clock`. `replicate`, if given, receives every
 /// local publication and room change (for a cluster backplane): a publication the full channel
 /// cannot take is counted by the hub, a room change is left to the backplane's reconciliation.
+/// `history`, if given, answers the hub's appends and fetches (protocol v2), in the same turn.
 pub fn spawn_hub(
     hub: Box<dyn DynHub>,
     clock: HubClock,
     replicate: Option<mpsc::Sender<Replication>>,
+    history: Option<MemoryHistory>,
 ) -> (HubHandle, tokio::task::JoinHandle<()>) {
     let name = hub.protocol_name();
     let decoder = hub.decoder();
@@ -123,6 +126,7 @@ pub fn spawn_hub(
         links: HashMap::default(),
         corked: Vec::new(),
         replicator: Replicator::new(replicate),
+        history,
         loopback: tx.downgrade(),
         workers: tokio::runtime::Handle::current().metrics().num_workers(),
     };
@@ -282,6 +286,8 @@ struct HubTask {
     /// Connections given frames by the current drain, to write once it is done.
     corked: Vec<(ConnectionHandle, Arc<Outbox>)>,
     replicator: Replicator,
+    /// The history engine of this system's streams, driven from here like the hub.
+    history: Option<MemoryHistory>,
     /// For the tasks a split fan-out spawns to report what they wrote; weak, so the hub task
     /// ends once every [`HubHandle`] is gone.
     loopback: mpsc::WeakSender<Command>,
@@ -294,15 +300,27 @@ impl HubTask {
     async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
         while self.take_input(&mut rx).await {
             self.run_timers();
-            self.drain();
-            self.uncork();
+            // A write reported flushed can let a paced replay go on: drain until quiet.
+            loop {
+                self.drain();
+                if !self.uncork() {
+                    break;
+                }
+            }
         }
     }
 
     /// Wait for a command or the hub's next deadline, then apply up to [`BATCH`] commands that
     /// are already queued. `false` once the queue is closed and empty.
     async fn take_input(&mut self, rx: &mut mpsc::Receiver<Command>) -> bool {
-        let deadline = self.hub.poll_timeout().map(|t| self.clock.deadline(t));
+        let history = self.history.as_ref().and_then(MemoryHistory::poll_timeout);
+        let deadline = self
+            .hub
+            .poll_timeout()
+            .into_iter()
+            .chain(history)
+            .min()
+            .map(|t| self.clock.deadline(t));
         let first = tokio::select! {
             cmd = rx.recv() => match cmd {
                 Some(cmd) => Some(cmd),
@@ -330,6 +348,11 @@ impl HubTask {
         let now = self.clock.now();
         if self.hub.poll_timeout().is_some_and(|t| t <= now) {
             self.hub.handle_timeout(now);
+        }
+        if let Some(history) = &mut self.history {
+            if history.poll_timeout().is_some_and(|t| t <= now) {
+                history.handle_timeout(now);
+            }
         }
     }
 
@@ -437,6 +460,19 @@ impl HubTask {
                         link.outbox.close(code, &reason);
                     }
                 }
+                // The in-memory engine answers at once; the hub queues what follows.
+                Output::Append { stream, entry } => {
+                    if let Some(history) = &mut self.history {
+                        let position = history.append(now, &stream, entry);
+                        let _ = self.hub.handle_appended(now, &stream, Ok(position));
+                    }
+                }
+                Output::Fetch { id, stream, since } => {
+                    if let Some(history) = &mut self.history {
+                        let answer = history.fetch(now, &stream, since);
+                        self.hub.handle_fetched(now, id, Ok(answer));
+                    }
+                }
                 other => {
                     if let Some(dropped) = self.replicator.forward(other) {
                         self.hub.handle_replication_dropped(dropped);
@@ -448,8 +484,9 @@ impl HubTask {
 
     /// Write each corked connection's frames in one `writev`. A large fan-out is split over the
     /// runtime's workers: the kernel's send is most of a delivery's cost, and sends to different
-    /// sockets run in parallel.
-    fn uncork(&mut self) {
+    /// sockets run in parallel. Whether a write was reported to the hub from here (which may
+    /// have given it more to do).
+    fn uncork(&mut self) -> bool {
         let shares = self.workers.min(self.corked.len() / PARALLEL_SHARE).max(1);
         if shares > 1 {
             let per = self.corked.len().div_ceil(shares);
@@ -459,12 +496,15 @@ impl HubTask {
             }
         }
         let now = self.clock.now();
+        let mut reported = false;
         for (connection, outbox) in self.corked.drain(..) {
             let bytes = outbox.uncork();
             if bytes > 0 {
                 let _ = self.hub.handle_flushed(now, connection, bytes);
+                reported = true;
             }
         }
+        reported
     }
 }
 

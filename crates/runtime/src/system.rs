@@ -4,7 +4,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use switchboard_hub::{CloseCode, Config};
+use switchboard_hub::history::MemoryHistory;
+use switchboard_hub::{CloseCode, Config, Seed};
 use switchboard_protocol::{Options, SystemSpec};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -51,8 +52,14 @@ impl System {
     ) -> Arc<System> {
         let spec = endpoint.spec;
         config.replicate = replicate.is_some();
+        // Each system its own secret seed: session ids of one say nothing about another's.
+        let history = config.history.as_mut().map(|h| {
+            h.seed = Seed(random_seed());
+            let epochs = u64::from_le_bytes(random_seed()[..8].try_into().expect("8 bytes"));
+            MemoryHistory::new(h.limits, epochs)
+        });
         let hub = (spec.build)(&options, config.clone(), clock.now());
-        let (hub, _task) = spawn_hub(hub, clock.clone(), replicate);
+        let (hub, _task) = spawn_hub(hub, clock.clone(), replicate, history);
         let sink: Arc<dyn FlushSink> = Arc::new(hub.clone());
         Arc::new(System {
             spec,
@@ -70,6 +77,11 @@ impl System {
     /// The system's name.
     pub fn name(&self) -> &'static str {
         self.spec.name
+    }
+
+    /// Whether it keeps history and so speaks protocol v2.
+    pub fn speaks_v2(&self) -> bool {
+        self.config.history.is_some()
     }
 
     /// Its hub task.
@@ -113,4 +125,11 @@ impl System {
             conns.abort_all();
         }
     }
+}
+
+/// 32 bytes from the operating system's random source.
+fn random_seed() -> [u8; 32] {
+    let mut seed = [0; 32];
+    getrandom::fill(&mut seed).expect("the operating system provides randomness");
+    seed
 }

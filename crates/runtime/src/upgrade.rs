@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use switchboard_hub::{CloseCode, OpenInfo};
+use switchboard_hub::{wire, CloseCode, Dialect, OpenInfo};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::http::{HeaderMap, HeaderValue, Method, Uri, Version};
@@ -85,14 +85,17 @@ impl Decision {
             }
             _ => {
                 let accept = derive_accept_key(key.map_or(&b""[..], HeaderValue::as_bytes));
-                (
-                    101,
-                    vec![
-                        ("upgrade", "websocket".into()),
-                        ("connection", "Upgrade".into()),
-                        ("sec-websocket-accept", accept),
-                    ],
-                )
+                let mut headers = vec![
+                    ("upgrade", "websocket".into()),
+                    ("connection", "Upgrade".into()),
+                    ("sec-websocket-accept", accept),
+                ];
+                if let Decision::Accept(a) = self {
+                    if a.opened.dialect == Dialect::V2 {
+                        headers.push(("sec-websocket-protocol", wire::SUBPROTOCOL.into()));
+                    }
+                }
+                (101, headers)
             }
         }
     }
@@ -153,7 +156,27 @@ pub async fn decide(system: &System, req: RequestHead<'_>, peer: SocketAddr) -> 
         }
         Verdict::Accept(info) => info,
     };
+    let info = OpenInfo {
+        // v2 when the client offers it and this system keeps history; else v1, and no
+        // subprotocol is echoed (a browser then reports an empty `protocol` and speaks v1).
+        dialect: if system.speaks_v2() && offers(req.headers, wire::SUBPROTOCOL) {
+            Dialect::V2
+        } else {
+            Dialect::V1
+        },
+        ..info
+    };
     register(system, info, peer).await
+}
+
+/// Whether the client lists `protocol` in its `Sec-WebSocket-Protocol` headers.
+fn offers(headers: &HeaderMap, protocol: &str) -> bool {
+    headers
+        .get_all("sec-websocket-protocol")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim() == protocol)
 }
 
 /// Register an accepted upgrade with the hub: at the connection limit the answer is `503`.

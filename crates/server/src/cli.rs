@@ -8,7 +8,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use clap::{Arg, ArgMatches, CommandFactory, FromArgMatches};
-use switchboard_hub::{Config, Limits, RateLimit, RatePolicy, SlowConsumerPolicy};
+use switchboard_hub::history::HistoryLimits;
+use switchboard_hub::{Config, HistoryConfig, Limits, RateLimit, RatePolicy, SlowConsumerPolicy};
 use switchboard_protocol::spec::{parse_api_keys, Auth, KeyRule, DEFAULT_MAX_ID_BYTES};
 use switchboard_protocol::{Options, SystemSpec, SYSTEMS};
 
@@ -115,6 +116,17 @@ pub struct HubArgs {
     /// Seconds without any inbound frame or pong before a client is closed with 4000 (0 disables).
     #[arg(long, env = "SWITCHBOARD_IDLE_TIMEOUT_SECS", default_value_t = Config::default().idle_timeout.map_or(0, |d| d.as_secs()))]
     pub idle_timeout_secs: u64,
+    /// Publications kept per stream for v2 clients to resume from (0 turns history off, and
+    /// with it protocol v2: every client then speaks v1).
+    #[arg(long, env = "SWITCHBOARD_HISTORY_MAX_ENTRIES", default_value_t = HistoryLimits::default().max_entries)]
+    pub history_max_entries: usize,
+    /// Seconds a publication is kept; also how long a v2 session waits for its client to come
+    /// back.
+    #[arg(long, env = "SWITCHBOARD_HISTORY_MAX_AGE_SECS", default_value_t = HistoryLimits::default().max_age.as_secs())]
+    pub history_max_age_secs: u64,
+    /// Bytes of history per system, every stream together; the oldest entries go first.
+    #[arg(long, env = "SWITCHBOARD_HISTORY_MAX_BYTES", default_value_t = HistoryLimits::default().max_bytes)]
+    pub history_max_bytes: usize,
 }
 
 impl HttpArgs {
@@ -177,7 +189,21 @@ impl HubArgs {
             heartbeat_interval: secs(self.heartbeat_secs),
             idle_timeout: secs(self.idle_timeout_secs),
             replicate: false,
-            history: None,
+            history: (self.history_max_entries > 0).then(|| {
+                let age = Duration::from_secs(self.history_max_age_secs.max(1));
+                HistoryConfig {
+                    limits: HistoryLimits {
+                        max_entries: self.history_max_entries,
+                        max_age: age,
+                        max_bytes: self.history_max_bytes,
+                        // Every room a stream, plus the system's own.
+                        max_streams: self.max_rooms.saturating_add(1),
+                    },
+                    session_ttl: age,
+                    // The seed is drawn per system when it starts.
+                    ..HistoryConfig::with_seed([0; 32])
+                }
+            }),
         }
     }
 }

@@ -32,6 +32,9 @@ pub const EVENTS_ROUTE: Route =
 /// `GET /health`.
 pub const HEALTH_ROUTE: Route = Route::get(PathPattern::Exact("/health"));
 
+/// The stream v2 clients resume: every event.
+pub const SYSTEM_STREAM: &str = "events";
+
 /// The registry entry: `PORT`, default 4001, WebSocket on `/ws`, anyone may connect.
 pub const SPEC: SystemSpec = SystemSpec {
     name: "afc",
@@ -364,7 +367,7 @@ fn event_frame(kind: &EventType, payload: &str) -> Text {
 pub fn event_publication(name: &str, body: &[u8]) -> Result<Publication, EventError> {
     let kind = EventType::from_route(name)?;
     let payload = check_body(body)?;
-    Ok(Publication::to_all(event_frame(&kind, payload)))
+    Ok(Publication::to_all(event_frame(&kind, payload)).keep())
 }
 
 /// Decode the body of `POST /events/<name>` (any JSON value), for Rust callers and the tests.
@@ -511,6 +514,11 @@ impl Protocol for Afc {
 
     fn decoder(&self) -> AfcDecoder {
         self.decoder.clone()
+    }
+
+    /// Every event is kept in one stream, `events` (v2 clients resume it).
+    fn system_stream(&self) -> Option<&'static str> {
+        Some(SYSTEM_STREAM)
     }
 
     fn on_message(

@@ -599,7 +599,7 @@ pub fn project_publication(project_id: &str, broadcast: &Broadcast, now: UnixTim
         project_id: project_id.to_owned(),
         user_id: broadcast.user_id.clone(),
     };
-    Publication::to_room(room(project_id), codec::to_text(&update))
+    Publication::to_room(room(project_id), codec::to_text(&update)).keep()
 }
 
 /// An `ERROR` frame, stamped `now` (wall-clock time).
@@ -853,7 +853,11 @@ impl Protocol for Collab {
                     project_id: m.project_id,
                     user_id: cx.identity(conn).map(|i| i.user.clone()),
                 };
-                cx.publish(Publication::to_room(room, codec::to_text(&update)).except(conn));
+                cx.publish(
+                    Publication::to_room(room, codec::to_text(&update))
+                        .except(conn)
+                        .keep(),
+                );
             }
         }
     }

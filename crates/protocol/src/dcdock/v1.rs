@@ -37,6 +37,9 @@ pub const PUBLISH_ROUTE: Route =
 /// `GET /api/ws/stats`: open, as in the seed; at most [`MAX_STATUS_ENTRIES`] clients.
 pub const STATS_ROUTE: Route = Route::get(PathPattern::Exact("/api/ws/stats"));
 
+/// The stream v2 clients resume: every assignment change and conflict.
+pub const SYSTEM_STREAM: &str = "assignments";
+
 /// The registry entry: port 8000, WebSocket on `/api/ws`, JWT in `?token=` signed with
 /// `DCDOCK_JWT_SECRET`.
 pub const SPEC: SystemSpec = SystemSpec {
@@ -502,7 +505,9 @@ pub fn event_publication(event: &ServerEvent, now: UnixTime) -> Publication {
     }
     let payload = encode_event(&event);
     match &event {
-        ServerEvent::ConflictDetected(c) => Publication::to_user(c.user_id.to_string(), payload),
+        ServerEvent::ConflictDetected(c) => {
+            Publication::to_user(c.user_id.to_string(), payload).keep()
+        }
         ServerEvent::AssignmentCreated(c)
         | ServerEvent::AssignmentUpdated(c)
         | ServerEvent::AssignmentDeleted(c) => {
@@ -511,7 +516,7 @@ pub fn event_publication(event: &ServerEvent, now: UnixTime) -> Publication {
                 .map(|d| (DIRECTION_TAG.to_owned(), d.to_owned()))
                 .into_iter()
                 .collect();
-            Publication::to_all(payload).filtered(tags)
+            Publication::to_all(payload).filtered(tags).keep()
         }
     }
 }
@@ -620,6 +625,12 @@ impl Protocol for DcDock {
 
     fn decoder(&self) -> DcDockDecoder {
         self.decoder.clone()
+    }
+
+    /// Every event is kept in one stream, `assignments`, with its direction tag and, for a
+    /// conflict, its user: a v2 client's replay follows its filter and identity.
+    fn system_stream(&self) -> Option<&'static str> {
+        Some(SYSTEM_STREAM)
     }
 
     fn on_open(&mut self, cx: &mut Context<'_>, conn: ConnectionHandle, _info: &OpenInfo) {

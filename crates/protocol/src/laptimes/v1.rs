@@ -38,6 +38,9 @@ pub const SPEC: SystemSpec = SystemSpec {
     build,
 };
 
+/// The stream v2 clients resume: every relayed notice.
+pub const SYSTEM_STREAM: &str = "all";
+
 /// Message types with a `type` tag (only the server's error reply has one).
 pub const CLIENT_TYPES: &[&str] = &[];
 /// Server message types.
@@ -167,6 +170,11 @@ impl Protocol for Laptimes {
         LaptimesDecoder
     }
 
+    /// Every notice is kept in one stream, `all` (v2 clients resume it).
+    fn system_stream(&self) -> Option<&'static str> {
+        Some(SYSTEM_STREAM)
+    }
+
     fn on_message(
         &mut self,
         cx: &mut Context<'_>,
@@ -176,7 +184,7 @@ impl Protocol for Laptimes {
         match message {
             // Relay the client's own bytes: one buffer shared by every recipient, nothing re-encoded.
             Ok(frame) => {
-                cx.publish(Publication::to_all(frame).except(conn));
+                cx.publish(Publication::to_all(frame).except(conn).keep());
             }
             Err(e) => {
                 cx.count_error(e.kind());

@@ -608,7 +608,7 @@ pub fn update_publication(session_id: &str, update: &RaceUpdate, now: UnixTime) 
         data: &update.data,
         timestamp: Some(timestamp),
     });
-    Publication::to_room(session_room(session_id), frame)
+    Publication::to_room(session_room(session_id), frame).keep()
 }
 
 /// What a race HTTP request asks the hub to do.
