@@ -393,6 +393,7 @@ impl FuzzConfig {
             heartbeat_interval: self.heartbeat_ms.map(|ms| Duration::from_millis(ms.into())),
             idle_timeout: self.idle_ms.map(|ms| Duration::from_millis(ms.into())),
             replicate: self.replicate,
+            history: None,
         }
     }
 }
@@ -1199,6 +1200,8 @@ pub fn run_hub_ops(input: &HubOps) {
                         .as_ref()
                         .map(|tags| tags.iter().map(|(k, v)| (small(*k), small(*v))).collect()),
                     payload: text("p".repeat(usize::from(*len))),
+                    // Without history, keeping must change nothing.
+                    kept: *len % 2 == 1,
                 };
                 let delivered = if *from_remote {
                     remote = true;
