@@ -103,6 +103,8 @@ pub struct HistoryConfig {
     pub max_detached_sessions: usize,
     /// Client message ids a session remembers, to recognise a resend.
     pub dedup_window: usize,
+    /// HTTP `Idempotency-Key`s remembered (for `session_ttl`); past it the oldest goes first.
+    pub max_idempotency_keys: usize,
     /// Where session ids come from: use a random seed (session ids must be unguessable).
     pub seed: Seed,
 }
@@ -117,6 +119,7 @@ impl HistoryConfig {
             session_ttl: limits.max_age,
             max_detached_sessions: 100_000,
             dedup_window: 64,
+            max_idempotency_keys: 10_000,
             seed: Seed(seed),
         }
     }

@@ -13,8 +13,8 @@ use crate::hub::{MessageOf, RequestOf};
 use crate::output::NothingPending;
 use crate::{
     CloseCode, Config, ConnectionHandle, Decode, Dialect, Frame, HttpRequest, HttpResponse, Hub,
-    Instant, OpenError, OpenInfo, Output, Protocol, Publication, Stats, Text, UnixTime,
-    UnknownConnection,
+    IdempotencyKey, Instant, OpenError, OpenInfo, Output, Protocol, Publication, Stats, Text,
+    UnixTime, UnknownConnection,
 };
 
 /// A decoded frame or request of some protocol, on its way to that protocol's hub.
@@ -115,6 +115,13 @@ pub trait DynHub: Send + core::fmt::Debug {
     fn handle_http(&mut self, now: Instant, req: HttpRequest) -> Option<HttpResponse>;
     /// See [`Hub::handle_request`]; `request` must come from [`DynHub::decoder`].
     fn handle_request(&mut self, now: Instant, request: AnyMessage) -> Option<HttpResponse>;
+    /// See [`Hub::handle_request_once`]; `request` must come from [`DynHub::decoder`].
+    fn handle_request_once(
+        &mut self,
+        now: Instant,
+        key: Option<IdempotencyKey>,
+        request: AnyMessage,
+    ) -> Option<HttpResponse>;
     /// See [`Hub::publish`].
     fn publish(&mut self, now: Instant, publication: Publication) -> usize;
     /// See [`Hub::handle_remote`].
@@ -237,6 +244,16 @@ impl<P: Protocol> DynHub for Hub<P> {
     fn handle_request(&mut self, now: Instant, request: AnyMessage) -> Option<HttpResponse> {
         let request = unerase::<RequestOf<P>>(request, "request");
         Hub::handle_request(self, now, request)
+    }
+
+    fn handle_request_once(
+        &mut self,
+        now: Instant,
+        key: Option<IdempotencyKey>,
+        request: AnyMessage,
+    ) -> Option<HttpResponse> {
+        let request = unerase::<RequestOf<P>>(request, "request");
+        Hub::handle_request_once(self, now, key, request)
     }
 
     fn publish(&mut self, now: Instant, publication: Publication) -> usize {

@@ -114,3 +114,87 @@ impl HttpResponse {
             .map(|(_, v)| v.as_str())
     }
 }
+
+/// An HTTP request's `Idempotency-Key` with a fingerprint of the request it came with: a
+/// second request with the same key gets the first one's answer again instead of acting twice
+/// ([`crate::Hub::handle_request_once`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey {
+    key: String,
+    /// FNV-1a of method, path, query and body: the same key on another request is refused.
+    fingerprint: u64,
+}
+
+/// Why an `Idempotency-Key` header is refused (a 400 to the sender).
+pub const BAD_IDEMPOTENCY_KEY: &str = "Idempotency-Key must be 1-128 visible ASCII characters";
+
+/// Longest `Idempotency-Key` accepted.
+pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 128;
+
+impl IdempotencyKey {
+    /// The request's `Idempotency-Key`, if it has one; `Err` when the header is not 1-128
+    /// visible ASCII characters. Only the headers are read; the fingerprint covers the body, so
+    /// call it on the request read in full, or check the header alone first with
+    /// [`IdempotencyKey::check_header`].
+    pub fn of(request: &HttpRequest) -> Result<Option<IdempotencyKey>, &'static str> {
+        let Some(key) = request.header("idempotency-key") else {
+            return Ok(None);
+        };
+        Self::check_header(key)?;
+        let mut h = Fnv::default();
+        h.write(&[request.method as u8]);
+        h.write(request.path.as_bytes());
+        for (k, v) in &request.query {
+            h.write(&[0]);
+            h.write(k.as_bytes());
+            h.write(&[1]);
+            h.write(v.as_bytes());
+        }
+        h.write(&[2]);
+        h.write(&request.body);
+        Ok(Some(IdempotencyKey {
+            key: key.into(),
+            fingerprint: h.0,
+        }))
+    }
+
+    /// Whether `value` is an acceptable `Idempotency-Key`: 1-128 visible ASCII characters.
+    pub fn check_header(value: &str) -> Result<(), &'static str> {
+        let ok = (1..=MAX_IDEMPOTENCY_KEY_BYTES).contains(&value.len())
+            && value.bytes().all(|b| b.is_ascii_graphic());
+        if ok {
+            Ok(())
+        } else {
+            Err(BAD_IDEMPOTENCY_KEY)
+        }
+    }
+
+    /// The key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Whether `other` was sent with the same request as this one.
+    pub(crate) fn same_request(&self, other: &IdempotencyKey) -> bool {
+        self.fingerprint == other.fingerprint
+    }
+}
+
+/// FNV-1a, 64 bits: a fingerprint, not a defence (a client holding the API key who makes two
+/// different requests collide only gets its own first answer back).
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}

@@ -11,7 +11,8 @@ use hashbrown::{DefaultHashBuilder, HashMap};
 
 use crate::context::Context;
 use crate::history::{FetchId, Fetched, HistoryError, Position};
-use crate::http::{HttpRequest, HttpResponse};
+use crate::http::{HttpRequest, HttpResponse, IdempotencyKey};
+use crate::idempotency::{Idempotency, Recall};
 use crate::output::{Frame, NothingPending, OpenError, Output, UnknownConnection};
 use crate::protocol::{decode_frame, Decode, Protocol};
 use crate::state::Core;
@@ -53,6 +54,8 @@ pub struct Hub<P: Protocol> {
     decoder: P::Decoder,
     /// What throttled connections sent while paused, in arrival order.
     held: HashMap<ConnectionHandle, VecDeque<Held<MessageOf<P>>>, DefaultHashBuilder>,
+    /// Answers of recent requests with an `Idempotency-Key`, when the hub keeps history.
+    idempotency: Option<Idempotency>,
 }
 
 impl<P: Protocol> core::fmt::Debug for Hub<P> {
@@ -74,11 +77,17 @@ impl<P: Protocol> Hub<P> {
             .history
             .clone()
             .map(|h| Box::new(Streams::new(h, protocol.system_stream())));
+        let idempotency = core
+            .config
+            .history
+            .as_ref()
+            .map(|h| Idempotency::new(h.session_ttl, h.max_idempotency_keys));
         Hub {
             core,
             protocol,
             decoder,
             held: HashMap::default(),
+            idempotency,
         }
     }
 
@@ -488,6 +497,52 @@ impl<P: Protocol> Hub<P> {
     pub fn handle_request(&mut self, now: Instant, request: RequestOf<P>) -> Option<HttpResponse> {
         let now = self.tick(now);
         self.with_protocol(now, |p, cx| p.on_http(cx, request))
+    }
+
+    /// An HTTP request that may carry an `Idempotency-Key` ([`IdempotencyKey::of`], taken before
+    /// decoding): when the hub keeps history, a key it answered with a 2xx within the session
+    /// age gets that answer again, with `idempotent-replayed: true`, and nothing happens; the
+    /// same key with another request gets a 422. Without a key, or without history, this is
+    /// [`Hub::handle_request`].
+    ///
+    /// The driver must have authorized the request first (the runtime judges the route, the API
+    /// key and the rate from the headers before it reads the body): the hub answers a key it
+    /// knows without asking the protocol.
+    pub fn handle_request_once(
+        &mut self,
+        now: Instant,
+        key: Option<IdempotencyKey>,
+        request: RequestOf<P>,
+    ) -> Option<HttpResponse> {
+        let now = self.tick(now);
+        let (Some(key), Some(answers)) = (key, self.idempotency.as_mut()) else {
+            return self.handle_request(now, request);
+        };
+        match answers.recall(now, &key) {
+            Recall::Replay(response) => {
+                self.core.counters.idempotent_replays += 1;
+                return Some(response.with_header("idempotent-replayed", "true"));
+            }
+            Recall::Conflict => {
+                return Some(HttpResponse::json(
+                    422,
+                    "{\"error\":\"this Idempotency-Key was used with another request\"}",
+                ))
+            }
+            Recall::New => {}
+        }
+        let response = self.handle_request(now, request);
+        if let (Some(r), Some(answers)) = (&response, self.idempotency.as_mut()) {
+            if (200..300).contains(&r.status) {
+                answers.remember(now, key, r.clone());
+            }
+        }
+        response
+    }
+
+    /// `Idempotency-Key`s remembered now.
+    pub fn idempotency_keys(&self) -> usize {
+        self.idempotency.as_ref().map_or(0, Idempotency::len)
     }
 
     /// Publish from the server side (an embedding service, an HTTP publish endpoint).

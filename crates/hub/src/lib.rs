@@ -67,6 +67,7 @@ mod erased;
 pub mod history;
 mod http;
 mod hub;
+mod idempotency;
 mod output;
 mod protocol;
 mod publication;
@@ -88,7 +89,10 @@ pub use connection::{ConnectionHandle, ConnectionInfo, Dialect, Filter, Identity
 pub use context::Context;
 pub use erased::{AnyMessage, DynDecode, DynHub};
 pub use history::{Epoch, Position, SessionId};
-pub use http::{HttpRequest, HttpResponse, Method};
+pub use http::{
+    HttpRequest, HttpResponse, IdempotencyKey, Method, BAD_IDEMPOTENCY_KEY,
+    MAX_IDEMPOTENCY_KEY_BYTES,
+};
 pub use hub::{Hub, MessageOf, RequestOf};
 pub use output::{Frame, JoinError, NothingPending, OpenError, Output, UnknownConnection};
 pub use protocol::{decode_frame, Decode, Protocol, RawText};

@@ -46,6 +46,8 @@ pub struct Counters {
     pub gaps: u64,
     /// v2 client messages recognised as resends and not processed again.
     pub duplicates: u64,
+    /// HTTP requests answered from an earlier request with the same `Idempotency-Key`.
+    pub idempotent_replays: u64,
     /// Errors by kind (`not_json`, `unknown_type`, `frame_too_large`, `rate_limited`, ...).
     pub errors: BTreeMap<&'static str, u64>,
 }

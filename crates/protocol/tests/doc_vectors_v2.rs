@@ -173,7 +173,9 @@ fn check(path: &str, doc: &str, systems: &[&SystemSpec]) -> BTreeSet<String> {
             let again: Value = serde_json::from_slice(&encoded).unwrap();
             assert_eq!(v, again, "{at}: the server does not write this frame so");
             let kind = v["sb"].as_str().unwrap().to_owned();
-            let inner = v.get("msg").map(|m| (Direction::ServerToClient, m.to_string()));
+            let inner = v
+                .get("msg")
+                .map(|m| (Direction::ServerToClient, m.to_string()));
             kinds.insert(kind);
             inner
         };

@@ -10,7 +10,10 @@ use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
-use switchboard_hub::{HttpRequest, HttpResponse, Instant, Method, RateLimit, RateLimiter};
+use switchboard_hub::{
+    HttpRequest, HttpResponse, IdempotencyKey, Instant, Method, RateLimit, RateLimiter,
+    BAD_IDEMPOTENCY_KEY,
+};
 use switchboard_protocol::spec::{authorize, method_not_allowed, Route, RouteMatch};
 use tokio_tungstenite::tungstenite::http::{header, HeaderMap, HeaderValue};
 
@@ -23,7 +26,7 @@ use crate::upgrade::RequestHead;
 /// `Access-Control-Allow-Methods` in preflight answers.
 pub const CORS_METHODS: &str = "GET, HEAD, POST, OPTIONS";
 /// `Access-Control-Allow-Headers` in preflight answers.
-pub const CORS_HEADERS: &str = "Content-Type, Authorization, X-API-Key";
+pub const CORS_HEADERS: &str = "Content-Type, Authorization, X-API-Key, Idempotency-Key";
 /// Largest request head (request line and headers) a transport reads; a larger one is answered
 /// `431`.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -293,6 +296,12 @@ impl HttpPolicy {
             return refuse(reason, cors.apply(resp));
         }
         if route.publishes {
+            if let Some(key) = req.headers.get("idempotency-key") {
+                let key = key.to_str().map_err(|_| BAD_IDEMPOTENCY_KEY);
+                if let Err(why) = key.and_then(IdempotencyKey::check_header) {
+                    return refuse("400", cors.apply(error(400, why)));
+                }
+            }
             if let Err(wait) = self.check_rate(system, peer.ip(), req.headers) {
                 let secs = wait.as_secs().max(1).to_string();
                 let resp = error(429, "too many publish requests; slow down")
@@ -351,12 +360,18 @@ impl HttpPolicy {
         system: &System,
         metrics: &Metrics,
         request: HttpRequest,
+        route: &Route,
         cors: &Cors,
     ) -> HttpResponse {
         let is_health = request.path == "/health";
         let method = request.method;
         let path = request.path.clone();
-        let resp = match system.hub().http(request).await {
+        let answer = if route.publishes {
+            system.hub().http_once(request).await
+        } else {
+            system.hub().http(request).await
+        };
+        let resp = match answer {
             Ok(Some(mut resp)) => {
                 if is_health && resp.status == 200 {
                     resp.body = with_health_extras(resp.body, system, metrics);

@@ -18,7 +18,7 @@ use hashbrown::HashMap;
 use switchboard_hub::history::MemoryHistory;
 use switchboard_hub::{
     AnyMessage, Bytes, CloseCode, ConnectionHandle, Dialect, DynDecode, DynHub, Frame, HttpRequest,
-    HttpResponse, OpenError, OpenInfo, Output, Publication, Stats, Text,
+    HttpResponse, IdempotencyKey, OpenError, OpenInfo, Output, Publication, Stats, Text,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -69,7 +69,11 @@ enum Command {
     Activity(ConnectionHandle),
     Flushed(Vec<(ConnectionHandle, usize)>),
     Closed(ConnectionHandle),
-    Request(AnyMessage, oneshot::Sender<Option<HttpResponse>>),
+    Request(
+        AnyMessage,
+        Option<IdempotencyKey>,
+        oneshot::Sender<Option<HttpResponse>>,
+    ),
     Publish(Publication, oneshot::Sender<usize>),
     Remote(Publication),
     Stats(oneshot::Sender<Stats>),
@@ -229,7 +233,22 @@ impl HubHandle {
     /// Ask the protocol to answer an HTTP request (decoded here, on the caller's thread).
     pub async fn http(&self, req: HttpRequest) -> Result<Option<HttpResponse>, HubGone> {
         let request = self.decoder.decode_request(req);
-        self.call(|tx| Command::Request(request, tx)).await
+        self.call(|tx| Command::Request(request, None, tx)).await
+    }
+
+    /// [`HubHandle::http`] for a request that may carry an `Idempotency-Key` (a publish the
+    /// caller has authorized): a key the hub answered already gets that answer again.
+    /// A malformed key is answered 400 (callers check it with the headers, before the body).
+    pub async fn http_once(&self, req: HttpRequest) -> Result<Option<HttpResponse>, HubGone> {
+        let key = match IdempotencyKey::of(&req) {
+            Ok(key) => key,
+            Err(why) => {
+                let body = serde_json::json!({ "error": why }).to_string();
+                return Ok(Some(HttpResponse::json(400, body)));
+            }
+        };
+        let request = self.decoder.decode_request(req);
+        self.call(|tx| Command::Request(request, key, tx)).await
     }
 
     /// Publish from the server side; returns the number of local deliveries.
@@ -395,8 +414,8 @@ impl HubTask {
                 self.links.remove(&conn);
                 let _ = hub.handle_close(now, conn);
             }
-            Command::Request(request, reply) => {
-                let _ = reply.send(hub.handle_request(now, request));
+            Command::Request(request, key, reply) => {
+                let _ = reply.send(hub.handle_request_once(now, key, request));
             }
             Command::Publish(p, reply) => {
                 let _ = reply.send(hub.publish(now, p));

@@ -213,7 +213,7 @@ async fn plain(req: Request<Incoming>, peer: SocketAddr, shared: &Shared) -> Htt
     let request = policy::request(&parts.method, &parts.uri, &parts.headers, body);
     shared
         .policy
-        .answer(system, &shared.metrics, request, &cors)
+        .answer(system, &shared.metrics, request, route, &cors)
         .await
 }
 

@@ -24,6 +24,7 @@ mod hostile;
 mod laptimes;
 mod limits;
 mod race;
+mod resume;
 mod transport;
 
 use switchboard_hub::Config;
