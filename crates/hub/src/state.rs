@@ -552,6 +552,7 @@ impl Core {
             rooms: self.rooms.len(),
             queued_bytes: self.conns.iter().map(|(_, c)| c.queued_bytes).sum(),
             sessions: self.streams.as_ref().map_or(0, |s| s.sessions()),
+            history: Default::default(),
             counters: self.counters.clone(),
         }
     }

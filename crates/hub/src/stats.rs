@@ -2,6 +2,8 @@
 
 use alloc::collections::BTreeMap;
 
+use crate::history::HistoryStats;
+
 /// Monotonic counters since the hub was created.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Counters {
@@ -63,6 +65,9 @@ pub struct Stats {
     pub queued_bytes: usize,
     /// v2 sessions, with a connection or waiting for their client to come back.
     pub sessions: usize,
+    /// The history engine's counts and sizes: filled by the driver that runs the engine (the
+    /// hub only asks it questions), zero without history.
+    pub history: HistoryStats,
     /// Counters.
     pub counters: Counters,
 }

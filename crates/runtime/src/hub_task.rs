@@ -424,7 +424,11 @@ impl HubTask {
                 hub.handle_remote(now, p);
             }
             Command::Stats(reply) => {
-                let _ = reply.send(hub.stats());
+                let mut stats = hub.stats();
+                if let Some(history) = &self.history {
+                    stats.history = history.stats();
+                }
+                let _ = reply.send(stats);
             }
             Command::Rooms(reply) => {
                 let _ = reply.send(hub.room_names());

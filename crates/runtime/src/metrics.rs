@@ -301,6 +301,71 @@ const FAMILIES: &[Family] = &[
         "Connections closed for idleness (code 4000).",
         |s| s.counters.idle_timeouts,
     ),
+    gauge(
+        "switchboard_sessions",
+        "Protocol v2 sessions, connected or waiting for their client to resume them.",
+        |s| s.sessions as u64,
+    ),
+    counter(
+        "switchboard_sessions_resumed_total",
+        "Protocol v2 sessions taken up again by a reconnecting client.",
+        |s| s.counters.sessions_resumed,
+    ),
+    counter(
+        "switchboard_kept_publications_total",
+        "Publications handed to the history (protocol v2 streams).",
+        |s| s.counters.appended,
+    ),
+    counter(
+        "switchboard_recovered_total",
+        "Stream subscriptions that resumed from a position and got everything missed.",
+        |s| s.counters.resumed,
+    ),
+    counter(
+        "switchboard_not_recovered_total",
+        "Stream subscriptions told `recovered: false` (missed publications not in the history).",
+        |s| s.counters.not_recovered,
+    ),
+    counter(
+        "switchboard_replayed_total",
+        "Publications replayed from the history to resuming clients.",
+        |s| s.counters.replayed,
+    ),
+    counter(
+        "switchboard_gaps_total",
+        "Gap reports sent to v2 clients that missed publications while connected.",
+        |s| s.counters.gaps,
+    ),
+    counter(
+        "switchboard_duplicates_total",
+        "v2 client messages recognised as resends and not processed again.",
+        |s| s.counters.duplicates,
+    ),
+    counter(
+        "switchboard_idempotent_replays_total",
+        "HTTP publish requests answered from an earlier one with the same Idempotency-Key.",
+        |s| s.counters.idempotent_replays,
+    ),
+    gauge(
+        "switchboard_history_streams",
+        "Streams the history remembers.",
+        |s| s.history.streams as u64,
+    ),
+    gauge(
+        "switchboard_history_entries",
+        "Publications the history keeps.",
+        |s| s.history.entries as u64,
+    ),
+    gauge(
+        "switchboard_history_bytes",
+        "Bytes the history keeps.",
+        |s| s.history.bytes as u64,
+    ),
+    counter(
+        "switchboard_history_trimmed_total",
+        "Publications the history dropped for its count, age or bytes limit.",
+        |s| s.history.trimmed,
+    ),
 ];
 
 /// A label value with `\`, `"` and newlines escaped.

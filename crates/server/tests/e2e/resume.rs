@@ -384,7 +384,30 @@ async fn every_client_resumes(case: Case, seed: u64) {
         case.system()
     );
     assert_eq!((lost, duplicated, disordered), (0, 0, 0));
+    // The operator sees the same.
+    let metrics = crate::hostile::metrics(addr).await;
+    let system = case.system();
+    let sample = |name: &str| sample(&metrics, name, system);
+    assert_eq!(sample("switchboard_sessions"), CLIENTS as u64);
+    assert_eq!(sample("switchboard_sessions_resumed_total"), CLIENTS as u64);
+    assert_eq!(sample("switchboard_recovered_total"), CLIENTS as u64);
+    assert_eq!(sample("switchboard_replayed_total"), replayed);
+    assert_eq!(sample("switchboard_kept_publications_total"), PUBLICATIONS);
+    assert_eq!(sample("switchboard_history_entries"), PUBLICATIONS);
+    assert_eq!(sample("switchboard_history_streams"), case.lanes() as u64);
+    assert_eq!(sample("switchboard_gaps_total"), 0);
     server.shutdown().await.unwrap();
+}
+
+/// The value of `name{system="<system>"}` in a `/metrics` text.
+fn sample(metrics: &str, name: &str, system: &str) -> u64 {
+    let prefix = format!("{name}{{system=\"{system}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no {prefix} in /metrics"))
+        .parse()
+        .unwrap()
 }
 
 fn seed() -> u64 {
