@@ -5,10 +5,14 @@
 #
 # - creates clients/python/.venv when missing (or when requirements-dev.txt changed) and installs
 #   the pinned test dependencies from PyPI;
-# - runs `npm ci` in clients/js when node_modules is missing;
+# - runs `npm ci` in clients/js when node_modules is missing (or package-lock.json changed);
 # - builds the server: cargo build -p switchboard-server --bin switchboard (honours
 #   CARGO_TARGET_DIR; the binary is $CARGO_TARGET_DIR/debug/switchboard);
-# - runs pytest and `node --test`, and prints both runners' summary lines.
+# - runs pytest and `node --test` (test/*.test.js but the browser test);
+# - makes sure Debian's chromium is installed (clients/ensure-chromium.sh, apt-get) and runs the
+#   browser test (test/browser.test.js, headless chromium driven by puppeteer-core), which fails
+#   if chromium cannot be installed;
+# - prints the three runners' summary lines.
 # Exits non-zero if anything fails.
 set -uo pipefail
 
@@ -38,10 +42,12 @@ fi
 
 # --- JavaScript dependencies -----------------------------------------------------------------
 js_dir="$here/js"
-if [ ! -d "$js_dir/node_modules" ]; then
+js_stamp="$js_dir/node_modules/.switchboard-package-lock.json"
+if [ ! -d "$js_dir/node_modules" ] || ! cmp -s "$js_dir/package-lock.json" "$js_stamp"; then
   step "installing JavaScript dependencies"
   if [ -f "$js_dir/package-lock.json" ]; then
     (cd "$js_dir" && npm ci --no-audit --no-fund) || die "npm ci failed"
+    cp "$js_dir/package-lock.json" "$js_stamp"
   else
     (cd "$js_dir" && npm install --no-audit --no-fund) || die "npm install failed"
   fi
@@ -62,15 +68,27 @@ step "Python clients: pytest"
 py_status=${PIPESTATUS[0]}
 
 step "JavaScript clients: node --test"
-(cd "$js_dir" && node --test --test-reporter=spec test/*.test.js) 2>&1 | tee "$logs/js.log"
+js_tests=()
+for f in "$js_dir"/test/*.test.js; do
+  [ "$(basename "$f")" = browser.test.js ] || js_tests+=("test/$(basename "$f")")
+done
+(cd "$js_dir" && node --test --test-reporter=spec "${js_tests[@]}") 2>&1 | tee "$logs/js.log"
 js_status=${PIPESTATUS[0]}
+
+step "browser: chromium (apt) and node --test test/browser.test.js"
+# A failed install is reported here; the test itself then fails with the reason (never skips).
+bash "$here/ensure-chromium.sh" || echo "run-tests.sh: chromium could not be installed" >&2
+(cd "$js_dir" && node --test --test-reporter=spec test/browser.test.js) 2>&1 | tee "$logs/browser.log"
+browser_status=${PIPESTATUS[0]}
 
 step "summary"
 echo "python (pytest, exit $py_status): $(grep -E '[0-9]+ (passed|failed|error)' "$logs/py.log" | tail -n 1)"
 echo "javascript (node --test, exit $js_status):"
 grep -E '^(ℹ|#) (tests|pass|fail|cancelled|skipped|todo) ' "$logs/js.log" | sed 's/^/  /'
+echo "browser (node --test test/browser.test.js, exit $browser_status):"
+grep -E '^(ℹ|#) (tests|pass|fail|cancelled|skipped|todo) ' "$logs/browser.log" | sed 's/^/  /'
 
-if [ "$py_status" -ne 0 ] || [ "$js_status" -ne 0 ]; then
+if [ "$py_status" -ne 0 ] || [ "$js_status" -ne 0 ] || [ "$browser_status" -ne 0 ]; then
   echo "client tests FAILED" >&2
   exit 1
 fi

@@ -13,6 +13,14 @@
 //
 // The WebSocket class is the platform's `globalThis.WebSocket` when there is one (browsers,
 // Node >= 22), else the `ws` package (Node 20). Pass `WebSocket` in the options to choose.
+//
+// Protocol v2 (docs/protocol/v2.md) is the default: the client offers the `switchboard.v2`
+// subprotocol, wraps what it sends in the envelope and unwraps what it receives, so the
+// application sees exactly the v1 messages. On top of that it keeps its session and its position
+// in every stream, presents them when it reconnects (the server replays what was missed), gives
+// every `send` an id and resends unacknowledged ones after a reconnect, and reports `session`,
+// `subscribed`, `recovered`, `notRecovered`, `gap` and `error` events. A server without v2 (or
+// `protocol: 'v1'`) gives a plain v1 connection.
 
 /** Base class of this package's errors. */
 export class ClientError extends Error {
@@ -50,6 +58,27 @@ export class HttpError extends ClientError {
 
 /** A `recv`/`expect` that waited longer than allowed. */
 export class TimeoutError extends ClientError {}
+
+/** Too many sent messages wait for their ack (`maxUnacked`): the message was not sent. */
+export class BufferFull extends ClientError {}
+
+/** The `Sec-WebSocket-Protocol` value of protocol v2. */
+export const SUBPROTOCOL = 'switchboard.v2';
+
+/** Most positions presented in one upgrade (the server reads at most 64). */
+const MAX_POSITIONS = 64;
+
+/** Events a client reports, with the option name of their callback. */
+const EVENT_OPTIONS = {
+  session: 'onSession',
+  subscribed: 'onSubscribed',
+  recovered: 'onRecovered',
+  notRecovered: 'onNotRecovered',
+  gap: 'onGap',
+  error: 'onError',
+};
+
+const isObject = (v) => v !== null && typeof v === 'object' && !Array.isArray(v);
 
 /**
  * Capped exponential backoff with "equal jitter": retry n (0-based) waits a random time between
@@ -130,9 +159,43 @@ export class ReconnectingClient {
    * @param {Function} [opts.WebSocket] WebSocket class (default: see `defaultWebSocket`).
    * @param {object} [opts.headers] upgrade headers (the `ws` package only).
    * @param {string} [opts.origin] `Origin` header (the `ws` package only; browsers send their own).
+   * @param {'v2'|'v1'} [opts.protocol='v2'] the protocol to ask for. With 'v2' a server that does
+   *   not serve v2 still gets a (v1) connection; `client.protocol` says which one is in use.
+   * @param {number} [opts.maxUnacked=1000] sent messages kept until acked (v2); one more is
+   *   refused with BufferFull.
+   * @param {(e: {id: string, resumed: boolean}) => void} [opts.onSession] a v2 connection named its session.
+   * @param {(e: {stream: string, epoch?: string, offset?: number, recovered?: boolean, replayed?: number, reason?: string}) => void} [opts.onSubscribed]
+   *   every `subscribed` frame.
+   * @param {(e: {stream: string, replayed: number, epoch: string, offset: number}) => void} [opts.onRecovered]
+   *   what was missed on `stream` while away was replayed (before this event, in order).
+   * @param {(e: {stream: string, reason: string, epoch?: string, offset?: number}) => void} [opts.onNotRecovered]
+   *   what was missed cannot be given back (`trimmed`, `epoch`, `ahead`, `session`,
+   *   `unavailable`): reload the state as at startup.
+   * @param {(e: {stream: string, epoch: string, from: number, to: number}) => void} [opts.onGap]
+   *   offsets `from`..`to` of `stream` were skipped on this connection (slow reader): reload.
+   * @param {(e: {error: string}) => void} [opts.onError] the server could not read a frame's envelope.
    */
   constructor(url, opts = {}) {
     this.url = url;
+    const protocol = opts.protocol ?? 'v2';
+    if (protocol !== 'v2' && protocol !== 'v1') throw new TypeError(`protocol must be "v2" or "v1", not ${JSON.stringify(protocol)}`);
+    /** The protocol asked for ('v2' or 'v1'). */
+    this.requestedProtocol = protocol;
+    /** The protocol of the current (or last) connection: 'v2', 'v1', or null before the first. */
+    this.protocol = null;
+    /** The subprotocol the server accepted on the current (or last) connection ('' for none). */
+    this.subprotocol = null;
+    /** The v2 session id (kept across reconnects), or null. */
+    this.session = null;
+    /** Whether the server still had the session when the last v2 connection presented it. */
+    this.sessionResumed = null;
+    this.maxUnacked = Math.max(1, opts.maxUnacked ?? 1000);
+    this._positions = new Map();
+    this._unacked = [];
+    this._nextId = 0;
+    this._listeners = new Map();
+    for (const [name, opt] of Object.entries(EVENT_OPTIONS)) if (opts[opt]) this.on(name, opts[opt]);
+    this._v1Once = false;
     this.backoff = opts.backoff ?? new Backoff();
     this.heartbeatInterval = opts.heartbeatInterval === undefined ? 25_000 : opts.heartbeatInterval;
     this.heartbeatTimeout = opts.heartbeatTimeout ?? 10_000;
@@ -233,27 +296,127 @@ export class ReconnectingClient {
     this._queueWaiters = [];
     for (const w of this._waiters) w.reject(err);
     this._waiters = [];
+    for (const e of this._unacked.splice(0)) e.reject(err);
   }
 
   // ----- sending ----------------------------------------------------------------------------
 
-  /** Send one JSON object, waiting up to `timeout` ms for a ready connection. */
-  async sendJson(message, { timeout = 10_000 } = {}) {
-    await this.waitConnected(timeout);
-    this._sendNow(message);
+  /**
+   * Send one message (a JSON object), waiting up to `timeout` ms for a ready connection.
+   *
+   * On a v2 connection the message gets an id (`c-<n>`) and is kept until the server acks it:
+   * if the connection drops first, it is sent again (same id, in order) on the next connection,
+   * and the server processes it once. Resolves to the ack: `{stream, epoch, offset}` when the
+   * message published into a stream, `{}` otherwise (`duplicate: true` added when it answered a
+   * resend). On a v1 connection it resolves to `null` once sent. Rejects with NotConnected when
+   * no connection is ready in time, BufferFull when `maxUnacked` messages wait for their ack, and
+   * ClientClosed when the client is closed before the ack came.
+   */
+  send(message, { timeout = 10_000 } = {}) {
+    return this._submit(JSON.stringify(message), timeout);
   }
 
-  /** Send a raw text frame. */
-  async sendText(text, { timeout = 10_000 } = {}) {
+  /** Same as `send` (kept for the v1 API). */
+  sendJson(message, opts = {}) {
+    return this.send(message, opts);
+  }
+
+  /**
+   * Send a message given as JSON text, kept byte for byte (on v2 it is put in the envelope as
+   * is, so the text must be JSON). Resolves like `send`.
+   */
+  sendText(text, { timeout = 10_000 } = {}) {
+    return this._submit(text, timeout);
+  }
+
+  /** Send one raw WebSocket text frame as is, outside the v2 envelope and without an ack. */
+  async sendFrame(text, { timeout = 10_000 } = {}) {
     await this.waitConnected(timeout);
     if (!this._ws) throw new NotConnected('connection lost');
     this._ws.send(text);
   }
 
-  _sendNow(message) {
+  /** How many sent messages wait for their ack. */
+  get unacked() {
+    return this._unacked.length;
+  }
+
+  async _submit(text, timeout) {
+    await this.waitConnected(timeout);
+    let acked = null;
+    await this._stateLock.run(async () => {
+      if (this._closing) throw new ClientClosed('client is closed');
+      if (this._ready && this.protocol === 'v1') {
+        this._ws.send(text);
+        return;
+      }
+      if (this.requestedProtocol === 'v1') throw new NotConnected('connection lost');
+      try {
+        JSON.parse(text);
+      } catch {
+        throw new TypeError('a v2 message must be JSON text');
+      }
+      if (this._unacked.length >= this.maxUnacked) {
+        throw new BufferFull(`${this._unacked.length} sent messages wait for their ack (maxUnacked)`);
+      }
+      const entry = { id: `c-${++this._nextId}`, text };
+      acked = new Promise((resolve, reject) => {
+        entry.resolve = resolve;
+        entry.reject = reject;
+      });
+      this._unacked.push(entry);
+      // Not ready (the connection just dropped): the next connection sends it.
+      if (this._ready) this._trySend(this._envelope(entry));
+    });
+    return acked;
+  }
+
+  /** `{"sb":"msg","id":..,"msg":<text>}` with the message text kept byte for byte. */
+  _envelope(entry) {
+    return `{"sb":"msg","id":${JSON.stringify(entry.id)},"msg":${entry.text}}`;
+  }
+
+  _trySend(text) {
+    try {
+      this._ws.send(text);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** On a new connection (under the state lock): resend every unacked message, in order. */
+  _flushUnacked() {
+    if (this.protocol === 'v2') {
+      for (const e of this._unacked) this._sendRawNow(this._envelope(e));
+    } else {
+      // The server does not speak v2 (any more): send them as v1, where nothing is acked.
+      for (const e of this._unacked.splice(0)) {
+        this._sendRawNow(e.text);
+        e.resolve(null);
+      }
+    }
+  }
+
+  _sendRawNow(text) {
     const ws = this._ws;
     if (!ws || ws.readyState !== 1) throw new NotConnected('connection lost');
-    ws.send(JSON.stringify(message));
+    ws.send(text);
+  }
+
+  /**
+   * Send a message at once, without an id (state messages: joins, subscriptions, pings). On v2
+   * it goes in the envelope, with `since` positions when given.
+   */
+  _sendNow(message, { since } = {}) {
+    if (this.protocol !== 'v2') {
+      this._sendRawNow(JSON.stringify(message));
+      return;
+    }
+    const frame = { sb: 'msg' };
+    if (since?.length) frame.since = since;
+    frame.msg = message;
+    this._sendRawNow(JSON.stringify(frame));
   }
 
   /**
@@ -372,6 +535,155 @@ export class ReconnectingClient {
     }
   }
 
+  // ----- v2: events, positions, frames ------------------------------------------------------
+
+  /**
+   * Listen to an event: `session`, `subscribed`, `recovered`, `notRecovered`, `gap`, `error`
+   * (see the constructor's options). Returns the client.
+   */
+  on(name, fn) {
+    if (!Object.hasOwn(EVENT_OPTIONS, name)) throw new TypeError(`unknown event ${JSON.stringify(name)}`);
+    if (!this._listeners.has(name)) this._listeners.set(name, []);
+    this._listeners.get(name).push({ fn });
+    return this;
+  }
+
+  /** Stop listening. */
+  off(name, fn) {
+    const list = this._listeners.get(name);
+    if (list) this._listeners.set(name, list.filter((l) => l.fn !== fn));
+    return this;
+  }
+
+  /**
+   * A promise for the next `name` event (from now on) that matches `pred`. It has `cancel()`.
+   */
+  expectEvent(name, pred = () => true) {
+    let entry;
+    const p = new Promise((resolve, reject) => {
+      entry = {
+        fn: (e) => {
+          let hit = false;
+          try {
+            hit = pred(e);
+          } catch {
+            hit = false;
+          }
+          if (hit) {
+            this.off(name, entry.fn);
+            resolve(e);
+          }
+        },
+        reject,
+      };
+    });
+    this.on(name, entry.fn);
+    p.cancel = () => this.off(name, entry.fn);
+    p.catch(() => {});
+    return p;
+  }
+
+  _emit(name, data) {
+    for (const l of [...(this._listeners.get(name) ?? [])]) this._fire(l.fn, data);
+  }
+
+  /** The position held for each stream: `{stream: {epoch, offset}}`. */
+  get positions() {
+    return Object.fromEntries([...this._positions].map(([k, v]) => [k, { ...v }]));
+  }
+
+  /** Forget the position of `stream` (a room left for good). */
+  _forgetStream(stream) {
+    this._positions.delete(stream);
+  }
+
+  /** `[{stream, epoch, offset}]` for `stream` if a position is held (for an envelope's `since`). */
+  _sinceFor(stream) {
+    const p = this._positions.get(stream);
+    return p ? [{ stream, epoch: p.epoch, offset: p.offset }] : [];
+  }
+
+  /** Whether the position of `stream` goes in the upgrade URL (else the subclass presents it). */
+  _presentInUrl(_stream) {
+    return true;
+  }
+
+  /** The URL of the next attempt: the subclass's, plus `sb_session` and `sb_since` on v2. */
+  _attemptUrl(v2) {
+    const url = this._connectUrl();
+    if (!v2) return url;
+    const q = new URLSearchParams();
+    if (this.session) q.append('sb_session', this.session);
+    const held = [...this._positions].filter(([stream]) => this._presentInUrl(stream));
+    for (const [stream, p] of held.slice(-MAX_POSITIONS)) q.append('sb_since', `${stream}~${p.epoch}~${p.offset}`);
+    const qs = q.toString();
+    if (!qs) return url;
+    return `${url}${url.includes('?') ? '&' : '?'}${qs}`;
+  }
+
+  /**
+   * What one received frame means: an item to deliver in order (`msg`: a message for the app;
+   * `pos`: a position to record; `events`: events to report), or null. Acks are settled here.
+   */
+  _inbound(frame, v2) {
+    if (!v2) return { kind: 'msg', msg: frame };
+    switch (frame.sb) {
+      case 'msg':
+        return isObject(frame.msg) ? { kind: 'msg', msg: frame.msg } : null;
+      case 'pub':
+        return {
+          kind: 'pub',
+          msg: isObject(frame.msg) ? frame.msg : undefined,
+          pos: [frame.stream, frame.epoch, frame.offset],
+        };
+      case 'session':
+        this.session = frame.session;
+        this.sessionResumed = frame.resumed === true;
+        return { kind: 'session', events: [['session', { id: frame.session, resumed: frame.resumed === true }]] };
+      case 'subscribed': {
+        const { sb, ...data } = frame;
+        const events = [['subscribed', data]];
+        if (frame.recovered === true) {
+          events.push(['recovered', { stream: frame.stream, replayed: frame.replayed ?? 0, epoch: frame.epoch, offset: frame.offset }]);
+        } else if (frame.recovered === false) {
+          events.push(['notRecovered', { stream: frame.stream, reason: frame.reason, epoch: frame.epoch, offset: frame.offset }]);
+        }
+        const pos = frame.epoch !== undefined && frame.offset !== undefined ? [frame.stream, frame.epoch, frame.offset] : null;
+        return { kind: 'event', events, pos };
+      }
+      case 'ack': {
+        const i = this._unacked.findIndex((e) => e.id === frame.id);
+        if (i >= 0) {
+          const [entry] = this._unacked.splice(i, 1);
+          const ack = {};
+          if (frame.stream !== undefined) Object.assign(ack, { stream: frame.stream, epoch: frame.epoch, offset: frame.offset });
+          if (frame.duplicate === true) ack.duplicate = true;
+          entry.resolve(ack);
+        }
+        return null;
+      }
+      case 'gap':
+        return { kind: 'event', events: [['gap', { stream: frame.stream, epoch: frame.epoch, from: frame.from, to: frame.to }]] };
+      case 'error':
+        return { kind: 'event', events: [['error', { error: frame.error }]] };
+      default:
+        return null;
+    }
+  }
+
+  /** Hand one item to the application: record its position, then the message and events. */
+  _deliver(item) {
+    if (item.pos) {
+      const [stream, epoch, offset] = item.pos;
+      if (typeof stream === 'string' && typeof epoch === 'string' && Number.isSafeInteger(offset)) {
+        this._positions.delete(stream); // most recently updated last: the first to keep
+        this._positions.set(stream, { epoch, offset });
+      }
+    }
+    if (item.msg !== undefined) this._dispatch(item.msg);
+    for (const [name, data] of item.events ?? []) this._emit(name, data);
+  }
+
   // ----- hooks for subclasses ---------------------------------------------------------------
 
   /** The URL for the next attempt. */
@@ -415,7 +727,8 @@ export class ReconnectingClient {
     if (!msg) throw new ClientError('this protocol has no application-level ping');
     const pong = this.expect('pong');
     try {
-      await this.sendJson(msg, { timeout });
+      await this.waitConnected(timeout);
+      this._sendNow(msg); // no id: a ping is not acked, and not resent after a reconnect
       return await withTimeout(pong, timeout, 'no pong');
     } finally {
       pong.cancel();
@@ -476,9 +789,10 @@ export class ReconnectingClient {
     while (!this._closing) {
       let info;
       let ready = false;
+      let noSubprotocol = false;
       try {
         await this._prepare();
-        ({ info, ready } = await this._connectOnce(WS));
+        ({ info, ready, noSubprotocol } = await this._connectOnce(WS));
         if (ready) attempt = 0;
       } catch (e) {
         info = { code: null, reason: String(e?.message ?? e) };
@@ -494,6 +808,12 @@ export class ReconnectingClient {
         return;
       }
       if (this._closing) return;
+      if (noSubprotocol && !ready) {
+        // The `ws` package refuses an upgrade answered without the subprotocol it offered: the
+        // server does not serve v2. Connect again at once, as v1 (the next reconnect asks again).
+        this._v1Once = true;
+        continue;
+      }
       const delay = this.backoff.delay(attempt);
       attempt += 1;
       await new Promise((resolve) => {
@@ -510,6 +830,11 @@ export class ReconnectingClient {
   _connectOnce(WS) {
     return new Promise((resolveConn) => {
       const native = WS === globalThis.WebSocket;
+      const askV2 = this.requestedProtocol === 'v2' && !this._v1Once;
+      this._v1Once = false;
+      const protocols = askV2 ? [SUBPROTOCOL] : [];
+      let v2 = false;
+      let noSubprotocol = false;
       const opts = {};
       if (!native) {
         if (this.headers) opts.headers = this.headers;
@@ -519,9 +844,10 @@ export class ReconnectingClient {
       }
       let ws;
       try {
-        ws = native ? new WS(this._connectUrl()) : new WS(this._connectUrl(), [], opts);
+        const url = this._attemptUrl(askV2);
+        ws = native ? new WS(url, protocols) : new WS(url, protocols, opts);
       } catch (e) {
-        resolveConn({ info: { code: null, reason: String(e?.message ?? e) }, ready: false });
+        resolveConn({ info: { code: null, reason: String(e?.message ?? e) }, ready: false, noSubprotocol });
         return;
       }
       this._ws = ws;
@@ -552,7 +878,7 @@ export class ReconnectingClient {
         }
         this._ready = false;
         if (this._abort === abort) this._abort = null;
-        resolveConn({ info: closeInfo, ready });
+        resolveConn({ info: closeInfo, ready, noSubprotocol });
       };
       // Drop the socket without waiting for a close handshake, and end the attempt now.
       const abort = (reason) => {
@@ -569,20 +895,29 @@ export class ReconnectingClient {
         if (phase !== 'open') abort(`no ready connection within ${this.openTimeout} ms`);
       }, this.openTimeout);
 
+      // Items received before the connection is ready wait in `inbox`, in order, and are
+      // delivered when it is. `take(pred, keep)` finds the first matching one (removing it
+      // unless `keep`), waiting for it if need be; it rejects if the connection closes first.
+      const take = (pred, keep) =>
+        new Promise((resolve, reject) => {
+          const i = inbox.findIndex(pred);
+          if (i >= 0) return resolve(keep ? inbox[i] : inbox.splice(i, 1)[0]);
+          if (phase === 'closed') return reject(Object.assign(new ClientError('closed'), { close: endInfo }));
+          inboxWaiter = { pred, keep, resolve, reject };
+        });
       const conn = {
         ws,
-        // The next message during the handshake; rejects if the connection closes first.
-        next: () =>
-          new Promise((resolve, reject) => {
-            if (inbox.length) return resolve(inbox.shift());
-            if (phase === 'closed') return reject(Object.assign(new ClientError('closed'), { close: endInfo }));
-            inboxWaiter = { resolve, reject };
-          }),
+        // The next message (not a publication) during the handshake: the greeting.
+        next: () => take((it) => it.kind === 'msg').then((it) => it.msg),
+        // v2: the session frame, which comes first (it stays in the inbox to be reported).
+        session: () => take((it) => it.kind === 'session', true),
       };
 
       ws.addEventListener('error', (ev) => {
-        const m = /Unexpected server response: (\d+)/.exec(ev?.message ?? ev?.error?.message ?? '');
+        const text = ev?.message ?? ev?.error?.message ?? '';
+        const m = /Unexpected server response: (\d+)/.exec(text);
         if (m) httpStatus = Number(m[1]);
+        if (askV2 && /Server sent no subprotocol/.test(text)) noSubprotocol = true;
         if (phase === 'connecting') {
           errorTimer ??= setTimeout(() => abort(String(ev?.message || 'connection failed')), 250);
         }
@@ -595,13 +930,21 @@ export class ReconnectingClient {
         } catch {
           return;
         }
-        if (msg === null || typeof msg !== 'object' || Array.isArray(msg)) return;
-        if (phase === 'open') this._dispatch(msg);
-        else if (inboxWaiter) {
+        if (!isObject(msg)) return;
+        if (phase === 'connecting') return; // cannot happen: frames come after open
+        const item = this._inbound(msg, v2);
+        if (!item) return;
+        if (phase === 'open') {
+          this._deliver(item);
+          return;
+        }
+        inbox.push(item);
+        if (inboxWaiter && inboxWaiter.pred(item)) {
           const w = inboxWaiter;
           inboxWaiter = null;
-          w.resolve(msg);
-        } else inbox.push(msg);
+          if (!w.keep) inbox.splice(inbox.indexOf(item), 1);
+          w.resolve(item);
+        }
       });
       ws.addEventListener('close', (ev) => finish({ code: ev.code ?? null, reason: ev.reason ?? '' }));
       ws.addEventListener('open', async () => {
@@ -610,15 +953,20 @@ export class ReconnectingClient {
           return;
         }
         phase = 'handshake';
+        this.subprotocol = ws.protocol ?? '';
+        v2 = askV2 && this.subprotocol === SUBPROTOCOL;
+        this.protocol = v2 ? 'v2' : 'v1';
         try {
+          if (v2) await take((it) => it.kind === 'session', true);
           await this._handshake(conn);
           if (phase === 'closed') return;
           await this._stateLock.run(async () => {
             if (phase === 'closed') return;
             await this._resume();
-            // Messages that came in with the greeting go out first, in order.
+            this._flushUnacked();
+            // What came in with the greeting goes out first, in order.
             phase = 'open';
-            for (const m of inbox.splice(0)) this._dispatch(m);
+            for (const it of inbox.splice(0)) this._deliver(it);
             ready = true;
             this._ready = true;
             this.connections += 1;

@@ -3,7 +3,12 @@
 // Clients connect to ws://<host>:3001/ws, get CONNECTION_ESTABLISHED with their clientId, join
 // projects and exchange edits with the other members; USER_PRESENCE goes to every member when
 // membership changes. Backends push with POST /broadcast (broadcast). No application-level ping.
-// On reconnect the client re-joins its projects (with its userId).
+// On reconnect the client re-joins its projects (with its userId). On v2 each JOIN_PROJECT then
+// carries the project stream's position in the envelope's `since`, so the server replays the
+// edits and broadcasts missed meanwhile (or reports `notRecovered`).
+
+/** The v2 stream of a project's room. */
+export const projectStream = (projectId) => `project:${projectId}`;
 
 import { ClientError, ReconnectingClient, expectStatus, httpBase, httpRequest, withTimeout } from './base.js';
 
@@ -56,8 +61,13 @@ export class CollabClient extends ReconnectingClient {
     this.clientId = greeting.clientId ?? null;
   }
 
+  // Project positions go in JOIN_PROJECT's envelope, not in the upgrade URL.
+  _presentInUrl(stream) {
+    return !stream.startsWith('project:');
+  }
+
   async _resume() {
-    for (const p of this._projects) this._sendNow(this._joinMsg(p, null));
+    for (const p of this._projects) this._sendNow(this._joinMsg(p, null), { since: this._sinceFor(projectStream(p)) });
     if (this.userId && !this._projects.size) {
       this._sendNow({ type: 'SET_USER', payload: { userId: this.userId } });
     }
@@ -101,6 +111,7 @@ export class CollabClient extends ReconnectingClient {
     }
     if (got.type === 'ERROR') {
       this._projects.delete(projectId);
+      this._forgetStream(projectStream(projectId));
       throw new CollabError(got);
     }
     return got;
@@ -108,18 +119,22 @@ export class CollabClient extends ReconnectingClient {
 
   /** Leave `projectId` (no reply; the remaining members get USER_PRESENCE). */
   async leaveProject(projectId) {
-    await this._updateState(() => this._projects.delete(projectId), { type: 'LEAVE_PROJECT', projectId });
+    await this._updateState(() => {
+      this._projects.delete(projectId);
+      this._forgetStream(projectStream(projectId));
+    }, { type: 'LEAVE_PROJECT', projectId });
   }
 
   /**
    * Send an edit to the other members of `projectId` (which must have been joined). The server
    * answers only on error (ERROR "Not a member of this project"), as a queued message.
+   * On v2 resolves to the ack (`{stream, epoch, offset}` once published), like `send`.
    */
   async sendEdit(type, projectId, payload, { operationId, timeout } = {}) {
     if (!EDIT_TYPES.includes(type)) throw new TypeError(`unknown edit type ${type}`);
     const msg = { type, projectId, payload: payload === undefined ? null : payload };
     if (operationId !== undefined) msg.operationId = operationId;
-    await this.sendJson(msg, { timeout });
+    return this.send(msg, { timeout });
   }
 
   sendTaskCreate(projectId, task, opts) {

@@ -23,7 +23,8 @@ export class LaptimesClient extends ReconnectingClient {
   }
 
   /**
-   * Tell every other client that `table` changed. Returns the notice sent.
+   * Tell every other client that `table` changed. Returns the notice sent (on v2, once the
+   * server acked it: it is published exactly once, even if the connection drops meanwhile).
    * @param {string} table
    * @param {object} [opts]
    * @param {string} [opts.operation='CHANGE']

@@ -40,6 +40,9 @@ export function checkSessionId(id) {
 
 const request = (type, sessionId) => ({ type, data: { sessionId } });
 
+/** The v2 stream of a race session's room. */
+export const sessionStream = (sessionId) => `session:${sessionId}`;
+
 function replyFor(type, sessionId) {
   return (m) => m?.type === 'error' || (m?.type === type && m?.data?.sessionId === sessionId);
 }
@@ -88,7 +91,10 @@ export class RaceClient extends ReconnectingClient {
   async unsubscribe(sessionId, { wait = true, timeout = 10_000 } = {}) {
     checkSessionId(sessionId);
     const reply = wait ? this.expect(replyFor('unsubscribed', sessionId)) : null;
-    const sent = await this._updateState(() => this._sessions.delete(sessionId), request('unsubscribe', sessionId));
+    const sent = await this._updateState(() => {
+      this._sessions.delete(sessionId);
+      this._forgetStream(sessionStream(sessionId));
+    }, request('unsubscribe', sessionId));
     if (!reply || !sent) {
       reply?.cancel();
       return null;

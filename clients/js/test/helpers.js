@@ -59,8 +59,10 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /** One switchboard process on fixed ports; can stop and start again. */
 export class Server {
-  constructor(systems = SYSTEMS) {
+  /** @param {string[]} [extraArgs] more command-line flags (e.g. `--history-max-entries 2`). */
+  constructor(systems = SYSTEMS, extraArgs = []) {
     this.systems = systems;
+    this.extraArgs = extraArgs;
     this.ports = {};
     this.proc = null;
     this.logFile = path.join(mkdtempSync(path.join(tmpdir(), 'switchboard-js-')), 'server.log');
@@ -78,7 +80,7 @@ export class Server {
       if (KEYS[s]) a.push(`--${s}-api-key`, KEYS[s]);
     }
     if (this.systems.includes('dcdock')) a.push('--dcdock-jwt-secret', JWT_SECRET);
-    return a;
+    return [...a, ...this.extraArgs];
   }
 
   async start(timeout = 15_000) {
@@ -173,4 +175,88 @@ export function makeToken(secret, claims = {}, ttlSeconds = 3600) {
   const payload = b64url(JSON.stringify(body));
   const sig = createHmac('sha256', secret).update(`${header}.${payload}`).digest('base64url');
   return `${header}.${payload}.${sig}`;
+}
+
+/**
+ * A TCP proxy on 127.0.0.1 (port 0) in front of one server port, to break connections the way a
+ * network does: `cut()` kills every connection through it abruptly (RST, no close frame),
+ * `hold()` keeps new connections waiting (not forwarded) until `release()`, and
+ * `swallowReplies()` stops forwarding what the server sends on the current connections.
+ */
+export class TcpProxy {
+  constructor(targetPort) {
+    this.targetPort = targetPort;
+    this.pairs = new Set();
+    this.held = [];
+    this.holding = false;
+    this.accepted = 0;
+  }
+
+  start() {
+    this.server = net.createServer((sock) => this._accept(sock));
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(0, '127.0.0.1', () => {
+        this.port = this.server.address().port;
+        resolve(this);
+      });
+    });
+  }
+
+  _accept(client) {
+    client.on('error', () => {});
+    if (this.holding) {
+      this.held.push(client);
+      return;
+    }
+    this.accepted += 1;
+    const up = net.connect({ host: '127.0.0.1', port: this.targetPort });
+    up.on('error', () => {});
+    const pair = { client, up, down: true };
+    this.pairs.add(pair);
+    client.on('data', (d) => up.write(d));
+    up.on('data', (d) => {
+      if (pair.down) client.write(d);
+    });
+    const end = () => {
+      this.pairs.delete(pair);
+      client.destroy();
+      up.destroy();
+    };
+    client.on('close', end);
+    up.on('close', end);
+  }
+
+  ws(p = '') {
+    return `ws://127.0.0.1:${this.port}${p}`;
+  }
+
+  /** Kill every current connection abruptly (TCP reset on both sides). */
+  cut() {
+    for (const { client, up } of [...this.pairs]) {
+      client.resetAndDestroy();
+      up.resetAndDestroy();
+    }
+    this.pairs.clear();
+  }
+
+  /** Stop forwarding server-to-client bytes on the current connections. */
+  swallowReplies() {
+    for (const pair of this.pairs) pair.down = false;
+  }
+
+  hold() {
+    this.holding = true;
+  }
+
+  release() {
+    this.holding = false;
+    for (const sock of this.held.splice(0)) if (!sock.destroyed) this._accept(sock);
+  }
+
+  close() {
+    this.cut();
+    for (const sock of this.held.splice(0)) sock.destroy();
+    return new Promise((resolve) => this.server.close(() => resolve()));
+  }
 }

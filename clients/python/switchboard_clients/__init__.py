@@ -14,6 +14,7 @@ One module per system, each with a reconnecting client class and HTTP publishing
 from ._base import (
     AuthenticationFailed,
     Backoff,
+    BufferFull,
     ClientClosed,
     ClientError,
     CloseInfo,
@@ -22,6 +23,7 @@ from ._base import (
     HttpResponse,
     NotConnected,
     ReconnectingClient,
+    SUBPROTOCOL,
     http_request,
 )
 from .afc import AfcClient
@@ -34,6 +36,7 @@ __all__ = [
     "AfcClient",
     "AuthenticationFailed",
     "Backoff",
+    "BufferFull",
     "ClientClosed",
     "ClientError",
     "CloseInfo",
@@ -46,5 +49,6 @@ __all__ = [
     "NotConnected",
     "RaceClient",
     "ReconnectingClient",
+    "SUBPROTOCOL",
     "http_request",
 ]

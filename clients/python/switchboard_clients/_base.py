@@ -14,6 +14,14 @@ Incoming messages are decoded JSON objects (``dict``). They reach the applicatio
 * the ``on_message`` callback (plain function or coroutine function), called for every message;
 * :meth:`ReconnectingClient.expect`: a future for the next message matching a predicate, which
   does not take the message off the queue.
+
+Protocol v2 (``docs/protocol/v2.md``) is the default: the client offers the ``switchboard.v2``
+subprotocol, wraps what it sends in the envelope and unwraps what it receives, so the
+application sees exactly the v1 messages. On top of that it keeps its session and its position in
+every stream, presents them when it reconnects (the server replays what was missed), gives every
+:meth:`ReconnectingClient.send` an id and resends unacknowledged ones after a reconnect, and
+reports ``session``, ``subscribed``, ``recovered``, ``not_recovered``, ``gap`` and ``error``
+events. A server without v2 (or ``protocol="v1"``) gives a plain v1 connection.
 """
 
 from __future__ import annotations
@@ -26,12 +34,14 @@ import logging
 import random
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, Optional, Union
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.typing import Subprotocol
 
 log = logging.getLogger("switchboard_clients")
 
@@ -64,6 +74,41 @@ class HandshakeRefused(ClientError):
     def __init__(self, status: int) -> None:
         super().__init__(f"upgrade refused with HTTP {status}")
         self.status = status
+
+
+class BufferFull(ClientError):
+    """Too many sent messages wait for their ack (``max_unacked``): the message was not sent."""
+
+
+#: The ``Sec-WebSocket-Protocol`` value of protocol v2.
+SUBPROTOCOL = "switchboard.v2"
+
+#: Most positions presented in one upgrade (the server reads at most 64).
+MAX_POSITIONS = 64
+
+#: Events a client reports (see :meth:`ReconnectingClient.on`).
+EVENTS = ("session", "subscribed", "recovered", "not_recovered", "gap", "error")
+
+EventCallback = Callable[[dict], Any]
+
+
+@dataclass
+class _Pending:
+    """A sent message waiting for its ack."""
+
+    id: str
+    text: str
+    future: "asyncio.Future[Optional[dict]]"
+
+
+@dataclass
+class _Item:
+    """What one received frame means for the application, delivered in order."""
+
+    kind: str  # "msg", "pub", "session" or "event"
+    msg: Optional[Message] = None
+    pos: Optional[tuple] = None
+    events: list = field(default_factory=list)
 
 
 class HttpError(ClientError):
@@ -134,6 +179,11 @@ class ReconnectingClient:
     - ``open_timeout``: seconds allowed for the TCP connect, upgrade and greeting.
     - ``origin`` / ``headers``: an ``Origin`` header (browsers send one; servers that check
       origins refuse unlisted ones) and other upgrade headers.
+    - ``protocol``: ``"v2"`` (default) or ``"v1"``. With ``"v2"`` a server that does not serve v2
+      still gets a (v1) connection; :attr:`protocol` says which one is in use.
+    - ``max_unacked``: sent messages kept until acked (v2); one more raises :class:`BufferFull`.
+    - ``on_session``, ``on_subscribed``, ``on_recovered``, ``on_not_recovered``, ``on_gap``,
+      ``on_error``: callbacks for the v2 events (see :meth:`on`).
     """
 
     #: Whether the protocol defines an application-level ping (``{"type":"ping"}`` -> ``pong``).
@@ -154,8 +204,45 @@ class ReconnectingClient:
         max_size: int = 16 * 1024 * 1024,
         origin: Optional[str] = None,
         headers: Optional[Mapping[str, str]] = None,
+        protocol: str = "v2",
+        max_unacked: int = 1000,
+        on_session: Optional[EventCallback] = None,
+        on_subscribed: Optional[EventCallback] = None,
+        on_recovered: Optional[EventCallback] = None,
+        on_not_recovered: Optional[EventCallback] = None,
+        on_gap: Optional[EventCallback] = None,
+        on_error: Optional[EventCallback] = None,
     ) -> None:
+        if protocol not in ("v2", "v1"):
+            raise ValueError(f'protocol must be "v2" or "v1", not {protocol!r}')
         self.url = url
+        #: The protocol asked for (``"v2"`` or ``"v1"``).
+        self.requested_protocol = protocol
+        #: The protocol of the current (or last) connection: ``"v2"``, ``"v1"``, or ``None``.
+        self.protocol: Optional[str] = None
+        #: The subprotocol the server accepted on the current (or last) connection (``None``: none).
+        self.subprotocol: Optional[str] = None
+        #: The v2 session id (kept across reconnects), or ``None``.
+        self.session: Optional[str] = None
+        #: Whether the server still had the session when the last v2 connection presented it.
+        self.session_resumed: Optional[bool] = None
+        self.max_unacked = max(1, max_unacked)
+        self._positions: dict[str, tuple[str, int]] = {}
+        self._unacked: list[_Pending] = []
+        self._next_id = 0
+        self._listeners: dict[str, list[EventCallback]] = {name: [] for name in EVENTS}
+        for name, cb in (
+            ("session", on_session),
+            ("subscribed", on_subscribed),
+            ("recovered", on_recovered),
+            ("not_recovered", on_not_recovered),
+            ("gap", on_gap),
+            ("error", on_error),
+        ):
+            if cb is not None:
+                self.on(name, cb)
+        self._early: list[_Item] = []
+        self._v2 = False
         self.backoff = backoff or Backoff()
         self.heartbeat_interval = heartbeat_interval
         self.heartbeat_timeout = heartbeat_timeout
@@ -238,6 +325,14 @@ class ReconnectingClient:
             if not fut.done():
                 fut.set_exception(ClientClosed("client is closed"))
         self._waiters.clear()
+        self._fail_unacked(ClientClosed("client is closed"))
+
+    def _fail_unacked(self, err: BaseException) -> None:
+        for entry in self._unacked:
+            if not entry.future.done():
+                entry.future.set_exception(err)
+                entry.future.exception()  # retrieved: no "never retrieved" warning if unawaited
+        self._unacked.clear()
 
     async def drop_connection(self) -> None:
         """Close the current connection abruptly; the client reconnects (useful in tests)."""
@@ -247,24 +342,116 @@ class ReconnectingClient:
 
     # ----- sending -----------------------------------------------------------------------------
 
-    async def send_json(self, message: Mapping[str, Any], *, timeout: float = 10.0) -> None:
-        """Send one JSON object, waiting up to ``timeout`` seconds for a ready connection."""
-        await self.wait_connected(timeout)
-        await self._send_now(message)
+    async def send(self, message: Any, *, timeout: float = 10.0) -> Optional[dict]:
+        """Send one message (a JSON object) and, on v2, wait for its ack.
 
-    async def send_text(self, text: str, *, timeout: float = 10.0) -> None:
-        """Send a raw text frame (for protocols that relay bytes exactly)."""
+        Waits up to ``timeout`` seconds for a ready connection (else :class:`NotConnected`). On a
+        v2 connection the message gets an id (``c-<n>``) and is kept until the server acks it: if
+        the connection drops first, it is sent again (same id, in order) on the next connection,
+        and the server processes it once. Returns the ack: ``{"stream","epoch","offset"}`` when
+        the message published into a stream, ``{}`` otherwise (``"duplicate": True`` added when it
+        answered a resend). On a v1 connection returns ``None`` once sent. Raises
+        :class:`BufferFull` when ``max_unacked`` messages wait for their ack, and
+        :class:`ClientClosed` if the client is closed before the ack came.
+        """
+        return await (await self.submit(message, timeout=timeout))
+
+    async def submit(
+        self, message: Any, *, timeout: float = 10.0
+    ) -> "asyncio.Future[Optional[dict]]":
+        """Send like :meth:`send`, returning as soon as it is sent (or kept for the next
+        connection), with a future for its ack (``None`` on v1)."""
+        return await self._submit(json.dumps(message, separators=(",", ":")), timeout)
+
+    async def send_json(self, message: Mapping[str, Any], *, timeout: float = 10.0) -> Optional[dict]:
+        """Same as :meth:`send` (kept for the v1 API)."""
+        return await self.send(message, timeout=timeout)
+
+    async def send_text(self, text: str, *, timeout: float = 10.0) -> Optional[dict]:
+        """Send a message given as JSON text, kept byte for byte (on v2 it goes in the envelope
+        as is, so it must be JSON). Returns like :meth:`send`."""
+        return await (await self._submit(text, timeout))
+
+    async def send_frame(self, text: str, *, timeout: float = 10.0) -> None:
+        """Send one raw WebSocket text frame as is, outside the v2 envelope and without an ack."""
         await self.wait_connected(timeout)
         ws = self._ws
         if ws is None:
             raise NotConnected("connection lost")
         await ws.send(text)
 
-    async def _send_now(self, message: Mapping[str, Any]) -> None:
+    @property
+    def unacked(self) -> int:
+        """How many sent messages wait for their ack."""
+        return len(self._unacked)
+
+    async def _submit(self, text: str, timeout: float) -> "asyncio.Future[Optional[dict]]":
+        await self.wait_connected(timeout)
+        fut: asyncio.Future[Optional[dict]] = asyncio.get_running_loop().create_future()
+        async with self._state_lock:
+            if self._closing:
+                raise ClientClosed("client is closed")
+            ws = self._ws
+            if self.connected and self.protocol == "v1" and ws is not None:
+                await ws.send(text)
+                fut.set_result(None)
+                return fut
+            if self.requested_protocol == "v1":
+                raise NotConnected("connection lost")
+            try:
+                json.loads(text)
+            except ValueError:
+                raise ValueError("a v2 message must be JSON text") from None
+            if len(self._unacked) >= self.max_unacked:
+                raise BufferFull(
+                    f"{len(self._unacked)} sent messages wait for their ack (max_unacked)"
+                )
+            self._next_id += 1
+            entry = _Pending(f"c-{self._next_id}", text, fut)
+            self._unacked.append(entry)
+            # Not ready (the connection just dropped): the next connection sends it.
+            if self.connected and ws is not None:
+                with contextlib.suppress(ConnectionClosed):
+                    await ws.send(self._envelope(entry))
+        return fut
+
+    @staticmethod
+    def _envelope(entry: _Pending) -> str:
+        """``{"sb":"msg","id":..,"msg":<text>}``, the message text kept byte for byte."""
+        return '{"sb":"msg","id":' + json.dumps(entry.id) + ',"msg":' + entry.text + "}"
+
+    async def _flush_unacked(self) -> None:
+        """On a new connection (under the state lock): resend every unacked message, in order."""
         ws = self._ws
         if ws is None:
             raise NotConnected("connection lost")
-        await ws.send(json.dumps(message, separators=(",", ":")))
+        if self.protocol == "v2":
+            for entry in list(self._unacked):
+                await ws.send(self._envelope(entry))
+        else:
+            # The server does not speak v2 (any more): send them as v1, where nothing is acked.
+            while self._unacked:
+                entry = self._unacked.pop(0)
+                await ws.send(entry.text)
+                if not entry.future.done():
+                    entry.future.set_result(None)
+
+    async def _send_now(
+        self, message: Mapping[str, Any], *, since: Optional[list] = None
+    ) -> None:
+        """Send a message at once, without an id (joins, subscriptions, pings). On v2 it goes
+        in the envelope, with ``since`` positions when given."""
+        ws = self._ws
+        if ws is None:
+            raise NotConnected("connection lost")
+        if self.protocol != "v2":
+            await ws.send(json.dumps(message, separators=(",", ":")))
+            return
+        frame: dict = {"sb": "msg"}
+        if since:
+            frame["since"] = since
+        frame["msg"] = message
+        await ws.send(json.dumps(frame, separators=(",", ":")))
 
     async def _update_state(self, change: Callable[[], Any], message: Mapping[str, Any]) -> bool:
         """Record a state change, then send ``message`` if a connection is ready.
@@ -370,6 +557,177 @@ class ReconnectingClient:
             except Exception:
                 log.exception("on_message callback failed")
 
+    # ----- v2: events, positions, frames -------------------------------------------------------
+
+    def on(self, name: str, callback: EventCallback) -> "ReconnectingClient":
+        """Call ``callback(event)`` (plain or coroutine function) for every ``name`` event:
+
+        - ``session`` ``{"id", "resumed"}``: a v2 connection named its session;
+        - ``subscribed`` ``{"stream", "epoch", "offset", ...}``: every ``subscribed`` frame;
+        - ``recovered`` ``{"stream", "replayed", "epoch", "offset"}``: what was missed on
+          ``stream`` while away was replayed (before this event, in order);
+        - ``not_recovered`` ``{"stream", "reason", ...}``: what was missed cannot be given back
+          (``trimmed``, ``epoch``, ``ahead``, ``session``, ``unavailable``): reload the state as
+          at startup;
+        - ``gap`` ``{"stream", "epoch", "from", "to"}``: offsets skipped on this connection
+          (slow reader): reload;
+        - ``error`` ``{"error"}``: the server could not read a frame's envelope.
+        """
+        if name not in self._listeners:
+            raise ValueError(f"unknown event {name!r}; expected one of {EVENTS}")
+        self._listeners[name].append(callback)
+        return self
+
+    def off(self, name: str, callback: EventCallback) -> "ReconnectingClient":
+        """Stop calling ``callback`` for ``name``."""
+        with contextlib.suppress(KeyError, ValueError):
+            self._listeners[name].remove(callback)
+        return self
+
+    def expect_event(
+        self, name: str, pred: Optional[Callable[[dict], bool]] = None
+    ) -> "asyncio.Future[dict]":
+        """A future for the next ``name`` event (from now on) matching ``pred``."""
+        fut: asyncio.Future[dict] = asyncio.get_running_loop().create_future()
+
+        def listener(event: dict) -> None:
+            if fut.done():
+                self.off(name, listener)
+                return
+            try:
+                hit = pred is None or pred(event)
+            except Exception:
+                hit = False
+            if hit:
+                self.off(name, listener)
+                fut.set_result(event)
+
+        self.on(name, listener)
+        fut.add_done_callback(lambda _: self.off(name, listener))
+        return fut
+
+    def _emit(self, name: str, event: dict) -> None:
+        for cb in list(self._listeners[name]):
+            self._fire(cb, event)
+
+    @property
+    def positions(self) -> dict[str, dict]:
+        """The position held for each stream: ``{stream: {"epoch", "offset"}}``."""
+        return {k: {"epoch": e, "offset": o} for k, (e, o) in self._positions.items()}
+
+    def _forget_stream(self, stream: str) -> None:
+        """Forget the position of ``stream`` (a room left for good)."""
+        self._positions.pop(stream, None)
+
+    def _since_for(self, stream: str) -> list:
+        """``[{stream, epoch, offset}]`` if a position is held (for an envelope's ``since``)."""
+        p = self._positions.get(stream)
+        return [{"stream": stream, "epoch": p[0], "offset": p[1]}] if p else []
+
+    def _present_in_url(self, stream: str) -> bool:
+        """Whether the position of ``stream`` goes in the upgrade URL (else the subclass
+        presents it itself)."""
+        return True
+
+    def _attempt_url(self, v2: bool) -> str:
+        """The URL of the next attempt: the subclass's, plus ``sb_session``/``sb_since`` on v2."""
+        url = self._connect_url()
+        if not v2:
+            return url
+        params = []
+        if self.session:
+            params.append(("sb_session", self.session))
+        held = [(k, p) for k, p in self._positions.items() if self._present_in_url(k)]
+        for stream, (epoch, offset) in held[-MAX_POSITIONS:]:
+            params.append(("sb_since", f"{stream}~{epoch}~{offset}"))
+        if not params:
+            return url
+        sep = "&" if "?" in url else "?"
+        return url + sep + urllib.parse.urlencode(params)
+
+    def _inbound(self, frame: Message) -> Optional[_Item]:
+        """What one received frame means (an item to deliver in order), or ``None``. Acks are
+        settled here."""
+        if not self._v2:
+            return _Item("msg", frame)
+        sb = frame.get("sb")
+        if sb == "msg":
+            msg = frame.get("msg")
+            return _Item("msg", msg) if isinstance(msg, dict) else None
+        if sb == "pub":
+            msg = frame.get("msg")
+            pos = (frame.get("stream"), frame.get("epoch"), frame.get("offset"))
+            return _Item("pub", msg if isinstance(msg, dict) else None, pos)
+        if sb == "session":
+            self.session = frame.get("session")
+            self.session_resumed = frame.get("resumed") is True
+            event = {"id": self.session, "resumed": self.session_resumed}
+            return _Item("session", events=[("session", event)])
+        if sb == "subscribed":
+            data = {k: v for k, v in frame.items() if k != "sb"}
+            events: list = [("subscribed", data)]
+            common = {"stream": frame.get("stream"), "epoch": frame.get("epoch"), "offset": frame.get("offset")}
+            if frame.get("recovered") is True:
+                events.append(("recovered", {**common, "replayed": frame.get("replayed", 0)}))
+            elif frame.get("recovered") is False:
+                events.append(("not_recovered", {**common, "reason": frame.get("reason")}))
+            pos = None
+            if "epoch" in frame and "offset" in frame:
+                pos = (frame.get("stream"), frame["epoch"], frame["offset"])
+            return _Item("event", pos=pos, events=events)
+        if sb == "ack":
+            for i, entry in enumerate(self._unacked):
+                if entry.id == frame.get("id"):
+                    del self._unacked[i]
+                    ack: dict = {}
+                    if "stream" in frame:
+                        ack.update(stream=frame["stream"], epoch=frame.get("epoch"), offset=frame.get("offset"))
+                    if frame.get("duplicate") is True:
+                        ack["duplicate"] = True
+                    if not entry.future.done():
+                        entry.future.set_result(ack)
+                    break
+            return None
+        if sb == "gap":
+            event = {k: frame.get(k) for k in ("stream", "epoch", "from", "to")}
+            return _Item("event", events=[("gap", event)])
+        if sb == "error":
+            return _Item("event", events=[("error", {"error": frame.get("error")})])
+        return None
+
+    async def _deliver(self, item: _Item) -> None:
+        """Hand one item to the application: record its position, then message and events."""
+        if item.pos is not None:
+            stream, epoch, offset = item.pos
+            if isinstance(stream, str) and isinstance(epoch, str) and isinstance(offset, int):
+                self._positions.pop(stream, None)  # most recently updated last: kept first
+                self._positions[stream] = (epoch, offset)
+        if item.msg is not None:
+            await self._dispatch(item.msg)
+        for name, event in item.events:
+            self._emit(name, event)
+
+    async def _next_item(self, ws: ClientConnection) -> Optional[_Item]:
+        """Read frames until one means something (during the handshake)."""
+        while True:
+            try:
+                raw = await ws.recv()
+            except ConnectionClosed as e:
+                rcvd = e.rcvd
+                if rcvd is not None and rcvd.code == 1008:
+                    raise AuthenticationFailed(rcvd.reason or "policy violation") from None
+                raise
+            if isinstance(raw, bytes):
+                continue
+            try:
+                frame = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(frame, dict):
+                item = self._inbound(frame)
+                if item is not None:
+                    return item
+
     # ----- hooks for subclasses ----------------------------------------------------------------
 
     def _connect_url(self) -> str:
@@ -415,7 +773,8 @@ class ReconnectingClient:
             raise ClientError("this protocol has no application-level ping")
         pong = self.expect("pong")
         try:
-            await self.send_json(msg, timeout=timeout)
+            await self.wait_connected(timeout)
+            await self._send_now(msg)  # no id: a ping is not acked, nor resent after a reconnect
             return await asyncio.wait_for(pong, timeout)
         finally:
             pong.cancel()
@@ -442,9 +801,12 @@ class ReconnectingClient:
                 try:
                     await self._prepare()
                     ws_ping = None if self.app_ping else self.heartbeat_interval
+                    ask_v2 = self.requested_protocol == "v2"
+                    self._early = []
                     async with asyncio.timeout(self.open_timeout):
                         ws = await connect(
-                            self._connect_url(),
+                            self._attempt_url(ask_v2),
+                            subprotocols=[Subprotocol(SUBPROTOCOL)] if ask_v2 else None,
                             open_timeout=self.open_timeout,
                             ping_interval=ws_ping,
                             ping_timeout=self.heartbeat_timeout if ws_ping else None,
@@ -456,6 +818,14 @@ class ReconnectingClient:
                             additional_headers=self.headers or None,
                         )
                         self._ws = ws
+                        self.subprotocol = ws.subprotocol
+                        self._v2 = ask_v2 and ws.subprotocol == SUBPROTOCOL
+                        self.protocol = "v2" if self._v2 else "v1"
+                        if self._v2:
+                            first = await self._next_item(ws)
+                            if first is None or first.kind != "session":
+                                raise ClientError("v2: expected the `session` frame first")
+                            self._early.append(first)
                         await self._handshake(ws)
                     reader = asyncio.ensure_future(self._read(ws))
                     try:
@@ -463,6 +833,7 @@ class ReconnectingClient:
                         # waiting for the connection goes out after the re-join it needs.
                         async with self._state_lock:
                             await self._resume()
+                            await self._flush_unacked()
                             ready = True
                             attempt = 0
                             self.connections += 1
@@ -531,6 +902,10 @@ class ReconnectingClient:
             self._waiters.clear()
 
     async def _read(self, ws: ClientConnection) -> None:
+        # What came in with the greeting goes out first, in order.
+        early, self._early = self._early, []
+        for item in early:
+            await self._deliver(item)
         try:
             async for raw in ws:
                 if isinstance(raw, bytes):
@@ -541,7 +916,9 @@ class ReconnectingClient:
                     log.warning("ignoring a frame that is not JSON: %.80r", raw)
                     continue
                 if isinstance(msg, dict):
-                    await self._dispatch(msg)
+                    item = self._inbound(msg)
+                    if item is not None:
+                        await self._deliver(item)
         except ConnectionClosed:
             pass
 
@@ -563,19 +940,19 @@ class ReconnectingClient:
             log.exception("lifecycle callback failed")
 
     async def _read_greeting(self, ws: ClientConnection, kind: str) -> Message:
-        """Read the first frame and check it is ``kind``; handles a close instead of it."""
-        try:
-            raw = await ws.recv()
-        except ConnectionClosed as e:
-            rcvd = e.rcvd
-            code = rcvd.code if rcvd else None
-            reason = rcvd.reason if rcvd else ""
-            if code == 1008:
-                raise AuthenticationFailed(reason or "policy violation") from None
-            raise
-        msg = json.loads(raw)
+        """Read the first message and check it is ``kind``; handles a close instead of it.
+
+        On v2, publications and events before it are kept (in order) for delivery once the
+        connection is ready."""
+        while True:
+            item = await self._next_item(ws)
+            assert item is not None
+            if item.kind == "msg":
+                break
+            self._early.append(item)
+        msg = item.msg
         if not isinstance(msg, dict) or msg.get("type") != kind:
-            raise ClientError(f"expected `{kind}` first, got {raw!r:.120}")
+            raise ClientError(f"expected `{kind}` first, got {json.dumps(msg)!r:.120}")
         return msg
 
 

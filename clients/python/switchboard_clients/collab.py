@@ -7,7 +7,9 @@ with ``POST /broadcast`` (:func:`broadcast`). There is no application-level ping
 WebSocket pings keep the connection alive and this client sends its own WebSocket pings.
 
 On reconnect the client restores its user and projects (``JOIN_PROJECT`` with ``userId`` for each),
-so the other members see it come back in ``USER_PRESENCE``.
+so the other members see it come back in ``USER_PRESENCE``. On v2 each ``JOIN_PROJECT`` then carries
+the project stream's position in the envelope's ``since``, so the server replays the edits and
+broadcasts missed meanwhile (or reports ``not_recovered``).
 
     collab = CollabClient("ws://localhost:3001/ws", user_id="user_2abc")
     await collab.start()
@@ -73,6 +75,11 @@ class CollabError(ClientError):
         self.frame = msg
 
 
+def project_stream(project_id: str) -> str:
+    """The v2 stream of a project's room."""
+    return f"project:{project_id}"
+
+
 def presence_users(msg: Message) -> list[str]:
     """The user ids listed in a ``USER_PRESENCE`` message."""
     payload = msg.get("payload") or {}
@@ -102,9 +109,15 @@ class CollabClient(ReconnectingClient):
         greeting = await self._read_greeting(ws, "CONNECTION_ESTABLISHED")
         self.client_id = greeting.get("clientId")
 
+    def _present_in_url(self, stream: str) -> bool:
+        # Project positions go in JOIN_PROJECT's envelope, not in the upgrade URL.
+        return not stream.startswith("project:")
+
     async def _resume(self) -> None:
         for p in list(self._projects):
-            await self._send_now(self._join_msg_with(p, None))
+            await self._send_now(
+                self._join_msg_with(p, None), since=self._since_for(project_stream(p))
+            )
         if self.user_id and not self._projects:
             await self._send_now({"type": "SET_USER", "payload": {"userId": self.user_id}})
 
@@ -160,6 +173,7 @@ class CollabClient(ReconnectingClient):
             reply.cancel()
         if msg.get("type") == "ERROR":
             self._projects.pop(project_id, None)
+            self._forget_stream(project_stream(project_id))
             raise CollabError(msg)
         return msg
 
@@ -172,10 +186,11 @@ class CollabClient(ReconnectingClient):
 
     async def leave_project(self, project_id: str) -> None:
         """Leave ``project_id`` (no reply; the remaining members get ``USER_PRESENCE``)."""
-        await self._update_state(
-            lambda: self._projects.pop(project_id, None),
-            {"type": "LEAVE_PROJECT", "projectId": project_id},
-        )
+        def change() -> None:
+            self._projects.pop(project_id, None)
+            self._forget_stream(project_stream(project_id))
+
+        await self._update_state(change, {"type": "LEAVE_PROJECT", "projectId": project_id})
 
     async def send_edit(
         self,
@@ -185,46 +200,47 @@ class CollabClient(ReconnectingClient):
         operation_id: Optional[str] = None,
         *,
         timeout: float = 10.0,
-    ) -> None:
+    ) -> Optional[dict]:
         """Send an edit to the other members of ``project_id`` (which must have been joined).
 
         Waits up to ``timeout`` seconds for a connection. The server answers only on error
-        (``ERROR`` ``Not a member of this project``), which arrives as a queued message.
+        (``ERROR`` ``Not a member of this project``), which arrives as a queued message. On v2
+        returns the ack (``{"stream","epoch","offset"}`` once published), like ``send``.
         """
         if edit_type not in EDIT_TYPES:
             raise ValueError(f"unknown edit type {edit_type!r}; expected one of {EDIT_TYPES}")
         msg: dict = {"type": edit_type, "projectId": project_id, "payload": payload}
         if operation_id is not None:
             msg["operationId"] = operation_id
-        await self.send_json(msg, timeout=timeout)
+        return await self.send(msg, timeout=timeout)
 
-    async def send_task_create(self, project_id: str, task: Any, operation_id: Optional[str] = None) -> None:
+    async def send_task_create(self, project_id: str, task: Any, operation_id: Optional[str] = None) -> Optional[dict]:
         """``TASK_CREATE``."""
-        await self.send_edit("TASK_CREATE", project_id, task, operation_id)
+        return await self.send_edit("TASK_CREATE", project_id, task, operation_id)
 
-    async def send_task_update(self, project_id: str, task: Any, operation_id: Optional[str] = None) -> None:
+    async def send_task_update(self, project_id: str, task: Any, operation_id: Optional[str] = None) -> Optional[dict]:
         """``TASK_UPDATE``."""
-        await self.send_edit("TASK_UPDATE", project_id, task, operation_id)
+        return await self.send_edit("TASK_UPDATE", project_id, task, operation_id)
 
-    async def send_task_delete(self, project_id: str, task: Any, operation_id: Optional[str] = None) -> None:
+    async def send_task_delete(self, project_id: str, task: Any, operation_id: Optional[str] = None) -> Optional[dict]:
         """``TASK_DELETE``."""
-        await self.send_edit("TASK_DELETE", project_id, task, operation_id)
+        return await self.send_edit("TASK_DELETE", project_id, task, operation_id)
 
-    async def send_comment_create(self, project_id: str, comment: Any, operation_id: Optional[str] = None) -> None:
+    async def send_comment_create(self, project_id: str, comment: Any, operation_id: Optional[str] = None) -> Optional[dict]:
         """``COMMENT_CREATE``."""
-        await self.send_edit("COMMENT_CREATE", project_id, comment, operation_id)
+        return await self.send_edit("COMMENT_CREATE", project_id, comment, operation_id)
 
-    async def send_comment_update(self, project_id: str, comment: Any, operation_id: Optional[str] = None) -> None:
+    async def send_comment_update(self, project_id: str, comment: Any, operation_id: Optional[str] = None) -> Optional[dict]:
         """``COMMENT_UPDATE``."""
-        await self.send_edit("COMMENT_UPDATE", project_id, comment, operation_id)
+        return await self.send_edit("COMMENT_UPDATE", project_id, comment, operation_id)
 
-    async def send_comment_delete(self, project_id: str, comment: Any, operation_id: Optional[str] = None) -> None:
+    async def send_comment_delete(self, project_id: str, comment: Any, operation_id: Optional[str] = None) -> Optional[dict]:
         """``COMMENT_DELETE``."""
-        await self.send_edit("COMMENT_DELETE", project_id, comment, operation_id)
+        return await self.send_edit("COMMENT_DELETE", project_id, comment, operation_id)
 
-    async def send_project_update(self, project_id: str, project: Any, operation_id: Optional[str] = None) -> None:
+    async def send_project_update(self, project_id: str, project: Any, operation_id: Optional[str] = None) -> Optional[dict]:
         """``PROJECT_UPDATE``."""
-        await self.send_edit("PROJECT_UPDATE", project_id, project, operation_id)
+        return await self.send_edit("PROJECT_UPDATE", project_id, project, operation_id)
 
 
 async def broadcast(

@@ -67,7 +67,8 @@ class LaptimesClient(ReconnectingClient):
         timeout: float = 10.0,
         **extra: Any,
     ) -> ChangeNotice:
-        """Tell every other client that ``table`` changed. Returns the notice sent.
+        """Tell every other client that ``table`` changed. Returns the notice sent (on v2, once
+        the server acked it: it is published exactly once, even if the connection drops).
 
         ``timestamp`` defaults to now; pass ``None`` to send ``null``. Extra keyword arguments
         become extra fields, relayed untouched.

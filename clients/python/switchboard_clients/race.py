@@ -125,9 +125,11 @@ class RaceClient(ReconnectingClient):
         """
         check_session_id(session_id)
         reply = self.expect(_reply_for("unsubscribed", session_id)) if wait else None
-        sent = await self._update_state(
-            lambda: self._sessions.pop(session_id, None), _request("unsubscribe", session_id)
-        )
+        def change() -> None:
+            self._sessions.pop(session_id, None)
+            self._forget_stream(session_stream(session_id))
+
+        sent = await self._update_state(change, _request("unsubscribe", session_id))
         if reply is None or not sent:
             if reply is not None:
                 reply.cancel()
@@ -146,6 +148,11 @@ class RaceClient(ReconnectingClient):
                 on_error()
             raise RaceError(msg)
         return msg
+
+
+def session_stream(session_id: str) -> str:
+    """The v2 stream of a race session's room."""
+    return f"session:{session_id}"
 
 
 def _request(kind: str, session_id: str) -> dict:
