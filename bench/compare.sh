@@ -13,7 +13,12 @@
 #            servers taking turns, and the table shows each figure's median
 #   flat     FLAT_SUBS subscribers, FLAT_PUBS publishers, flat out: deliveries/s and CPU per
 #            delivery at saturation
-# Then it prints the table (bench/table.py) with switchboard / peer ratios.
+# Then, switchboard alone, history off (`--history-max-entries 0`, v1 clients) against history on
+# (the default, protocol v2 clients): the latency run's fan-out, ROOMS collab projects of MEMBERS
+# members at ROOM_RATE edits/s (each to the other members), and the idle run; HIST_ROUNDS rounds,
+# taking turns (HISTORY=0 skips them). The main rows above run switchboard with its defaults
+# (history on) and v1 clients, as the peers' clients are.
+# Then it prints the table (bench/table.py) with switchboard / peer ratios, and history on / off.
 #
 # One command from a fresh machine (needs cargo, node + npm, python3 with venv; fetches the npm
 # and PyPI packages): bash bench/compare.sh
@@ -36,6 +41,11 @@ FLAT_PUBS=${FLAT_PUBS:-2}
 FLAT_SECS=${FLAT_SECS:-10}
 SERVERS=${SERVERS:-"switchboard node-ws python-websockets"}
 PIN=${PIN:-1}
+HISTORY=${HISTORY:-1}
+HIST_ROUNDS=${HIST_ROUNDS:-3}
+ROOMS=${ROOMS:-1000}
+MEMBERS=${MEMBERS:-5}
+ROOM_RATE=${ROOM_RATE:-1000}
 RUN_TIMEOUT=${RUN_TIMEOUT:-180}
 
 say() { printf '==> %s\n' "$*" >&2; }
@@ -111,12 +121,19 @@ stop_server() {
 trap stop_server EXIT
 
 # start_server NAME PORT LOG: start it in the background (pinned), wait until it accepts.
+# switchboard serves $SB_SYSTEM (laptimes unless set); switchboard-history-off runs it without
+# history, switchboard-history-on with its default history.
+SB_SYSTEM=laptimes
+URL_PATH=/
 start_server() {
   local name=$1 port=$2 log=$3
   case "$name" in
-    switchboard)
-      "${SERVER_PIN[@]}" "$SERVER_BIN" --transport "$SERVER_TRANSPORT" --systems laptimes \
-        --bind 127.0.0.1 --laptimes-port "$port" --rate-per-sec 0 --log-level warn >"$log" 2>&1 &
+    switchboard|switchboard-history-on|switchboard-history-off)
+      local history=()
+      [[ "$name" == switchboard-history-off ]] && history=(--history-max-entries 0)
+      "${SERVER_PIN[@]}" "$SERVER_BIN" --transport "$SERVER_TRANSPORT" --systems "$SB_SYSTEM" \
+        --bind 127.0.0.1 "--$SB_SYSTEM-port" "$port" --rate-per-sec 0 --log-level warn \
+        "${history[@]}" >"$log" 2>&1 &
       ;;
     node-ws)
       "${SERVER_PIN[@]}" env WS_HOST=127.0.0.1 WS_PORT="$port" node "$NODE_DIR/relay.js" >"$log" 2>&1 &
@@ -146,7 +163,7 @@ scenario() {
   start_server "$name" "$port" "$OUT/$name-$run.log"
   say "$name: $run"
   if ! timeout "$RUN_TIMEOUT" "${LOAD_PIN[@]}" "$LOAD_BIN" "${LOAD_THREADS[@]}" --json \
-      --label "$name/$run" "$@" --url "ws://127.0.0.1:$port/" --pid "$SERVER_PID" \
+      --label "$name/$run" "$@" --url "ws://127.0.0.1:$port$URL_PATH" --pid "$SERVER_PID" \
       >>"$RESULTS" 2>>"$OUT/load.err"; then
     say "warning: $name $run failed (see $OUT/load.err)"
   fi
@@ -178,6 +195,29 @@ for name in $SERVERS; do
   scenario "$name" flat fanout --subscribers "$FLAT_SUBS" --publishers "$FLAT_PUBS" --rate 0 \
     --window 4 --warmup 2 --duration "$FLAT_SECS" --drain 10
 done
+
+# History off (v1 clients) against history on (v2 clients), switchboard alone.
+if [[ "$HISTORY" == 1 ]]; then
+  v2_for() { [[ "$1" == switchboard-history-on ]] && echo --v2; true; }
+  for round in $(seq "$HIST_ROUNDS"); do
+    for name in switchboard-history-off switchboard-history-on; do
+      # shellcheck disable=SC2046
+      scenario "$name" "fanout#$round" fanout --subscribers "$LAT_SUBS" --publishers 1 \
+        --rate "$LAT_RATE" --warmup 3 --duration "$LAT_SECS" --drain 10 $(v2_for "$name")
+    done
+    SB_SYSTEM=collab URL_PATH=/ws
+    for name in switchboard-history-off switchboard-history-on; do
+      # shellcheck disable=SC2046
+      scenario "$name" "rooms#$round" fanout --rooms "$ROOMS" --members "$MEMBERS" \
+        --rate "$ROOM_RATE" --warmup 3 --duration "$LAT_SECS" --drain 10 $(v2_for "$name")
+    done
+    SB_SYSTEM=laptimes URL_PATH=/
+  done
+  for name in switchboard-history-off switchboard-history-on; do
+    # shellcheck disable=SC2046
+    scenario "$name" idle idle --connections "$IDLE_CONNS" --baseline 100 --settle 3 $(v2_for "$name")
+  done
+fi
 
 echo "Load average at end $(cut -d' ' -f1-3 /proc/loadavg)." >>"$OUT/context.txt"
 python3 "$ROOT/bench/table.py" "$RESULTS" "$OUT/context.txt" | tee "$OUT/table.md"

@@ -132,6 +132,61 @@ def main():
         print()
         print("Targets (ratios against Node ws from this run):")
         print("\n".join(verdicts))
+    history(runs, median)
+
+
+OFF, ON = "switchboard-history-off", "switchboard-history-on"
+
+
+def history(runs, median):
+    """History off (v1 clients) against history on (v2 clients): medians over the rounds."""
+    if not any(s in (OFF, ON) for s, _ in runs):
+        return
+
+    def param(run, key):
+        for name in (OFF, ON):
+            for r in runs.get((name, run), []):
+                return r.get(key)
+        return None
+    fan = f"{param('fanout', 'subscribers')} subscribers, {fmt(param('fanout', 'rate'), 0)} publications/s"
+    rooms = (f"{param('rooms', 'rooms')} rooms x {param('rooms', 'members')} members, "
+             f"{fmt(param('rooms', 'rate'), 0)} publications/s")
+    rows = [
+        # (label, run, path, scale, digits, target ratio on / off or None)
+        (f"server CPU-seconds per million deliveries ({fan})", "fanout",
+         ("server", "cpu_secs_per_million"), 1, 2, 1.3),
+        (f"p99 delivery latency, ms ({fan})", "fanout", ("latency_us", "p99"), 1e-3, 2, None),
+        (f"server CPU-seconds per million deliveries ({rooms})", "rooms",
+         ("server", "cpu_secs_per_million"), 1, 2, 1.3),
+        (f"p99 delivery latency, ms ({rooms})", "rooms", ("latency_us", "p99"), 1e-3, 2, None),
+        (f"server RSS, MiB, end of run ({rooms})", "rooms", ("server", "rss_kib"), 1 / 1024, 1, None),
+        (f"RSS per idle connection, KiB ({param('idle', 'connections')} idle sockets)", "idle",
+         ("rss_bytes_per_connection",), 1 / 1024, 2, None),
+    ]
+    print()
+    print("History: switchboard without history (v1 clients) against with history (protocol v2 "
+          "clients, every publication kept and positioned)")
+    print()
+    print("| figure | history off | history on | on / off |")
+    print("|---|---|---|---|")
+    verdicts = []
+    for label, run, path, scale, digits, target in rows:
+        off, on = median(OFF, run, path), median(ON, run, path)
+        if off is None and on is None:
+            continue
+        ratio = on / off if on is not None and off else None
+        print(f"| {label} | {fmt(None if off is None else off * scale, digits)} | "
+              f"{fmt(None if on is None else on * scale, digits)} | {fmt(ratio, 2)} |")
+        if target is not None and ratio is not None:
+            verdicts.append(f"- {label.split(' (')[0]} ({run}): {ratio:.2f} of history off "
+                            f"(target: at most {target}): {'met' if ratio <= target else 'MISSED'}")
+    for name in (OFF, ON):
+        lost = sum(r.get("lost", 0) for (s, _), rs in runs.items() if s == name for r in rs)
+        expected = sum(r.get("expected", 0) for (s, _), rs in runs.items() if s == name for r in rs)
+        print(f"- {name}: lost deliveries {lost:,} of {expected:,}")
+    if verdicts:
+        print()
+        print("\n".join(verdicts))
 
 
 if __name__ == "__main__":

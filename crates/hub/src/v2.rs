@@ -221,6 +221,9 @@ impl Core {
         let id = FetchId(streams.next_fetch);
         streams.next_fetch += 1;
         streams.fetches.insert(id, (h, stream.to_string()));
+        // Most connections follow one or two streams: grow one at a time (a first push would
+        // reserve four), an idle connection's memory is what scales.
+        v2.subs.reserve_exact(1);
         v2.subs.push(Sub {
             stream: stream.to_string(),
             catching: Some(Box::new(Catching {

@@ -82,6 +82,19 @@ pub struct FanoutArgs {
     /// Connections being opened at once.
     #[arg(long, default_value_t = 64)]
     pub connect_concurrency: usize,
+    /// Speak protocol v2 (subprotocol `switchboard.v2`): sends go in the envelope, publications
+    /// arrive positioned.
+    #[arg(long)]
+    pub v2: bool,
+    /// Rooms instead of one audience (the collab system, `--url ws://host:3001/ws`): the
+    /// sockets form this many projects of `--members` each; each project's first member
+    /// publishes edits to the others. `--subscribers` and `--publishers` are then ignored and
+    /// `--rate` is for all rooms together.
+    #[arg(long, default_value_t = 0)]
+    pub rooms: usize,
+    /// Members per room (with `--rooms`).
+    #[arg(long, default_value_t = 5)]
+    pub members: usize,
 }
 
 /// Options of `idle`.
@@ -105,6 +118,9 @@ pub struct IdleArgs {
     /// Connections being opened at once.
     #[arg(long, default_value_t = 64)]
     pub connect_concurrency: usize,
+    /// Open protocol v2 connections (subprotocol `switchboard.v2`).
+    #[arg(long)]
+    pub v2: bool,
 }
 
 /// Raise the open-file limit to its hard maximum: every socket is a file.

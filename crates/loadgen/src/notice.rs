@@ -16,6 +16,14 @@ pub fn build(measured: bool, seq: u64, sent_ns: u64, pad: usize) -> String {
     s
 }
 
+/// The same fields as a JSON object of their own, `{"a":0,"m":1,"seq":3,"t":12345}`, for a
+/// relay that re-encodes what it forwards (collab edits carry it as their `payload`): its keys
+/// are in sorted order, so `t` stays last whether the relay keeps the order or sorts the keys.
+pub fn build_payload(measured: bool, seq: u64, sent_ns: u64) -> String {
+    let m = u8::from(measured);
+    format!(r#"{{"a":0,"m":{m},"seq":{seq},"t":{sent_ns}}}"#)
+}
+
 /// What a received frame says about itself: (measured, send time in ns). `None` for a frame
 /// that is not one of our notices (an error reply, say).
 pub fn parse(frame: &[u8]) -> Option<(bool, u64)> {
@@ -58,6 +66,20 @@ mod tests {
             s,
             r#"{"table":"times","operation":"CHANGE","timestamp":"2025-10-25T12:34:56.789Z","pad":"xxxx","m":1,"seq":3,"t":12345}"#
         );
+    }
+
+    #[test]
+    fn a_payload_parses_inside_a_relayed_edit_and_a_v2_envelope() {
+        let payload = build_payload(true, 9, 777);
+        let edit = format!(
+            r#"{{"type":"TASK_UPDATE","payload":{payload},"operationId":null,"timestamp":1,"projectId":"r1","userId":null}}"#
+        );
+        assert_eq!(parse(edit.as_bytes()), Some((true, 777)));
+        let v2 = format!(
+            r#"{{"sb":"pub","stream":"all","epoch":"69cecfdf41150212","offset":4,"msg":{}}}"#,
+            build(false, 1, 55, 0)
+        );
+        assert_eq!(parse(v2.as_bytes()), Some((false, 55)));
     }
 
     #[test]

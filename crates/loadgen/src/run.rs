@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -77,6 +79,9 @@ impl Shared {
     }
 
     fn on_frame(&self, frame: &[u8]) {
+        if is_setup(frame) {
+            return;
+        }
         let Some((measured, sent_ns)) = notice::parse(frame) else {
             self.unexpected.fetch_add(1, Relaxed);
             return;
@@ -93,8 +98,23 @@ impl Shared {
     }
 }
 
-/// Open one WebSocket, retrying a few times (a busy server's accept queue may overflow).
-async fn connect(url: &str) -> Result<Ws, String> {
+/// Frames that are part of joining, not publications: v2's `session` and `subscribed`, and
+/// collab's greeting and presence (v1, or in a v2 `msg`).
+fn is_setup(frame: &[u8]) -> bool {
+    let head = &frame[..frame.len().min(64)];
+    let contains = |needle: &[u8]| head.windows(needle.len()).any(|w| w == needle);
+    frame.starts_with(br#"{"sb":"session""#)
+        || frame.starts_with(br#"{"sb":"subscribed""#)
+        || contains(br#""type":"USER_PRESENCE""#)
+        || contains(br#""type":"CONNECTION_ESTABLISHED""#)
+}
+
+/// The `Sec-WebSocket-Protocol` of protocol v2.
+const V2: &str = "switchboard.v2";
+
+/// Open one WebSocket, retrying a few times (a busy server's accept queue may overflow); with
+/// `v2`, asking for protocol v2 and failing if the server does not serve it.
+async fn connect(url: &str, v2: bool) -> Result<Ws, String> {
     // Small buffers: thousands of sockets, small frames. (tungstenite zero-fills the whole read
     // buffer before every read, so its size is paid in memory and in time per read.)
     let config = WebSocketConfig::default()
@@ -102,8 +122,20 @@ async fn connect(url: &str) -> Result<Ws, String> {
         .write_buffer_size(0);
     let mut last = String::new();
     for attempt in 0..5u64 {
-        match tokio_tungstenite::connect_async_with_config(url, Some(config), true).await {
-            Ok((ws, _)) => return Ok(ws),
+        let mut request = url.into_client_request().map_err(|e| e.to_string())?;
+        if v2 {
+            request
+                .headers_mut()
+                .insert("sec-websocket-protocol", HeaderValue::from_static(V2));
+        }
+        match tokio_tungstenite::connect_async_with_config(request, Some(config), true).await {
+            Ok((ws, response)) => {
+                let accepted = response.headers().get("sec-websocket-protocol");
+                if v2 && accepted.is_none_or(|p| p != V2) {
+                    return Err(format!("{url} does not serve protocol v2"));
+                }
+                return Ok(ws);
+            }
             Err(e) => last = e.to_string(),
         }
         tokio::time::sleep(Duration::from_millis(100 * (attempt + 1))).await;
@@ -112,9 +144,9 @@ async fn connect(url: &str) -> Result<Ws, String> {
 }
 
 /// Open `n` sockets, `concurrency` at a time. Fails if any cannot be opened.
-async fn connect_all(url: &str, n: usize, concurrency: usize) -> Result<Vec<Ws>, String> {
+async fn connect_all(url: &str, n: usize, concurrency: usize, v2: bool) -> Result<Vec<Ws>, String> {
     let results: Vec<Result<Ws, String>> = futures_util::stream::iter(0..n)
-        .map(|_| connect(url))
+        .map(|_| connect(url, v2))
         .buffer_unordered(concurrency.max(1))
         .collect()
         .await;
@@ -141,13 +173,45 @@ where
     shared.closed.fetch_add(1, Relaxed);
 }
 
+/// What a publisher sends.
+#[derive(Debug, Clone)]
+struct Shape {
+    /// In the v2 envelope.
+    v2: bool,
+    /// A collab edit to this project, instead of a laptimes notice.
+    room: Option<String>,
+    pad: usize,
+}
+
+impl Shape {
+    fn frame(&self, measured: bool, seq: u64, sent_ns: u64) -> String {
+        let msg = match &self.room {
+            None => notice::build(measured, seq, sent_ns, self.pad),
+            Some(room) => format!(
+                r#"{{"type":"TASK_UPDATE","projectId":"{room}","payload":{}}}"#,
+                notice::build_payload(measured, seq, sent_ns)
+            ),
+        };
+        if self.v2 {
+            envelope(&msg)
+        } else {
+            msg
+        }
+    }
+}
+
+/// `msg` in the v2 envelope.
+fn envelope(msg: &str) -> String {
+    format!(r#"{{"sb":"msg","msg":{msg}}}"#)
+}
+
 /// Send notices until the stop phase: at `period` intervals, or flat out within the window.
 async fn publish<S>(
     mut sink: S,
     shared: Arc<Shared>,
     period: Option<Duration>,
     offset: Duration,
-    pad: usize,
+    shape: Shape,
 ) where
     S: futures_util::Sink<Message> + Unpin,
 {
@@ -181,7 +245,7 @@ async fn publish<S>(
             return;
         }
         let measured = phase == MEASURE;
-        let frame = notice::build(measured, seq, shared.now_ns(), pad);
+        let frame = shape.frame(measured, seq, shared.now_ns());
         seq += 1;
         shared.sent.fetch_add(1, Relaxed);
         if measured {
@@ -233,20 +297,55 @@ pub async fn fanout(a: FanoutArgs) -> Result<FanoutReport, String> {
     if a.rate < 0.0 || !a.rate.is_finite() {
         return Err("--rate must be 0 (flat out) or positive".into());
     }
-    let shared = Arc::new(Shared::new(a.subscribers + a.publishers, a.window.max(1)));
-    let subscribers = connect_all(&a.url, a.subscribers, a.connect_concurrency).await?;
-    for ws in subscribers {
-        tokio::spawn(receive(ws, shared.clone()));
+    let shared = if a.rooms > 0 {
+        if a.members < 2 {
+            return Err("--members must be at least 2: a publisher and someone to tell".into());
+        }
+        Arc::new(Shared::new(a.members, a.window.max(1)))
+    } else {
+        Arc::new(Shared::new(a.subscribers + a.publishers, a.window.max(1)))
+    };
+    let (concurrency, v2) = (a.connect_concurrency, a.v2);
+    let mut publishers = Vec::new();
+    if a.rooms > 0 {
+        let sockets = connect_all(&a.url, a.rooms * a.members, concurrency, v2).await?;
+        for (j, mut ws) in sockets.into_iter().enumerate() {
+            let room = format!("r{}", j / a.members);
+            let join = format!(r#"{{"type":"JOIN_PROJECT","projectId":"{room}"}}"#);
+            let join = if v2 { envelope(&join) } else { join };
+            ws.send(Message::Text(join.into()))
+                .await
+                .map_err(|e| format!("join {room}: {e}"))?;
+            if j % a.members == 0 {
+                publishers.push((ws, Some(room)));
+            } else {
+                tokio::spawn(receive(ws, shared.clone()));
+            }
+        }
+        // Every join answered before the first publication.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    } else {
+        for ws in connect_all(&a.url, a.subscribers, concurrency, v2).await? {
+            tokio::spawn(receive(ws, shared.clone()));
+        }
+        for ws in connect_all(&a.url, a.publishers, concurrency, v2).await? {
+            publishers.push((ws, None));
+        }
     }
-    let publishers = connect_all(&a.url, a.publishers, a.connect_concurrency).await?;
     // The server may register a socket a moment after its handshake: let every one settle.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let period = (a.rate > 0.0).then(|| secs(a.publishers as f64 / a.rate));
-    for (i, ws) in publishers.into_iter().enumerate() {
+    let n = publishers.len();
+    let period = (a.rate > 0.0).then(|| secs(n as f64 / a.rate));
+    for (i, (ws, room)) in publishers.into_iter().enumerate() {
         let (sink, stream) = ws.split();
         tokio::spawn(receive(stream, shared.clone()));
-        let offset = period.map_or(Duration::ZERO, |p| p * i as u32 / a.publishers as u32);
-        tokio::spawn(publish(sink, shared.clone(), period, offset, a.pad));
+        let offset = period.map_or(Duration::ZERO, |p| p.mul_f64(i as f64 / n as f64));
+        let shape = Shape {
+            v2,
+            room,
+            pad: a.pad,
+        };
+        tokio::spawn(publish(sink, shared.clone(), period, offset, shape));
     }
     let tool_start = procfs::sample(std::process::id()).map_err(|e| e.to_string())?;
 
@@ -350,7 +449,7 @@ impl FanoutReport {
                  \"rate\":{},\"window_secs\":{:.3},\"publications\":{},\"expected\":{},\"delivered\":{},\
                  \"lost\":{},\"deliveries_per_sec\":{:.1},\"latency_us\":{{\"p50\":{:.1},\"p99\":{:.1},\
                  \"p999\":{:.1},\"max\":{:.1},\"mean\":{:.1}}},\"unexpected\":{},\"closed\":{},\
-                 \"tool_cpu_secs\":{:.3}",
+                 \"tool_cpu_secs\":{:.3},\"v2\":{},\"rooms\":{},\"members\":{}",
                 json_str(label),
                 json_str(&a.url),
                 a.subscribers,
@@ -370,6 +469,9 @@ impl FanoutReport {
                 self.unexpected,
                 self.closed,
                 self.tool_cpu_secs,
+                a.v2,
+                a.rooms,
+                a.members,
             );
             if let (Some((_, end)), Some((cpu, per_million))) = (self.server, cpu) {
                 let _ = write!(
@@ -383,10 +485,19 @@ impl FanoutReport {
             return s;
         }
         let mut s = String::new();
+        let who = if a.rooms > 0 {
+            format!("{} rooms x {} members", a.rooms, a.members)
+        } else {
+            format!(
+                "{} subscribers + {} publishers",
+                a.subscribers, a.publishers
+            )
+        };
+        let protocol = if a.v2 { ", protocol v2" } else { "" };
         let _ = writeln!(
             s,
-            "{label}: {} subscribers + {} publishers at {}, {:.1} s measured ({})",
-            a.subscribers, a.publishers, a.url, self.window_secs, mode
+            "{label}: {who} at {}{protocol}, {:.1} s measured ({})",
+            a.url, self.window_secs, mode
         );
         let _ = writeln!(
             s,
@@ -434,12 +545,12 @@ pub async fn idle(a: IdleArgs) -> Result<IdleReport, String> {
         return Err("--connections must be at least 1".into());
     }
     let shared = Arc::new(Shared::new(0, 1));
-    for ws in connect_all(&a.url, a.baseline, a.connect_concurrency).await? {
+    for ws in connect_all(&a.url, a.baseline, a.connect_concurrency, a.v2).await? {
         tokio::spawn(receive(ws, shared.clone()));
     }
     tokio::time::sleep(secs(a.settle)).await;
     let before = procfs::sample(a.pid).map_err(|e| e.to_string())?;
-    for ws in connect_all(&a.url, a.connections, a.connect_concurrency).await? {
+    for ws in connect_all(&a.url, a.connections, a.connect_concurrency, a.v2).await? {
         tokio::spawn(receive(ws, shared.clone()));
     }
     tokio::time::sleep(secs(a.settle)).await;
@@ -555,6 +666,9 @@ mod tests {
             pad: 16,
             pid: Some(std::process::id()),
             connect_concurrency: 4,
+            v2: false,
+            rooms: 0,
+            members: 5,
         }
     }
 
@@ -599,11 +713,41 @@ mod tests {
             settle: 0.1,
             pid: std::process::id(),
             connect_concurrency: 8,
+            v2: false,
         };
         let r = idle(a).await.unwrap();
         assert_eq!(r.closed, 0);
         assert!(r.after.rss_kib > 0 && r.before.rss_kib > 0);
         assert!(r.render("relay", true).contains(r#""connections":20"#));
+    }
+
+    #[test]
+    fn publishers_send_notices_edits_and_envelopes() {
+        let laptimes = Shape {
+            v2: false,
+            room: None,
+            pad: 0,
+        };
+        assert_eq!(laptimes.frame(true, 1, 2), notice::build(true, 1, 2, 0));
+        let edit = Shape {
+            v2: true,
+            room: Some("r7".into()),
+            pad: 0,
+        };
+        assert_eq!(
+            edit.frame(false, 3, 4),
+            r#"{"sb":"msg","msg":{"type":"TASK_UPDATE","projectId":"r7","payload":{"a":0,"m":0,"seq":3,"t":4}}}"#
+        );
+        assert!(is_setup(
+            br#"{"sb":"subscribed","stream":"all","epoch":"0","offset":0}"#
+        ));
+        assert!(is_setup(
+            br#"{"sb":"msg","msg":{"type":"USER_PRESENCE","payload":{}}}"#
+        ));
+        assert!(is_setup(
+            br#"{"sb":"msg","msg":{"type":"CONNECTION_ESTABLISHED","clientId":"c"}}"#
+        ));
+        assert!(!is_setup(notice::build(true, 1, 2, 0).as_bytes()));
     }
 
     #[tokio::test]
