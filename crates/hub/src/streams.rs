@@ -56,7 +56,7 @@ pub(crate) struct Current {
 
 /// A v2 connection's subscription to one stream.
 pub(crate) struct Sub {
-    pub(crate) stream: String,
+    pub(crate) stream: Cow<'static, str>,
     /// Set until the connection has caught up and gets the stream live.
     pub(crate) catching: Option<Box<Catching>>,
     /// Offsets of this stream that were for the connection and were dropped, not yet reported.

@@ -224,8 +224,14 @@ impl Core {
         // Most connections follow one or two streams: grow one at a time (a first push would
         // reserve four), an idle connection's memory is what scales.
         v2.subs.reserve_exact(1);
+        // The system stream's name is static: a connection that follows only it allocates
+        // no name.
+        let name = match streams.system {
+            Some(system) if system == stream => Cow::Borrowed(system),
+            _ => Cow::Owned(stream.to_string()),
+        };
         v2.subs.push(Sub {
-            stream: stream.to_string(),
+            stream: name,
             catching: Some(Box::new(Catching {
                 fetch: Some(id),
                 resuming: presented.is_some(),

@@ -163,6 +163,17 @@ struct State {
 }
 
 impl State {
+    /// Queue `chunk`. A queue's first allocation holds two chunks, not the four a first
+    /// `push_back` reserves: most connections never have more queued (a greeting, v2's
+    /// `session` and `subscribed`), and what a queue once held stays allocated while the
+    /// connection is idle.
+    fn enqueue(&mut self, chunk: Chunk) {
+        if self.queue.capacity() == 0 {
+            self.queue.reserve_exact(2);
+        }
+        self.queue.push_back(chunk);
+    }
+
     fn fail(&mut self) {
         self.failed = true;
         self.queue.clear();
@@ -335,7 +346,7 @@ impl Outbox {
             if chunk.hub_bytes == 0 {
                 st.raw_queued += chunk.len();
             }
-            st.queue.push_back(chunk);
+            st.enqueue(chunk);
             return Pushed::Queued;
         }
         let mut done = 0;
@@ -357,7 +368,7 @@ impl Outbox {
         if chunk.hub_bytes == 0 {
             st.raw_queued += chunk.len();
         }
-        st.queue.push_back(chunk);
+        st.enqueue(chunk);
         if !st.flushing && self.socket.get().is_some() {
             st.flushing = true;
             tokio::spawn(flush(self.clone()));
@@ -378,7 +389,7 @@ impl Outbox {
         if first {
             st.corked = true;
         }
-        st.queue.push_back(Chunk::text(payload));
+        st.enqueue(Chunk::text(payload));
         if first {
             Corked::First
         } else {
