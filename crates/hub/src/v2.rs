@@ -62,11 +62,19 @@ fn transmit(
     });
 }
 
-/// Whether `len` more bytes fit `c`'s queue (a frame always fits an empty queue, so a frame
-/// larger than the budget cannot stall a replay).
-fn fits(c: &Connection, extra: usize, len: usize, max: usize) -> bool {
-    let queued = c.queued_bytes + extra;
-    queued == 0 || queued.saturating_add(len) <= max
+/// Whether `len` more bytes fit `c`'s queue. The bound is the one of every frame, v1's too:
+/// queued bytes never pass `max_queued_bytes`. A frame larger than the whole budget never fits
+/// (see [`pump_sub`]); any other fits once the client has read what is queued.
+fn fits(c: &Connection, len: usize, max: usize) -> bool {
+    c.queued_bytes.saturating_add(len) <= max
+}
+
+/// Note offset `position` of a stream as skipped, for the next gap report.
+fn skipped(gap: &mut Option<(Position, u64)>, position: Position) {
+    match gap {
+        Some((from, to)) if from.epoch == position.epoch => *to = (*to).max(position.offset),
+        gap => *gap = Some((position, position.offset)),
+    }
 }
 
 /// Whether `entry` is for the connection `c` of `session`, by the live rules.
@@ -363,7 +371,7 @@ impl Core {
         let Some(c) = conn_mut(&mut self.conns, h) else {
             return;
         };
-        if fits(c, 0, frame.len(), max) {
+        if fits(c, frame.len(), max) {
             transmit(&mut self.outputs, &mut self.counters, h, c, frame);
         } else if policy == SlowConsumerPolicy::Close {
             self.counters.slow_consumer_closes += 1;
@@ -502,8 +510,8 @@ impl Core {
         };
         let len = frame.len();
         if let Some(catching) = sub.catching.as_deref_mut() {
-            if queued == 0 && catching.held_bytes == 0 || queued + catching.held_bytes + len <= max
-            {
+            // Held in the hub, beside the queue: as many bytes as the queue may hold.
+            if catching.held_bytes.saturating_add(len) <= max {
                 catching.held_bytes += len;
                 catching.held.push_back((position, frame.clone()));
                 return;
@@ -516,7 +524,7 @@ impl Core {
                 .gap
                 .map(|(from, to)| wire::gap(stream, from.epoch, from.offset, to));
             let need = len + gap.as_ref().map_or(0, Text::len);
-            if queued == 0 || queued.saturating_add(need) <= max {
+            if queued.saturating_add(need) <= max {
                 if position.is_some() {
                     sub.last = position;
                 }
@@ -597,7 +605,11 @@ impl Core {
     /// Move `h`'s busy subscriptions on as far as its queue allows: replay, the `subscribed`
     /// frame, held live publications, pending gap reports.
     pub(crate) fn v2_pump(&mut self, h: ConnectionHandle) {
-        let max = self.config.limits.max_queued_bytes;
+        let budget = Budget {
+            max: self.config.limits.max_queued_bytes,
+            policy: self.config.limits.slow_consumer,
+        };
+        let mut stuck = false;
         let Core {
             conns,
             outputs,
@@ -613,12 +625,22 @@ impl Core {
         let Some(mut v2) = c.v2.take() else { return };
         if v2.busy > 0 {
             for sub in &mut v2.subs {
-                if pump_sub(h, c, v2.session, sub, max, outputs, counters) {
-                    v2.busy -= 1;
+                match pump_sub(h, c, v2.session, sub, budget, outputs, counters) {
+                    Pumped::Done => v2.busy -= 1,
+                    Pumped::Waiting => {}
+                    Pumped::Stuck => stuck = true,
                 }
             }
         }
         c.v2 = Some(v2);
+        if stuck {
+            self.counters.slow_consumer_closes += 1;
+            self.close(
+                h,
+                CloseCode::SLOW_CONSUMER,
+                Cow::Borrowed("a v2 control frame is larger than the outbound queue allows"),
+            );
+        }
     }
 
     /// Whether `h` speaks v2 and has a subscription catching up or a gap to report.
@@ -629,19 +651,48 @@ impl Core {
     }
 }
 
-/// Move one subscription on; `true` when it has nothing left to do (it was busy before).
+/// A connection's outbound budget and what happens past it.
+#[derive(Clone, Copy)]
+struct Budget {
+    max: usize,
+    policy: SlowConsumerPolicy,
+}
+
+/// What moving a subscription on came to.
+enum Pumped {
+    /// Nothing left to do (it was busy before).
+    Done,
+    /// More to send when the queue drains (or the fetch is answered).
+    Waiting,
+    /// A control frame (`subscribed`, `gap`) is larger than the whole budget and the policy is
+    /// to close: the connection cannot be served.
+    Stuck,
+}
+
+/// Move one subscription on, within the budget. A publication larger than the whole budget can
+/// never be queued: it is skipped and reported as a gap (as a live one is under `drop`); a
+/// control frame that large is dropped under `drop` and closes the connection under `close`.
 fn pump_sub(
     h: ConnectionHandle,
     c: &mut Connection,
     session: SessionId,
     sub: &mut Sub,
-    max: usize,
+    budget: Budget,
     outputs: &mut VecDeque<Output>,
     counters: &mut crate::Counters,
-) -> bool {
+) -> Pumped {
+    let max = budget.max;
+    // A control frame that can never fit: dropped (and counted), or the connection is stuck.
+    let oversized = |counters: &mut crate::Counters| match budget.policy {
+        SlowConsumerPolicy::Drop => {
+            counters.dropped_deliveries += 1;
+            None
+        }
+        SlowConsumerPolicy::Close => Some(Pumped::Stuck),
+    };
     if let Some(catching) = sub.catching.as_deref_mut() {
         let Some(answer) = &catching.answer else {
-            return false; // The fetch is in flight.
+            return Pumped::Waiting; // The fetch is in flight.
         };
         let top = answer.top;
         while let Some((offset, entry)) = catching.replay.front() {
@@ -655,8 +706,14 @@ fn pump_sub(
                 offset: *offset,
             };
             let frame = wire::publication(&sub.stream, position, &entry.payload);
-            if !fits(c, catching.held_bytes, frame.len(), max) {
-                return false;
+            if frame.len() > max {
+                catching.replay.pop_front();
+                counters.dropped_deliveries += 1;
+                skipped(&mut sub.gap, position);
+                continue;
+            }
+            if !fits(c, frame.len(), max) {
+                return Pumped::Waiting;
             }
             catching.replay.pop_front();
             catching.replayed += 1;
@@ -671,14 +728,16 @@ fn pump_sub(
                 },
                 (None, false) => Outcome::Fresh,
             };
-            // Small and once per subscription: it goes out whatever the queue holds.
-            transmit(
-                outputs,
-                counters,
-                h,
-                c,
-                wire::subscribed(&sub.stream, top, outcome),
-            );
+            let frame = wire::subscribed(&sub.stream, top, outcome);
+            if frame.len() > max {
+                if let Some(stuck) = oversized(counters) {
+                    return stuck;
+                }
+            } else if !fits(c, frame.len(), max) {
+                return Pumped::Waiting;
+            } else {
+                transmit(outputs, counters, h, c, frame);
+            }
             catching.announced = true;
             if top.is_some() {
                 sub.last = top;
@@ -687,8 +746,8 @@ fn pump_sub(
         while let Some((position, frame)) = catching.held.front() {
             // Held publications the replay already covered are not sent twice.
             let given = covered(*position, sub.last);
-            if !given && !fits(c, catching.held_bytes - frame.len(), frame.len(), max) {
-                return false;
+            if !given && !fits(c, frame.len(), max) {
+                return Pumped::Waiting;
             }
             let (position, frame) = catching.held.pop_front().expect("front exists");
             catching.held_bytes -= frame.len();
@@ -700,20 +759,25 @@ fn pump_sub(
             }
         }
         sub.catching = None;
-        if sub.gap.is_some() {
-            return false; // Still busy: the gap is reported next.
+        if sub.gap.is_none() {
+            return Pumped::Done;
         }
-        return true;
+        // Still busy: the gap is reported next.
     }
     if let Some((from, to)) = sub.gap {
         let frame = wire::gap(&sub.stream, from.epoch, from.offset, to);
-        if !fits(c, 0, frame.len(), max) {
-            return false;
+        if frame.len() > max {
+            if let Some(stuck) = oversized(counters) {
+                return stuck;
+            }
+        } else if !fits(c, frame.len(), max) {
+            return Pumped::Waiting;
+        } else {
+            counters.gaps += 1;
+            transmit(outputs, counters, h, c, frame);
         }
         sub.gap = None;
-        counters.gaps += 1;
-        transmit(outputs, counters, h, c, frame);
-        return true;
+        return Pumped::Done;
     }
-    false
+    Pumped::Waiting
 }

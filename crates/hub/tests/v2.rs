@@ -668,6 +668,53 @@ fn a_replay_larger_than_the_queue_goes_out_as_it_drains() {
     assert_eq!(all.last().unwrap()["sb"], "subscribed");
 }
 
+/// The queue bound holds for v2 frames too (v1's rule: queued bytes never pass
+/// `max_queued_bytes`). A kept publication larger than the whole bound can never be queued: a
+/// replay skips it and reports it as a gap, after the `subscribed` frame, instead of stalling.
+#[test]
+fn a_publication_larger_than_the_queue_is_skipped_in_replay_and_reported() {
+    let max = 300;
+    let config = Config {
+        limits: Limits {
+            max_queued_bytes: max,
+            ..Limits::default()
+        },
+        history: Some(history_config()),
+        ..Config::default()
+    };
+    let mut net = Net::with(config, HistoryLimits::default());
+    let v1 = net.open_v1();
+    let a = net.open(&[]);
+    let fa = net.take(a);
+    let (sa, position) = (session_of(&fa), since(&fa, "all"));
+    net.drop_conn(a);
+    for i in 1..=6 {
+        let pad = if i == 4 { 400 } else { 40 };
+        net.tell(v1, &format!("a{i}{}", "z".repeat(pad)));
+    }
+    net.flush = false;
+    let a2 = net.open(&[("sb_session", &sa), ("sb_since", &position)]);
+    let mut all = Vec::new();
+    for _ in 0..20 {
+        let queued = net.hub.connection(a2).unwrap().queued_bytes;
+        assert!(queued <= max, "{queued} bytes queued, over {max}");
+        all.extend(net.take(a2));
+        net.drain(a2);
+    }
+    all.extend(net.take(a2));
+    let offsets: Vec<u64> = net_pubs(&all).iter().map(|p| p.0).collect();
+    assert_eq!(offsets, [1, 2, 3, 5, 6]);
+    let subscribed = all.iter().position(|v| v["sb"] == "subscribed").unwrap();
+    assert_eq!(all[subscribed]["replayed"], 5);
+    let gap = all
+        .iter()
+        .position(|v| v["sb"] == "gap")
+        .expect("the skip is told");
+    assert!(gap > subscribed);
+    assert_eq!((&all[gap]["from"], &all[gap]["to"]), (&json!(4), &json!(4)));
+    assert!(net.closed.is_empty());
+}
+
 #[test]
 fn filters_and_user_targets_apply_to_replay_as_to_live_delivery() {
     let mut net = Net::new();
