@@ -30,7 +30,9 @@ pub struct Publication {
     /// When `Some`, only connections whose filter matches these tags receive it; when `None`,
     /// filters do not apply.
     pub tags: Option<Tags>,
-    /// The encoded frame.
+    /// The encoded frame. In a hub with history it must be one JSON value (every protocol's
+    /// frames are): a v2 connection receives it inside the envelope, `{"sb":"pub",...,"msg":`
+    /// payload `}`, as it is, without a check per delivery.
     pub payload: Text,
     /// Whether its stream's history keeps it (for v2 positions and resume): the stream is its
     /// room, or the protocol's system stream for [`Target::All`] and [`Target::User`]. Replies

@@ -105,6 +105,9 @@ pub(crate) struct V2Conn {
     pub(crate) subs: Vec<Sub>,
     /// Positions presented (in the upgrade, or with a message) for streams not subscribed yet.
     pub(crate) since: Vec<(String, Position)>,
+    /// Streams this connection left (at most [`MAX_POSITIONS`], oldest forgotten first): it was
+    /// given their positions in this session, so a re-join may present them.
+    pub(crate) left: Vec<Cow<'static, str>>,
     /// Subscriptions still catching up, or with a gap to report.
     pub(crate) busy: usize,
     /// Whether it resumed a session. Positions are honoured only within the session that

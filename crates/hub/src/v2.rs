@@ -151,14 +151,28 @@ impl Core {
             session: id,
             subs: Vec::new(),
             since: Vec::new(),
+            left: Vec::new(),
             busy: 0,
             resumed,
         };
         v2.note_since(positions);
         c.v2 = Some(Box::new(v2));
         c.filter = filter;
+        // Within the queue bound like every frame. The queue is empty (nothing was sent yet),
+        // so only a budget smaller than this frame refuses it, and a v2 client that does not
+        // know its session cannot be served: closed, whatever the slow-consumer policy.
         let frame = wire::session(id, resumed);
-        transmit(&mut self.outputs, &mut self.counters, h, c, frame);
+        if frame.len() <= self.config.limits.max_queued_bytes {
+            transmit(&mut self.outputs, &mut self.counters, h, c, frame);
+        } else {
+            self.counters.slow_consumer_closes += 1;
+            self.close(
+                h,
+                CloseCode::SLOW_CONSUMER,
+                Cow::Borrowed("the outbound queue limit is smaller than the session frame"),
+            );
+            return;
+        }
         if let Some(old) = taken_from {
             // The client came back before its old socket was found dead. The session is no
             // longer the old connection's, so its close leaves the session alone.
@@ -222,8 +236,11 @@ impl Core {
             .position(|(s, _)| s == stream)
             .map(|i| v2.since.remove(i).1);
         // Without its session a position cannot be honoured: fetch only the top, and say why.
+        // The session is this one when it was resumed, or when this connection was given
+        // positions of the stream before (it left the stream and joins again).
+        let known = v2.resumed || v2.left.iter().any(|s| s == stream);
         let (since, lost) = match presented {
-            Some(_) if !v2.resumed => (None, Some("session")),
+            Some(_) if !known => (None, Some("session")),
             since => (since, None),
         };
         let id = FetchId(streams.next_fetch);
@@ -284,6 +301,13 @@ impl Core {
         }
         if let Some(id) = sub.catching.and_then(|c| c.fetch) {
             streams.fetches.remove(&id);
+        }
+        // Positions of this stream were given in this session: a re-join may present them.
+        if !v2.left.iter().any(|s| *s == sub.stream) {
+            if v2.left.len() == MAX_POSITIONS {
+                v2.left.remove(0);
+            }
+            v2.left.push(sub.stream);
         }
     }
 

@@ -666,7 +666,11 @@ impl World {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 192, ..ProptestConfig::default() })]
+    // 192 cases by default (about a second); `PROPTEST_CASES=N` runs more.
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(192),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn resumed_clients_get_everything_for_them_once_in_order(

@@ -785,6 +785,42 @@ fn room_streams_resume_on_join_with_the_position_given() {
     assert!(net_pubs(&net.take(b2)).is_empty());
 }
 
+/// A connection that leaves a room and joins it again presents the position it was given on
+/// this connection: honoured, though its session is a fresh one (not resumed). A fresh
+/// connection presenting a position it did not get in its session is not (reason `session`).
+#[test]
+fn a_rejoin_on_the_same_connection_recovers_from_its_own_position() {
+    let mut net = Net::new();
+    let a = net.open(&[]);
+    let b = net.open(&[]);
+    net.tell(a, "jroom");
+    net.tell(b, "jroom");
+    net.take(b);
+    net.tell(a, "rroom:x");
+    let position = since(&net.take(b), "room");
+    net.tell(b, "lroom");
+    net.tell(a, "rroom:y");
+    net.tell(a, "rroom:z");
+    let (stream, rest) = position.split_once('~').unwrap();
+    let (epoch, offset) = rest.split_once('~').unwrap();
+    let since =
+        json!([{"stream": stream, "epoch": epoch, "offset": offset.parse::<u64>().unwrap()}]);
+    net.send(
+        b,
+        json!({"sb": "msg", "since": since.clone(), "msg": "jroom"}),
+    );
+    let frames = net.take(b);
+    assert_eq!(net_pubs(&frames), [(2, "y".into()), (3, "z".into())]);
+    assert_eq!(frames.last().unwrap()["recovered"], true);
+    // A new connection with a new session cannot use it.
+    let c = net.open(&[]);
+    net.take(c);
+    net.send(c, json!({"sb": "msg", "since": since, "msg": "jroom"}));
+    let frames = net.take(c);
+    assert!(net_pubs(&frames).is_empty());
+    assert_eq!(frames.last().unwrap()["reason"], "session");
+}
+
 #[test]
 fn resuming_a_session_still_connected_closes_the_old_connection() {
     let mut net = Net::new();
