@@ -15,20 +15,27 @@
 //! - with replication on, the rooms announced opened and not closed are exactly the rooms;
 //! - for `hub_ops` (a typed hub), every room's member count matches its member list and the
 //!   members' own room lists;
+//! - with history (protocol v2): every `Append` and `Fetch` is answered by a real engine
+//!   ([`MemoryHistory`]), appends in order, fetches late and in any order, some failing; each
+//!   append answer is one the hub waits for; on every v2 connection, the publications of a stream
+//!   come with offsets that only grow within an epoch, never below the connection's
+//!   `subscribed` position (no duplicate, no going back), whatever resumes, fetches and drops did;
 //! - for the systems: a documented round trip is stable (decode, encode, decode, encode gives
 //!   the same bytes), and a frame or request decoded by the system's decoder off the hub
 //!   (`Frame::Decoded`, `handle_request`) has exactly the effect of the hub decoding it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use arbitrary::{Arbitrary, Unstructured};
 use serde_json::{Map, Number, Value};
+use switchboard_hub::history::{FetchId, HistoryError, HistoryLimits, MemoryHistory, Position};
 use switchboard_hub::{
     Bytes, CloseCode, Config, ConnectionHandle, Context, Dialect, DynDecode, DynHub, Filter, Frame,
-    HttpRequest, Hub, Identity, Instant, Limits, Method, OpenInfo, Output, Protocol, Publication,
-    RateLimit, RatePolicy, RawText, SlowConsumerPolicy, Target, Text, UnixTime, UnknownConnection,
+    HistoryConfig, HttpRequest, Hub, Identity, Instant, Limits, Method, OpenInfo, Output, Protocol,
+    Publication, RateLimit, RatePolicy, RawText, SlowConsumerPolicy, Target, Text, UnixTime,
+    UnknownConnection,
 };
 use switchboard_protocol::{Direction, Options, SystemSpec, SYSTEMS};
 
@@ -64,9 +71,156 @@ pub struct Tracker {
     /// Known handles the driver reported more bytes flushed for than it saw transmitted: the
     /// hub's count for them saturated, so the driver's is no longer exact.
     inexact: BTreeSet<ConnectionHandle>,
+    /// The history engine, when the hub keeps history.
+    engine: Option<MemoryHistory>,
+    /// Appends the engine kept whose positions the hub has not been told yet, oldest first.
+    appends: VecDeque<(String, Position)>,
+    /// Fetches asked and not answered yet.
+    fetches: VecDeque<(FetchId, String, Option<Position>)>,
+    /// Connections opened as protocol v2.
+    v2: BTreeSet<ConnectionHandle>,
+    /// Session ids the hub named (most recent last; bounded), for resumes.
+    pub sessions: Vec<String>,
+    /// The latest position of each stream each v2 connection was given: (epoch, offset).
+    positions: BTreeMap<(ConnectionHandle, String), (String, u64)>,
 }
 
 impl Tracker {
+    /// A tracker for a hub configured with `config`: with an engine when it keeps history.
+    pub fn for_config(config: &Config) -> Self {
+        Tracker {
+            engine: config
+                .history
+                .as_ref()
+                .map(|h| MemoryHistory::new(h.limits, 7)),
+            ..Tracker::default()
+        }
+    }
+
+    /// A connection was accepted as protocol v2.
+    pub fn opened_v2(&mut self, h: ConnectionHandle) {
+        self.opened(h);
+        self.v2.insert(h);
+    }
+
+    /// Streams some v2 connection was given a position in, with the latest position seen.
+    pub fn streams(&self) -> Vec<(String, String, u64)> {
+        let mut out: BTreeMap<&str, (&str, u64)> = BTreeMap::new();
+        for ((_, stream), (epoch, offset)) in &self.positions {
+            out.insert(stream, (epoch, *offset));
+        }
+        out.into_iter()
+            .map(|(s, (e, o))| (s.to_string(), e.to_string(), o))
+            .collect()
+    }
+
+    /// Whether appends or fetches wait for their answer.
+    pub fn unanswered(&self) -> bool {
+        !self.appends.is_empty() || !self.fetches.is_empty()
+    }
+
+    /// Answer up to `n` appends (in order) and `n` fetches (oldest or, `reversed`, newest first);
+    /// with `fail`, as the engine failing. A fetch is computed now, so it may hold entries the
+    /// hub has not been told the positions of yet.
+    pub fn answer(
+        &mut self,
+        hub: &mut dyn DynHub,
+        now: Instant,
+        n: usize,
+        reversed: bool,
+        fail: bool,
+    ) {
+        for _ in 0..n {
+            let Some((stream, position)) = self.appends.pop_front() else {
+                break;
+            };
+            let answer = if fail {
+                Err(HistoryError::Unavailable)
+            } else {
+                Ok(position)
+            };
+            assert!(
+                hub.handle_appended(now, &stream, answer).is_ok(),
+                "the hub did not wait for the append of {stream:?} it asked for"
+            );
+        }
+        let engine = self.engine.as_mut();
+        let Some(engine) = engine else { return };
+        for _ in 0..n {
+            let next = if reversed {
+                self.fetches.pop_back()
+            } else {
+                self.fetches.pop_front()
+            };
+            let Some((id, stream, since)) = next else {
+                break;
+            };
+            let answer = if fail {
+                Err(HistoryError::Unavailable)
+            } else {
+                Ok(engine.fetch(now, &stream, since))
+            };
+            hub.handle_fetched(now, id, answer);
+        }
+    }
+
+    /// Move the engine's clock (its age limit).
+    pub fn engine_time(&mut self, now: Instant) {
+        if let Some(engine) = &mut self.engine {
+            engine.handle_timeout(now);
+        }
+    }
+
+    /// A frame to a v2 connection: note sessions, and check that a stream's publications never
+    /// go back or repeat.
+    fn v2_frame(&mut self, h: ConnectionHandle, payload: &[u8]) {
+        if !self.v2.contains(&h) {
+            return;
+        }
+        let v: Value = serde_json::from_slice(payload)
+            .unwrap_or_else(|e| panic!("a v2 frame that is not JSON ({e})"));
+        let kind = v["sb"].as_str().expect("every v2 frame says what it is");
+        let position = || {
+            let stream = v["stream"].as_str()?.to_string();
+            let epoch = v["epoch"].as_str()?.to_string();
+            Some((stream, epoch, v["offset"].as_u64()?))
+        };
+        match kind {
+            "session" => {
+                if self.sessions.len() == 16 {
+                    self.sessions.remove(0);
+                }
+                self.sessions
+                    .push(v["session"].as_str().unwrap().to_string());
+            }
+            "pub" => {
+                let (stream, epoch, offset) = position().expect("a publication has a position");
+                let last = self.positions.get(&(h, stream.clone()));
+                if let Some((e, o)) = last {
+                    assert!(
+                        *e != epoch || offset > *o,
+                        "{h:?} got {stream:?} offset {offset} after {o} (epoch {epoch})"
+                    );
+                }
+                self.positions.insert((h, stream), (epoch, offset));
+            }
+            "subscribed" => {
+                if let Some((stream, epoch, offset)) = position() {
+                    let last = self.positions.get(&(h, stream.clone()));
+                    if let Some((e, o)) = last {
+                        assert!(
+                            *e != epoch || offset >= *o,
+                            "{h:?} subscribed to {stream:?} at {offset}, below {o} it had"
+                        );
+                    }
+                    self.positions.insert((h, stream), (epoch, offset));
+                }
+            }
+            "msg" | "ack" | "gap" | "error" => {}
+            other => panic!("an unknown v2 frame kind {other:?}"),
+        }
+    }
+
     /// A connection was accepted.
     pub fn opened(&mut self, h: ConnectionHandle) {
         assert!(
@@ -91,6 +245,8 @@ impl Tracker {
         self.open.remove(i);
         self.queued.remove(&h);
         self.inexact.remove(&h);
+        self.v2.remove(&h);
+        self.positions.retain(|(c, _), _| *c != h);
         if self.closed.len() == 64 {
             self.closed.remove(0);
         }
@@ -187,6 +343,7 @@ impl Tracker {
                         self.knows(connection),
                         "transmit to {connection:?}, which the hub let go"
                     );
+                    self.v2_frame(connection, &payload);
                     let q = self.queued.entry(connection).or_default();
                     *q += payload.len();
                     assert!(
@@ -248,6 +405,15 @@ impl Tracker {
                         self.announced.remove(&r),
                         "{r:?} announced closed but not open"
                     );
+                }
+                Output::Append { stream, entry } => {
+                    let engine = self.engine.as_mut().expect("an append without history");
+                    let position = engine.append(now, &stream, entry);
+                    self.appends.push_back((stream, position));
+                }
+                Output::Fetch { id, stream, since } => {
+                    assert!(self.engine.is_some(), "a fetch without history");
+                    self.fetches.push_back((id, stream, since));
                 }
                 other => panic!("an output this harness does not know: {other:?}"),
             }
@@ -363,6 +529,9 @@ pub struct FuzzConfig {
     pub heartbeat_ms: Option<u16>,
     pub idle_ms: Option<u16>,
     pub replicate: bool,
+    /// History (protocol v2): publications kept per stream, and the age (and session life) in
+    /// steps of 50 ms.
+    pub history: Option<(u8, u8)>,
 }
 
 impl FuzzConfig {
@@ -393,7 +562,22 @@ impl FuzzConfig {
             heartbeat_interval: self.heartbeat_ms.map(|ms| Duration::from_millis(ms.into())),
             idle_timeout: self.idle_ms.map(|ms| Duration::from_millis(ms.into())),
             replicate: self.replicate,
-            history: None,
+            history: self.history.map(|(entries, age)| {
+                let age = Duration::from_millis(u64::from(age) * 50 + 1);
+                HistoryConfig {
+                    limits: HistoryLimits {
+                        max_entries: usize::from(entries % 8),
+                        max_age: age,
+                        max_bytes: 4096,
+                        max_streams: 4,
+                    },
+                    session_ttl: age,
+                    max_detached_sessions: 3,
+                    dedup_window: 4,
+                    max_idempotency_keys: 4,
+                    ..HistoryConfig::with_seed([1; 32])
+                }
+            }),
         }
     }
 }
@@ -586,7 +770,20 @@ pub enum Step {
         user: Option<String>,
         /// The dialect chosen at the upgrade.
         dialect: u8,
+        /// Resume a session the hub named (picked by the byte), presenting positions of the
+        /// streams seen, each this far back.
+        resume: Option<(u8, Vec<u8>)>,
     },
+    /// A v2 envelope around a message: an id from a small set (so resends happen), positions of
+    /// streams seen (this far back), the message.
+    Enveloped {
+        conn: u8,
+        id: Option<u8>,
+        since: Vec<(u8, u8)>,
+        body: Body,
+    },
+    /// The history engine answers up to `n` appends and fetches.
+    Answer { n: u8, reversed: bool, fail: bool },
     /// A text frame, decoded by the hub or (`true`) by the system's decoder off the hub.
     Text(u8, Body, bool),
     /// A binary frame.
@@ -800,14 +997,15 @@ fn raw(spec: &SystemSpec, data: &[u8]) {
     t.check(&*hub);
 }
 
-/// Run one [`Session`] against a fresh hub of `spec`'s system.
-pub fn run_session(spec: &SystemSpec, s: &Session) {
+/// Run one [`Session`] against a fresh hub of `spec`'s system; what the driver saw.
+pub fn run_session(spec: &SystemSpec, s: &Session) -> Tracker {
     let types = spec.client_types;
     let paths = paths(spec);
     let options = Options::default().with_api_keys(s.with_api_key.then_some(API_KEY));
-    let mut hub = start(spec, &options, s.config.build());
+    let config = s.config.build();
+    let mut t = Tracker::for_config(&config);
+    let mut hub = start(spec, &options, config);
     let decoder: Arc<dyn DynDecode> = hub.decoder();
-    let mut t = Tracker::default();
     let mut dialects = BTreeMap::new();
     let mut now = T0;
     // Serials that are multiples of 3 never read on their own: they are the slow consumers.
@@ -818,20 +1016,74 @@ pub fn run_session(spec: &SystemSpec, s: &Session) {
                 query,
                 user,
                 dialect,
+                resume,
             } => {
+                let mut query: Vec<(String, String)> = query
+                    .iter()
+                    .map(|(k, v)| (key(k, types), v.clone()))
+                    .collect();
+                if let (Some((pick, backs)), false) = (resume, t.sessions.is_empty()) {
+                    let session = &t.sessions[usize::from(*pick) % t.sessions.len()];
+                    query.push(("sb_session".into(), session.clone()));
+                    for ((stream, epoch, offset), back) in t.streams().into_iter().zip(backs) {
+                        let offset = offset.saturating_sub(u64::from(*back));
+                        query.push(("sb_since".into(), format!("{stream}~{epoch}~{offset}")));
+                    }
+                }
                 let info = OpenInfo {
                     path: spec.ws_path.unwrap_or("/").into(),
-                    query: query
-                        .iter()
-                        .map(|(k, v)| (key(k, types), v.clone()))
-                        .collect(),
+                    query,
                     identity: user.as_ref().map(Identity::user),
                     dialect: Dialect(*dialect),
                 };
                 if let Ok(h) = hub.handle_open(now, info) {
-                    t.opened(h);
+                    if Dialect(*dialect) == Dialect::V2 {
+                        t.opened_v2(h);
+                    } else {
+                        t.opened(h);
+                    }
                     dialects.insert(h, Dialect(*dialect));
                 }
+            }
+            Step::Enveloped {
+                conn,
+                id,
+                since,
+                body,
+            } => {
+                if let Some(h) = t.pick(*conn) {
+                    let mut envelope = Map::new();
+                    envelope.insert("sb".into(), "msg".into());
+                    if let Some(id) = id {
+                        envelope.insert("id".into(), format!("m{}", id % 8).into());
+                    }
+                    let streams = t.streams();
+                    if !since.is_empty() && !streams.is_empty() {
+                        let positions = since
+                            .iter()
+                            .map(|(pick, back)| {
+                                let (stream, epoch, offset) =
+                                    &streams[usize::from(*pick) % streams.len()];
+                                serde_json::json!({
+                                    "stream": stream,
+                                    "epoch": epoch,
+                                    "offset": offset.saturating_sub(u64::from(*back)),
+                                })
+                            })
+                            .collect();
+                        envelope.insert("since".into(), Value::Array(positions));
+                    }
+                    let msg = body.text(types);
+                    // The message as raw JSON text (or, when it is not JSON, as a string).
+                    let msg = serde_json::from_str(&msg).unwrap_or(Value::String(msg));
+                    envelope.insert("msg".into(), msg);
+                    let text = Text::from(Value::Object(envelope).to_string());
+                    let r = hub.handle_frame(now, h, Frame::Text(text));
+                    t.expect(h, r, "an enveloped frame");
+                }
+            }
+            Step::Answer { n, reversed, fail } => {
+                t.answer(&mut *hub, now, usize::from(*n), *reversed, *fail);
             }
             Step::Text(c, body, off_hub) => {
                 if let Some(h) = t.pick(*c) {
@@ -912,15 +1164,17 @@ pub fn run_session(spec: &SystemSpec, s: &Session) {
                     hub.handle_http(now, req)
                 };
             }
+            // Server-side payloads are JSON, as the hub requires with history (v2 wraps them).
             Step::Publish(body) => {
-                hub.publish(now, Publication::to_all(body.text(types)));
+                hub.publish(now, Publication::to_all(json_text(body, types)));
             }
             Step::Remote(body) => {
-                hub.handle_remote(now, Publication::to_all(body.text(types)));
+                hub.handle_remote(now, Publication::to_all(json_text(body, types)));
             }
             Step::Time(clock) => {
                 now = clock.apply(now, &*hub);
                 hub.handle_timeout(now);
+                t.engine_time(now);
             }
             Step::Drain(n) => {
                 let (_, empty) = t.drain(&mut *hub, now, false, Some(usize::from(*n)), reads);
@@ -935,7 +1189,26 @@ pub fn run_session(spec: &SystemSpec, s: &Session) {
         }
     }
     t.drain(&mut *hub, now, !s.lazy, None, reads);
+    // Every question to the engine gets its answer in the end (answers make new questions:
+    // a replay's connection may join, a resend may publish).
+    for _ in 0..64 {
+        if !t.unanswered() {
+            break;
+        }
+        t.answer(&mut *hub, now, usize::MAX, false, false);
+        t.drain(&mut *hub, now, !s.lazy, None, reads);
+    }
     t.check(&*hub);
+    t
+}
+
+/// The body's text if it is JSON, else the text as a JSON string.
+fn json_text(body: &Body, types: &[&str]) -> String {
+    let text = body.text(types);
+    match serde_json::from_str::<Value>(&text) {
+        Ok(_) => text,
+        Err(_) => Value::String(text).to_string(),
+    }
 }
 
 fn key(k: &Key, types: &[&str]) -> String {
@@ -1078,8 +1351,9 @@ pub fn hub_ops(data: &[u8]) {
 
 /// Run one [`HubOps`] sequence, checking the invariants after every full drain.
 pub fn run_hub_ops(input: &HubOps) {
-    let mut hub = Hub::new(input.config.build(), Commands, T0);
-    let mut t = Tracker::default();
+    let config = input.config.build();
+    let mut t = Tracker::for_config(&config);
+    let mut hub = Hub::new(config, Commands, T0);
     let mut now = T0;
     // Serials that are multiples of 4 never read: they are the slow consumers.
     let reads = |h: ConnectionHandle| !h.serial().is_multiple_of(4);
@@ -1214,6 +1488,9 @@ pub fn run_hub_ops(input: &HubOps) {
             HubOp::Time(clock) => {
                 now = clock.apply(now, &hub);
                 hub.handle_timeout(now);
+                t.engine_time(now);
+                // The engine answers now and then (here: when time moves).
+                t.answer(&mut hub, now, usize::MAX, false, false);
             }
             HubOp::CloseAll => hub.close_all(now, CloseCode::GOING_AWAY, "shutdown"),
             HubOp::Drain(n) => {
@@ -1248,6 +1525,9 @@ pub fn run_hub_ops(input: &HubOps) {
         hub.config().replicate || r.is_empty(),
         "replicated without replication on: {r:?}"
     );
+    t.answer(&mut hub, now, usize::MAX, false, false);
+    t.drain(&mut hub, now, !input.lazy, None, reads);
+    assert!(!t.unanswered(), "answers to the engine made more questions");
     t.check(&hub);
     t.check_structure(&hub);
 }

@@ -17,6 +17,7 @@ fn config() -> FuzzConfig {
         heartbeat_ms: None,
         idle_ms: None,
         replicate: true,
+        history: None,
     }
 }
 
@@ -67,6 +68,7 @@ fn a_session_against_every_system() {
                     query: vec![],
                     user: Some(format!("u{i}")),
                     dialect: 0,
+                    resume: None,
                 });
             }
             for (i, _) in spec.client_types.iter().enumerate() {
@@ -90,4 +92,91 @@ fn a_session_against_every_system() {
             );
         }
     }
+}
+
+/// Protocol v2 against every system: v2 connections with envelopes and ids (resends), the
+/// engine answering late, in reverse and failing, a connection dropping and resuming its session
+/// with positions. The tracker checks that no stream's offsets go back or repeat.
+#[test]
+fn v2_sessions_against_every_system() {
+    let mut positioned = 0;
+    for spec in SYSTEMS {
+        for lazy in [true, false] {
+            let mut steps = Vec::new();
+            for i in 0..3 {
+                steps.push(Step::Open {
+                    query: vec![],
+                    user: Some(format!("u{i}")),
+                    dialect: 1,
+                    resume: None,
+                });
+            }
+            steps.push(Step::Answer {
+                n: 255,
+                reversed: true,
+                fail: false,
+            });
+            for (i, _) in spec.client_types.iter().enumerate() {
+                let i = u8::try_from(i).unwrap();
+                steps.push(Step::Enveloped {
+                    conn: i % 3,
+                    id: Some(i % 2),
+                    since: vec![],
+                    body: Body::Typed(i, vec![]),
+                });
+                steps.push(Step::Publish(Body::Typed(i, vec![])));
+            }
+            steps.push(Step::Answer {
+                n: 1,
+                reversed: false,
+                fail: true,
+            });
+            steps.push(Step::Answer {
+                n: 255,
+                reversed: false,
+                fail: false,
+            });
+            steps.push(Step::Close(1));
+            steps.push(Step::Publish(Body::Text("{}".into())));
+            steps.push(Step::Open {
+                query: vec![],
+                user: Some("u1".into()),
+                dialect: 1,
+                resume: Some((1, vec![0, 1])),
+            });
+            steps.push(Step::Enveloped {
+                conn: 2,
+                id: Some(0),
+                since: vec![(0, 0), (1, 3)],
+                body: Body::Typed(0, vec![]),
+            });
+            steps.push(Step::Drain(2));
+            steps.push(Step::Answer {
+                n: 255,
+                reversed: true,
+                fail: false,
+            });
+            steps.push(Step::Drain(255));
+            let mut config = config();
+            config.history = Some((3, 20));
+            let t = run_session(
+                spec,
+                &Session {
+                    config,
+                    with_api_key: true,
+                    lazy,
+                    steps,
+                },
+            );
+            if !lazy {
+                // Four v2 connections named their session; the last one resumed the session
+                // of the connection that dropped (the second, user u1).
+                assert_eq!(t.sessions.len(), 4, "{}", spec.name);
+                assert_eq!(t.sessions[3], t.sessions[1], "{}", spec.name);
+            }
+            positioned += usize::from(!t.streams().is_empty());
+        }
+    }
+    // The systems with a stream of their own (laptimes, AFC, DCDock) gave positions, twice each.
+    assert!(positioned >= 6, "positions seen in {positioned} sessions");
 }
