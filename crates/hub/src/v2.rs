@@ -303,7 +303,7 @@ impl Core {
             streams.fetches.remove(&id);
         }
         // Positions of this stream were given in this session: a re-join may present them.
-        if !v2.left.iter().any(|s| *s == sub.stream) {
+        if !v2.left.contains(&sub.stream) {
             if v2.left.len() == MAX_POSITIONS {
                 v2.left.remove(0);
             }
