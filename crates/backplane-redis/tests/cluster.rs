@@ -372,3 +372,101 @@ async fn dcdock_filters_and_user_conflicts_cross_nodes() {
         assert_quiet(ws).await;
     }
 }
+
+/// Protocol v2 on a cluster (history per node, this release): node B keeps what node A
+/// publishes in B's own history. A v2 client on B gets A's events with B's positions, and
+/// resuming on B after a drop gets what A published meanwhile, once, in order. Its session and
+/// positions mean nothing to node A: resuming there is answered `recovered: false`.
+#[tokio::test]
+async fn v2_clients_resume_on_their_node_with_what_other_nodes_published() {
+    use switchboard_hub::HistoryConfig;
+    let redis = Redis::start().await;
+    let config = switchboard_hub::Config {
+        history: Some(HistoryConfig::with_seed([5; 32])),
+        ..switchboard_hub::Config::default()
+    };
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        let node = Node::start_with(
+            "afc",
+            &redis.url(),
+            &Options::default(),
+            None,
+            false,
+            config.clone(),
+        )
+        .await;
+        nodes.push(node);
+    }
+    wait_connected(&nodes).await;
+    let post = |n: u32| {
+        let node = &nodes[0];
+        async move {
+            let body = format!(r#"{{"n":{n}}}"#);
+            let resp = node
+                .http(Method::Post, "/events/lap-created", None, &body)
+                .await;
+            assert_eq!(resp.status, 204);
+        }
+    };
+    let mut ws = nodes[1].connect_v2("/ws").await;
+    let session = next_json(&mut ws).await;
+    assert_eq!(session["sb"], "session");
+    let session = session["session"].as_str().unwrap().to_string();
+    let subscribed = next_json(&mut ws).await;
+    assert_eq!(
+        (&subscribed["sb"], &subscribed["offset"]),
+        (&json!("subscribed"), &json!(0))
+    );
+    let epoch = subscribed["epoch"].as_str().unwrap().to_string();
+
+    post(1).await;
+    let first = next_json(&mut ws).await;
+    assert_eq!(
+        (&first["sb"], &first["stream"]),
+        (&json!("pub"), &json!("events"))
+    );
+    assert_eq!(
+        (&first["epoch"], &first["offset"]),
+        (&json!(epoch), &json!(1))
+    );
+    assert_eq!(first["msg"]["payload"]["n"], 1);
+    drop(ws);
+
+    post(2).await;
+    post(3).await;
+    // Node B has kept both (its history holds three entries).
+    let b = nodes[1].hub().clone();
+    let deadline = std::time::Instant::now() + WAIT;
+    while b.stats().await.unwrap().history.entries < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node B never kept A's events"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let resume = format!("/ws?sb_session={session}&sb_since=events~{epoch}~1");
+    let mut ws = nodes[1].connect_v2(&resume).await;
+    let hello = next_json(&mut ws).await;
+    assert_eq!(
+        (&hello["sb"], &hello["resumed"]),
+        (&json!("session"), &json!(true))
+    );
+    for n in [2, 3] {
+        let v = next_json(&mut ws).await;
+        assert_eq!((&v["sb"], &v["offset"]), (&json!("pub"), &json!(n)));
+        assert_eq!(v["msg"]["payload"]["n"], n);
+    }
+    let subscribed = next_json(&mut ws).await;
+    assert_eq!(subscribed["recovered"], true);
+    assert_eq!(subscribed["replayed"], 2);
+    assert_quiet(&mut ws).await;
+
+    // Node A never heard of this session, and its history has its own epoch.
+    let mut elsewhere = nodes[0].connect_v2(&resume).await;
+    let hello = next_json(&mut elsewhere).await;
+    assert_eq!(hello["resumed"], false);
+    let subscribed = next_json(&mut elsewhere).await;
+    assert_eq!(subscribed["recovered"], false);
+    assert_eq!(subscribed["reason"], "session");
+}

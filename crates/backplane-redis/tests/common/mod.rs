@@ -186,6 +186,26 @@ impl Node {
         jwt: Option<&str>,
         lose_room_events: bool,
     ) -> Node {
+        Self::start_with(
+            system,
+            redis_url,
+            options,
+            jwt,
+            lose_room_events,
+            Config::default(),
+        )
+        .await
+    }
+
+    /// As [`Node::start_filtered`], with the hub's `config` (history, say).
+    pub async fn start_with(
+        system: &str,
+        redis_url: &str,
+        options: &Options,
+        jwt: Option<&str>,
+        lose_room_events: bool,
+        config: Config,
+    ) -> Node {
         let spec = switchboard_protocol::system(system).expect("a known system");
         let mut endpoint = Endpoint::from_env(spec);
         endpoint.jwt = jwt.map(JwtKeys::single).unwrap_or_default();
@@ -195,7 +215,7 @@ impl Node {
         let system = System::start(
             endpoint,
             options.clone(),
-            Config::default(),
+            config,
             process.clock.clone(),
             Some(tx),
         );
@@ -234,6 +254,20 @@ impl Node {
     pub async fn connect(&self, path_and_query: &str) -> Ws {
         let url = format!("ws://{}{}", self.server.local_addr(), path_and_query);
         tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
+            .await
+            .expect("connect within the wait")
+            .expect("upgrade accepted")
+            .0
+    }
+
+    /// Open a protocol v2 WebSocket (subprotocol `switchboard.v2`) to `path_and_query`.
+    pub async fn connect_v2(&self, path_and_query: &str) -> Ws {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let url = format!("ws://{}{}", self.server.local_addr(), path_and_query);
+        let mut req = url.into_client_request().unwrap();
+        req.headers_mut()
+            .insert("sec-websocket-protocol", "switchboard.v2".parse().unwrap());
+        tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(req))
             .await
             .expect("connect within the wait")
             .expect("upgrade accepted")
