@@ -45,6 +45,11 @@ fn conn_mut(conns: &mut slab::Slab<Connection>, h: ConnectionHandle) -> Option<&
         .filter(|c| c.serial == h.serial)
 }
 
+/// `h`'s v2 state, if `h` is open and speaks v2.
+fn v2_mut(conns: &mut slab::Slab<Connection>, h: ConnectionHandle) -> Option<&mut V2Conn> {
+    conn_mut(conns, h).and_then(|c| c.v2.as_deref_mut())
+}
+
 /// Queue `frame` to `c` unconditionally, counting it.
 fn transmit(
     core_outputs: &mut VecDeque<Output>,
@@ -219,12 +224,7 @@ impl Core {
         let Some(streams) = self.streams.as_deref_mut() else {
             return;
         };
-        let Some(v2) = self
-            .conns
-            .get_mut(h.slot as usize)
-            .filter(|c| c.serial == h.serial)
-            .and_then(|c| c.v2.as_deref_mut())
-        else {
+        let Some(v2) = v2_mut(&mut self.conns, h) else {
             return;
         };
         if v2.sub(stream).is_some() {
@@ -284,12 +284,7 @@ impl Core {
         let Some(streams) = self.streams.as_deref_mut() else {
             return;
         };
-        let Some(v2) = self
-            .conns
-            .get_mut(h.slot as usize)
-            .filter(|c| c.serial == h.serial)
-            .and_then(|c| c.v2.as_deref_mut())
-        else {
+        let Some(v2) = v2_mut(&mut self.conns, h) else {
             return;
         };
         let Some(at) = v2.subs.iter().position(|s| s.stream == stream) else {
@@ -590,12 +585,7 @@ impl Core {
         let Some((h, stream)) = streams.fetches.remove(&id) else {
             return; // Its connection left the stream, or closed.
         };
-        let Some(v2) = self
-            .conns
-            .get_mut(h.slot as usize)
-            .filter(|c| c.serial == h.serial)
-            .and_then(|c| c.v2.as_deref_mut())
-        else {
+        let Some(v2) = v2_mut(&mut self.conns, h) else {
             return;
         };
         let Some(catching) = v2
@@ -640,10 +630,7 @@ impl Core {
             counters,
             ..
         } = self;
-        let Some(c) = conns
-            .get_mut(h.slot as usize)
-            .filter(|c| c.serial == h.serial)
-        else {
+        let Some(c) = conn_mut(conns, h) else {
             return;
         };
         let Some(mut v2) = c.v2.take() else { return };

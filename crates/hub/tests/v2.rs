@@ -146,6 +146,20 @@ impl Net {
         )
     }
 
+    /// With history and an outbound budget of `max` bytes under `policy`.
+    fn with_queue(max: usize, policy: SlowConsumerPolicy) -> Self {
+        let config = Config {
+            limits: Limits {
+                max_queued_bytes: max,
+                slow_consumer: policy,
+                ..Limits::default()
+            },
+            history: Some(history_config()),
+            ..Config::default()
+        };
+        Self::with(config, HistoryLimits::default())
+    }
+
     fn with(config: Config, limits: HistoryLimits) -> Self {
         Net {
             hub: Hub::new(config, Notes, T0),
@@ -595,16 +609,7 @@ fn a_resend_is_acked_with_the_original_position_and_published_once() {
 
 #[test]
 fn a_live_client_that_misses_publications_is_told_the_range() {
-    let config = Config {
-        limits: Limits {
-            max_queued_bytes: 200,
-            slow_consumer: SlowConsumerPolicy::Drop,
-            ..Limits::default()
-        },
-        history: Some(history_config()),
-        ..Config::default()
-    };
-    let mut net = Net::with(config, HistoryLimits::default());
+    let mut net = Net::with_queue(200, SlowConsumerPolicy::Drop);
     let v1 = net.open_v1();
     let a = net.open(&[]);
     net.take(a);
@@ -633,15 +638,7 @@ fn a_live_client_that_misses_publications_is_told_the_range() {
 
 #[test]
 fn a_replay_larger_than_the_queue_goes_out_as_it_drains() {
-    let config = Config {
-        limits: Limits {
-            max_queued_bytes: 300,
-            ..Limits::default()
-        },
-        history: Some(history_config()),
-        ..Config::default()
-    };
-    let mut net = Net::with(config, HistoryLimits::default());
+    let mut net = Net::with_queue(300, SlowConsumerPolicy::Close);
     let v1 = net.open_v1();
     let a = net.open(&[]);
     let fa = net.take(a);
@@ -674,15 +671,7 @@ fn a_replay_larger_than_the_queue_goes_out_as_it_drains() {
 #[test]
 fn a_publication_larger_than_the_queue_is_skipped_in_replay_and_reported() {
     let max = 300;
-    let config = Config {
-        limits: Limits {
-            max_queued_bytes: max,
-            ..Limits::default()
-        },
-        history: Some(history_config()),
-        ..Config::default()
-    };
-    let mut net = Net::with(config, HistoryLimits::default());
+    let mut net = Net::with_queue(max, SlowConsumerPolicy::Close);
     let v1 = net.open_v1();
     let a = net.open(&[]);
     let fa = net.take(a);
