@@ -57,6 +57,7 @@
 
 mod backoff;
 mod backplane;
+pub mod history;
 mod interest;
 mod node;
 mod status;
