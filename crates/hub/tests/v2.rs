@@ -146,6 +146,17 @@ impl Net {
         )
     }
 
+    /// A v1 publisher, and a v2 client that got its session and its position in `all`, then
+    /// dropped its socket: (the publisher, the session, `all~<epoch>~<offset>`).
+    fn away(&mut self) -> (ConnectionHandle, String, String) {
+        let v1 = self.open_v1();
+        let a = self.open(&[]);
+        let fa = self.take(a);
+        let (session, position) = (session_of(&fa), since(&fa, "all"));
+        self.drop_conn(a);
+        (v1, session, position)
+    }
+
     /// With history and an outbound budget of `max` bytes under `policy`.
     fn with_queue(max: usize, policy: SlowConsumerPolicy) -> Self {
         let config = Config {
@@ -483,11 +494,7 @@ fn outside_the_window_the_client_is_told_it_did_not_recover() {
         ..Config::default()
     };
     let mut net = Net::with(config, limits);
-    let v1 = net.open_v1();
-    let a = net.open(&[]);
-    let fa = net.take(a);
-    let (sa, position) = (session_of(&fa), since(&fa, "all"));
-    net.drop_conn(a);
+    let (v1, sa, position) = net.away();
     for i in 0..3 {
         net.tell(v1, &format!("a{i}"));
     }
@@ -514,11 +521,7 @@ fn outside_the_window_the_client_is_told_it_did_not_recover() {
 #[test]
 fn publications_during_a_fetch_are_held_and_never_doubled() {
     let mut net = Net::new();
-    let v1 = net.open_v1();
-    let a = net.open(&[]);
-    let fa = net.take(a);
-    let (sa, position) = (session_of(&fa), since(&fa, "all"));
-    net.drop_conn(a);
+    let (v1, sa, position) = net.away();
     net.tell(v1, "a1");
     net.tell(v1, "a2");
     net.auto_fetch = false;
@@ -554,11 +557,7 @@ fn publications_during_a_fetch_are_held_and_never_doubled() {
 fn a_fetch_answered_before_a_held_append_keeps_order() {
     // The engine answers the fetch (top 1) while an append is still waiting for its position.
     let mut net = Net::new();
-    let v1 = net.open_v1();
-    let a = net.open(&[]);
-    let fa = net.take(a);
-    let (sa, position) = (session_of(&fa), since(&fa, "all"));
-    net.drop_conn(a);
+    let (v1, sa, position) = net.away();
     net.tell(v1, "a1");
     net.auto_append = false;
     net.tell(v1, "a2");
@@ -639,11 +638,7 @@ fn a_live_client_that_misses_publications_is_told_the_range() {
 #[test]
 fn a_replay_larger_than_the_queue_goes_out_as_it_drains() {
     let mut net = Net::with_queue(300, SlowConsumerPolicy::Close);
-    let v1 = net.open_v1();
-    let a = net.open(&[]);
-    let fa = net.take(a);
-    let (sa, position) = (session_of(&fa), since(&fa, "all"));
-    net.drop_conn(a);
+    let (v1, sa, position) = net.away();
     for i in 0..20 {
         net.tell(v1, &format!("a{i:02}{}", "y".repeat(50)));
     }
@@ -672,11 +667,7 @@ fn a_replay_larger_than_the_queue_goes_out_as_it_drains() {
 fn a_publication_larger_than_the_queue_is_skipped_in_replay_and_reported() {
     let max = 300;
     let mut net = Net::with_queue(max, SlowConsumerPolicy::Close);
-    let v1 = net.open_v1();
-    let a = net.open(&[]);
-    let fa = net.take(a);
-    let (sa, position) = (session_of(&fa), since(&fa, "all"));
-    net.drop_conn(a);
+    let (v1, sa, position) = net.away();
     for i in 1..=6 {
         let pad = if i == 4 { 400 } else { 40 };
         net.tell(v1, &format!("a{i}{}", "z".repeat(pad)));
@@ -917,11 +908,7 @@ fn positions_without_their_session_are_not_honoured() {
     // Exclusion and filters live in the session: a position presented without it cannot be
     // replayed faithfully, so the client is told to refetch.
     let mut net = Net::new();
-    let v1 = net.open_v1();
-    let a = net.open(&[]);
-    let fa = net.take(a);
-    let (_, position) = (session_of(&fa), since(&fa, "all"));
-    net.drop_conn(a);
+    let (v1, _, position) = net.away();
     net.tell(v1, "a1");
     let a2 = net.open(&[
         ("sb_since", &position),
