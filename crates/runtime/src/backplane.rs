@@ -5,6 +5,7 @@
 //! [`crate::HubHandle::remote`]; [`crate::HubHandle::rooms`] tells it which rooms have local
 //! members. Nothing here knows Redis.
 
+use hashbrown::HashMap;
 use switchboard_hub::{Output, Publication};
 use tokio::sync::mpsc;
 
@@ -28,33 +29,69 @@ pub fn replication_channel() -> (mpsc::Sender<Replication>, mpsc::Receiver<Repli
     mpsc::channel(REPLICATION_QUEUE)
 }
 
+fn room_change(room: String, opened: bool) -> Replication {
+    if opened {
+        Replication::RoomOpened(room)
+    } else {
+        Replication::RoomClosed(room)
+    }
+}
+
 /// The hub task's end of the replication channel.
 #[derive(Debug)]
 pub(crate) struct Replicator {
     tx: Option<mpsc::Sender<Replication>>,
     /// Publications the channel could not take, for a log line at each power of two.
     dropped: u64,
+    /// Room changes the full channel could not take yet: each room's latest state (`true`:
+    /// opened), sent as soon as the channel has room. At most one entry per room the hub may
+    /// have, so bounded; a subscription change is late, never lost.
+    rooms: HashMap<String, bool>,
 }
 
 impl Replicator {
     pub(crate) fn new(tx: Option<mpsc::Sender<Replication>>) -> Self {
-        Replicator { tx, dropped: 0 }
+        Replicator {
+            tx,
+            dropped: 0,
+            rooms: HashMap::new(),
+        }
+    }
+
+    /// Send the room changes that waited for room in the channel, as far as it takes them.
+    pub(crate) fn flush(&mut self) {
+        let Some(tx) = self.tx.as_ref() else { return };
+        if self.rooms.is_empty() {
+            return;
+        }
+        let waiting: Vec<String> = self.rooms.keys().cloned().collect();
+        for room in waiting {
+            let opened = self.rooms[&room];
+            match tx.try_send(room_change(room.clone(), opened)) {
+                Ok(()) => {
+                    self.rooms.remove(&room);
+                }
+                Err(mpsc::error::TrySendError::Full(_)) => return,
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    self.rooms.clear();
+                    return;
+                }
+            }
+        }
     }
 
     /// Hand a replication output to the backplane. A publication the full channel cannot take
     /// reached local connections only: returns `Some(1)` for the hub to count. A room change
-    /// that does not fit is left to the backplane's periodic reconciliation with
-    /// [`crate::HubHandle::rooms`].
+    /// that does not fit waits in [`Replicator::flush`]'s list (its latest state per room).
     pub(crate) fn forward(&mut self, out: Output) -> Option<u64> {
         let tx = self.tx.as_ref()?;
         let item = match out {
             Output::Replicate(p) => Replication::Publish(p),
-            Output::RoomOpened(room) => Replication::RoomOpened(room),
-            Output::RoomClosed(room) => Replication::RoomClosed(room),
+            Output::RoomOpened(room) => return self.room(room, true),
+            Output::RoomClosed(room) => return self.room(room, false),
             _ => return None,
         };
-        let is_publication = matches!(item, Replication::Publish(_));
-        if tx.try_send(item).is_ok() || !is_publication {
+        if tx.try_send(item).is_ok() {
             return None;
         }
         self.dropped += 1;
@@ -65,5 +102,68 @@ impl Replicator {
             );
         }
         Some(1)
+    }
+
+    /// A room's first member came or its last went: tell the backplane, after any change that
+    /// is still waiting (so each room's changes keep their order).
+    fn room(&mut self, room: String, opened: bool) -> Option<u64> {
+        self.flush();
+        let tx = self.tx.as_ref()?;
+        if !self.rooms.is_empty() {
+            self.rooms.insert(room, opened);
+            return None;
+        }
+        if let Err(mpsc::error::TrySendError::Full(_)) =
+            tx.try_send(room_change(room.clone(), opened))
+        {
+            self.rooms.insert(room, opened);
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn publish() -> Output {
+        Output::Replicate(Publication::to_all("{}".to_string()))
+    }
+
+    /// With the channel full, publications are dropped and counted, but room changes wait and
+    /// go out (each room's latest state) as soon as the backplane has read.
+    #[test]
+    fn room_changes_wait_for_a_full_channel_and_are_never_lost() {
+        let (tx, mut rx) = mpsc::channel(2);
+        let mut r = Replicator::new(Some(tx));
+        assert_eq!(r.forward(publish()), None);
+        assert_eq!(r.forward(publish()), None);
+        assert_eq!(
+            r.forward(publish()),
+            Some(1),
+            "a publication past a full queue is counted"
+        );
+        assert_eq!(r.forward(Output::RoomOpened("a".into())), None);
+        assert_eq!(r.forward(Output::RoomOpened("b".into())), None);
+        assert_eq!(r.forward(Output::RoomClosed("b".into())), None);
+        assert_eq!(r.rooms.len(), 2, "waiting, not dropped");
+        r.flush();
+        assert_eq!(r.rooms.len(), 2, "still full");
+        assert!(matches!(rx.try_recv(), Ok(Replication::Publish(_))));
+        assert!(matches!(rx.try_recv(), Ok(Replication::Publish(_))));
+        r.flush();
+        let mut got = vec![rx.try_recv().unwrap(), rx.try_recv().unwrap()];
+        got.sort_by_key(|g| format!("{g:?}"));
+        assert_eq!(
+            got,
+            [
+                Replication::RoomClosed("b".into()),
+                Replication::RoomOpened("a".into()),
+            ]
+        );
+        assert!(r.rooms.is_empty());
+        // With room in the channel a change goes at once.
+        assert_eq!(r.forward(Output::RoomClosed("a".into())), None);
+        assert_eq!(rx.try_recv().unwrap(), Replication::RoomClosed("a".into()));
     }
 }

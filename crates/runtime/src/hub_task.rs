@@ -503,6 +503,8 @@ impl HubTask {
                 }
             }
         }
+        // Room changes that waited for the backplane's queue go as soon as it has room.
+        self.replicator.flush();
     }
 
     /// Write each corked connection's frames in one `writev`. A large fan-out is split over the
