@@ -573,6 +573,7 @@ impl FuzzConfig {
                     },
                     session_ttl: age,
                     max_detached_sessions: 3,
+                    max_detached_bytes: 2048,
                     dedup_window: 4,
                     max_idempotency_keys: 4,
                     ..HistoryConfig::with_seed([1; 32])

@@ -101,6 +101,9 @@ pub struct HistoryConfig {
     pub session_ttl: Duration,
     /// Sessions kept without a connection; past it the oldest goes first.
     pub max_detached_sessions: usize,
+    /// Bytes the sessions kept without a connection may hold in all (their message ids and
+    /// acks); past it the oldest goes first.
+    pub max_detached_bytes: usize,
     /// Client message ids a session remembers, to recognise a resend.
     pub dedup_window: usize,
     /// HTTP `Idempotency-Key`s remembered (for `session_ttl`); past it the oldest goes first.
@@ -118,6 +121,7 @@ impl HistoryConfig {
             limits,
             session_ttl: limits.max_age,
             max_detached_sessions: 100_000,
+            max_detached_bytes: 64 << 20,
             dedup_window: 64,
             max_idempotency_keys: 10_000,
             seed: Seed(seed),

@@ -15,7 +15,7 @@ use hashbrown::{DefaultHashBuilder, HashMap};
 use indexmap::IndexSet;
 
 use crate::history::{Entry, FetchId, Position, SessionId};
-use crate::wire::MAX_POSITIONS;
+use crate::wire::{MAX_POSITIONS, MAX_STREAM_NAME_BYTES};
 use crate::{ConnectionHandle, Filter, HistoryConfig, Instant, Text};
 
 /// A session's memory of one client message id.
@@ -37,7 +37,33 @@ pub(crate) struct Session {
     pub(crate) acks: VecDeque<(String, Acked)>,
     /// When it lost its connection.
     pub(crate) detached_at: Option<Instant>,
+    /// What it was charged against the detached sessions' byte budget when it lost its
+    /// connection (given back when it resumes or is forgotten).
+    pub(crate) charged: usize,
 }
+
+impl Session {
+    /// Bytes it holds beyond its fixed size: its message ids and the stream names of their acks
+    /// (a pending ack may still get a stream name: charged as the longest).
+    pub(crate) fn bytes(&self) -> usize {
+        const PER_ACK: usize = 64;
+        let acks: usize = self
+            .acks
+            .iter()
+            .map(|(id, acked)| {
+                let stream = match acked {
+                    Acked::Pending => MAX_STREAM_NAME_BYTES,
+                    Acked::Done(p) => p.as_ref().map_or(0, |(s, _)| s.len()),
+                };
+                PER_ACK + id.len() + stream
+            })
+            .sum();
+        SESSION_BYTES + acks + self.user.as_ref().map_or(0, String::len)
+    }
+}
+
+/// What a session costs without its ids: the map entry, its filter and ack queue headers.
+pub(crate) const SESSION_BYTES: usize = 256;
 
 /// A kept publication waiting for its position.
 pub(crate) struct Pending {
@@ -142,6 +168,8 @@ pub(crate) struct Streams {
     /// Detached sessions by the time they lost their connection (stale entries skipped).
     pub(crate) detached: VecDeque<(Instant, SessionId)>,
     pub(crate) detached_count: usize,
+    /// What the detached sessions were charged, in all.
+    pub(crate) detached_bytes: usize,
     pub(crate) appending: HashMap<String, VecDeque<Pending>, DefaultHashBuilder>,
     pub(crate) fetches: HashMap<FetchId, (ConnectionHandle, String), DefaultHashBuilder>,
     pub(crate) next_fetch: u64,
@@ -159,6 +187,7 @@ impl Streams {
             sessions: HashMap::default(),
             detached: VecDeque::new(),
             detached_count: 0,
+            detached_bytes: 0,
             appending: HashMap::default(),
             fetches: HashMap::default(),
             next_fetch: 1,
@@ -203,12 +232,39 @@ impl Streams {
         }
     }
 
-    /// Forget the oldest detached sessions beyond the limit, and those past their time.
+    /// `id` lost its connection at `now`: it waits, charged against the budget.
+    pub(crate) fn detach(&mut self, now: Instant, id: SessionId) {
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        s.conn = None;
+        s.detached_at = Some(now);
+        s.charged = s.bytes();
+        self.detached_bytes += s.charged;
+        self.detached_count += 1;
+        self.detached.push_back((now, id));
+        self.expire(now, 0);
+    }
+
+    /// `id` got a connection again (if it was waiting): give back its charge.
+    pub(crate) fn attach(&mut self, id: SessionId) {
+        if let Some(s) = self.sessions.get_mut(&id) {
+            if s.detached_at.take().is_some() {
+                self.detached_count -= 1;
+                self.detached_bytes -= core::mem::take(&mut s.charged);
+            }
+        }
+    }
+
+    /// Forget the oldest detached sessions beyond the count or byte limit, and those past their
+    /// time.
     pub(crate) fn expire(&mut self, now: Instant, room_for: usize) {
         let ttl = self.config.session_ttl;
         let max = self.config.max_detached_sessions.saturating_sub(room_for);
+        let max_bytes = self.config.max_detached_bytes;
         while let Some(&(at, id)) = self.detached.front() {
-            if at + ttl > now && self.detached_count <= max {
+            let within = self.detached_count <= max && self.detached_bytes <= max_bytes;
+            if at + ttl > now && within {
                 break;
             }
             self.detached.pop_front();
@@ -217,8 +273,9 @@ impl Streams {
                 .get(&id)
                 .is_some_and(|s| s.conn.is_none() && s.detached_at == Some(at));
             if live {
-                self.sessions.remove(&id);
+                let gone = self.sessions.remove(&id).expect("checked above");
                 self.detached_count -= 1;
+                self.detached_bytes -= gone.charged;
             }
         }
     }

@@ -122,10 +122,8 @@ impl Core {
         }
         let (id, resumed, taken_from) = match presented {
             Some(id) => {
+                streams.attach(id);
                 let s = streams.sessions.get_mut(&id).expect("checked above");
-                if s.detached_at.take().is_some() {
-                    streams.detached_count -= 1;
-                }
                 (id, true, s.conn.replace(h))
             }
             None => {
@@ -139,6 +137,7 @@ impl Core {
                         filter: Filter::any(),
                         acks: VecDeque::new(),
                         detached_at: None,
+                        charged: 0,
                     },
                 );
                 (id, false, None)
@@ -200,14 +199,12 @@ impl Core {
                 streams.fetches.remove(&id);
             }
         }
-        if let Some(s) = streams.sessions.get_mut(&v2.session) {
-            if s.conn == Some(h) {
-                s.conn = None;
-                s.detached_at = Some(now);
-                streams.detached.push_back((now, v2.session));
-                streams.detached_count += 1;
-                streams.expire(now, 0);
-            }
+        if streams
+            .sessions
+            .get(&v2.session)
+            .is_some_and(|s| s.conn == Some(h))
+        {
+            streams.detach(now, v2.session);
         }
     }
 
@@ -568,10 +565,7 @@ impl Core {
                 };
                 let sub = v2.sub(stream).expect("found above");
                 let newly_busy = sub.gap.is_none() && sub.catching.is_none();
-                match &mut sub.gap {
-                    Some((from, to)) if from.epoch == p.epoch => *to = p.offset,
-                    gap => *gap = Some((p, p.offset)),
-                }
+                skipped(&mut sub.gap, p);
                 v2.busy += usize::from(newly_busy);
             }
         }

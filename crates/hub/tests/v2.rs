@@ -847,6 +847,39 @@ fn detached_sessions_are_bounded() {
     assert_eq!(net.hub.stats().sessions, 3);
 }
 
+/// What detached sessions hold (their message ids) is bounded in bytes as well as in count:
+/// sessions full of long ids make the oldest go first.
+#[test]
+fn detached_sessions_are_bounded_in_bytes_too() {
+    let config = Config {
+        history: Some(HistoryConfig {
+            max_detached_bytes: 4000,
+            ..history_config()
+        }),
+        ..Config::default()
+    };
+    let mut net = Net::with(config, HistoryLimits::default());
+    let mut sessions = Vec::new();
+    for c in 0..5 {
+        let a = net.open(&[]);
+        sessions.push(session_of(&net.take(a)));
+        for i in 0..20 {
+            // A 60-byte id each: about 2.7 KB a session, so one fits the 4000-byte budget.
+            net.say(a, &format!("{c:02}{i:02}{}", "i".repeat(56)), "ehi");
+        }
+        net.drop_conn(a);
+    }
+    assert_eq!(net.hub.stats().sessions, 1);
+    let last = net.open(&[("sb_session", &sessions[4])]);
+    assert_eq!(net.take(last)[0]["resumed"], true, "the newest is kept");
+    let first = net.open(&[("sb_session", &sessions[0])]);
+    assert_eq!(
+        net.take(first)[0]["resumed"],
+        false,
+        "the oldest went first"
+    );
+}
+
 #[test]
 fn a_bad_envelope_gets_an_error_to_its_sender_alone() {
     let mut net = Net::new();
