@@ -110,6 +110,14 @@ pub struct HistoryConfig {
     pub max_idempotency_keys: usize,
     /// Where session ids come from: use a random seed (session ids must be unguessable).
     pub seed: Seed,
+    /// The history engine is shared by the nodes of a cluster and carries kept publications
+    /// between them with their positions (the Redis engine). Then a kept publication is not
+    /// [`crate::Output::Replicate`]d (appending it publishes it); v2 connections get every kept
+    /// publication, this node's own included, from [`crate::Hub::handle_positioned`], in offset
+    /// order per stream (a hole is fetched before anything after it goes out); and a session
+    /// presented from another node is taken over by id (it was random and only its client knew
+    /// it), so a client whose node died resumes on another one.
+    pub shared: bool,
 }
 
 impl HistoryConfig {
@@ -125,6 +133,7 @@ impl HistoryConfig {
             dedup_window: 64,
             max_idempotency_keys: 10_000,
             seed: Seed(seed),
+            shared: false,
         }
     }
 }

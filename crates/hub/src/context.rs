@@ -5,7 +5,7 @@ use alloc::string::String;
 use core::time::Duration;
 
 use crate::output::JoinError;
-use crate::state::Core;
+use crate::state::{Core, Source};
 use crate::{
     CloseCode, ConnectionHandle, ConnectionInfo, Dialect, Filter, Identity, Instant, Publication,
     Stats, Text, UnixTime,
@@ -42,7 +42,7 @@ impl Context<'_> {
     /// Fan a publication out to local connections (and to the backplane, if replicating).
     /// Returns the number of local deliveries.
     pub fn publish(&mut self, publication: Publication) -> usize {
-        self.core.publish(publication, true)
+        self.core.publish(publication, Source::Local)
     }
 
     /// Put `conn` in `room`. `Ok(true)` if it joined, `Ok(false)` if it was already a member.

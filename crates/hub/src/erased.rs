@@ -8,7 +8,7 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::any::Any;
 
-use crate::history::{FetchId, Fetched, HistoryError, Position};
+use crate::history::{FetchId, Fetched, HistoryError, Position, SessionId};
 use crate::hub::{MessageOf, RequestOf};
 use crate::output::NothingPending;
 use crate::{
@@ -126,6 +126,17 @@ pub trait DynHub: Send + core::fmt::Debug {
     fn publish(&mut self, now: Instant, publication: Publication) -> usize;
     /// See [`Hub::handle_remote`].
     fn handle_remote(&mut self, now: Instant, publication: Publication) -> usize;
+    /// See [`Hub::handle_positioned`].
+    fn handle_positioned(
+        &mut self,
+        now: Instant,
+        publication: Publication,
+        position: Position,
+        publisher: Option<SessionId>,
+        from_here: bool,
+    ) -> usize;
+    /// See [`Hub::handle_history_check`].
+    fn handle_history_check(&mut self, now: Instant);
     /// See [`Hub::handle_replication_dropped`].
     fn handle_replication_dropped(&mut self, count: u64);
     /// See [`Hub::close_all`].
@@ -262,6 +273,21 @@ impl<P: Protocol> DynHub for Hub<P> {
 
     fn handle_remote(&mut self, now: Instant, publication: Publication) -> usize {
         Hub::handle_remote(self, now, publication)
+    }
+
+    fn handle_positioned(
+        &mut self,
+        now: Instant,
+        publication: Publication,
+        position: Position,
+        publisher: Option<SessionId>,
+        from_here: bool,
+    ) -> usize {
+        Hub::handle_positioned(self, now, publication, position, publisher, from_here)
+    }
+
+    fn handle_history_check(&mut self, now: Instant) {
+        Hub::handle_history_check(self, now);
     }
 
     fn handle_replication_dropped(&mut self, count: u64) {

@@ -21,7 +21,7 @@ use core::time::Duration;
 
 use hashbrown::HashMap;
 
-use crate::{Instant, Tags, Text};
+use crate::{Instant, Tags, Target, Text};
 
 /// Names one history of one stream. A new epoch means positions from an older one mean
 /// nothing: the history was started afresh (restart, eviction, a store that lost its data).
@@ -93,6 +93,16 @@ pub enum Audience {
     Everyone,
     /// The subscribers whose identity's user id is this.
     User(String),
+}
+
+impl Audience {
+    /// Who in its stream a publication for `target` is for.
+    pub(crate) fn of(target: &Target) -> Audience {
+        match target {
+            Target::User(user) => Audience::User(user.clone()),
+            _ => Audience::Everyone,
+        }
+    }
 }
 
 /// One kept publication: what replay needs to apply the same rules as live delivery.

@@ -1,21 +1,23 @@
 //! The hub: the inputs a driver feeds, the protocol callbacks they cause, and the throttle.
 
+use alloc::borrow::Cow;
 use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::format;
 use alloc::string::{String, ToString};
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::cmp::Reverse;
 
 use hashbrown::{DefaultHashBuilder, HashMap};
 
 use crate::context::Context;
-use crate::history::{FetchId, Fetched, HistoryError, Position};
+use crate::history::{Audience, Entry, FetchId, Fetched, HistoryError, Position, SessionId};
 use crate::http::{HttpRequest, HttpResponse, IdempotencyKey};
 use crate::idempotency::{Idempotency, Recall};
 use crate::output::{Frame, NothingPending, OpenError, Output, UnknownConnection};
 use crate::protocol::{decode_frame, Decode, Protocol};
-use crate::state::Core;
+use crate::state::{Core, Source};
 use crate::stats::Stats;
 use crate::streams::Streams;
 use crate::v2::Seen;
@@ -560,7 +562,65 @@ impl<P: Protocol> Hub<P> {
             return 0; // A handle means nothing on another node.
         }
         publication.except = None; // The sender is on the other node.
-        self.with_protocol(now, |_, cx| cx.core.publish(publication, false))
+        self.with_protocol(now, |_, cx| cx.core.publish(publication, Source::Remote))
+    }
+
+    /// A kept publication at `position` of its stream, from a shared history
+    /// ([`crate::HistoryConfig::shared`]); `from_here` when this node made it (its v1
+    /// connections had it at once, as always). v1 connections get another node's at once; v2
+    /// connections get each stream's publications in offset order, a hole first fetched from
+    /// the history ([`Output::Fetch`]) or reported as a gap. `publisher` is the session that
+    /// published it, which never gets it back. Without a shared history, or for a publication
+    /// of no stream, this is [`Hub::handle_remote`] (nothing, `from_here`). Returns the local
+    /// v1 deliveries.
+    pub fn handle_positioned(
+        &mut self,
+        now: Instant,
+        mut publication: Publication,
+        position: Position,
+        publisher: Option<SessionId>,
+        from_here: bool,
+    ) -> usize {
+        let stream = self
+            .core
+            .streams
+            .as_deref()
+            .filter(|s| s.config.shared)
+            .and_then(|s| s.stream_of(&publication.target))
+            .map(Cow::into_owned);
+        let Some(stream) = stream else {
+            return if from_here {
+                0
+            } else {
+                self.handle_remote(now, publication)
+            };
+        };
+        let now = self.tick(now);
+        publication.except = None;
+        publication.kept = true;
+        let entry = Arc::new(Entry {
+            payload: publication.payload.clone(),
+            audience: Audience::of(&publication.target),
+            tags: publication.tags.clone(),
+            publisher,
+        });
+        self.with_protocol(now, |_, cx| {
+            let delivered = if from_here {
+                0
+            } else {
+                cx.core.publish(publication, Source::Positioned)
+            };
+            cx.core.v2_sequenced(&stream, position, entry);
+            delivered
+        })
+    }
+
+    /// The shared history's channel may have lost publications (the driver's subscription to it
+    /// was re-established, or its queue overflowed): every stream this node follows is fetched
+    /// from where it is, so that nothing published meanwhile is missed, even at the end.
+    pub fn handle_history_check(&mut self, now: Instant) {
+        let now = self.tick(now);
+        self.with_protocol(now, |_, cx| cx.core.v2_check_streams());
     }
 
     /// The driver could not hand `count` [`Output::Replicate`] publications to the backplane

@@ -72,6 +72,7 @@ mod output;
 mod protocol;
 mod publication;
 mod ratelimit;
+mod sequence;
 mod state;
 mod stats;
 mod streams;

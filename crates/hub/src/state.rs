@@ -60,6 +60,18 @@ pub(crate) struct Room {
     pub(crate) members: IndexSet<u32, DefaultHashBuilder>,
 }
 
+/// Where a publication comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// Made on this node: replicated (when the hub replicates) and kept.
+    Local,
+    /// Carried from another node without a position: kept here as if made here.
+    Remote,
+    /// From a shared history, with its position: here only for v1 connections (v2 ones get
+    /// it in order through [`Core::v2_sequenced`]); neither replicated nor kept again.
+    Positioned,
+}
+
 /// The state the protocol may act on through a [`crate::Context`]; everything but the protocol
 /// itself.
 pub(crate) struct Core {
@@ -317,6 +329,7 @@ impl Core {
         };
         if now_empty {
             self.rooms.remove(room);
+            self.v2_forget_order(room);
             if self.config.replicate {
                 self.outputs.push_back(Output::RoomClosed(room.to_string()));
             }
@@ -341,10 +354,13 @@ impl Core {
     }
 
     pub(crate) fn send(&mut self, to: ConnectionHandle, payload: Text) -> bool {
-        self.publish(Publication::new(Target::Connection(to), payload), false) == 1
+        self.publish(
+            Publication::new(Target::Connection(to), payload),
+            Source::Remote,
+        ) == 1
     }
 
-    pub(crate) fn publish(&mut self, mut p: Publication, local: bool) -> usize {
+    pub(crate) fn publish(&mut self, mut p: Publication, source: Source) -> usize {
         let limits = &self.config.limits;
         let (max_queued, policy) = (limits.max_queued_bytes, limits.slow_consumer);
         // A kept publication reaches v2 connections once it has its position (`v2_appended`).
@@ -429,7 +445,13 @@ impl Core {
             }
         }
         self.close_victims();
-        let replicate = local && self.config.replicate && !direct;
+        // With a shared history, appending a kept publication carries it to the other nodes.
+        let shared = self
+            .streams
+            .as_ref()
+            .is_some_and(|s| s.config.shared && kept);
+        let replicate = source == Source::Local && self.config.replicate && !direct && !shared;
+        let stream = stream.filter(|_| source != Source::Positioned);
         let entry = stream.map(|stream| {
             let tags = if replicate {
                 p.tags.clone()
@@ -438,10 +460,7 @@ impl Core {
             };
             let entry = Entry {
                 payload: p.payload.clone(),
-                audience: match &p.target {
-                    Target::User(user) => Audience::User(user.clone()),
-                    _ => Audience::Everyone,
-                },
+                audience: Audience::of(&p.target),
                 tags,
                 publisher: p.except.and_then(|h| self.session_of(h)),
             };

@@ -46,6 +46,11 @@ pub struct Counters {
     pub replayed: u64,
     /// Gap reports sent to v2 connections that missed publications while connected.
     pub gaps: u64,
+    /// Holes in a shared history's stream (publications this node's channel lost) fetched
+    /// before delivering on.
+    pub holes: u64,
+    /// Offsets of such holes the history no longer had: reported to v2 clients as gaps.
+    pub holes_lost: u64,
     /// v2 client messages recognised as resends and not processed again.
     pub duplicates: u64,
     /// HTTP requests answered from an earlier request with the same `Idempotency-Key`.

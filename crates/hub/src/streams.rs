@@ -4,7 +4,7 @@
 
 use alloc::borrow::Cow;
 use alloc::boxed::Box;
-use alloc::collections::VecDeque;
+use alloc::collections::{BTreeMap, VecDeque};
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -14,7 +14,7 @@ use chacha20::ChaCha20Rng;
 use hashbrown::{DefaultHashBuilder, HashMap};
 use indexmap::IndexSet;
 
-use crate::history::{Entry, FetchId, Position, SessionId};
+use crate::history::{Entry, Epoch, FetchId, Position, SessionId};
 use crate::wire::{MAX_POSITIONS, MAX_STREAM_NAME_BYTES};
 use crate::{ConnectionHandle, Filter, HistoryConfig, Instant, Text};
 
@@ -43,6 +43,18 @@ pub(crate) struct Session {
 }
 
 impl Session {
+    /// A session of `user` with no connection yet, no filter and no message ids.
+    pub(crate) fn new(user: Option<String>) -> Self {
+        Session {
+            conn: None,
+            user,
+            filter: Filter::any(),
+            acks: VecDeque::new(),
+            detached_at: None,
+            charged: 0,
+        }
+    }
+
     /// Bytes it holds beyond its fixed size: its message ids and the stream names of their acks
     /// (a pending ack may still get a stream name: charged as the longest).
     pub(crate) fn bytes(&self) -> usize {
@@ -117,6 +129,24 @@ pub(crate) struct Catching {
     pub(crate) held_bytes: usize,
 }
 
+impl Catching {
+    /// Waiting for fetch `fetch`; `resuming` if the client presented a position, `lost` if it
+    /// cannot be recovered whatever the answer.
+    pub(crate) fn fetching(fetch: FetchId, resuming: bool, lost: Option<&'static str>) -> Self {
+        Catching {
+            fetch: Some(fetch),
+            resuming,
+            lost,
+            answer: None,
+            replay: VecDeque::new(),
+            replayed: 0,
+            announced: false,
+            held: VecDeque::new(),
+            held_bytes: 0,
+        }
+    }
+}
+
 /// What a fetch answered.
 pub(crate) struct Answer {
     /// The stream's top (`None` if history was unavailable).
@@ -158,6 +188,42 @@ impl V2Conn {
     }
 }
 
+/// Who asked for a fetch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fetcher {
+    /// A connection catching up on a stream it subscribed.
+    Conn(ConnectionHandle),
+    /// The stream's [`Order`], for a hole in what the shared history delivered.
+    Stream,
+}
+
+/// Kept publications held above a hole, per stream, before the hole is given up as a gap.
+pub(crate) const MAX_HELD: usize = 1024;
+
+/// A stream's order in a shared history ([`HistoryConfig::shared`]): the offset this node
+/// delivers next, and what came above a hole while the hole is fetched.
+pub(crate) struct Order {
+    pub(crate) epoch: Epoch,
+    /// The offset delivered next; everything below it was delivered (or reported as a gap).
+    pub(crate) next: u64,
+    /// Publications above `next`, by offset, waiting for the hole below them.
+    pub(crate) held: BTreeMap<u64, Arc<Entry>>,
+    /// The fetch of the hole, while in flight.
+    pub(crate) fetch: Option<FetchId>,
+}
+
+impl Order {
+    /// A stream whose next offset to deliver is `next` of `epoch`.
+    pub(crate) fn at(epoch: Epoch, next: u64) -> Self {
+        Order {
+            epoch,
+            next,
+            held: BTreeMap::new(),
+            fetch: None,
+        }
+    }
+}
+
 /// The v2 state of a hub that keeps history.
 pub(crate) struct Streams {
     pub(crate) config: HistoryConfig,
@@ -171,7 +237,10 @@ pub(crate) struct Streams {
     /// What the detached sessions were charged, in all.
     pub(crate) detached_bytes: usize,
     pub(crate) appending: HashMap<String, VecDeque<Pending>, DefaultHashBuilder>,
-    pub(crate) fetches: HashMap<FetchId, (ConnectionHandle, String), DefaultHashBuilder>,
+    pub(crate) fetches: HashMap<FetchId, (Fetcher, String), DefaultHashBuilder>,
+    /// Per stream, with a shared history: the order kept publications are delivered in. One
+    /// per stream this node receives (the system stream, rooms with local members).
+    pub(crate) order: HashMap<String, Order, DefaultHashBuilder>,
     pub(crate) next_fetch: u64,
     /// Slots of the open v2 connections (the audience of the system stream).
     pub(crate) members: IndexSet<u32, DefaultHashBuilder>,
@@ -190,6 +259,7 @@ impl Streams {
             detached_bytes: 0,
             appending: HashMap::default(),
             fetches: HashMap::default(),
+            order: HashMap::default(),
             next_fetch: 1,
             members: IndexSet::default(),
             current: None,
@@ -209,6 +279,24 @@ impl Streams {
     pub(crate) fn reply_id(&self, h: ConnectionHandle) -> Option<&str> {
         let current = self.current.as_ref()?;
         (current.conn == h).then_some(current.id.as_str())
+    }
+
+    /// A new fetch for `fetcher` of `stream`.
+    pub(crate) fn fetch_for(&mut self, fetcher: Fetcher, stream: &str) -> FetchId {
+        let id = FetchId(self.next_fetch);
+        self.next_fetch += 1;
+        self.fetches.insert(id, (fetcher, stream.into()));
+        id
+    }
+
+    /// With a shared history, a connection learnt that `stream` is at `top`: if this node has
+    /// no order for it yet, it delivers from the offset after `top` (so a publication this node
+    /// has not received yet is fetched rather than skipped).
+    pub(crate) fn order_from(&mut self, stream: &str, top: Position) {
+        if self.config.shared && !self.order.contains_key(stream) {
+            self.order
+                .insert(stream.into(), Order::at(top.epoch, top.offset + 1));
+        }
     }
 
     pub(crate) fn sessions(&self) -> usize {

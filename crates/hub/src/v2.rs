@@ -25,7 +25,9 @@ use alloc::vec::Vec;
 use crate::history::{Audience, Entry, FetchId, Fetched, HistoryError, Position, SessionId};
 use crate::output::Output;
 use crate::state::{Connection, Core};
-use crate::streams::{covered, Acked, Answer, Catching, Current, Pending, Session, Sub, V2Conn};
+use crate::streams::{
+    covered, Acked, Answer, Catching, Current, Fetcher, Pending, Session, Sub, V2Conn,
+};
 use crate::wire::{self, Outcome, MAX_POSITIONS};
 use crate::{CloseCode, ConnectionHandle, Filter, Instant, OpenInfo, SlowConsumerPolicy, Text};
 
@@ -109,7 +111,18 @@ impl Core {
         let presented = info
             .query_param("sb_session")
             .and_then(SessionId::parse)
-            .filter(|id| streams.sessions.get(id).is_some_and(|s| s.user == user));
+            .filter(|id| {
+                // Another identity's session is never resumed. With a shared history, a session
+                // this node does not know was made on another node: taken over by id.
+                streams
+                    .sessions
+                    .get(id)
+                    .map_or(streams.config.shared, |s| s.user == user)
+            });
+        if let Some(id) = presented.filter(|id| !streams.sessions.contains_key(id)) {
+            streams.expire(now, 1);
+            streams.sessions.insert(id, Session::new(user.clone()));
+        }
         let mut positions = Vec::new();
         for (k, v) in &info.query {
             if k == "sb_since" {
@@ -129,17 +142,9 @@ impl Core {
             None => {
                 streams.expire(now, 1);
                 let id = streams.new_session_id();
-                streams.sessions.insert(
-                    id,
-                    Session {
-                        conn: Some(h),
-                        user,
-                        filter: Filter::any(),
-                        acks: VecDeque::new(),
-                        detached_at: None,
-                        charged: 0,
-                    },
-                );
+                let mut session = Session::new(user);
+                session.conn = Some(h);
+                streams.sessions.insert(id, session);
                 (id, false, None)
             }
         };
@@ -240,9 +245,7 @@ impl Core {
             Some(_) if !known => (None, Some("session")),
             since => (since, None),
         };
-        let id = FetchId(streams.next_fetch);
-        streams.next_fetch += 1;
-        streams.fetches.insert(id, (h, stream.to_string()));
+        let id = streams.fetch_for(Fetcher::Conn(h), stream);
         // Most connections follow one or two streams: grow one at a time (a first push would
         // reserve four), an idle connection's memory is what scales.
         v2.subs.reserve_exact(1);
@@ -254,17 +257,7 @@ impl Core {
         };
         v2.subs.push(Sub {
             stream: name,
-            catching: Some(Box::new(Catching {
-                fetch: Some(id),
-                resuming: presented.is_some(),
-                lost,
-                answer: None,
-                replay: VecDeque::new(),
-                replayed: 0,
-                announced: false,
-                held: VecDeque::new(),
-                held_bytes: 0,
-            })),
+            catching: Some(Box::new(Catching::fetching(id, presented.is_some(), lost))),
             gap: None,
             last: None,
         });
@@ -453,6 +446,8 @@ impl Core {
     }
 
     /// The oldest append of `stream` got `result`: deliver it to the v2 subscribers, ack it.
+    /// With a shared history the position only acks it: the subscribers get it, with every
+    /// other node's, from the history's channel ([`Core::v2_sequenced`]).
     pub(crate) fn v2_appended(&mut self, stream: &str, result: Result<Position, HistoryError>) {
         let Some(streams) = self.streams.as_deref_mut() else {
             return;
@@ -467,15 +462,29 @@ impl Core {
             streams.appending.remove(stream);
         }
         let position = result.ok();
+        // Without a position it still reaches this node's live subscribers, unnumbered.
+        if !streams.config.shared || position.is_none() {
+            self.v2_fan_out(stream, position, &pending.entry);
+        }
+        if let Some((session, id)) = pending.origin {
+            self.acked(session, &id, position.map(|p| (stream, p)));
+        }
+    }
+
+    /// Deliver one kept publication of `stream` to its v2 subscribers, with its position (or
+    /// unnumbered, without one).
+    pub(crate) fn v2_fan_out(&mut self, stream: &str, position: Option<Position>, entry: &Entry) {
+        let Some(streams) = self.streams.as_deref() else {
+            return;
+        };
         let frame = match position {
-            Some(p) => wire::publication(stream, p, &pending.entry.payload),
-            // Without a position it still reaches live subscribers, unnumbered.
-            None => wire::message(None, &pending.entry.payload),
+            Some(p) => wire::publication(stream, p, &entry.payload),
+            None => wire::message(None, &entry.payload),
         };
         let system = streams.system == Some(stream);
         let mut slots = core::mem::take(&mut self.scratch);
         slots.clear();
-        match (&pending.entry.audience, system) {
+        match (&entry.audience, system) {
             (_, false) => {
                 slots.extend(self.rooms.get(stream).iter().flat_map(|r| r.members.iter()))
             }
@@ -484,28 +493,26 @@ impl Core {
                 slots.extend(self.users.get(u.as_str()).into_iter().flatten())
             }
         }
+        let mut rebased = Vec::new();
         for &slot in &slots {
-            self.deliver_positioned(slot, stream, position, &pending.entry, &frame);
+            if self.deliver_positioned(slot, stream, position, entry, &frame) {
+                rebased.push(slot);
+            }
         }
         self.scratch = slots;
-        self.close_victims();
-        if let Some((session, id)) = pending.origin {
-            self.acked(session, &id, position.map(|p| (stream, p)));
+        for slot in rebased {
+            self.v2_rebase(slot, stream);
         }
+        self.close_victims();
     }
 
-    /// Deliver one positioned publication to the v2 connection in `slot`, if it is for it: live,
-    /// or held while its subscription catches up.
-    fn deliver_positioned(
-        &mut self,
-        slot: u32,
-        stream: &str,
-        position: Option<Position>,
-        entry: &Entry,
-        frame: &Text,
-    ) {
-        let max = self.config.limits.max_queued_bytes;
-        let policy = self.config.limits.slow_consumer;
+    /// The stream's history was started afresh (a store that lost its data): the connection in
+    /// `slot`, which holds a position of the old epoch, is told it did not recover (reason
+    /// `epoch`) and goes on from the new top.
+    fn v2_rebase(&mut self, slot: u32, stream: &str) {
+        let Some(streams) = self.streams.as_deref_mut() else {
+            return;
+        };
         let Some(c) = self.conns.get_mut(slot as usize) else {
             return;
         };
@@ -513,28 +520,72 @@ impl Core {
             slot,
             serial: c.serial,
         };
-        let Some(session) = c.v2.as_ref().map(|v| v.session) else {
+        let Some(sub) = c.v2.as_deref_mut().and_then(|v| v.sub(stream)) else {
             return;
         };
+        if sub.catching.is_some() {
+            return; // Already catching up: its answer decides.
+        }
+        let id = streams.fetch_for(Fetcher::Conn(h), stream);
+        sub.catching = Some(Box::new(Catching::fetching(id, true, Some("epoch"))));
+        if sub.gap.take().is_none() {
+            c.v2.as_deref_mut().expect("found above").busy += 1;
+        }
+        self.outputs.push_back(Output::Fetch {
+            id,
+            stream: stream.to_string(),
+            since: None,
+        });
+    }
+
+    /// Deliver one positioned publication to the v2 connection in `slot`, if it is for it: live,
+    /// or held while its subscription catches up.
+    /// Returns whether the connection holds a position of another epoch of the stream (to be
+    /// rebased; nothing was sent).
+    fn deliver_positioned(
+        &mut self,
+        slot: u32,
+        stream: &str,
+        position: Option<Position>,
+        entry: &Entry,
+        frame: &Text,
+    ) -> bool {
+        let max = self.config.limits.max_queued_bytes;
+        let policy = self.config.limits.slow_consumer;
+        let Some(c) = self.conns.get_mut(slot as usize) else {
+            return false;
+        };
+        let h = ConnectionHandle {
+            slot,
+            serial: c.serial,
+        };
+        let Some(session) = c.v2.as_ref().map(|v| v.session) else {
+            return false;
+        };
         if !selected(entry, session, c) {
-            return;
+            return false;
         }
         let queued = c.queued_bytes;
         let v2 = c.v2.as_deref_mut().expect("checked above");
         let Some(sub) = v2.sub(stream) else {
-            return; // Not subscribed (yet).
+            return false; // Not subscribed (yet).
         };
+        if let (Some(p), Some(last), None) = (position, sub.last, &sub.catching) {
+            if p.epoch != last.epoch {
+                return true;
+            }
+        }
         let len = frame.len();
         if let Some(catching) = sub.catching.as_deref_mut() {
             // Held in the hub, beside the queue: as many bytes as the queue may hold.
             if catching.held_bytes.saturating_add(len) <= max {
                 catching.held_bytes += len;
                 catching.held.push_back((position, frame.clone()));
-                return;
+                return false;
             }
         } else {
             if covered(position, sub.last) {
-                return; // The replay already gave it (the fetch saw it before we did).
+                return false; // The replay already gave it (the fetch saw it before we did).
             }
             let gap = sub
                 .gap
@@ -552,7 +603,7 @@ impl Core {
                     transmit(&mut self.outputs, &mut self.counters, h, c, gap);
                 }
                 transmit(&mut self.outputs, &mut self.counters, h, c, frame.clone());
-                return;
+                return false;
             }
         }
         // It does not fit: the slow-consumer policy decides.
@@ -561,7 +612,7 @@ impl Core {
             SlowConsumerPolicy::Drop => {
                 self.counters.dropped_deliveries += 1;
                 let (Some(p), Some(v2)) = (position, c.v2.as_deref_mut()) else {
-                    return;
+                    return false;
                 };
                 let sub = v2.sub(stream).expect("found above");
                 let newly_busy = sub.gap.is_none() && sub.catching.is_none();
@@ -569,6 +620,39 @@ impl Core {
                 v2.busy += usize::from(newly_busy);
             }
         }
+        false
+    }
+
+    /// Offsets `from..=to` of `stream` were lost before this node could deliver them: the
+    /// connection in `slot` gets a `gap` for them, unless it was given them (or is catching up,
+    /// which its own fetch decides).
+    pub(crate) fn v2_skip_range(&mut self, slot: u32, stream: &str, from: Position, to: u64) {
+        let Some(c) = self.conns.get_mut(slot as usize) else {
+            return;
+        };
+        let h = ConnectionHandle {
+            slot,
+            serial: c.serial,
+        };
+        let Some(v2) = c.v2.as_deref_mut() else {
+            return;
+        };
+        let Some(sub) = v2.sub(stream) else {
+            return;
+        };
+        let last = Position {
+            epoch: from.epoch,
+            offset: to,
+        };
+        if sub.catching.is_some() || covered(Some(last), sub.last) {
+            return;
+        }
+        let newly_busy = sub.gap.is_none();
+        skipped(&mut sub.gap, from);
+        skipped(&mut sub.gap, last);
+        sub.last = Some(last);
+        v2.busy += usize::from(newly_busy);
+        self.v2_pump(h);
     }
 
     /// The answer to fetch `id` came: replay what it gave, as far as the queue allows.
@@ -576,9 +660,15 @@ impl Core {
         let Some(streams) = self.streams.as_deref_mut() else {
             return;
         };
-        let Some((h, stream)) = streams.fetches.remove(&id) else {
-            return; // Its connection left the stream, or closed.
+        let (h, stream) = match streams.fetches.remove(&id) {
+            Some((Fetcher::Conn(h), stream)) => (h, stream),
+            Some((Fetcher::Stream, stream)) => return self.v2_hole_fetched(id, &stream, result),
+            None => return, // Its connection left the stream, or closed.
         };
+        if let Ok(Fetched { top, .. }) = &result {
+            // The connection is at `top` from here: the stream's order starts there at the latest.
+            streams.order_from(&stream, *top);
+        }
         let Some(v2) = v2_mut(&mut self.conns, h) else {
             return;
         };

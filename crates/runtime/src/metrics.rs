@@ -337,6 +337,16 @@ const FAMILIES: &[Family] = &[
         |s| s.counters.gaps,
     ),
     counter(
+        "switchboard_history_holes_total",
+        "Holes in a shared history's stream this node's channel lost and fetched before going on.",
+        |s| s.counters.holes,
+    ),
+    counter(
+        "switchboard_history_holes_lost_total",
+        "Offsets of such holes the history no longer had (reported to v2 clients as gaps).",
+        |s| s.counters.holes_lost,
+    ),
+    counter(
         "switchboard_duplicates_total",
         "v2 client messages recognised as resends and not processed again.",
         |s| s.counters.duplicates,
