@@ -12,6 +12,7 @@ use futures_util::StreamExt;
 use hashbrown::HashSet;
 use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use redis::{AsyncConnectionConfig, IntoConnectionInfo, RedisResult};
+use switchboard_hub::history::{Epoch, HistoryError as Unavailable, Position};
 use switchboard_hub::{Publication, Target};
 use switchboard_runtime::backplane::Replication;
 use switchboard_runtime::metrics::Exposition;
@@ -20,6 +21,7 @@ use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
 use crate::backoff::Backoff;
+use crate::history::{positioned, HistoryKeys, RedisHistory};
 use crate::interest::{Gaps, Interest};
 use crate::node::random_u64;
 use crate::node::NodeId;
@@ -73,6 +75,11 @@ struct Ctx {
     /// Raised by the subscriber when its connection failed: the outbound task checks its own
     /// (an idle publishing connection would otherwise look up until its next keepalive).
     check_publisher: Notify,
+    /// How the shared history keeps streams, if the hub's history is shared.
+    history: Option<HistoryKeys>,
+    /// Set when a positioned publication could not be queued to the hub: the injector asks
+    /// the hub to check its streams.
+    check_history: std::sync::atomic::AtomicBool,
 }
 
 impl Ctx {
@@ -134,6 +141,23 @@ impl Backplane {
         hub: HubHandle,
         replication: mpsc::Receiver<Replication>,
     ) -> Result<Backplane, Error> {
+        Self::spawn_with_history(redis_url, node_id, system, hub, replication, None)
+    }
+
+    /// [`Backplane::spawn`] for a hub whose history is shared through this Redis
+    /// (`switchboard_hub::HistoryConfig::shared`): it answers the hub's appends and fetches
+    /// ([`Replication::Append`], [`Replication::Fetch`]) with a [`RedisHistory`] keeping
+    /// streams as `keys` says, and hands every positioned publication from the channels to the
+    /// hub in order, its own included. While Redis is unreachable they are answered
+    /// unavailable at once.
+    pub fn spawn_with_history(
+        redis_url: &str,
+        node_id: NodeId,
+        system: &'static str,
+        hub: HubHandle,
+        replication: mpsc::Receiver<Replication>,
+        history: Option<HistoryKeys>,
+    ) -> Result<Backplane, Error> {
         let info = redis_url
             .into_connection_info()
             .map_err(Error::InvalidUrl)?;
@@ -150,6 +174,8 @@ impl Backplane {
             interest_changed: Notify::new(),
             resync: Notify::new(),
             check_publisher: Notify::new(),
+            history,
+            check_history: std::sync::atomic::AtomicBool::new(false),
         });
         let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
         let tasks = vec![
@@ -236,6 +262,7 @@ async fn outbound(
 ) {
     let shared = &*ctx.shared;
     let mut conn: Option<MultiplexedConnection> = None;
+    let mut engine: Option<RedisHistory> = None;
     let mut connecting: Option<Connecting> = None;
     let mut retry_at = tokio::time::Instant::now();
     let mut backoff = Backoff::new(random_u64());
@@ -245,6 +272,7 @@ async fn outbound(
     let mut tick = tokio::time::interval(RECONCILE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut batch = Vec::with_capacity(BATCH);
+    let mut requests = Vec::new();
     loop {
         if conn.is_none() && connecting.is_none() && tokio::time::Instant::now() >= retry_at {
             connecting = Some(connect_publisher(client.clone()));
@@ -257,6 +285,7 @@ async fn outbound(
                 connecting = None;
                 match r {
                     Ok(c) => {
+                        engine = ctx.history.clone().map(|keys| RedisHistory::new(keys, c.clone()));
                         conn = Some(c);
                         backoff.reset();
                         shared.publisher_up.store(true, Relaxed);
@@ -278,8 +307,11 @@ async fn outbound(
                     break; // The hub task is gone.
                 }
                 busy_since_tick = true;
-                if let Err(e) = send_batch(&ctx, &mut batch, conn.as_mut(), &mut seq).await {
+                if let Err(e) = send_batch(&ctx, &mut batch, &mut requests, conn.as_mut(), &mut seq).await {
                     lost = Some(e);
+                }
+                if let Err(e) = answer_history(&ctx, &mut requests, engine.as_ref(), &hub).await {
+                    lost.get_or_insert(e);
                 }
             }
             _ = tick.tick() => {
@@ -305,6 +337,7 @@ async fn outbound(
         if let Some(e) = lost {
             shared.error("publisher", &e);
             conn = None;
+            engine = None;
             shared.publisher_up.store(false, Relaxed);
             retry_at = tokio::time::Instant::now() + backoff.next_delay();
         }
@@ -317,6 +350,7 @@ async fn outbound(
 async fn send_batch(
     ctx: &Ctx,
     batch: &mut Vec<Replication>,
+    requests: &mut Vec<Replication>,
     conn: Option<&mut MultiplexedConnection>,
     seq: &mut u64,
 ) -> RedisResult<()> {
@@ -335,6 +369,7 @@ async fn send_batch(
                 ctx.interest().close(&room);
                 rooms_changed = true;
             }
+            r @ (Replication::Append { .. } | Replication::Fetch { .. }) => requests.push(r),
             Replication::Publish(p) => {
                 let (channel, n) = match &p.target {
                     Target::All | Target::User(_) => {
@@ -348,7 +383,7 @@ async fn send_batch(
                     dropped += 1;
                     continue;
                 }
-                match wire::encode(ctx.node, n, &p) {
+                match wire::encode(ctx.node, n, &p, None) {
                     Ok(message) => {
                         pipe.cmd("PUBLISH").arg(channel).arg(&message[..]).ignore();
                         count += 1;
@@ -380,6 +415,94 @@ async fn send_batch(
     }
 }
 
+/// Answer one batch's requests to the shared history: appends in order per stream (each
+/// publishes its publication with its position on the stream's channel), fetches in any order.
+/// Without a connection they are answered unavailable at once, never left waiting. Returns the
+/// Redis error if the connection failed.
+async fn answer_history(
+    ctx: &Ctx,
+    requests: &mut Vec<Replication>,
+    engine: Option<&RedisHistory>,
+    hub: &HubHandle,
+) -> RedisResult<()> {
+    if requests.is_empty() {
+        return Ok(());
+    }
+    let shared = &*ctx.shared;
+    let mut appends = Vec::new();
+    let mut fetches = Vec::new();
+    for r in requests.drain(..) {
+        match r {
+            Replication::Append {
+                stream,
+                entry,
+                target,
+            } => appends.push((stream, entry, target)),
+            Replication::Fetch { id, stream, since } => fetches.push((id, stream, since)),
+            _ => {}
+        }
+    }
+    let Some(engine) = engine else {
+        Shared::add(&shared.dropped_while_down, appends.len() as u64);
+        for (stream, ..) in appends {
+            let _ = hub.appended(stream, Err(Unavailable::Unavailable)).await;
+        }
+        for (id, ..) in fetches {
+            let _ = hub.fetched(id, Err(Unavailable::Unavailable)).await;
+        }
+        return Ok(());
+    };
+    // Sent in this order on one multiplexed connection, so Redis runs them in this order.
+    let appended = futures_util::future::join_all(appends.iter().map(|(stream, entry, target)| {
+        let publication = Publication {
+            target: target.clone(),
+            except: None,
+            tags: entry.tags.clone(),
+            payload: entry.payload.clone(),
+            kept: true,
+        };
+        let channel = match target {
+            Target::Room(room) => room_channel(ctx.system, room),
+            _ => ctx.all_channel.clone(),
+        };
+        let message = wire::encode(ctx.node, 0, &publication, entry.publisher);
+        async move {
+            let message =
+                message.map_err(|_| crate::history::HistoryError::Malformed("not replicable"))?;
+            let candidate = Epoch(random_u64());
+            engine
+                .append(stream, entry, candidate, Some((&channel, &message)))
+                .await
+        }
+    }));
+    let fetched = futures_util::future::join_all(
+        fetches
+            .iter()
+            .map(|(_, stream, since)| engine.fetch(stream, *since, Epoch(random_u64()))),
+    );
+    let (appended, fetched) = futures_util::future::join(appended, fetched).await;
+    let mut lost = None;
+    let mut unavailable = |e: crate::history::HistoryError| {
+        shared.error("history", &e);
+        if let crate::history::HistoryError::Redis(e) = e {
+            if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() {
+                lost.get_or_insert(e);
+            }
+        }
+        Unavailable::Unavailable
+    };
+    let mut kept = 0;
+    for ((stream, ..), result) in appends.into_iter().zip(appended) {
+        kept += u64::from(result.is_ok());
+        let _ = hub.appended(stream, result.map_err(&mut unavailable)).await;
+    }
+    for ((id, ..), result) in fetches.into_iter().zip(fetched) {
+        let _ = hub.fetched(id, result.map_err(&mut unavailable)).await;
+    }
+    Shared::add(&shared.published, kept);
+    lost.map_or(Ok(()), Err)
+}
+
 /// Make the wanted rooms equal the hub's rooms (room events may have been dropped).
 async fn reconcile(ctx: &Ctx, hub: &HubHandle) {
     let Ok(rooms) = hub.rooms().await else {
@@ -405,7 +528,7 @@ enum End {
 }
 
 /// The receiving side: one dedicated pub/sub connection, re-established with backoff.
-async fn subscriber(ctx: Arc<Ctx>, client: redis::Client, inbound: mpsc::Sender<Publication>) {
+async fn subscriber(ctx: Arc<Ctx>, client: redis::Client, inbound: mpsc::Sender<Inbound>) {
     let shared = &*ctx.shared;
     let mut backoff = Backoff::new(random_u64());
     let mut ever_connected = false;
@@ -469,7 +592,7 @@ async fn session(
     ctx: &Ctx,
     sink: &mut PubSubSink,
     stream: &mut PubSubStream,
-    inbound: &mpsc::Sender<Publication>,
+    inbound: &mpsc::Sender<Inbound>,
     gaps: &mut Gaps,
     ever_connected: &mut bool,
     backoff: &mut Backoff,
@@ -493,6 +616,10 @@ async fn session(
     shared.subscriber_up.store(true, Relaxed);
     if *ever_connected {
         Shared::add(&shared.reconnects, 1);
+        // Positioned publications may have gone by meanwhile: the hub fetches what it missed.
+        if ctx.history.is_some() && inbound.send(Inbound::Check).await.is_err() {
+            return End::HubGone;
+        }
     }
     *ever_connected = true;
     backoff.reset();
@@ -512,19 +639,38 @@ async fn session(
                 let Some(msg) = msg else {
                     return End::Lost("connection closed".into());
                 };
-                let message = Bytes::copy_from_slice(msg.get_payload_bytes());
-                match wire::decode(message) {
+                let payload = msg.get_payload_bytes();
+                // A shared history's publication comes with its position in front.
+                let (position, bytes) = match positioned(payload) {
+                    Some((p, rest)) if ctx.history.is_some() => (Some(p), rest),
+                    _ => (None, payload),
+                };
+                match wire::decode(Bytes::copy_from_slice(bytes)) {
                     Err(e) => {
                         Shared::add(&shared.invalid, 1);
                         tracing::debug!(channel = msg.get_channel_name(), error = %e, "invalid backplane message");
                     }
-                    Ok(env) if env.origin == ctx.node => {} // Our own, echoed back.
+                    // Our own, echoed back: only a positioned one means something here.
+                    Ok(env) if env.origin == ctx.node && position.is_none() => {}
                     Ok(env) => {
-                        Shared::add(&shared.missed, gaps.observe(env.origin, env.seq));
-                        match inbound.try_send(env.publication) {
+                        let item = match position {
+                            Some(position) => Inbound::Positioned {
+                                from_here: env.origin == ctx.node,
+                                position,
+                                env,
+                            },
+                            None => {
+                                Shared::add(&shared.missed, gaps.observe(env.origin, env.seq));
+                                Inbound::Remote(env.publication)
+                            }
+                        };
+                        match inbound.try_send(item) {
                             Ok(()) => {}
-                            Err(mpsc::error::TrySendError::Full(_)) => {
+                            Err(mpsc::error::TrySendError::Full(item)) => {
                                 Shared::add(&shared.dropped_inbound, 1);
+                                if matches!(item, Inbound::Positioned { .. }) {
+                                    ctx.check_history.store(true, Relaxed);
+                                }
                             }
                             Err(mpsc::error::TrySendError::Closed(_)) => return End::HubGone,
                         }
@@ -567,13 +713,43 @@ async fn session(
     }
 }
 
+/// What the subscriber hands to the injector.
+enum Inbound {
+    /// Another node's publication, without a position.
+    Remote(Publication),
+    /// A shared history's publication with its position (`from_here`: this node made it).
+    Positioned {
+        env: wire::Envelope,
+        position: Position,
+        from_here: bool,
+    },
+    /// The subscription came back: the hub checks its streams.
+    Check,
+}
+
 /// Hands remote publications to the hub, one at a time, waiting when the hub is busy (the
-/// subscriber never waits: it drops into [`Status::dropped_inbound`] when this queue is full).
-async fn injector(ctx: Arc<Ctx>, hub: HubHandle, mut rx: mpsc::Receiver<Publication>) {
-    while let Some(p) = rx.recv().await {
-        if hub.remote(p).await.is_err() {
+/// subscriber never waits: it drops into [`Status::dropped_inbound`] when this queue is full,
+/// and a positioned publication dropped so makes the hub check its streams).
+async fn injector(ctx: Arc<Ctx>, hub: HubHandle, mut rx: mpsc::Receiver<Inbound>) {
+    while let Some(item) = rx.recv().await {
+        let told = match item {
+            Inbound::Remote(p) => hub.remote(p).await,
+            Inbound::Positioned {
+                env,
+                position,
+                from_here,
+            } => {
+                hub.positioned(env.publication, position, env.publisher, from_here)
+                    .await
+            }
+            Inbound::Check => hub.history_check().await,
+        };
+        if told.is_err() {
             return;
         }
         Shared::add(&ctx.shared.received, 1);
+        if ctx.check_history.swap(false, Relaxed) && hub.history_check().await.is_err() {
+            return;
+        }
     }
 }

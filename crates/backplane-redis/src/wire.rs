@@ -6,10 +6,13 @@
 //! 1       8        origin node id, big-endian
 //! 9       8        sequence number on the system's `all` channel, big-endian (0: not counted)
 //! 17      1        flags: bits 0-1 target (0 All, 1 Room, 2 User); bit 2 tags present;
-//!                  bit 3 kept (the receiving node keeps it in its stream's history)
+//!                  bit 3 kept (the receiving node keeps it in its stream's history);
+//!                  bit 4 publisher present
 //! 18      varint   [Room, User] length of the room or user id, then its UTF-8 bytes
 //!         varint   [tags present] number of tags, then per tag: varint length + name,
 //!                  varint length + value (UTF-8)
+//!         16       [publisher present] the v2 session that published it, big-endian (it
+//!                  never gets its own publication back, on any node)
 //!         rest     the payload: the frame every recipient gets, byte for byte
 //! ```
 //!
@@ -18,6 +21,7 @@
 //! remain.
 
 use bytes::{BufMut, Bytes, BytesMut};
+use switchboard_hub::history::SessionId;
 use switchboard_hub::{Publication, Tags, Target, Text};
 
 use crate::node::NodeId;
@@ -30,6 +34,7 @@ const FIXED: usize = 18;
 const TARGET_MASK: u8 = 0b011;
 const TAGS_FLAG: u8 = 0b100;
 const KEPT_FLAG: u8 = 0b1000;
+const PUBLISHER_FLAG: u8 = 0b1_0000;
 const TARGET_ALL: u8 = 0;
 const TARGET_ROOM: u8 = 1;
 const TARGET_USER: u8 = 2;
@@ -45,6 +50,8 @@ pub struct Envelope {
     pub seq: u64,
     /// The publication; `except` is always `None` after decoding.
     pub publication: Publication,
+    /// The v2 session that published it, if one did.
+    pub publisher: Option<SessionId>,
 }
 
 /// Why a publication cannot be put on the wire.
@@ -97,8 +104,14 @@ fn put_str(out: &mut BytesMut, s: &str) {
     out.put_slice(s.as_bytes());
 }
 
-/// Encode `publication` as published by `origin` with sequence number `seq`.
-pub fn encode(origin: NodeId, seq: u64, publication: &Publication) -> Result<Bytes, EncodeError> {
+/// Encode `publication` as published by `origin` with sequence number `seq`, by the v2 session
+/// `publisher` if one did.
+pub fn encode(
+    origin: NodeId,
+    seq: u64,
+    publication: &Publication,
+    publisher: Option<SessionId>,
+) -> Result<Bytes, EncodeError> {
     let (kind, name) = match &publication.target {
         Target::All => (TARGET_ALL, None),
         Target::Room(room) => (TARGET_ROOM, Some(room.as_str())),
@@ -106,7 +119,10 @@ pub fn encode(origin: NodeId, seq: u64, publication: &Publication) -> Result<Byt
         _ => return Err(EncodeError::ConnectionTarget),
     };
     let str_len = |s: &str| varint_len(s.len() as u64) + s.len();
-    let mut len = FIXED + name.map_or(0, str_len) + publication.payload.len();
+    let mut len = FIXED
+        + name.map_or(0, str_len)
+        + publication.payload.len()
+        + if publisher.is_some() { 16 } else { 0 };
     if let Some(tags) = &publication.tags {
         len += varint_len(tags.len() as u64);
         len += tags
@@ -123,7 +139,12 @@ pub fn encode(origin: NodeId, seq: u64, publication: &Publication) -> Result<Byt
             TAGS_FLAG
         } else {
             0
-        } | if publication.kept { KEPT_FLAG } else { 0 };
+        } | if publication.kept { KEPT_FLAG } else { 0 }
+            | if publisher.is_some() {
+                PUBLISHER_FLAG
+            } else {
+                0
+            };
     out.put_u8(flags);
     if let Some(name) = name {
         put_str(&mut out, name);
@@ -134,6 +155,9 @@ pub fn encode(origin: NodeId, seq: u64, publication: &Publication) -> Result<Byt
             put_str(&mut out, k);
             put_str(&mut out, v);
         }
+    }
+    if let Some(session) = publisher {
+        out.put_u128(session.0);
     }
     out.put_slice(&publication.payload);
     debug_assert_eq!(out.len(), len, "capacity computed exactly");
@@ -230,10 +254,19 @@ pub fn decode(message: Bytes) -> Result<Envelope, DecodeError> {
     } else {
         None
     };
+    let publisher = if flags & PUBLISHER_FLAG != 0 {
+        let b = r.take(16)?;
+        let mut a = [0u8; 16];
+        a.copy_from_slice(b);
+        Some(SessionId(u128::from_be_bytes(a)))
+    } else {
+        None
+    };
     let payload = Text::from_utf8(message.slice(r.pos..)).map_err(|_| DecodeError::Utf8)?;
     Ok(Envelope {
         origin,
         seq,
+        publisher,
         publication: Publication {
             target,
             except: None,
@@ -249,11 +282,23 @@ mod tests {
     use super::*;
 
     fn round_trip(p: Publication) {
-        let bytes = encode(NodeId::new(0xdead_beef_0102_0304), 42, &p).unwrap();
-        let e = decode(bytes).unwrap();
-        assert_eq!(e.origin, NodeId::new(0xdead_beef_0102_0304));
-        assert_eq!(e.seq, 42);
-        assert_eq!(e.publication, Publication { except: None, ..p });
+        for publisher in [
+            None,
+            Some(SessionId(0x0123_4567_89ab_cdef_0011_2233_4455_6677)),
+        ] {
+            let bytes = encode(NodeId::new(0xdead_beef_0102_0304), 42, &p, publisher).unwrap();
+            let e = decode(bytes).unwrap();
+            assert_eq!(e.origin, NodeId::new(0xdead_beef_0102_0304));
+            assert_eq!(e.seq, 42);
+            assert_eq!(e.publisher, publisher);
+            assert_eq!(
+                e.publication,
+                Publication {
+                    except: None,
+                    ..p.clone()
+                }
+            );
+        }
     }
 
     #[test]
@@ -275,7 +320,7 @@ mod tests {
     #[test]
     fn the_payload_is_unchanged_and_shared() {
         let p = Publication::to_all("{\"table\":\"times\"}");
-        let bytes = encode(NodeId::new(1), 0, &p).unwrap();
+        let bytes = encode(NodeId::new(1), 0, &p, None).unwrap();
         let e = decode(bytes.clone()).unwrap();
         assert_eq!(e.publication.payload.as_str(), "{\"table\":\"times\"}");
         let start = bytes.len() - e.publication.payload.len();
@@ -290,7 +335,7 @@ mod tests {
         let h = hub.handle_open(Instant::ZERO, OpenInfo::default()).unwrap();
         let p = Publication::new(Target::Connection(h), "x");
         assert_eq!(
-            encode(NodeId::new(1), 0, &p),
+            encode(NodeId::new(1), 0, &p, None),
             Err(EncodeError::ConnectionTarget)
         );
     }
@@ -326,6 +371,7 @@ mod tests {
             NodeId::new(5),
             1,
             &Publication::to_room("room", "payload").filtered(vec![("k".into(), "v".into())]),
+            None,
         )
         .unwrap();
         // Every truncation of the header fails cleanly (cutting into the payload is not
@@ -361,6 +407,7 @@ mod tests {
             9,
             &Publication::to_user("user", "{\"x\":1}")
                 .filtered(vec![("a".into(), "b".into()), ("c".into(), "d".into())]),
+            Some(SessionId(7)),
         )
         .unwrap();
         for i in 0..good.len() {

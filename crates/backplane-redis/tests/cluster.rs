@@ -470,3 +470,90 @@ async fn v2_clients_resume_on_their_node_with_what_other_nodes_published() {
     assert_eq!(subscribed["recovered"], false);
     assert_eq!(subscribed["reason"], "session");
 }
+
+/// Protocol v2 on a cluster with the history shared through Redis: every node gives the same
+/// positions, and a client whose node went away resumes on another node with what it missed,
+/// once, in order.
+#[tokio::test]
+async fn v2_clients_resume_on_another_node_with_a_shared_history() {
+    use switchboard_hub::HistoryConfig;
+    let redis = Redis::start().await;
+    let config = switchboard_hub::Config {
+        history: Some(HistoryConfig {
+            shared: true,
+            ..HistoryConfig::with_seed([6; 32])
+        }),
+        ..switchboard_hub::Config::default()
+    };
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        let node = Node::start_with(
+            "afc",
+            &redis.url(),
+            &Options::default(),
+            None,
+            false,
+            config.clone(),
+        )
+        .await;
+        nodes.push(node);
+    }
+    wait_connected(&nodes).await;
+    let post = |n: u32| {
+        let node = &nodes[0];
+        async move {
+            let body = format!(r#"{{"n":{n}}}"#);
+            let resp = node
+                .http(Method::Post, "/events/lap-created", None, &body)
+                .await;
+            assert_eq!(resp.status, 204);
+        }
+    };
+    let mut on_a = nodes[0].connect_v2("/ws").await;
+    let mut on_b = nodes[1].connect_v2("/ws").await;
+    let session = next_json(&mut on_b).await["session"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let top_b = next_json(&mut on_b).await;
+    next_json(&mut on_a).await;
+    let top_a = next_json(&mut on_a).await;
+    assert_eq!(top_a["epoch"], top_b["epoch"], "one epoch for the cluster");
+    let epoch = top_b["epoch"].as_str().unwrap().to_string();
+    post(1).await;
+    for ws in [&mut on_a, &mut on_b] {
+        let v = next_json(ws).await;
+        assert_eq!((&v["sb"], &v["offset"]), (&json!("pub"), &json!(1)));
+        assert_eq!(v["epoch"], json!(epoch));
+    }
+    drop(on_b);
+    post(2).await;
+    post(3).await;
+    let v = next_json(&mut on_a).await;
+    assert_eq!(v["offset"], 2);
+    let v = next_json(&mut on_a).await;
+    assert_eq!(v["offset"], 3);
+    // Node B is gone for this client: it comes back on node A.
+    let resume = format!("/ws?sb_session={session}&sb_since=events~{epoch}~1");
+    let mut ws = nodes[0].connect_v2(&resume).await;
+    let hello = next_json(&mut ws).await;
+    assert_eq!(
+        (&hello["sb"], &hello["resumed"]),
+        (&json!("session"), &json!(true))
+    );
+    for n in [2, 3] {
+        let v = next_json(&mut ws).await;
+        assert_eq!((&v["sb"], &v["offset"]), (&json!("pub"), &json!(n)));
+        assert_eq!(v["msg"]["payload"]["n"], n);
+    }
+    let subscribed = next_json(&mut ws).await;
+    assert_eq!(subscribed["recovered"], true);
+    assert_eq!(subscribed["replayed"], 2);
+    post(4).await;
+    let v = next_json(&mut ws).await;
+    assert_eq!(
+        (&v["offset"], &v["msg"]["payload"]["n"]),
+        (&json!(4), &json!(4))
+    );
+    assert_quiet(&mut ws).await;
+}

@@ -126,6 +126,8 @@ pub trait DynHub: Send + core::fmt::Debug {
     fn publish(&mut self, now: Instant, publication: Publication) -> usize;
     /// See [`Hub::handle_remote`].
     fn handle_remote(&mut self, now: Instant, publication: Publication) -> usize;
+    /// See [`Hub::system_stream`].
+    fn system_stream(&self) -> Option<&'static str>;
     /// See [`Hub::handle_positioned`].
     fn handle_positioned(
         &mut self,
@@ -273,6 +275,10 @@ impl<P: Protocol> DynHub for Hub<P> {
 
     fn handle_remote(&mut self, now: Instant, publication: Publication) -> usize {
         Hub::handle_remote(self, now, publication)
+    }
+
+    fn system_stream(&self) -> Option<&'static str> {
+        Hub::system_stream(self)
     }
 
     fn handle_positioned(

@@ -93,6 +93,12 @@ impl<P: Protocol> Hub<P> {
         }
     }
 
+    /// The protocol's system-wide stream (kept publications to everyone and to users), when it
+    /// keeps history and has one.
+    pub fn system_stream(&self) -> Option<&'static str> {
+        self.core.streams.as_deref().and_then(|s| s.system)
+    }
+
     /// The protocol's name.
     pub fn protocol_name(&self) -> &'static str {
         self.protocol.name()

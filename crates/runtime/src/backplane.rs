@@ -5,8 +5,11 @@
 //! [`crate::HubHandle::remote`]; [`crate::HubHandle::rooms`] tells it which rooms have local
 //! members. Nothing here knows Redis.
 
+use std::sync::Arc;
+
 use hashbrown::HashMap;
-use switchboard_hub::{Output, Publication};
+use switchboard_hub::history::{Entry, FetchId, Position};
+use switchboard_hub::{Output, Publication, Target};
 use tokio::sync::mpsc;
 
 /// Capacity of the channel from a hub task to its backplane.
@@ -22,6 +25,27 @@ pub enum Replication {
     RoomOpened(String),
     /// A room lost its last local member: stop receiving it.
     RoomClosed(String),
+    /// With a shared history: keep `entry` as the next publication of `stream`, publish it to
+    /// every node (this one too) with its position, and answer with
+    /// [`crate::HubHandle::appended`], in order per stream. `target` is whom it is for.
+    Append {
+        /// The stream.
+        stream: String,
+        /// The publication as kept.
+        entry: Arc<Entry>,
+        /// Its target (its room, or everyone or a user for the system stream).
+        target: Target,
+    },
+    /// With a shared history: fetch what was missed of `stream` since `since` and answer with
+    /// [`crate::HubHandle::fetched`].
+    Fetch {
+        /// Names the answer.
+        id: FetchId,
+        /// The stream.
+        stream: String,
+        /// From where (`None`: only the top).
+        since: Option<Position>,
+    },
 }
 
 /// A new replication channel: the sender goes to the hub task, the receiver to the backplane.
@@ -78,6 +102,17 @@ impl Replicator {
                 }
             }
         }
+    }
+
+    /// Hand a shared history's request to the backplane; given back if its queue cannot take
+    /// it (the caller answers it as unavailable: never dropped silently).
+    pub(crate) fn history(&mut self, request: Replication) -> Result<(), Replication> {
+        let Some(tx) = self.tx.as_ref() else {
+            return Err(request);
+        };
+        tx.try_send(request).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(r) | mpsc::error::TrySendError::Closed(r) => r,
+        })
     }
 
     /// Hand a replication output to the backplane. A publication the full channel cannot take

@@ -15,10 +15,12 @@ use std::sync::Arc;
 
 use futures_util::future::Either;
 use hashbrown::HashMap;
-use switchboard_hub::history::MemoryHistory;
+use switchboard_hub::history::{
+    Audience, FetchId, Fetched, HistoryError, MemoryHistory, Position, SessionId,
+};
 use switchboard_hub::{
     AnyMessage, Bytes, CloseCode, ConnectionHandle, Dialect, DynDecode, DynHub, Frame, HttpRequest,
-    HttpResponse, IdempotencyKey, OpenError, OpenInfo, Output, Publication, Stats, Text,
+    HttpResponse, IdempotencyKey, OpenError, OpenInfo, Output, Publication, Stats, Target, Text,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -76,9 +78,21 @@ enum Command {
     ),
     Publish(Publication, oneshot::Sender<usize>),
     Remote(Publication),
+    Positioned(Box<Positioned>),
+    Appended(String, Result<Position, HistoryError>),
+    Fetched(FetchId, Result<Fetched, HistoryError>),
+    HistoryCheck,
     Stats(oneshot::Sender<Stats>),
     Rooms(oneshot::Sender<Vec<String>>),
     CloseAll(CloseCode, &'static str, oneshot::Sender<()>),
+}
+
+/// A kept publication from a shared history, with its position.
+struct Positioned {
+    publication: Publication,
+    position: Position,
+    publisher: Option<SessionId>,
+    from_here: bool,
 }
 
 /// The hub task has stopped.
@@ -264,6 +278,47 @@ impl HubHandle {
         self.tell(Command::Remote(publication))
     }
 
+    /// A kept publication at `position`, from a shared history (see
+    /// [`switchboard_hub::Hub::handle_positioned`]); `from_here` if this node made it.
+    pub fn positioned(
+        &self,
+        publication: Publication,
+        position: Position,
+        publisher: Option<SessionId>,
+        from_here: bool,
+    ) -> impl Future<Output = Result<(), HubGone>> + Send + 'static {
+        self.tell(Command::Positioned(Box::new(Positioned {
+            publication,
+            position,
+            publisher,
+            from_here,
+        })))
+    }
+
+    /// The shared history's answer to the oldest [`Replication::Append`] of `stream`.
+    pub fn appended(
+        &self,
+        stream: String,
+        result: Result<Position, HistoryError>,
+    ) -> impl Future<Output = Result<(), HubGone>> + Send + 'static {
+        self.tell(Command::Appended(stream, result))
+    }
+
+    /// The shared history's answer to [`Replication::Fetch`] `id`.
+    pub fn fetched(
+        &self,
+        id: FetchId,
+        result: Result<Fetched, HistoryError>,
+    ) -> impl Future<Output = Result<(), HubGone>> + Send + 'static {
+        self.tell(Command::Fetched(id, result))
+    }
+
+    /// The shared history's channel may have lost publications: re-fetch every stream (see
+    /// [`switchboard_hub::Hub::handle_history_check`]).
+    pub fn history_check(&self) -> impl Future<Output = Result<(), HubGone>> + Send + 'static {
+        self.tell(Command::HistoryCheck)
+    }
+
     /// A snapshot of counters and gauges.
     pub async fn stats(&self) -> Result<Stats, HubGone> {
         self.call(Command::Stats).await
@@ -423,6 +478,20 @@ impl HubTask {
             Command::Remote(p) => {
                 hub.handle_remote(now, p);
             }
+            Command::Positioned(p) => {
+                let Positioned {
+                    publication,
+                    position,
+                    publisher,
+                    from_here,
+                } = *p;
+                hub.handle_positioned(now, publication, position, publisher, from_here);
+            }
+            Command::Appended(stream, result) => {
+                let _ = hub.handle_appended(now, &stream, result);
+            }
+            Command::Fetched(id, result) => hub.handle_fetched(now, id, result),
+            Command::HistoryCheck => hub.handle_history_check(now),
             Command::Stats(reply) => {
                 let mut stats = hub.stats();
                 if let Some(history) = &self.history {
@@ -483,19 +552,47 @@ impl HubTask {
                         link.outbox.close(code, &reason);
                     }
                 }
-                // The in-memory engine answers at once; the hub queues what follows.
-                Output::Append { stream, entry } => {
-                    if let Some(history) = &mut self.history {
+                // The in-memory engine answers at once; the hub queues what follows. A shared
+                // history is asked through the backplane and answers later.
+                Output::Append { stream, entry } => match &mut self.history {
+                    Some(history) => {
                         let position = history.append(now, &stream, entry);
                         let _ = self.hub.handle_appended(now, &stream, Ok(position));
                     }
-                }
-                Output::Fetch { id, stream, since } => {
-                    if let Some(history) = &mut self.history {
+                    None => {
+                        let target = match (&entry.audience, self.hub.system_stream()) {
+                            (Audience::User(user), Some(s)) if s == stream => {
+                                Target::User(user.clone())
+                            }
+                            (_, Some(s)) if s == stream => Target::All,
+                            _ => Target::Room(stream.clone()),
+                        };
+                        let request = Replication::Append {
+                            stream,
+                            entry,
+                            target,
+                        };
+                        if let Err(Replication::Append { stream, .. }) =
+                            self.replicator.history(request)
+                        {
+                            let unavailable = Err(HistoryError::Unavailable);
+                            let _ = self.hub.handle_appended(now, &stream, unavailable);
+                        }
+                    }
+                },
+                Output::Fetch { id, stream, since } => match &mut self.history {
+                    Some(history) => {
                         let answer = history.fetch(now, &stream, since);
                         self.hub.handle_fetched(now, id, Ok(answer));
                     }
-                }
+                    None => {
+                        let request = Replication::Fetch { id, stream, since };
+                        if self.replicator.history(request).is_err() {
+                            self.hub
+                                .handle_fetched(now, id, Err(HistoryError::Unavailable));
+                        }
+                    }
+                },
                 other => {
                     if let Some(dropped) = self.replicator.forward(other) {
                         self.hub.handle_replication_dropped(dropped);

@@ -53,10 +53,12 @@ impl System {
         let spec = endpoint.spec;
         config.replicate = replicate.is_some();
         // Each system its own secret seed: session ids of one say nothing about another's.
-        let history = config.history.as_mut().map(|h| {
+        // A shared history is the backplane's to answer; without one, each node keeps its own.
+        let history = config.history.as_mut().and_then(|h| {
             h.seed = Seed(random_seed());
+            h.shared &= replicate.is_some();
             let epochs = u64::from_le_bytes(random_seed()[..8].try_into().expect("8 bytes"));
-            MemoryHistory::new(h.limits, epochs)
+            (!h.shared).then(|| MemoryHistory::new(h.limits, epochs))
         });
         let hub = (spec.build)(&options, config.clone(), clock.now());
         let (hub, _task) = spawn_hub(hub, clock.clone(), replicate, history);

@@ -4,6 +4,7 @@
 use std::io;
 use std::net::SocketAddr;
 
+use switchboard_backplane_redis::history::HistoryKeys;
 use switchboard_backplane_redis::{replication_channel, Backplane, NodeId};
 use switchboard_hub::Config;
 use switchboard_protocol::SystemSpec;
@@ -92,12 +93,25 @@ async fn start_one(
     process: &Process,
     transport: Transport,
     run: SystemRun,
-    config: Config,
+    mut config: Config,
     redis_url: Option<&str>,
     node: NodeId,
 ) -> io::Result<Running> {
     let listener = TcpListener::bind(run.addr).await?;
     let spec = run.spec;
+    // On a cluster the history is Redis's, shared by every node (see docs/cluster.md).
+    let keys = match (redis_url, config.history.as_mut()) {
+        (Some(_), Some(history)) => {
+            history.shared = true;
+            let limits = history.limits;
+            Some(HistoryKeys::new(
+                spec.name,
+                limits.max_entries,
+                limits.max_age,
+            ))
+        }
+        _ => None,
+    };
     let (replicate, inbound) = match redis_url {
         Some(_) => {
             let (tx, rx) = replication_channel();
@@ -118,7 +132,8 @@ async fn start_one(
     };
     let backplane = match (redis_url, inbound) {
         (Some(url), Some(rx)) => {
-            let backplane = Backplane::spawn(url, node, spec.name, system.hub().clone(), rx)
+            let hub = system.hub().clone();
+            let backplane = Backplane::spawn_with_history(url, node, spec.name, hub, rx, keys)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
             let status = backplane.status_handle();
             let for_metrics = status.clone();

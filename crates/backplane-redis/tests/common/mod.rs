@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
+use switchboard_backplane_redis::history::HistoryKeys;
 use switchboard_backplane_redis::{replication_channel, Backplane, NodeId, Replication, Status};
 use switchboard_hub::{Config, HttpRequest, HttpResponse, Method};
 use switchboard_protocol::Options;
@@ -215,7 +216,7 @@ impl Node {
         let system = System::start(
             endpoint,
             options.clone(),
-            config,
+            config.clone(),
             process.clock.clone(),
             Some(tx),
         );
@@ -231,12 +232,18 @@ impl Node {
             });
             rx = filtered_rx;
         }
-        let backplane = Backplane::spawn(
+        let keys = config
+            .history
+            .as_ref()
+            .filter(|h| h.shared)
+            .map(|h| HistoryKeys::new(spec.name, h.limits.max_entries, h.limits.max_age));
+        let backplane = Backplane::spawn_with_history(
             redis_url,
             NodeId::random(),
             spec.name,
             server.hub().clone(),
             rx,
+            keys,
         )
         .expect("a valid Redis URL");
         Node { server, backplane }
