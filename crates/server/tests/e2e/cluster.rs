@@ -12,9 +12,9 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::http::get;
 use crate::support::{connect, next_text, notice};
 
-const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -22,7 +22,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn redis(port: u16) -> Child {
+pub(crate) fn redis(port: u16) -> Child {
     Command::new("redis-server")
         .args([
             "--port",
@@ -55,7 +55,7 @@ fn node(laptimes_port: u16, redis_port: u16) -> Child {
 }
 
 /// Poll `/health` until the backplane says `up` (bounded).
-async fn wait_until_up(addr: std::net::SocketAddr) -> serde_json::Value {
+pub(crate) async fn wait_until_up(addr: std::net::SocketAddr) -> serde_json::Value {
     let started = Instant::now();
     loop {
         if let Ok(Ok(reply)) = tokio::time::timeout(Duration::from_secs(1), async {
@@ -76,7 +76,7 @@ async fn wait_until_up(addr: std::net::SocketAddr) -> serde_json::Value {
     }
 }
 
-async fn wait_listening(addr: std::net::SocketAddr) {
+pub(crate) async fn wait_listening(addr: std::net::SocketAddr) {
     let started = Instant::now();
     while tokio::net::TcpStream::connect(addr).await.is_err() {
         assert!(

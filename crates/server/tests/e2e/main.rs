@@ -20,6 +20,7 @@ mod cluster;
 mod collab;
 mod dcdock;
 mod example;
+mod failover;
 mod hostile;
 mod laptimes;
 mod limits;
