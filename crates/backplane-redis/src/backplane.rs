@@ -53,6 +53,23 @@ pub fn room_channel(system: &str, room: &str) -> String {
     format!("sb:{system}:room:{room}")
 }
 
+/// How a backplane runs, beyond its Redis and its hub.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// The hub's history is shared through this Redis
+    /// (`switchboard_hub::HistoryConfig::shared`): the backplane answers the hub's appends and
+    /// fetches ([`Replication::Append`], [`Replication::Fetch`]) with a [`RedisHistory`]
+    /// keeping streams as these keys say, and hands every positioned publication from the
+    /// channels to the hub, its own included. While Redis is unreachable they are answered
+    /// unavailable at once.
+    pub history: Option<HistoryKeys>,
+    /// Receive every room's channel through one pattern subscription (`sb:<system>:room:*`)
+    /// instead of subscribing to each room when it gets its first local member. A join then
+    /// never races its node's subscription (a publication made on another node right after a
+    /// join is never missed), at the cost of every node receiving every room's publications.
+    pub every_room: bool,
+}
+
 /// Why a backplane could not be started.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -77,6 +94,8 @@ struct Ctx {
     check_publisher: Notify,
     /// How the shared history keeps streams, if the hub's history is shared.
     history: Option<HistoryKeys>,
+    /// Receive every room's channel (one pattern subscription), not only the joined ones.
+    every_room: bool,
     /// Set when a positioned publication could not be queued to the hub: the injector asks
     /// the hub to check its streams.
     check_history: std::sync::atomic::AtomicBool,
@@ -141,22 +160,25 @@ impl Backplane {
         hub: HubHandle,
         replication: mpsc::Receiver<Replication>,
     ) -> Result<Backplane, Error> {
-        Self::spawn_with_history(redis_url, node_id, system, hub, replication, None)
+        Self::spawn_with(
+            redis_url,
+            node_id,
+            system,
+            hub,
+            replication,
+            Options::default(),
+        )
     }
 
-    /// [`Backplane::spawn`] for a hub whose history is shared through this Redis
-    /// (`switchboard_hub::HistoryConfig::shared`): it answers the hub's appends and fetches
-    /// ([`Replication::Append`], [`Replication::Fetch`]) with a [`RedisHistory`] keeping
-    /// streams as `keys` says, and hands every positioned publication from the channels to the
-    /// hub in order, its own included. While Redis is unreachable they are answered
-    /// unavailable at once.
-    pub fn spawn_with_history(
+    /// [`Backplane::spawn`] with [`Options`]: a history shared through this Redis, and which
+    /// room channels to receive.
+    pub fn spawn_with(
         redis_url: &str,
         node_id: NodeId,
         system: &'static str,
         hub: HubHandle,
         replication: mpsc::Receiver<Replication>,
-        history: Option<HistoryKeys>,
+        options: Options,
     ) -> Result<Backplane, Error> {
         let info = redis_url
             .into_connection_info()
@@ -174,7 +196,8 @@ impl Backplane {
             interest_changed: Notify::new(),
             resync: Notify::new(),
             check_publisher: Notify::new(),
-            history,
+            history: options.history,
+            every_room: options.every_room,
             check_history: std::sync::atomic::AtomicBool::new(false),
         });
         let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
@@ -604,8 +627,17 @@ async fn session(
     let rooms: Vec<String> = {
         let mut interest = ctx.interest();
         interest.clear_dirty();
-        interest.desired().cloned().collect()
+        match ctx.every_room {
+            true => Vec::new(),
+            false => interest.desired().cloned().collect(),
+        }
     };
+    if ctx.every_room {
+        let every = room_channel(ctx.system, "*");
+        if let Err(end) = within("psubscribe", sink.psubscribe(every)).await {
+            return end;
+        }
+    }
     if let Err(end) = subscribe_rooms(ctx, sink, &rooms, true).await {
         return end;
     }
@@ -677,7 +709,7 @@ async fn session(
                     }
                 }
             }
-            _ = ctx.interest_changed.notified() => {
+            _ = ctx.interest_changed.notified(), if !ctx.every_room => {
                 let (add, remove): (Vec<String>, Vec<String>) = {
                     let mut interest = ctx.interest();
                     let dirty = interest.take_dirty();

@@ -64,8 +64,8 @@ mod status;
 pub mod wire;
 
 pub use backplane::{
-    all_channel, room_channel, Backplane, Error, StatusHandle, CONNECT_TIMEOUT, INBOUND_QUEUE,
-    RECONCILE_EVERY, RESPONSE_TIMEOUT,
+    all_channel, room_channel, Backplane, Error, Options, StatusHandle, CONNECT_TIMEOUT,
+    INBOUND_QUEUE, RECONCILE_EVERY, RESPONSE_TIMEOUT,
 };
 pub use node::NodeId;
 pub use status::{render_prometheus, Status};

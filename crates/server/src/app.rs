@@ -5,7 +5,7 @@ use std::io;
 use std::net::SocketAddr;
 
 use switchboard_backplane_redis::history::HistoryKeys;
-use switchboard_backplane_redis::{replication_channel, Backplane, NodeId};
+use switchboard_backplane_redis::{replication_channel, Backplane, NodeId, Options};
 use switchboard_hub::Config;
 use switchboard_protocol::SystemSpec;
 use switchboard_runtime::accept::ShutdownHandle;
@@ -60,7 +60,16 @@ impl Running {
     }
 }
 
-/// Bind and start every system of `runs` on `transport`, as one `process`; with `redis_url`,
+/// How a process joins a cluster.
+#[derive(Debug, Clone, Copy)]
+pub struct Cluster<'a> {
+    /// The Redis every node shares.
+    pub redis_url: &'a str,
+    /// Receive every room's channel (`--backplane-rooms every`), not only the joined ones.
+    pub every_room: bool,
+}
+
+/// Bind and start every system of `runs` on `transport`, as one `process`; with `cluster`,
 /// every system also joins the cluster of nodes sharing that Redis (one backplane per system,
 /// one node id for the process). If one cannot bind, the ones already started are stopped and
 /// the error names the system and address. The backplane never fails at start: while Redis is
@@ -70,13 +79,13 @@ pub async fn start(
     transport: Transport,
     runs: Vec<SystemRun>,
     config: Config,
-    redis_url: Option<&str>,
+    cluster: Option<Cluster<'_>>,
 ) -> io::Result<Vec<Running>> {
     let node = NodeId::random();
     let mut started: Vec<Running> = Vec::with_capacity(runs.len());
     for run in runs {
         let (name, addr) = (run.spec.name, run.addr);
-        match start_one(process, transport, run, config.clone(), redis_url, node).await {
+        match start_one(process, transport, run, config.clone(), cluster, node).await {
             Ok(running) => started.push(running),
             Err(e) => {
                 for s in started {
@@ -94,9 +103,10 @@ async fn start_one(
     transport: Transport,
     run: SystemRun,
     mut config: Config,
-    redis_url: Option<&str>,
+    cluster: Option<Cluster<'_>>,
     node: NodeId,
 ) -> io::Result<Running> {
+    let redis_url = cluster.map(|c| c.redis_url);
     let listener = TcpListener::bind(run.addr).await?;
     let spec = run.spec;
     // On a cluster the history is Redis's, shared by every node (see docs/cluster.md).
@@ -133,7 +143,11 @@ async fn start_one(
     let backplane = match (redis_url, inbound) {
         (Some(url), Some(rx)) => {
             let hub = system.hub().clone();
-            let backplane = Backplane::spawn_with_history(url, node, spec.name, hub, rx, keys)
+            let options = Options {
+                history: keys,
+                every_room: cluster.is_some_and(|c| c.every_room),
+            };
+            let backplane = Backplane::spawn_with(url, node, spec.name, hub, rx, options)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
             let status = backplane.status_handle();
             let for_metrics = status.clone();

@@ -34,6 +34,18 @@ pub enum RatePolicyArg {
     Close,
 }
 
+/// Which room channels a node of a cluster receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackplaneRooms {
+    /// Every room's, through one pattern subscription: a join never races its node's
+    /// subscription, so a publication made on another node right after a join is never missed.
+    Every,
+    /// Only the rooms with local members, each subscribed when its first member joins: less
+    /// traffic when rooms are many and spread thin, but a publication made on another node in
+    /// the moment between a join and its node's subscription can be missed by v1 clients.
+    Joined,
+}
+
 /// Which transport serves the systems.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Transport {
@@ -240,6 +252,14 @@ pub struct Cli {
     /// Without it the hub runs as a single in-memory node.
     #[arg(long, env = "SWITCHBOARD_REDIS_URL")]
     pub redis_url: Option<String>,
+    /// With --redis-url: which room channels each node receives (see docs/cluster.md).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_BACKPLANE_ROOMS",
+        value_enum,
+        default_value = "every"
+    )]
+    pub backplane_rooms: BackplaneRooms,
     /// Log level filter (`error`, `warn`, `info`, `debug`, `trace`, or a tracing directive).
     #[arg(long, env = "LOG_LEVEL", default_value = "info")]
     pub log_level: String,

@@ -36,8 +36,11 @@ async fn main() -> ExitCode {
         http: cli.http.limits(),
         clock: HubClock::default(),
     };
-    let running = match app::start(&process, cli.transport, runs, cli.hub.config(), redis_url).await
-    {
+    let cluster = redis_url.map(|redis_url| app::Cluster {
+        redis_url,
+        every_room: cli.backplane_rooms == cli::BackplaneRooms::Every,
+    });
+    let running = match app::start(&process, cli.transport, runs, cli.hub.config(), cluster).await {
         Ok(running) => running,
         Err(e) => return fail(&e.to_string()),
     };

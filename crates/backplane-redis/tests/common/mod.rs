@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use switchboard_backplane_redis::history::HistoryKeys;
-use switchboard_backplane_redis::{replication_channel, Backplane, NodeId, Replication, Status};
+use switchboard_backplane_redis::{
+    replication_channel, Backplane, NodeId, Options, Replication, Status,
+};
 use switchboard_hub::{Config, HttpRequest, HttpResponse, Method};
 use switchboard_protocol::Options;
 use switchboard_runtime::gate::JwtKeys;
@@ -237,13 +239,17 @@ impl Node {
             .as_ref()
             .filter(|h| h.shared)
             .map(|h| HistoryKeys::new(spec.name, h.limits.max_entries, h.limits.max_age));
-        let backplane = Backplane::spawn_with_history(
+        let options = Options {
+            history: keys,
+            every_room: false,
+        };
+        let backplane = Backplane::spawn_with(
             redis_url,
             NodeId::random(),
             spec.name,
             server.hub().clone(),
             rx,
-            keys,
+            options,
         )
         .expect("a valid Redis URL");
         Node { server, backplane }
