@@ -92,6 +92,7 @@ pub async fn drain(
         s.begin_drain(plan.window);
     }
     let close_rest_now = || {
+        tracing::info!("second SIGTERM or ctrl-c: closing every connection left at once");
         for s in &systems {
             s.close_rest_now();
         }
