@@ -75,6 +75,8 @@ export class Server {
 
   args() {
     const a = ['--bind', '127.0.0.1', '--systems', this.systems.join(','), '--log-level', 'warn'];
+    // Stop at once on SIGTERM: no ready delay, every client closed together (with 1012).
+    a.push('--drain-ready-delay-secs', '0', '--drain-window-secs', '0');
     for (const s of this.systems) {
       a.push(`--${s}-port`, String(this.ports[s]));
       if (KEYS[s]) a.push(`--${s}-api-key`, KEYS[s]);

@@ -33,7 +33,7 @@ test('clients reconnect after a server restart', async () => {
     await server.stop();
     await eventually(() => clients.every((c) => !c.connected));
     assert.ok(downs.length >= 1);
-    assert.equal(downs[0].code, 1001); // the server says it is shutting down
+    assert.equal(downs[0].code, 1012); // the server says it is restarting
     await new Promise((r) => setTimeout(r, 300));
     assert.ok(clients.every((c) => c.connections === 1));
 

@@ -65,6 +65,8 @@ class Server:
             pytest.fail(f"server binary {binary} is missing: run clients/run-tests.sh")
         a = [str(binary), "--bind", "127.0.0.1", "--systems", ",".join(self.systems)]
         a += ["--log-level", "warn"]
+        # Stop at once on SIGTERM: no ready delay, every client closed together (with 1012).
+        a += ["--drain-ready-delay-secs", "0", "--drain-window-secs", "0"]
         for s, p in self.ports.items():
             a += [f"--{s}-port", str(p)]
             if s in KEYS:

@@ -37,10 +37,10 @@ async def test_clients_reconnect_after_server_restart(fresh_server):
         await dock.subscribe("OB")
         first_ids = (co_a.client_id, dock.client_id)
 
-        # Server goes away: every client notices (1001 on shutdown, or the connection drops).
+        # Server goes away: every client notices (1012 on SIGTERM, or the connection drops).
         await asyncio.to_thread(srv.stop)
         await eventually(lambda: not any(c.connected for c in clients))
-        assert downs and downs[0].code == 1001  # the server says it is shutting down
+        assert downs and downs[0].code == 1012  # the server says it is restarting
         await asyncio.sleep(0.3)  # a few failed attempts while the port is closed
         assert all(c.connections == 1 for c in clients)
 

@@ -19,6 +19,8 @@ impl CloseCode {
     pub const MESSAGE_TOO_BIG: CloseCode = CloseCode(1009);
     /// 1011: the server hit an unexpected condition.
     pub const INTERNAL_ERROR: CloseCode = CloseCode(1011);
+    /// 1012: the server is restarting (a drain); the client should reconnect.
+    pub const SERVICE_RESTART: CloseCode = CloseCode(1012);
     /// 1013: try again later (connection limit reached).
     pub const TRY_AGAIN_LATER: CloseCode = CloseCode(1013);
     /// 4000: no inbound traffic, not even a pong, within the idle timeout.

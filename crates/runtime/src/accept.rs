@@ -33,7 +33,8 @@ pub fn shutdown_pair() -> (ShutdownHandle, Shutdown) {
 }
 
 impl ShutdownHandle {
-    /// Ask the server to stop accepting, close every connection with 1001, and return.
+    /// Ask the server to stop accepting, close every connection (with 1001, unless a drain
+    /// began: see [`crate::System::begin_drain`]), and return.
     pub fn trigger(&self) {
         let _ = self.tx.send(true);
     }

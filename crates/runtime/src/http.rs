@@ -1,7 +1,7 @@
 //! HTTP requests that are not upgrades, judged the same way by any transport that serves HTTP:
 //! everything is decided from the head before a byte of the body is read (`Host`, `Origin`,
 //! route, API key, publish rate), bodies are read within per-system bounds, and the requests no
-//! route claims get `/metrics`, `/health` or `404`. Answers are
+//! route claims get `/metrics`, `/health`, `/ready` or `404`. Answers are
 //! [`switchboard_hub::HttpResponse`]s; the transport only translates them.
 
 use std::net::{IpAddr, SocketAddr};
@@ -470,7 +470,8 @@ pub fn request(
     }
 }
 
-/// The transport's own endpoints, for requests no route claims: `/metrics`, `/health`, `404`.
+/// The transport's own endpoints, for requests no route claims: `/metrics`, `/health`,
+/// `/ready` (`200` while serving, `503` once a drain began: for load balancers), `404`.
 pub async fn fallback(
     method: Method,
     path: &str,
@@ -490,7 +491,14 @@ pub async fn fallback(
                 with_health_extras(body.to_string().into(), system, metrics),
             )
         }
-        "/metrics" | "/health" => {
+        "/ready" if readable => {
+            if system.is_ready() {
+                HttpResponse::json(200, r#"{"ready":true}"#)
+            } else {
+                HttpResponse::json(503, r#"{"ready":false,"reason":"draining"}"#)
+            }
+        }
+        "/metrics" | "/health" | "/ready" => {
             error(405, "method not allowed").with_header("allow", "GET, HEAD")
         }
         _ => error(404, "not found"),

@@ -85,6 +85,8 @@ enum Command {
     Stats(oneshot::Sender<Stats>),
     Rooms(oneshot::Sender<Vec<String>>),
     CloseAll(CloseCode, &'static str, oneshot::Sender<()>),
+    Connections(oneshot::Sender<Vec<ConnectionHandle>>),
+    Close(ConnectionHandle, CloseCode, &'static str),
 }
 
 /// A kept publication from a shared history, with its position.
@@ -333,6 +335,21 @@ impl HubHandle {
     pub async fn close_all(&self, code: CloseCode, reason: &'static str) -> Result<(), HubGone> {
         self.call(|tx| Command::CloseAll(code, reason, tx)).await
     }
+
+    /// The connections open now (e.g. for a drain that closes them one at a time).
+    pub async fn connections(&self) -> Result<Vec<ConnectionHandle>, HubGone> {
+        self.call(Command::Connections).await
+    }
+
+    /// Close one connection with `code`, from the server side; one already gone is left alone.
+    pub fn close(
+        &self,
+        conn: ConnectionHandle,
+        code: CloseCode,
+        reason: &'static str,
+    ) -> impl Future<Output = Result<(), HubGone>> + Send + 'static {
+        self.tell(Command::Close(conn, code, reason))
+    }
 }
 
 impl FlushSink for HubHandle {
@@ -506,6 +523,10 @@ impl HubTask {
                 hub.close_all(now, code, reason);
                 let _ = reply.send(());
             }
+            Command::Connections(reply) => {
+                let _ = reply.send(self.links.keys().copied().collect());
+            }
+            Command::Close(conn, code, reason) => self.close_one(now, conn, code, reason),
         }
     }
 
@@ -627,6 +648,23 @@ impl HubTask {
             }
         }
         reported
+    }
+
+    /// Close `conn` from the server side. The hub forgets it as it forgets a connection whose
+    /// peer left (its rooms, its v2 session, what the protocol tells the others), and its
+    /// outbox sends the close frame after whatever is queued. (`DynHub` has no `close` of one
+    /// connection; the reader's later `Closed` report finds nothing to do.)
+    fn close_one(
+        &mut self,
+        now: switchboard_hub::Instant,
+        conn: ConnectionHandle,
+        code: CloseCode,
+        reason: &str,
+    ) {
+        if let Some(link) = self.links.remove(&conn) {
+            let _ = self.hub.handle_close(now, conn);
+            link.outbox.close(code, reason);
+        }
     }
 }
 

@@ -11,7 +11,8 @@
 //!   connection limit) made before any `101`; [`http`]: the one judgement of plain HTTP
 //!   requests (host, origin, route, key, rate, body budget).
 //! - [`accept`]: the accept loop with [`admission`] (the process's socket budget); [`system`]:
-//!   a running system and its shutdown; [`metrics`]: the Prometheus renderer; [`logging`]:
+//!   a running system and its shutdown, a plain stop or a [`drain`] (closes spread over a
+//!   window); [`metrics`]: the Prometheus renderer; [`logging`]:
 //!   bounded log lines; [`clock`]: monotonic and wall time kept apart; [`backplane`]: what a
 //!   cluster backplane plugs into.
 //!
@@ -27,6 +28,7 @@ pub mod accept;
 pub mod admission;
 pub mod backplane;
 pub mod clock;
+pub mod drain;
 pub mod gate;
 pub mod http;
 pub mod hub_task;

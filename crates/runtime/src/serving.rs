@@ -25,8 +25,9 @@ pub struct Serving {
 impl Serving {
     /// Serve `system` on `listener` as one system of `process` (its socket budget, its metrics):
     /// accept sockets and run `connection` for each one admitted, with its ticket and the
-    /// shutdown signal, until shutdown; then close every connection with 1001 and wait for them.
-    /// This is what a transport's `serve` is made of.
+    /// shutdown signal, until shutdown; then close every connection and wait for them
+    /// ([`System::drain`]: with 1001 at once, or with 1012 spread over the window of a drain
+    /// begun with [`System::begin_drain`]). This is what a transport's `serve` is made of.
     pub fn spawn<F, Fut>(
         process: &Process,
         listener: TcpListener,
@@ -85,8 +86,8 @@ impl Serving {
         self.shutdown.clone()
     }
 
-    /// Stop accepting, close every connection with 1001, and wait (at most
-    /// [`crate::system::SHUTDOWN_GRACE`] for the connections).
+    /// Stop accepting, close every connection (with 1001, unless a drain began), and wait (at
+    /// most [`crate::system::SHUTDOWN_GRACE`] for the connections after the last close).
     pub async fn shutdown(self) -> io::Result<()> {
         self.shutdown.trigger();
         self.wait().await

@@ -1,4 +1,5 @@
-//! A running system: its hub task, its upgrade checks, its refusal counts, and its shutdown.
+//! A running system: its hub task, its upgrade checks, its refusal counts, its readiness, and
+//! its shutdown (a plain stop, or a drain: see [`crate::drain`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -7,12 +8,13 @@ use std::time::Duration;
 use switchboard_hub::history::MemoryHistory;
 use switchboard_hub::{CloseCode, Config, Seed};
 use switchboard_protocol::{Options, SystemSpec};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::admission::Refusals;
 use crate::backplane::Replication;
 use crate::clock::HubClock;
+use crate::drain::{spread, Closing, RESTART_REASON};
 use crate::gate::Endpoint;
 use crate::hub_task::{spawn_hub, HubHandle};
 use crate::outbox::{FlushSink, Outbox};
@@ -38,6 +40,10 @@ pub struct System {
     refusals: Arc<Refusals>,
     /// Set once shutdown begins: new upgrades are refused with `503`.
     stopping: AtomicBool,
+    /// Set once a drain begins: `/ready` answers `503` while everything else is served.
+    draining: AtomicBool,
+    /// How shutdown closes the connections; a drain sets it, a second signal cuts it short.
+    closing: watch::Sender<Closing>,
 }
 
 impl System {
@@ -73,6 +79,8 @@ impl System {
             clock,
             refusals: Arc::default(),
             stopping: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+            closing: watch::Sender::new(Closing::AtOnce),
         })
     }
 
@@ -111,20 +119,86 @@ impl System {
         self.stopping.load(Ordering::Acquire)
     }
 
-    /// Refuse new upgrades, close every connection with 1001 and wait for `conns` (the
-    /// connection tasks) to finish, at most [`SHUTDOWN_GRACE`].
+    /// Whether it takes new work: `false` once a drain or shutdown began (`/ready` says so).
+    pub fn is_ready(&self) -> bool {
+        !self.draining.load(Ordering::Acquire) && !self.is_stopping()
+    }
+
+    /// Begin a drain: from now on `/ready` answers `503`, while everything is served as before;
+    /// when shutdown comes, the connections are closed with 1012 (service restart), each at its
+    /// own random instant within `window`, instead of all at once with 1001.
+    pub fn begin_drain(&self, window: Duration) {
+        self.draining.store(true, Ordering::Release);
+        self.closing.send_replace(Closing::Spread(window));
+    }
+
+    /// Cut a drain short: the connections not closed yet are closed at once (still with 1012).
+    pub fn close_rest_now(&self) {
+        self.draining.store(true, Ordering::Release);
+        self.closing.send_replace(Closing::Spread(Duration::ZERO));
+    }
+
+    /// Refuse new upgrades, close every connection (with 1001 at once, or with 1012 spread over
+    /// the window after [`System::begin_drain`]) and wait for `conns` (the connection tasks) to
+    /// finish, at most [`SHUTDOWN_GRACE`] after the last close.
     pub async fn drain(&self, mut conns: JoinSet<()>) {
         self.stopping.store(true, Ordering::Release);
-        let _ = self
-            .hub
-            .close_all(CloseCode::GOING_AWAY, "server shutting down")
-            .await;
+        let (code, reason) = match *self.closing.borrow() {
+            Closing::AtOnce => (CloseCode::GOING_AWAY, "server shutting down"),
+            Closing::Spread(_) => (CloseCode::SERVICE_RESTART, RESTART_REASON),
+        };
+        self.close_spread().await;
+        // Everything left: all of them in a plain stop, none or a few after a spread (those
+        // upgraded meanwhile, or all the rest when the drain was cut short).
+        let _ = self.hub.close_all(code, reason).await;
         let done = tokio::time::timeout(SHUTDOWN_GRACE, async {
             while conns.join_next().await.is_some() {}
         })
         .await;
         if done.is_err() {
             conns.abort_all();
+        }
+    }
+
+    /// In a drain, close the connections open now with 1012, each at its own random instant
+    /// within the window, until done or until the drain is cut short.
+    async fn close_spread(&self) {
+        let mut closing = self.closing.subscribe();
+        let Closing::Spread(window) = *closing.borrow_and_update() else {
+            return;
+        };
+        if window.is_zero() {
+            return;
+        }
+        let Ok(conns) = self.hub.connections().await else {
+            return;
+        };
+        let seed = u64::from_le_bytes(random_seed()[..8].try_into().expect("8 bytes"));
+        let plan = spread(conns, window, seed);
+        tracing::info!(
+            system = self.name(),
+            connections = plan.len(),
+            window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX),
+            "closing connections for a restart, spread over the window"
+        );
+        let start = tokio::time::Instant::now();
+        let closes = async {
+            for (at, conn) in plan {
+                tokio::time::sleep_until(start + at).await;
+                let close = self
+                    .hub
+                    .close(conn, CloseCode::SERVICE_RESTART, RESTART_REASON);
+                if close.await.is_err() {
+                    return;
+                }
+            }
+        };
+        let cut_short = closing.wait_for(|c| *c == Closing::Spread(Duration::ZERO));
+        tokio::select! {
+            () = closes => {}
+            _ = cut_short => {
+                tracing::info!(system = self.name(), "drain cut short: closing the rest at once");
+            }
         }
     }
 }

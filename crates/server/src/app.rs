@@ -1,8 +1,12 @@
 //! Starting and stopping what the command line asks for: one system per selected seed, served by
-//! the chosen transport on its port, joined to the cluster when a Redis URL is given.
+//! the chosen transport on its port, joined to the cluster when a Redis URL is given, and drained
+//! on SIGTERM.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use switchboard_backplane_redis::history::HistoryKeys;
 use switchboard_backplane_redis::{replication_channel, Backplane, NodeId, Options};
@@ -32,6 +36,11 @@ impl Running {
     /// Its hub.
     pub fn hub(&self) -> &HubHandle {
         self.served.hub()
+    }
+
+    /// The system served.
+    pub fn system(&self) -> &Arc<System> {
+        self.served.system()
     }
 
     /// Where it listens.
@@ -67,6 +76,65 @@ pub struct Cluster<'a> {
     pub redis_url: &'a str,
     /// Receive every room's channel (`--backplane-rooms every`), not only the joined ones.
     pub every_room: bool,
+}
+
+/// How the process leaves on SIGTERM (docs/drain.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Drain {
+    /// How long `/ready` answers 503 while everything is still served, before accepting stops.
+    pub ready_delay: Duration,
+    /// The window the WebSocket connections are then closed over, with 1012, each at its own
+    /// random instant.
+    pub window: Duration,
+}
+
+/// Drain every system of `running` and wait until each has stopped: all report not-ready at
+/// once, keep serving for the ready delay, then stop accepting and close their connections with
+/// 1012 spread over the window, then wait for them as any shutdown does. `cut_short` resolving
+/// (a second SIGTERM) ends the delay and closes whatever is left at once. Each system's result.
+pub async fn drain(
+    running: Vec<Running>,
+    plan: Drain,
+    cut_short: impl Future<Output = ()>,
+) -> Vec<(&'static str, io::Result<()>)> {
+    let systems: Vec<Arc<System>> = running.iter().map(|s| s.system().clone()).collect();
+    for s in &systems {
+        s.begin_drain(plan.window);
+    }
+    let close_rest_now = || {
+        tracing::info!("second SIGTERM or ctrl-c: closing every connection left at once");
+        for s in &systems {
+            s.close_rest_now();
+        }
+    };
+    tokio::pin!(cut_short);
+    let mut cut = false;
+    tokio::select! {
+        () = tokio::time::sleep(plan.ready_delay) => {}
+        () = &mut cut_short => {
+            cut = true;
+            close_rest_now();
+        }
+    }
+    for s in &running {
+        s.shutdown_handle().trigger();
+    }
+    let stopped = async {
+        let mut results = Vec::with_capacity(running.len());
+        for s in running {
+            let name = s.spec().name;
+            results.push((name, s.wait().await));
+        }
+        results
+    };
+    tokio::pin!(stopped);
+    if !cut {
+        tokio::select! {
+            results = &mut stopped => return results,
+            () = &mut cut_short => close_rest_now(),
+        }
+    }
+    stopped.await
 }
 
 /// Bind and start every system of `runs` on `transport`, as one `process`; with `cluster`,

@@ -272,6 +272,37 @@ pub struct Cli {
     /// HTTP limits.
     #[command(flatten)]
     pub http: HttpArgs,
+    /// How the process leaves on SIGTERM or ctrl-c.
+    #[command(flatten)]
+    pub drain: DrainArgs,
+}
+
+/// How the process leaves on SIGTERM or ctrl-c: a drain (docs/drain.md).
+#[derive(Debug, Clone, clap::Args)]
+pub struct DrainArgs {
+    /// Seconds between SIGTERM (or ctrl-c) and the end of accepting: `/ready` answers 503 at
+    /// once while everything is served as before, so a load balancer's health check takes the
+    /// node out of rotation before any client is closed.
+    #[arg(long, env = "SWITCHBOARD_DRAIN_READY_DELAY_SECS", default_value_t = 1)]
+    pub drain_ready_delay_secs: u64,
+    /// Seconds over which the WebSocket connections are then closed with 1012 (service
+    /// restart), each at its own random instant, so their clients do not all reconnect to the
+    /// other nodes at once (0 closes them all at once). A second SIGTERM or ctrl-c closes the
+    /// rest at once.
+    #[arg(long, env = "SWITCHBOARD_DRAIN_WINDOW_SECS", default_value_t = 5)]
+    pub drain_window_secs: u64,
+}
+
+impl DrainArgs {
+    /// How long `/ready` fails before accepting stops.
+    pub fn ready_delay(&self) -> Duration {
+        Duration::from_secs(self.drain_ready_delay_secs)
+    }
+
+    /// The window the closes are spread over.
+    pub fn window(&self) -> Duration {
+        Duration::from_secs(self.drain_window_secs)
+    }
 }
 
 /// Limits on HTTP requests (the `switchboard` binary's endpoints).
@@ -592,6 +623,8 @@ pub fn log_summary(cli: &Cli, runs: &[SystemRun]) {
         body_bytes = cli.http.max_body_bytes,
         publish_rate_per_ip = cli.http.publish_rate_per_ip,
         cluster = cli.redis_url.is_some(),
+        drain_ready_delay_secs = cli.drain.drain_ready_delay_secs,
+        drain_window_secs = cli.drain.drain_window_secs,
         "switchboard configuration"
     );
     for warning in warnings(cli, runs) {
@@ -614,19 +647,44 @@ pub fn init_tracing(cli: &Cli) {
     }
 }
 
-/// Resolves on ctrl-c or SIGTERM.
-pub async fn terminated() {
+/// SIGTERM and ctrl-c, caught from when this is made (not one is missed between two waits).
+#[derive(Debug)]
+pub struct Termination {
     #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing a SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Termination {
+    /// Catch SIGTERM and ctrl-c from now on (they no longer end the process by themselves).
+    #[cfg(unix)]
+    pub fn catch() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        Termination {
+            term: signal(SignalKind::terminate()).expect("installing a SIGTERM handler"),
+            interrupt: signal(SignalKind::interrupt()).expect("installing a SIGINT handler"),
         }
     }
+
+    /// Catch ctrl-c from now on.
     #[cfg(not(unix))]
-    {
+    pub fn catch() -> Self {
+        Termination {}
+    }
+
+    /// The next SIGTERM or ctrl-c.
+    #[cfg(unix)]
+    pub async fn next(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.interrupt.recv() => {}
+        }
+    }
+
+    /// The next ctrl-c.
+    #[cfg(not(unix))]
+    pub async fn next(&mut self) {
         let _ = tokio::signal::ctrl_c().await;
     }
 }
@@ -664,5 +722,26 @@ mod tests {
         assert_eq!(names, ["collab", "dcdock"]);
         assert_eq!(runs[0].addr.port(), 4100);
         command().debug_assert();
+    }
+
+    #[test]
+    fn drain_flags_and_their_defaults() {
+        let (cli, _) = parse_from(["switchboard"]);
+        // The environment of the test process may set them; only check defaults where not.
+        if std::env::var("SWITCHBOARD_DRAIN_READY_DELAY_SECS").is_err() {
+            assert_eq!(cli.drain.ready_delay(), Duration::from_secs(1));
+        }
+        if std::env::var("SWITCHBOARD_DRAIN_WINDOW_SECS").is_err() {
+            assert_eq!(cli.drain.window(), Duration::from_secs(5));
+        }
+        let (cli, _) = parse_from([
+            "switchboard",
+            "--drain-ready-delay-secs",
+            "0",
+            "--drain-window-secs",
+            "30",
+        ]);
+        assert_eq!(cli.drain.ready_delay(), Duration::ZERO);
+        assert_eq!(cli.drain.window(), Duration::from_secs(30));
     }
 }

@@ -25,6 +25,7 @@ fn redacted(url: &str) -> String {
 async fn main() -> ExitCode {
     let (cli, runs) = cli::parse();
     cli::init_tracing(&cli);
+    let mut termination = cli::Termination::catch();
     cli::log_summary(&cli, &runs);
     let redis_url = cli.redis_url.as_deref();
     if let Some(url) = redis_url {
@@ -52,18 +53,23 @@ async fn main() -> ExitCode {
             "listening"
         );
     }
-    cli::terminated().await;
-    tracing::info!("shutting down");
-    for s in &running {
-        s.shutdown_handle().trigger();
-    }
+    termination.next().await;
+    let plan = app::Drain {
+        ready_delay: cli.drain.ready_delay(),
+        window: cli.drain.window(),
+    };
+    tracing::info!(
+        ready_delay_secs = cli.drain.drain_ready_delay_secs,
+        window_secs = cli.drain.drain_window_secs,
+        "draining: /ready answers 503; a second SIGTERM or ctrl-c closes every connection at once"
+    );
     let mut code = ExitCode::SUCCESS;
-    for s in running {
-        let system = s.spec().name;
-        if let Err(e) = s.wait().await {
+    for (system, result) in app::drain(running, plan, termination.next()).await {
+        if let Err(e) = result {
             tracing::error!(system, error = %e, "server stopped with an error");
             code = ExitCode::FAILURE;
         }
     }
+    tracing::info!("stopped");
     code
 }

@@ -9,7 +9,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use switchboard_backplane_redis::history::HistoryKeys;
 use switchboard_backplane_redis::{
-    replication_channel, Backplane, NodeId, Options, Replication, Status,
+    replication_channel, Backplane, NodeId, Options as BackplaneOptions, Replication, Status,
 };
 use switchboard_hub::{Config, HttpRequest, HttpResponse, Method};
 use switchboard_protocol::Options;
@@ -239,7 +239,7 @@ impl Node {
             .as_ref()
             .filter(|h| h.shared)
             .map(|h| HistoryKeys::new(spec.name, h.limits.max_entries, h.limits.max_age));
-        let options = Options {
+        let options = BackplaneOptions {
             history: keys,
             every_room: false,
         };

@@ -19,6 +19,7 @@ mod bounds;
 mod cluster;
 mod collab;
 mod dcdock;
+mod drain;
 mod example;
 mod failover;
 mod hostile;
