@@ -314,6 +314,10 @@ async fn outbound(
                         shared.publisher_up.store(true, Relaxed);
                         if ever_connected {
                             Shared::add(&shared.reconnects, 1);
+                            // Fetches of holes failed while it was down: the hub asks again.
+                            if ctx.history.is_some() && hub.history_check().await.is_err() {
+                                break;
+                            }
                         }
                         ever_connected = true;
                         tracing::info!(system = ctx.system, "backplane publisher connected");

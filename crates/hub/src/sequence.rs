@@ -6,7 +6,8 @@
 //! channel was re-established, its inbound queue was full). So each stream's [`Order`] knows the
 //! offset it delivers next: a publication above it is held and the hole is fetched from the
 //! history; what the fetch returns is delivered in order, then what was held. A hole the history
-//! no longer has is reported to the stream's v2 subscribers as a `gap`. Nothing is delivered
+//! no longer has is reported to the stream's v2 subscribers as a `gap`; a fetch the history could
+//! not answer is asked again (at the next publication, or the driver's check). Nothing is delivered
 //! twice and nothing out of order, and a v2 client never sees a hole silently.
 
 use alloc::string::ToString;
@@ -32,8 +33,9 @@ impl Core {
             .entry_ref(stream)
             .or_insert_with(|| Order::at(position.epoch, position.offset));
         if order.epoch != position.epoch {
-            // The history was started afresh: what was held belongs to the old one.
-            *order = Order::at(position.epoch, position.offset);
+            // The history was started afresh: what was held belongs to the old one, and all of
+            // the new one matters (what came before this publication is fetched).
+            *order = Order::at(position.epoch, 1);
         }
         if position.offset < order.next {
             return; // Delivered already (from a fetch of a hole).
@@ -89,7 +91,11 @@ impl Core {
                 top,
                 entries: Ok(entries),
             }) if top.epoch == epoch => entries,
-            _ => Vec::new(),
+            Ok(_) => Vec::new(),
+            // The history could not be asked (its connection is down): what is held waits for
+            // the next publication, or the driver's check once the connection is back, to ask
+            // again (bounded by `MAX_HELD`).
+            Err(_) => return,
         };
         for (offset, entry) in entries {
             let Some(order) = self

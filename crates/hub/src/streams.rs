@@ -127,6 +127,9 @@ pub(crate) struct Catching {
     /// Live publications held meanwhile (with their positions), and their bytes.
     pub(crate) held: VecDeque<(Option<Position>, Text)>,
     pub(crate) held_bytes: usize,
+    /// The stream's history started afresh under the connection: what the fetch returns of the
+    /// new epoch is replayed, and the outcome is `recovered: false` (`epoch`) all the same.
+    pub(crate) rebase: bool,
 }
 
 impl Catching {
@@ -143,6 +146,7 @@ impl Catching {
             announced: false,
             held: VecDeque::new(),
             held_bytes: 0,
+            rebase: false,
         }
     }
 }

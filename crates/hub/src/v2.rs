@@ -22,7 +22,7 @@ use alloc::string::{String, ToString};
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 
-use crate::history::{Audience, Entry, FetchId, Fetched, HistoryError, Position, SessionId};
+use crate::history::{Audience, Entry, Epoch, FetchId, Fetched, HistoryError, Position, SessionId};
 use crate::output::Output;
 use crate::state::{Connection, Core};
 use crate::streams::{
@@ -500,16 +500,19 @@ impl Core {
             }
         }
         self.scratch = slots;
-        for slot in rebased {
-            self.v2_rebase(slot, stream);
+        if let Some(p) = position {
+            for slot in rebased {
+                self.v2_rebase(slot, stream, p.epoch);
+            }
         }
         self.close_victims();
     }
 
-    /// The stream's history was started afresh (a store that lost its data): the connection in
-    /// `slot`, which holds a position of the old epoch, is told it did not recover (reason
-    /// `epoch`) and goes on from the new top.
-    fn v2_rebase(&mut self, slot: u32, stream: &str) {
+    /// The stream's history was started afresh as `epoch` (a store that lost its data): the
+    /// connection in `slot`, which holds a position of the old epoch, gets everything of the new
+    /// one the history has, then is told it did not recover (reason `epoch`: what the old one
+    /// held after its position is gone), then goes on live.
+    fn v2_rebase(&mut self, slot: u32, stream: &str, epoch: Epoch) {
         let Some(streams) = self.streams.as_deref_mut() else {
             return;
         };
@@ -527,14 +530,16 @@ impl Core {
             return; // Already catching up: its answer decides.
         }
         let id = streams.fetch_for(Fetcher::Conn(h), stream);
-        sub.catching = Some(Box::new(Catching::fetching(id, true, Some("epoch"))));
+        let mut catching = Catching::fetching(id, true, None);
+        catching.rebase = true;
+        sub.catching = Some(Box::new(catching));
         if sub.gap.take().is_none() {
             c.v2.as_deref_mut().expect("found above").busy += 1;
         }
         self.outputs.push_back(Output::Fetch {
             id,
             stream: stream.to_string(),
-            since: None,
+            since: Some(Position { epoch, offset: 0 }),
         });
     }
 
@@ -647,6 +652,11 @@ impl Core {
         if sub.catching.is_some() || covered(Some(last), sub.last) {
             return;
         }
+        if sub.last.is_some_and(|l| l.epoch != from.epoch) {
+            // Its position is of an older history: a gap in the new one would not say so.
+            self.v2_rebase(slot, stream, from.epoch);
+            return;
+        }
         let newly_busy = sub.gap.is_none();
         skipped(&mut sub.gap, from);
         skipped(&mut sub.gap, last);
@@ -685,7 +695,8 @@ impl Core {
                 (Some(why), _) => (Some(top), Some(why)),
                 (None, Ok(entries)) => {
                     catching.replay = entries.into();
-                    (Some(top), None)
+                    // A rebase replays the new epoch, and still was not a recovery.
+                    (Some(top), catching.rebase.then_some("epoch"))
                 }
                 (None, Err(why)) => (Some(top), Some(why.as_str())),
             },

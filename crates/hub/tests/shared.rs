@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use notes::Notes;
 use serde_json::{json, Value};
-use switchboard_hub::history::{Audience, Entry, HistoryLimits, MemoryHistory};
+use switchboard_hub::history::{Audience, Entry, HistoryError, HistoryLimits, MemoryHistory};
 use switchboard_hub::{
     Config, ConnectionHandle, Dialect, Frame, HistoryConfig, Hub, Instant, OpenInfo, Output,
     Position, Publication, Target, Text,
@@ -34,6 +34,8 @@ struct Cluster {
     channels: Vec<VecDeque<Carried>>,
     /// Per node, how many of the next channel messages are lost.
     lose: Vec<usize>,
+    /// Answer fetches `unavailable` (the history's connection is down).
+    unavailable: bool,
     now: Instant,
     inbox: HashMap<(usize, ConnectionHandle), Vec<Value>>,
 }
@@ -59,6 +61,7 @@ impl Cluster {
             history: MemoryHistory::new(limits, 42),
             channels: vec![VecDeque::new(); nodes],
             lose: vec![0; nodes],
+            unavailable: false,
             now: T0,
             inbox: HashMap::new(),
         }
@@ -86,8 +89,11 @@ impl Cluster {
                     }
                 }
                 Output::Fetch { id, stream, since } => {
-                    let f = self.history.fetch(self.now, &stream, since);
-                    self.nodes[n].handle_fetched(self.now, id, Ok(f));
+                    let f = match self.unavailable {
+                        true => Err(HistoryError::Unavailable),
+                        false => Ok(self.history.fetch(self.now, &stream, since)),
+                    };
+                    self.nodes[n].handle_fetched(self.now, id, f);
                 }
                 Output::Replicate(p) => {
                     assert!(!p.kept, "a kept publication travels with its position");
@@ -271,6 +277,32 @@ fn a_check_after_a_reconnect_finds_what_was_lost_at_the_end() {
     assert_eq!(got, [(2, "two".into()), (3, "three".into())]);
 }
 
+/// A hole whose fetch the history cannot answer (its connection is down) is not given up: what
+/// came after it waits, and the next publication asks again.
+#[test]
+fn a_hole_fetch_that_fails_is_asked_again() {
+    let mut c = Cluster::new(2, limits());
+    let publisher = c.open_v1(0);
+    let reader = c.open(1, &[]);
+    c.tell(0, publisher, "aone", true);
+    c.settle();
+    c.take(1, reader);
+    c.lose[1] = 2;
+    c.unavailable = true;
+    for t in ["atwo", "athree", "afour"] {
+        c.tell(0, publisher, t, true);
+    }
+    c.settle();
+    assert!(Cluster::pubs(&c.take(1, reader), "all").is_empty(), "held");
+    c.unavailable = false;
+    c.tell(0, publisher, "afive", true);
+    c.settle();
+    let frames = c.take(1, reader);
+    let offsets: Vec<u64> = Cluster::pubs(&frames, "all").iter().map(|p| p.0).collect();
+    assert_eq!(offsets, [2, 3, 4, 5]);
+    assert!(field(&frames, "gap").is_empty());
+}
+
 /// A hole the history no longer has is a gap for the clients, then delivery goes on.
 #[test]
 fn a_hole_the_history_no_longer_has_is_reported_as_a_gap() {
@@ -347,8 +379,10 @@ fn a_client_resumes_on_another_node() {
     assert_eq!(Cluster::pubs(&c.take(1, a2), "all"), [(6, "live".into())]);
 }
 
-/// The history is started afresh (a Redis that lost its data): each subscriber is told it did
-/// not recover (reason `epoch`) before the new epoch's publications, none of which are lost.
+/// The history is started afresh (a Redis that lost its data): each subscriber gets the new
+/// epoch's publications from its start, then is told it did not recover (reason `epoch`: what
+/// the old epoch held past its position is gone), then goes on live; nothing of the new epoch is
+/// lost or doubled.
 #[test]
 fn a_history_started_afresh_tells_clients_they_did_not_recover() {
     let mut c = Cluster::new(2, limits());
@@ -362,23 +396,52 @@ fn a_history_started_afresh_tells_clients_they_did_not_recover() {
     c.tell(0, publisher, "athree", true);
     c.settle();
     let frames = c.take(1, reader);
+    assert_eq!(
+        Cluster::pubs(&frames, "all"),
+        [(1, "two".into()), (2, "three".into())],
+        "the new epoch from its start"
+    );
     let sub = field(&frames, "subscribed");
     assert_eq!(sub.len(), 1, "{frames:?}");
     assert_eq!(sub[0]["recovered"], false);
     assert_eq!(sub[0]["reason"], "epoch");
     assert_ne!(sub[0]["epoch"], old);
-    // Told where it is now; then each later publication once. The history's new top came with
-    // the notice, so what the notice covers is not sent again.
-    let top = sub[0]["offset"].as_u64().unwrap();
-    let after: Vec<u64> = Cluster::pubs(&frames, "all")
-        .iter()
-        .map(|(o, _)| *o)
-        .collect();
-    assert!(after.iter().all(|&o| o > top));
+    assert_eq!(sub[0]["offset"], 2);
+    assert_eq!(
+        frames.last().unwrap()["sb"],
+        "subscribed",
+        "told after the replay"
+    );
     c.tell(0, publisher, "afour", true);
     c.settle();
     let got = Cluster::pubs(&c.take(1, reader), "all");
     assert_eq!(got, [(3, "four".into())]);
+}
+
+/// A node that sees a new epoch first at a later offset (its subscription came back after the
+/// new epoch's first publications) fetches the new epoch from its start for its clients.
+#[test]
+fn a_new_epoch_seen_late_is_fetched_from_its_start() {
+    let mut c = Cluster::new(2, limits());
+    let publisher = c.open_v1(0);
+    let reader = c.open(1, &[]);
+    c.tell(0, publisher, "aone", true);
+    c.settle();
+    c.take(1, reader);
+    c.history = MemoryHistory::new(limits(), 4243);
+    c.lose[1] = 2;
+    for t in ["atwo", "athree", "afour"] {
+        c.tell(0, publisher, t, true);
+    }
+    c.settle();
+    let frames = c.take(1, reader);
+    let got = Cluster::pubs(&frames, "all");
+    assert_eq!(
+        got,
+        [(1, "two".into()), (2, "three".into()), (3, "four".into())],
+        "{frames:?}"
+    );
+    assert_eq!(field(&frames, "subscribed")[0]["reason"], "epoch");
 }
 
 /// Room streams: a node delivers a room's publications only while it has members there, and

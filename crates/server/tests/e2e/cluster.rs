@@ -3,42 +3,14 @@
 //! (`scripts/ensure-redis.sh` installs it; `scripts/test.sh` runs that first).
 
 use std::process::Stdio;
-use std::time::{Duration, Instant};
 
 use futures_util::SinkExt;
 use tokio::process::{Child, Command};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::http::get;
+use crate::processes::{free_port, redis, wait_listening, wait_until_up, BIN};
 use crate::support::{connect, next_text, notice};
-
-pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
-
-pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-pub(crate) fn redis(port: u16) -> Child {
-    Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("redis-server on PATH (scripts/ensure-redis.sh installs it)")
-}
 
 fn node(laptimes_port: u16, redis_port: u16) -> Child {
     Command::new(BIN)
@@ -52,39 +24,6 @@ fn node(laptimes_port: u16, redis_port: u16) -> Child {
         .kill_on_drop(true)
         .spawn()
         .expect("start the switchboard binary")
-}
-
-/// Poll `/health` until the backplane says `up` (bounded).
-pub(crate) async fn wait_until_up(addr: std::net::SocketAddr) -> serde_json::Value {
-    let started = Instant::now();
-    loop {
-        if let Ok(Ok(reply)) = tokio::time::timeout(Duration::from_secs(1), async {
-            Ok::<_, ()>(get(addr, "/health").await)
-        })
-        .await
-        {
-            let health = reply.json();
-            if health["backplane"]["state"] == "up" {
-                return health;
-            }
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "backplane never came up on {addr}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-pub(crate) async fn wait_listening(addr: std::net::SocketAddr) {
-    let started = Instant::now();
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "{addr} not listening"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test]
