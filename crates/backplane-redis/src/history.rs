@@ -328,17 +328,7 @@ pub fn entry(pairs: &[(&[u8], &[u8])]) -> Result<Entry, HistoryError> {
     })
 }
 
-/// What [`RedisHistory::append`] publishes: `P<epoch>:<offset>:` then the caller's message.
-/// Returns the position and the message, `None` for anything else.
-pub fn positioned(published: &[u8]) -> Option<(Position, &[u8])> {
-    let rest = published.strip_prefix(b"P")?;
-    let colon = rest.iter().position(|b| *b == b':')?;
-    let epoch = Epoch::parse(std::str::from_utf8(&rest[..colon]).ok()?)?;
-    let rest = &rest[colon + 1..];
-    let colon = rest.iter().position(|b| *b == b':')?;
-    let offset = std::str::from_utf8(&rest[..colon]).ok()?.parse().ok()?;
-    Some((Position { epoch, offset }, &rest[colon + 1..]))
-}
+pub use switchboard_backplane::positioned;
 
 fn text(v: &Value) -> Option<&str> {
     match v {

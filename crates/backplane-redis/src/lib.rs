@@ -10,10 +10,17 @@
 //! # Channels
 //!
 //! Per system: `sb:<system>:all` carries publications to everyone and to users (every node
-//! subscribes); `sb:<system>:room:<room>` carries one room's publications, and only nodes with a
-//! local member of that room subscribe to it. A node subscribes when the hub reports a room's
-//! first member and unsubscribes when its last member leaves, and reconciles with the hub's
-//! room list every [`RECONCILE_EVERY`] and after every reconnect.
+//! subscribes); `sb:<system>:room:<room>` carries one room's publications. With
+//! [`Options::every_room`] a node holds one pattern subscription to every room's channel; without
+//! it, only nodes with a local member of a room subscribe to its channel: a node subscribes when
+//! the hub reports a room's first member and unsubscribes when its last member leaves, and
+//! reconciles with the hub's room list every [`RECONCILE_EVERY`] and after every reconnect.
+//!
+//! # Logic and driver
+//!
+//! What to do is decided by the sans-IO state machine of `switchboard-backplane`; this crate is
+//! its driver (one task per system carrying out its commands on two Redis connections) and the
+//! shared history's scripts ([`history`]).
 //!
 //! # Wire format
 //!
@@ -55,19 +62,14 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
-mod backoff;
 mod backplane;
 pub mod history;
-mod interest;
-mod node;
 mod status;
-pub mod wire;
 
 pub use backplane::{
-    all_channel, room_channel, Backplane, Error, Options, StatusHandle, CONNECT_TIMEOUT,
-    INBOUND_QUEUE, RECONCILE_EVERY, RESPONSE_TIMEOUT,
+    Backplane, Error, Options, StatusHandle, CONNECT_TIMEOUT, INBOUND_QUEUE, RESPONSE_TIMEOUT,
 };
-pub use node::NodeId;
-pub use status::{render_prometheus, Status};
+pub use status::render_prometheus;
+pub use switchboard_backplane::{all_channel, room_channel, wire, NodeId, Status, RECONCILE_EVERY};
 pub use switchboard_runtime::backplane::{replication_channel, Replication, REPLICATION_QUEUE};
 pub use switchboard_runtime::HubHandle;

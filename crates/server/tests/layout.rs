@@ -262,7 +262,7 @@ fn crates_depend_downwards_and_only_the_application_on_a_transport() {
     // Each crate's layer; a crate may depend only on crates of lower layers.
     let layer = |name: &str| match name {
         "switchboard-hub" => 0,
-        "switchboard-protocol" => 1,
+        "switchboard-protocol" | "switchboard-backplane" => 1,
         "switchboard-runtime" => 2,
         "switchboard-tokio" | "switchboard-hyper" | "switchboard-backplane-redis" => 3,
         "switchboard-server" => 4,
@@ -316,4 +316,41 @@ fn the_checker_sees_a_cycle() {
         &BTreeMap::new(),
     );
     assert_eq!(root, ["afc", "spec"].map(String::from).into());
+}
+
+/// The backplane's logic is sans-IO: no async runtime and no Redis client anywhere in its
+/// normal dependency tree (`cargo tree -e normal`), so it runs on a fake clock in tests and
+/// could be driven by another client or runtime.
+#[test]
+fn the_backplane_logic_has_no_runtime_and_no_redis_client() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let out = std::process::Command::new(cargo)
+        .args([
+            "tree",
+            "--offline",
+            "-p",
+            "switchboard-backplane",
+            "-e",
+            "normal",
+        ])
+        .args(["--prefix", "none", "--format", "{p}"])
+        .current_dir(crates_dir())
+        .output()
+        .expect("cargo tree runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tree = String::from_utf8(out.stdout).unwrap();
+    assert!(tree.contains("switchboard-hub"), "{tree}");
+    for line in tree.lines() {
+        let name = line.split_whitespace().next().unwrap_or("");
+        for forbidden in ["tokio", "redis", "mio", "futures", "async-"] {
+            assert!(
+                !name.starts_with(forbidden),
+                "switchboard-backplane depends on {name}"
+            );
+        }
+    }
 }

@@ -41,7 +41,7 @@ impl std::fmt::Display for NodeId {
 /// 64 random bits from the standard library's randomly keyed SipHash (seeded from the OS),
 /// mixed with the time, the process id and a counter. Not for cryptography; enough for ids that
 /// must differ between processes and for jitter.
-pub(crate) fn random_u64() -> u64 {
+pub fn random_u64() -> u64 {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));

@@ -1,0 +1,781 @@
+//! One system's backplane as a state machine: the two Redis connections' states, what to send on
+//! them, which channels to hold, what to hand to the hub. Time and I/O come from the driver.
+//!
+//! The driver opens connections and runs commands when [`Backplane::poll_command`] asks, reports
+//! how they went (`handle_*`), feeds it what the hub hands over and what the subscription
+//! receives, and calls [`Backplane::handle_timeout`] at [`Backplane::poll_timeout`]. At most one
+//! [`Command::Send`] and one subscription change are in flight at a time, so what goes out on each
+//! connection goes in order; the driver bounds every command's duration (a command that does not
+//! answer is a failed connection).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hashbrown::HashSet;
+use switchboard_hub::history::{Entry, Epoch, FetchId, Fetched, HistoryError, Position, SessionId};
+use switchboard_hub::{Instant, Publication, Target};
+
+use crate::backoff::Backoff;
+use crate::interest::{Gaps, Interest};
+use crate::node::NodeId;
+use crate::status::Status;
+use crate::wire::{self, Envelope};
+
+/// How often room subscriptions are reconciled with the hub's rooms, and how often an idle
+/// connection is pinged to notice a dead peer.
+pub const RECONCILE_EVERY: Duration = Duration::from_secs(5);
+/// Most publications, appends and fetches in one [`Command::Send`].
+pub const BATCH: usize = 256;
+/// Most channels named in one subscribe or unsubscribe.
+pub const SUBSCRIBE_CHUNK: usize = 512;
+/// Publications, appends and fetches waiting for the publishing connection at most; the driver
+/// stops taking more from the hub while it is full ([`Backplane::wants_input`]).
+pub const MAX_WAITING: usize = 4 * BATCH;
+
+/// The Redis channel carrying `system`'s publications to everyone and to users.
+pub fn all_channel(system: &str) -> String {
+    format!("sb:{system}:all")
+}
+
+/// The Redis channel carrying `system`'s publications to `room` (`*`: the pattern of every room).
+pub fn room_channel(system: &str, room: &str) -> String {
+    format!("sb:{system}:room:{room}")
+}
+
+/// One of the two connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// Publishes, appends and fetches (a multiplexed connection).
+    Publisher,
+    /// Holds the subscriptions.
+    Subscriber,
+}
+
+/// How a backplane runs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The system it serves.
+    pub system: &'static str,
+    /// This node.
+    pub node: NodeId,
+    /// Receive every room's channel through one pattern, not only the rooms with local members.
+    pub every_room: bool,
+    /// The hub's history is shared through this Redis: answer its appends and fetches, and
+    /// hand it positioned publications, its own included.
+    pub history: bool,
+    /// Seed of the reconnect jitter.
+    pub seed: u64,
+}
+
+/// A kept publication to append to the shared history, published with its position.
+#[derive(Debug, Clone)]
+pub struct Append {
+    /// Its stream.
+    pub stream: String,
+    /// What the history keeps.
+    pub entry: Arc<Entry>,
+    /// The channel the append publishes it on.
+    pub channel: String,
+    /// What it publishes (the wire message, which the append prefixes with the position).
+    pub message: Bytes,
+    /// A fresh epoch for a stream the history does not know.
+    pub candidate: Epoch,
+}
+
+/// A fetch from the shared history.
+#[derive(Debug, Clone)]
+pub struct Fetch {
+    /// Names the answer.
+    pub id: FetchId,
+    /// The stream.
+    pub stream: String,
+    /// From where (`None`: only the top).
+    pub since: Option<Position>,
+    /// A fresh epoch for a stream the history does not know.
+    pub candidate: Epoch,
+}
+
+/// One round trip on the publishing connection: publications (pipelined, in order), then
+/// appends (in order), and fetches.
+#[derive(Debug, Clone, Default)]
+pub struct Batch {
+    /// `(channel, message)` pairs to `PUBLISH`.
+    pub publishes: Vec<(String, Bytes)>,
+    /// Appends, answered in this order.
+    pub appends: Vec<Append>,
+    /// Fetches.
+    pub fetches: Vec<Fetch>,
+}
+
+/// How a [`Batch`] went.
+#[derive(Debug)]
+pub struct Sent {
+    /// Whether the publications went out (an error loses them all: which ones Redis took is
+    /// unknown).
+    pub published: Result<(), String>,
+    /// Each append's answer, in the batch's order.
+    pub appended: Vec<Result<Position, String>>,
+    /// Each fetch's answer, in the batch's order.
+    pub fetched: Vec<Result<Fetched, String>>,
+    /// The connection failed (a timeout, a closed socket): it must be opened again.
+    pub lost: Option<String>,
+}
+
+/// What the hub is handed.
+#[derive(Debug)]
+pub enum ToHub {
+    /// Another node's publication, without a position.
+    Remote(Publication),
+    /// A kept publication of the shared history, with its position (`from_here`: this node made
+    /// it).
+    Positioned {
+        /// The publication.
+        publication: Publication,
+        /// Its position.
+        position: Position,
+        /// The session that published it.
+        publisher: Option<SessionId>,
+        /// Made on this node.
+        from_here: bool,
+    },
+    /// The answer to the oldest append of `stream`.
+    Appended(String, Result<Position, HistoryError>),
+    /// The answer to fetch `id`.
+    Fetched(FetchId, Result<Fetched, HistoryError>),
+    /// The history's channels may have lost publications, or its fetches failed: the hub
+    /// fetches each stream from where it is.
+    Check,
+}
+
+/// What the driver must do next.
+#[derive(Debug)]
+pub enum Command {
+    /// Open this connection; report with [`Backplane::handle_connected`] or
+    /// [`Backplane::handle_failed`].
+    Connect(Side),
+    /// Run this batch on the publishing connection; report with [`Backplane::handle_sent`].
+    Send(Batch),
+    /// Subscribe the subscribing connection to these channels (`pattern`: one pattern); report
+    /// with [`Backplane::handle_subscribed`].
+    Subscribe {
+        /// Channel names, or one pattern.
+        channels: Vec<String>,
+        /// Whether `channels` is a pattern subscription.
+        pattern: bool,
+    },
+    /// Unsubscribe from these channels; report with [`Backplane::handle_subscribed`].
+    Unsubscribe(Vec<String>),
+    /// Ping this connection; report failure with [`Backplane::handle_failed`] (success needs
+    /// no report).
+    Ping(Side),
+    /// Ask the hub which rooms have local members; answer with [`Backplane::handle_rooms`].
+    ListRooms,
+    /// Hand this to the hub (through a bounded queue: if it is full, report with
+    /// [`Backplane::handle_hub_full`]).
+    Deliver(ToHub),
+}
+
+/// What a batch in flight asked, to pair its answers with.
+#[derive(Debug)]
+struct InFlight {
+    publishes: usize,
+    appends: Vec<String>,
+    fetches: Vec<FetchId>,
+}
+
+/// A connection's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Conn {
+    /// Down; a new attempt is due at this instant.
+    Down(Instant),
+    /// An attempt is under way.
+    Connecting,
+    /// Up (for the subscriber: once subscribed to the `all` channel and its rooms).
+    Up,
+}
+
+/// A subscription change waiting for its turn.
+#[derive(Debug)]
+enum Change {
+    Subscribe(Vec<String>, bool),
+    Unsubscribe(Vec<String>),
+}
+
+/// What happens when the subscriber's pending changes are all answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Subscribing {
+    /// Nothing in flight.
+    Idle,
+    /// The first subscriptions after a connect: the subscriber is up once they are answered.
+    Initial,
+    /// A change while up.
+    Change,
+}
+
+/// The logic of one system's backplane. See the module documentation.
+#[derive(Debug)]
+pub struct Backplane {
+    config: Config,
+    all: String,
+    publisher: Conn,
+    subscriber: Conn,
+    publisher_backoff: Backoff,
+    subscriber_backoff: Backoff,
+    publisher_ever: bool,
+    subscriber_ever: bool,
+    /// Rooms with local members, and which of them changed.
+    interest: Interest,
+    /// Rooms the subscribing connection holds.
+    subscribed: HashSet<String>,
+    gaps: Gaps,
+    /// This node's sequence on the `all` channel.
+    seq: u64,
+    /// Waiting for the publishing connection.
+    waiting: Batch,
+    /// The batch in flight, if one is.
+    sending: Option<InFlight>,
+    /// Subscription changes to send, one at a time.
+    changes: VecDeque<Change>,
+    subscribing: Subscribing,
+    /// Something was sent since the last tick (no ping needed).
+    busy: bool,
+    /// The subscriber failed: ping the publisher soon (an idle one would look up until then).
+    check_publisher: bool,
+    next_tick: Instant,
+    commands: VecDeque<Command>,
+    status: Status,
+}
+
+impl Backplane {
+    /// A backplane whose connections are both down, with a first attempt due at `now`.
+    pub fn new(config: Config, now: Instant) -> Self {
+        let status = Status::new(config.system, config.node);
+        Backplane {
+            all: all_channel(config.system),
+            publisher: Conn::Down(now),
+            subscriber: Conn::Down(now),
+            publisher_backoff: Backoff::new(config.seed),
+            subscriber_backoff: Backoff::new(config.seed.rotate_left(32)),
+            publisher_ever: false,
+            subscriber_ever: false,
+            interest: Interest::default(),
+            subscribed: HashSet::new(),
+            gaps: Gaps::default(),
+            seq: 0,
+            waiting: Batch::default(),
+            sending: None,
+            changes: VecDeque::new(),
+            subscribing: Subscribing::Idle,
+            busy: false,
+            check_publisher: false,
+            next_tick: now + RECONCILE_EVERY,
+            commands: VecDeque::new(),
+            status,
+            config,
+        }
+    }
+
+    /// The counters and connection states.
+    pub fn status(&self) -> Status {
+        let mut status = self.status.clone();
+        status.connected = status.publisher_connected && status.subscriber_connected;
+        status
+    }
+
+    /// Whether it takes more from the hub now (its queue for the publishing connection has
+    /// room). While not, the hub's own bounded channel holds what comes.
+    pub fn wants_input(&self) -> bool {
+        self.waiting_len() < MAX_WAITING
+    }
+
+    fn waiting_len(&self) -> usize {
+        let w = &self.waiting;
+        w.publishes.len() + w.appends.len() + w.fetches.len()
+    }
+
+    /// The next command, if any.
+    pub fn poll_command(&mut self) -> Option<Command> {
+        self.commands.pop_front()
+    }
+
+    /// When [`Backplane::handle_timeout`] has work to do.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut at = self.next_tick;
+        for c in [self.publisher, self.subscriber] {
+            if let Conn::Down(retry) = c {
+                at = at.min(retry);
+            }
+        }
+        Some(at)
+    }
+
+    /// Reconnects that are due, keepalives and reconciliation.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for side in [Side::Publisher, Side::Subscriber] {
+            let conn = self.conn_mut(side);
+            if matches!(*conn, Conn::Down(at) if at <= now) {
+                *conn = Conn::Connecting;
+                self.commands.push_back(Command::Connect(side));
+            }
+        }
+        if now >= self.next_tick {
+            self.next_tick = now + RECONCILE_EVERY;
+            if !self.config.every_room {
+                self.commands.push_back(Command::ListRooms);
+            }
+            if self.publisher == Conn::Up && !self.busy && self.sending.is_none() {
+                self.commands.push_back(Command::Ping(Side::Publisher));
+            }
+            self.busy = false;
+            if self.subscriber == Conn::Up && self.subscribing == Subscribing::Idle {
+                self.commands.push_back(Command::Ping(Side::Subscriber));
+            }
+        }
+    }
+
+    fn conn_mut(&mut self, side: Side) -> &mut Conn {
+        match side {
+            Side::Publisher => &mut self.publisher,
+            Side::Subscriber => &mut self.subscriber,
+        }
+    }
+
+    /// A connection attempt succeeded.
+    pub fn handle_connected(&mut self, _now: Instant, side: Side) {
+        match side {
+            Side::Publisher => {
+                self.publisher = Conn::Up;
+                self.publisher_backoff.reset();
+                self.status.publisher_connected = true;
+                if self.publisher_ever {
+                    self.status.reconnects += 1;
+                    if self.config.history {
+                        // Fetches failed while it was down: the hub asks again.
+                        self.commands.push_back(Command::Deliver(ToHub::Check));
+                    }
+                }
+                self.publisher_ever = true;
+                self.flush();
+            }
+            Side::Subscriber => {
+                // Up once the `all` channel and the rooms are subscribed.
+                self.subscribed.clear();
+                self.interest.clear_dirty();
+                self.changes.clear();
+                self.changes
+                    .push_back(Change::Subscribe(vec![self.all.clone()], false));
+                if self.config.every_room {
+                    let every = room_channel(self.config.system, "*");
+                    self.changes.push_back(Change::Subscribe(vec![every], true));
+                } else {
+                    let rooms: Vec<String> = self.interest.desired().cloned().collect();
+                    for chunk in rooms.chunks(SUBSCRIBE_CHUNK) {
+                        self.changes
+                            .push_back(Change::Subscribe(chunk.to_vec(), false));
+                    }
+                    self.subscribed.extend(rooms);
+                }
+                self.subscribing = Subscribing::Initial;
+                self.next_change();
+            }
+        }
+    }
+
+    /// A connection failed (to open, or while up): it is opened again after a backoff.
+    pub fn handle_failed(&mut self, now: Instant, side: Side, error: &str) {
+        self.status.error(side_name(side), error);
+        match side {
+            Side::Publisher => {
+                if let Some(batch) = self.sending.take() {
+                    // Redis may have taken some of them; which ones is unknown: all count lost.
+                    self.status.dropped_while_down += batch.publishes as u64;
+                    self.answer(batch, Vec::new(), Vec::new());
+                }
+                self.publisher = Conn::Down(now + self.publisher_backoff.next_delay());
+                self.status.publisher_connected = false;
+                self.answer_unavailable();
+            }
+            Side::Subscriber => {
+                self.subscriber = Conn::Down(now + self.subscriber_backoff.next_delay());
+                self.status.subscriber_connected = false;
+                self.status.room_subscriptions = 0;
+                self.subscribing = Subscribing::Idle;
+                self.changes.clear();
+                self.subscribed.clear();
+                // An idle publishing connection would look up until its next keepalive.
+                if self.publisher == Conn::Up && self.sending.is_none() {
+                    self.commands.push_back(Command::Ping(Side::Publisher));
+                } else {
+                    self.check_publisher = true;
+                }
+            }
+        }
+    }
+
+    /// What waits for a publishing connection that is not there: publications are dropped and
+    /// counted, appends and fetches answered unavailable (never left waiting).
+    fn answer_unavailable(&mut self) {
+        let waiting = std::mem::take(&mut self.waiting);
+        self.status.dropped_while_down += waiting.publishes.len() as u64;
+        self.status.dropped_while_down += waiting.appends.len() as u64;
+        for a in waiting.appends {
+            let answer = ToHub::Appended(a.stream, Err(HistoryError::Unavailable));
+            self.commands.push_back(Command::Deliver(answer));
+        }
+        for f in waiting.fetches {
+            let answer = ToHub::Fetched(f.id, Err(HistoryError::Unavailable));
+            self.commands.push_back(Command::Deliver(answer));
+        }
+    }
+
+    /// A local publication to carry to the other nodes.
+    pub fn handle_publish(&mut self, publication: &Publication) {
+        let (channel, seq) = match &publication.target {
+            Target::All | Target::User(_) => {
+                self.seq += 1;
+                (self.all.clone(), self.seq)
+            }
+            Target::Room(room) => (room_channel(self.config.system, room), 0),
+            _ => return, // A connection's own frames are never replicated.
+        };
+        if self.publisher != Conn::Up {
+            self.status.dropped_while_down += 1;
+            return;
+        }
+        match wire::encode(self.config.node, seq, publication, None) {
+            Ok(message) => self.waiting.publishes.push((channel, message)),
+            Err(e) => self.status.error("encode", &e.to_string()),
+        }
+        self.flush();
+    }
+
+    /// A kept publication of `stream` for the shared history (for `target`): appended and
+    /// published with its position, then answered to the hub.
+    pub fn handle_append(
+        &mut self,
+        stream: String,
+        entry: Arc<Entry>,
+        target: Target,
+        epoch: Epoch,
+    ) {
+        let publication = Publication {
+            target,
+            except: None,
+            tags: entry.tags.clone(),
+            payload: entry.payload.clone(),
+            kept: true,
+        };
+        let channel = match &publication.target {
+            Target::Room(room) => room_channel(self.config.system, room),
+            _ => self.all.clone(),
+        };
+        let message = wire::encode(self.config.node, 0, &publication, entry.publisher);
+        match (self.publisher, message) {
+            (Conn::Up, Ok(message)) => {
+                self.waiting.appends.push(Append {
+                    stream,
+                    entry,
+                    channel,
+                    message,
+                    candidate: epoch,
+                });
+                self.flush();
+            }
+            _ => {
+                self.status.dropped_while_down += 1;
+                let answer = ToHub::Appended(stream, Err(HistoryError::Unavailable));
+                self.commands.push_back(Command::Deliver(answer));
+            }
+        }
+    }
+
+    /// A fetch from the shared history, answered to the hub.
+    pub fn handle_fetch(
+        &mut self,
+        id: FetchId,
+        stream: String,
+        since: Option<Position>,
+        epoch: Epoch,
+    ) {
+        if self.publisher != Conn::Up {
+            let answer = ToHub::Fetched(id, Err(HistoryError::Unavailable));
+            self.commands.push_back(Command::Deliver(answer));
+            return;
+        }
+        self.waiting.fetches.push(Fetch {
+            id,
+            stream,
+            since,
+            candidate: epoch,
+        });
+        self.flush();
+    }
+
+    /// A room got its first local member (`true`) or lost its last (`false`).
+    pub fn handle_room(&mut self, room: String, opened: bool) {
+        if opened {
+            self.interest.open(room);
+        } else {
+            self.interest.close(&room);
+        }
+        self.follow_interest();
+    }
+
+    /// The hub's rooms, for reconciliation (room events may have been late or lost).
+    pub fn handle_rooms(&mut self, rooms: Vec<String>) {
+        if self.interest.replace(rooms) > 0 {
+            self.follow_interest();
+        }
+    }
+
+    /// Subscribe and unsubscribe room channels to match the interest (only while up, in
+    /// `joined` mode: a connect subscribes to all of them anyway).
+    fn follow_interest(&mut self) {
+        if self.config.every_room || self.subscriber != Conn::Up {
+            return;
+        }
+        let dirty = self.interest.take_dirty();
+        let (mut add, mut remove) = (Vec::new(), Vec::new());
+        for room in dirty {
+            match (self.interest.wants(&room), self.subscribed.contains(&room)) {
+                (true, false) => add.push(room),
+                (false, true) => remove.push(room),
+                _ => {}
+            }
+        }
+        for chunk in add.chunks(SUBSCRIBE_CHUNK) {
+            self.subscribed.extend(chunk.iter().cloned());
+            self.changes
+                .push_back(Change::Subscribe(chunk.to_vec(), false));
+        }
+        for chunk in remove.chunks(SUBSCRIBE_CHUNK) {
+            for r in chunk {
+                self.subscribed.remove(r);
+            }
+            self.changes.push_back(Change::Unsubscribe(chunk.to_vec()));
+        }
+        if self.subscribing == Subscribing::Idle && !self.changes.is_empty() {
+            self.subscribing = Subscribing::Change;
+            self.next_change();
+        }
+    }
+
+    /// Send the next subscription change, or finish.
+    fn next_change(&mut self) {
+        let Some(change) = self.changes.pop_front() else {
+            if self.subscribing == Subscribing::Initial {
+                self.subscriber_up();
+            }
+            self.subscribing = Subscribing::Idle;
+            self.status.room_subscriptions = self.subscribed.len() as u64;
+            return;
+        };
+        let command = match change {
+            Change::Subscribe(channels, true) => Command::Subscribe {
+                channels,
+                pattern: true,
+            },
+            Change::Subscribe(rooms, false) => Command::Subscribe {
+                channels: self.channels_of(rooms),
+                pattern: false,
+            },
+            Change::Unsubscribe(rooms) => Command::Unsubscribe(self.channels_of(rooms)),
+        };
+        self.commands.push_back(command);
+    }
+
+    /// Room names to channel names (the `all` channel is named as is).
+    fn channels_of(&self, rooms: Vec<String>) -> Vec<String> {
+        rooms
+            .into_iter()
+            .map(|r| match r == self.all {
+                true => r,
+                false => room_channel(self.config.system, &r),
+            })
+            .collect()
+    }
+
+    fn subscriber_up(&mut self) {
+        self.subscriber = Conn::Up;
+        self.subscriber_backoff.reset();
+        self.status.subscriber_connected = true;
+        if self.subscriber_ever {
+            self.status.reconnects += 1;
+            if self.config.history {
+                // Positioned publications may have gone by meanwhile.
+                self.commands.push_back(Command::Deliver(ToHub::Check));
+            }
+        }
+        self.subscriber_ever = true;
+        // Rooms may have changed while it was away: reconcile now.
+        if !self.config.every_room {
+            self.commands.push_back(Command::ListRooms);
+        }
+        // Room events that came while subscribing.
+        self.follow_interest();
+    }
+
+    /// The last subscription change went through (or failed: then the connection is lost).
+    pub fn handle_subscribed(&mut self, now: Instant, result: Result<(), String>) {
+        match result {
+            Ok(()) => self.next_change(),
+            Err(e) => self.handle_failed(now, Side::Subscriber, &e),
+        }
+    }
+
+    /// A message arrived on one of the subscribed channels.
+    pub fn handle_message(&mut self, payload: &[u8]) {
+        // A shared history's publication comes with its position in front.
+        let (position, bytes) = match positioned(payload) {
+            Some((p, rest)) if self.config.history => (Some(p), rest),
+            _ => (None, payload),
+        };
+        let env = match wire::decode(Bytes::copy_from_slice(bytes)) {
+            Ok(env) => env,
+            Err(_) => {
+                self.status.invalid += 1;
+                return;
+            }
+        };
+        let Envelope {
+            origin,
+            seq,
+            publication,
+            publisher,
+        } = env;
+        let from_here = origin == self.config.node;
+        let delivery = match position {
+            Some(position) => ToHub::Positioned {
+                publication,
+                position,
+                publisher,
+                from_here,
+            },
+            None if from_here => return, // Our own, echoed back.
+            None => {
+                self.status.missed += self.gaps.observe(origin, seq);
+                ToHub::Remote(publication)
+            }
+        };
+        self.status.received += 1;
+        self.commands.push_back(Command::Deliver(delivery));
+    }
+
+    /// The hub's queue could not take a delivery: it is dropped and counted, and a positioned
+    /// one makes the hub check its streams (it will fetch what it missed).
+    pub fn handle_hub_full(&mut self, dropped: &ToHub) {
+        self.status.dropped_inbound += 1;
+        self.status.received = self.status.received.saturating_sub(1);
+        if matches!(dropped, ToHub::Positioned { .. }) {
+            self.commands.push_back(Command::Deliver(ToHub::Check));
+        }
+    }
+
+    /// The batch in flight was answered.
+    pub fn handle_sent(&mut self, now: Instant, sent: Sent) {
+        let Some(batch) = self.sending.take() else {
+            return;
+        };
+        match sent.published {
+            Ok(()) => self.status.published += batch.publishes as u64,
+            Err(e) => {
+                self.status.dropped_while_down += batch.publishes as u64;
+                self.status.error("publish", &e);
+            }
+        }
+        self.answer(batch, sent.appended, sent.fetched);
+        match sent.lost {
+            Some(e) => self.handle_failed(now, Side::Publisher, &e),
+            None => {
+                if std::mem::take(&mut self.check_publisher) {
+                    self.commands.push_back(Command::Ping(Side::Publisher));
+                }
+                self.flush();
+            }
+        }
+    }
+
+    /// Hand the hub every answer of `batch`, in order; one missing (a lost connection) is
+    /// unavailable.
+    fn answer(
+        &mut self,
+        batch: InFlight,
+        appended: Vec<Result<Position, String>>,
+        fetched: Vec<Result<Fetched, String>>,
+    ) {
+        let mut appended = appended.into_iter();
+        for stream in batch.appends {
+            let answer = match appended.next() {
+                Some(Ok(p)) => {
+                    self.status.published += 1;
+                    Ok(p)
+                }
+                Some(Err(e)) => Err(self.unavailable("append", &e)),
+                None => Err(HistoryError::Unavailable),
+            };
+            self.commands
+                .push_back(Command::Deliver(ToHub::Appended(stream, answer)));
+        }
+        let mut fetched = fetched.into_iter();
+        for id in batch.fetches {
+            let answer = match fetched.next() {
+                Some(Ok(f)) => Ok(f),
+                Some(Err(e)) => Err(self.unavailable("fetch", &e)),
+                None => Err(HistoryError::Unavailable),
+            };
+            self.commands
+                .push_back(Command::Deliver(ToHub::Fetched(id, answer)));
+        }
+    }
+
+    fn unavailable(&mut self, what: &str, error: &str) -> HistoryError {
+        self.status.error(what, error);
+        HistoryError::Unavailable
+    }
+
+    /// Start the next batch if the connection is up and free.
+    fn flush(&mut self) {
+        if self.publisher != Conn::Up || self.sending.is_some() || self.waiting_len() == 0 {
+            return;
+        }
+        let w = &mut self.waiting;
+        let n = w.publishes.len().min(BATCH);
+        let publishes: Vec<_> = w.publishes.drain(..n).collect();
+        let n = w.appends.len().min(BATCH);
+        let appends: Vec<_> = w.appends.drain(..n).collect();
+        let n = w.fetches.len().min(BATCH);
+        let fetches: Vec<_> = w.fetches.drain(..n).collect();
+        self.sending = Some(InFlight {
+            publishes: publishes.len(),
+            appends: appends.iter().map(|a| a.stream.clone()).collect(),
+            fetches: fetches.iter().map(|f| f.id).collect(),
+        });
+        self.busy = true;
+        self.commands.push_back(Command::Send(Batch {
+            publishes,
+            appends,
+            fetches,
+        }));
+    }
+}
+
+fn side_name(side: Side) -> &'static str {
+    match side {
+        Side::Publisher => "publisher",
+        Side::Subscriber => "subscriber",
+    }
+}
+
+/// What a history append publishes: `P<epoch>:<offset>:` then the message. The position and
+/// the message, `None` for anything else.
+pub fn positioned(published: &[u8]) -> Option<(Position, &[u8])> {
+    let rest = published.strip_prefix(b"P")?;
+    let colon = rest.iter().position(|b| *b == b':')?;
+    let epoch = Epoch::parse(std::str::from_utf8(&rest[..colon]).ok()?)?;
+    let rest = &rest[colon + 1..];
+    let colon = rest.iter().position(|b| *b == b':')?;
+    let offset = std::str::from_utf8(&rest[..colon]).ok()?.parse().ok()?;
+    Some((Position { epoch, offset }, &rest[colon + 1..]))
+}
