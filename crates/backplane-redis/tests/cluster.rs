@@ -373,42 +373,44 @@ async fn dcdock_filters_and_user_conflicts_cross_nodes() {
     }
 }
 
-/// Protocol v2 on a cluster (history per node, this release): node B keeps what node A
+/// Two AFC nodes with history (per node, or `shared` through Redis), both connected.
+async fn afc_v2_nodes(redis: &Redis, shared: bool) -> Vec<Node> {
+    use switchboard_hub::HistoryConfig;
+    let config = switchboard_hub::Config {
+        history: Some(HistoryConfig {
+            shared,
+            ..HistoryConfig::with_seed([5; 32])
+        }),
+        ..switchboard_hub::Config::default()
+    };
+    let (url, options) = (redis.url(), Options::default());
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        let node = Node::start_with("afc", &url, &options, None, false, config.clone());
+        nodes.push(node.await);
+    }
+    wait_connected(&nodes).await;
+    nodes
+}
+
+/// POST event `n` to `node`, acknowledged.
+async fn post_event(node: &Node, n: u32) {
+    let body = format!(r#"{{"n":{n}}}"#);
+    let resp = node
+        .http(Method::Post, "/events/lap-created", None, &body)
+        .await;
+    assert_eq!(resp.status, 204);
+}
+
+/// Protocol v2 on a cluster with history per node (`HistoryConfig::shared` off): node B keeps what node A
 /// publishes in B's own history. A v2 client on B gets A's events with B's positions, and
 /// resuming on B after a drop gets what A published meanwhile, once, in order. Its session and
 /// positions mean nothing to node A: resuming there is answered `recovered: false`.
 #[tokio::test]
 async fn v2_clients_resume_on_their_node_with_what_other_nodes_published() {
-    use switchboard_hub::HistoryConfig;
     let redis = Redis::start().await;
-    let config = switchboard_hub::Config {
-        history: Some(HistoryConfig::with_seed([5; 32])),
-        ..switchboard_hub::Config::default()
-    };
-    let mut nodes = Vec::new();
-    for _ in 0..2 {
-        let node = Node::start_with(
-            "afc",
-            &redis.url(),
-            &Options::default(),
-            None,
-            false,
-            config.clone(),
-        )
-        .await;
-        nodes.push(node);
-    }
-    wait_connected(&nodes).await;
-    let post = |n: u32| {
-        let node = &nodes[0];
-        async move {
-            let body = format!(r#"{{"n":{n}}}"#);
-            let resp = node
-                .http(Method::Post, "/events/lap-created", None, &body)
-                .await;
-            assert_eq!(resp.status, 204);
-        }
-    };
+    let nodes = afc_v2_nodes(&redis, false).await;
+    let post = |n: u32| post_event(&nodes[0], n);
     let mut ws = nodes[1].connect_v2("/ws").await;
     let session = next_json(&mut ws).await;
     assert_eq!(session["sb"], "session");
@@ -476,39 +478,9 @@ async fn v2_clients_resume_on_their_node_with_what_other_nodes_published() {
 /// once, in order.
 #[tokio::test]
 async fn v2_clients_resume_on_another_node_with_a_shared_history() {
-    use switchboard_hub::HistoryConfig;
     let redis = Redis::start().await;
-    let config = switchboard_hub::Config {
-        history: Some(HistoryConfig {
-            shared: true,
-            ..HistoryConfig::with_seed([6; 32])
-        }),
-        ..switchboard_hub::Config::default()
-    };
-    let mut nodes = Vec::new();
-    for _ in 0..2 {
-        let node = Node::start_with(
-            "afc",
-            &redis.url(),
-            &Options::default(),
-            None,
-            false,
-            config.clone(),
-        )
-        .await;
-        nodes.push(node);
-    }
-    wait_connected(&nodes).await;
-    let post = |n: u32| {
-        let node = &nodes[0];
-        async move {
-            let body = format!(r#"{{"n":{n}}}"#);
-            let resp = node
-                .http(Method::Post, "/events/lap-created", None, &body)
-                .await;
-            assert_eq!(resp.status, 204);
-        }
-    };
+    let nodes = afc_v2_nodes(&redis, true).await;
+    let post = |n: u32| post_event(&nodes[0], n);
     let mut on_a = nodes[0].connect_v2("/ws").await;
     let mut on_b = nodes[1].connect_v2("/ws").await;
     let session = next_json(&mut on_b).await["session"]

@@ -76,12 +76,7 @@ impl Core {
         stream: &str,
         result: Result<Fetched, HistoryError>,
     ) {
-        let Some(order) = self
-            .streams
-            .as_deref_mut()
-            .and_then(|s| s.order.get_mut(stream))
-            .filter(|o| o.fetch == Some(id))
-        else {
+        let Some(order) = self.order_mut(stream).filter(|o| o.fetch == Some(id)) else {
             return; // The stream was left, restarted, or given up meanwhile.
         };
         order.fetch = None;
@@ -98,11 +93,7 @@ impl Core {
             Err(_) => return,
         };
         for (offset, entry) in entries {
-            let Some(order) = self
-                .streams
-                .as_deref_mut()
-                .and_then(|s| s.order.get_mut(stream))
-            else {
+            let Some(order) = self.order_mut(stream) else {
                 return;
             };
             if offset < order.next {
@@ -122,11 +113,7 @@ impl Core {
     /// publication, with no fetch in flight for it, is given up: its subscribers are told.
     fn v2_release(&mut self, stream: &str) {
         loop {
-            let Some(order) = self
-                .streams
-                .as_deref_mut()
-                .and_then(|s| s.order.get_mut(stream))
-            else {
+            let Some(order) = self.order_mut(stream) else {
                 return;
             };
             if order.fetch.is_some() {
@@ -202,6 +189,10 @@ impl Core {
                 since: Some(since),
             });
         }
+    }
+
+    fn order_mut(&mut self, stream: &str) -> Option<&mut Order> {
+        self.streams.as_deref_mut()?.order.get_mut(stream)
     }
 
     /// This node no longer receives `stream` (its room's last local member left).

@@ -188,6 +188,21 @@ fn limits() -> HistoryLimits {
     HistoryLimits::default()
 }
 
+/// Two nodes: a v1 publisher on node 0, and a v2 reader on node 1 that has received `one` at
+/// offset 1: (the cluster, the publisher, the reader, what the reader received so far).
+fn one_published(
+    limits: HistoryLimits,
+) -> (Cluster, ConnectionHandle, ConnectionHandle, Vec<Value>) {
+    let mut c = Cluster::new(2, limits);
+    let publisher = c.open_v1(0);
+    let reader = c.open(1, &[]);
+    c.tell(0, publisher, "aone", true);
+    c.settle();
+    let frames = c.take(1, reader);
+    assert_eq!(Cluster::pubs(&frames, "all"), [(1, "one".into())]);
+    (c, publisher, reader, frames)
+}
+
 fn field<'a>(frames: &'a [Value], kind: &str) -> Vec<&'a Value> {
     frames.iter().filter(|v| v["sb"] == kind).collect()
 }
@@ -261,16 +276,12 @@ fn publications_a_channel_lost_are_fetched_before_going_on() {
 /// subscription came back) fetches them.
 #[test]
 fn a_check_after_a_reconnect_finds_what_was_lost_at_the_end() {
-    let mut c = Cluster::new(2, limits());
-    let publisher = c.open_v1(0);
-    let reader = c.open(1, &[]);
-    c.tell(0, publisher, "aone", true);
-    c.settle();
+    let (mut c, publisher, reader, _) = one_published(limits());
     c.lose[1] = 2;
     c.tell(0, publisher, "atwo", true);
     c.tell(0, publisher, "athree", true);
     c.settle();
-    assert_eq!(Cluster::pubs(&c.take(1, reader), "all").len(), 1);
+    assert!(Cluster::pubs(&c.take(1, reader), "all").is_empty());
     c.nodes[1].handle_history_check(c.now);
     c.settle();
     let got = Cluster::pubs(&c.take(1, reader), "all");
@@ -281,12 +292,7 @@ fn a_check_after_a_reconnect_finds_what_was_lost_at_the_end() {
 /// came after it waits, and the next publication asks again.
 #[test]
 fn a_hole_fetch_that_fails_is_asked_again() {
-    let mut c = Cluster::new(2, limits());
-    let publisher = c.open_v1(0);
-    let reader = c.open(1, &[]);
-    c.tell(0, publisher, "aone", true);
-    c.settle();
-    c.take(1, reader);
+    let (mut c, publisher, reader, _) = one_published(limits());
     c.lose[1] = 2;
     c.unavailable = true;
     for t in ["atwo", "athree", "afour"] {
@@ -310,12 +316,7 @@ fn a_hole_the_history_no_longer_has_is_reported_as_a_gap() {
         max_entries: 3,
         ..HistoryLimits::default()
     };
-    let mut c = Cluster::new(2, small);
-    let publisher = c.open_v1(0);
-    let reader = c.open(1, &[]);
-    c.tell(0, publisher, "aone", true);
-    c.settle();
-    c.take(1, reader);
+    let (mut c, publisher, reader, _) = one_published(small);
     c.lose[1] = 6;
     for i in 0..8 {
         c.tell(0, publisher, &format!("a{i}"), true);
@@ -385,12 +386,8 @@ fn a_client_resumes_on_another_node() {
 /// lost or doubled.
 #[test]
 fn a_history_started_afresh_tells_clients_they_did_not_recover() {
-    let mut c = Cluster::new(2, limits());
-    let publisher = c.open_v1(0);
-    let reader = c.open(1, &[]);
-    c.tell(0, publisher, "aone", true);
-    c.settle();
-    let old = field(&c.take(1, reader), "pub")[0]["epoch"].clone();
+    let (mut c, publisher, reader, frames) = one_published(limits());
+    let old = field(&frames, "pub")[0]["epoch"].clone();
     c.history = MemoryHistory::new(limits(), 4242);
     c.tell(0, publisher, "atwo", true);
     c.tell(0, publisher, "athree", true);
@@ -422,12 +419,7 @@ fn a_history_started_afresh_tells_clients_they_did_not_recover() {
 /// new epoch's first publications) fetches the new epoch from its start for its clients.
 #[test]
 fn a_new_epoch_seen_late_is_fetched_from_its_start() {
-    let mut c = Cluster::new(2, limits());
-    let publisher = c.open_v1(0);
-    let reader = c.open(1, &[]);
-    c.tell(0, publisher, "aone", true);
-    c.settle();
-    c.take(1, reader);
+    let (mut c, publisher, reader, _) = one_published(limits());
     c.history = MemoryHistory::new(limits(), 4243);
     c.lose[1] = 2;
     for t in ["atwo", "athree", "afour"] {

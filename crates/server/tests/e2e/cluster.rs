@@ -2,36 +2,22 @@
 //! `/health` and `/metrics` report the backplane. Needs `redis-server` on PATH
 //! (`scripts/ensure-redis.sh` installs it; `scripts/test.sh` runs that first).
 
-use std::process::Stdio;
-
 use futures_util::SinkExt;
-use tokio::process::{Child, Command};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::http::get;
-use crate::processes::{free_port, redis, wait_listening, wait_until_up, BIN};
+use crate::processes::{free_port, node, redis, wait_listening, wait_until_up};
 use crate::support::{connect, next_text, notice};
-
-fn node(laptimes_port: u16, redis_port: u16) -> Child {
-    Command::new(BIN)
-        .args(["--systems", "laptimes", "--bind", "127.0.0.1"])
-        .args(["--laptimes-port", &laptimes_port.to_string()])
-        .args(["--redis-url", &format!("redis://127.0.0.1:{redis_port}")])
-        .env("LOG_LEVEL", "error")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the switchboard binary")
-}
 
 #[tokio::test]
 async fn two_binaries_relay_through_redis_and_report_the_backplane() {
     let redis_port = free_port();
     let _redis = redis(redis_port);
     let (pa, pb) = (free_port(), free_port());
-    let (_a, _b) = (node(pa, redis_port), node(pb, redis_port));
+    let (_a, _b) = (
+        node("laptimes", pa, redis_port, &[]),
+        node("laptimes", pb, redis_port, &[]),
+    );
     let (addr_a, addr_b) = (([127, 0, 0, 1], pa).into(), ([127, 0, 0, 1], pb).into());
     wait_listening(addr_a).await;
     wait_listening(addr_b).await;

@@ -19,6 +19,23 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A `switchboard` node serving `system` on `port`, joined through the Redis on `redis_port`,
+/// with `extra` flags; killed when dropped.
+pub fn node(system: &str, port: u16, redis_port: u16, extra: &[&str]) -> Child {
+    Command::new(BIN)
+        .args(["--systems", system, "--bind", "127.0.0.1"])
+        .args([format!("--{system}-port"), port.to_string()])
+        .args(["--redis-url", &format!("redis://127.0.0.1:{redis_port}")])
+        .args(extra)
+        .env("LOG_LEVEL", "error")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the switchboard binary")
+}
+
 pub fn redis(port: u16) -> Child {
     Command::new("redis-server")
         .args([

@@ -9,7 +9,6 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,28 +19,8 @@ use tokio::process::{Child, Command};
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::processes::{free_port, redis, wait_listening, wait_until_up, BIN};
+use crate::processes::{free_port, node, redis, wait_listening, wait_until_up};
 use crate::support::{connect, send_json, try_connect, Ws};
-
-fn afc_node(port: u16, redis_port: u16) -> Child {
-    node("afc", port, redis_port, &[])
-}
-
-/// A node serving `system` on `port`, joined through the Redis on `redis_port`.
-fn node(system: &str, port: u16, redis_port: u16, extra: &[&str]) -> Child {
-    Command::new(BIN)
-        .args(["--systems", system, "--bind", "127.0.0.1"])
-        .args([format!("--{system}-port"), port.to_string()])
-        .args(extra)
-        .args(["--redis-url", &format!("redis://127.0.0.1:{redis_port}")])
-        .env("LOG_LEVEL", "error")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the switchboard binary")
-}
 
 fn addr(port: u16) -> SocketAddr {
     ([127, 0, 0, 1], port).into()
@@ -208,8 +187,82 @@ async fn settle(seen: &[Arc<Mutex<Seen>>], acked: &BTreeSet<u64>, stop: &watch::
     stop.send_replace(true);
 }
 
-fn millis(d: Duration) -> u128 {
-    d.as_millis()
+/// AFC nodes (with `extra` flags) on a fresh Redis, each listening with its backplane up.
+struct Cluster {
+    redis: Child,
+    redis_port: u16,
+    procs: Vec<Child>,
+    ports: Vec<u16>,
+    nodes: Arc<Vec<SocketAddr>>,
+    extra: Vec<String>,
+}
+
+impl Cluster {
+    async fn start(n: usize, extra: &[&str]) -> Cluster {
+        let redis_port = free_port();
+        let redis = redis(redis_port);
+        let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let extra: Vec<String> = extra.iter().map(|e| e.to_string()).collect();
+        let mut cluster = Cluster {
+            redis,
+            redis_port,
+            procs: Vec::new(),
+            nodes: Arc::new(ports.iter().map(|&p| addr(p)).collect()),
+            ports,
+            extra,
+        };
+        for i in 0..n {
+            let node = cluster.spawn(i);
+            cluster.procs.push(node);
+        }
+        for &node in cluster.nodes.iter() {
+            wait_listening(node).await;
+            wait_until_up(node).await;
+        }
+        cluster
+    }
+
+    /// Start node `i`'s process (again).
+    fn spawn(&self, i: usize) -> Child {
+        let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
+        node("afc", self.ports[i], self.redis_port, &extra)
+    }
+}
+
+/// v2 clients following `events`, each with what it saw.
+struct Crowd {
+    seen: Vec<Arc<Mutex<Seen>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    stop: watch::Sender<bool>,
+}
+
+impl Crowd {
+    /// `count` clients, client `i` first on node `home(i)`, connected in steps of 100 (not a
+    /// storm yet); returns once every one is subscribed.
+    async fn start(nodes: &Arc<Vec<SocketAddr>>, count: usize, home: fn(usize) -> usize) -> Crowd {
+        let (stop, stopped) = watch::channel(false);
+        let seen: Vec<Arc<Mutex<Seen>>> = (0..count).map(|_| Arc::default()).collect();
+        let mut tasks = Vec::with_capacity(count);
+        for (i, s) in seen.iter().enumerate() {
+            let task = client(nodes.clone(), (home(i), i), s.clone(), stopped.clone());
+            tasks.push(tokio::spawn(task));
+            if i % 100 == 99 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        subscribed(&seen).await;
+        Crowd { seen, tasks, stop }
+    }
+
+    /// Wait until every client has every one of `acked` (bounded), stop them, and count.
+    async fn finish(self, acked: &BTreeSet<u64>) -> (Vec<Arc<Mutex<Seen>>>, Tally) {
+        settle(&self.seen, acked, &self.stop).await;
+        for t in self.tasks {
+            t.await.unwrap();
+        }
+        let tally = tally(&self.seen, acked);
+        (self.seen, tally)
+    }
 }
 
 /// Three nodes, 300 v2 clients spread over them, 3000 publications posted at a steady rate
@@ -221,80 +274,26 @@ async fn a_node_killed_mid_stream_loses_nothing_its_clients_resume_elsewhere() {
     let _one = crate::one_at_a_time().await;
     const CLIENTS: usize = 300;
     const PUBLICATIONS: u64 = 3000;
-    let redis_port = free_port();
-    let _redis = redis(redis_port);
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let mut procs: Vec<Child> = ports.iter().map(|&p| afc_node(p, redis_port)).collect();
-    let nodes: Arc<Vec<SocketAddr>> = Arc::new(ports.iter().map(|&p| addr(p)).collect());
-    for &node in nodes.iter() {
-        wait_listening(node).await;
-        wait_until_up(node).await;
-    }
-    let (stop, stopped) = watch::channel(false);
-    let seen: Vec<Arc<Mutex<Seen>>> = (0..CLIENTS).map(|_| Arc::default()).collect();
-    let tasks: Vec<_> = seen
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            tokio::spawn(client(
-                nodes.clone(),
-                (i % 3, i),
-                s.clone(),
-                stopped.clone(),
-            ))
-        })
-        .collect();
+    let mut cluster = Cluster::start(3, &[]).await;
+    let nodes = cluster.nodes.clone();
     let started = Instant::now();
-    subscribed(&seen).await;
-
+    let crowd = Crowd::start(&nodes, CLIENTS, |i| i % 3).await;
     let mut acked = BTreeSet::new();
     let mut ticker = tokio::time::interval(Duration::from_millis(5));
     for n in 1..=PUBLICATIONS {
         ticker.tick().await;
         if n == PUBLICATIONS / 3 {
-            procs[0].start_kill().unwrap(); // SIGKILL: no drain, no close frames.
+            cluster.procs[0].start_kill().unwrap(); // SIGKILL: no drain, no close frames.
         }
         if post(nodes[1 + (n as usize % 2)], n).await {
             acked.insert(n);
         }
     }
-    settle(&seen, &acked, &stop).await;
-    for t in tasks {
-        t.await.unwrap();
-    }
-
-    let (mut lost, mut duplicated, mut out_of_order, mut gaps) = (0, 0, 0, 0);
-    let mut resume_times = Vec::new();
-    let mut not_recovered = Vec::new();
-    for s in &seen {
-        let s = s.lock().unwrap();
-        let got: BTreeSet<u64> = s.ns.iter().copied().collect();
-        lost += acked.difference(&got).count();
-        duplicated += s.ns.len() - got.len();
-        out_of_order += s.out_of_order;
-        gaps += s.gaps;
-        for (took, outcome) in &s.resumes {
-            resume_times.push(*took);
-            if let Err(why) = outcome {
-                not_recovered.push(why.clone());
-            }
-        }
-    }
-    resume_times.sort();
-    let median = resume_times
-        .get(resume_times.len() / 2)
-        .copied()
-        .unwrap_or_default();
-    let max = resume_times.last().copied().unwrap_or_default();
+    let (_, t) = crowd.finish(&acked).await;
     println!(
         "failover: 3 nodes, {CLIENTS} v2 clients, {} of {PUBLICATIONS} publications acknowledged; \
-         lost {lost}, duplicated {duplicated}, out of order {out_of_order}, gaps {gaps}; \
-         {} resumes (median {} ms, max {} ms), not recovered {}; run {} s",
+         {t}; run {} s",
         acked.len(),
-        resume_times.len(),
-        millis(median),
-        millis(max),
-        not_recovered.len(),
         started.elapsed().as_secs(),
     );
     assert_eq!(
@@ -302,13 +301,17 @@ async fn a_node_killed_mid_stream_loses_nothing_its_clients_resume_elsewhere() {
         PUBLICATIONS,
         "the surviving nodes acknowledge every one"
     );
-    assert_eq!((lost, duplicated, out_of_order, gaps), (0, 0, 0, 0));
+    assert_eq!((t.lost, t.duplicated, t.out_of_order, t.gaps), (0, 0, 0, 0));
     assert!(
-        resume_times.len() >= CLIENTS / 3,
+        t.resumes.len() >= CLIENTS / 3,
         "every client of the killed node resumed ({} resumes)",
-        resume_times.len()
+        t.resumes.len()
     );
-    assert!(not_recovered.is_empty(), "not recovered: {not_recovered:?}");
+    assert!(
+        t.not_recovered.is_empty(),
+        "not recovered: {:?}",
+        t.not_recovered
+    );
 }
 
 /// Redis killed mid-stream and restarted empty: while it is away each node delivers to its own
@@ -320,41 +323,19 @@ async fn a_node_killed_mid_stream_loses_nothing_its_clients_resume_elsewhere() {
 async fn redis_restarted_empty_tells_every_client_and_delivery_resumes() {
     let _one = crate::one_at_a_time().await;
     const CLIENTS: usize = 60;
-    let redis_port = free_port();
-    let mut redis_proc = redis(redis_port);
-    let ports: Vec<u16> = (0..2).map(|_| free_port()).collect();
-    let _procs: Vec<Child> = ports.iter().map(|&p| afc_node(p, redis_port)).collect();
-    let nodes: Arc<Vec<SocketAddr>> = Arc::new(ports.iter().map(|&p| addr(p)).collect());
-    for &node in nodes.iter() {
-        wait_listening(node).await;
-        wait_until_up(node).await;
-    }
-    let (stop, stopped) = watch::channel(false);
-    let seen: Vec<Arc<Mutex<Seen>>> = (0..CLIENTS).map(|_| Arc::default()).collect();
-    let tasks: Vec<_> = seen
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            tokio::spawn(client(
-                nodes.clone(),
-                (i % 2, i),
-                s.clone(),
-                stopped.clone(),
-            ))
-        })
-        .collect();
-    subscribed(&seen).await;
-
+    let mut cluster = Cluster::start(2, &[]).await;
+    let nodes = cluster.nodes.clone();
+    let crowd = Crowd::start(&nodes, CLIENTS, |i| i % 2).await;
     let mut acked = BTreeSet::new();
     let mut ticker = tokio::time::interval(Duration::from_millis(5));
     for n in 1..=600u64 {
         ticker.tick().await;
         if n == 200 {
-            redis_proc.start_kill().unwrap();
-            let _ = redis_proc.wait().await;
+            cluster.redis.start_kill().unwrap();
+            let _ = cluster.redis.wait().await;
         }
         if n == 400 {
-            redis_proc = redis(redis_port); // Empty: no persistence.
+            cluster.redis = redis(cluster.redis_port); // Empty: no persistence.
         }
         if post(nodes[n as usize % 2], n).await {
             acked.insert(n);
@@ -371,53 +352,28 @@ async fn redis_restarted_empty_tells_every_client_and_delivery_resumes() {
             after.insert(n);
         }
     }
-    settle(&seen, &after, &stop).await;
-    for t in tasks {
-        t.await.unwrap();
-    }
-    let (mut silent, mut duplicated, mut out_of_order, mut missed_after) = (0, 0, 0, 0);
-    let mut told = 0;
+    let (seen, t) = crowd.finish(&after).await;
+    let (mut silent, mut told) = (0, 0);
     for s in &seen {
         let s = s.lock().unwrap();
         let got: BTreeSet<u64> = s.ns.iter().copied().collect();
-        duplicated += s.ns.len() - got.len();
-        out_of_order += s.out_of_order;
-        let missing: Vec<u64> = after.difference(&got).copied().collect();
-        if !missing.is_empty() {
-            eprintln!(
-                "missed after: {} of {} (first {:?}), told {:?}, resumes {:?}, gaps {}",
-                missing.len(),
-                after.len(),
-                &missing[..missing.len().min(5)],
-                s.not_recovered,
-                s.resumes,
-                s.gaps
-            );
-        }
-        missed_after += missing.len();
         // Told `epoch` when the new epoch reached it, or `unavailable` if it resumed while
         // Redis was away: either way it knows its old position is gone.
         let notice = !s.not_recovered.is_empty();
         told += usize::from(notice);
         if acked.difference(&got).next().is_some() && !notice {
-            let missing: Vec<u64> = acked.difference(&got).copied().collect();
-            eprintln!(
-                "silent: missing {} (first {:?}, last {:?}), resumes {:?}, got {}",
-                missing.len(),
-                &missing[..missing.len().min(5)],
-                missing.last(),
-                s.resumes,
-                s.ns.len()
-            );
             silent += 1;
         }
     }
     println!(
         "redis restart: 2 nodes, {CLIENTS} v2 clients, {} + {} publications acknowledged; \
          {told} clients told they did not recover, {silent} missed something silently, \
-         {duplicated} duplicated, {out_of_order} out of order, {missed_after} missed after",
+         {} duplicated, {} out of order, {} missed after",
         acked.len(),
         after.len(),
+        t.duplicated,
+        t.out_of_order,
+        t.lost,
     );
     assert_eq!(
         after.len(),
@@ -426,12 +382,9 @@ async fn redis_restarted_empty_tells_every_client_and_delivery_resumes() {
     );
     assert_eq!(
         told, CLIENTS,
-        "every client is told its position's epoch is gone"
+        "every client is told its old position is gone"
     );
-    assert_eq!(
-        (silent, duplicated, out_of_order, missed_after),
-        (0, 0, 0, 0)
-    );
+    assert_eq!((silent, t.duplicated, t.out_of_order, t.lost), (0, 0, 0, 0));
 }
 
 /// A collab client's next frame of `kind` (`type` for v1, `sb` for v2), within 5 s.
@@ -602,6 +555,24 @@ struct Tally {
     not_recovered: Vec<String>,
 }
 
+impl std::fmt::Display for Tally {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "lost {}, duplicated {}, out of order {}, gaps {}; {} resumes (median {} ms, \
+             max {} ms), not recovered {}",
+            self.lost,
+            self.duplicated,
+            self.out_of_order,
+            self.gaps,
+            self.resumes.len(),
+            self.resume_ms(0.5),
+            self.resume_ms(1.0),
+            self.not_recovered.len()
+        )
+    }
+}
+
 impl Tally {
     fn resume_ms(&self, q: f64) -> u128 {
         let i = ((self.resumes.len() as f64 - 1.0) * q).round() as usize;
@@ -631,32 +602,10 @@ fn cpu_secs(pid: u32) -> f64 {
 async fn a_rolling_restart_loses_nothing_for_v2_clients() {
     let _one = crate::one_at_a_time().await;
     const CLIENTS: usize = 90;
-    let redis_port = free_port();
-    let _redis = redis(redis_port);
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let drain = ["--drain-ready-delay-secs", "0", "--drain-window-secs", "1"];
-    let start = |p: u16| node("afc", p, redis_port, &drain);
-    let mut procs: Vec<Child> = ports.iter().map(|&p| start(p)).collect();
-    let nodes: Arc<Vec<SocketAddr>> = Arc::new(ports.iter().map(|&p| addr(p)).collect());
-    for &node in nodes.iter() {
-        wait_listening(node).await;
-        wait_until_up(node).await;
-    }
-    let (stop, stopped) = watch::channel(false);
-    let seen: Vec<Arc<Mutex<Seen>>> = (0..CLIENTS).map(|_| Arc::default()).collect();
-    let tasks: Vec<_> = seen
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            tokio::spawn(client(
-                nodes.clone(),
-                (i % 3, i),
-                s.clone(),
-                stopped.clone(),
-            ))
-        })
-        .collect();
-    subscribed(&seen).await;
+    let mut cluster = Cluster::start(3, &drain).await;
+    let nodes = cluster.nodes.clone();
+    let crowd = Crowd::start(&nodes, CLIENTS, |i| i % 3).await;
     // Publish at 100/s all along, from another task, while the nodes restart one by one.
     let (done, mut finished) = watch::channel(false);
     let targets = nodes.clone();
@@ -675,7 +624,8 @@ async fn a_rolling_restart_loses_nothing_for_v2_clients() {
         unreachable!()
     });
     tokio::time::sleep(Duration::from_millis(500)).await;
-    for (i, proc) in procs.iter_mut().enumerate() {
+    for i in 0..cluster.procs.len() {
+        let proc = &mut cluster.procs[i];
         let pid = proc.id().expect("running").to_string();
         let term = Command::new("kill")
             .args(["-TERM", &pid])
@@ -688,31 +638,18 @@ async fn a_rolling_restart_loses_nothing_for_v2_clients() {
             matches!(status, Ok(Ok(s)) if s.success()),
             "node {i} drained and exited 0"
         );
-        *proc = start(ports[i]);
+        cluster.procs[i] = cluster.spawn(i);
         wait_listening(nodes[i]).await;
         wait_until_up(nodes[i]).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     done.send_replace(true);
     let (acked, posted) = publisher.await.unwrap();
-    settle(&seen, &acked, &stop).await;
-    for t in tasks {
-        t.await.unwrap();
-    }
-    let t = tally(&seen, &acked);
+    let (_, t) = crowd.finish(&acked).await;
     println!(
         "rolling restart: 3 nodes restarted in turn (drain window 1 s), {CLIENTS} v2 clients, \
-         {} of {posted} publications acknowledged; lost {}, duplicated {}, out of order {}, \
-         gaps {}; {} resumes (median {} ms, max {} ms), not recovered {}",
+         {} of {posted} publications acknowledged; {t}",
         acked.len(),
-        t.lost,
-        t.duplicated,
-        t.out_of_order,
-        t.gaps,
-        t.resumes.len(),
-        t.resume_ms(0.5),
-        t.resume_ms(1.0),
-        t.not_recovered.len(),
     );
     assert_eq!((t.lost, t.duplicated, t.out_of_order, t.gaps), (0, 0, 0, 0));
     assert!(
@@ -729,43 +666,26 @@ async fn a_rolling_restart_loses_nothing_for_v2_clients() {
 async fn a_reconnect_storm_after_a_node_dies_resumes_every_client() {
     let _one = crate::one_at_a_time().await;
     const CLIENTS: usize = 3000;
-    let redis_port = free_port();
-    let _redis = redis(redis_port);
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let mut procs: Vec<Child> = ports.iter().map(|&p| afc_node(p, redis_port)).collect();
-    let nodes: Arc<Vec<SocketAddr>> = Arc::new(ports.iter().map(|&p| addr(p)).collect());
-    for &node in nodes.iter() {
-        wait_listening(node).await;
-        wait_until_up(node).await;
-    }
-    let (stop, stopped) = watch::channel(false);
-    let seen: Vec<Arc<Mutex<Seen>>> = (0..CLIENTS).map(|_| Arc::default()).collect();
-    let mut tasks = Vec::with_capacity(CLIENTS);
-    for (i, s) in seen.iter().enumerate() {
-        tasks.push(tokio::spawn(client(
-            nodes.clone(),
-            (0, i),
-            s.clone(),
-            stopped.clone(),
-        )));
-        if i % 100 == 99 {
-            tokio::time::sleep(Duration::from_millis(20)).await; // Not a storm yet.
-        }
-    }
-    subscribed(&seen).await;
+    let mut cluster = Cluster::start(3, &[]).await;
+    let nodes = cluster.nodes.clone();
+    let crowd = Crowd::start(&nodes, CLIENTS, |_| 0).await;
     let mut acked = BTreeSet::new();
     for n in 1..=5 {
         acked.extend(post_any(&nodes[1..], n).await.then_some(n));
     }
-    let others: Vec<u32> = procs[1..].iter().map(|p| p.id().unwrap()).collect();
+    let others: Vec<u32> = cluster.procs[1..].iter().map(|p| p.id().unwrap()).collect();
     let cpu_before: f64 = others.iter().map(|&p| cpu_secs(p)).sum();
     let killed = Instant::now();
-    procs[0].start_kill().unwrap();
+    cluster.procs[0].start_kill().unwrap();
     for n in 6..=10 {
         acked.extend(post_any(&nodes[1..], n).await.then_some(n));
     }
     let deadline = Instant::now() + Duration::from_secs(120);
-    while seen.iter().any(|s| s.lock().unwrap().resumes.is_empty()) {
+    while crowd
+        .seen
+        .iter()
+        .any(|s| s.lock().unwrap().resumes.is_empty())
+    {
         assert!(
             Instant::now() < deadline,
             "clients still not resumed after 120 s"
@@ -774,11 +694,7 @@ async fn a_reconnect_storm_after_a_node_dies_resumes_every_client() {
     }
     let all_back = killed.elapsed();
     let cpu = others.iter().map(|&p| cpu_secs(p)).sum::<f64>() - cpu_before;
-    settle(&seen, &acked, &stop).await;
-    for t in tasks {
-        t.await.unwrap();
-    }
-    let t = tally(&seen, &acked);
+    let (_, t) = crowd.finish(&acked).await;
     println!(
         "reconnect storm: {CLIENTS} v2 clients of a node killed with SIGKILL resumed on 2 nodes \
          in {} ms (resume p50 {} ms, p99 {} ms, max {} ms); the 2 nodes used {cpu:.2} CPU-s \
