@@ -30,7 +30,9 @@ use std::time::Duration;
 
 use arbitrary::{Arbitrary, Unstructured};
 use serde_json::{Map, Number, Value};
-use switchboard_hub::history::{FetchId, HistoryError, HistoryLimits, MemoryHistory, Position};
+use switchboard_hub::history::{
+    Epoch, FetchId, HistoryError, HistoryLimits, MemoryHistory, Position,
+};
 use switchboard_hub::{
     Bytes, CloseCode, Config, ConnectionHandle, Context, Dialect, DynDecode, DynHub, Filter, Frame,
     HistoryConfig, HttpRequest, Hub, Identity, Instant, Limits, Method, OpenInfo, Output, Protocol,
@@ -532,6 +534,9 @@ pub struct FuzzConfig {
     /// History (protocol v2): publications kept per stream, and the age (and session life) in
     /// steps of 50 ms.
     pub history: Option<(u8, u8)>,
+    /// The history is shared by a cluster (positioned publications arrive with
+    /// [`Step::Positioned`]).
+    pub shared: bool,
 }
 
 impl FuzzConfig {
@@ -576,6 +581,7 @@ impl FuzzConfig {
                     max_detached_bytes: 2048,
                     dedup_window: 4,
                     max_idempotency_keys: 4,
+                    shared: self.shared,
                     ..HistoryConfig::with_seed([1; 32])
                 }
             }),
@@ -820,6 +826,15 @@ pub enum Step {
     Time(Clock),
     /// Drain up to `n` outputs (lazy sessions; the others drain after every step).
     Drain(u8),
+    /// A kept publication to everyone from a shared history, at the offset `delta` away from
+    /// the last one given (holes, repeats, going back), in the same epoch or a new one, made on
+    /// this node or another.
+    Positioned {
+        body: Body,
+        delta: i8,
+        new_epoch: bool,
+        from_here: bool,
+    },
 }
 
 /// A whole session against one protocol.
@@ -1009,6 +1024,11 @@ pub fn run_session(spec: &SystemSpec, s: &Session) -> Tracker {
     let decoder: Arc<dyn DynDecode> = hub.decoder();
     let mut dialects = BTreeMap::new();
     let mut now = T0;
+    // Where the shared history's publications are ([`Step::Positioned`]).
+    let mut positioned = Position {
+        epoch: Epoch(1),
+        offset: 0,
+    };
     // Serials that are multiples of 3 never read on their own: they are the slow consumers.
     let reads = |h: ConnectionHandle| !h.serial().is_multiple_of(3);
     for step in &s.steps {
@@ -1171,6 +1191,20 @@ pub fn run_session(spec: &SystemSpec, s: &Session) -> Tracker {
             }
             Step::Remote(body) => {
                 hub.handle_remote(now, Publication::to_all(json_text(body, types)));
+            }
+            Step::Positioned {
+                body,
+                delta,
+                new_epoch,
+                from_here,
+            } => {
+                if *new_epoch {
+                    positioned.epoch.0 += 1;
+                }
+                let offset = positioned.offset.saturating_add_signed(i64::from(*delta));
+                positioned.offset = offset.max(1);
+                let p = Publication::to_all(json_text(body, types)).keep();
+                hub.handle_positioned(now, p, positioned, None, *from_here);
             }
             Step::Time(clock) => {
                 now = clock.apply(now, &*hub);

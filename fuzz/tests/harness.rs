@@ -18,6 +18,7 @@ fn config() -> FuzzConfig {
         idle_ms: None,
         replicate: true,
         history: None,
+        shared: false,
     }
 }
 
@@ -178,5 +179,80 @@ fn v2_sessions_against_every_system() {
         }
     }
     // The systems with a stream of their own (laptimes, AFC, DCDock) gave positions, twice each.
+    assert!(positioned >= 6, "positions seen in {positioned} sessions");
+}
+
+/// A shared history: positioned publications with holes, repeats, steps back and a new epoch,
+/// from this node and others, with the engine's answers late. The tracker checks every v2
+/// frame (offsets only grow within an epoch, the queue bound holds).
+#[test]
+fn shared_history_sessions_against_every_system() {
+    let mut positioned = 0;
+    for spec in SYSTEMS {
+        for lazy in [true, false] {
+            let mut steps = Vec::new();
+            for i in 0..3 {
+                steps.push(Step::Open {
+                    query: vec![],
+                    user: Some(format!("u{i}")),
+                    dialect: 1,
+                    resume: None,
+                });
+            }
+            steps.push(Step::Answer {
+                n: 255,
+                reversed: false,
+                fail: false,
+            });
+            for (k, (delta, new_epoch, from_here)) in [
+                (1, false, false),
+                (1, false, true),
+                (3, false, false),
+                (-2, false, false),
+                (1, false, false),
+                (1, true, false),
+                (5, false, false),
+                (0, false, true),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                steps.push(Step::Positioned {
+                    body: Body::Text(format!("{{\"k\":{k}}}")),
+                    delta,
+                    new_epoch,
+                    from_here,
+                });
+                if k % 3 == 2 {
+                    steps.push(Step::Answer {
+                        n: 255,
+                        reversed: true,
+                        fail: k == 2,
+                    });
+                }
+            }
+            steps.push(Step::Close(1));
+            steps.push(Step::Answer {
+                n: 255,
+                reversed: false,
+                fail: false,
+            });
+            steps.push(Step::Drain(255));
+            let mut config = config();
+            config.history = Some((3, 20));
+            config.shared = true;
+            let t = run_session(
+                spec,
+                &Session {
+                    config,
+                    with_api_key: true,
+                    lazy,
+                    steps,
+                },
+            );
+            positioned += usize::from(!t.streams().is_empty());
+        }
+    }
+    // The systems with a stream of their own (laptimes, AFC, DCDock) delivered positions.
     assert!(positioned >= 6, "positions seen in {positioned} sessions");
 }
