@@ -11,6 +11,7 @@ use switchboard_server::cli::{SystemRun, Transport};
 
 use crate::support::{self, connect, expect_type, send_json};
 use crate::{http, start};
+use tokio_tungstenite::tungstenite::Message;
 
 fn upgrade_request(path: &str, extra: &str) -> Vec<u8> {
     format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close, Upgrade\r\n{extra}\r\n")
@@ -77,6 +78,51 @@ async fn bad_handshakes_are_refused_with_a_reason() {
     .await;
     // The socket stays open as a WebSocket, so reading to the end times out: that is success.
     assert!(ok.is_err(), "expected an upgraded socket, got {ok:?}");
+    server.shutdown().await.unwrap();
+}
+
+/// permessage-deflate is not offered (docs/compression.md): a client that asks for it gets a
+/// 101 without `Sec-WebSocket-Extensions`, so it sends and receives uncompressed frames, and its
+/// messages are relayed as usual.
+#[tokio::test]
+async fn compression_is_not_negotiated() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_tungstenite::tungstenite::protocol::Role;
+    let server = start("laptimes").await;
+    let addr = server.local_addr();
+    let mut other = support::connect(addr, "/").await;
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(
+        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+          Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        let n = tokio::time::timeout(support::WAIT, tcp.read(&mut byte))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(n, 1, "closed inside the head");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(!head.contains("sec-websocket-extensions"), "{head}");
+    // The connection works uncompressed both ways.
+    let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(tcp, Role::Client, None).await;
+    let n = support::notice("uncompressed");
+    ws.send(Message::text(n.clone())).await.unwrap();
+    assert_eq!(support::next_text(&mut other).await, n);
+    other.send(Message::text(n.clone())).await.unwrap();
+    let got = tokio::time::timeout(support::WAIT, ws.next())
+        .await
+        .unwrap();
+    assert_eq!(got.unwrap().unwrap(), Message::text(n));
     server.shutdown().await.unwrap();
 }
 
