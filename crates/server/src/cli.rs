@@ -227,7 +227,7 @@ impl HubArgs {
 /// variables. A system's seed-native port variable (`WS_PORT`, `PORT`) is honoured when no other
 /// selected system claims the same variable.
 #[derive(Debug, Clone, clap::Parser)]
-#[command(version)]
+#[command(name = "switchboard", version)]
 pub struct Cli {
     /// Systems to run, comma-separated (`all`, or any of: laptimes, afc, race, collab, dcdock).
     #[arg(
