@@ -477,7 +477,8 @@ impl Driver {
                     return;
                 };
                 Box::pin(async move {
-                    let r = within(sink.ping::<String>()).await;
+                    // Subscribed, Redis answers a PING with `["pong", ""]`: any answer will do.
+                    let r = within(sink.ping::<redis::Value>()).await;
                     Done::Pinged(side, generation, r.map(drop))
                 })
             }

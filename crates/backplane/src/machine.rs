@@ -565,11 +565,13 @@ impl Backplane {
     /// Send the next subscription change, or finish.
     fn next_change(&mut self) {
         let Some(change) = self.changes.pop_front() else {
-            if self.subscribing == Subscribing::Initial {
-                self.subscriber_up();
-            }
+            let initial = self.subscribing == Subscribing::Initial;
             self.subscribing = Subscribing::Idle;
             self.status.room_subscriptions = self.subscribed.len() as u64;
+            if initial {
+                // May queue changes for room events that came while subscribing.
+                self.subscriber_up();
+            }
             return;
         };
         let command = match change {

@@ -409,3 +409,24 @@ fn input_stops_while_the_publisher_queue_is_full() {
     m.handle_sent(T0, ok());
     assert!(m.wants_input(), "a batch went");
 }
+
+#[test]
+fn room_events_during_the_first_subscriptions_are_applied_after_them() {
+    let mut m = machine(false, false);
+    m.handle_timeout(T0);
+    drain(&mut m);
+    m.handle_connected(T0, Side::Publisher);
+    m.handle_connected(T0, Side::Subscriber);
+    drain(&mut m); // The `all` channel's subscription, in flight.
+    m.handle_room("a".into(), true);
+    assert!(drain(&mut m).is_empty(), "one change at a time");
+    m.handle_subscribed(T0, Ok(()));
+    let c = drain(&mut m);
+    assert!(
+        c.iter().any(
+            |c| matches!(c, Command::Subscribe { channels, .. } if channels == &["sb:sys:room:a"])
+        ),
+        "{c:?}"
+    );
+    assert!(m.status().subscriber_connected);
+}
