@@ -44,6 +44,9 @@ export type ServerMessage = Event | Pong | ErrorMessage;
 /** The body of `POST /events/<entity>-<action>`: any JSON value. */
 export type PublishBody = Json;
 
+/** A published event (`<entity>:<action>`), not a `pong` or `error` reply. */
+export function isEvent(msg: ServerMessage | null | undefined): msg is Event;
+
 /** `GET /health`. */
 export interface Health {
   status: string;

@@ -158,6 +158,12 @@ export class CollabError extends ClientError {
 /** The v2 stream of a project's room. */
 export function projectStream(projectId: string): Stream;
 
+/** An edit or a backend broadcast (it has a `projectId`), not a greeting, presence or error. */
+export function isUpdate(msg: ServerMessage | null | undefined): msg is RelayedEdit;
+
+/** USER_PRESENCE. */
+export function isPresence(msg: ServerMessage | null | undefined): msg is UserPresence;
+
 /** The user ids listed in a USER_PRESENCE message. */
 export function presenceUsers(msg: UserPresence | null | undefined): string[];
 

@@ -109,6 +109,9 @@ export interface Health {
   uptime: number;
 }
 
+/** One of the eight updates (not a reply). */
+export function isUpdate(msg: ServerMessage | null | undefined): msg is Update;
+
 /** The server answered with an `error` frame. */
 export class RaceError extends ClientError {
   constructor(frame: ErrorMessage);

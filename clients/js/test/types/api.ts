@@ -50,9 +50,9 @@ export async function afcUsage(): Promise<void> {
   // @ts-expect-error an event type is `<entity>:<action>`
   await client.waitEvent('todo-created');
   for await (const m of client) {
-    if (m.type === 'pong') use(m.payload.timestamp);
-    else if (m.type === 'error') use(m.payload.details);
-    else use(m.payload);
+    if (afc.isEvent(m)) use(m.type.split(':'));
+    else if (m.type === 'pong') use(m.payload.timestamp);
+    else use(m.payload.details); // the error reply: nothing else is left
   }
   await afc.publishEvent('http://localhost:4001', 'todo-created', { id: 1, title: 'New' }, { apiKey: 'k' });
   const h: afc.Health = await afc.health('http://localhost:4001');
@@ -67,6 +67,8 @@ export async function raceUsage(): Promise<void> {
   use(sub.data.sessionId);
   const maybe: race.Subscribed | null = await r.subscribe('race-2026', { wait: false });
   use(maybe);
+  const any = await r.recvMatch(race.isUpdate);
+  use(any.data);
   const lap = await r.recvMatch('lap_update');
   const same: race.Update = lap;
   use(same.data, lap.timestamp);
@@ -103,6 +105,10 @@ export async function collabUsage(): Promise<void> {
   await c.send({ type: 'SET_USER', payload: { userId: 'u' } });
   // @ts-expect-error SET_USER names a user, one way or the other
   await c.send({ type: 'SET_USER' });
+  const next = await c.recv();
+  if (collab.isUpdate(next)) use(next.projectId, next.userId);
+  else if (next.type === 'USER_PRESENCE') use(next.payload.userCount);
+  else if (next.type === 'ERROR') use(next.details);
   const r: collab.BroadcastResponse = await collab.broadcast('http://localhost:3001', 'TASKS_REORDERED', 'project-123');
   use(r.clientCount);
   const s: collab.Stats = await collab.stats('http://localhost:3001');
