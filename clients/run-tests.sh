@@ -4,11 +4,14 @@
 #   clients/run-tests.sh
 #
 # - creates clients/python/.venv when missing (or when requirements-dev.txt changed) and installs
-#   the pinned test dependencies from PyPI;
-# - runs `npm ci` in clients/js when node_modules is missing (or package-lock.json changed);
+#   the pinned test dependencies from PyPI (mypy among them);
+# - runs `npm ci` in clients/js when node_modules is missing (or package-lock.json changed;
+#   typescript is a pinned dev dependency);
 # - builds the server: cargo build -p switchboard-server --bin switchboard (honours
 #   CARGO_TARGET_DIR; the binary is $CARGO_TARGET_DIR/debug/switchboard);
-# - runs pytest and `node --test` (test/*.test.js but the browser test);
+# - runs pytest and `node --test` (test/*.test.js but the browser test); both include the type
+#   checks (python/tests/test_types.py: mypy --strict; js/test/types.test.js: tsc --noEmit), which
+#   run doc_examples.py to check every JSON example of docs/protocol against the client types;
 # - makes sure Debian's chromium is installed (clients/ensure-chromium.sh, apt-get) and runs the
 #   browser test (test/browser.test.js, headless chromium driven by puppeteer-core), which fails
 #   if chromium cannot be installed;

@@ -10,6 +10,9 @@ export const DEFAULT_URL = 'ws://localhost:4001/ws';
 
 const NAME = /^[A-Za-z0-9_-]+-[A-Za-z0-9_]+$/;
 
+/** A published event (`<entity>:<action>`), not a `pong` or `error` reply. */
+export const isEvent = (msg) => typeof msg?.type === 'string' && msg.type.includes(':');
+
 export class AfcClient extends ReconnectingClient {
   static appPing = true;
 

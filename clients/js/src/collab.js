@@ -33,6 +33,12 @@ export class CollabError extends ClientError {
   }
 }
 
+/** An edit or a backend broadcast (it has a `projectId`), not a greeting, presence or error. */
+export const isUpdate = (msg) => msg != null && typeof msg === 'object' && 'projectId' in msg;
+
+/** USER_PRESENCE. */
+export const isPresence = (msg) => msg?.type === 'USER_PRESENCE' && !('projectId' in msg);
+
 /** The user ids listed in a USER_PRESENCE message. */
 export const presenceUsers = (msg) => (msg?.payload?.activeUsers ?? []).map((u) => u.userId);
 

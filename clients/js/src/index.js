@@ -5,6 +5,7 @@ export * as afc from './afc.js';
 export * as race from './race.js';
 export * as collab from './collab.js';
 export * as dcdock from './dcdock.js';
+export * as v2 from './v2.js';
 export { LaptimesClient } from './laptimes.js';
 export { AfcClient } from './afc.js';
 export { RaceClient } from './race.js';

@@ -22,6 +22,9 @@ export const UPDATE_TYPES = [
 
 const SESSION_ID = /^[A-Za-z0-9_.:-]{1,128}$/;
 
+/** One of the eight updates (not a reply). */
+export const isUpdate = (msg) => UPDATE_TYPES.includes(msg?.type);
+
 /** The server answered with an `error` frame. */
 export class RaceError extends ClientError {
   constructor(frame) {

@@ -37,19 +37,66 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, Optional, Union
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Generic,
+    Literal,
+    Mapping,
+    Optional,
+    Self,
+    TypedDict,
+    TypeGuard,
+    TypeVar,
+    Union,
+    cast,
+    overload,
+)
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.typing import Subprotocol
 
+from .v2 import SUBPROTOCOL as SUBPROTOCOL  # the ``Sec-WebSocket-Protocol`` value of v2
+from .v2 import (
+    Ack,
+    ErrorEvent,
+    GapEvent,
+    NotRecoveredEvent,
+    Position,
+    RecoveredEvent,
+    SessionEvent,
+    SubscribedEvent,
+)
+
+if TYPE_CHECKING:  # TypeIs is in typing from Python 3.13
+    from typing_extensions import TypeIs
+
 log = logging.getLogger("switchboard_clients")
 
-Message = dict
-"""One decoded server frame (a JSON object)."""
+JsonObject = dict[str, Any]
+"""A decoded JSON object."""
 
-Predicate = Callable[[Message], bool]
-MessageCallback = Callable[[Message], Union[None, Awaitable[None]]]
+Json = Any
+"""Any JSON value (what ``json.loads`` returns): payloads the protocols relay untouched."""
+
+Message = JsonObject
+"""One decoded server frame (a JSON object). The system clients type theirs: their ``recv()``
+returns their module's ``ServerMessage``."""
+
+M = TypeVar("M")
+"""The messages a client receives (its system's ``ServerMessage``)."""
+C = TypeVar("C")
+"""The messages a client sends (its system's ``ClientMessage``)."""
+T = TypeVar("T")
+
+Predicate = Callable[[M], bool]
+"""A test on a received message."""
+MessageCallback = Callable[[M], Union[None, Awaitable[None]]]
+"""``on_message``: a plain or coroutine function of one message."""
 
 
 class ClientError(Exception):
@@ -80,16 +127,23 @@ class BufferFull(ClientError):
     """Too many sent messages wait for their ack (``max_unacked``): the message was not sent."""
 
 
-#: The ``Sec-WebSocket-Protocol`` value of protocol v2.
-SUBPROTOCOL = "switchboard.v2"
-
 #: Most positions presented in one upgrade (the server reads at most 64).
 MAX_POSITIONS = 64
 
 #: Events a client reports (see :meth:`ReconnectingClient.on`).
 EVENTS = ("session", "subscribed", "recovered", "not_recovered", "gap", "error")
 
-EventCallback = Callable[[dict], Any]
+EventName = Literal["session", "subscribed", "recovered", "not_recovered", "gap", "error"]
+
+EventCallback = Callable[[Any], object]
+"""A callback of one event (plain function or coroutine function)."""
+
+
+class StreamPosition(TypedDict):
+    """The position held for one stream (see :attr:`ReconnectingClient.positions`)."""
+
+    epoch: str
+    offset: int
 
 
 @dataclass
@@ -98,7 +152,7 @@ class _Pending:
 
     id: str
     text: str
-    future: "asyncio.Future[Optional[dict]]"
+    future: "asyncio.Future[Optional[Ack]]"
 
 
 @dataclass
@@ -106,9 +160,9 @@ class _Item:
     """What one received frame means for the application, delivered in order."""
 
     kind: str  # "msg", "pub", "session" or "event"
-    msg: Optional[Message] = None
-    pos: Optional[tuple] = None
-    events: list = field(default_factory=list)
+    msg: Optional[JsonObject] = None
+    pos: Optional[tuple[Any, Any, Any]] = None
+    events: list[tuple[str, Any]] = field(default_factory=list)
 
 
 class HttpError(ClientError):
@@ -149,16 +203,41 @@ class CloseInfo:
     http_status: Optional[int] = None
 
 
-def _is_type(kind: str) -> Predicate:
-    return lambda m: m.get("type") == kind
+def _is_type(kind: str) -> Callable[[Any], bool]:
+    return lambda m: bool(m.get("type") == kind)
 
 
-def as_predicate(what: Union[str, Predicate]) -> Predicate:
+def as_predicate(what: Union[str, Callable[[M], bool]]) -> Callable[[M], bool]:
     """A predicate from a message ``type`` string or a callable."""
     return _is_type(what) if isinstance(what, str) else what
 
 
-class ReconnectingClient:
+class ClientOptions(TypedDict, Generic[M], total=False):
+    """The keyword options every system client takes (see :class:`ReconnectingClient`), for
+    typing a subclass's ``**kwargs``."""
+
+    backoff: Optional["Backoff"]
+    heartbeat_interval: Optional[float]
+    heartbeat_timeout: float
+    on_message: Optional[MessageCallback[M]]
+    on_connect: Optional[Callable[[], object]]
+    on_disconnect: Optional[Callable[["CloseInfo"], object]]
+    queue_size: int
+    open_timeout: float
+    max_size: int
+    origin: Optional[str]
+    headers: Optional[Mapping[str, str]]
+    protocol: Literal["v2", "v1"]
+    max_unacked: int
+    on_session: Optional[Callable[[SessionEvent], object]]
+    on_subscribed: Optional[Callable[[SubscribedEvent], object]]
+    on_recovered: Optional[Callable[[RecoveredEvent], object]]
+    on_not_recovered: Optional[Callable[[NotRecoveredEvent], object]]
+    on_gap: Optional[Callable[[GapEvent], object]]
+    on_error: Optional[Callable[[ErrorEvent], object]]
+
+
+class ReconnectingClient(Generic[M, C]):
     """A WebSocket client that stays connected.
 
     Call :meth:`start` (or use ``async with``) to begin; :meth:`wait_connected` waits for a ready
@@ -196,22 +275,22 @@ class ReconnectingClient:
         backoff: Optional[Backoff] = None,
         heartbeat_interval: Optional[float] = 25.0,
         heartbeat_timeout: float = 10.0,
-        on_message: Optional[MessageCallback] = None,
-        on_connect: Optional[Callable[[], Any]] = None,
-        on_disconnect: Optional[Callable[[CloseInfo], Any]] = None,
+        on_message: Optional[MessageCallback[M]] = None,
+        on_connect: Optional[Callable[[], object]] = None,
+        on_disconnect: Optional[Callable[[CloseInfo], object]] = None,
         queue_size: int = 10_000,
         open_timeout: float = 10.0,
         max_size: int = 16 * 1024 * 1024,
         origin: Optional[str] = None,
         headers: Optional[Mapping[str, str]] = None,
-        protocol: str = "v2",
+        protocol: Literal["v2", "v1"] = "v2",
         max_unacked: int = 1000,
-        on_session: Optional[EventCallback] = None,
-        on_subscribed: Optional[EventCallback] = None,
-        on_recovered: Optional[EventCallback] = None,
-        on_not_recovered: Optional[EventCallback] = None,
-        on_gap: Optional[EventCallback] = None,
-        on_error: Optional[EventCallback] = None,
+        on_session: Optional[Callable[[SessionEvent], object]] = None,
+        on_subscribed: Optional[Callable[[SubscribedEvent], object]] = None,
+        on_recovered: Optional[Callable[[RecoveredEvent], object]] = None,
+        on_not_recovered: Optional[Callable[[NotRecoveredEvent], object]] = None,
+        on_gap: Optional[Callable[[GapEvent], object]] = None,
+        on_error: Optional[Callable[[ErrorEvent], object]] = None,
     ) -> None:
         if protocol not in ("v2", "v1"):
             raise ValueError(f'protocol must be "v2" or "v1", not {protocol!r}')
@@ -219,7 +298,7 @@ class ReconnectingClient:
         #: The protocol asked for (``"v2"`` or ``"v1"``).
         self.requested_protocol = protocol
         #: The protocol of the current (or last) connection: ``"v2"``, ``"v1"``, or ``None``.
-        self.protocol: Optional[str] = None
+        self.protocol: Optional[Literal["v2", "v1"]] = None
         #: The subprotocol the server accepted on the current (or last) connection (``None``: none).
         self.subprotocol: Optional[str] = None
         #: The v2 session id (kept across reconnects), or ``None``.
@@ -231,16 +310,17 @@ class ReconnectingClient:
         self._unacked: list[_Pending] = []
         self._next_id = 0
         self._listeners: dict[str, list[EventCallback]] = {name: [] for name in EVENTS}
-        for name, cb in (
+        callbacks: tuple[tuple[str, Optional[EventCallback]], ...] = (
             ("session", on_session),
             ("subscribed", on_subscribed),
             ("recovered", on_recovered),
             ("not_recovered", on_not_recovered),
             ("gap", on_gap),
             ("error", on_error),
-        ):
+        )
+        for name, cb in callbacks:
             if cb is not None:
-                self.on(name, cb)
+                self._listeners[name].append(cb)
         self._early: list[_Item] = []
         self._v2 = False
         self.backoff = backoff or Backoff()
@@ -253,8 +333,8 @@ class ReconnectingClient:
         self.max_size = max_size
         self.origin = origin
         self.headers = dict(headers or {})
-        self._queue: asyncio.Queue[Message] = asyncio.Queue(maxsize=max(1, queue_size))
-        self._waiters: list[tuple[Predicate, asyncio.Future[Message]]] = []
+        self._queue: asyncio.Queue[JsonObject] = asyncio.Queue(maxsize=max(1, queue_size))
+        self._waiters: list[tuple[Callable[[Any], bool], asyncio.Future[Any]]] = []
         self._ws: Optional[ClientConnection] = None
         self._ready = asyncio.Event()
         self._state_lock = asyncio.Lock()
@@ -270,7 +350,7 @@ class ReconnectingClient:
 
     # ----- lifecycle ---------------------------------------------------------------------------
 
-    async def start(self) -> "ReconnectingClient":
+    async def start(self) -> Self:
         """Start the background connection task (idempotent)."""
         if self._closing:
             raise ClientClosed("client is closed")
@@ -278,7 +358,7 @@ class ReconnectingClient:
             self._task = asyncio.get_running_loop().create_task(self._run())
         return self
 
-    async def __aenter__(self) -> "ReconnectingClient":
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 
@@ -342,7 +422,7 @@ class ReconnectingClient:
 
     # ----- sending -----------------------------------------------------------------------------
 
-    async def send(self, message: Any, *, timeout: float = 10.0) -> Optional[dict]:
+    async def send(self, message: C, *, timeout: float = 10.0) -> Optional[Ack]:
         """Send one message (a JSON object) and, on v2, wait for its ack.
 
         Waits up to ``timeout`` seconds for a ready connection (else :class:`NotConnected`). On a
@@ -357,17 +437,17 @@ class ReconnectingClient:
         return await (await self.submit(message, timeout=timeout))
 
     async def submit(
-        self, message: Any, *, timeout: float = 10.0
-    ) -> "asyncio.Future[Optional[dict]]":
+        self, message: C, *, timeout: float = 10.0
+    ) -> "asyncio.Future[Optional[Ack]]":
         """Send like :meth:`send`, returning as soon as it is sent (or kept for the next
         connection), with a future for its ack (``None`` on v1)."""
         return await self._submit(json.dumps(message, separators=(",", ":")), timeout)
 
-    async def send_json(self, message: Mapping[str, Any], *, timeout: float = 10.0) -> Optional[dict]:
+    async def send_json(self, message: C, *, timeout: float = 10.0) -> Optional[Ack]:
         """Same as :meth:`send` (kept for the v1 API)."""
         return await self.send(message, timeout=timeout)
 
-    async def send_text(self, text: str, *, timeout: float = 10.0) -> Optional[dict]:
+    async def send_text(self, text: str, *, timeout: float = 10.0) -> Optional[Ack]:
         """Send a message given as JSON text, kept byte for byte (on v2 it goes in the envelope
         as is, so it must be JSON). Returns like :meth:`send`."""
         return await (await self._submit(text, timeout))
@@ -385,9 +465,9 @@ class ReconnectingClient:
         """How many sent messages wait for their ack."""
         return len(self._unacked)
 
-    async def _submit(self, text: str, timeout: float) -> "asyncio.Future[Optional[dict]]":
+    async def _submit(self, text: str, timeout: float) -> "asyncio.Future[Optional[Ack]]":
         await self.wait_connected(timeout)
-        fut: asyncio.Future[Optional[dict]] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[Optional[Ack]] = asyncio.get_running_loop().create_future()
         async with self._state_lock:
             if self._closing:
                 raise ClientClosed("client is closed")
@@ -437,7 +517,7 @@ class ReconnectingClient:
                     entry.future.set_result(None)
 
     async def _send_now(
-        self, message: Mapping[str, Any], *, since: Optional[list] = None
+        self, message: Mapping[str, Any], *, since: Optional[list[Position]] = None
     ) -> None:
         """Send a message at once, without an id (joins, subscriptions, pings). On v2 it goes
         in the envelope, with ``since`` positions when given."""
@@ -447,13 +527,13 @@ class ReconnectingClient:
         if self.protocol != "v2":
             await ws.send(json.dumps(message, separators=(",", ":")))
             return
-        frame: dict = {"sb": "msg"}
+        frame: JsonObject = {"sb": "msg"}
         if since:
             frame["since"] = since
         frame["msg"] = message
         await ws.send(json.dumps(frame, separators=(",", ":")))
 
-    async def _update_state(self, change: Callable[[], Any], message: Mapping[str, Any]) -> bool:
+    async def _update_state(self, change: Callable[[], object], message: Mapping[str, Any]) -> bool:
         """Record a state change, then send ``message`` if a connection is ready.
 
         Runs under the lock that :meth:`_resume` holds, so a change is either part of the state
@@ -472,20 +552,20 @@ class ReconnectingClient:
 
     # ----- receiving ---------------------------------------------------------------------------
 
-    def __aiter__(self) -> AsyncIterator[Message]:
+    def __aiter__(self) -> AsyncIterator[M]:
         return self._iterate()
 
-    async def _iterate(self) -> AsyncIterator[Message]:
+    async def _iterate(self) -> AsyncIterator[M]:
         while True:
             try:
                 yield await self.recv()
             except ClientClosed:
                 return
 
-    async def recv(self, timeout: Optional[float] = None) -> Message:
+    async def recv(self, timeout: Optional[float] = None) -> M:
         """The next queued message. Raises ``TimeoutError`` after ``timeout`` seconds."""
         if not self._queue.empty():
-            return self._queue.get_nowait()
+            return cast(M, self._queue.get_nowait())
         await self.start()
         assert self._task is not None
         get = asyncio.ensure_future(self._queue.get())
@@ -493,7 +573,7 @@ class ReconnectingClient:
             {get, self._task}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
         )
         if get in done:
-            return get.result()
+            return cast(M, get.result())
         get.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await get
@@ -501,8 +581,20 @@ class ReconnectingClient:
             raise self._fatal or ClientClosed("client is closed")
         raise TimeoutError(f"no message within {timeout} s")
 
-    async def recv_match(self, what: Union[str, Predicate], timeout: float = 5.0) -> Message:
-        """Take messages off the queue until one matches (a ``type`` or a predicate).
+    @overload
+    async def recv_match(self, what: Callable[[M], TypeIs[T]], timeout: float = 5.0) -> T: ...
+
+    @overload
+    async def recv_match(self, what: Callable[[M], TypeGuard[T]], timeout: float = 5.0) -> T: ...
+
+    @overload
+    async def recv_match(
+        self, what: Union[str, Callable[[M], bool]], timeout: float = 5.0
+    ) -> M: ...
+
+    async def recv_match(self, what: Union[str, Callable[[M], bool]], timeout: float = 5.0) -> Any:
+        """Take messages off the queue until one matches (a ``type`` or a predicate; a
+        ``TypeGuard`` predicate narrows the result's type).
 
         Messages that do not match are discarded. Raises ``TimeoutError`` after ``timeout`` s.
         """
@@ -516,20 +608,29 @@ class ReconnectingClient:
             if pred(msg):
                 return msg
 
-    def drain(self) -> list[Message]:
+    def drain(self) -> list[M]:
         """Take every queued message without waiting."""
-        out = []
+        out: list[M] = []
         while not self._queue.empty():
-            out.append(self._queue.get_nowait())
+            out.append(cast(M, self._queue.get_nowait()))
         return out
 
-    def expect(self, what: Union[str, Predicate]) -> "asyncio.Future[Message]":
+    @overload
+    def expect(self, what: Callable[[M], TypeIs[T]]) -> "asyncio.Future[T]": ...
+
+    @overload
+    def expect(self, what: Callable[[M], TypeGuard[T]]) -> "asyncio.Future[T]": ...
+
+    @overload
+    def expect(self, what: Union[str, Callable[[M], bool]]) -> "asyncio.Future[M]": ...
+
+    def expect(self, what: Union[str, Callable[[M], bool]]) -> "asyncio.Future[Any]":
         """A future for the next message (from now on) that matches; the queue is not touched."""
-        fut: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiters.append((as_predicate(what), fut))
         return fut
 
-    async def _dispatch(self, msg: Message) -> None:
+    async def _dispatch(self, msg: JsonObject) -> None:
         keep = []
         for pred, fut in self._waiters:
             if fut.done():
@@ -551,7 +652,7 @@ class ReconnectingClient:
         self._queue.put_nowait(msg)
         if self.on_message is not None:
             try:
-                result = self.on_message(msg)
+                result = self.on_message(cast(M, msg))
                 if inspect.isawaitable(result):
                     await result
             except Exception:
@@ -559,7 +660,37 @@ class ReconnectingClient:
 
     # ----- v2: events, positions, frames -------------------------------------------------------
 
-    def on(self, name: str, callback: EventCallback) -> "ReconnectingClient":
+    @overload
+    def on(
+        self, name: Literal["session"], callback: Callable[[SessionEvent], object]
+    ) -> Self: ...
+
+    @overload
+    def on(
+        self, name: Literal["subscribed"], callback: Callable[[SubscribedEvent], object]
+    ) -> Self: ...
+
+    @overload
+    def on(
+        self, name: Literal["recovered"], callback: Callable[[RecoveredEvent], object]
+    ) -> Self: ...
+
+    @overload
+    def on(
+        self, name: Literal["not_recovered"], callback: Callable[[NotRecoveredEvent], object]
+    ) -> Self: ...
+
+    @overload
+    def on(
+        self, name: Literal["gap"], callback: Callable[[GapEvent], object]
+    ) -> Self: ...
+
+    @overload
+    def on(
+        self, name: Literal["error"], callback: Callable[[ErrorEvent], object]
+    ) -> Self: ...
+
+    def on(self, name: EventName, callback: EventCallback) -> Self:
         """Call ``callback(event)`` (plain or coroutine function) for every ``name`` event:
 
         - ``session`` ``{"id", "resumed"}``: a v2 connection named its session;
@@ -578,19 +709,51 @@ class ReconnectingClient:
         self._listeners[name].append(callback)
         return self
 
-    def off(self, name: str, callback: EventCallback) -> "ReconnectingClient":
+    def off(self, name: EventName, callback: EventCallback) -> Self:
         """Stop calling ``callback`` for ``name``."""
         with contextlib.suppress(KeyError, ValueError):
             self._listeners[name].remove(callback)
         return self
 
+    @overload
     def expect_event(
-        self, name: str, pred: Optional[Callable[[dict], bool]] = None
-    ) -> "asyncio.Future[dict]":
-        """A future for the next ``name`` event (from now on) matching ``pred``."""
-        fut: asyncio.Future[dict] = asyncio.get_running_loop().create_future()
+        self, name: Literal["session"], pred: Optional[Callable[[SessionEvent], bool]] = None
+    ) -> "asyncio.Future[SessionEvent]": ...
 
-        def listener(event: dict) -> None:
+    @overload
+    def expect_event(
+        self, name: Literal["subscribed"], pred: Optional[Callable[[SubscribedEvent], bool]] = None
+    ) -> "asyncio.Future[SubscribedEvent]": ...
+
+    @overload
+    def expect_event(
+        self, name: Literal["recovered"], pred: Optional[Callable[[RecoveredEvent], bool]] = None
+    ) -> "asyncio.Future[RecoveredEvent]": ...
+
+    @overload
+    def expect_event(
+        self,
+        name: Literal["not_recovered"],
+        pred: Optional[Callable[[NotRecoveredEvent], bool]] = None,
+    ) -> "asyncio.Future[NotRecoveredEvent]": ...
+
+    @overload
+    def expect_event(
+        self, name: Literal["gap"], pred: Optional[Callable[[GapEvent], bool]] = None
+    ) -> "asyncio.Future[GapEvent]": ...
+
+    @overload
+    def expect_event(
+        self, name: Literal["error"], pred: Optional[Callable[[ErrorEvent], bool]] = None
+    ) -> "asyncio.Future[ErrorEvent]": ...
+
+    def expect_event(
+        self, name: EventName, pred: Optional[Callable[[Any], bool]] = None
+    ) -> "asyncio.Future[Any]":
+        """A future for the next ``name`` event (from now on) matching ``pred``."""
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        def listener(event: Any) -> None:
             if fut.done():
                 self.off(name, listener)
                 return
@@ -606,12 +769,12 @@ class ReconnectingClient:
         fut.add_done_callback(lambda _: self.off(name, listener))
         return fut
 
-    def _emit(self, name: str, event: dict) -> None:
+    def _emit(self, name: str, event: Any) -> None:
         for cb in list(self._listeners[name]):
             self._fire(cb, event)
 
     @property
-    def positions(self) -> dict[str, dict]:
+    def positions(self) -> dict[str, StreamPosition]:
         """The position held for each stream: ``{stream: {"epoch", "offset"}}``."""
         return {k: {"epoch": e, "offset": o} for k, (e, o) in self._positions.items()}
 
@@ -619,7 +782,7 @@ class ReconnectingClient:
         """Forget the position of ``stream`` (a room left for good)."""
         self._positions.pop(stream, None)
 
-    def _since_for(self, stream: str) -> list:
+    def _since_for(self, stream: str) -> list[Position]:
         """``[{stream, epoch, offset}]`` if a position is held (for an envelope's ``since``)."""
         p = self._positions.get(stream)
         return [{"stream": stream, "epoch": p[0], "offset": p[1]}] if p else []
@@ -645,7 +808,7 @@ class ReconnectingClient:
         sep = "&" if "?" in url else "?"
         return url + sep + urllib.parse.urlencode(params)
 
-    def _inbound(self, frame: Message) -> Optional[_Item]:
+    def _inbound(self, frame: JsonObject) -> Optional[_Item]:
         """What one received frame means (an item to deliver in order), or ``None``. Acks are
         settled here."""
         if not self._v2:
@@ -656,22 +819,26 @@ class ReconnectingClient:
             return _Item("msg", msg) if isinstance(msg, dict) else None
         if sb == "pub":
             msg = frame.get("msg")
-            pos = (frame.get("stream"), frame.get("epoch"), frame.get("offset"))
-            return _Item("pub", msg if isinstance(msg, dict) else None, pos)
+            at = (frame.get("stream"), frame.get("epoch"), frame.get("offset"))
+            return _Item("pub", msg if isinstance(msg, dict) else None, at)
         if sb == "session":
             self.session = frame.get("session")
             self.session_resumed = frame.get("resumed") is True
-            event = {"id": self.session, "resumed": self.session_resumed}
-            return _Item("session", events=[("session", event)])
+            session: JsonObject = {"id": self.session, "resumed": self.session_resumed}
+            return _Item("session", events=[("session", session)])
         if sb == "subscribed":
-            data = {k: v for k, v in frame.items() if k != "sb"}
-            events: list = [("subscribed", data)]
-            common = {"stream": frame.get("stream"), "epoch": frame.get("epoch"), "offset": frame.get("offset")}
+            data: JsonObject = {k: v for k, v in frame.items() if k != "sb"}
+            events: list[tuple[str, Any]] = [("subscribed", data)]
+            common: JsonObject = {
+                "stream": frame.get("stream"),
+                "epoch": frame.get("epoch"),
+                "offset": frame.get("offset"),
+            }
             if frame.get("recovered") is True:
                 events.append(("recovered", {**common, "replayed": frame.get("replayed", 0)}))
             elif frame.get("recovered") is False:
                 events.append(("not_recovered", {**common, "reason": frame.get("reason")}))
-            pos = None
+            pos: Optional[tuple[Any, Any, Any]] = None
             if "epoch" in frame and "offset" in frame:
                 pos = (frame.get("stream"), frame["epoch"], frame["offset"])
             return _Item("event", pos=pos, events=events)
@@ -679,9 +846,11 @@ class ReconnectingClient:
             for i, entry in enumerate(self._unacked):
                 if entry.id == frame.get("id"):
                     del self._unacked[i]
-                    ack: dict = {}
+                    ack: Ack = {}
                     if "stream" in frame:
-                        ack.update(stream=frame["stream"], epoch=frame.get("epoch"), offset=frame.get("offset"))
+                        ack["stream"] = frame["stream"]
+                        ack["epoch"] = cast(str, frame.get("epoch"))
+                        ack["offset"] = cast(int, frame.get("offset"))
                     if frame.get("duplicate") is True:
                         ack["duplicate"] = True
                     if not entry.future.done():
@@ -689,8 +858,8 @@ class ReconnectingClient:
                     break
             return None
         if sb == "gap":
-            event = {k: frame.get(k) for k in ("stream", "epoch", "from", "to")}
-            return _Item("event", events=[("gap", event)])
+            gap: JsonObject = {k: frame.get(k) for k in ("stream", "epoch", "from", "to")}
+            return _Item("event", events=[("gap", gap)])
         if sb == "error":
             return _Item("event", events=[("error", {"error": frame.get("error")})])
         return None
@@ -743,11 +912,11 @@ class ReconnectingClient:
     async def _resume(self) -> None:
         """Restore the client's state (subscriptions, rooms) on a new connection."""
 
-    def _ping_message(self) -> Optional[Message]:
+    def _ping_message(self) -> Optional[JsonObject]:
         """The application-level ping, when :attr:`app_ping` is set."""
         return {"type": "ping"} if self.app_ping else None
 
-    def _is_heartbeat_reply(self, msg: Message) -> bool:
+    def _is_heartbeat_reply(self, msg: JsonObject) -> bool:
         return self.app_ping and msg.get("type") == "pong"
 
     def _display_url(self) -> str:
@@ -766,7 +935,7 @@ class ReconnectingClient:
 
     # ----- the connection task -----------------------------------------------------------------
 
-    async def ping(self, timeout: float = 10.0) -> Message:
+    async def ping(self, timeout: float = 10.0) -> M:
         """Send the application-level ping and wait for its ``pong`` (systems that have one)."""
         msg = self._ping_message()
         if msg is None:
@@ -904,8 +1073,8 @@ class ReconnectingClient:
     async def _read(self, ws: ClientConnection) -> None:
         # What came in with the greeting goes out first, in order.
         early, self._early = self._early, []
-        for item in early:
-            await self._deliver(item)
+        for waiting in early:
+            await self._deliver(waiting)
         try:
             async for raw in ws:
                 if isinstance(raw, bytes):
@@ -939,7 +1108,7 @@ class ReconnectingClient:
         except Exception:
             log.exception("lifecycle callback failed")
 
-    async def _read_greeting(self, ws: ClientConnection, kind: str) -> Message:
+    async def _read_greeting(self, ws: ClientConnection, kind: str) -> JsonObject:
         """Read the first message and check it is ``kind``; handles a close instead of it.
 
         On v2, publications and events before it are kept (in order) for delivery once the
@@ -964,7 +1133,7 @@ class HttpResponse:
     """An HTTP answer: status, headers and the body (parsed JSON, text, or ``None`` if empty)."""
 
     status: int
-    headers: dict
+    headers: dict[str, str]
     body: Any
 
 

@@ -10,33 +10,108 @@ consumed by the heartbeat and not queued).
 from __future__ import annotations
 
 import re
-from typing import Any, Optional, TypedDict
+from typing import TYPE_CHECKING, Any, Literal, Optional, TypedDict, Union, Unpack, cast
 
-from ._base import HttpResponse, ReconnectingClient, expect_status, http_base, http_request
+from ._base import (
+    ClientOptions,
+    HttpResponse,
+    Json,
+    ReconnectingClient,
+    expect_status,
+    http_base,
+    http_request,
+)
+
+if TYPE_CHECKING:  # TypeIs is in typing from Python 3.13
+    from typing_extensions import TypeIs
 
 DEFAULT_URL = "ws://localhost:4001/ws"
+
+#: The v2 stream of every published event.
+STREAM = "events"
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]+-[A-Za-z0-9_]+$")
 
 
+class Ping(TypedDict):
+    """The only client message: asks for a ``pong``."""
+
+    type: Literal["ping"]
+
+
 class Event(TypedDict):
-    """An event frame: ``type`` is ``<entity>:<action>``, ``payload`` the published body."""
+    """An event frame: ``type`` is ``<entity>:<action>``, ``payload`` the published body (any
+    JSON value, byte for byte as POSTed)."""
 
     type: str
-    payload: Any
+    payload: Json
 
 
-class AfcClient(ReconnectingClient):
+class PongPayload(TypedDict):
+    """Server time, ``2025-01-01T12:30:00.000Z``."""
+
+    timestamp: str
+
+
+class Pong(TypedDict):
+    """The reply to ``ping``, to the sender only."""
+
+    type: Literal["pong"]
+    payload: PongPayload
+
+
+class ErrorPayload(TypedDict):
+    """What was wrong: ``message`` (``Invalid message`` or ``Unknown message type``) and
+    ``details``."""
+
+    message: str
+    details: str
+
+
+class ErrorMessage(TypedDict):
+    """The reply to a frame the server could not accept, to the sender only."""
+
+    type: Literal["error"]
+    payload: ErrorPayload
+
+
+ClientMessage = Ping
+"""What a client sends."""
+
+ServerMessage = Union[Event, Pong, ErrorMessage]
+"""What a client receives. ``Event``'s ``type`` is any ``<entity>:<action>`` (a ``str``), so
+narrow with :func:`is_event` rather than on ``type``."""
+
+PublishBody = Json
+"""The body of ``POST /events/<entity>-<action>``: any JSON value."""
+
+
+class Health(TypedDict):
+    """``GET /health``."""
+
+    status: str
+    clients: int
+    uptime: float
+
+
+def is_event(msg: ServerMessage) -> TypeIs[Event]:
+    """A published event (``<entity>:<action>``), not a ``pong`` or ``error`` reply."""
+    return ":" in msg["type"]
+
+
+class AfcClient(ReconnectingClient[ServerMessage, ClientMessage]):
     """Listener for AFC events."""
 
     app_ping = True
 
-    def __init__(self, url: str = DEFAULT_URL, **kwargs: Any) -> None:
+    def __init__(
+        self, url: str = DEFAULT_URL, **kwargs: Unpack[ClientOptions[ServerMessage]]
+    ) -> None:
         super().__init__(url, **kwargs)
 
     async def wait_event(self, event_type: str, timeout: float = 5.0) -> Event:
         """Take queued messages until an event of ``event_type`` (``todo:created``) arrives."""
-        return await self.recv_match(event_type, timeout)  # type: ignore[return-value]
+        return cast(Event, await self.recv_match(event_type, timeout))
 
 
 def event_path(event: str) -> str:
@@ -55,7 +130,7 @@ def event_path(event: str) -> str:
 async def publish_event(
     base_url: str,
     event: str,
-    payload: Any,
+    payload: PublishBody,
     *,
     api_key: Optional[str] = None,
     timeout: float = 10.0,
@@ -86,10 +161,10 @@ async def publish_event_raw(
     return await http_request("POST", url, raw_body=body, api_key=api_key, timeout=timeout)
 
 
-async def health(base_url: str, timeout: float = 10.0) -> dict:
+async def health(base_url: str, timeout: float = 10.0) -> Health:
     """``GET /health``: ``{"status":"ok","clients":n,"uptime":s}``."""
     resp = await http_request("GET", http_base(base_url) + "/health", timeout=timeout)
-    return expect_status(resp, 200)
+    return cast(Health, expect_status(resp, 200))
 
 
 def _json_text(value: Any) -> str:

@@ -14,26 +14,54 @@ a ``token`` callable (sync or async, e.g. one that logs in again) to get a fresh
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import urllib.parse
-from typing import Any, Awaitable, Callable, Optional, TypedDict, Union
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Awaitable,
+    Callable,
+    Literal,
+    NotRequired,
+    Optional,
+    TypedDict,
+    Union,
+    Unpack,
+    cast,
+)
 
 from websockets.asyncio.client import ClientConnection
 
 from ._base import (
     AuthenticationFailed,
     ClientError,
+    ClientOptions,
     CloseInfo,
-    Message,
+    JsonObject,
     ReconnectingClient,
     expect_status,
     http_base,
     http_request,
 )
 
+if TYPE_CHECKING:  # TypeIs is in typing from Python 3.13
+    from typing_extensions import TypeIs
+
 DEFAULT_URL = "ws://localhost:8000/api/ws"
-DIRECTIONS = ("IB", "OB")
-ASSIGNMENT_TYPES = {
+
+#: The v2 stream of every assignment event and conflict.
+STREAM = "assignments"
+
+Direction = Literal["IB", "OB"]
+"""A load's direction: inbound or outbound."""
+
+DIRECTIONS: tuple[Direction, ...] = ("IB", "OB")
+
+AssignmentType = Literal["assignment_created", "assignment_updated", "assignment_deleted"]
+"""The three assignment events."""
+
+ASSIGNMENT_TYPES: dict[AssignmentType, Literal["CREATE", "UPDATE", "DELETE"]] = {
     "assignment_created": "CREATE",
     "assignment_updated": "UPDATE",
     "assignment_deleted": "DELETE",
@@ -41,41 +69,238 @@ ASSIGNMENT_TYPES = {
 
 TokenSource = Union[str, Callable[[], Union[str, Awaitable[str]]]]
 
+Id = Union[int, str]
+"""A record id: an integer, or a non-empty string (``3`` and ``"3"`` name the same user)."""
 
-class AssignmentEvent(TypedDict, total=False):
-    """``assignment_created`` / ``assignment_updated`` / ``assignment_deleted``."""
 
-    type: str
+class Filters(TypedDict, total=False):
+    """A subscription filter (``{}``: everything)."""
+
+    direction: Direction
+
+
+# ----- client to server -------------------------------------------------------------------------
+
+
+class Subscribe(TypedDict):
+    """Replace the connection's filter (absent, ``None`` or ``{}``: everything)."""
+
+    type: Literal["subscribe"]
+    filters: NotRequired[Optional[Filters]]
+
+
+class Unsubscribe(TypedDict):
+    """Clear the filter."""
+
+    type: Literal["unsubscribe"]
+
+
+class Ping(TypedDict):
+    """Ask for a ``pong``."""
+
+    type: Literal["ping"]
+
+
+ClientMessage = Union[Subscribe, Unsubscribe, Ping]
+"""What a client sends."""
+
+
+# ----- server to client -------------------------------------------------------------------------
+
+
+class ConnectionAck(TypedDict):
+    """The greeting, first on every authenticated connection."""
+
+    type: Literal["connection_ack"]
+    #: ISO 8601 seconds, no zone (UTC).
     timestamp: str
-    assignment_id: Union[int, str]
-    action: str
-    user_id: Union[int, str]
+    #: ``user_<user id>_<serial>``.
+    client_id: str
+    #: Always ``Connected to DCDock real-time updates``.
+    message: str
+
+
+class Subscribed(TypedDict):
+    """The reply to ``subscribe``: the filter now in force."""
+
+    type: Literal["subscribed"]
+    timestamp: str
+    filters: Filters
+
+
+class Unsubscribed(TypedDict):
+    """The reply to ``unsubscribe``."""
+
+    type: Literal["unsubscribed"]
+    timestamp: str
+
+
+class Pong(TypedDict):
+    """The reply to ``ping``."""
+
+    type: Literal["pong"]
+    timestamp: str
+
+
+class AssignmentCreated(TypedDict):
+    """An assignment was created (``data``: the full assignment; its ``load.direction`` decides
+    which filtered boards get it)."""
+
+    type: Literal["assignment_created"]
+    timestamp: str
+    assignment_id: Id
+    action: Literal["CREATE"]
+    user_id: Id
     user_email: str
-    data: dict
+    data: JsonObject
 
 
-class ConflictEvent(TypedDict, total=False):
+class AssignmentUpdated(TypedDict):
+    """An assignment was updated."""
+
+    type: Literal["assignment_updated"]
+    timestamp: str
+    assignment_id: Id
+    action: Literal["UPDATE"]
+    user_id: Id
+    user_email: str
+    data: JsonObject
+
+
+class AssignmentDeleted(TypedDict):
+    """An assignment was deleted (``data``: as it was before)."""
+
+    type: Literal["assignment_deleted"]
+    timestamp: str
+    assignment_id: Id
+    action: Literal["DELETE"]
+    user_id: Id
+    user_email: str
+    data: JsonObject
+
+
+AssignmentEvent = Union[AssignmentCreated, AssignmentUpdated, AssignmentDeleted]
+"""``assignment_created`` / ``assignment_updated`` / ``assignment_deleted``."""
+
+
+class ConflictEvent(TypedDict):
     """``conflict_detected``, sent only to the conflicting user's connections."""
 
-    type: str
+    type: Literal["conflict_detected"]
     timestamp: str
-    assignment_id: Union[int, str]
+    assignment_id: Id
     current_version: int
     attempted_version: int
-    current_data: dict
+    current_data: JsonObject
     message: str
-    user_id: Union[int, str]
+    user_id: Id
+
+
+class ErrorMessage(TypedDict):
+    """``error``, to the offending connection only (``message``: ``Invalid message format``)."""
+
+    type: Literal["error"]
+    timestamp: str
+    message: str
+    details: str
+
+
+ServerMessage = Union[
+    ConnectionAck,
+    Subscribed,
+    Unsubscribed,
+    Pong,
+    AssignmentCreated,
+    AssignmentUpdated,
+    AssignmentDeleted,
+    ConflictEvent,
+    ErrorMessage,
+]
+"""What a client receives."""
+
+
+# ----- HTTP -------------------------------------------------------------------------------------
+
+
+class AssignmentCreatedBody(TypedDict):
+    """``assignment_created`` as a backend publishes it (``timestamp`` defaults to now)."""
+
+    type: Literal["assignment_created"]
+    timestamp: NotRequired[str]
+    assignment_id: Id
+    action: Literal["CREATE"]
+    user_id: Id
+    user_email: str
+    data: JsonObject
+
+
+class AssignmentUpdatedBody(TypedDict):
+    """``assignment_updated`` as a backend publishes it."""
+
+    type: Literal["assignment_updated"]
+    timestamp: NotRequired[str]
+    assignment_id: Id
+    action: Literal["UPDATE"]
+    user_id: Id
+    user_email: str
+    data: JsonObject
+
+
+class AssignmentDeletedBody(TypedDict):
+    """``assignment_deleted`` as a backend publishes it."""
+
+    type: Literal["assignment_deleted"]
+    timestamp: NotRequired[str]
+    assignment_id: Id
+    action: Literal["DELETE"]
+    user_id: Id
+    user_email: str
+    data: JsonObject
+
+
+class ConflictBody(TypedDict):
+    """``conflict_detected`` as a backend publishes it (``user_id`` picks the recipients)."""
+
+    type: Literal["conflict_detected"]
+    timestamp: NotRequired[str]
+    assignment_id: Id
+    current_version: int
+    attempted_version: int
+    current_data: JsonObject
+    message: str
+    user_id: Id
+
+
+PublishBody = Union[
+    AssignmentCreatedBody, AssignmentUpdatedBody, AssignmentDeletedBody, ConflictBody
+]
+"""The body of ``POST /api/ws/publish``: one event."""
+
+
+class ClientStats(TypedDict):
+    """One connection in ``GET /api/ws/stats``."""
+
+    client_id: str
+    filters: Filters
+
+
+class Stats(TypedDict):
+    """``GET /api/ws/stats`` (at most 1000 clients; ``truncated`` when some were left out)."""
+
+    active_connections: int
+    clients: list[ClientStats]
+    truncated: NotRequired[Literal[True]]
 
 
 class DcdockError(ClientError):
     """The server answered a request with an ``error`` frame."""
 
-    def __init__(self, msg: Message) -> None:
+    def __init__(self, msg: Any) -> None:
         super().__init__(f"{msg.get('message')}: {msg.get('details')}")
-        self.frame = msg
+        self.frame: ErrorMessage = msg
 
 
-class DcdockClient(ReconnectingClient):
+class DcdockClient(ReconnectingClient[ServerMessage, ClientMessage]):
     """A DCDock board's connection."""
 
     app_ping = True
@@ -85,8 +310,8 @@ class DcdockClient(ReconnectingClient):
         url: str = DEFAULT_URL,
         *,
         token: TokenSource,
-        direction: Optional[str] = None,
-        **kwargs: Any,
+        direction: Optional[Direction] = None,
+        **kwargs: Unpack[ClientOptions[ServerMessage]],
     ) -> None:
         super().__init__(url, **kwargs)
         self._token_source = token
@@ -96,7 +321,7 @@ class DcdockClient(ReconnectingClient):
         self.client_id: Optional[str] = None
 
     @property
-    def direction(self) -> Optional[str]:
+    def direction(self) -> Optional[Direction]:
         """The direction filter in force (``None``: every event)."""
         return self._direction
 
@@ -125,36 +350,43 @@ class DcdockClient(ReconnectingClient):
             await self._send_now(_subscribe_msg(self._direction))
 
     async def subscribe(
-        self, direction: Optional[str] = None, *, wait: bool = True, timeout: float = 10.0
-    ) -> Optional[Message]:
+        self, direction: Optional[Direction] = None, *, wait: bool = True, timeout: float = 10.0
+    ) -> Optional[Subscribed]:
         """Receive only events for loads of ``direction`` (``"IB"``/``"OB"``; ``None``: all).
 
         Replaces the previous filter. With ``wait``, returns the ``subscribed`` reply.
         """
         direction = _check_direction(direction)
-        return await self._request(
+        reply = await self._request(
             lambda: setattr(self, "_direction", direction),
             _subscribe_msg(direction),
             "subscribed",
             wait,
             timeout,
         )
+        return cast(Optional[Subscribed], reply)
 
-    async def unsubscribe(self, *, wait: bool = True, timeout: float = 10.0) -> Optional[Message]:
+    async def unsubscribe(
+        self, *, wait: bool = True, timeout: float = 10.0
+    ) -> Optional[Unsubscribed]:
         """Clear the filter (every event again). With ``wait``, returns ``unsubscribed``."""
-        return await self._request(
+        reply = await self._request(
             lambda: setattr(self, "_direction", None),
             {"type": "unsubscribe"},
             "unsubscribed",
             wait,
             timeout,
         )
+        return cast(Optional[Unsubscribed], reply)
 
     async def _request(
-        self, change: Callable[[], Any], msg: dict, reply_type: str, wait: bool, timeout: float
-    ) -> Optional[Message]:
-        import asyncio
-
+        self,
+        change: Callable[[], object],
+        msg: ClientMessage,
+        reply_type: str,
+        wait: bool,
+        timeout: float,
+    ) -> Optional[ServerMessage]:
         reply = self.expect(lambda m: m.get("type") in (reply_type, "error")) if wait else None
         sent = await self._update_state(change, msg)
         if reply is None:
@@ -171,23 +403,23 @@ class DcdockClient(ReconnectingClient):
         return got
 
 
-def _check_direction(direction: Optional[str]) -> Optional[str]:
+def _check_direction(direction: Optional[Direction]) -> Optional[Direction]:
     if direction is not None and direction not in DIRECTIONS:
         raise ValueError(f"direction must be 'IB', 'OB' or None, not {direction!r}")
     return direction
 
 
-def _subscribe_msg(direction: Optional[str]) -> dict:
+def _subscribe_msg(direction: Optional[Direction]) -> Subscribe:
     return {"type": "subscribe", "filters": {"direction": direction} if direction else {}}
 
 
-def is_assignment_event(msg: Message) -> bool:
+def is_assignment_event(msg: ServerMessage) -> TypeIs[AssignmentEvent]:
     """``assignment_created`` / ``_updated`` / ``_deleted``."""
     return msg.get("type") in ASSIGNMENT_TYPES
 
 
 async def publish(
-    base_url: str, event: dict, *, api_key: str, timeout: float = 10.0
+    base_url: str, event: PublishBody, *, api_key: str, timeout: float = 10.0
 ) -> int:
     """``POST /api/ws/publish`` one event; returns ``delivered`` (202).
 
@@ -203,12 +435,12 @@ async def publish(
 
 async def publish_assignment(
     base_url: str,
-    event_type: str,
+    event_type: AssignmentType,
     *,
-    assignment_id: Union[int, str],
-    user_id: Union[int, str],
+    assignment_id: Id,
+    user_id: Id,
     user_email: str,
-    data: dict,
+    data: JsonObject,
     api_key: str,
     timestamp: Optional[str] = None,
     timeout: float = 10.0,
@@ -219,7 +451,7 @@ async def publish_assignment(
     """
     if event_type not in ASSIGNMENT_TYPES:
         raise ValueError(f"unknown assignment event {event_type!r}")
-    event: dict = {
+    fields: JsonObject = {
         "type": event_type,
         "assignment_id": assignment_id,
         "action": ASSIGNMENT_TYPES[event_type],
@@ -228,24 +460,24 @@ async def publish_assignment(
         "data": data,
     }
     if timestamp is not None:
-        event["timestamp"] = timestamp
-    return await publish(base_url, event, api_key=api_key, timeout=timeout)
+        fields["timestamp"] = timestamp
+    return await publish(base_url, cast(PublishBody, fields), api_key=api_key, timeout=timeout)
 
 
 async def publish_conflict(
     base_url: str,
     *,
-    assignment_id: Union[int, str],
-    user_id: Union[int, str],
+    assignment_id: Id,
+    user_id: Id,
     current_version: int,
     attempted_version: int,
-    current_data: dict,
+    current_data: JsonObject,
     api_key: str,
     message: str = "Another user has modified this assignment",
     timeout: float = 10.0,
 ) -> int:
     """Publish ``conflict_detected`` to ``user_id``'s connections only."""
-    event = {
+    event: ConflictBody = {
         "type": "conflict_detected",
         "assignment_id": assignment_id,
         "current_version": current_version,
@@ -257,7 +489,7 @@ async def publish_conflict(
     return await publish(base_url, event, api_key=api_key, timeout=timeout)
 
 
-async def stats(base_url: str, timeout: float = 10.0) -> dict:
+async def stats(base_url: str, timeout: float = 10.0) -> Stats:
     """``GET /api/ws/stats``: ``{"active_connections","clients":[{client_id, filters}]}``."""
     resp = await http_request("GET", http_base(base_url) + "/api/ws/stats", timeout=timeout)
-    return expect_status(resp, 200)
+    return cast(Stats, expect_status(resp, 200))

@@ -18,7 +18,7 @@ def _b64url(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
 
-def encode_hs256(claims: dict, secret: Union[str, bytes]) -> str:
+def encode_hs256(claims: dict[str, Any], secret: Union[str, bytes]) -> str:
     """``header.payload.signature`` for ``claims``, signed with HMAC-SHA256."""
     key = secret.encode() if isinstance(secret, str) else secret
     header = _b64url(json.dumps({"alg": "HS256", "typ": "JWT"}, separators=(",", ":")).encode())
@@ -39,7 +39,7 @@ def make_token(
     **claims: Any,
 ) -> str:
     """A DCDock access token: ``user_id`` (or ``sub``), ``email``, ``exp`` = now + ``ttl``."""
-    body: dict = dict(claims)
+    body: dict[str, Any] = dict(claims)
     if user_id is not None:
         body["user_id"] = user_id
     if sub is not None:

@@ -16,22 +16,50 @@ sends its own WebSocket pings to notice a dead connection).
 from __future__ import annotations
 
 import datetime as _dt
-from typing import Any, Optional, TypedDict
+from typing import TYPE_CHECKING, Any, Literal, NotRequired, Optional, TypedDict, Union, Unpack
 
-from ._base import Message, ReconnectingClient
+from ._base import ClientOptions, ReconnectingClient
+
+if TYPE_CHECKING:  # TypeIs is in typing from Python 3.13
+    from typing_extensions import TypeIs
 
 DEFAULT_URL = "ws://localhost:3002/"
 TABLES = ("cars", "tracks", "drivers", "times")
 
+#: The v2 stream of every relayed notice.
+STREAM = "all"
+
 _NOW = object()
 
 
-class ChangeNotice(TypedDict, total=False):
-    """A change notice as relayed (extra fields are kept)."""
+class ChangeNotice(TypedDict):
+    """A change notice, in both directions: ``table`` and ``operation`` (non-empty strings), an
+    optional ISO 8601 ``timestamp``.
+
+    Fields beyond these are allowed and relayed untouched; a ``TypedDict`` cannot declare them
+    (mypy does not support PEP 728 ``extra_items``): read them with ``notice.get("by")`` (an
+    ``object``), and send them with :meth:`LaptimesClient.notify`'s keyword arguments.
+    """
 
     table: str
     operation: str
-    timestamp: Optional[str]
+    timestamp: NotRequired[Optional[str]]
+
+
+class ErrorReply(TypedDict):
+    """The reply to an invalid notice, to its sender alone."""
+
+    type: Literal["error"]
+    #: Always ``Invalid change notice``.
+    message: str
+    details: NotRequired[str]
+
+
+ClientMessage = ChangeNotice
+"""What a client sends: a change notice."""
+
+ServerMessage = Union[ChangeNotice, ErrorReply]
+"""What a client receives: another client's notice, or an error reply."""
 
 
 def iso_now() -> str:
@@ -40,22 +68,24 @@ def iso_now() -> str:
     return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
 
 
-def is_notice(msg: Message) -> bool:
+def is_notice(msg: ServerMessage) -> TypeIs[ChangeNotice]:
     """A relayed change notice (it has a ``table``), as opposed to an ``error`` reply."""
     return isinstance(msg.get("table"), str)
 
 
-def is_error(msg: Message) -> bool:
+def is_error(msg: ServerMessage) -> TypeIs[ErrorReply]:
     """The server's reply to an invalid notice (``type: error`` and no ``table``)."""
     return msg.get("type") == "error" and "table" not in msg
 
 
-class LaptimesClient(ReconnectingClient):
+class LaptimesClient(ReconnectingClient[ServerMessage, ClientMessage]):
     """Client of the laptimes relay."""
 
     app_ping = False
 
-    def __init__(self, url: str = DEFAULT_URL, **kwargs: Any) -> None:
+    def __init__(
+        self, url: str = DEFAULT_URL, **kwargs: Unpack[ClientOptions[ServerMessage]]
+    ) -> None:
         super().__init__(url, **kwargs)
 
     async def notify(
@@ -73,8 +103,9 @@ class LaptimesClient(ReconnectingClient):
         ``timestamp`` defaults to now; pass ``None`` to send ``null``. Extra keyword arguments
         become extra fields, relayed untouched.
         """
-        notice: dict = {"table": table, "operation": operation}
-        notice["timestamp"] = iso_now() if timestamp is _NOW else timestamp
-        notice.update(extra)
+        fields: dict[str, Any] = {"table": table, "operation": operation}
+        fields["timestamp"] = iso_now() if timestamp is _NOW else timestamp
+        fields.update(extra)
+        notice: ChangeNotice = fields  # type: ignore[assignment]  # extra fields: see ChangeNotice
         await self.send_json(notice, timeout=timeout)
-        return notice  # type: ignore[return-value]
+        return notice

@@ -15,22 +15,51 @@ connections, so this client puts the sessions it follows in the ``sessionId`` qu
 
 from __future__ import annotations
 
+import asyncio
 import re
 import urllib.parse
-from typing import Any, Iterable, Optional, TypedDict
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Iterable,
+    Literal,
+    NotRequired,
+    Optional,
+    TypedDict,
+    Union,
+    Unpack,
+    cast,
+)
 
 from ._base import (
     ClientError,
-    Message,
+    ClientOptions,
+    Json,
     ReconnectingClient,
     expect_status,
     http_base,
     http_request,
 )
 
+if TYPE_CHECKING:  # TypeIs is in typing from Python 3.13
+    from typing_extensions import TypeIs
+
 DEFAULT_URL = "ws://localhost:3000/ws"
 
-UPDATE_TYPES = (
+UpdateType = Literal[
+    "session_update",
+    "driver_update",
+    "position_change",
+    "lap_update",
+    "sector_update",
+    "tire_change",
+    "status_change",
+    "drs_update",
+]
+"""The eight update types."""
+
+UPDATE_TYPES: tuple[UpdateType, ...] = (
     "session_update",
     "driver_update",
     "position_change",
@@ -44,21 +73,136 @@ UPDATE_TYPES = (
 _SESSION_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 
 
-class RaceMessage(TypedDict):
-    """Every server message: ``{"type","data","timestamp"}``."""
+class SessionRef(TypedDict):
+    """``{"sessionId": ..}``: 1-128 of ``A-Z a-z 0-9 _ - . :``, at least one letter or digit."""
 
-    type: str
-    data: Any
+    sessionId: str
+
+
+class Subscribe(TypedDict):
+    """Follow a session (answered with ``subscribed``)."""
+
+    type: Literal["subscribe"]
+    data: SessionRef
+    #: Any string; ignored.
+    timestamp: NotRequired[str]
+
+
+class Unsubscribe(TypedDict):
+    """Stop following a session (answered with ``unsubscribed``)."""
+
+    type: Literal["unsubscribe"]
+    data: SessionRef
+    timestamp: NotRequired[str]
+
+
+class Ping(TypedDict):
+    """Heartbeat (answered with ``pong``); ``data`` may be left out."""
+
+    type: Literal["ping"]
+    data: NotRequired[Json]
+    timestamp: NotRequired[str]
+
+
+class Subscribed(TypedDict):
+    """The client now follows ``data.sessionId``."""
+
+    type: Literal["subscribed"]
+    data: SessionRef
     timestamp: str
+
+
+class Unsubscribed(TypedDict):
+    """The client no longer follows ``data.sessionId``."""
+
+    type: Literal["unsubscribed"]
+    data: SessionRef
+    timestamp: str
+
+
+class EmptyData(TypedDict):
+    """``{}``."""
+
+
+class Pong(TypedDict):
+    """The reply to ``ping``."""
+
+    type: Literal["pong"]
+    data: EmptyData
+    timestamp: str
+
+
+class ErrorData(TypedDict):
+    """What was wrong."""
+
+    message: str
+    details: str
+
+
+class ErrorMessage(TypedDict):
+    """The reply to a message (or ``?sessionId=``) the server could not accept."""
+
+    type: Literal["error"]
+    data: ErrorData
+    timestamp: str
+
+
+class Update(TypedDict):
+    """A live update for a followed session: ``data`` as published; ``timestamp`` the
+    publisher's, or the server's time of publishing."""
+
+    type: UpdateType
+    data: Json
+    timestamp: str
+
+
+RaceMessage = Union[Subscribed, Unsubscribed, Pong, ErrorMessage, Update]
+"""Every server message: ``{"type","data","timestamp"}``."""
+
+ClientMessage = Union[Subscribe, Unsubscribe, Ping]
+"""What a client sends."""
+
+ServerMessage = RaceMessage
+"""What a client receives."""
+
+
+class PublishBody(TypedDict):
+    """The body of ``POST /sessions/<sessionId>/updates``; ``timestamp`` (ISO 8601 with a zone)
+    defaults to the server's time."""
+
+    type: UpdateType
+    data: Json
+    timestamp: NotRequired[str]
+
+
+class PublishResponse(TypedDict):
+    """The ``202`` answer: clients on this server the update was queued to."""
+
+    sessionId: str
+    delivered: int
+
+
+class Health(TypedDict):
+    """``GET /health``."""
+
+    status: str
+    clients: int
+    sessions: int
+    uptime: float
+
+
+def is_update(msg: ServerMessage) -> TypeIs[Update]:
+    """One of the eight updates (not a reply)."""
+    return msg["type"] in UPDATE_TYPES
 
 
 class RaceError(ClientError):
     """The server answered a request with an ``error`` frame."""
 
-    def __init__(self, msg: Message) -> None:
+    def __init__(self, msg: Any) -> None:
         data = msg.get("data") or {}
         super().__init__(f"{data.get('message')}: {data.get('details')}")
-        self.frame = msg
+        self.frame: ErrorMessage = msg
 
 
 def check_session_id(session_id: str) -> str:
@@ -70,13 +214,17 @@ def check_session_id(session_id: str) -> str:
     return session_id
 
 
-class RaceClient(ReconnectingClient):
+class RaceClient(ReconnectingClient[ServerMessage, ClientMessage]):
     """Follower of one or more race sessions."""
 
     app_ping = True
 
     def __init__(
-        self, url: str = DEFAULT_URL, *, sessions: Iterable[str] = (), **kwargs: Any
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        sessions: Iterable[str] = (),
+        **kwargs: Unpack[ClientOptions[ServerMessage]],
     ) -> None:
         super().__init__(url, **kwargs)
         self._sessions: dict[str, None] = {check_session_id(s): None for s in sessions}
@@ -103,7 +251,7 @@ class RaceClient(ReconnectingClient):
 
     async def subscribe(
         self, session_id: str, *, wait: bool = True, timeout: float = 10.0
-    ) -> Optional[Message]:
+    ) -> Optional[Subscribed]:
         """Follow ``session_id``. With ``wait``, return the ``subscribed`` reply (or raise
         :class:`RaceError` if the server answered with an ``error``)."""
         check_session_id(session_id)
@@ -113,11 +261,12 @@ class RaceClient(ReconnectingClient):
         )
         if reply is None:
             return None
-        return await self._await_reply(reply, timeout, lambda: self._sessions.pop(session_id, None))
+        msg = await self._await_reply(reply, timeout, lambda: self._sessions.pop(session_id, None))
+        return cast(Subscribed, msg)
 
     async def unsubscribe(
         self, session_id: str, *, wait: bool = True, timeout: float = 10.0
-    ) -> Optional[Message]:
+    ) -> Optional[Unsubscribed]:
         """Stop following ``session_id``; with ``wait``, return the ``unsubscribed`` reply.
 
         When not connected, the session is simply forgotten (the next connection will not
@@ -134,11 +283,14 @@ class RaceClient(ReconnectingClient):
             if reply is not None:
                 reply.cancel()
             return None
-        return await self._await_reply(reply, timeout, None)
+        return cast(Unsubscribed, await self._await_reply(reply, timeout, None))
 
-    async def _await_reply(self, reply: Any, timeout: float, on_error: Any) -> Message:
-        import asyncio
-
+    async def _await_reply(
+        self,
+        reply: "asyncio.Future[ServerMessage]",
+        timeout: float,
+        on_error: Optional[Callable[[], object]],
+    ) -> ServerMessage:
         try:
             msg = await asyncio.wait_for(reply, timeout)
         finally:
@@ -155,12 +307,14 @@ def session_stream(session_id: str) -> str:
     return f"session:{session_id}"
 
 
-def _request(kind: str, session_id: str) -> dict:
-    return {"type": kind, "data": {"sessionId": session_id}}
+def _request(kind: Literal["subscribe", "unsubscribe"], session_id: str) -> ClientMessage:
+    if kind == "subscribe":
+        return {"type": "subscribe", "data": {"sessionId": session_id}}
+    return {"type": "unsubscribe", "data": {"sessionId": session_id}}
 
 
-def _reply_for(kind: str, session_id: str):
-    def pred(m: Message) -> bool:
+def _reply_for(kind: str, session_id: str) -> Callable[[Any], bool]:
+    def pred(m: Any) -> bool:
         if m.get("type") == "error":
             return True
         data = m.get("data")
@@ -172,28 +326,28 @@ def _reply_for(kind: str, session_id: str):
 async def publish_update(
     base_url: str,
     session_id: str,
-    update_type: str,
-    data: Any,
+    update_type: UpdateType,
+    data: Json,
     *,
     api_key: str,
     timestamp: Optional[str] = None,
     timeout: float = 10.0,
-) -> dict:
+) -> PublishResponse:
     """``POST /sessions/<session_id>/updates``; returns ``{"sessionId","delivered"}`` (202).
 
     ``timestamp`` (ISO 8601 with a zone) defaults to the server's time. Raises
     :class:`~switchboard_clients.HttpError` for 4xx (401 wrong key, 403 publishing disabled).
     """
     check_session_id(session_id)
-    body: dict = {"type": update_type, "data": data}
+    body: PublishBody = {"type": update_type, "data": data}
     if timestamp is not None:
         body["timestamp"] = timestamp
     url = f"{http_base(base_url)}/sessions/{session_id}/updates"
     resp = await http_request("POST", url, json_body=body, api_key=api_key, timeout=timeout)
-    return expect_status(resp, 202)
+    return cast(PublishResponse, expect_status(resp, 202))
 
 
-async def health(base_url: str, timeout: float = 10.0) -> dict:
+async def health(base_url: str, timeout: float = 10.0) -> Health:
     """``GET /health``: ``{"status","clients","sessions","uptime"}``."""
     resp = await http_request("GET", http_base(base_url) + "/health", timeout=timeout)
-    return expect_status(resp, 200)
+    return cast(Health, expect_status(resp, 200))
