@@ -20,7 +20,7 @@ use switchboard_runtime::backplane::Replication;
 use switchboard_runtime::clock::HubClock;
 use switchboard_runtime::metrics::Exposition;
 use switchboard_runtime::HubHandle;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::history::{HistoryKeys, RedisHistory};
@@ -33,6 +33,8 @@ pub const INBOUND_QUEUE: usize = 4096;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Limit on one Redis round trip (a batch, a subscription change, a ping).
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a shutdown waits for what the hub handed over to reach Redis.
+pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// How a backplane runs, beyond its Redis and its hub.
 #[derive(Debug, Clone, Default)]
@@ -89,6 +91,9 @@ pub struct Backplane {
     status: StatusHandle,
     node: NodeId,
     system: &'static str,
+    /// Tells the driver to send what it holds and end.
+    stop: Option<oneshot::Sender<()>>,
+    /// The driver, then the injector.
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -166,8 +171,9 @@ impl Backplane {
             generation: [0, 0],
             ops: FuturesUnordered::new(),
         };
+        let (stop, stopped) = oneshot::channel();
         let tasks = vec![
-            tokio::spawn(driver.run(replication)),
+            tokio::spawn(driver.run(replication, stopped)),
             tokio::spawn(injector(hub, inbound_rx)),
         ];
         tracing::info!(system, node = %node_id, "backplane started");
@@ -175,6 +181,7 @@ impl Backplane {
             status: StatusHandle { shared },
             node: node_id,
             system,
+            stop: Some(stop),
             tasks,
         })
     }
@@ -204,8 +211,18 @@ impl Backplane {
         self.status.render_prometheus(out);
     }
 
-    /// Stop the tasks and wait for them to end. Publications still queued are dropped.
+    /// Send what the hub handed over and is not in Redis yet (publications, appends: an
+    /// acknowledged publication is not lost to a restart), waiting at most [`FLUSH_TIMEOUT`],
+    /// then stop the tasks and wait for them to end.
     pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+            if let Some(driver) = self.tasks.first_mut() {
+                if tokio::time::timeout(FLUSH_TIMEOUT, driver).await.is_ok() {
+                    self.tasks.remove(0); // Ended: not to be awaited again.
+                }
+            }
+        }
         let tasks = std::mem::take(&mut self.tasks);
         for t in &tasks {
             t.abort();
@@ -272,11 +289,19 @@ async fn within<T>(f: impl Future<Output = RedisResult<T>>) -> Result<T, String>
 }
 
 impl Driver {
-    async fn run(mut self, mut replication: mpsc::Receiver<Replication>) {
+    async fn run(
+        mut self,
+        mut replication: mpsc::Receiver<Replication>,
+        mut stop: oneshot::Receiver<()>,
+    ) {
         let mut batch = Vec::with_capacity(BATCH);
+        let mut finishing = false;
         loop {
             if !self.carry_out().await {
                 return; // The hub is gone.
+            }
+            if finishing && self.machine.is_flushed() {
+                return; // Everything handed over reached Redis (or was answered).
             }
             *self.shared.lock().unwrap_or_else(PoisonError::into_inner) = self.machine.status();
             let deadline = self.machine.poll_timeout().map(|t| self.clock.deadline(t));
@@ -295,6 +320,13 @@ impl Driver {
                     None => self.lost(Side::Subscriber, "connection closed"),
                 },
                 Some(done) = self.ops.next() => self.done(done),
+                _ = &mut stop, if !finishing => {
+                    // Take what the hub already queued, then end once it is sent.
+                    finishing = true;
+                    while let Ok(r) = replication.try_recv() {
+                        self.take(r);
+                    }
+                }
                 _ = async { tokio::time::sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => {
                     self.machine.handle_timeout(self.clock.now());
                 }

@@ -67,7 +67,8 @@ pub mod history;
 mod status;
 
 pub use backplane::{
-    Backplane, Error, Options, StatusHandle, CONNECT_TIMEOUT, INBOUND_QUEUE, RESPONSE_TIMEOUT,
+    Backplane, Error, Options, StatusHandle, CONNECT_TIMEOUT, FLUSH_TIMEOUT, INBOUND_QUEUE,
+    RESPONSE_TIMEOUT,
 };
 pub use status::render_prometheus;
 pub use switchboard_backplane::{all_channel, room_channel, wire, NodeId, Status, RECONCILE_EVERY};

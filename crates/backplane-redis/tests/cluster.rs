@@ -535,3 +535,34 @@ async fn v2_clients_resume_on_another_node_with_a_shared_history() {
     );
     assert_quiet(&mut ws).await;
 }
+
+/// A node that stops right after acknowledging publications still puts them in the shared
+/// history: its backplane sends what it holds before it lets go of Redis, so a client on
+/// another node gets every acknowledged one.
+#[tokio::test]
+async fn a_node_that_stops_sends_what_it_acknowledged_first() {
+    let redis = Redis::start().await;
+    let mut nodes = afc_v2_nodes(&redis, true).await;
+    let mut reader = nodes[1].connect_v2("/ws").await;
+    next_json(&mut reader).await; // session
+    let top = next_json(&mut reader).await;
+    assert_eq!(top["sb"], "subscribed");
+    // Redis holds every client for a second: what the hub acknowledges meanwhile waits in the
+    // backplane, and the backplane is stopped at once.
+    let mut admin = redis.connection().await.unwrap();
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(1000)
+        .arg("ALL")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    futures_util::future::join_all((1..=200).map(|n| post_event(&nodes[0], n))).await;
+    let a = nodes.remove(0);
+    a.backplane.shutdown().await;
+    a.server.shutdown().await.unwrap();
+    for n in 1..=200u64 {
+        let v = next_json(&mut reader).await;
+        assert_eq!((&v["sb"], &v["offset"]), (&json!("pub"), &json!(n)));
+    }
+}

@@ -295,6 +295,12 @@ impl Backplane {
         w.publishes.len() + w.appends.len() + w.fetches.len()
     }
 
+    /// Whether everything taken from the hub has been sent (or answered as unavailable), and
+    /// nothing is in flight on the publishing connection: what a shutdown waits for.
+    pub fn is_flushed(&self) -> bool {
+        self.waiting_len() == 0 && self.sending.is_none()
+    }
+
     /// The next command, if any.
     pub fn poll_command(&mut self) -> Option<Command> {
         self.commands.pop_front()
