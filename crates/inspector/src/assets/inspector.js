@@ -96,8 +96,17 @@
     if (snap.selected) {
       renderRooms(snap.selected);
       renderConnections(snap.selected);
+      refreshDetail(snap.selected);
     }
-    if (state.detail != null) loadDetail();
+  }
+
+  /** Refresh the detail shown, unless the list shows its connection has closed. */
+  function refreshDetail(sel) {
+    if (state.detail == null) return;
+    const listed = sel.connections.some((c) => c.id === state.detail);
+    const complete = sel.connections_total <= sel.connections.length;
+    if (listed || !complete) loadDetail();
+    else showDetail(null);
   }
 
   function renderSystemChoice(snap) {
@@ -265,10 +274,13 @@
 
   function renderRoomsCount(sel) {
     const shown = sel.rooms.length;
-    const what = sel.search ? `matching “${sel.search}”` : 'in all';
-    $('rooms-count').textContent = `${int(sel.rooms_matching)} rooms ${what} (${int(sel.rooms_total)} in ${sel.system})` +
-      (sel.rooms_matching > shown ? `; the largest ${shown} shown` : '');
+    const rooms = (n) => `${int(n)} room${n === 1 ? '' : 's'}`;
+    const count = sel.search
+      ? `${rooms(sel.rooms_matching)} matching “${sel.search}”, of ${int(sel.rooms_total)} in ${sel.system}`
+      : `${rooms(sel.rooms_total)} in ${sel.system}`;
+    $('rooms-count').textContent = count + (sel.rooms_matching > shown ? `; the largest ${shown} shown` : '');
   }
+
 
   function renderConnections(sel) {
     const rows = sel.connections.map((c) => {
@@ -308,6 +320,10 @@
       d = null;
     }
     if (state.detail !== id) return; // another was chosen meanwhile
+    showDetail(d);
+  }
+
+  function showDetail(d) {
     const pairs = (items) => (items.length ? items.map(([k, v]) => `${k}=${v}`).join(', ') : '–');
     const rows = d
       ? [
@@ -319,7 +335,7 @@
           ['Queued bytes', bytes(d.queued_bytes)],
           ['Age', age(d.age_secs)],
         ]
-      : [['State', 'closed, or not found']];
+      : [['State', 'closed']];
     $('detail-fields').replaceChildren(...rows.flatMap(([k, v]) => [el('dt', { text: k }), el('dd', { text: v })]));
   }
 
