@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use switchboard_hub::Publication;
-use switchboard_inspector::service::{MAX_CONNECTIONS, MAX_HEAD_BYTES, MAX_STREAMS};
+use switchboard_inspector::service::{MAX_CONNECTIONS, MAX_HEADERS, MAX_HEAD_BYTES, MAX_STREAMS};
 use switchboard_inspector::{Admin, Token};
 use switchboard_runtime::{Endpoint, Process, Serving, System};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -515,6 +515,10 @@ async fn heads_parameters_streams_and_connections_are_bounded() {
     let a = s.addr();
     let big = vec![("x-padding", "a".repeat(MAX_HEAD_BYTES))];
     assert_eq!(get(a, "/", &big).await.status, 431);
+    let many: Vec<_> = (0..MAX_HEADERS)
+        .map(|_| ("x-many", "1".to_string()))
+        .collect();
+    assert_eq!(get(a, "/", &many).await.status, 431);
     let long = "r".repeat(2000);
     let r = get(a, &format!("/api/tail?system=collab&room={long}"), &[]).await;
     assert_eq!(r.status, 400);
