@@ -19,9 +19,7 @@ pub fn cross_site(headers: &HeaderMap) -> Option<&'static str> {
             _ => return Some("Sec-Fetch-Site is not same-origin"),
         }
     }
-    let Some(origin) = headers.get(header::ORIGIN) else {
-        return None;
-    };
+    let origin = headers.get(header::ORIGIN)?;
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())

@@ -175,16 +175,17 @@ fn error(status: StatusCode, message: &str) -> Response<Body> {
     json(status, &json!({ "error": message }))
 }
 
-/// A query's parameters: the first value of each name, `Err` if one is longer than
-/// [`MAX_PARAM_BYTES`].
+/// A query's parameters: the first value of each name.
 struct Params(Vec<(String, String)>);
 
+/// A query parameter is longer than [`MAX_PARAM_BYTES`].
+struct TooLong;
+
 impl Params {
-    fn of(req: &Request<Incoming>) -> Result<Params, Response<Body>> {
+    fn of(req: &Request<Incoming>) -> Result<Params, TooLong> {
         let params = parse_query(req.uri().query());
         if params.iter().any(|(_, v)| v.len() > MAX_PARAM_BYTES) {
-            let message = format!("a query parameter is longer than {MAX_PARAM_BYTES} bytes");
-            return Err(error(StatusCode::BAD_REQUEST, &message));
+            return Err(TooLong);
         }
         Ok(Params(params))
     }
@@ -220,9 +221,9 @@ async fn respond(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Body>
             &format!("cross-site request refused: {why}"),
         );
     }
-    let params = match Params::of(&req) {
-        Ok(p) => p,
-        Err(resp) => return resp,
+    let Ok(params) = Params::of(&req) else {
+        let message = format!("a query parameter is longer than {MAX_PARAM_BYTES} bytes");
+        return error(StatusCode::BAD_REQUEST, &message);
     };
     let path = req.uri().path();
     match path {

@@ -23,8 +23,11 @@ pub struct Selection {
     pub search: String,
 }
 
-/// The counters a rate is shown for: (name on the page, its value).
-const RATED: &[(&str, fn(&Stats) -> u64)] = &[
+/// A counter as the page names it, and how to read it.
+type Counter = (&'static str, fn(&Stats) -> u64);
+
+/// The counters a rate is shown for.
+const RATED: &[Counter] = &[
     ("messages_in", |s| s.counters.messages_in),
     ("messages_out", |s| s.counters.deliveries),
     ("publications", |s| s.counters.publications),
@@ -33,7 +36,7 @@ const RATED: &[(&str, fn(&Stats) -> u64)] = &[
 ];
 
 /// The counters shown as totals.
-const TOTALS: &[(&str, fn(&Stats) -> u64)] = &[
+const TOTALS: &[Counter] = &[
     ("connections_opened", |s| s.counters.connections_opened),
     ("connections_closed", |s| s.counters.connections_closed),
     ("messages_in", |s| s.counters.messages_in),

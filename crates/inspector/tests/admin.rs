@@ -137,8 +137,11 @@ fn head(
     h
 }
 
-/// Split a response into status, headers and the rest.
-fn parse_head(raw: &[u8]) -> Option<(u16, Vec<(String, String)>, usize)> {
+/// Header names (lower case) and values.
+type Headers = Vec<(String, String)>;
+
+/// Split a response into status, headers and where the rest starts.
+fn parse_head(raw: &[u8]) -> Option<(u16, Headers, usize)> {
     let end = raw.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
     let text = std::str::from_utf8(&raw[..end]).unwrap();
     let mut lines = text.split("\r\n");
