@@ -9,13 +9,15 @@
 #   typescript is a pinned dev dependency);
 # - builds the server: cargo build -p switchboard-server --bin switchboard (honours
 #   CARGO_TARGET_DIR; the binary is $CARGO_TARGET_DIR/debug/switchboard);
-# - runs pytest and `node --test` (test/*.test.js but the browser test); both include the type
-#   checks (python/tests/test_types.py: mypy --strict; js/test/types.test.js: tsc --noEmit), which
-#   run doc_examples.py to check every JSON example of docs/protocol against the client types;
+# - runs pytest and `node --test` (test/*.test.js but the two browser tests); both include the
+#   type checks (python/tests/test_types.py: mypy --strict; js/test/types.test.js: tsc --noEmit),
+#   which run doc_examples.py to check every JSON example of docs/protocol against the client types;
 # - makes sure Debian's chromium is installed (clients/ensure-chromium.sh, apt-get) and runs the
 #   browser test (test/browser.test.js, headless chromium driven by puppeteer-core), which fails
 #   if chromium cannot be installed;
-# - prints the three runners' summary lines.
+# - runs the inspector's browser test (test/inspector.test.js: the admin page of the binary in
+#   headless chromium), which keeps a screenshot at target/inspector.png ($INSPECTOR_SCREENSHOT);
+# - prints the four runners' summary lines.
 # Exits non-zero if anything fails.
 set -uo pipefail
 
@@ -73,7 +75,10 @@ py_status=${PIPESTATUS[0]}
 step "JavaScript clients: node --test"
 js_tests=()
 for f in "$js_dir"/test/*.test.js; do
-  [ "$(basename "$f")" = browser.test.js ] || js_tests+=("test/$(basename "$f")")
+  case "$(basename "$f")" in
+    browser.test.js | inspector.test.js) ;;
+    *) js_tests+=("test/$(basename "$f")") ;;
+  esac
 done
 (cd "$js_dir" && node --test --test-reporter=spec "${js_tests[@]}") 2>&1 | tee "$logs/js.log"
 js_status=${PIPESTATUS[0]}
@@ -84,14 +89,21 @@ bash "$here/ensure-chromium.sh" || echo "run-tests.sh: chromium could not be ins
 (cd "$js_dir" && node --test --test-reporter=spec test/browser.test.js) 2>&1 | tee "$logs/browser.log"
 browser_status=${PIPESTATUS[0]}
 
+step "inspector: node --test test/inspector.test.js (screenshot: target/inspector.png)"
+(cd "$js_dir" && node --test --test-reporter=spec test/inspector.test.js) 2>&1 | tee "$logs/inspector.log"
+inspector_status=${PIPESTATUS[0]}
+
 step "summary"
 echo "python (pytest, exit $py_status): $(grep -E '[0-9]+ (passed|failed|error)' "$logs/py.log" | tail -n 1)"
 echo "javascript (node --test, exit $js_status):"
 grep -E '^(ℹ|#) (tests|pass|fail|cancelled|skipped|todo) ' "$logs/js.log" | sed 's/^/  /'
 echo "browser (node --test test/browser.test.js, exit $browser_status):"
 grep -E '^(ℹ|#) (tests|pass|fail|cancelled|skipped|todo) ' "$logs/browser.log" | sed 's/^/  /'
+echo "inspector (node --test test/inspector.test.js, exit $inspector_status):"
+grep -E '^(ℹ|#) (tests|pass|fail|cancelled|skipped|todo) ' "$logs/inspector.log" | sed 's/^/  /'
 
-if [ "$py_status" -ne 0 ] || [ "$js_status" -ne 0 ] || [ "$browser_status" -ne 0 ]; then
+if [ "$py_status" -ne 0 ] || [ "$js_status" -ne 0 ] || [ "$browser_status" -ne 0 ] ||
+  [ "$inspector_status" -ne 0 ]; then
   echo "client tests FAILED" >&2
   exit 1
 fi

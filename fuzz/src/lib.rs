@@ -85,6 +85,8 @@ pub struct Tracker {
     pub sessions: Vec<String>,
     /// The latest position of each stream each v2 connection was given: (epoch, offset).
     positions: BTreeMap<(ConnectionHandle, String), (String, u64)>,
+    /// Rooms the driver ever tapped (a tapped publication may still be queued after an untap).
+    pub tapped: BTreeSet<String>,
 }
 
 impl Tracker {
@@ -416,6 +418,9 @@ impl Tracker {
                 Output::Fetch { id, stream, since } => {
                     assert!(self.engine.is_some(), "a fetch without history");
                     self.fetches.push_back((id, stream, since));
+                }
+                Output::Tapped { room, .. } => {
+                    assert!(self.tapped.contains(&room), "{room:?} tapped but not asked");
                 }
                 other => panic!("an output this harness does not know: {other:?}"),
             }
@@ -1364,6 +1369,10 @@ pub enum HubOp {
     CloseAll,
     /// Drain up to `n` outputs (lazy runs; the others drain after every operation).
     Drain(u8),
+    /// Tap a room at up to this many publications a second (an inspector's tail).
+    Tap(u8, u8),
+    /// Untap a room.
+    Untap(u8),
 }
 
 /// A config and a sequence of operations.
@@ -1394,6 +1403,8 @@ pub fn run_hub_ops(input: &HubOps) {
     let reads = |h: ConnectionHandle| !h.serial().is_multiple_of(4);
     let mut replicated = Vec::new();
     let mut remote = false;
+    // The rooms tapped now.
+    let mut taps = BTreeSet::new();
     for op in &input.ops {
         let frame = |hub: &mut Hub<Commands>, t: &Tracker, c: u8, f: Frame<Text>| {
             if let Some(h) = t.pick(c) {
@@ -1528,6 +1539,19 @@ pub fn run_hub_ops(input: &HubOps) {
                 t.answer(&mut hub, now, usize::MAX, false, false);
             }
             HubOp::CloseAll => hub.close_all(now, CloseCode::GOING_AWAY, "shutdown"),
+            HubOp::Tap(r, per_second) => {
+                let rate = RateLimit {
+                    per_second: u32::from(*per_second),
+                    burst: 1,
+                };
+                // Fewer room names (five) than taps allowed: never refused.
+                hub.tap(now, &small(*r), rate).expect("under MAX_TAPS");
+                taps.insert(small(*r));
+                t.tapped.insert(small(*r));
+            }
+            HubOp::Untap(r) => {
+                assert_eq!(hub.untap(&small(*r)), taps.remove(&small(*r)));
+            }
             HubOp::Drain(n) => {
                 let (r, empty) = t.drain(&mut hub, now, false, Some(usize::from(*n)), reads);
                 replicated.extend(r);
@@ -1549,6 +1573,8 @@ pub fn run_hub_ops(input: &HubOps) {
             t.check_structure(&hub);
         }
         remote = false;
+        let tapped: BTreeSet<String> = hub.tapped().map(String::from).collect();
+        assert_eq!(tapped, taps, "the hub taps what it was asked to");
         assert!(
             hub.config().replicate || replicated.is_empty(),
             "replicated without replication on: {replicated:?}"

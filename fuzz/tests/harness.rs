@@ -57,6 +57,41 @@ fn reports_between_a_queued_close_and_its_drain() {
     }
 }
 
+/// A tapped room's publications come out as `Tapped` (checked by the tracker: only for rooms
+/// it asked for), also once untapped while they wait in the queue, and never after.
+#[test]
+fn taps_on_and_off_with_outputs_queued() {
+    let publish = |room: u8, remote: bool| HubOp::Publish {
+        target: (1, room),
+        except: None,
+        tags: None,
+        len: 3,
+        remote,
+    };
+    for lazy in [true, false] {
+        run_hub_ops(&HubOps {
+            config: config(),
+            lazy,
+            ops: vec![
+                HubOp::Open(Some(1)),
+                HubOp::Join(0, 1),
+                HubOp::Tap(1, 10),
+                HubOp::Tap(1, 0),
+                HubOp::Tap(2, 255),
+                publish(1, false),
+                publish(1, true),
+                publish(2, false),
+                HubOp::Untap(1),
+                HubOp::Untap(1),
+                HubOp::Drain(255),
+                publish(1, false),
+                HubOp::Untap(2),
+                HubOp::Drain(255),
+            ],
+        });
+    }
+}
+
 /// Every system through a short session that opens, sends what its client types name, calls
 /// HTTP, drains lazily, and closes.
 #[test]

@@ -11,10 +11,11 @@ use core::any::Any;
 use crate::history::{FetchId, Fetched, HistoryError, Position, SessionId};
 use crate::hub::{MessageOf, RequestOf};
 use crate::output::NothingPending;
+use crate::tap::TapError;
 use crate::{
-    CloseCode, Config, ConnectionHandle, Decode, Dialect, Frame, HttpRequest, HttpResponse, Hub,
-    IdempotencyKey, Instant, OpenError, OpenInfo, Output, Protocol, Publication, Stats, Text,
-    UnixTime, UnknownConnection,
+    CloseCode, Config, ConnectionHandle, ConnectionInfo, Decode, Dialect, Frame, HttpRequest,
+    HttpResponse, Hub, IdempotencyKey, Instant, OpenError, OpenInfo, Output, Protocol, Publication,
+    RateLimit, Stats, Text, UnixTime, UnknownConnection,
 };
 
 /// A decoded frame or request of some protocol, on its way to that protocol's hub.
@@ -155,6 +156,18 @@ pub trait DynHub: Send + core::fmt::Debug {
     fn room_names(&self) -> Vec<String>;
     /// The client id of an open connection.
     fn client_id(&self, conn: ConnectionHandle) -> Option<String>;
+    /// See [`Hub::connection`].
+    fn connection(&self, conn: ConnectionHandle) -> Option<ConnectionInfo<'_>>;
+    /// See [`Hub::rooms_of`].
+    fn rooms_of(&self, conn: ConnectionHandle) -> &[String];
+    /// See [`Hub::largest_rooms`].
+    fn largest_rooms(&self, search: &str, limit: usize) -> (Vec<(&str, usize)>, usize);
+    /// See [`Hub::oldest_connections`].
+    fn oldest_connections(&self, limit: usize) -> Vec<ConnectionInfo<'_>>;
+    /// See [`Hub::tap`].
+    fn tap(&mut self, now: Instant, room: &str, rate: RateLimit) -> Result<(), TapError>;
+    /// See [`Hub::untap`].
+    fn untap(&mut self, room: &str) -> bool;
 }
 
 fn unerase<T: 'static>(message: AnyMessage, what: &str) -> T {
@@ -326,5 +339,29 @@ impl<P: Protocol> DynHub for Hub<P> {
 
     fn client_id(&self, conn: ConnectionHandle) -> Option<String> {
         self.connection(conn).map(|c| c.client_id.to_string())
+    }
+
+    fn connection(&self, conn: ConnectionHandle) -> Option<ConnectionInfo<'_>> {
+        Hub::connection(self, conn)
+    }
+
+    fn rooms_of(&self, conn: ConnectionHandle) -> &[String] {
+        Hub::rooms_of(self, conn)
+    }
+
+    fn largest_rooms(&self, search: &str, limit: usize) -> (Vec<(&str, usize)>, usize) {
+        Hub::largest_rooms(self, search, limit)
+    }
+
+    fn oldest_connections(&self, limit: usize) -> Vec<ConnectionInfo<'_>> {
+        Hub::oldest_connections(self, limit)
+    }
+
+    fn tap(&mut self, now: Instant, room: &str, rate: RateLimit) -> Result<(), TapError> {
+        Hub::tap(self, now, room, rate)
+    }
+
+    fn untap(&mut self, room: &str) -> bool {
+        Hub::untap(self, room)
     }
 }

@@ -15,11 +15,13 @@ use crate::context::Context;
 use crate::history::{Audience, Entry, FetchId, Fetched, HistoryError, Position, SessionId};
 use crate::http::{HttpRequest, HttpResponse, IdempotencyKey};
 use crate::idempotency::{Idempotency, Recall};
+use crate::inspect;
 use crate::output::{Frame, NothingPending, OpenError, Output, UnknownConnection};
 use crate::protocol::{decode_frame, Decode, Protocol};
 use crate::state::{Core, Source};
 use crate::stats::Stats;
 use crate::streams::Streams;
+use crate::tap::TapError;
 use crate::v2::Seen;
 use crate::wire::{self, Envelope};
 use crate::{
@@ -779,5 +781,38 @@ impl<P: Protocol> Hub<P> {
     /// The members of `room`.
     pub fn room_members(&self, room: &str) -> impl Iterator<Item = ConnectionInfo<'_>> + '_ {
         self.core.room_members(room)
+    }
+
+    /// The `limit` largest rooms whose name contains `search` (ASCII letters without case; an
+    /// empty search matches every room), largest first and equal sizes by name, with their
+    /// member counts; and how many rooms match in all. Costs one pass over the rooms and
+    /// copies out at most `limit` of them.
+    pub fn largest_rooms(&self, search: &str, limit: usize) -> (Vec<(&str, usize)>, usize) {
+        inspect::largest(self.core.rooms(), search, limit)
+    }
+
+    /// The `limit` connections open longest, oldest first.
+    pub fn oldest_connections(&self, limit: usize) -> Vec<ConnectionInfo<'_>> {
+        inspect::first_opened(self.core.connections(), limit)
+    }
+
+    /// Tap `room`: from now on its publications (made here or carried from other nodes) also
+    /// come out as [`Output::Tapped`], at most `rate` of them (the others are counted in the
+    /// next one's `skipped`), until [`Hub::untap`]. For a driver that shows an operator a
+    /// room's traffic while someone watches. Tapping a tapped room changes its rate; at most
+    /// [`crate::MAX_TAPS`] rooms are tapped at once.
+    pub fn tap(&mut self, now: Instant, room: &str, rate: RateLimit) -> Result<(), TapError> {
+        let now = self.tick(now);
+        self.core.taps.tap(now, room, rate)
+    }
+
+    /// Stop tapping `room`; whether it was tapped.
+    pub fn untap(&mut self, room: &str) -> bool {
+        self.core.taps.untap(room)
+    }
+
+    /// The tapped rooms.
+    pub fn tapped(&self) -> impl Iterator<Item = &str> + '_ {
+        self.core.taps.rooms()
     }
 }

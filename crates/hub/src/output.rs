@@ -130,6 +130,16 @@ pub enum Output {
         /// Where the connection was.
         since: Option<Position>,
     },
+    /// A publication to a room the driver tapped ([`crate::Hub::tap`]), sampled at the tap's
+    /// rate: show it to whoever watches the room. Made here or on another node.
+    Tapped {
+        /// The room.
+        room: String,
+        /// The publication's frame, as its v1 recipients get it (shared, not copied).
+        payload: Text,
+        /// Publications to the room passed over since the last one sampled.
+        skipped: u64,
+    },
 }
 
 /// Why a connection was refused at open.

@@ -17,6 +17,7 @@ use crate::output::{JoinError, OpenError, Output};
 use crate::ratelimit::TokenBucket;
 use crate::stats::{Counters, Stats};
 use crate::streams::{Streams, V2Conn};
+use crate::tap::Taps;
 use crate::wire;
 use crate::{
     CloseCode, Config, ConnectionHandle, ConnectionInfo, Dialect, Filter, Identity, Instant,
@@ -95,6 +96,8 @@ pub(crate) struct Core {
     pub(crate) scratch: Vec<u32>,
     /// Sessions, streams and history requests, when the hub keeps history (v2).
     pub(crate) streams: Option<Box<Streams>>,
+    /// Rooms whose publications the driver watches ([`Output::Tapped`]).
+    pub(crate) taps: Taps,
     next_serial: u64,
     pub(crate) started_at: Instant,
     pub(crate) last_now: Instant,
@@ -167,6 +170,7 @@ impl Core {
             victims: Vec::new(),
             scratch: Vec::new(),
             streams: None,
+            taps: Taps::default(),
             next_serial: 1,
             started_at: now,
             last_now: now,
@@ -444,6 +448,9 @@ impl Core {
                 }
             }
         }
+        if !self.taps.is_empty() {
+            self.tap(&p);
+        }
         self.close_victims();
         // With a shared history, appending a kept publication carries it to the other nodes.
         let shared = self
@@ -473,6 +480,21 @@ impl Core {
             self.v2_append(stream, entry);
         }
         delivered
+    }
+
+    /// Show a publication to a tapped room to the driver, if its tap samples it.
+    #[cold]
+    fn tap(&mut self, p: &Publication) {
+        let Target::Room(room) = &p.target else {
+            return;
+        };
+        if let Some(skipped) = self.taps.sample(self.last_now, room) {
+            self.outputs.push_back(Output::Tapped {
+                room: room.clone(),
+                payload: p.payload.clone(),
+                skipped,
+            });
+        }
     }
 
     /// Close the slow consumers a fan-out found.

@@ -20,12 +20,17 @@ use switchboard_hub::history::{
 };
 use switchboard_hub::{
     AnyMessage, Bytes, CloseCode, ConnectionHandle, Dialect, DynDecode, DynHub, Frame, HttpRequest,
-    HttpResponse, IdempotencyKey, OpenError, OpenInfo, Output, Publication, Stats, Target, Text,
+    HttpResponse, IdempotencyKey, OpenError, OpenInfo, Output, Publication, Stats, TapError,
+    Target, Text,
 };
 use tokio::sync::{mpsc, oneshot};
 
 use crate::backplane::{Replication, Replicator};
 use crate::clock::HubClock;
+use crate::inspect::{
+    ConnectionDetail, ConnectionView, Inspection, Query, RoomSize, TailEvent,
+    MAX_CONNECTIONS_LISTED, MAX_NAME_BYTES, MAX_ROOMS_LISTED, TAIL_QUEUE, TAIL_RATE,
+};
 use crate::outbox::{Corked, FlushSink, Outbox};
 use crate::pacing::Pacing;
 
@@ -87,6 +92,14 @@ enum Command {
     CloseAll(CloseCode, &'static str, oneshot::Sender<()>),
     Connections(oneshot::Sender<Vec<ConnectionHandle>>),
     Close(ConnectionHandle, CloseCode, &'static str),
+    Inspect(Box<Query>, oneshot::Sender<Inspection>),
+    Detail(u64, oneshot::Sender<Option<ConnectionDetail>>),
+    Tail(
+        String,
+        mpsc::Sender<TailEvent>,
+        oneshot::Sender<Result<u64, TapError>>,
+    ),
+    Untail(String, u64),
 }
 
 /// A kept publication from a shared history, with its position.
@@ -149,6 +162,8 @@ pub fn spawn_hub(
         history,
         loopback: tx.downgrade(),
         workers: tokio::runtime::Handle::current().metrics().num_workers(),
+        tails: HashMap::default(),
+        next_watcher: 0,
     };
     let task = tokio::spawn(task.run(rx));
     let handle = HubHandle {
@@ -350,6 +365,81 @@ impl HubHandle {
     ) -> impl Future<Output = Result<(), HubGone>> + Send + 'static {
         self.tell(Command::Close(conn, code, reason))
     }
+
+    /// Counters and, as `query` asks, the largest rooms and the connections open longest: a
+    /// bounded copy for an operator (see [`crate::inspect`]).
+    pub async fn inspect(&self, query: Query) -> Result<Inspection, HubGone> {
+        self.call(|tx| Command::Inspect(Box::new(query), tx)).await
+    }
+
+    /// The connection with serial `id` ([`ConnectionView::id`]) in detail, if it is open.
+    pub async fn connection_detail(&self, id: u64) -> Result<Option<ConnectionDetail>, HubGone> {
+        self.call(|tx| Command::Detail(id, tx)).await
+    }
+
+    /// Watch `room`'s publications as they pass, sampled ([`TAIL_RATE`]) and cut short
+    /// ([`crate::inspect::TAIL_PAYLOAD_BYTES`]). The hub taps the room while at least one
+    /// [`Tail`] of it is alive, and only then; refused when the hub taps as many rooms as it
+    /// may ([`switchboard_hub::MAX_TAPS`]).
+    pub async fn tail(&self, room: &str) -> Result<Result<Tail, TapError>, HubGone> {
+        let (events, rx) = mpsc::channel(TAIL_QUEUE);
+        let room = room.to_string();
+        let id = self
+            .call(|tx| Command::Tail(room.clone(), events, tx))
+            .await?;
+        Ok(id.map(|id| Tail {
+            rx,
+            room,
+            id,
+            hub: self.tx.clone(),
+        }))
+    }
+}
+
+/// A live tail of one room ([`HubHandle::tail`]); the room stays tapped while it is alive.
+#[derive(Debug)]
+pub struct Tail {
+    rx: mpsc::Receiver<TailEvent>,
+    room: String,
+    id: u64,
+    hub: mpsc::Sender<Command>,
+}
+
+impl Tail {
+    /// The room.
+    pub fn room(&self) -> &str {
+        &self.room
+    }
+
+    /// The next publication shown; `None` once the hub task has stopped.
+    pub async fn next(&mut self) -> Option<TailEvent> {
+        self.rx.recv().await
+    }
+}
+
+impl Drop for Tail {
+    /// Tell the hub task this watcher left, so the room is untapped once nobody watches. If its
+    /// queue is full the message goes from a task; if it cannot go at all, the hub task finds
+    /// the watcher gone at the room's next publication.
+    fn drop(&mut self) {
+        let cmd = Command::Untail(std::mem::take(&mut self.room), self.id);
+        if let Err(mpsc::error::TrySendError::Full(cmd)) = self.hub.try_send(cmd) {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let hub = self.hub.clone();
+                runtime.spawn(async move {
+                    let _ = hub.send(cmd).await;
+                });
+            }
+        }
+    }
+}
+
+/// One watcher of a tapped room.
+struct Watcher {
+    id: u64,
+    events: mpsc::Sender<TailEvent>,
+    /// Events its full queue could not take since the last one it got.
+    missed: u64,
 }
 
 impl FlushSink for HubHandle {
@@ -383,6 +473,9 @@ struct HubTask {
     /// ends once every [`HubHandle`] is gone.
     loopback: mpsc::WeakSender<Command>,
     workers: usize,
+    /// Who watches each tapped room.
+    tails: HashMap<String, Vec<Watcher>>,
+    next_watcher: u64,
 }
 
 impl HubTask {
@@ -527,6 +620,120 @@ impl HubTask {
                 let _ = reply.send(self.links.keys().copied().collect());
             }
             Command::Close(conn, code, reason) => self.close_one(now, conn, code, reason),
+            Command::Inspect(query, reply) => {
+                let _ = reply.send(self.inspect(now, &query));
+            }
+            Command::Detail(id, reply) => {
+                let _ = reply.send(self.detail(now, id));
+            }
+            Command::Tail(room, events, reply) => {
+                let _ = reply.send(self.watch(now, room, events));
+            }
+            Command::Untail(room, id) => self.unwatch(&room, id),
+        }
+    }
+
+    /// Counters, and the lists `query` asks for (capped whatever it asks).
+    fn inspect(&self, now: switchboard_hub::Instant, query: &Query) -> Inspection {
+        let hub = &self.hub;
+        let mut stats = hub.stats();
+        if let Some(history) = &self.history {
+            stats.history = history.stats();
+        }
+        let (rooms, rooms_matching) = if query.rooms > 0 {
+            let (rooms, matching) =
+                hub.largest_rooms(&query.search, query.rooms.min(MAX_ROOMS_LISTED));
+            let rooms = rooms
+                .into_iter()
+                .map(|(name, members)| RoomSize {
+                    name: crate::inspect::clip(name, MAX_NAME_BYTES),
+                    members,
+                })
+                .collect();
+            (rooms, matching)
+        } else {
+            (Vec::new(), 0)
+        };
+        let connections = hub
+            .oldest_connections(query.connections.min(MAX_CONNECTIONS_LISTED))
+            .iter()
+            .map(|c| ConnectionView::of(c, hub.rooms_of(c.handle).len(), now))
+            .collect();
+        Inspection {
+            stats,
+            rooms,
+            rooms_matching,
+            connections,
+            tapped: self.tails.keys().cloned().collect(),
+        }
+    }
+
+    /// The connection with serial `id`, in detail.
+    fn detail(&self, now: switchboard_hub::Instant, id: u64) -> Option<ConnectionDetail> {
+        let handle = self.links.keys().find(|h| h.serial() == id)?;
+        let info = self.hub.connection(*handle)?;
+        Some(ConnectionDetail::of(&info, self.hub.rooms_of(*handle), now))
+    }
+
+    /// A new watcher of `room`: the room is tapped with its first.
+    fn watch(
+        &mut self,
+        now: switchboard_hub::Instant,
+        room: String,
+        events: mpsc::Sender<TailEvent>,
+    ) -> Result<u64, TapError> {
+        if !self.tails.contains_key(&room) {
+            self.hub.tap(now, &room, TAIL_RATE)?;
+        }
+        let id = self.next_watcher;
+        self.next_watcher += 1;
+        self.tails.entry(room).or_default().push(Watcher {
+            id,
+            events,
+            missed: 0,
+        });
+        Ok(id)
+    }
+
+    /// Watcher `id` of `room` left: the room is untapped with its last.
+    fn unwatch(&mut self, room: &str, id: u64) {
+        let Some(watchers) = self.tails.get_mut(room) else {
+            return;
+        };
+        watchers.retain(|w| w.id != id);
+        if watchers.is_empty() {
+            self.tails.remove(room);
+            self.hub.untap(room);
+        }
+    }
+
+    /// Hand a tapped publication to the room's watchers. A watcher gone is forgotten (the room
+    /// untapped with the last); one not reading misses it, and is told how many it missed.
+    fn show_tapped(&mut self, room: String, payload: &Text, skipped: u64) {
+        let Some(watchers) = self.tails.get_mut(&room) else {
+            self.hub.untap(&room); // Nobody asked for it (any more).
+            return;
+        };
+        let at_ms = self.clock.wall().as_millis();
+        let event = TailEvent::of(&room, payload, skipped, at_ms);
+        watchers.retain_mut(|w| {
+            let mut event = event.clone();
+            event.skipped += w.missed;
+            match w.events.try_send(event) {
+                Ok(()) => {
+                    w.missed = 0;
+                    true
+                }
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    w.missed += 1 + skipped;
+                    true
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            }
+        });
+        if watchers.is_empty() {
+            self.tails.remove(&room);
+            self.hub.untap(&room);
         }
     }
 
@@ -614,6 +821,11 @@ impl HubTask {
                         }
                     }
                 },
+                Output::Tapped {
+                    room,
+                    payload,
+                    skipped,
+                } => self.show_tapped(room, &payload, skipped),
                 other => {
                     if let Some(dropped) = self.replicator.forward(other) {
                         self.hub.handle_replication_dropped(dropped);

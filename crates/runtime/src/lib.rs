@@ -14,7 +14,8 @@
 //!   a running system and its shutdown, a plain stop or a [`drain`] (closes spread over a
 //!   window); [`metrics`]: the Prometheus renderer; [`logging`]:
 //!   bounded log lines; [`clock`]: monotonic and wall time kept apart; [`backplane`]: what a
-//!   cluster backplane plugs into.
+//!   cluster backplane plugs into; [`inspect`]: bounded copies of a hub's state and live tails
+//!   of its rooms, for an operator's inspector.
 //!
 //! A transport accepts sockets with [`accept::accept_loop`], answers upgrades with
 //! [`upgrade::decide`], makes their socket with [`upgrade::socket`] and runs it with
@@ -32,6 +33,7 @@ pub mod drain;
 pub mod gate;
 pub mod http;
 pub mod hub_task;
+pub mod inspect;
 pub mod logging;
 pub mod metrics;
 pub mod outbox;
@@ -43,7 +45,7 @@ pub mod system;
 pub mod upgrade;
 
 pub use gate::Endpoint;
-pub use hub_task::{HubGone, HubHandle};
+pub use hub_task::{HubGone, HubHandle, Tail};
 pub use process::Process;
 pub use serving::Serving;
 pub use system::System;

@@ -275,6 +275,9 @@ pub struct Cli {
     /// How the process leaves on SIGTERM or ctrl-c.
     #[command(flatten)]
     pub drain: DrainArgs,
+    /// The admin listener (the live inspector page).
+    #[command(flatten)]
+    pub admin: crate::admin::AdminArgs,
 }
 
 /// How the process leaves on SIGTERM or ctrl-c: a drain (docs/drain.md).

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use switchboard_runtime::clock::HubClock;
 use switchboard_runtime::metrics::Metrics;
 use switchboard_runtime::Process;
-use switchboard_server::{app, cli};
+use switchboard_server::{admin, app, cli};
 
 fn fail(message: &str) -> ExitCode {
     eprintln!("switchboard: error: {message}");
@@ -31,6 +31,15 @@ async fn main() -> ExitCode {
     if let Some(url) = redis_url {
         tracing::info!(redis = %redacted(url), "joining the cluster through Redis");
     }
+    // Bound before any system starts: an admin address given but taken stops the process here.
+    let bound = match cli.admin.plan() {
+        Ok(plan) => admin::bind(plan).await,
+        Err(e) => Err(e),
+    };
+    let admin = match bound {
+        Ok(bound) => bound,
+        Err(e) => return fail(&e),
+    };
     let process = Process {
         metrics: Metrics::new(),
         admission: cli.hub.admission(),
@@ -53,6 +62,11 @@ async fn main() -> ExitCode {
             "listening"
         );
     }
+    let systems = running.iter().map(|s| s.system().clone()).collect();
+    let admin = match admin::serve(admin, &process, systems) {
+        Ok(admin) => admin,
+        Err(e) => return fail(&e),
+    };
     termination.next().await;
     let plan = app::Drain {
         ready_delay: cli.drain.ready_delay(),
@@ -69,6 +83,9 @@ async fn main() -> ExitCode {
             tracing::error!(system, error = %e, "server stopped with an error");
             code = ExitCode::FAILURE;
         }
+    }
+    if let Some(admin) = admin {
+        admin.shutdown().await;
     }
     tracing::info!("stopped");
     code

@@ -264,7 +264,10 @@ fn crates_depend_downwards_and_only_the_application_on_a_transport() {
         "switchboard-hub" => 0,
         "switchboard-protocol" | "switchboard-backplane" => 1,
         "switchboard-runtime" => 2,
-        "switchboard-tokio" | "switchboard-hyper" | "switchboard-backplane-redis" => 3,
+        "switchboard-tokio"
+        | "switchboard-hyper"
+        | "switchboard-backplane-redis"
+        | "switchboard-inspector" => 3,
         "switchboard-server" => 4,
         _ => 5, // Tools (load generator, benches) sit on top.
     };

@@ -13,6 +13,7 @@ mod http;
 #[allow(dead_code)]
 mod embed;
 
+mod admin;
 mod afc;
 mod binary;
 mod bounds;
