@@ -97,7 +97,9 @@ impl Serving {
                     None => {
                         Either::Left(connection(Stream::Plain(tcp), peer, ticket, stop.clone()))
                     }
-                    Some(tls) => Either::Right(handshake_first(
+                    // Boxed: a plain connection's task stays the size of its transport's
+                    // future, not that plus the handshake's.
+                    Some(tls) => Either::Right(Box::pin(handshake_first(
                         tls.clone(),
                         tcp,
                         peer,
@@ -105,7 +107,7 @@ impl Serving {
                         sys.clone(),
                         connection.clone(),
                         stop.clone(),
-                    )),
+                    ))),
                 },
             )
             .await;
