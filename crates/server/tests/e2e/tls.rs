@@ -359,20 +359,22 @@ async fn tls_certificate_reloads_on_sighup() {
     assert_ne!(first.der(), second.der());
     first.write(&ca, &cert, &key);
     let port = free_port();
-    let node = tls_node(port, &cert, &key, &[]);
+    let drain_at_once = ["--drain-ready-delay-secs", "0", "--drain-window-secs", "0"];
+    let mut node = tls_node(port, &cert, &key, &drain_at_once);
     let (addr, client) = (local(port), ca.client());
     wait_tls(addr, &client).await;
     let (mut old, seen) = wss(addr, &client, "/").await;
     assert_eq!(&seen, first.der());
 
-    let hangup = || {
-        let pid = node.id().expect("running").to_string();
+    let pid = node.id().expect("running").to_string();
+    let signal = |name: &str| {
         let sent = std::process::Command::new("kill")
-            .args(["-HUP", &pid])
+            .args([name, &pid])
             .status()
             .unwrap();
         assert!(sent.success());
     };
+    let hangup = || signal("-HUP");
     second.write(&ca, &cert, &key);
     hangup();
     // New handshakes get the new certificate once the reload is done (bounded).
@@ -417,6 +419,31 @@ async fn tls_certificate_reloads_on_sighup() {
     let (_, seen) = wss(addr, &client, "/").await;
     assert_eq!(&seen, second.der());
     relay(&mut old, &mut new).await;
+
+    // SIGTERM still drains: both connections are closed with 1012, and the process exits 0.
+    signal("-TERM");
+    for ws in [&mut old, &mut new] {
+        assert_eq!(close_code(ws).await, 1012);
+    }
+    let status = tokio::time::timeout(Duration::from_secs(15), node.wait())
+        .await
+        .expect("exits after the drain")
+        .unwrap();
+    assert!(status.success(), "{status}");
+}
+
+/// The code of the close frame that ends `ws` (data frames before it skipped).
+async fn close_code(ws: &mut Wss) -> u16 {
+    loop {
+        let msg = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("a close in time")
+            .expect("a close frame before the end")
+            .expect("no socket error");
+        if let Message::Close(frame) = msg {
+            return frame.map_or(1005, |f| u16::from(f.code));
+        }
+    }
 }
 
 #[tokio::test]
