@@ -75,16 +75,27 @@ pub fn ws_config(config: &Config) -> WebSocketConfig {
 /// a core while the process is out of file descriptors, short enough to recover at once.
 pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
+/// How a socket refused at accept is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalAnswer {
+    /// A short plain HTTP error (`503`, `429`), then close.
+    Http,
+    /// Close at once: on a TLS port a plain answer means nothing to the client, and a handshake
+    /// just to refuse would spend the CPU the refusal is there to save.
+    Close,
+}
+
 /// Accept TCP connections until `shutdown`, running `handle` for each admitted socket in its own
 /// task (with its [`Ticket`], held until the task ends); sockets over `admission`'s limits are
-/// answered `503`/`429` and closed, and counted in `refusals` (kind `socket`). Returns the tasks
-/// still running, for [`crate::System::drain`]. Shared by both transports.
+/// refused as `answer` says and counted in `refusals` (kind `socket`). Returns the tasks still
+/// running, for [`crate::System::drain`]. Shared by both transports.
 pub async fn accept_loop<F, Fut>(
     listener: TcpListener,
     system: &'static str,
     mut shutdown: Shutdown,
     admission: &Arc<Admission>,
     refusals: &Refusals,
+    answer: RefusalAnswer,
     mut handle: F,
 ) -> JoinSet<()>
 where
@@ -105,7 +116,10 @@ where
                         if REFUSALS.allow() {
                             tracing::warn!(system, %peer, reason = why.reason(), "connection refused at accept");
                         }
-                        admission.refuse(tcp, why);
+                        match answer {
+                            RefusalAnswer::Http => admission.refuse(tcp, why),
+                            RefusalAnswer::Close => drop(tcp),
+                        }
                     }
                 },
                 Err(e) => {

@@ -10,14 +10,17 @@
 //! - [`gate`] and [`upgrade`]: the one upgrade decision (handshake, path, origin, token,
 //!   connection limit) made before any `101`; [`http`]: the one judgement of plain HTTP
 //!   requests (host, origin, route, key, rate, body budget).
-//! - [`accept`]: the accept loop with [`admission`] (the process's socket budget); [`system`]:
+//! - [`accept`]: the accept loop with [`admission`] (the process's socket budget); [`tls`]: the
+//!   certificate and the handshake each connection's task runs first on a TLS port;
+//!   [`stream`]: a connection's bytes, plain or TLS; [`system`]:
 //!   a running system and its shutdown, a plain stop or a [`drain`] (closes spread over a
 //!   window); [`metrics`]: the Prometheus renderer; [`logging`]:
 //!   bounded log lines; [`clock`]: monotonic and wall time kept apart; [`backplane`]: what a
 //!   cluster backplane plugs into; [`inspect`]: bounded copies of a hub's state and live tails
 //!   of its rooms, for an operator's inspector.
 //!
-//! A transport accepts sockets with [`accept::accept_loop`], answers upgrades with
+//! A transport serves a listener with [`Serving::spawn`] (the accept loop and, on a TLS port,
+//! the handshake), which hands it each connection as a [`Stream`]; it answers upgrades with
 //! [`upgrade::decide`], makes their socket with [`upgrade::socket`] and runs it with
 //! [`reader::run`], and (if it speaks HTTP) judges other
 //! requests with [`http::HttpPolicy`]. It depends on this crate; nothing here depends on a
@@ -41,12 +44,15 @@ pub mod pacing;
 pub mod process;
 pub mod reader;
 pub mod serving;
+pub mod stream;
 pub mod system;
+pub mod tls;
 pub mod upgrade;
 
 pub use gate::Endpoint;
 pub use hub_task::{HubGone, HubHandle, Tail};
 pub use process::Process;
 pub use serving::Serving;
+pub use stream::Stream;
 pub use system::System;
 pub use tokio_tungstenite::{self, tungstenite};

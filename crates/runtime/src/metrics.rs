@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use switchboard_hub::Stats;
 
 use crate::system::System;
+use crate::tls::{HandshakeFailure, Handshakes, ReloadCounts};
 
 /// The `Content-Type` of the exposition.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -147,6 +148,15 @@ impl Metrics {
         let mut out = Exposition::default();
         render_hubs(&mut out, &snapshots);
         render_refusals(&mut out, &refused);
+        let mut tls: Vec<(&str, &Handshakes)> = systems
+            .iter()
+            .map(|s| (s.name(), s.tls_handshakes()))
+            .filter(|(_, h)| h.is_enabled())
+            .collect();
+        tls.sort_by_key(|(name, _)| *name);
+        if !tls.is_empty() {
+            render_handshakes(&mut out, &tls);
+        }
         for section in sections {
             section(&mut out);
         }
@@ -434,6 +444,48 @@ pub fn render_refusals(out: &mut Exposition, systems: &[(&str, RefusalCounts)]) 
             );
         }
     }
+}
+
+/// Write each TLS system's handshakes: `switchboard_tls_handshakes_total{system}` and
+/// `switchboard_tls_handshake_failures_total{system, reason}` (every reason, zeros included).
+pub fn render_handshakes(out: &mut Exposition, systems: &[(&str, &Handshakes)]) {
+    let name = "switchboard_tls_handshakes_total";
+    out.family(name, Kind::Counter, "TLS handshakes completed.");
+    for (system, h) in systems {
+        out.sample(name, &[("system", system)], h.completed());
+    }
+    let name = "switchboard_tls_handshake_failures_total";
+    out.family(
+        name,
+        Kind::Counter,
+        "TLS handshakes failed, by reason (timeout, closed, not_tls, peer_alert, protocol).",
+    );
+    for (system, h) in systems {
+        for reason in HandshakeFailure::ALL {
+            let labels = [("system", *system), ("reason", reason.as_str())];
+            out.sample(name, &labels, h.failed(reason));
+        }
+    }
+}
+
+/// Write how the TLS certificate reloads went: `switchboard_tls_reloads_total{result}` and
+/// `switchboard_tls_last_reload_successful`.
+pub fn render_reloads(out: &mut Exposition, counts: ReloadCounts) {
+    let name = "switchboard_tls_reloads_total";
+    out.family(
+        name,
+        Kind::Counter,
+        "TLS certificate reloads (SIGHUP), by result; a failed one keeps the certificate in use.",
+    );
+    out.sample(name, &[("result", "ok")], counts.ok);
+    out.sample(name, &[("result", "error")], counts.failed);
+    let name = "switchboard_tls_last_reload_successful";
+    out.family(
+        name,
+        Kind::Gauge,
+        "1 if the last TLS certificate reload (or the load at start) succeeded, else 0.",
+    );
+    out.sample(name, &[], u64::from(counts.last_ok));
 }
 
 #[cfg(test)]

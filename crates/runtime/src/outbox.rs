@@ -13,8 +13,13 @@
 //! response, pongs, the reply to a peer's close) through [`Duplex`], whose writes go into the
 //! same outbox, so whole frames never interleave.
 //!
+//! Over TLS the same holds with "the socket" read as "rustls and the socket": a write hands the
+//! frames to rustls, which encrypts them and puts on the socket what it takes now; records left
+//! in rustls' buffer keep the flusher running until they are out ([`WriteHalf::try_flush`]).
+//!
 //! Bounds: data frames are bounded by the hub's accounting (`Limits::max_queued_bytes`, enforced
-//! before a frame reaches the outbox); everything else queued is bounded by [`RAW_LIMIT`].
+//! before a frame reaches the outbox); everything else queued is bounded by [`RAW_LIMIT`]; a TLS
+//! connection's records waiting in rustls by its buffer limit.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
@@ -25,13 +30,14 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use switchboard_hub::{CloseCode, ConnectionHandle, Text};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{
     CloseCode as WsCloseCode, Data, OpCode,
 };
 use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+
+use crate::stream::{ReadHalf, Stream, WriteHalf};
 
 /// Where a flusher reports the hub bytes it put on the socket (the hub task's command queue).
 pub trait FlushSink: Send + Sync + std::fmt::Debug + 'static {
@@ -195,7 +201,7 @@ pub enum Corked {
 /// The write side of one WebSocket connection, shared by the hub task, the connection task and
 /// (while there is a backlog) a flusher task.
 pub struct Outbox {
-    socket: OnceLock<OwnedWriteHalf>,
+    socket: OnceLock<WriteHalf>,
     sink: Arc<dyn FlushSink>,
     state: Mutex<State>,
     /// Raised when the hub closed the connection or the socket failed.
@@ -229,9 +235,9 @@ impl Outbox {
         })
     }
 
-    /// Split `tcp` into a [`Duplex`] for tungstenite and an outbox writing to it.
-    pub fn split(tcp: tokio::net::TcpStream, sink: Arc<dyn FlushSink>) -> (Duplex, Arc<Outbox>) {
-        let (read, write) = tcp.into_split();
+    /// Split `stream` into a [`Duplex`] for tungstenite and an outbox writing to it.
+    pub fn split(stream: impl Into<Stream>, sink: Arc<dyn FlushSink>) -> (Duplex, Arc<Outbox>) {
+        let (read, write) = stream.into().into_split();
         let out = Outbox::new(sink);
         out.connect(write);
         (Duplex::new(read, out.clone()), out)
@@ -242,9 +248,19 @@ impl Outbox {
     }
 
     /// Give the outbox its socket and start writing what was queued meanwhile.
-    pub fn connect(self: &Arc<Self>, socket: OwnedWriteHalf) {
+    pub fn connect(self: &Arc<Self>, socket: WriteHalf) {
         let mut st = self.lock();
         if self.socket.set(socket).is_ok() && !st.queue.is_empty() && !st.flushing {
+            st.flushing = true;
+            tokio::spawn(flush(self.clone()));
+        }
+    }
+
+    /// Make sure a flusher runs, for records the socket's read side left to send (a TLS alert
+    /// or key update) while nothing else is being written.
+    pub fn kick(self: &Arc<Self>) {
+        let mut st = self.lock();
+        if !st.flushing && !st.corked && !st.failed && self.socket.get().is_some() {
             st.flushing = true;
             tokio::spawn(flush(self.clone()));
         }
@@ -296,7 +312,8 @@ impl Outbox {
         loop {
             {
                 let st = self.lock();
-                if st.queue.is_empty() || st.failed {
+                // A flusher with an empty queue still has TLS records to send.
+                if (st.queue.is_empty() && !st.flushing) || st.failed {
                     return;
                 }
             }
@@ -350,9 +367,18 @@ impl Outbox {
             return Pushed::Queued;
         }
         let mut done = 0;
-        if let (true, Some(socket)) = (st.queue.is_empty(), self.socket.get()) {
+        // Never while a flusher runs: it owns the wait for the socket (a TLS one may hold
+        // records back with nothing queued here).
+        if let (true, false, Some(socket)) = (st.queue.is_empty(), st.flushing, self.socket.get()) {
             match socket.try_write_vectored(&chunk.slices(0)) {
-                Ok(n) if n == chunk.len() => return Pushed::Written,
+                Ok(n) if n == chunk.len() => {
+                    if !matches!(socket.try_flush(), Ok(true)) {
+                        // Records left in rustls (or a failure, which the flusher finds).
+                        st.flushing = true;
+                        tokio::spawn(flush(self.clone()));
+                    }
+                    return Pushed::Written;
+                }
                 Ok(n) => done = n,
                 Err(e) if would_block(&e) => {}
                 Err(_) => {
@@ -475,6 +501,16 @@ impl Outbox {
         if st.queue.capacity() > 64 {
             st.queue = VecDeque::new();
         }
+        if !st.failed {
+            match socket.try_flush() {
+                Ok(true) => {}
+                Ok(false) => return (written, false),
+                Err(_) => {
+                    st.fail();
+                    self.ended.notify_one();
+                }
+            }
+        }
         self.drained.notify_one();
         (written, true)
     }
@@ -533,13 +569,13 @@ async fn flush(out: Arc<Outbox>) {
 /// connection's [`Outbox`].
 #[derive(Debug)]
 pub struct Duplex {
-    read: OwnedReadHalf,
+    read: ReadHalf,
     out: Arc<Outbox>,
 }
 
 impl Duplex {
     /// Read from `read`, write through `out`.
-    pub fn new(read: OwnedReadHalf, out: Arc<Outbox>) -> Duplex {
+    pub fn new(read: ReadHalf, out: Arc<Outbox>) -> Duplex {
         Duplex { read, out }
     }
 
@@ -555,7 +591,11 @@ impl AsyncRead for Duplex {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.read).poll_read(cx, buf)
+        let read = Pin::new(&mut self.read).poll_read(cx, buf);
+        if self.read.wants_flush() {
+            self.out.kick();
+        }
+        read
     }
 }
 

@@ -6,9 +6,10 @@ use crate::admission::Admission;
 use crate::clock::HubClock;
 use crate::http::HttpLimits;
 use crate::metrics::Metrics;
+use crate::tls::Tls;
 
 /// What the systems of one process share: the metrics registry, the socket budget (and
-/// per-address limit), the HTTP limits, and the clock.
+/// per-address limit), the HTTP limits, the clock, and TLS.
 #[derive(Debug, Clone)]
 pub struct Process {
     /// `/metrics` on every port shows every system registered here.
@@ -19,6 +20,8 @@ pub struct Process {
     pub http: HttpLimits,
     /// The clock every hub reads.
     pub clock: HubClock,
+    /// With TLS, every port of the process speaks TLS only (`wss://`, `https://`).
+    pub tls: Option<Arc<Tls>>,
 }
 
 impl Default for Process {
@@ -28,6 +31,7 @@ impl Default for Process {
             admission: Admission::for_process(),
             http: HttpLimits::default(),
             clock: HubClock::default(),
+            tls: None,
         }
     }
 }

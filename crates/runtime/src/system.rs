@@ -18,6 +18,7 @@ use crate::drain::{spread, Closing, RESTART_REASON};
 use crate::gate::Endpoint;
 use crate::hub_task::{spawn_hub, HubHandle};
 use crate::outbox::{FlushSink, Outbox};
+use crate::tls::Handshakes;
 
 /// How long shutdown waits for connections to finish their close handshakes.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -38,6 +39,8 @@ pub struct System {
     sink: Arc<dyn FlushSink>,
     clock: HubClock,
     refusals: Arc<Refusals>,
+    /// Its TLS handshakes, when served over TLS.
+    handshakes: Handshakes,
     /// Set once shutdown begins: new upgrades are refused with `503`.
     stopping: AtomicBool,
     /// Set once a drain begins: `/ready` answers `503` while everything else is served.
@@ -78,6 +81,7 @@ impl System {
             sink,
             clock,
             refusals: Arc::default(),
+            handshakes: Handshakes::default(),
             stopping: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             closing: watch::Sender::new(Closing::AtOnce),
@@ -112,6 +116,11 @@ impl System {
     /// What it refused so far (sockets, upgrades, HTTP requests), by reason.
     pub fn refusals(&self) -> &Arc<Refusals> {
         &self.refusals
+    }
+
+    /// Its TLS handshakes, completed and failed (all zero unless it is served over TLS).
+    pub fn tls_handshakes(&self) -> &Handshakes {
+        &self.handshakes
     }
 
     /// Whether shutdown has begun.

@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use switchboard_hub::{wire, CloseCode, Dialect, OpenInfo};
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::http::{HeaderMap, HeaderValue, Method, Uri, Version};
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
@@ -19,6 +18,7 @@ use crate::logging::{Clip, REFUSALS};
 use crate::outbox::Duplex;
 use crate::pacing::Pacing;
 use crate::reader;
+use crate::stream::Stream;
 use crate::system::System;
 
 /// The parts of an upgrade request the decision reads.
@@ -196,7 +196,7 @@ async fn register(system: &System, info: OpenInfo, peer: SocketAddr) -> Decision
     }
 }
 
-/// Make the WebSocket of an upgraded connection on `tcp` (after the `101` went out; `leftover`
+/// Make the WebSocket of an upgraded connection on `stream` (after the `101` went out; `leftover`
 /// is what the client sent after its request). For [`Decision::Accept`] it returns the socket
 /// and the registration, for the caller to run with [`crate::reader::run`] (borrowing them, so
 /// the connection's long-lived task keeps nothing else: box this future, it ends at once). For
@@ -204,7 +204,7 @@ async fn register(system: &System, info: OpenInfo, peer: SocketAddr) -> Decision
 pub async fn socket(
     system: &System,
     decision: Decision,
-    tcp: TcpStream,
+    stream: Stream,
     leftover: Vec<u8>,
     ws_config: WebSocketConfig,
 ) -> Option<(reader::Socket, Accepted)> {
@@ -213,7 +213,7 @@ pub async fn socket(
         Decision::CloseAfterUpgrade(code, reason) => (system.outbox(), Err((code, reason))),
         Decision::Refuse { .. } => return None,
     };
-    let (read, write) = tcp.into_split();
+    let (read, write) = stream.into_split();
     out.connect(write);
     let mut ws = WebSocketStream::from_partially_read(
         Duplex::new(read, out),

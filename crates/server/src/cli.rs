@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Arg, ArgMatches, CommandFactory, FromArgMatches};
@@ -15,6 +16,7 @@ use switchboard_protocol::{Options, SystemSpec, SYSTEMS};
 
 use switchboard_runtime::gate::{parse_origins, Endpoint, JwtKeys};
 use switchboard_runtime::http::HttpLimits;
+use switchboard_runtime::tls::{CertificateFiles, DEFAULT_HANDSHAKE_TIMEOUT};
 
 /// What to do with a client that does not read fast enough.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -278,6 +280,52 @@ pub struct Cli {
     /// The admin listener (the live inspector page).
     #[command(flatten)]
     pub admin: crate::admin::AdminArgs,
+    /// TLS.
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+/// TLS on every port (docs/tls.md).
+#[derive(Debug, Clone, clap::Args)]
+pub struct TlsArgs {
+    /// PEM certificate chain, the server's certificate first: with --tls-key, every port speaks
+    /// TLS only (wss://, https://). Read again on SIGHUP.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_TLS_CERT",
+        value_name = "PEM",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert (PKCS#8, RSA or SEC1). Read again on SIGHUP.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_TLS_KEY",
+        value_name = "PEM",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// Seconds a client may take to complete its TLS handshake; a slower one is closed.
+    #[arg(long, env = "SWITCHBOARD_TLS_HANDSHAKE_TIMEOUT_SECS", default_value_t = DEFAULT_HANDSHAKE_TIMEOUT.as_secs())]
+    pub tls_handshake_timeout_secs: u64,
+}
+
+impl TlsArgs {
+    /// The certificate files, when TLS is on.
+    pub fn files(&self) -> Option<CertificateFiles> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(CertificateFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// How long a handshake may take (at least a second).
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_secs(self.tls_handshake_timeout_secs.max(1))
+    }
 }
 
 /// How the process leaves on SIGTERM or ctrl-c: a drain (docs/drain.md).
@@ -626,6 +674,7 @@ pub fn log_summary(cli: &Cli, runs: &[SystemRun]) {
         body_bytes = cli.http.max_body_bytes,
         publish_rate_per_ip = cli.http.publish_rate_per_ip,
         cluster = cli.redis_url.is_some(),
+        tls = cli.tls.files().is_some(),
         drain_ready_delay_secs = cli.drain.drain_ready_delay_secs,
         drain_window_secs = cli.drain.drain_window_secs,
         "switchboard configuration"

@@ -2,9 +2,11 @@
 //! endpoints, one port per system.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use switchboard_runtime::clock::HubClock;
-use switchboard_runtime::metrics::Metrics;
+use switchboard_runtime::metrics::{render_reloads, Metrics};
+use switchboard_runtime::tls::Tls;
 use switchboard_runtime::Process;
 use switchboard_server::{admin, app, cli};
 
@@ -19,6 +21,36 @@ fn redacted(url: &str) -> String {
         (Some((scheme, _)), Some(at)) => format!("{scheme}://***@{}", &url[at + 1..]),
         _ => url.to_string(),
     }
+}
+
+/// Read the TLS certificate again on every SIGHUP from now on: good files replace it for new
+/// handshakes, bad ones are logged and the certificate in use stays. Its own task and its own
+/// signal stream, so it never touches the SIGTERM drain.
+#[cfg(unix)]
+fn reload_on_sighup(tls: Arc<Tls>) -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangups = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            let reloading = tls.clone();
+            // A few small files: off the workers all the same.
+            let reloaded = tokio::task::spawn_blocking(move || reloading.reload()).await;
+            let cert = tls.files().cert.display();
+            match reloaded {
+                Ok(Ok(chain)) => tracing::info!(%cert, chain, "SIGHUP: TLS certificate reloaded"),
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "SIGHUP: TLS certificate not reloaded; the one in use stays")
+                }
+                Err(e) => tracing::error!(error = %e, "SIGHUP: TLS certificate reload failed"),
+            }
+        }
+    });
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn reload_on_sighup(_: Arc<Tls>) -> std::io::Result<()> {
+    Ok(())
 }
 
 #[tokio::main]
@@ -40,12 +72,38 @@ async fn main() -> ExitCode {
         Ok(bound) => bound,
         Err(e) => return fail(&e),
     };
+    let tls = match cli.tls.files() {
+        None => None,
+        Some(files) => match Tls::new(files, cli.tls.handshake_timeout()) {
+            Ok(tls) => Some(Arc::new(tls)),
+            Err(e) => return fail(&format!("TLS: {e}")),
+        },
+    };
+    if let Some(tls) = &tls {
+        if let Err(e) = reload_on_sighup(tls.clone()) {
+            return fail(&format!("installing the SIGHUP handler: {e}"));
+        }
+        let files = tls.files();
+        tracing::info!(
+            cert = %files.cert.display(),
+            key = %files.key.display(),
+            chain = tls.chain().len(),
+            handshake_timeout_secs = tls.handshake_timeout().as_secs(),
+            "TLS on every port (wss://, https://); SIGHUP reloads the certificate"
+        );
+    }
     let process = Process {
         metrics: Metrics::new(),
         admission: cli.hub.admission(),
         http: cli.http.limits(),
         clock: HubClock::default(),
+        tls: tls.clone(),
     };
+    let _reloads = tls.map(|tls| {
+        process
+            .metrics
+            .register_section(move |out| render_reloads(out, tls.reloads()))
+    });
     let cluster = redis_url.map(|redis_url| app::Cluster {
         redis_url,
         every_room: cli.backplane_rooms == cli::BackplaneRooms::Every,
@@ -59,6 +117,7 @@ async fn main() -> ExitCode {
             system = s.spec().name,
             addr = %s.local_addr(),
             ws_path = s.spec().ws_path.unwrap_or("*"),
+            tls = process.tls.is_some(),
             "listening"
         );
     }

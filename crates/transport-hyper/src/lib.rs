@@ -13,6 +13,9 @@
 //!   within the policy's limits only then, and answered by the system's protocol or the
 //!   runtime's own endpoints (`/metrics`, `/health`, `404`).
 //!
+//! On a TLS process ([`switchboard_runtime::Process::tls`]) the runtime runs each connection's
+//! TLS handshake first, in the connection's task, and hands over the TLS stream.
+//!
 //! Request headers must arrive within [`HEADER_READ_TIMEOUT`]. Once shutdown starts, new
 //! upgrades get `503`; idle keep-alive connections are closed and in-flight requests finished.
 //!
@@ -50,14 +53,20 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 pub type Server = Serving;
 
 /// Serve `system` on `listener` (WebSocket upgrades and HTTP requests), as one system of
-/// `process` (its socket budget, its metrics, its HTTP limits).
+/// `process` (its socket budget, its metrics, its HTTP limits, and with [`Process::tls`] TLS
+/// only: `wss://` and `https://`).
 pub fn serve(process: &Process, listener: TcpListener, system: Arc<System>) -> io::Result<Server> {
     let shared = Arc::new(service::Shared {
         system: system.clone(),
         policy: HttpPolicy::new(process.http.clone()),
         metrics: process.metrics.clone(),
     });
-    Serving::spawn(process, listener, system, move |tcp, peer, ticket, stop| {
-        service::serve_connection(tcp, peer, ticket, shared.clone(), stop)
-    })
+    Serving::spawn(
+        process,
+        listener,
+        system,
+        move |stream, peer, ticket, stop| {
+            service::serve_connection(stream, peer, ticket, shared.clone(), stop)
+        },
+    )
 }

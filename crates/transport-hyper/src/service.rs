@@ -1,5 +1,5 @@
-//! One TCP connection: HTTP/1.1 requests until a WebSocket upgrade, then the WebSocket. Only
-//! the translation between hyper and the runtime lives here.
+//! One connection (plain TCP, or TLS past its handshake): HTTP/1.1 requests until a WebSocket
+//! upgrade, then the WebSocket. Only the translation between hyper and the runtime lives here.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -22,8 +22,7 @@ use switchboard_runtime::http::{self as policy, error, HttpPolicy, Plan, Reserva
 use switchboard_runtime::metrics::Metrics;
 use switchboard_runtime::reader;
 use switchboard_runtime::upgrade::{self, Decision, RequestHead};
-use switchboard_runtime::System;
-use tokio::net::TcpStream;
+use switchboard_runtime::{Stream, System};
 
 use crate::HEADER_READ_TIMEOUT;
 
@@ -47,14 +46,14 @@ struct Pending {
 /// Where the upgrade handler leaves the socket's next life for the connection task.
 type PendingSlot = Arc<Mutex<Option<Pending>>>;
 
-/// Serve one accepted TCP connection until it closes (HTTP keep-alive, then maybe a WebSocket).
+/// Serve one accepted connection until it closes (HTTP keep-alive, then maybe a WebSocket).
 ///
 /// Every connection holds this future for its whole life, so the HTTP phase and the hand-over
 /// are boxed (their state is freed once done), and it is a plain `fn` around an `async` block
 /// (an `async fn` would keep a second copy of its arguments).
 #[allow(clippy::manual_async_fn)]
 pub(crate) fn serve_connection(
-    tcp: TcpStream,
+    stream: Stream,
     peer: SocketAddr,
     ticket: Ticket,
     shared: Arc<Shared>,
@@ -62,17 +61,17 @@ pub(crate) fn serve_connection(
 ) -> impl std::future::Future<Output = ()> + Send {
     async move {
         let _ticket = ticket;
-        let Some(pending) = Box::pin(serve_http(tcp, peer, &shared, shutdown)).await else {
+        let Some(pending) = Box::pin(serve_http(stream, peer, &shared, shutdown)).await else {
             return;
         };
         let system = &shared.system;
         let Some((mut ws, accepted)) = Box::pin(async {
-            let Some((tcp, leftover)) = take_back(pending.on_upgrade).await else {
+            let Some((stream, leftover)) = take_back(pending.on_upgrade).await else {
                 upgrade::abandon(system, pending.decision).await;
                 return None;
             };
             let config = ws_config(&system.config);
-            upgrade::socket(system, pending.decision, tcp, leftover, config).await
+            upgrade::socket(system, pending.decision, stream, leftover, config).await
         })
         .await
         else {
@@ -85,7 +84,7 @@ pub(crate) fn serve_connection(
 
 /// HTTP/1.1 requests until the connection closes or upgrades; returns the upgrade, if any.
 async fn serve_http(
-    tcp: TcpStream,
+    stream: Stream,
     peer: SocketAddr,
     shared: &Arc<Shared>,
     mut shutdown: Shutdown,
@@ -102,7 +101,7 @@ async fn serve_http(
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .max_buf_size(policy::MAX_HEAD_BYTES)
-        .serve_connection(TokioIo::new(tcp), service)
+        .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     tokio::pin!(conn);
     let served = tokio::select! {
@@ -121,11 +120,11 @@ async fn serve_http(
     pending
 }
 
-/// The TCP stream hyper hands back after the `101`, with whatever the client sent after its
+/// The stream hyper hands back after the `101`, with whatever the client sent after its
 /// request (copied: it is a slice of hyper's whole read buffer, which it would keep alive).
-async fn take_back(on_upgrade: OnUpgrade) -> Option<(TcpStream, Vec<u8>)> {
+async fn take_back(on_upgrade: OnUpgrade) -> Option<(Stream, Vec<u8>)> {
     let upgraded = on_upgrade.await.ok()?;
-    let parts = upgraded.downcast::<TokioIo<TcpStream>>().ok()?;
+    let parts = upgraded.downcast::<TokioIo<Stream>>().ok()?;
     Some((parts.io.into_inner(), parts.read_buf.to_vec()))
 }
 

@@ -6,7 +6,9 @@
 //! ([`switchboard_runtime::upgrade::decide`]: the same answers as the HTTP transport, `503` at
 //! the connection limit before any `101`), writes the answer, and hands the socket to the
 //! runtime ([`switchboard_runtime::upgrade::socket`], [`switchboard_runtime::reader::run`]). A
-//! request that is not an upgrade gets `426`.
+//! request that is not an upgrade gets `426`. On a TLS process
+//! ([`switchboard_runtime::Process::tls`]) the runtime runs the TLS handshake first, in the
+//! connection's task, and this reads the head from the TLS stream.
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -38,9 +40,9 @@ use switchboard_runtime::tungstenite::http::{
     header, HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version,
 };
 use switchboard_runtime::upgrade::{self, Decision, RequestHead};
-use switchboard_runtime::{Process, Serving, System};
+use switchboard_runtime::{Process, Serving, Stream, System};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 /// Largest opening-handshake request head read; a larger one is answered `431` (the same limit
 /// as the HTTP transport's).
@@ -54,11 +56,11 @@ const MAX_HEADERS: usize = 64;
 pub type Server = Serving;
 
 /// Serve `system` on `listener`, WebSocket only, as one system of `process` (its socket budget,
-/// its metrics).
+/// its metrics, and with [`Process::tls`] TLS only: `wss://`).
 pub fn serve(process: &Process, listener: TcpListener, system: Arc<System>) -> io::Result<Server> {
     let sys = system.clone();
-    Serving::spawn(process, listener, system, move |tcp, peer, ticket, _| {
-        connect(tcp, peer, ticket, sys.clone())
+    Serving::spawn(process, listener, system, move |stream, peer, ticket, _| {
+        connect(stream, peer, ticket, sys.clone())
     })
 }
 
@@ -67,7 +69,7 @@ pub fn serve(process: &Process, listener: TcpListener, system: Arc<System>) -> i
 /// its arguments for the connection's whole life.
 #[allow(clippy::manual_async_fn)]
 fn connect(
-    tcp: TcpStream,
+    stream: Stream,
     peer: SocketAddr,
     ticket: Ticket,
     system: Arc<System>,
@@ -75,9 +77,9 @@ fn connect(
     async move {
         let _ticket = ticket;
         let Some((mut ws, accepted)) = Box::pin(async {
-            let (tcp, decision, leftover) = handshake(tcp, peer, &system).await?;
+            let (stream, decision, leftover) = handshake(stream, peer, &system).await?;
             let config = ws_config(&system.config);
-            upgrade::socket(&system, decision, tcp, leftover, config).await
+            upgrade::socket(&system, decision, stream, leftover, config).await
         })
         .await
         else {
@@ -91,10 +93,10 @@ fn connect(
 /// Read the request head, decide, and answer. `Some` when the socket is to become a WebSocket:
 /// with the decision and what the client sent after its head.
 async fn handshake(
-    mut tcp: TcpStream,
+    mut tcp: Stream,
     peer: SocketAddr,
     system: &System,
-) -> Option<(TcpStream, Decision, Vec<u8>)> {
+) -> Option<(Stream, Decision, Vec<u8>)> {
     let (req, leftover) = match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut tcp)).await {
         Ok(Ok(read)) => read,
         Ok(Err(Some((status, reason)))) => {
@@ -125,7 +127,7 @@ async fn handshake(
 /// Read one request head: the request and the bytes after it. The error is the answer to give
 /// (`400`, `431`), or `None` when the peer went away.
 async fn read_head(
-    tcp: &mut TcpStream,
+    tcp: &mut Stream,
 ) -> Result<(Request<()>, Vec<u8>), Option<(u16, &'static str)>> {
     let mut buf = BytesMut::with_capacity(2048);
     loop {
@@ -173,7 +175,7 @@ fn to_request(parsed: &httparse::Request<'_, '_>) -> Option<Request<()>> {
 
 /// Write a response head (and body, unless it is the `101`).
 async fn answer(
-    tcp: &mut TcpStream,
+    tcp: &mut Stream,
     status: u16,
     headers: &[(&'static str, String)],
     body: &[u8],
@@ -197,6 +199,9 @@ async fn answer(
     if status != 101 {
         tcp.write_all(body).await?;
         tcp.shutdown().await?;
+    } else {
+        // Over TLS, the records rustls could not put on the socket yet.
+        tcp.flush().await?;
     }
     Ok(())
 }

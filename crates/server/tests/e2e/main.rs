@@ -28,6 +28,7 @@ mod limits;
 mod processes;
 mod race;
 mod resume;
+mod tls;
 mod transport;
 
 use switchboard_hub::Config;

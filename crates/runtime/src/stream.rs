@@ -1,0 +1,345 @@
+//! A connection's byte stream, plain TCP or TLS over it, in the two shapes the runtime uses it:
+//! whole ([`Stream`], what a transport reads its requests from and answers on) and split
+//! ([`ReadHalf`] for the connection's task, [`WriteHalf`] for its outbox).
+//!
+//! The outbox writes a connection's frames from whichever task produces them with one
+//! non-blocking `writev`, and waits for the socket only when it would block
+//! ([`crate::outbox`]). A TLS connection offers the same: [`WriteHalf::try_write_vectored`]
+//! encrypts into rustls' buffer and puts on the socket what it takes now; what it does not take
+//! stays in rustls' buffer (bounded by its buffer limit) until [`WriteHalf::try_flush`]. Both
+//! halves share one [`rustls::ServerConnection`] behind a mutex, held only while bytes are
+//! copied and encrypted or decrypted, never across an `await`.
+
+use std::io::{self, IoSlice, Read, Write};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{ready, Context, Poll};
+
+use rustls::ServerConnection;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+
+/// A connection's byte stream: plain TCP, or TLS once its handshake is done.
+#[derive(Debug)]
+pub enum Stream {
+    /// Plain TCP.
+    Plain(TcpStream),
+    /// TLS over TCP, past its handshake.
+    Tls(Arc<TlsSocket>),
+}
+
+impl Stream {
+    /// A TLS stream over `tcp` whose handshake `conn` has completed.
+    pub fn tls(tcp: TcpStream, conn: ServerConnection) -> Stream {
+        Stream::Tls(Arc::new(TlsSocket {
+            tcp,
+            conn: Mutex::new(conn),
+            close_sent: AtomicBool::new(false),
+        }))
+    }
+
+    /// Whether it is TLS.
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Stream::Tls(_))
+    }
+
+    /// Its two halves: the one a connection's task reads, the one its outbox writes.
+    pub fn into_split(self) -> (ReadHalf, WriteHalf) {
+        match self {
+            Stream::Plain(tcp) => {
+                let (read, write) = tcp.into_split();
+                (ReadHalf::Plain(read), WriteHalf::Plain(write))
+            }
+            Stream::Tls(tls) => (ReadHalf::Tls(tls.clone()), WriteHalf::Tls(tls)),
+        }
+    }
+}
+
+impl From<TcpStream> for Stream {
+    fn from(tcp: TcpStream) -> Self {
+        Stream::Plain(tcp)
+    }
+}
+
+/// A TLS connection past its handshake: the TCP socket and the rustls state both halves share.
+#[derive(Debug)]
+pub struct TlsSocket {
+    tcp: TcpStream,
+    conn: Mutex<ServerConnection>,
+    /// Our `close_notify` is queued.
+    close_sent: AtomicBool,
+}
+
+/// The socket as rustls' `Read`: non-blocking reads (`WouldBlock` when nothing is there).
+struct TryRead<'a>(&'a TcpStream);
+
+impl Read for TryRead<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.try_read(buf)
+    }
+}
+
+/// The socket as rustls' `Write`: non-blocking writes (`WouldBlock` when it takes nothing).
+struct TryWrite<'a>(&'a TcpStream);
+
+impl Write for TryWrite<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.try_write(buf)
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.0.try_write_vectored(bufs)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn would_block(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::WouldBlock
+}
+
+impl TlsSocket {
+    fn lock(&self) -> MutexGuard<'_, ServerConnection> {
+        // A panic while encrypting cannot leave the state half-updated in a way that matters:
+        // the connection fails on its next use if rustls recorded an error.
+        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Put rustls' pending records on the socket; `Ok(false)` when the socket would block first.
+    fn flush_locked(&self, conn: &mut ServerConnection) -> io::Result<bool> {
+        while conn.wants_write() {
+            match conn.write_tls(&mut TryWrite(&self.tcp)) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(_) => {}
+                Err(e) if would_block(&e) => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+
+    /// Encrypt what rustls takes of `bufs` (after putting its earlier records on the socket)
+    /// and put as much as the socket takes now on it. `WouldBlock` when it took nothing.
+    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let mut conn = self.lock();
+        if !self.flush_locked(&mut conn)? {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let n = conn.writer().write_vectored(bufs)?;
+        if n == 0 && bufs.iter().any(|b| !b.is_empty()) {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        self.flush_locked(&mut conn)?;
+        Ok(n)
+    }
+
+    /// Put rustls' pending records on the socket: `Ok(true)` once none are left.
+    fn try_flush(&self) -> io::Result<bool> {
+        let mut conn = self.lock();
+        self.flush_locked(&mut conn)
+    }
+
+    /// Whether rustls holds records not yet on the socket.
+    fn wants_flush(&self) -> bool {
+        self.lock().wants_write()
+    }
+
+    fn poll_read(&self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        loop {
+            {
+                let mut conn = self.lock();
+                match conn.reader().read(buf.initialize_unfilled()) {
+                    Ok(n) => {
+                        buf.advance(n);
+                        return Poll::Ready(Ok(()));
+                    }
+                    // The peer closed the TCP connection without a close_notify. WebSocket
+                    // frames and HTTP/1.1 messages carry their own lengths, so a truncation
+                    // shows at that layer: treat it as the end of the stream.
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                        return Poll::Ready(Ok(()))
+                    }
+                    Err(e) if would_block(&e) => {}
+                    Err(e) => return Poll::Ready(Err(e)),
+                }
+                match conn.read_tls(&mut TryRead(&self.tcp)) {
+                    // The end: the next `reader().read` says how it ended.
+                    Ok(0) => continue,
+                    Ok(_) => {
+                        let processed = conn.process_new_packets();
+                        // Records rustls answers with (an alert, a key update): best effort
+                        // now; the outbox's next write or flush sends what is left.
+                        let flushed = self.flush_locked(&mut conn);
+                        if let Err(e) = processed {
+                            return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, e)));
+                        }
+                        flushed?;
+                        continue;
+                    }
+                    Err(e) if would_block(&e) => {}
+                    Err(e) => return Poll::Ready(Err(e)),
+                }
+            }
+            ready!(self.tcp.poll_read_ready(cx))?;
+        }
+    }
+
+    fn poll_write_vectored(
+        &self,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            match self.try_write_vectored(bufs) {
+                Err(e) if would_block(&e) => ready!(self.tcp.poll_write_ready(cx))?,
+                done => return Poll::Ready(done),
+            }
+        }
+    }
+
+    fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            if self.try_flush()? {
+                return Poll::Ready(Ok(()));
+            }
+            ready!(self.tcp.poll_write_ready(cx))?;
+        }
+    }
+
+    fn poll_shutdown(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Once: a second call after a partial flush must not queue a second alert.
+        if !self.close_sent.swap(true, Ordering::Relaxed) {
+            self.lock().send_close_notify();
+        }
+        self.poll_flush(cx)
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match &mut *self {
+            Stream::Plain(tcp) => Pin::new(tcp).poll_read(cx, buf),
+            Stream::Tls(tls) => tls.poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match &mut *self {
+            Stream::Plain(tcp) => Pin::new(tcp).poll_write(cx, buf),
+            Stream::Tls(tls) => tls.poll_write_vectored(cx, &[IoSlice::new(buf)]),
+        }
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match &mut *self {
+            Stream::Plain(tcp) => Pin::new(tcp).poll_write_vectored(cx, bufs),
+            Stream::Tls(tls) => tls.poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut *self {
+            Stream::Plain(tcp) => Pin::new(tcp).poll_flush(cx),
+            Stream::Tls(tls) => tls.poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut *self {
+            Stream::Plain(tcp) => Pin::new(tcp).poll_shutdown(cx),
+            Stream::Tls(tls) => tls.poll_shutdown(cx),
+        }
+    }
+}
+
+/// The half of a connection its task reads.
+#[derive(Debug)]
+pub enum ReadHalf {
+    /// Plain TCP.
+    Plain(OwnedReadHalf),
+    /// TLS: reads decrypt, under the state shared with the write half.
+    Tls(Arc<TlsSocket>),
+}
+
+impl ReadHalf {
+    /// Whether a read left records for the write half to send (a TLS alert or key update).
+    pub fn wants_flush(&self) -> bool {
+        match self {
+            ReadHalf::Plain(_) => false,
+            ReadHalf::Tls(tls) => tls.wants_flush(),
+        }
+    }
+}
+
+impl AsyncRead for ReadHalf {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match &mut *self {
+            ReadHalf::Plain(read) => Pin::new(read).poll_read(cx, buf),
+            ReadHalf::Tls(tls) => tls.poll_read(cx, buf),
+        }
+    }
+}
+
+/// The half of a connection its outbox writes: non-blocking writes from any task.
+#[derive(Debug)]
+pub enum WriteHalf {
+    /// Plain TCP.
+    Plain(OwnedWriteHalf),
+    /// TLS: writes encrypt, under the state shared with the read half.
+    Tls(Arc<TlsSocket>),
+}
+
+impl WriteHalf {
+    /// Write what the socket takes now of `bufs` (for TLS: what rustls takes, encrypted, as
+    /// much of it on the socket as it takes; the rest waits for [`WriteHalf::try_flush`]).
+    /// `WouldBlock` when nothing was taken.
+    pub fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            WriteHalf::Plain(write) => write.try_write_vectored(bufs),
+            WriteHalf::Tls(tls) => tls.try_write_vectored(bufs),
+        }
+    }
+
+    /// Put on the socket what was taken and not sent yet: `Ok(true)` once nothing is left
+    /// (always, for plain TCP), `Ok(false)` when the socket would block first.
+    pub fn try_flush(&self) -> io::Result<bool> {
+        match self {
+            WriteHalf::Plain(_) => Ok(true),
+            WriteHalf::Tls(tls) => tls.try_flush(),
+        }
+    }
+
+    /// Wait until the socket may take more.
+    pub async fn writable(&self) -> io::Result<()> {
+        match self {
+            WriteHalf::Plain(write) => write.writable().await,
+            WriteHalf::Tls(tls) => tls.tcp.writable().await,
+        }
+    }
+}
