@@ -4,18 +4,15 @@
 // Needs Debian's chromium at /usr/bin/chromium (clients/ensure-chromium.sh installs it with
 // apt-get); puppeteer-core drives it and downloads nothing. Without chromium this test fails.
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import http from 'node:http';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
-import puppeteer from 'puppeteer-core';
-
+import { launchChromium } from './chromium.js';
 import { Server } from './helpers.js';
 
-const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
 const SRC = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../src');
 
 // The page imports the client module by a relative path, as a browser app without a bundler does.
@@ -80,28 +77,7 @@ after(async () => {
 });
 
 test('laptimes clients in headless Chromium speak v2 as native ES modules', async () => {
-  assert.ok(
-    existsSync(CHROMIUM),
-    `chromium is not installed at ${CHROMIUM}: run clients/ensure-chromium.sh ` +
-      '(apt-get install -y --no-install-recommends chromium); this test needs it',
-  );
-  profile = mkdtempSync(path.join(tmpdir(), 'switchboard-chromium-'));
-  browser = await puppeteer.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    userDataDir: profile,
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      `--user-data-dir=${profile}`,
-    ],
-  });
+  ({ browser, profile } = await launchChromium('switchboard-chromium-'));
   const page = await browser.newPage();
   const problems = [];
   page.on('pageerror', (e) => problems.push(`pageerror: ${e.message}`));

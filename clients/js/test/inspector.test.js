@@ -7,18 +7,15 @@
 // Needs Debian's chromium at /usr/bin/chromium (clients/ensure-chromium.sh installs it with
 // apt-get); puppeteer-core drives it and downloads nothing. Without chromium this test fails.
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync, statSync } from 'node:fs';
 import net from 'node:net';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
-import puppeteer from 'puppeteer-core';
-
+import { launchChromium } from './chromium.js';
 import { Server, WS, freePort } from './helpers.js';
 
-const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 const SCREENSHOT = process.env.INSPECTOR_SCREENSHOT || path.join(REPO, 'target', 'inspector.png');
 const WAIT = { timeout: 20_000 };
@@ -90,28 +87,7 @@ after(async () => {
 });
 
 test('the inspector shows connections, rooms, rates, a connection and a tail as they happen', { timeout: 120_000 }, async () => {
-  assert.ok(
-    existsSync(CHROMIUM),
-    `chromium is not installed at ${CHROMIUM}: run clients/ensure-chromium.sh ` +
-      '(apt-get install -y --no-install-recommends chromium); this test needs it',
-  );
-  profile = mkdtempSync(path.join(tmpdir(), 'switchboard-inspector-chromium-'));
-  browser = await puppeteer.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    userDataDir: profile,
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      `--user-data-dir=${profile}`,
-    ],
-  });
+  ({ browser, profile } = await launchChromium('switchboard-inspector-chromium-'));
   const page = await browser.newPage();
   await page.setViewport({ width: 1280, height: 900 });
   const origin = `http://127.0.0.1:${adminPort}`;
