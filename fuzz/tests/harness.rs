@@ -22,6 +22,18 @@ fn config() -> FuzzConfig {
     }
 }
 
+/// Three connections of users u0, u1 and u2, speaking `dialect` (0: v1, 1: v2).
+fn three_users(dialect: u8) -> Vec<Step> {
+    (0..3)
+        .map(|i| Step::Open {
+            query: vec![],
+            user: Some(format!("u{i}")),
+            dialect,
+            resume: None,
+        })
+        .collect()
+}
+
 /// A connection quits (`x`) while outputs stay queued: reports about it are accepted until its
 /// `Close` is drained, and refused after. The tracker asserts each answer.
 #[test]
@@ -98,15 +110,7 @@ fn taps_on_and_off_with_outputs_queued() {
 fn a_session_against_every_system() {
     for spec in SYSTEMS {
         for lazy in [true, false] {
-            let mut steps = Vec::new();
-            for i in 0..3 {
-                steps.push(Step::Open {
-                    query: vec![],
-                    user: Some(format!("u{i}")),
-                    dialect: 0,
-                    resume: None,
-                });
-            }
+            let mut steps = three_users(0);
             for (i, _) in spec.client_types.iter().enumerate() {
                 let i = u8::try_from(i).unwrap();
                 steps.push(Step::Text(i, Body::Typed(i, vec![]), i % 2 == 0));
@@ -138,15 +142,7 @@ fn v2_sessions_against_every_system() {
     let mut positioned = 0;
     for spec in SYSTEMS {
         for lazy in [true, false] {
-            let mut steps = Vec::new();
-            for i in 0..3 {
-                steps.push(Step::Open {
-                    query: vec![],
-                    user: Some(format!("u{i}")),
-                    dialect: 1,
-                    resume: None,
-                });
-            }
+            let mut steps = three_users(1);
             steps.push(Step::Answer {
                 n: 255,
                 reversed: true,
@@ -225,15 +221,7 @@ fn shared_history_sessions_against_every_system() {
     let mut positioned = 0;
     for spec in SYSTEMS {
         for lazy in [true, false] {
-            let mut steps = Vec::new();
-            for i in 0..3 {
-                steps.push(Step::Open {
-                    query: vec![],
-                    user: Some(format!("u{i}")),
-                    dialect: 1,
-                    resume: None,
-                });
-            }
+            let mut steps = three_users(1);
             steps.push(Step::Answer {
                 n: 255,
                 reversed: false,

@@ -399,6 +399,27 @@ async fn afc_v2_nodes(redis: &Redis, shared: bool) -> Vec<Node> {
     nodes
 }
 
+/// A v2 client resuming `session` on `node` from offset 1 of `events` in `epoch`, after events 2
+/// and 3 were posted: both are replayed, once, in order, and it is told it recovered.
+async fn resume_after_one(node: &Node, session: &str, epoch: &str) -> Ws {
+    let resume = format!("/ws?sb_session={session}&sb_since=events~{epoch}~1");
+    let mut ws = node.connect_v2(&resume).await;
+    let hello = next_json(&mut ws).await;
+    assert_eq!(
+        (&hello["sb"], &hello["resumed"]),
+        (&json!("session"), &json!(true))
+    );
+    for n in [2, 3] {
+        let v = next_json(&mut ws).await;
+        assert_eq!((&v["sb"], &v["offset"]), (&json!("pub"), &json!(n)));
+        assert_eq!(v["msg"]["payload"]["n"], n);
+    }
+    let subscribed = next_json(&mut ws).await;
+    assert_eq!(subscribed["recovered"], true);
+    assert_eq!(subscribed["replayed"], 2);
+    ws
+}
+
 /// POST event `n` to `node`, acknowledged.
 async fn post_event(node: &Node, n: u32) {
     let body = format!(r#"{{"n":{n}}}"#);
@@ -453,24 +474,11 @@ async fn v2_clients_resume_on_their_node_with_what_other_nodes_published() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    let resume = format!("/ws?sb_session={session}&sb_since=events~{epoch}~1");
-    let mut ws = nodes[1].connect_v2(&resume).await;
-    let hello = next_json(&mut ws).await;
-    assert_eq!(
-        (&hello["sb"], &hello["resumed"]),
-        (&json!("session"), &json!(true))
-    );
-    for n in [2, 3] {
-        let v = next_json(&mut ws).await;
-        assert_eq!((&v["sb"], &v["offset"]), (&json!("pub"), &json!(n)));
-        assert_eq!(v["msg"]["payload"]["n"], n);
-    }
-    let subscribed = next_json(&mut ws).await;
-    assert_eq!(subscribed["recovered"], true);
-    assert_eq!(subscribed["replayed"], 2);
+    let mut ws = resume_after_one(&nodes[1], &session, &epoch).await;
     assert_quiet(&mut ws).await;
 
     // Node A never heard of this session, and its history has its own epoch.
+    let resume = format!("/ws?sb_session={session}&sb_since=events~{epoch}~1");
     let mut elsewhere = nodes[0].connect_v2(&resume).await;
     let hello = next_json(&mut elsewhere).await;
     assert_eq!(hello["resumed"], false);
@@ -512,21 +520,7 @@ async fn v2_clients_resume_on_another_node_with_a_shared_history() {
     let v = next_json(&mut on_a).await;
     assert_eq!(v["offset"], 3);
     // Node B is gone for this client: it comes back on node A.
-    let resume = format!("/ws?sb_session={session}&sb_since=events~{epoch}~1");
-    let mut ws = nodes[0].connect_v2(&resume).await;
-    let hello = next_json(&mut ws).await;
-    assert_eq!(
-        (&hello["sb"], &hello["resumed"]),
-        (&json!("session"), &json!(true))
-    );
-    for n in [2, 3] {
-        let v = next_json(&mut ws).await;
-        assert_eq!((&v["sb"], &v["offset"]), (&json!("pub"), &json!(n)));
-        assert_eq!(v["msg"]["payload"]["n"], n);
-    }
-    let subscribed = next_json(&mut ws).await;
-    assert_eq!(subscribed["recovered"], true);
-    assert_eq!(subscribed["replayed"], 2);
+    let mut ws = resume_after_one(&nodes[0], &session, &epoch).await;
     post(4).await;
     let v = next_json(&mut ws).await;
     assert_eq!(
