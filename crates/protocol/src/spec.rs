@@ -148,6 +148,10 @@ pub struct Options {
     /// id, an event name), in bytes. Longer ones are refused with
     /// [`DecodeError::IdTooLong`].
     pub max_id_bytes: usize,
+    /// This node's tag in a cluster: the client ids a system hands out (collab's
+    /// `client_<ms>_<serial>`, DCDock's `user_<id>_<serial>`) end with `_<tag>`, so they are
+    /// unique across nodes. `None` on a single node: the seeds' formats exactly.
+    pub node_tag: Option<String>,
 }
 
 impl Default for Options {
@@ -155,11 +159,26 @@ impl Default for Options {
         Options {
             api_keys: Vec::new(),
             max_id_bytes: DEFAULT_MAX_ID_BYTES,
+            node_tag: None,
         }
     }
 }
 
 impl Options {
+    /// These options on a cluster node tagged `tag` (see [`Options::node_tag`]).
+    pub fn on_node(mut self, tag: impl Into<String>) -> Self {
+        self.node_tag = Some(tag.into());
+        self
+    }
+
+    /// A client id made unique across nodes: `id` with `_<tag>` appended on a cluster node.
+    pub fn client_id(&self, id: String) -> String {
+        match &self.node_tag {
+            Some(tag) => format!("{id}_{tag}"),
+            None => id,
+        }
+    }
+
     /// These options with `key` accepted too.
     pub fn with_api_key(mut self, key: impl Into<String>) -> Self {
         self.api_keys.push(key.into());
@@ -574,6 +593,16 @@ impl SystemSpec {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn client_ids_carry_the_node_tag_only_on_a_cluster() {
+        let single = Options::default();
+        assert_eq!(single.client_id("client_5_1".into()), "client_5_1");
+        let node = Options::default().on_node("0a1b2c3d");
+        assert_eq!(node.client_id("client_5_1".into()), "client_5_1_0a1b2c3d");
+        assert_eq!(node.client_id("user_7_2".into()), "user_7_2_0a1b2c3d");
+    }
+
     use super::*;
     use alloc::vec;
 

@@ -197,9 +197,15 @@ async fn start_one(
         }
         None => (None, None),
     };
+    // On a cluster, client ids carry this node's tag (8 hex digits of its id): unique across
+    // nodes.
+    let options = match redis_url {
+        Some(_) => run.options.on_node(format!("{:08x}", node.get() >> 32)),
+        None => run.options,
+    };
     let system = System::start(
         run.endpoint,
-        run.options,
+        options,
         config,
         process.clock.clone(),
         replicate,

@@ -773,7 +773,10 @@ impl Protocol for Collab {
 
     fn on_open(&mut self, cx: &mut Context<'_>, conn: ConnectionHandle, _info: &OpenInfo) {
         let ms = cx.wall_clock().as_millis();
-        let client_id = format!("client_{ms}_{}", conn.serial());
+        let client_id = self
+            .decoder
+            .options
+            .client_id(format!("client_{ms}_{}", conn.serial()));
         let hello = ConnectionEstablished {
             client_id: client_id.clone(),
             timestamp: ms,

@@ -646,7 +646,10 @@ impl Protocol for DcDock {
             cx.close(conn, CloseCode::POLICY_VIOLATION, USER_ID_TOO_LONG_REASON);
             return;
         }
-        let client_id = format!("user_{user}_{}", conn.serial());
+        let client_id = self
+            .decoder
+            .options
+            .client_id(format!("user_{user}_{}", conn.serial()));
         let ack = ConnectionAck {
             timestamp: timestamp(cx.wall_clock()),
             client_id: client_id.clone(),

@@ -45,3 +45,33 @@ async fn two_binaries_relay_through_redis_and_report_the_backplane() {
         "{metrics}"
     );
 }
+
+/// Client ids are unique across the nodes of a cluster: collab's `client_<ms>_<serial>` (and
+/// DCDock's `user_<id>_<serial>`) end with the node's tag, so two nodes handing out the same
+/// serial in the same millisecond still give different ids.
+#[tokio::test]
+async fn client_ids_differ_across_nodes() {
+    let redis_port = free_port();
+    let _redis = redis(redis_port);
+    let ports = [free_port(), free_port()];
+    let _nodes: Vec<_> = ports
+        .iter()
+        .map(|&p| node("collab", p, redis_port, &[]))
+        .collect();
+    let mut ids = Vec::new();
+    for port in ports {
+        let addr = ([127, 0, 0, 1], port).into();
+        wait_listening(addr).await;
+        let mut ws = connect(addr, "/ws").await;
+        let hello: serde_json::Value = serde_json::from_str(&next_text(&mut ws).await).unwrap();
+        assert_eq!(hello["type"], "CONNECTION_ESTABLISHED");
+        ids.push(hello["clientId"].as_str().unwrap().to_string());
+    }
+    let tag = |id: &str| id.rsplit('_').next().unwrap().to_string();
+    for id in &ids {
+        let parts: Vec<&str> = id.split('_').collect();
+        assert_eq!((parts.len(), parts[0]), (4, "client"), "{id}");
+        assert_eq!(tag(id).len(), 8, "{id}");
+    }
+    assert_ne!(tag(&ids[0]), tag(&ids[1]), "{ids:?}");
+}
