@@ -69,6 +69,10 @@ def main():
         # (label, run, path, scale, digits, target ratio against Node ws or None[, aggregate])
         (f"server CPU-seconds per million deliveries ({lat})", "latency",
          ("server", "cpu_secs_per_million"), 1, 2, 0.2),
+        (f"  of it in user space ({lat})", "latency",
+         ("server", "user_secs_per_million"), 1, 2, None),
+        (f"  of it in the kernel ({lat})", "latency",
+         ("server", "system_secs_per_million"), 1, 2, None),
         (f"p50 delivery latency, ms ({lat})", "latency", ("latency_us", "p50"), 1e-3, 2, None),
         (f"p99 delivery latency, ms ({lat})", "latency", ("latency_us", "p99"), 1e-3, 2, 0.1),
         (f"p99.9 delivery latency, ms ({lat})", "latency", ("latency_us", "p999"), 1e-3, 2, None),
@@ -83,6 +87,10 @@ def main():
          ("deliveries_per_sec",), 1, 0, None),
         (f"server CPU-seconds per million deliveries ({flat})", "flat",
          ("server", "cpu_secs_per_million"), 1, 2, None),
+        (f"  of it in user space ({flat})", "flat",
+         ("server", "user_secs_per_million"), 1, 2, None),
+        (f"  of it in the kernel ({flat})", "flat",
+         ("server", "system_secs_per_million"), 1, 2, None),
     ]
     header = ["figure"] + [n for _, n in present] + [f"switchboard / {n}" for _, n in peers]
     table = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

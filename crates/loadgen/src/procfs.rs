@@ -7,6 +7,8 @@ use std::io;
 pub struct Sample {
     /// User plus system CPU time of all its threads, in seconds.
     pub cpu_secs: f64,
+    /// Of it, the time in user space (`utime`): the server's own code and its libraries.
+    pub user_secs: f64,
     /// Resident set size (`VmRSS`), in KiB.
     pub rss_kib: u64,
     /// Peak resident set size (`VmHWM`), in KiB.
@@ -24,15 +26,15 @@ pub fn clock_ticks() -> f64 {
     }
 }
 
-/// `utime + stime` in clock ticks, from the text of `/proc/<pid>/stat`.
-pub fn parse_stat(stat: &str) -> Option<u64> {
+/// `(utime, stime)` in clock ticks, from the text of `/proc/<pid>/stat`.
+pub fn parse_times(stat: &str) -> Option<(u64, u64)> {
     // The command name (field 2) is in parentheses and may hold spaces or ')'; the fields after
     // the last ')' start with field 3 (state), so utime (14) and stime (15) are at 11 and 12.
     let rest = &stat[stat.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
+    Some((utime, stime))
 }
 
 /// The value in KiB of a `Name:   1234 kB` line of `/proc/<pid>/status`.
@@ -54,9 +56,10 @@ fn bad(what: &str, pid: u32) -> io::Error {
 pub fn sample(pid: u32) -> io::Result<Sample> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let ticks = parse_stat(&stat).ok_or_else(|| bad("stat", pid))?;
+    let (user, system) = parse_times(&stat).ok_or_else(|| bad("stat", pid))?;
     Ok(Sample {
-        cpu_secs: ticks as f64 / clock_ticks(),
+        cpu_secs: (user + system) as f64 / clock_ticks(),
+        user_secs: user as f64 / clock_ticks(),
         rss_kib: parse_status_kib(&status, "VmRSS").ok_or_else(|| bad("VmRSS", pid))?,
         hwm_kib: parse_status_kib(&status, "VmHWM").ok_or_else(|| bad("VmHWM", pid))?,
     })
@@ -70,9 +73,9 @@ mod tests {
     fn parses_stat_with_awkward_command_names() {
         let stat = "4242 (we ird) (x)) S 1 4242 4242 0 -1 4194304 500 0 0 0 120 34 0 0 20 0 3 0 \
                     100 1000000 250 18446744073709551615";
-        assert_eq!(parse_stat(stat), Some(154));
-        assert_eq!(parse_stat("garbage"), None);
-        assert_eq!(parse_stat("1 (x) S 1 2"), None);
+        assert_eq!(parse_times(stat), Some((120, 34)));
+        assert_eq!(parse_times("garbage"), None);
+        assert_eq!(parse_times("1 (x) S 1 2"), None);
     }
 
     #[test]
@@ -87,7 +90,7 @@ mod tests {
     fn reads_this_process() {
         let s = sample(std::process::id()).unwrap();
         assert!(s.rss_kib > 0 && s.hwm_kib >= s.rss_kib, "{s:?}");
-        assert!(s.cpu_secs >= 0.0);
+        assert!(s.cpu_secs >= s.user_secs && s.user_secs >= 0.0, "{s:?}");
         assert!(sample(u32::MAX).is_err(), "no such process");
     }
 }

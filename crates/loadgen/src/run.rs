@@ -473,12 +473,20 @@ impl FanoutReport {
                 a.rooms,
                 a.members,
             );
-            if let (Some((_, end)), Some((cpu, per_million))) = (self.server, cpu) {
+            if let (Some((start, end)), Some((cpu, per_million))) = (self.server, cpu) {
+                // The split of the same figure: user space (the server's code) and the kernel.
+                let user =
+                    (end.user_secs - start.user_secs) * 1e6 / self.cpu_deliveries.max(1) as f64;
                 let _ = write!(
                     s,
                     ",\"server\":{{\"cpu_secs\":{cpu:.3},\"deliveries\":{},\
-                     \"cpu_secs_per_million\":{per_million:.3},\"rss_kib\":{},\"hwm_kib\":{}}}",
-                    self.cpu_deliveries, end.rss_kib, end.hwm_kib
+                     \"cpu_secs_per_million\":{per_million:.3},\
+                     \"user_secs_per_million\":{user:.3},\"system_secs_per_million\":{:.3},\
+                     \"rss_kib\":{},\"hwm_kib\":{}}}",
+                    self.cpu_deliveries,
+                    (per_million - user).max(0.0),
+                    end.rss_kib,
+                    end.hwm_kib
                 );
             }
             s.push('}');
