@@ -6,7 +6,6 @@
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,36 +17,15 @@ use switchboard_hub::{ConnectionHandle, Text};
 use switchboard_runtime::outbox::{Corked, FlushSink, Outbox};
 use switchboard_runtime::tls::{CertificateFiles, Tls, TlsError};
 use switchboard_runtime::Stream;
+use tempfile::TempDir;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
 
-/// A directory of its own under the system's temporary one, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let name = format!(
-            "switchboard-runtime-tls-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        );
-        let dir = std::env::temp_dir().join(name);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn write(&self, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
-        let path = self.0.join(name);
-        std::fs::write(&path, contents).unwrap();
-        path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// Write `contents` to `name` in `dir`; its path.
+fn write(dir: &TempDir, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+    let path = dir.path().join(name);
+    std::fs::write(&path, contents).unwrap();
+    path
 }
 
 struct Ca {
@@ -132,11 +110,11 @@ fn files(cert: &Path, key: &Path) -> CertificateFiles {
 
 #[test]
 fn chains_and_keys_load_in_every_pem_form() {
-    let dir = TempDir::new();
+    let dir = tempfile::tempdir().unwrap();
     let ca = ca();
     let (cert, key) = leaf(&ca);
-    let chain = dir.write("chain.pem", cert.pem() + &ca.cert.pem());
-    let pkcs8 = dir.write("pkcs8.pem", key.serialize_pem());
+    let chain = write(&dir, "chain.pem", cert.pem() + &ca.cert.pem());
+    let pkcs8 = write(&dir, "pkcs8.pem", key.serialize_pem());
     let loaded = files(&chain, &pkcs8).load().expect("PKCS#8");
     assert_eq!(loaded.cert.len(), 2, "the chain is served whole");
     assert_eq!(
@@ -145,13 +123,14 @@ fn chains_and_keys_load_in_every_pem_form() {
         "the server's certificate first"
     );
 
-    let sec1 = dir.write(
+    let sec1 = write(
+        &dir,
         "sec1.pem",
         pem("EC PRIVATE KEY", &sec1_of(&key.serialize_der())),
     );
     files(&chain, &sec1).load().expect("SEC1");
 
-    let both = dir.write("both.pem", key.serialize_pem() + &cert.pem());
+    let both = write(&dir, "both.pem", key.serialize_pem() + &cert.pem());
     files(&both, &both)
         .load()
         .expect("key and chain in one file");
@@ -159,16 +138,16 @@ fn chains_and_keys_load_in_every_pem_form() {
 
 #[test]
 fn every_bad_file_is_named() {
-    let dir = TempDir::new();
+    let dir = tempfile::tempdir().unwrap();
     let ca = ca();
     let (cert, key) = leaf(&ca);
-    let chain = dir.write("chain.pem", cert.pem());
-    let key_file = dir.write("key.pem", key.serialize_pem());
-    let missing = dir.0.join("missing.pem");
-    let garbage = dir.write("garbage.pem", "hello");
-    let broken = dir.write("broken.pem", "-----BEGIN CERTIFICATE-----\nAAAA\n");
+    let chain = write(&dir, "chain.pem", cert.pem());
+    let key_file = write(&dir, "key.pem", key.serialize_pem());
+    let missing = dir.path().join("missing.pem");
+    let garbage = write(&dir, "garbage.pem", "hello");
+    let broken = write(&dir, "broken.pem", "-----BEGIN CERTIFICATE-----\nAAAA\n");
     let (_, other_key) = leaf(&ca);
-    let other = dir.write("other.pem", other_key.serialize_pem());
+    let other = write(&dir, "other.pem", other_key.serialize_pem());
 
     let named = |e: TlsError, path: &Path| {
         let text = e.to_string();
@@ -210,8 +189,8 @@ type Server = tokio_tungstenite::WebSocketStream<switchboard_runtime::outbox::Du
 async fn tls_pair(dir: &TempDir) -> (Arc<Outbox>, Server, Client) {
     let ca = ca();
     let (cert, key) = leaf(&ca);
-    let chain = dir.write("chain.pem", cert.pem());
-    let key = dir.write("key.pem", key.serialize_pem());
+    let chain = write(dir, "chain.pem", cert.pem());
+    let key = write(dir, "key.pem", key.serialize_pem());
     let tls = Tls::new(files(&chain, &key), Duration::from_secs(10)).unwrap();
 
     let mut roots = RootCertStore::empty();
@@ -281,7 +260,7 @@ async fn expect_numbered(client: &mut Client, from: usize, to: usize, size: usiz
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls_backlog_drains_in_order_once_the_peer_reads() {
-    let dir = TempDir::new();
+    let dir = tempfile::tempdir().unwrap();
     let (out, _server, mut client) = tls_pair(&dir).await;
     // A few frames while the client keeps up: written at once.
     for i in 0..3 {

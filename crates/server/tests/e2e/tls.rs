@@ -7,9 +7,8 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,33 +32,6 @@ use crate::support::{notice, WAIT};
 
 /// A WebSocket over TLS.
 type Wss = WebSocketStream<TlsStream<TcpStream>>;
-
-/// A directory of its own under the system's temporary one, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let name = format!(
-            "switchboard-tls-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        );
-        let dir = std::env::temp_dir().join(name);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A certificate authority the test clients trust.
 struct Ca {
@@ -291,8 +263,8 @@ fn failures(reason: &str) -> String {
 }
 
 async fn relay_wss_https_and_refusals(transport: &str) {
-    let dir = TempDir::new();
-    let (cert, key) = (dir.path("chain.pem"), dir.path("key.pem"));
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("chain.pem"), dir.path().join("key.pem"));
     let ca = Ca::new("switchboard test CA");
     ca.leaf(1, "switchboard one").write(&ca, &cert, &key);
     let port = free_port();
@@ -349,8 +321,8 @@ async fn tls_on_the_websocket_only_transport() {
 
 #[tokio::test]
 async fn tls_certificate_reloads_on_sighup() {
-    let dir = TempDir::new();
-    let (cert, key) = (dir.path("chain.pem"), dir.path("key.pem"));
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("chain.pem"), dir.path().join("key.pem"));
     let ca = Ca::new("switchboard test CA");
     let (first, second) = (
         ca.leaf(1001, "switchboard first"),
@@ -448,8 +420,8 @@ async fn close_code(ws: &mut Wss) -> u16 {
 
 #[tokio::test]
 async fn tls_handshake_timeout_closes_a_silent_client() {
-    let dir = TempDir::new();
-    let (cert, key) = (dir.path("chain.pem"), dir.path("key.pem"));
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("chain.pem"), dir.path().join("key.pem"));
     let ca = Ca::new("switchboard test CA");
     ca.leaf(7, "switchboard").write(&ca, &cert, &key);
     let port = free_port();
@@ -499,17 +471,17 @@ async fn start_fails(cert: &Path, key: &Path) -> String {
 
 #[tokio::test]
 async fn tls_bad_files_stop_the_start_with_the_file_named() {
-    let dir = TempDir::new();
+    let dir = tempfile::tempdir().unwrap();
     let ca = Ca::new("switchboard test CA");
-    let (cert, key) = (dir.path("chain.pem"), dir.path("key.pem"));
+    let (cert, key) = (dir.path().join("chain.pem"), dir.path().join("key.pem"));
     let leaf = ca.leaf(1, "switchboard");
     leaf.write(&ca, &cert, &key);
 
-    let missing = dir.path("missing.pem");
+    let missing = dir.path().join("missing.pem");
     let why = start_fails(&missing, &key).await;
     assert!(why.contains(&*missing.to_string_lossy()), "{why}");
 
-    let garbage = dir.path("garbage.pem");
+    let garbage = dir.path().join("garbage.pem");
     std::fs::write(&garbage, "hello").unwrap();
     let why = start_fails(&garbage, &key).await;
     assert!(why.contains(&*garbage.to_string_lossy()), "{why}");
@@ -517,7 +489,7 @@ async fn tls_bad_files_stop_the_start_with_the_file_named() {
     assert!(why.contains(&*garbage.to_string_lossy()), "{why}");
 
     // Another certificate's key.
-    let other = dir.path("other-key.pem");
+    let other = dir.path().join("other-key.pem");
     std::fs::write(&other, ca.leaf(2, "other").key.serialize_pem()).unwrap();
     let why = start_fails(&cert, &other).await;
     assert!(why.contains("does not belong"), "{why}");
