@@ -316,7 +316,7 @@ impl Driver {
                     }
                 }
                 message = next_message(&mut self.stream) => match message {
-                    Some(payload) => self.machine.handle_message(&payload),
+                    Some(payload) => self.machine.handle_message(payload.into()),
                     None => self.lost(Side::Subscriber, "connection closed"),
                 },
                 Some(done) = self.ops.next() => self.done(done),

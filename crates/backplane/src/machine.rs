@@ -634,13 +634,14 @@ impl Backplane {
     }
 
     /// A message arrived on one of the subscribed channels.
-    pub fn handle_message(&mut self, payload: &[u8]) {
-        // A shared history's publication comes with its position in front.
-        let (position, bytes) = match positioned(payload) {
-            Some((p, rest)) if self.config.history => (Some(p), rest),
-            _ => (None, payload),
+    pub fn handle_message(&mut self, payload: Bytes) {
+        // A shared history's publication comes with its position in front; the rest is the
+        // message, decoded in place (its payload shares `payload`'s buffer).
+        let (position, start) = match positioned(&payload) {
+            Some((p, rest)) if self.config.history => (Some(p), payload.len() - rest.len()),
+            _ => (None, 0),
         };
-        let env = match wire::decode(Bytes::copy_from_slice(bytes)) {
+        let env = match wire::decode(payload.slice(start..)) {
             Ok(env) => env,
             Err(_) => {
                 self.status.invalid += 1;

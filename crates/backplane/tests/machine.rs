@@ -10,7 +10,7 @@ use switchboard_backplane::{
     RECONCILE_EVERY,
 };
 use switchboard_hub::history::{Audience, Entry, Epoch, FetchId, HistoryError, Position};
-use switchboard_hub::{Instant, Publication, Target, Text};
+use switchboard_hub::{Bytes, Instant, Publication, Target, Text};
 
 const T0: Instant = Instant::from_millis(1_000);
 const ME: NodeId = NodeId::new(1);
@@ -337,10 +337,10 @@ fn every_room_mode_holds_one_pattern_and_ignores_room_events() {
 fn messages_are_checked_decoded_and_handed_over() {
     let mut m = up(false, true);
     let from = |node, seq, p: &Publication| wire::encode(node, seq, p, None).unwrap();
-    m.handle_message(&from(OTHER, 5, &Publication::to_all("x")));
-    m.handle_message(&from(OTHER, 9, &Publication::to_all("y")));
-    m.handle_message(&from(ME, 1, &Publication::to_all("mine")));
-    m.handle_message(b"garbage");
+    m.handle_message(from(OTHER, 5, &Publication::to_all("x")));
+    m.handle_message(from(OTHER, 9, &Publication::to_all("y")));
+    m.handle_message(from(ME, 1, &Publication::to_all("mine")));
+    m.handle_message(Bytes::from_static(b"garbage"));
     let c = drain(&mut m);
     assert_eq!(c.len(), 2, "its own unpositioned echo is skipped: {c:?}");
     assert!(c
@@ -352,7 +352,7 @@ fn messages_are_checked_decoded_and_handed_over() {
     let mut message = b"P0000000000000009:12:".to_vec();
     message.extend_from_slice(&from(ME, 0, &Publication::to_all("kept").keep()));
     assert_eq!(positioned(&message).unwrap().0.offset, 12);
-    m.handle_message(&message);
+    m.handle_message(message.into());
     let c = drain(&mut m);
     let [Command::Deliver(ToHub::Positioned {
         position,
