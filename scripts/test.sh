@@ -22,11 +22,11 @@ if [[ "${SKIP_LINT:-0}" != 1 ]]; then
   cargo clippy --manifest-path fuzz/Cargo.toml --all-targets --locked -- -D warnings
 fi
 
-stage "no_std build of protocol and hub for $NOSTD_TARGET"
+stage "no_std build of protocol, hub and ws for $NOSTD_TARGET"
 if ! rustup target list --installed | grep -qx "$NOSTD_TARGET"; then
   rustup target add "$NOSTD_TARGET"
 fi
-cargo build --locked -p switchboard-hub -p switchboard-protocol --no-default-features --target "$NOSTD_TARGET"
+cargo build --locked -p switchboard-hub -p switchboard-protocol -p switchboard-ws --no-default-features --target "$NOSTD_TARGET"
 
 stage "docs (deny missing docs and broken links)"
 RUSTDOCFLAGS="-D warnings" cargo doc --locked --workspace --no-deps
