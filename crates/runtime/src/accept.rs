@@ -1,15 +1,13 @@
 //! Accepting sockets and stopping: the accept loop both transports share (with admission at
-//! accept), the shutdown signal, and the WebSocket settings a hub's limits imply.
+//! accept) and the shutdown signal.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use switchboard_hub::Config;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::admission::{Admission, Refusals, Ticket};
 use crate::logging::REFUSALS;
@@ -48,27 +46,6 @@ impl Shutdown {
             std::future::pending::<()>().await;
         }
     }
-}
-
-/// Bytes tungstenite reads from a socket at a time (a larger frame is still read whole: its
-/// header makes tungstenite reserve room for it).
-pub const READ_BUFFER_BYTES: usize = 1024;
-
-/// The WebSocket settings a hub's limits imply. tungstenite refuses frames above twice the hub's
-/// limit outright (bounding memory); frames between the two reach the hub, which closes with
-/// 1009 and counts the error.
-pub fn ws_config(config: &Config) -> WebSocketConfig {
-    let hard = config.limits.max_frame_bytes.saturating_mul(2).max(1024);
-    WebSocketConfig::default()
-        // tungstenite zero-fills its whole read buffer before each read; the 128 KiB default
-        // made that memset most of the server's CPU per delivery and kept ~128 KiB resident per
-        // idle connection (docs/BENCHMARKS.md).
-        .read_buffer_size(READ_BUFFER_BYTES)
-        .max_message_size(Some(hard))
-        .max_frame_size(Some(hard))
-        // tungstenite writes only control frames (pongs, close replies) and hands each to the
-        // outbox at once; the hub's frames bypass it (crate::outbox).
-        .write_buffer_size(0)
 }
 
 /// How long the accept loop pauses after `accept` fails (e.g. `EMFILE`): long enough not to spin

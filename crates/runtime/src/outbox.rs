@@ -277,14 +277,32 @@ impl Outbox {
         let _ = self.push_raw(control(Frame::ping(Bytes::new())));
     }
 
+    /// Answer a peer's ping with its payload.
+    pub fn pong(self: &Arc<Self>, payload: Bytes) {
+        let _ = self.push_raw(control(Frame::pong(payload)));
+    }
+
+    /// Answer a peer's close frame: its code and reason back, or an empty close frame for an
+    /// empty one. Nothing is accepted after it.
+    pub fn answer_close(self: &Arc<Self>, frame: Option<(CloseCode, &str)>) {
+        match frame {
+            Some((code, reason)) => self.close(code, reason),
+            None => self.close_with_frame(control(Frame::close(None)), None),
+        }
+    }
+
     /// Queue a close frame after everything already queued; nothing is accepted after it.
     /// Wakes [`Outbox::ended`].
     pub fn close(self: &Arc<Self>, code: CloseCode, reason: &str) {
-        let frame = Chunk::raw(close_frame(code, reason));
+        self.close_with_frame(close_frame(code, reason), Some((code, reason)));
+    }
+
+    fn close_with_frame(self: &Arc<Self>, frame: Bytes, said: Option<(CloseCode, &str)>) {
+        let frame = Chunk::raw(frame);
         let mut st = self.lock();
         self.push_locked(&mut st, frame);
         if !st.closed {
-            st.closed_with = Some((code, reason.into()));
+            st.closed_with = said.map(|(code, reason)| (code, reason.into()));
         }
         st.closed = true;
         self.ended.notify_one();

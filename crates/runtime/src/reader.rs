@@ -4,31 +4,157 @@
 //! Writes do not happen here: the hub task writes the hub's frames straight into the
 //! connection's [`Outbox`]. This task only reads (so a delivery never wakes it) and decodes (so
 //! every core decodes, not just the hub task's).
+//!
+//! Reading holds no buffer of the connection's own: the socket is read into one buffer per
+//! thread, and the framing ([`switchboard_ws::Reader`]) keeps only the bytes of a
+//! frame still arriving. A quiet connection costs its task, its outbox and the hub's record of
+//! it, not a read buffer.
 
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{ready, Poll};
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
-use switchboard_hub::CloseCode;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tokio_tungstenite::WebSocketStream;
+use switchboard_hub::{CloseCode, Config, Text};
+use switchboard_ws::{Limits, Message};
+use tokio::io::{AsyncRead, ReadBuf};
 
 use crate::hub_task::{HubHandle, Opened};
 use crate::logging::{Clip, CONNECTIONS};
-use crate::outbox::{Duplex, Outbox};
+use crate::outbox::Outbox;
 use crate::pacing::Pacing;
+use crate::stream::ReadHalf;
 
 /// How long a close handshake may take before the socket is dropped.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
-/// A WebSocket over a connection's socket, writing through its [`Outbox`].
-pub type Socket = WebSocketStream<Duplex>;
+/// Bytes read from a socket at once, into the thread's buffer: what one read may add to a
+/// connection's queue of decoded messages before the hub's pacing is asked again.
+pub const READ_BYTES: usize = 8 * 1024;
+
+thread_local! {
+    /// The buffer every connection on this thread reads into. Borrowed only inside one poll,
+    /// never across an `await`.
+    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_BYTES].into_boxed_slice());
+}
+
+/// The WebSocket limits a hub's configuration implies. Frames up to twice the hub's limit are
+/// read and handed over (the hub closes with 1009 and counts the error); larger ones are refused
+/// from their header, bounding memory.
+pub fn limits(config: &Config) -> Limits {
+    let hard = config.limits.max_frame_bytes.saturating_mul(2).max(1024);
+    Limits {
+        max_frame: hard,
+        max_message: hard,
+    }
+}
+
+/// The server side of an upgraded connection: its socket's read half, the framing, messages
+/// decoded but not handed over yet, and the outbox its writes go through.
+#[derive(Debug)]
+pub struct Socket {
+    read: ReadHalf,
+    out: Arc<Outbox>,
+    frames: switchboard_ws::Reader,
+    /// Decoded from one read, handed to the hub one at a time as pacing allows.
+    queue: VecDeque<Message>,
+    /// The read side failed or ended with this (a framing violation).
+    error: Option<switchboard_ws::Error>,
+}
+
+/// What reading gave.
+enum Read {
+    Message(Message),
+    Violation(switchboard_ws::Error),
+    /// End of stream or a failed socket.
+    Gone,
+}
+
+impl Socket {
+    /// The socket of an upgraded connection: `read`, writing through `out`, with `leftover` (what
+    /// the client sent after its request head) read first.
+    pub fn new(read: ReadHalf, out: Arc<Outbox>, leftover: &[u8], limits: Limits) -> Socket {
+        let mut socket = Socket {
+            read,
+            out,
+            frames: switchboard_ws::Reader::new(limits),
+            queue: VecDeque::new(),
+            error: None,
+        };
+        let queue = &mut socket.queue;
+        if let Err(e) = socket.frames.feed(leftover, &mut |m| queue.push_back(m)) {
+            socket.error = Some(e);
+        }
+        socket
+    }
+
+    /// The outbox its writes go through.
+    pub fn outbox(&self) -> &Arc<Outbox> {
+        &self.out
+    }
+
+    /// The next message: a decoded one, or the next read's first.
+    async fn next(&mut self) -> Read {
+        loop {
+            if let Some(message) = self.queue.pop_front() {
+                if self.queue.is_empty() && self.queue.capacity() > 0 {
+                    self.queue = VecDeque::new(); // Quiet again: hold nothing.
+                }
+                return Read::Message(message);
+            }
+            if let Some(e) = self.error {
+                return Read::Violation(e);
+            }
+            if self.frames.is_done() {
+                return Read::Gone; // After a close frame, nothing more is read.
+            }
+            match self.fill().await {
+                Ok(true) => {}
+                Ok(false) | Err(_) => return Read::Gone,
+            }
+        }
+    }
+
+    /// Read once and decode what came; `false` at the end of the stream.
+    async fn fill(&mut self) -> io::Result<bool> {
+        let Socket {
+            read,
+            out,
+            frames,
+            queue,
+            error,
+        } = self;
+        poll_fn(|cx| {
+            SCRATCH.with_borrow_mut(|scratch| {
+                let mut buf = ReadBuf::new(scratch);
+                let polled = Pin::new(&mut *read).poll_read(cx, &mut buf);
+                if read.wants_flush() {
+                    out.kick(); // A TLS read may leave records to send (a key update).
+                }
+                ready!(polled)?;
+                let input = buf.filled();
+                if input.is_empty() {
+                    return Poll::Ready(Ok(false));
+                }
+                if let Err(e) = frames.feed(input, &mut |m| queue.push_back(m)) {
+                    *error = Some(e);
+                }
+                Poll::Ready(Ok(true))
+            })
+        })
+        .await
+    }
+}
 
 /// Send a close frame after whatever is queued, give it [`CLOSE_GRACE`] to go out, and stop
 /// writing (used for connections the hub never registered). The caller then drops `ws`.
 pub async fn close_with(ws: &mut Socket, code: CloseCode, reason: &str) {
-    let out = ws.get_ref().outbox().clone();
+    let out = ws.out.clone();
     out.close(code, reason);
     finish(ws, &out).await;
 }
@@ -39,8 +165,8 @@ pub async fn close_with(ws: &mut Socket, code: CloseCode, reason: &str) {
 async fn finish(ws: &mut Socket, out: &Outbox) {
     let _ = tokio::time::timeout(CLOSE_GRACE, async {
         out.drained().await;
-        while let Some(Ok(msg)) = ws.next().await {
-            if msg.is_close() {
+        while let Read::Message(msg) = ws.next().await {
+            if matches!(msg, Message::Close(_)) {
                 break;
             }
         }
@@ -98,10 +224,10 @@ pub async fn run(
     if CONNECTIONS.allow() {
         tracing::info!(system, client = %Clip(&opened.client_id), %peer, "connected");
     }
-    let out = ws.get_ref().outbox().clone();
+    let out = ws.out.clone();
     let end = read(ws, &out, pacing, hub, opened).await;
     let (by, code, reason) = end.describe(&out);
-    Box::pin(end_with(ws, &out, end)).await;
+    Box::pin(end_with(ws, &out, &end)).await;
     let _ = hub.closed(handle).await;
     if CONNECTIONS.allow() {
         tracing::info!(
@@ -117,17 +243,21 @@ pub async fn run(
     }
 }
 
-async fn end_with(ws: &mut Socket, out: &Arc<Outbox>, end: End) {
+async fn end_with(ws: &mut Socket, out: &Arc<Outbox>, end: &End) {
     match end {
         End::Hub => finish(ws, out).await,
-        End::PeerClosed(_) => {
-            // Writes tungstenite's reply to the peer's close into the outbox.
-            let _ = ws.flush().await;
+        End::PeerClosed(frame) => {
+            // The reply RFC 6455 asks for: the peer's code (and reason) back.
+            out.answer_close(
+                frame
+                    .as_ref()
+                    .map(|(code, reason)| (CloseCode(*code), &**reason)),
+            );
             let _ = tokio::time::timeout(CLOSE_GRACE, out.drained()).await;
             out.abandon();
         }
         End::PeerError(code, reason) => {
-            out.close(code, reason);
+            out.close(*code, reason);
             let _ = tokio::time::timeout(CLOSE_GRACE, out.drained()).await;
             out.abandon();
         }
@@ -156,38 +286,49 @@ async fn read(
             msg = async { pacing.readable().await; ws.next().await } => msg,
         };
         let sent = match msg {
-            Some(Ok(Message::Text(t))) => {
+            Read::Message(Message::Text(t)) => {
                 pacing.sent_to_hub();
-                hub.text(handle, dialect, t.into()).await
+                // Checked by the framing already; checked again rather than trusted unchecked.
+                match Text::from_utf8(t) {
+                    Ok(t) => hub.text(handle, dialect, t).await,
+                    Err(_) => {
+                        return End::PeerError(
+                            CloseCode::INVALID_PAYLOAD,
+                            violation(switchboard_ws::Error::InvalidUtf8),
+                        )
+                    }
+                }
             }
-            Some(Ok(Message::Binary(b))) => {
+            Read::Message(Message::Binary(b)) => {
                 pacing.sent_to_hub();
                 hub.binary(handle, b).await
             }
-            // tungstenite answers pings itself; both show the peer is alive, and both count
-            // against the inbound rate.
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {
+            // Both show the peer is alive, and both count against the inbound rate.
+            Read::Message(Message::Ping(payload)) => {
+                out.pong(payload);
                 pacing.sent_to_hub();
                 hub.activity(handle).await
             }
-            Some(Ok(Message::Close(frame))) => {
-                return End::PeerClosed(frame.map(|f| (u16::from(f.code), f.reason.to_string())))
+            Read::Message(Message::Pong(_)) => {
+                pacing.sent_to_hub();
+                hub.activity(handle).await
             }
-            Some(Ok(Message::Frame(_))) => Ok(()),
-            Some(Err(WsError::Capacity(_))) => {
-                return End::PeerError(CloseCode::MESSAGE_TOO_BIG, "frame exceeds the size limit")
-            }
-            Some(Err(WsError::Utf8(_))) => {
-                return End::PeerError(CloseCode::INVALID_PAYLOAD, "text frame is not valid UTF-8")
-            }
-            Some(Err(WsError::Protocol(_))) => {
-                return End::PeerError(CloseCode(1002), "WebSocket protocol error")
-            }
-            Some(Err(_)) | None => return End::Gone,
+            Read::Message(Message::Close(frame)) => return End::PeerClosed(frame),
+            Read::Violation(e) => return End::PeerError(CloseCode(e.close_code()), violation(e)),
+            Read::Gone => return End::Gone,
         };
         if sent.is_err() {
             out.close(CloseCode::GOING_AWAY, "server shutting down");
             return End::Hub;
         }
+    }
+}
+
+/// The reason in our close frame for a framing violation.
+fn violation(e: switchboard_ws::Error) -> &'static str {
+    match e {
+        switchboard_ws::Error::TooBig => "frame exceeds the size limit",
+        switchboard_ws::Error::InvalidUtf8 => "text frame is not valid UTF-8",
+        switchboard_ws::Error::Protocol(why) => why,
     }
 }

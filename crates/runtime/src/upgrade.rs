@@ -9,13 +9,10 @@ use bytes::Bytes;
 use switchboard_hub::{wire, CloseCode, Dialect, OpenInfo};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::http::{HeaderMap, HeaderValue, Method, Uri, Version};
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
-use tokio_tungstenite::WebSocketStream;
 
 use crate::gate::{handshake_problem, origin_header, RefusalReason, Verdict};
 use crate::hub_task::{Link, Opened};
 use crate::logging::{Clip, REFUSALS};
-use crate::outbox::Duplex;
 use crate::pacing::Pacing;
 use crate::reader;
 use crate::stream::Stream;
@@ -206,7 +203,6 @@ pub async fn socket(
     decision: Decision,
     stream: Stream,
     leftover: Vec<u8>,
-    ws_config: WebSocketConfig,
 ) -> Option<(reader::Socket, Accepted)> {
     let (out, accepted) = match decision {
         Decision::Accept(accepted) => (accepted.link.outbox.clone(), Ok(accepted)),
@@ -215,13 +211,7 @@ pub async fn socket(
     };
     let (read, write) = stream.into_split();
     out.connect(write);
-    let mut ws = WebSocketStream::from_partially_read(
-        Duplex::new(read, out),
-        leftover,
-        Role::Server,
-        Some(ws_config),
-    )
-    .await;
+    let mut ws = reader::Socket::new(read, out, &leftover, reader::limits(&system.config));
     match accepted {
         Ok(accepted) => Some((ws, accepted)),
         Err((code, reason)) => {

@@ -15,7 +15,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use switchboard_hub::HttpResponse;
-use switchboard_runtime::accept::{ws_config, Shutdown};
+use switchboard_runtime::accept::Shutdown;
 use switchboard_runtime::admission::Ticket;
 use switchboard_runtime::gate::has_token;
 use switchboard_runtime::http::{self as policy, error, HttpPolicy, Plan, Reservation};
@@ -70,8 +70,7 @@ pub(crate) fn serve_connection(
                 upgrade::abandon(system, pending.decision).await;
                 return None;
             };
-            let config = ws_config(&system.config);
-            upgrade::socket(system, pending.decision, stream, leftover, config).await
+            upgrade::socket(system, pending.decision, stream, leftover).await
         })
         .await
         else {

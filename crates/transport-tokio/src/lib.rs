@@ -31,7 +31,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use switchboard_runtime::accept::ws_config;
 use switchboard_runtime::admission::Ticket;
 use switchboard_runtime::gate::has_token;
 use switchboard_runtime::logging::REFUSALS;
@@ -78,8 +77,7 @@ fn connect(
         let _ticket = ticket;
         let Some((mut ws, accepted)) = Box::pin(async {
             let (stream, decision, leftover) = handshake(stream, peer, &system).await?;
-            let config = ws_config(&system.config);
-            upgrade::socket(&system, decision, stream, leftover, config).await
+            upgrade::socket(&system, decision, stream, leftover).await
         })
         .await
         else {
