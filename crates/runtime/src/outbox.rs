@@ -28,6 +28,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use switchboard_hub::{CloseCode, ConnectionHandle, Text};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
@@ -204,8 +205,9 @@ pub struct Outbox {
     socket: OnceLock<WriteHalf>,
     sink: Arc<dyn FlushSink>,
     state: Mutex<State>,
-    /// Raised when the hub closed the connection or the socket failed.
-    ended: Notify,
+    /// The connection task, woken when the hub closed the connection or the socket failed. One
+    /// waker, not a [`Notify`]: only that task waits, and every connection has an outbox.
+    ended: AtomicWaker,
     /// Raised when the queue runs dry or the outbox is abandoned.
     drained: Notify,
     /// Raised to stop a flusher waiting for a socket that does not become writable.
@@ -229,7 +231,7 @@ impl Outbox {
             socket: OnceLock::new(),
             sink,
             state: Mutex::default(),
-            ended: Notify::new(),
+            ended: AtomicWaker::new(),
             drained: Notify::new(),
             abandoned: Notify::new(),
         })
@@ -305,13 +307,23 @@ impl Outbox {
             st.closed_with = said.map(|(code, reason)| (code, reason.into()));
         }
         st.closed = true;
-        self.ended.notify_one();
+        self.ended.wake();
     }
 
-    /// Resolves when the hub closed the connection or the socket failed (possibly spuriously:
-    /// check [`Outbox::is_ended`]).
+    /// Resolves when the hub closed the connection or the socket failed. Only one task may wait
+    /// (the connection's): a second waiter takes the wake-up from the first.
     pub async fn ended(&self) {
-        self.ended.notified().await
+        std::future::poll_fn(|cx| self.poll_ended(cx)).await
+    }
+
+    /// [`Outbox::ended`] as a poll: ready once a close frame is queued or the socket failed;
+    /// otherwise `cx` is woken when that happens.
+    pub fn poll_ended(&self, cx: &mut Context<'_>) -> Poll<()> {
+        self.ended.register(cx.waker());
+        match self.is_ended() {
+            true => Poll::Ready(()),
+            false => Poll::Pending,
+        }
     }
 
     /// The code and reason of the close frame we queued, if any.
@@ -359,7 +371,7 @@ impl Outbox {
         }
         if st.raw_queued + bytes.len() > RAW_LIMIT {
             st.fail();
-            self.ended.notify_one();
+            self.ended.wake();
             return Err(io::Error::other(
                 "the peer does not read its control frames",
             ));
@@ -401,7 +413,7 @@ impl Outbox {
                 Err(e) if would_block(&e) => {}
                 Err(_) => {
                     st.fail();
-                    self.ended.notify_one();
+                    self.ended.wake();
                     return Pushed::Dropped;
                 }
             }
@@ -511,7 +523,7 @@ impl Outbox {
                 Err(e) if would_block(&e) => return (written, false),
                 Err(_) => {
                     st.fail();
-                    self.ended.notify_one();
+                    self.ended.wake();
                 }
             }
         }
@@ -525,7 +537,7 @@ impl Outbox {
                 Ok(false) => return (written, false),
                 Err(_) => {
                     st.fail();
-                    self.ended.notify_one();
+                    self.ended.wake();
                 }
             }
         }
@@ -564,7 +576,7 @@ async fn flush(out: Arc<Outbox>) {
                 st.fail();
                 st.flushing = false;
                 drop(st);
-                out.ended.notify_one();
+                out.ended.wake();
                 out.drained.notify_one();
                 return;
             }

@@ -61,6 +61,13 @@ impl Pacing {
         }
     }
 
+    /// Whether [`Pacing::readable`] would return at once: nothing paused, credit left. The
+    /// reader waits on [`Pacing::readable`] only when this says no.
+    pub fn ready_now(&self) -> bool {
+        self.resume_at.load(Ordering::Acquire) == 0
+            && self.in_flight.load(Ordering::Acquire) < MAX_IN_FLIGHT
+    }
+
     /// The reader handed a frame (or a control-frame notice) to the hub.
     pub fn sent_to_hub(&self) {
         self.in_flight.fetch_add(1, Ordering::AcqRel);

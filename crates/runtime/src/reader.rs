@@ -17,7 +17,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{ready, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use switchboard_hub::{CloseCode, Config, Text};
@@ -100,28 +100,32 @@ impl Socket {
 
     /// The next message: a decoded one, or the next read's first.
     async fn next(&mut self) -> Read {
+        poll_fn(|cx| self.poll_next(cx)).await
+    }
+
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Read> {
         loop {
             if let Some(message) = self.queue.pop_front() {
                 if self.queue.is_empty() && self.queue.capacity() > 0 {
                     self.queue = VecDeque::new(); // Quiet again: hold nothing.
                 }
-                return Read::Message(message);
+                return Poll::Ready(Read::Message(message));
             }
             if let Some(e) = self.error {
-                return Read::Violation(e);
+                return Poll::Ready(Read::Violation(e));
             }
             if self.frames.is_done() {
-                return Read::Gone; // After a close frame, nothing more is read.
+                return Poll::Ready(Read::Gone); // After a close frame, nothing more is read.
             }
-            match self.fill().await {
+            match ready!(self.poll_fill(cx)) {
                 Ok(true) => {}
-                Ok(false) | Err(_) => return Read::Gone,
+                Ok(false) | Err(_) => return Poll::Ready(Read::Gone),
             }
         }
     }
 
     /// Read once and decode what came; `false` at the end of the stream.
-    async fn fill(&mut self) -> io::Result<bool> {
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
         let Socket {
             read,
             out,
@@ -129,25 +133,22 @@ impl Socket {
             queue,
             error,
         } = self;
-        poll_fn(|cx| {
-            SCRATCH.with_borrow_mut(|scratch| {
-                let mut buf = ReadBuf::new(scratch);
-                let polled = Pin::new(&mut *read).poll_read(cx, &mut buf);
-                if read.wants_flush() {
-                    out.kick(); // A TLS read may leave records to send (a key update).
-                }
-                ready!(polled)?;
-                let input = buf.filled();
-                if input.is_empty() {
-                    return Poll::Ready(Ok(false));
-                }
-                if let Err(e) = frames.feed(input, &mut |m| queue.push_back(m)) {
-                    *error = Some(e);
-                }
-                Poll::Ready(Ok(true))
-            })
+        SCRATCH.with_borrow_mut(|scratch| {
+            let mut buf = ReadBuf::new(scratch);
+            let polled = Pin::new(&mut *read).poll_read(cx, &mut buf);
+            if read.wants_flush() {
+                out.kick(); // A TLS read may leave records to send (a key update).
+            }
+            ready!(polled)?;
+            let input = buf.filled();
+            if input.is_empty() {
+                return Poll::Ready(Ok(false));
+            }
+            if let Err(e) = frames.feed(input, &mut |m| queue.push_back(m)) {
+                *error = Some(e);
+            }
+            Poll::Ready(Ok(true))
         })
-        .await
     }
 }
 
@@ -220,18 +221,29 @@ pub async fn run(
     pacing: &Pacing,
     peer: SocketAddr,
 ) {
-    let (system, handle) = (hub.name(), opened.handle);
     if CONNECTIONS.allow() {
-        tracing::info!(system, client = %Clip(&opened.client_id), %peer, "connected");
+        tracing::info!(system = hub.name(), client = %Clip(&opened.client_id), %peer, "connected");
     }
+    let end = read(ws, pacing, hub, opened).await;
+    // Boxed: what ending takes is held only while ending, not for the connection's life.
+    Box::pin(end_and_log(ws, hub, opened, peer, end)).await;
+}
+
+/// Answer how the connection ended, tell the hub, and log it.
+async fn end_and_log(
+    ws: &mut Socket,
+    hub: &HubHandle,
+    opened: &Opened,
+    peer: SocketAddr,
+    end: End,
+) {
     let out = ws.out.clone();
-    let end = read(ws, &out, pacing, hub, opened).await;
     let (by, code, reason) = end.describe(&out);
-    Box::pin(end_with(ws, &out, &end)).await;
-    let _ = hub.closed(handle).await;
+    end_with(ws, &out, &end).await;
+    let _ = hub.closed(opened.handle).await;
     if CONNECTIONS.allow() {
         tracing::info!(
-            system,
+            system = hub.name(),
             client = %Clip(&opened.client_id),
             %peer,
             by,
@@ -265,39 +277,42 @@ async fn end_with(ws: &mut Socket, out: &Arc<Outbox>, end: &End) {
     }
 }
 
-async fn read(
-    ws: &mut Socket,
-    out: &Arc<Outbox>,
-    pacing: &Pacing,
-    hub: &HubHandle,
-    opened: &Opened,
-) -> End {
+async fn read(ws: &mut Socket, pacing: &Pacing, hub: &HubHandle, opened: &Opened) -> End {
     let (handle, dialect) = (opened.handle, opened.dialect);
+    let out = &ws.out.clone();
     loop {
-        let msg = tokio::select! {
-            biased;
-            _ = out.ended() => {
-                if out.is_ended() {
-                    return End::Hub;
+        if !pacing.ready_now() {
+            // The hub paused this connection or is behind on its frames: wait, boxed, so the
+            // timer of a pause takes no room in every connection's task.
+            let ended = Box::pin(async {
+                tokio::select! {
+                    biased;
+                    _ = out.ended() => true,
+                    _ = pacing.readable() => false,
                 }
-                continue;
+            })
+            .await;
+            if ended {
+                return End::Hub;
             }
-            // Wait while the hub has paused this connection or is behind on its frames.
-            msg = async { pacing.readable().await; ws.next().await } => msg,
+        }
+        // The hub's close first, then the socket.
+        let next = poll_fn(|cx| match out.poll_ended(cx) {
+            Poll::Ready(()) => Poll::Ready(None),
+            Poll::Pending => ws.poll_next(cx).map(Some),
+        });
+        let Some(msg) = next.await else {
+            return End::Hub;
         };
         let sent = match msg {
             Read::Message(Message::Text(t)) => {
                 pacing.sent_to_hub();
                 // Checked by the framing already; checked again rather than trusted unchecked.
-                match Text::from_utf8(t) {
-                    Ok(t) => hub.text(handle, dialect, t).await,
-                    Err(_) => {
-                        return End::PeerError(
-                            CloseCode::INVALID_PAYLOAD,
-                            violation(switchboard_ws::Error::InvalidUtf8),
-                        )
-                    }
-                }
+                let Ok(text) = Text::from_utf8(t) else {
+                    let e = switchboard_ws::Error::InvalidUtf8;
+                    return End::PeerError(CloseCode::INVALID_PAYLOAD, violation(e));
+                };
+                hub.text(handle, dialect, text).await
             }
             Read::Message(Message::Binary(b)) => {
                 pacing.sent_to_hub();

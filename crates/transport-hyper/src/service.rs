@@ -49,9 +49,8 @@ type PendingSlot = Arc<Mutex<Option<Pending>>>;
 /// Serve one accepted connection until it closes (HTTP keep-alive, then maybe a WebSocket).
 ///
 /// Every connection holds this future for its whole life, so the HTTP phase and the hand-over
-/// are boxed (their state is freed once done), and it is a plain `fn` around an `async` block
-/// (an `async fn` would keep a second copy of its arguments).
-#[allow(clippy::manual_async_fn)]
+/// are boxed (their state is freed once done) and own what only they need: the task keeps just
+/// the ticket and the peer's address beside the WebSocket's own state.
 pub(crate) fn serve_connection(
     stream: Stream,
     peer: SocketAddr,
@@ -59,25 +58,23 @@ pub(crate) fn serve_connection(
     shared: Arc<Shared>,
     shutdown: Shutdown,
 ) -> impl std::future::Future<Output = ()> + Send {
+    let opening = Box::pin(async move {
+        let pending = serve_http(stream, peer, &shared, shutdown).await?;
+        let system = &shared.system;
+        let Some((stream, leftover)) = take_back(pending.on_upgrade).await else {
+            upgrade::abandon(system, pending.decision).await;
+            return None;
+        };
+        let (ws, accepted) = upgrade::socket(system, pending.decision, stream, leftover).await?;
+        Some((ws, accepted, shared))
+    });
     async move {
         let _ticket = ticket;
-        let Some(pending) = Box::pin(serve_http(stream, peer, &shared, shutdown)).await else {
-            return;
-        };
-        let system = &shared.system;
-        let Some((mut ws, accepted)) = Box::pin(async {
-            let Some((stream, leftover)) = take_back(pending.on_upgrade).await else {
-                upgrade::abandon(system, pending.decision).await;
-                return None;
-            };
-            upgrade::socket(system, pending.decision, stream, leftover).await
-        })
-        .await
-        else {
+        let Some((mut ws, accepted, shared)) = opening.await else {
             return;
         };
         let (opened, pacing) = (&accepted.opened, &accepted.link.pacing);
-        reader::run(&mut ws, system.hub(), opened, pacing, peer).await;
+        reader::run(&mut ws, shared.system.hub(), opened, pacing, peer).await;
     }
 }
 

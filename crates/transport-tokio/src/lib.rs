@@ -64,23 +64,22 @@ pub fn serve(process: &Process, listener: TcpListener, system: Arc<System>) -> i
 }
 
 /// One connection's task: its handshake (boxed, so its state is freed once done), then the
-/// connection. A plain `fn` around an `async` block: an `async fn` would keep a second copy of
-/// its arguments for the connection's whole life.
-#[allow(clippy::manual_async_fn)]
+/// connection. The handshake box owns what only it needs, so the task keeps just the ticket and
+/// the peer's address beside the connection's own state for the connection's whole life.
 fn connect(
     stream: Stream,
     peer: SocketAddr,
     ticket: Ticket,
     system: Arc<System>,
 ) -> impl std::future::Future<Output = ()> + Send {
+    let opening = Box::pin(async move {
+        let (stream, decision, leftover) = handshake(stream, peer, &system).await?;
+        let (ws, accepted) = upgrade::socket(&system, decision, stream, leftover).await?;
+        Some((ws, accepted, system))
+    });
     async move {
         let _ticket = ticket;
-        let Some((mut ws, accepted)) = Box::pin(async {
-            let (stream, decision, leftover) = handshake(stream, peer, &system).await?;
-            upgrade::socket(&system, decision, stream, leftover).await
-        })
-        .await
-        else {
+        let Some((mut ws, accepted, system)) = opening.await else {
             return;
         };
         let (opened, pacing) = (&accepted.opened, &accepted.link.pacing);
