@@ -63,8 +63,6 @@ pub struct Socket {
     frames: switchboard_ws::Reader,
     /// Decoded from one read, handed to the hub one at a time as pacing allows.
     queue: VecDeque<Message>,
-    /// The read side failed or ended with this (a framing violation).
-    error: Option<switchboard_ws::Error>,
 }
 
 /// What reading gave.
@@ -84,12 +82,10 @@ impl Socket {
             out,
             frames: switchboard_ws::Reader::new(limits),
             queue: VecDeque::new(),
-            error: None,
         };
         let queue = &mut socket.queue;
-        if let Err(e) = socket.frames.feed(leftover, &mut |m| queue.push_back(m)) {
-            socket.error = Some(e);
-        }
+        // A violation is kept by the reader and reported after the messages before it.
+        let _ = socket.frames.feed(leftover, &mut |m| queue.push_back(m));
         socket
     }
 
@@ -111,7 +107,7 @@ impl Socket {
                 }
                 return Poll::Ready(Read::Message(message));
             }
-            if let Some(e) = self.error {
+            if let Some(e) = self.frames.error() {
                 return Poll::Ready(Read::Violation(e));
             }
             if self.frames.is_done() {
@@ -131,7 +127,6 @@ impl Socket {
             out,
             frames,
             queue,
-            error,
         } = self;
         SCRATCH.with_borrow_mut(|scratch| {
             let mut buf = ReadBuf::new(scratch);
@@ -144,9 +139,8 @@ impl Socket {
             if input.is_empty() {
                 return Poll::Ready(Ok(false));
             }
-            if let Err(e) = frames.feed(input, &mut |m| queue.push_back(m)) {
-                *error = Some(e);
-            }
+            // A violation is kept by the reader and reported after the messages before it.
+            let _ = frames.feed(input, &mut |m| queue.push_back(m));
             Poll::Ready(Ok(true))
         })
     }
@@ -208,25 +202,29 @@ impl End {
 /// Run a registered connection until either side ends it, then tell the hub. The caller owns
 /// the socket and drops it afterwards.
 ///
-/// Every connection task holds this future for the connection's life, so it takes references
-/// (an `async fn` keeps a second copy of what it takes by value) and boxes its ending.
+/// Every connection task holds this future for the connection's life, so it takes references,
+/// is a plain `fn` around an `async` block (an `async fn` keeps a second copy of its arguments)
+/// and boxes its ending.
 ///
 /// One `info` line is logged when it starts and one when it ends (system, client id, peer; at the
 /// end who closed, the code, the reason and the duration), both under the
 /// [`CONNECTIONS`] log budget.
-pub async fn run(
-    ws: &mut Socket,
-    hub: &HubHandle,
-    opened: &Opened,
-    pacing: &Pacing,
+#[allow(clippy::manual_async_fn)]
+pub fn run<'a>(
+    ws: &'a mut Socket,
+    hub: &'a HubHandle,
+    opened: &'a Opened,
+    pacing: &'a Pacing,
     peer: SocketAddr,
-) {
-    if CONNECTIONS.allow() {
-        tracing::info!(system = hub.name(), client = %Clip(&opened.client_id), %peer, "connected");
+) -> impl std::future::Future<Output = ()> + Send + 'a {
+    async move {
+        if CONNECTIONS.allow() {
+            tracing::info!(system = hub.name(), client = %Clip(&opened.client_id), %peer, "connected");
+        }
+        let end = read(ws, pacing, hub, opened).await;
+        // Boxed: what ending takes is held only while ending, not for the connection's life.
+        Box::pin(end_and_log(ws, hub, opened, peer, end)).await;
     }
-    let end = read(ws, pacing, hub, opened).await;
-    // Boxed: what ending takes is held only while ending, not for the connection's life.
-    Box::pin(end_and_log(ws, hub, opened, peer, end)).await;
 }
 
 /// Answer how the connection ended, tell the hub, and log it.
@@ -277,64 +275,74 @@ async fn end_with(ws: &mut Socket, out: &Arc<Outbox>, end: &End) {
     }
 }
 
-async fn read(ws: &mut Socket, pacing: &Pacing, hub: &HubHandle, opened: &Opened) -> End {
-    let (handle, dialect) = (opened.handle, opened.dialect);
-    let out = &ws.out.clone();
-    loop {
-        if !pacing.ready_now() {
-            // The hub paused this connection or is behind on its frames: wait, boxed, so the
-            // timer of a pause takes no room in every connection's task.
-            let ended = Box::pin(async {
-                tokio::select! {
-                    biased;
-                    _ = out.ended() => true,
-                    _ = pacing.readable() => false,
+#[allow(clippy::manual_async_fn)]
+fn read<'a>(
+    ws: &'a mut Socket,
+    pacing: &'a Pacing,
+    hub: &'a HubHandle,
+    opened: &'a Opened,
+) -> impl std::future::Future<Output = End> + Send + 'a {
+    async move {
+        let (handle, dialect) = (opened.handle, opened.dialect);
+        let out = &ws.out.clone();
+        loop {
+            if !pacing.ready_now() {
+                // The hub paused this connection or is behind on its frames: wait, boxed, so the
+                // timer of a pause takes no room in every connection's task.
+                let ended = Box::pin(async {
+                    tokio::select! {
+                        biased;
+                        _ = out.ended() => true,
+                        _ = pacing.readable() => false,
+                    }
+                })
+                .await;
+                if ended {
+                    return End::Hub;
                 }
-            })
-            .await;
-            if ended {
+            }
+            // The hub's close first, then the socket.
+            let next = poll_fn(|cx| match out.poll_ended(cx) {
+                Poll::Ready(()) => Poll::Ready(None),
+                Poll::Pending => ws.poll_next(cx).map(Some),
+            });
+            let Some(msg) = next.await else {
+                return End::Hub;
+            };
+            let sent = match msg {
+                Read::Message(Message::Text(t)) => {
+                    pacing.sent_to_hub();
+                    // Checked by the framing already; checked again rather than trusted unchecked.
+                    let Ok(text) = Text::from_utf8(t) else {
+                        let e = switchboard_ws::Error::InvalidUtf8;
+                        return End::PeerError(CloseCode::INVALID_PAYLOAD, violation(e));
+                    };
+                    hub.text(handle, dialect, text).await
+                }
+                Read::Message(Message::Binary(b)) => {
+                    pacing.sent_to_hub();
+                    hub.binary(handle, b).await
+                }
+                // Both show the peer is alive, and both count against the inbound rate.
+                Read::Message(Message::Ping(payload)) => {
+                    out.pong(payload);
+                    pacing.sent_to_hub();
+                    hub.activity(handle).await
+                }
+                Read::Message(Message::Pong(_)) => {
+                    pacing.sent_to_hub();
+                    hub.activity(handle).await
+                }
+                Read::Message(Message::Close(frame)) => return End::PeerClosed(frame),
+                Read::Violation(e) => {
+                    return End::PeerError(CloseCode(e.close_code()), violation(e))
+                }
+                Read::Gone => return End::Gone,
+            };
+            if sent.is_err() {
+                out.close(CloseCode::GOING_AWAY, "server shutting down");
                 return End::Hub;
             }
-        }
-        // The hub's close first, then the socket.
-        let next = poll_fn(|cx| match out.poll_ended(cx) {
-            Poll::Ready(()) => Poll::Ready(None),
-            Poll::Pending => ws.poll_next(cx).map(Some),
-        });
-        let Some(msg) = next.await else {
-            return End::Hub;
-        };
-        let sent = match msg {
-            Read::Message(Message::Text(t)) => {
-                pacing.sent_to_hub();
-                // Checked by the framing already; checked again rather than trusted unchecked.
-                let Ok(text) = Text::from_utf8(t) else {
-                    let e = switchboard_ws::Error::InvalidUtf8;
-                    return End::PeerError(CloseCode::INVALID_PAYLOAD, violation(e));
-                };
-                hub.text(handle, dialect, text).await
-            }
-            Read::Message(Message::Binary(b)) => {
-                pacing.sent_to_hub();
-                hub.binary(handle, b).await
-            }
-            // Both show the peer is alive, and both count against the inbound rate.
-            Read::Message(Message::Ping(payload)) => {
-                out.pong(payload);
-                pacing.sent_to_hub();
-                hub.activity(handle).await
-            }
-            Read::Message(Message::Pong(_)) => {
-                pacing.sent_to_hub();
-                hub.activity(handle).await
-            }
-            Read::Message(Message::Close(frame)) => return End::PeerClosed(frame),
-            Read::Violation(e) => return End::PeerError(CloseCode(e.close_code()), violation(e)),
-            Read::Gone => return End::Gone,
-        };
-        if sent.is_err() {
-            out.close(CloseCode::GOING_AWAY, "server shutting down");
-            return End::Hub;
         }
     }
 }

@@ -69,12 +69,14 @@ pub(crate) fn serve_connection(
         Some((ws, accepted, shared))
     });
     async move {
-        let _ticket = ticket;
+        // `let else`, not `if let`: the matched value is not kept beside its parts.
         let Some((mut ws, accepted, shared)) = opening.await else {
+            drop(ticket);
             return;
         };
         let (opened, pacing) = (&accepted.opened, &accepted.link.pacing);
         reader::run(&mut ws, shared.system.hub(), opened, pacing, peer).await;
+        drop(ticket); // Held until the connection ends.
     }
 }
 

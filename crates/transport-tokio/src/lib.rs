@@ -78,12 +78,14 @@ fn connect(
         Some((ws, accepted, system))
     });
     async move {
-        let _ticket = ticket;
+        // `let else`, not `if let`: the matched value is not kept beside its parts.
         let Some((mut ws, accepted, system)) = opening.await else {
+            drop(ticket);
             return;
         };
         let (opened, pacing) = (&accepted.opened, &accepted.link.pacing);
         reader::run(&mut ws, system.hub(), opened, pacing, peer).await;
+        drop(ticket); // Held until the connection ends.
     }
 }
 

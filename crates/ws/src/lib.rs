@@ -27,6 +27,7 @@
 
 extern crate alloc;
 
+use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::vec::Vec;
 use bytes::Bytes;
@@ -116,10 +117,12 @@ pub struct Reader {
     /// The bytes of a frame that has not fully arrived (its header included); empty, holding no
     /// memory, between frames.
     pending: Vec<u8>,
-    /// A fragmented message in progress.
-    message: Option<Fragmented>,
+    /// A fragmented message in progress (boxed: rare, and every connection has a reader).
+    message: Option<Box<Fragmented>>,
     /// A close frame or an error was read: nothing more is decoded.
     done: bool,
+    /// The error that ended it, if one did.
+    error: Option<Error>,
 }
 
 /// A frame's header, once its first bytes are in.
@@ -148,6 +151,7 @@ impl Reader {
             pending: Vec::new(),
             message: None,
             done: false,
+            error: None,
         }
     }
 
@@ -159,6 +163,11 @@ impl Reader {
     /// Whether it has read a close frame or an error, and decodes nothing more.
     pub fn is_done(&self) -> bool {
         self.done
+    }
+
+    /// The violation that ended it, if one did.
+    pub fn error(&self) -> Option<Error> {
+        self.error
     }
 
     /// Decode `input`, the next bytes from the socket: every message they complete goes to
@@ -186,7 +195,8 @@ impl Reader {
                 }
             })
         };
-        if result.is_err() {
+        if let Err(e) = result {
+            self.error = Some(e);
             self.done = true;
             self.pending = Vec::new();
             self.message = None;
@@ -301,11 +311,11 @@ impl Reader {
                 if header.fin {
                     out(finish(text, payload, checked)?);
                 } else {
-                    self.message = Some(Fragmented {
+                    self.message = Some(Box::new(Fragmented {
                         text,
                         data: payload,
                         checked,
-                    });
+                    }));
                 }
             }
             PING => out(Message::Ping(Bytes::from(payload))),
