@@ -17,6 +17,13 @@
 //! frames to rustls, which encrypts them and puts on the socket what it takes now; records left
 //! in rustls' buffer keep the flusher running until they are out ([`WriteHalf::try_flush`]).
 //!
+//! A server-sent-event stream ([`Framing::Sse`], [`Framing::SseV2`]) goes through the same
+//! outbox: each hub frame is written as an event (`data: `, the frame, `\n\n`, in the same
+//! `writev`, the frame's shared bytes not copied unless it holds a line break), a ping as a
+//! comment line, and a close as a comment naming the code and reason, after which the
+//! connection's task ends the stream. With v2 each `session`, `pub` and `subscribed` event
+//! carries an `id:` ([`crate::event_id`]).
+//!
 //! Bounds: data frames are bounded by the hub's accounting (`Limits::max_queued_bytes`, enforced
 //! before a frame reaches the outbox); everything else queued is bounded by [`RAW_LIMIT`]; a TLS
 //! connection's records waiting in rustls by its buffer limit.
@@ -37,6 +44,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::{
 use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
+use crate::event_id::EventIds;
 use crate::stream::{ReadHalf, Stream, WriteHalf};
 
 /// Where a flusher reports the hub bytes it put on the socket (the hub task's command queue).
@@ -59,11 +67,50 @@ const HEAD_MAX: usize = 10;
 /// Frames gathered into one `writev` by the flusher.
 const BATCH: usize = 32;
 
-/// One frame (or raw bytes) waiting for the socket: a header and a shared body.
+/// How an outbox puts the hub's frames on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Framing {
+    /// WebSocket text frames.
+    WebSocket,
+    /// Server-sent events, one per frame.
+    Sse,
+    /// Server-sent events of protocol v2 frames, with the session's positions as event ids.
+    SseV2,
+}
+
+/// What opens a server-sent event without an id.
+const SSE_DATA: &[u8] = b"data: ";
+/// What ends a server-sent event.
+const SSE_END: &[u8] = b"\n\n";
+/// A server-sent-event comment: the heartbeat.
+const SSE_PING: &[u8] = b":\n\n";
+
+/// What goes before a chunk's body: a frame header (inline), or a longer lead (an event's id
+/// line).
+enum Head {
+    Inline([u8; HEAD_MAX], u8),
+    Lead(Box<[u8]>),
+}
+
+impl Head {
+    const NONE: Head = Head::Inline([0; HEAD_MAX], 0);
+
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Head::Inline(bytes, len) => &bytes[..*len as usize],
+            Head::Lead(lead) => lead,
+        }
+    }
+}
+
+/// One frame (or raw bytes) waiting for the socket: a header, a shared body and (for an
+/// event) its end.
 struct Chunk {
-    head: [u8; HEAD_MAX],
-    head_len: u8,
+    head: Head,
     body: Bytes,
+    /// After the body: [`SSE_END`] for an event, else empty.
+    tail: &'static [u8],
     /// Payload bytes the hub counted for this frame; reported once the frame is written.
     hub_bytes: usize,
 }
@@ -71,9 +118,9 @@ struct Chunk {
 impl Chunk {
     fn raw(body: Bytes) -> Chunk {
         Chunk {
-            head: [0; HEAD_MAX],
-            head_len: 0,
+            head: Head::NONE,
             body,
+            tail: &[],
             hub_bytes: 0,
         }
     }
@@ -90,30 +137,86 @@ impl Chunk {
         header
             .format(payload.len() as u64, &mut cursor)
             .expect("an unmasked frame header fits in HEAD_MAX bytes");
+        let head_len = cursor.position() as u8;
         Chunk {
-            head_len: cursor.position() as u8,
-            head,
+            head: Head::Inline(head, head_len),
             hub_bytes: payload.len(),
             body: payload,
+            tail: &[],
+        }
+    }
+
+    /// A server-sent event carrying `payload` as its data (and `id`, if given). A payload with
+    /// line breaks is copied, each break turned into a new `data:` line (the client joins them
+    /// with `\n`); any other is sent as it is, shared.
+    fn event(payload: Text, id: Option<String>) -> Chunk {
+        let payload = payload.into_bytes();
+        let hub_bytes = payload.len();
+        let body = if payload.iter().any(|&b| b == b'\n' || b == b'\r') {
+            data_lines(&payload)
+        } else {
+            payload
+        };
+        let head = match id {
+            None => {
+                let mut head = [0; HEAD_MAX];
+                head[..SSE_DATA.len()].copy_from_slice(SSE_DATA);
+                Head::Inline(head, SSE_DATA.len() as u8)
+            }
+            Some(id) => Head::Lead(format!("id: {id}\ndata: ").into_bytes().into()),
+        };
+        Chunk {
+            head,
+            body,
+            tail: SSE_END,
+            hub_bytes,
         }
     }
 
     fn len(&self) -> usize {
-        self.head_len as usize + self.body.len()
+        self.head.bytes().len() + self.body.len() + self.tail.len()
     }
 
-    /// The unwritten part, as at most two slices, given `done` bytes already written.
-    fn slices(&self, done: usize) -> [IoSlice<'_>; 2] {
-        let head = &self.head[..self.head_len as usize];
-        if done < head.len() {
-            [IoSlice::new(&head[done..]), IoSlice::new(&self.body)]
-        } else {
-            [
-                IoSlice::new(&[]),
-                IoSlice::new(&self.body[done - head.len()..]),
-            ]
+    /// The unwritten part, as at most three slices, given `done` bytes already written.
+    fn slices(&self, mut done: usize) -> [IoSlice<'_>; 3] {
+        [self.head.bytes(), &self.body[..], self.tail].map(|part| {
+            let skip = done.min(part.len());
+            done -= skip;
+            IoSlice::new(&part[skip..])
+        })
+    }
+}
+
+/// `payload` with every line break (`\r\n`, `\r` or `\n`, as the event-stream format reads
+/// them) followed by `data: `, so that each line is a `data:` line of one event.
+fn data_lines(payload: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(payload.len() + 16);
+    let mut bytes = payload.iter().copied().peekable();
+    while let Some(b) = bytes.next() {
+        match b {
+            b'\r' => {
+                bytes.next_if_eq(&b'\n');
+                out.push(b'\n');
+                out.extend_from_slice(SSE_DATA);
+            }
+            b'\n' => {
+                out.push(b'\n');
+                out.extend_from_slice(SSE_DATA);
+            }
+            b => out.push(b),
         }
     }
+    Bytes::from(out)
+}
+
+/// The comment that ends a server-sent-event stream closed by the server: `: close <code>
+/// <reason>` (line breaks in the reason turned into spaces).
+fn sse_close(code: CloseCode, reason: &str) -> Bytes {
+    let reason: String = reason
+        .chars()
+        .map(|c| if c == '\n' || c == '\r' { ' ' } else { c })
+        .collect();
+    Bytes::from(format!(": close {} {reason}\n\n", code.0))
 }
 
 /// A formatted control frame.
@@ -166,6 +269,8 @@ struct State {
     failed: bool,
     /// The hub's handle for this connection and how many flushed bytes to report at once.
     conn: Option<(ConnectionHandle, usize)>,
+    /// The positions a v2 event stream's session holds ([`Framing::SseV2`] only).
+    ids: Option<Box<EventIds>>,
 }
 
 impl State {
@@ -201,6 +306,7 @@ pub enum Corked {
 /// The write side of one WebSocket connection, shared by the hub task, the connection task and
 /// (while there is a backlog) a flusher task.
 pub struct Outbox {
+    framing: Framing,
     socket: OnceLock<WriteHalf>,
     sink: Arc<dyn FlushSink>,
     state: Mutex<State>,
@@ -225,7 +331,13 @@ impl Outbox {
     /// An outbox reporting its flushes to `sink`, with no socket yet: frames wait until
     /// [`Outbox::connect`] (a connection is registered with its hub before the `101` goes out).
     pub fn new(sink: Arc<dyn FlushSink>) -> Arc<Outbox> {
+        Outbox::framed(sink, Framing::WebSocket)
+    }
+
+    /// [`Outbox::new`] writing frames as `framing` says.
+    pub fn framed(sink: Arc<dyn FlushSink>, framing: Framing) -> Arc<Outbox> {
         Arc::new(Outbox {
+            framing,
             socket: OnceLock::new(),
             sink,
             state: Mutex::default(),
@@ -272,15 +384,28 @@ impl Outbox {
         self.lock().conn = Some((conn, report_every.max(1)));
     }
 
-    /// Send a ping with an empty payload.
-    pub fn ping(self: &Arc<Self>) {
-        let _ = self.push_raw(control(Frame::ping(Bytes::new())));
+    /// How it writes frames.
+    pub fn framing(&self) -> Framing {
+        self.framing
     }
 
-    /// Queue a close frame after everything already queued; nothing is accepted after it.
-    /// Wakes [`Outbox::ended`].
+    /// Send a ping with an empty payload (on an event stream, a comment line).
+    pub fn ping(self: &Arc<Self>) {
+        let ping = match self.framing {
+            Framing::WebSocket => control(Frame::ping(Bytes::new())),
+            Framing::Sse | Framing::SseV2 => Bytes::from_static(SSE_PING),
+        };
+        let _ = self.push_raw(ping);
+    }
+
+    /// Queue a close frame after everything already queued (on an event stream, a comment
+    /// naming the code and reason; the stream ends once it is written); nothing is accepted
+    /// after it. Wakes [`Outbox::ended`].
     pub fn close(self: &Arc<Self>, code: CloseCode, reason: &str) {
-        let frame = Chunk::raw(close_frame(code, reason));
+        let frame = Chunk::raw(match self.framing {
+            Framing::WebSocket => close_frame(code, reason),
+            Framing::Sse | Framing::SseV2 => sse_close(code, reason),
+        });
         let mut st = self.lock();
         self.push_locked(&mut st, frame);
         if !st.closed {
@@ -318,6 +443,14 @@ impl Outbox {
                 }
             }
             self.drained.notified().await;
+        }
+    }
+
+    /// End the written stream once everything is drained (an event stream's end): see
+    /// [`WriteHalf::shutdown`].
+    pub async fn shutdown(&self) {
+        if let Some(socket) = self.socket.get() {
+            let _ = socket.shutdown().await;
         }
     }
 
@@ -415,7 +548,15 @@ impl Outbox {
         if first {
             st.corked = true;
         }
-        st.enqueue(Chunk::text(payload));
+        let chunk = match self.framing {
+            Framing::WebSocket => Chunk::text(payload),
+            Framing::Sse => Chunk::event(payload, None),
+            Framing::SseV2 => {
+                let id = st.ids.get_or_insert_default().note(payload.as_bytes());
+                Chunk::event(payload, id)
+            }
+        };
+        st.enqueue(chunk);
         if first {
             Corked::First
         } else {
@@ -461,14 +602,18 @@ impl Outbox {
         };
         let mut written = 0;
         while !st.failed && !st.queue.is_empty() {
-            let mut slices = [IoSlice::new(&[]); 2 * BATCH];
+            let mut slices = [IoSlice::new(&[]); 3 * BATCH];
             let mut n = 0;
             for (i, chunk) in st.queue.iter().take(BATCH).enumerate() {
                 let done = if i == 0 { st.front_done } else { 0 };
-                let [a, b] = chunk.slices(done);
+                let [a, b, c] = chunk.slices(done);
                 slices[n] = a;
                 slices[n + 1] = b;
                 n += 2;
+                if !c.is_empty() {
+                    slices[n] = c;
+                    n += 1;
+                }
             }
             match socket.try_write_vectored(&slices[..n]) {
                 Ok(mut n) => {
