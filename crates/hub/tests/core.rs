@@ -1027,7 +1027,14 @@ fn a_receive_only_connection_is_pinged_but_never_idle_closed() {
     let ping = |t| (s(t), Output::Ping { connection: stream });
     assert_eq!(
         seen,
-        vec![ping(30), ping(60), ping(90), ping(120), ping(150), ping(180)]
+        vec![
+            ping(30),
+            ping(60),
+            ping(90),
+            ping(120),
+            ping(150),
+            ping(180)
+        ]
     );
     assert_eq!(rig.hub.stats().counters.idle_timeouts, 0);
     assert_eq!(rig.hub.stats().connections, 1);

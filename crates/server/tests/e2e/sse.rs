@@ -10,6 +10,7 @@ use futures_util::SinkExt;
 use serde_json::{json, Value};
 use switchboard_hub::history::HistoryLimits;
 use switchboard_hub::{Config, HistoryConfig, Publication};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::sse::{self, Item};
@@ -70,6 +71,49 @@ async fn sse_laptimes_receives_what_a_websocket_client_sends() {
         metrics.contains("switchboard_sse_connections_opened_total{system=\"laptimes\"} 1\n"),
         "{metrics}"
     );
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn sse_on_a_kept_alive_connection_after_another_request() {
+    let server = start("laptimes").await;
+    let addr = server.local_addr();
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    // Read the whole first answer (its length is declared), leaving the connection open.
+    let mut buf = Vec::new();
+    let first = tokio::time::timeout(WAIT, async {
+        loop {
+            let mut chunk = [0; 4096];
+            let n = tcp.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "the connection was closed after /health");
+            buf.extend_from_slice(&chunk[..n]);
+            let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                continue;
+            };
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .expect("a declared length");
+            if buf.len() >= end + 4 + len {
+                return head;
+            }
+        }
+    })
+    .await
+    .expect("the first answer in time");
+    assert!(first.starts_with("http/1.1 200"), "{first}");
+    let mut events = sse::request(Box::new(tcp), "GET", "/sse", &[])
+        .await
+        .expect("the stream is answered on the same connection");
+    assert_eq!(events.header("content-type"), Some("text/event-stream"));
+    let mut ws = connect(addr, "/").await;
+    ws.send(Message::text(notice("kept"))).await.unwrap();
+    assert_eq!(events.next_data().await, notice("kept"));
     server.shutdown().await.unwrap();
 }
 
