@@ -297,6 +297,7 @@ pub async fn run(system: &System, mut stream: Stream, accepted: Accepted, peer: 
             Dialect::V1 => message.clone(),
             _ => format!(r#"{{"sb":"msg","msg":{message}}}"#),
         };
+        link.pacing.sent_to_hub(); // The hub reports each frame processed.
         if hub.text(handle, opened.dialect, text.into()).await.is_err() {
             break;
         }
