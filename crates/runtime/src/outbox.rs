@@ -86,31 +86,18 @@ const SSE_END: &[u8] = b"\n\n";
 /// A server-sent-event comment: the heartbeat.
 const SSE_PING: &[u8] = b":\n\n";
 
-/// What goes before a chunk's body: a frame header (inline), or a longer lead (an event's id
-/// line).
-enum Head {
-    Inline([u8; HEAD_MAX], u8),
-    Lead(Box<[u8]>),
-}
-
-impl Head {
-    const NONE: Head = Head::Inline([0; HEAD_MAX], 0);
-
-    fn bytes(&self) -> &[u8] {
-        match self {
-            Head::Inline(bytes, len) => &bytes[..*len as usize],
-            Head::Lead(lead) => lead,
-        }
-    }
-}
-
-/// One frame (or raw bytes) waiting for the socket: a header, a shared body and (for an
-/// event) its end.
+/// One frame (or raw bytes) waiting for the socket: a header, a shared body and, for an event,
+/// its end. Kept at the size it had before events existed: a connection's queue keeps its
+/// allocation while the connection is idle.
 struct Chunk {
-    head: Head,
+    head: [u8; HEAD_MAX],
+    head_len: u8,
+    /// A server-sent event: [`SSE_END`] follows the body.
+    event: bool,
+    /// Bytes that are neither a hub frame nor part of one (tungstenite's writes, control frames,
+    /// comments): bounded by [`RAW_LIMIT`].
+    raw: bool,
     body: Bytes,
-    /// After the body: [`SSE_END`] for an event, else empty.
-    tail: &'static [u8],
     /// Payload bytes the hub counted for this frame; reported once the frame is written.
     hub_bytes: usize,
 }
@@ -118,9 +105,11 @@ struct Chunk {
 impl Chunk {
     fn raw(body: Bytes) -> Chunk {
         Chunk {
-            head: Head::NONE,
+            head: [0; HEAD_MAX],
+            head_len: 0,
+            event: false,
+            raw: true,
             body,
-            tail: &[],
             hub_bytes: 0,
         }
     }
@@ -139,17 +128,19 @@ impl Chunk {
             .expect("an unmasked frame header fits in HEAD_MAX bytes");
         let head_len = cursor.position() as u8;
         Chunk {
-            head: Head::Inline(head, head_len),
+            head,
+            head_len,
+            event: false,
+            raw: false,
             hub_bytes: payload.len(),
             body: payload,
-            tail: &[],
         }
     }
 
-    /// A server-sent event carrying `payload` as its data (and `id`, if given). A payload with
-    /// line breaks is copied, each break turned into a new `data:` line (the client joins them
-    /// with `\n`); any other is sent as it is, shared.
-    fn event(payload: Text, id: Option<String>) -> Chunk {
+    /// A server-sent event carrying `payload` as its data. A payload with line breaks is
+    /// copied, each break turned into a new `data:` line (the client joins them with `\n`); any
+    /// other is sent as it is, shared.
+    fn event(payload: Text) -> Chunk {
         let payload = payload.into_bytes();
         let hub_bytes = payload.len();
         let body = if payload.iter().any(|&b| b == b'\n' || b == b'\r') {
@@ -157,29 +148,43 @@ impl Chunk {
         } else {
             payload
         };
-        let head = match id {
-            None => {
-                let mut head = [0; HEAD_MAX];
-                head[..SSE_DATA.len()].copy_from_slice(SSE_DATA);
-                Head::Inline(head, SSE_DATA.len() as u8)
-            }
-            Some(id) => Head::Lead(format!("id: {id}\ndata: ").into_bytes().into()),
-        };
+        let mut head = [0; HEAD_MAX];
+        head[..SSE_DATA.len()].copy_from_slice(SSE_DATA);
         Chunk {
             head,
+            head_len: SSE_DATA.len() as u8,
+            event: true,
+            raw: false,
             body,
-            tail: SSE_END,
             hub_bytes,
         }
     }
 
+    /// The `id:` line that opens the next event: part of a hub frame, so bounded with it by the
+    /// hub's accounting, not by [`RAW_LIMIT`].
+    fn event_id(id: &str) -> Chunk {
+        Chunk {
+            raw: false,
+            ..Chunk::raw(Bytes::from(format!("id: {id}\n")))
+        }
+    }
+
+    fn tail(&self) -> &'static [u8] {
+        if self.event {
+            SSE_END
+        } else {
+            &[]
+        }
+    }
+
     fn len(&self) -> usize {
-        self.head.bytes().len() + self.body.len() + self.tail.len()
+        self.head_len as usize + self.body.len() + self.tail().len()
     }
 
     /// The unwritten part, as at most three slices, given `done` bytes already written.
     fn slices(&self, mut done: usize) -> [IoSlice<'_>; 3] {
-        [self.head.bytes(), &self.body[..], self.tail].map(|part| {
+        let head = &self.head[..self.head_len as usize];
+        [head, &self.body[..], self.tail()].map(|part| {
             let skip = done.min(part.len());
             done -= skip;
             IoSlice::new(&part[skip..])
@@ -493,7 +498,7 @@ impl Outbox {
         }
         if st.corked {
             // Goes out behind the corked frames at `uncork`.
-            if chunk.hub_bytes == 0 {
+            if chunk.raw {
                 st.raw_queued += chunk.len();
             }
             st.enqueue(chunk);
@@ -524,7 +529,7 @@ impl Outbox {
         if st.queue.is_empty() {
             st.front_done = done;
         }
-        if chunk.hub_bytes == 0 {
+        if chunk.raw {
             st.raw_queued += chunk.len();
         }
         st.enqueue(chunk);
@@ -550,10 +555,12 @@ impl Outbox {
         }
         let chunk = match self.framing {
             Framing::WebSocket => Chunk::text(payload),
-            Framing::Sse => Chunk::event(payload, None),
+            Framing::Sse => Chunk::event(payload),
             Framing::SseV2 => {
-                let id = st.ids.get_or_insert_default().note(payload.as_bytes());
-                Chunk::event(payload, id)
+                if let Some(id) = st.ids.get_or_insert_default().note(payload.as_bytes()) {
+                    st.enqueue(Chunk::event_id(&id));
+                }
+                Chunk::event(payload)
             }
         };
         st.enqueue(chunk);
@@ -629,7 +636,7 @@ impl Outbox {
                             .queue
                             .pop_front()
                             .expect("the queue holds what was written");
-                        if chunk.hub_bytes == 0 {
+                        if chunk.raw {
                             st.raw_queued -= chunk.len();
                         }
                         written += chunk.hub_bytes;
@@ -763,5 +770,30 @@ impl AsyncWrite for Duplex {
 
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_queued_chunk_stays_small() {
+        // A connection's queue keeps its allocation (two chunks at least) while it is idle.
+        assert!(std::mem::size_of::<Chunk>() <= 56);
+    }
+
+    #[test]
+    fn an_event_splits_its_lines_and_counts_the_frame() {
+        let chunk = Chunk::event(Text::from("a\r\nb\rc\n".to_string()));
+        let mut wire = Vec::new();
+        for slice in chunk.slices(0) {
+            wire.extend_from_slice(&slice);
+        }
+        assert_eq!(wire, b"data: a\ndata: b\ndata: c\ndata: \n\n");
+        assert_eq!(chunk.hub_bytes, 7);
+        assert_eq!(chunk.len(), wire.len());
+        let rest: Vec<u8> = chunk.slices(9).iter().flat_map(|s| s.to_vec()).collect();
+        assert_eq!(rest, &wire[9..]);
     }
 }
