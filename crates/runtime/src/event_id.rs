@@ -177,4 +177,33 @@ mod tests {
         assert!(resume(&format!("{SESSION}.{many}")).is_err());
         assert_eq!(resume(SESSION).unwrap().len(), 1);
     }
+
+    /// Arbitrary ids (built from the characters that matter to the format) are read or refused,
+    /// never a panic, and what is read is what the hub accepts.
+    #[test]
+    fn arbitrary_ids_never_panic() {
+        let alphabet: Vec<char> = "0123456789abcdef.,~%+ :\u{e9}\u{1f600}\nxyz"
+            .chars()
+            .collect();
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..20_000 {
+            let mut id = String::from(if next() % 2 == 0 { SESSION } else { "" });
+            for _ in 0..next() % 80 {
+                id.push(alphabet[(next() % alphabet.len() as u64) as usize]);
+            }
+            if let Ok(query) = resume(&id) {
+                assert!(query.len() <= MAX_POSITIONS + 1);
+                for (k, v) in &query[1..] {
+                    assert_eq!(k, "sb_since");
+                    assert!(wire::parse_since(v).is_some(), "{v:?} from {id:?}");
+                }
+            }
+        }
+    }
 }
