@@ -487,3 +487,70 @@ async fn sse_v2_last_event_id_resumes_without_gap_or_duplicate() {
     events.assert_quiet().await;
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn sse_v2_collab_resumes_its_project_from_last_event_id() {
+    let server = start_with("collab", with_history(), crate::support::options()).await;
+    let addr = server.local_addr();
+    let path = "/ws/sse?sb=2&projectId=p-1&userId=eve";
+    let mut events = sse::open(addr, path).await;
+    let mut member = connect(addr, "/ws").await;
+    expect_type(&mut member, "CONNECTION_ESTABLISHED").await;
+    send_json(
+        &mut member,
+        json!({"type": "JOIN_PROJECT", "projectId": "p-1", "userId": "bob"}),
+    )
+    .await;
+    expect_type(&mut member, "USER_PRESENCE").await;
+    let update = |n: u64| json!({"type": "TASK_UPDATE", "projectId": "p-1", "payload": {"n": n}});
+    /// The next `pub` frame's task number (other frames skipped).
+    async fn next_pub(events: &mut sse::Events) -> (u64, Option<String>) {
+        loop {
+            let (data, id) = events.next_event().await;
+            let v: Value = serde_json::from_str(&data).unwrap();
+            if v["sb"] == "pub" {
+                assert_eq!(v["stream"], "project:p-1");
+                return (v["msg"]["payload"]["n"].as_u64().unwrap(), id);
+            }
+        }
+    }
+    for n in 1..=3 {
+        send_json(&mut member, update(n)).await;
+    }
+    for n in 1..=2 {
+        let (got, id) = next_pub(&mut events).await;
+        assert_eq!(got, n);
+        // The room's stream is named in the id, percent-encoded.
+        assert!(id.unwrap().contains(".project%3Ap-1~"));
+    }
+    let last_id = events.last_id.clone().unwrap();
+    drop(events);
+    wait_connections(server.hub(), 1).await;
+    for n in 4..=5 {
+        send_json(&mut member, update(n)).await;
+    }
+    let mut events = sse::open_with(addr, path, &[("Last-Event-ID", &last_id)])
+        .await
+        .unwrap();
+    // The replay, the `subscribed` frame, then live: the last update may still have been on its
+    // way to the hub when the stream came back, so it comes either side of `subscribed`.
+    let mut got = Vec::new();
+    let mut subscribed = false;
+    while !(subscribed && got.last() == Some(&5)) {
+        let v: Value = serde_json::from_str(&events.next_data().await).unwrap();
+        match v["sb"].as_str() {
+            Some("pub") => got.push(v["msg"]["payload"]["n"].as_u64().unwrap()),
+            Some("subscribed") => {
+                assert_eq!(v["stream"], "project:p-1");
+                assert_eq!(v["recovered"], true, "{v}");
+                subscribed = true;
+            }
+            Some("session") => assert_eq!(v["resumed"], true, "{v}"),
+            _ => {}
+        }
+    }
+    assert_eq!(got, [3, 4, 5]);
+    send_json(&mut member, update(6)).await;
+    assert_eq!(next_pub(&mut events).await.0, 6);
+    server.shutdown().await.unwrap();
+}
