@@ -322,6 +322,47 @@ async fn sse_slow_consumer_is_closed_after_what_was_queued() {
 }
 
 #[tokio::test]
+async fn sse_slow_consumer_under_the_drop_policy_misses_frames_and_stays_open() {
+    let mut config = Config::default();
+    config.limits.max_queued_bytes = 64 * 1024;
+    config.limits.slow_consumer = switchboard_hub::SlowConsumerPolicy::Drop;
+    let server = start_with("laptimes", config, Default::default()).await;
+    let addr = server.local_addr();
+    let hub = server.hub();
+    let mut slow = sse::open_small_buffer(addr, "/sse").await;
+    wait_connections(hub, 1).await;
+    let pad = "x".repeat(4096 - 40);
+    let mut sent = 0u64;
+    while hub.stats().await.unwrap().counters.dropped_deliveries < 4 {
+        assert!(sent < 4000, "nothing was ever dropped ({sent} frames)");
+        let frame = json!({"i": sent, "pad": pad}).to_string();
+        hub.publish(Publication::to_all(frame)).await.unwrap();
+        sent += 1;
+    }
+    // The stream reads on: what was queued, in order, with frames missing, then what is
+    // published once it has room again. One more frame is published before each read, so the
+    // reader always has something coming, until one of those arrives.
+    let mut got = Vec::new();
+    let mut next = sent;
+    loop {
+        let frame = json!({"i": next, "pad": "after"}).to_string();
+        hub.publish(Publication::to_all(frame)).await.unwrap();
+        next += 1;
+        let v: Value = serde_json::from_str(&slow.next_data().await).unwrap();
+        let i = v["i"].as_u64().unwrap();
+        got.push(i);
+        if i >= sent {
+            break;
+        }
+    }
+    assert!(got.windows(2).all(|w| w[0] < w[1]), "{got:?}");
+    let before = got.iter().filter(|&&i| i < sent).count() as u64;
+    assert!(before < sent, "nothing missed: {got:?}");
+    assert_eq!(hub.stats().await.unwrap().counters.slow_consumer_closes, 0);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
 async fn sse_heartbeat_comments_and_no_idle_timeout() {
     let config = Config {
         heartbeat_interval: Some(Duration::from_millis(20)),
