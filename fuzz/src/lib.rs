@@ -1061,6 +1061,7 @@ pub fn run_session(spec: &SystemSpec, s: &Session) -> Tracker {
                     query,
                     identity: user.as_ref().map(Identity::user),
                     dialect: Dialect(*dialect),
+                    receive_only: false,
                 };
                 if let Ok(h) = hub.handle_open(now, info) {
                     if Dialect(*dialect) == Dialect::V2 {

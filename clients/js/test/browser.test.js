@@ -1,5 +1,6 @@
 // Browser smoke test: the clients as native ES modules in headless Chromium (no bundler), on the
-// browser's own WebSocket, speaking protocol v2 with the real server.
+// browser's own WebSocket, speaking protocol v2 with the real server; and the browser's own
+// EventSource reading a system's server-sent-event stream, resuming with Last-Event-ID.
 //
 // Needs Debian's chromium at /usr/bin/chromium (clients/ensure-chromium.sh installs it with
 // apt-get); puppeteer-core drives it and downloads nothing. Without chromium this test fails.
@@ -11,7 +12,7 @@ import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
 import { launchChromium } from './chromium.js';
-import { Server } from './helpers.js';
+import { Server, WS } from './helpers.js';
 
 const SRC = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../src');
 
@@ -131,4 +132,77 @@ test('laptimes clients in headless Chromium speak v2 as native ES modules', asyn
   // Native modules only: the page, laptimes.js and base.js; never the `ws` package.
   assert.deepEqual([...new Set(requests)].filter((p) => p !== '/favicon.ico').sort(), ['/', '/src/base.js', '/src/laptimes.js']);
   assert.deepEqual(problems, []);
+});
+
+test("Chromium's EventSource reads the laptimes stream and resumes with Last-Event-ID", async () => {
+  // Its own server: an outbound budget of 4 KiB, so one larger notice closes the stream (4008),
+  // as a slow consumer would be, and the browser reconnects on its own.
+  const small = new Server(['laptimes'], ['--laptimes-allowed-origins', origin, '--max-queued-bytes', '4096']);
+  await small.start();
+  const sender = new WS(small.ws('laptimes', '/'));
+  try {
+    await new Promise((resolve, reject) => {
+      sender.once('open', resolve);
+      sender.once('error', reject);
+    });
+    if (!browser) ({ browser, profile } = await launchChromium('switchboard-chromium-'));
+    const page = await browser.newPage();
+    const problems = [];
+    page.on('pageerror', (e) => problems.push(`pageerror: ${e.message}`));
+    await page.goto(`${origin}/`, { waitUntil: 'load' });
+    // Cross-origin: the page is served from another port, which laptimes allows.
+    await page.evaluate((url) => {
+      window.got = [];
+      window.opens = 0;
+      const es = new EventSource(url);
+      es.onopen = () => {
+        window.opens += 1;
+      };
+      es.onmessage = (e) => window.got.push({ frame: JSON.parse(e.data), id: e.lastEventId });
+      window.es = es;
+    }, `${small.http('laptimes')}/sse?sb=2`);
+    const until = (fn, arg) => page.waitForFunction(fn, { timeout: 20_000 }, arg);
+    const notice = (i, pad = '') =>
+      sender.send(JSON.stringify({ table: 'times', operation: 'CHANGE', i, ...(pad ? { pad } : {}) }));
+    const pubs = (n) => window.got.filter((g) => g.frame.sb === 'pub').length >= n;
+
+    await until(() => window.got.some((g) => g.frame.sb === 'subscribed'));
+    notice(1);
+    notice(2);
+    await until(pubs, 2);
+    // Larger than the whole budget: the stream is closed, and the browser reconnects.
+    notice(3, 'x'.repeat(8192));
+    notice(4);
+    await until(() => window.opens >= 2 && window.got.filter((g) => g.frame.sb === 'subscribed').length >= 2);
+    notice(5);
+    await until(pubs, 4);
+    const got = await page.evaluate(() => {
+      window.es.close();
+      return window.got;
+    });
+
+    const sessions = got.filter((g) => g.frame.sb === 'session');
+    assert.equal(sessions.length, 2, JSON.stringify(got));
+    assert.equal(sessions[1].frame.session, sessions[0].frame.session);
+    assert.equal(sessions[1].frame.resumed, true);
+    const session = sessions[0].frame.session;
+    // Every notice but the one too large for the budget, once each, in order.
+    assert.deepEqual(
+      got.filter((g) => g.frame.sb === 'pub').map((g) => g.frame.msg.i),
+      [1, 2, 4, 5],
+    );
+    const resumed = got.filter((g) => g.frame.sb === 'subscribed')[1].frame;
+    assert.equal(resumed.recovered, true, JSON.stringify(resumed));
+    // The one it could not be given is reported, not silently skipped.
+    assert.ok(got.some((g) => g.frame.sb === 'gap'), JSON.stringify(got));
+    // Each pub event's id is the session and the stream's position.
+    for (const g of got.filter((g) => g.frame.sb === 'pub')) {
+      assert.equal(g.id, `${session}.all~${g.frame.epoch}~${g.frame.offset}`);
+    }
+    assert.deepEqual(problems, []);
+    await page.close();
+  } finally {
+    sender.close();
+    await small.stop();
+  }
 });

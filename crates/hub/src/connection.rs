@@ -126,6 +126,9 @@ pub struct OpenInfo {
     pub identity: Option<Identity>,
     /// The protocol version it speaks.
     pub dialect: Dialect,
+    /// The client never sends (a server-sent-event stream): it is not closed for idleness,
+    /// and its liveness shows only in whether writes to it fail.
+    pub receive_only: bool,
 }
 
 impl OpenInfo {

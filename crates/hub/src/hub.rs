@@ -173,7 +173,7 @@ impl<P: Protocol> Hub<P> {
         if v2 && self.core.streams.is_none() {
             return Err(OpenError::V2WithoutHistory);
         }
-        let h = self.core.open(now, info.dialect)?;
+        let h = self.core.open(now, info.dialect, info.receive_only)?;
         if let Some(identity) = info.identity.clone() {
             self.core.set_identity(h, identity);
         }
@@ -698,7 +698,7 @@ impl<P: Protocol> Hub<P> {
                 continue; // Superseded by an earlier entry.
             }
             c.timer_at = None;
-            if idle.is_some_and(|d| now.saturating_since(c.last_activity) >= d) {
+            if !c.receive_only && idle.is_some_and(|d| now.saturating_since(c.last_activity) >= d) {
                 idle_closed.push(h);
                 continue;
             }

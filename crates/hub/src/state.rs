@@ -44,6 +44,8 @@ pub(crate) struct Connection {
     pub(crate) dialect: Dialect,
     /// Its session and stream subscriptions, if it speaks v2.
     pub(crate) v2: Option<Box<V2Conn>>,
+    /// It never sends ([`crate::OpenInfo::receive_only`]): no idle timeout.
+    pub(crate) receive_only: bool,
 }
 
 impl Connection {
@@ -208,7 +210,11 @@ impl Core {
 
     pub(crate) fn next_deadline(&self, c: &Connection) -> Option<Instant> {
         let ping = self.config.heartbeat_interval.map(|d| c.last_ping + d);
-        let idle = self.config.idle_timeout.map(|d| c.last_activity + d);
+        let idle = self
+            .config
+            .idle_timeout
+            .filter(|_| !c.receive_only)
+            .map(|d| c.last_activity + d);
         [ping, idle, c.paused_until].into_iter().flatten().min()
     }
 
@@ -233,6 +239,7 @@ impl Core {
         &mut self,
         now: Instant,
         dialect: Dialect,
+        receive_only: bool,
     ) -> Result<ConnectionHandle, OpenError> {
         let limit = self.config.limits.max_connections;
         if self.conns.len() >= limit {
@@ -260,6 +267,7 @@ impl Core {
             paused_until: None,
             dialect,
             v2: None,
+            receive_only,
         };
         let slot = self.conns.insert(conn);
         let h = handle(slot, &self.conns[slot]);

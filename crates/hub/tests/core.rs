@@ -1012,6 +1012,35 @@ fn heartbeat_pings_at_the_interval_and_idle_closes_with_4000() {
 }
 
 #[test]
+fn a_receive_only_connection_is_pinged_but_never_idle_closed() {
+    let mut rig = Rig::with(Config {
+        heartbeat_interval: Some(Duration::from_secs(30)),
+        idle_timeout: Some(Duration::from_secs(75)),
+        ..Config::default()
+    });
+    let stream = rig.open_with(OpenInfo {
+        receive_only: true,
+        ..OpenInfo::default()
+    });
+    let s = Duration::from_secs;
+    let seen = step_deadlines(&mut rig, T0 + s(200));
+    let ping = |t| (s(t), Output::Ping { connection: stream });
+    assert_eq!(
+        seen,
+        vec![
+            ping(30),
+            ping(60),
+            ping(90),
+            ping(120),
+            ping(150),
+            ping(180)
+        ]
+    );
+    assert_eq!(rig.hub.stats().counters.idle_timeouts, 0);
+    assert_eq!(rig.hub.stats().connections, 1);
+}
+
+#[test]
 fn frames_count_as_activity() {
     let mut rig = Rig::with(Config {
         heartbeat_interval: None,

@@ -447,6 +447,7 @@ impl World {
             query,
             identity: Some(Identity::user(client.user)),
             dialect: Dialect::V2,
+            receive_only: false,
         };
         let h = self.hub.handle_open(self.now, info).expect("opens");
         self.owner.insert(h, c);

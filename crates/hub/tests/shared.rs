@@ -137,6 +137,7 @@ impl Cluster {
                 .collect(),
             identity: None,
             dialect: Dialect::V2,
+            receive_only: false,
         };
         let h = self.nodes[n].handle_open(self.now, info).expect("opens");
         self.settle();

@@ -179,6 +179,7 @@ impl Net {
                 .collect(),
             identity: user.map(Identity::user),
             dialect: Dialect::V2,
+            receive_only: false,
         };
         let h = self.hub.handle_open(self.now, info).expect("opens");
         self.pump();

@@ -478,7 +478,25 @@ pub struct SystemSpec {
     pub round_trip: RoundTrip,
     /// Start its hub, type-erased: the runtime starts any system through this.
     pub build: Build,
+    /// What a server-sent-event client's query parameters stand for: the client messages it
+    /// would have sent right after opening, as v1 JSON text (see [`SseSetup`]).
+    pub sse_setup: SseSetup,
 }
+
+/// The messages a server-sent-event client (which cannot send) stands for with its query
+/// parameters: v1 client messages as JSON text, in order, which the runtime decodes and hands
+/// to the hub as if the client had sent them right after opening. The query is the request's,
+/// decoded; parameters a system does not use are ignored.
+pub type SseSetup = fn(&[(String, String)]) -> Vec<String>;
+
+/// [`SseSetup`] of a system whose clients choose nothing by message (or choose it in the
+/// query already, as race's `sessionId`).
+pub fn no_sse_setup(_: &[(String, String)]) -> Vec<String> {
+    Vec::new()
+}
+
+/// The suffix of a system's WebSocket path that names its server-sent-event stream.
+pub const SSE_SUFFIX: &str = "/sse";
 
 /// An HTTP request as a system's decoder leaves it for the hub: routed, its key checked, its
 /// body decoded and validated. Only [`DecodedRequest::Apply`] needs the hub's state; the rest
@@ -526,6 +544,25 @@ impl<R> DecodedRequest<R> {
 }
 
 impl SystemSpec {
+    /// The path of its server-sent-event stream: the WebSocket path with [`SSE_SUFFIX`]
+    /// appended (`/sse` for a system that takes upgrades on any path).
+    ///
+    /// ```
+    /// let spec = switchboard_protocol::system("dcdock").unwrap();
+    /// assert_eq!(spec.sse_path(), "/api/ws/sse");
+    /// assert!(spec.is_sse_path("/api/ws/sse"));
+    /// assert_eq!(switchboard_protocol::system("laptimes").unwrap().sse_path(), "/sse");
+    /// ```
+    pub fn sse_path(&self) -> String {
+        format!("{}{SSE_SUFFIX}", self.ws_path.unwrap_or(""))
+    }
+
+    /// Whether `path` is its server-sent-event stream's path.
+    pub fn is_sse_path(&self, path: &str) -> bool {
+        path.strip_suffix(SSE_SUFFIX)
+            .is_some_and(|base| base == self.ws_path.unwrap_or(""))
+    }
+
     /// Which endpoint answers `method` on `path` (`GET` implies `HEAD`).
     pub fn route(&self, method: Method, path: &str) -> RouteMatch {
         let mut allow = Allow::default();
@@ -694,6 +731,7 @@ mod tests {
             server_types: &[],
             round_trip: |_, _| Err(DecodeError::NotAnObject),
             build: no_hub,
+            sse_setup: no_sse_setup,
         }
     }
 

@@ -287,6 +287,18 @@ impl Endpoint {
                 RefusalReason::Path,
             );
         }
+        self.admit(path, query, origin)
+    }
+
+    /// Judge a request at a path already found to be this system's (the WebSocket's, or its
+    /// server-sent-event stream's) by its query and `Origin`: the origin allow-list, then the
+    /// token.
+    pub fn admit(
+        &self,
+        path: &str,
+        query: Option<&str>,
+        origin: Result<Option<&str>, &'static str>,
+    ) -> Verdict {
         match origin {
             Err(problem) => return Verdict::Refuse(400, problem.into(), RefusalReason::Origin),
             Ok(Some(origin)) if !self.allows_origin(origin) => {

@@ -7,6 +7,8 @@
 //!   caller, on its own thread, with the protocol's decoder.
 //! - [`reader`]: a WebSocket connection's task, which only reads (paced by [`pacing`]) and
 //!   decodes; [`outbox`]: its write side.
+//! - [`sse`]: a system's server-sent-event stream (the same admission as the upgrade, the
+//!   same hub connection, written by the same outbox as events; [`event_id`] for v2's ids);
 //! - [`gate`] and [`upgrade`]: the one upgrade decision (handshake, path, origin, token,
 //!   connection limit) made before any `101`; [`http`]: the one judgement of plain HTTP
 //!   requests (host, origin, route, key, rate, body budget).
@@ -33,6 +35,7 @@ pub mod admission;
 pub mod backplane;
 pub mod clock;
 pub mod drain;
+pub mod event_id;
 pub mod gate;
 pub mod http;
 pub mod hub_task;
@@ -44,6 +47,7 @@ pub mod pacing;
 pub mod process;
 pub mod reader;
 pub mod serving;
+pub mod sse;
 pub mod stream;
 pub mod system;
 pub mod tls;

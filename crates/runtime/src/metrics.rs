@@ -148,6 +148,12 @@ impl Metrics {
         let mut out = Exposition::default();
         render_hubs(&mut out, &snapshots);
         render_refusals(&mut out, &refused);
+        let mut sse: Vec<(&str, u64, u64)> = systems
+            .iter()
+            .map(|s| (s.name(), s.sse_streams().open(), s.sse_streams().total()))
+            .collect();
+        sse.sort_by_key(|(name, ..)| *name);
+        render_sse(&mut out, &sse);
         let mut tls: Vec<(&str, &Handshakes)> = systems
             .iter()
             .map(|s| (s.name(), s.tls_handshakes()))
@@ -242,7 +248,7 @@ const fn counter(name: &'static str, help: &'static str, value: fn(&Stats) -> u6
 const FAMILIES: &[Family] = &[
     gauge(
         "switchboard_connections",
-        "Open WebSocket connections.",
+        "Open connections (WebSocket and server-sent-event streams).",
         |s| s.connections as u64,
     ),
     gauge("switchboard_rooms", "Non-empty rooms.", |s| s.rooms as u64),
@@ -443,6 +449,26 @@ pub fn render_refusals(out: &mut Exposition, systems: &[(&str, RefusalCounts)]) 
                 *n,
             );
         }
+    }
+}
+
+/// Write each system's server-sent-event streams: `switchboard_sse_connections{system}` (open
+/// now; each is also one of `switchboard_connections`) and
+/// `switchboard_sse_connections_opened_total{system}`.
+pub fn render_sse(out: &mut Exposition, systems: &[(&str, u64, u64)]) {
+    let name = "switchboard_sse_connections";
+    out.family(
+        name,
+        Kind::Gauge,
+        "Open server-sent-event streams (counted in switchboard_connections too).",
+    );
+    for (system, open, _) in systems {
+        out.sample(name, &[("system", system)], *open);
+    }
+    let name = "switchboard_sse_connections_opened_total";
+    out.family(name, Kind::Counter, "Server-sent-event streams answered.");
+    for (system, _, total) in systems {
+        out.sample(name, &[("system", system)], *total);
     }
 }
 

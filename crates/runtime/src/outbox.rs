@@ -17,6 +17,13 @@
 //! frames to rustls, which encrypts them and puts on the socket what it takes now; records left
 //! in rustls' buffer keep the flusher running until they are out ([`WriteHalf::try_flush`]).
 //!
+//! A server-sent-event stream ([`Framing::Sse`], [`Framing::SseV2`]) goes through the same
+//! outbox: each hub frame is written as an event (`data: `, the frame, `\n\n`, in the same
+//! `writev`, the frame's shared bytes not copied unless it holds a line break), a ping as a
+//! comment line, and a close as a comment naming the code and reason, after which the
+//! connection's task ends the stream. With v2 each `session`, `pub` and `subscribed` event
+//! carries an `id:` ([`crate::event_id`]).
+//!
 //! Bounds: data frames are bounded by the hub's accounting (`Limits::max_queued_bytes`, enforced
 //! before a frame reaches the outbox); everything else queued is bounded by [`RAW_LIMIT`]; a TLS
 //! connection's records waiting in rustls by its buffer limit.
@@ -38,6 +45,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::{
 use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
+use crate::event_id::EventIds;
 use crate::stream::{ReadHalf, Stream, WriteHalf};
 
 /// Where a flusher reports the hub bytes it put on the socket (the hub task's command queue).
@@ -60,10 +68,36 @@ const HEAD_MAX: usize = 10;
 /// Frames gathered into one `writev` by the flusher.
 const BATCH: usize = 32;
 
-/// One frame (or raw bytes) waiting for the socket: a header and a shared body.
+/// How an outbox puts the hub's frames on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Framing {
+    /// WebSocket text frames.
+    WebSocket,
+    /// Server-sent events, one per frame.
+    Sse,
+    /// Server-sent events of protocol v2 frames, with the session's positions as event ids.
+    SseV2,
+}
+
+/// What opens a server-sent event without an id.
+const SSE_DATA: &[u8] = b"data: ";
+/// What ends a server-sent event.
+const SSE_END: &[u8] = b"\n\n";
+/// A server-sent-event comment: the heartbeat.
+const SSE_PING: &[u8] = b":\n\n";
+
+/// One frame (or raw bytes) waiting for the socket: a header, a shared body and, for an event,
+/// its end. Kept at the size it had before events existed: a connection's queue keeps its
+/// allocation while the connection is idle.
 struct Chunk {
     head: [u8; HEAD_MAX],
     head_len: u8,
+    /// A server-sent event: [`SSE_END`] follows the body.
+    event: bool,
+    /// Bytes that are neither a hub frame nor part of one (tungstenite's writes, control frames,
+    /// comments): bounded by [`RAW_LIMIT`].
+    raw: bool,
     body: Bytes,
     /// Payload bytes the hub counted for this frame; reported once the frame is written.
     hub_bytes: usize,
@@ -74,6 +108,8 @@ impl Chunk {
         Chunk {
             head: [0; HEAD_MAX],
             head_len: 0,
+            event: false,
+            raw: true,
             body,
             hub_bytes: 0,
         }
@@ -91,30 +127,102 @@ impl Chunk {
         header
             .format(payload.len() as u64, &mut cursor)
             .expect("an unmasked frame header fits in HEAD_MAX bytes");
+        let head_len = cursor.position() as u8;
         Chunk {
-            head_len: cursor.position() as u8,
             head,
+            head_len,
+            event: false,
+            raw: false,
             hub_bytes: payload.len(),
             body: payload,
         }
     }
 
-    fn len(&self) -> usize {
-        self.head_len as usize + self.body.len()
-    }
-
-    /// The unwritten part, as at most two slices, given `done` bytes already written.
-    fn slices(&self, done: usize) -> [IoSlice<'_>; 2] {
-        let head = &self.head[..self.head_len as usize];
-        if done < head.len() {
-            [IoSlice::new(&head[done..]), IoSlice::new(&self.body)]
+    /// A server-sent event carrying `payload` as its data. A payload with line breaks is
+    /// copied, each break turned into a new `data:` line (the client joins them with `\n`); any
+    /// other is sent as it is, shared.
+    fn event(payload: Text) -> Chunk {
+        let payload = payload.into_bytes();
+        let hub_bytes = payload.len();
+        let body = if payload.iter().any(|&b| b == b'\n' || b == b'\r') {
+            data_lines(&payload)
         } else {
-            [
-                IoSlice::new(&[]),
-                IoSlice::new(&self.body[done - head.len()..]),
-            ]
+            payload
+        };
+        let mut head = [0; HEAD_MAX];
+        head[..SSE_DATA.len()].copy_from_slice(SSE_DATA);
+        Chunk {
+            head,
+            head_len: SSE_DATA.len() as u8,
+            event: true,
+            raw: false,
+            body,
+            hub_bytes,
         }
     }
+
+    /// The `id:` line that opens the next event: part of a hub frame, so bounded with it by the
+    /// hub's accounting, not by [`RAW_LIMIT`].
+    fn event_id(id: &str) -> Chunk {
+        Chunk {
+            raw: false,
+            ..Chunk::raw(Bytes::from(format!("id: {id}\n")))
+        }
+    }
+
+    fn tail(&self) -> &'static [u8] {
+        if self.event {
+            SSE_END
+        } else {
+            &[]
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.head_len as usize + self.body.len() + self.tail().len()
+    }
+
+    /// The unwritten part, as at most three slices, given `done` bytes already written.
+    fn slices(&self, mut done: usize) -> [IoSlice<'_>; 3] {
+        let head = &self.head[..self.head_len as usize];
+        [head, &self.body[..], self.tail()].map(|part| {
+            let skip = done.min(part.len());
+            done -= skip;
+            IoSlice::new(&part[skip..])
+        })
+    }
+}
+
+/// `payload` with every line break (`\r\n`, `\r` or `\n`, as the event-stream format reads
+/// them) followed by `data: `, so that each line is a `data:` line of one event.
+fn data_lines(payload: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(payload.len() + 16);
+    let mut bytes = payload.iter().copied().peekable();
+    while let Some(b) = bytes.next() {
+        match b {
+            b'\r' => {
+                bytes.next_if_eq(&b'\n');
+                out.push(b'\n');
+                out.extend_from_slice(SSE_DATA);
+            }
+            b'\n' => {
+                out.push(b'\n');
+                out.extend_from_slice(SSE_DATA);
+            }
+            b => out.push(b),
+        }
+    }
+    Bytes::from(out)
+}
+
+/// The comment that ends a server-sent-event stream closed by the server: `: close <code>
+/// <reason>` (line breaks in the reason turned into spaces).
+fn sse_close(code: CloseCode, reason: &str) -> Bytes {
+    let reason: String = reason
+        .chars()
+        .map(|c| if c == '\n' || c == '\r' { ' ' } else { c })
+        .collect();
+    Bytes::from(format!(": close {} {reason}\n\n", code.0))
 }
 
 /// A formatted control frame.
@@ -167,6 +275,8 @@ struct State {
     failed: bool,
     /// The hub's handle for this connection and how many flushed bytes to report at once.
     conn: Option<(ConnectionHandle, usize)>,
+    /// The positions a v2 event stream's session holds ([`Framing::SseV2`] only).
+    ids: Option<Box<EventIds>>,
 }
 
 impl State {
@@ -202,6 +312,7 @@ pub enum Corked {
 /// The write side of one WebSocket connection, shared by the hub task, the connection task and
 /// (while there is a backlog) a flusher task.
 pub struct Outbox {
+    framing: Framing,
     socket: OnceLock<WriteHalf>,
     sink: Arc<dyn FlushSink>,
     state: Mutex<State>,
@@ -227,7 +338,13 @@ impl Outbox {
     /// An outbox reporting its flushes to `sink`, with no socket yet: frames wait until
     /// [`Outbox::connect`] (a connection is registered with its hub before the `101` goes out).
     pub fn new(sink: Arc<dyn FlushSink>) -> Arc<Outbox> {
+        Outbox::framed(sink, Framing::WebSocket)
+    }
+
+    /// [`Outbox::new`] writing frames as `framing` says.
+    pub fn framed(sink: Arc<dyn FlushSink>, framing: Framing) -> Arc<Outbox> {
         Arc::new(Outbox {
+            framing,
             socket: OnceLock::new(),
             sink,
             state: Mutex::default(),
@@ -274,18 +391,27 @@ impl Outbox {
         self.lock().conn = Some((conn, report_every.max(1)));
     }
 
-    /// Send a ping with an empty payload.
-    pub fn ping(self: &Arc<Self>) {
-        let _ = self.push_raw(control(Frame::ping(Bytes::new())));
+    /// How it writes frames.
+    pub fn framing(&self) -> Framing {
+        self.framing
     }
 
-    /// Answer a peer's ping with its payload.
+    /// Send a ping with an empty payload (on an event stream, a comment line).
+    pub fn ping(self: &Arc<Self>) {
+        let ping = match self.framing {
+            Framing::WebSocket => control(Frame::ping(Bytes::new())),
+            Framing::Sse | Framing::SseV2 => Bytes::from_static(SSE_PING),
+        };
+        let _ = self.push_raw(ping);
+    }
+
+    /// Answer a WebSocket peer's ping with its payload.
     pub fn pong(self: &Arc<Self>, payload: Bytes) {
         let _ = self.push_raw(control(Frame::pong(payload)));
     }
 
-    /// Answer a peer's close frame: its code and reason back, or an empty close frame for an
-    /// empty one. Nothing is accepted after it.
+    /// Answer a WebSocket peer's close frame: its code and reason back, or an empty close frame
+    /// for an empty one. Nothing is accepted after it.
     pub fn answer_close(self: &Arc<Self>, frame: Option<(CloseCode, &str)>) {
         match frame {
             Some((code, reason)) => self.close(code, reason),
@@ -293,10 +419,15 @@ impl Outbox {
         }
     }
 
-    /// Queue a close frame after everything already queued; nothing is accepted after it.
-    /// Wakes [`Outbox::ended`].
+    /// Queue a close frame after everything already queued (on an event stream, a comment
+    /// naming the code and reason; the stream ends once it is written); nothing is accepted
+    /// after it. Wakes [`Outbox::ended`].
     pub fn close(self: &Arc<Self>, code: CloseCode, reason: &str) {
-        self.close_with_frame(close_frame(code, reason), Some((code, reason)));
+        let frame = match self.framing {
+            Framing::WebSocket => close_frame(code, reason),
+            Framing::Sse | Framing::SseV2 => sse_close(code, reason),
+        };
+        self.close_with_frame(frame, Some((code, reason)));
     }
 
     fn close_with_frame(self: &Arc<Self>, frame: Bytes, said: Option<(CloseCode, &str)>) {
@@ -351,6 +482,14 @@ impl Outbox {
         }
     }
 
+    /// End the written stream once everything is drained (an event stream's end): see
+    /// [`WriteHalf::shutdown`].
+    pub async fn shutdown(&self) {
+        if let Some(socket) = self.socket.get() {
+            let _ = socket.shutdown().await;
+        }
+    }
+
     /// Stop writing: drop the queue and stop the flusher. The socket closes once the connection
     /// task and the hub let go of the outbox.
     pub fn abandon(&self) {
@@ -390,7 +529,7 @@ impl Outbox {
         }
         if st.corked {
             // Goes out behind the corked frames at `uncork`.
-            if chunk.hub_bytes == 0 {
+            if chunk.raw {
                 st.raw_queued += chunk.len();
             }
             st.enqueue(chunk);
@@ -421,7 +560,7 @@ impl Outbox {
         if st.queue.is_empty() {
             st.front_done = done;
         }
-        if chunk.hub_bytes == 0 {
+        if chunk.raw {
             st.raw_queued += chunk.len();
         }
         st.enqueue(chunk);
@@ -445,7 +584,17 @@ impl Outbox {
         if first {
             st.corked = true;
         }
-        st.enqueue(Chunk::text(payload));
+        let chunk = match self.framing {
+            Framing::WebSocket => Chunk::text(payload),
+            Framing::Sse => Chunk::event(payload),
+            Framing::SseV2 => {
+                if let Some(id) = st.ids.get_or_insert_default().note(payload.as_bytes()) {
+                    st.enqueue(Chunk::event_id(&id));
+                }
+                Chunk::event(payload)
+            }
+        };
+        st.enqueue(chunk);
         if first {
             Corked::First
         } else {
@@ -491,14 +640,18 @@ impl Outbox {
         };
         let mut written = 0;
         while !st.failed && !st.queue.is_empty() {
-            let mut slices = [IoSlice::new(&[]); 2 * BATCH];
+            let mut slices = [IoSlice::new(&[]); 3 * BATCH];
             let mut n = 0;
             for (i, chunk) in st.queue.iter().take(BATCH).enumerate() {
                 let done = if i == 0 { st.front_done } else { 0 };
-                let [a, b] = chunk.slices(done);
+                let [a, b, c] = chunk.slices(done);
                 slices[n] = a;
                 slices[n + 1] = b;
                 n += 2;
+                if !c.is_empty() {
+                    slices[n] = c;
+                    n += 1;
+                }
             }
             match socket.try_write_vectored(&slices[..n]) {
                 Ok(mut n) => {
@@ -514,7 +667,7 @@ impl Outbox {
                             .queue
                             .pop_front()
                             .expect("the queue holds what was written");
-                        if chunk.hub_bytes == 0 {
+                        if chunk.raw {
                             st.raw_queued -= chunk.len();
                         }
                         written += chunk.hub_bytes;
@@ -648,5 +801,30 @@ impl AsyncWrite for Duplex {
 
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_queued_chunk_stays_small() {
+        // A connection's queue keeps its allocation (two chunks at least) while it is idle.
+        assert!(std::mem::size_of::<Chunk>() <= 56);
+    }
+
+    #[test]
+    fn an_event_splits_its_lines_and_counts_the_frame() {
+        let chunk = Chunk::event(Text::from("a\r\nb\rc\n".to_string()));
+        let mut wire = Vec::new();
+        for slice in chunk.slices(0) {
+            wire.extend_from_slice(&slice);
+        }
+        assert_eq!(wire, b"data: a\ndata: b\ndata: c\ndata: \n\n");
+        assert_eq!(chunk.hub_bytes, 7);
+        assert_eq!(chunk.len(), wire.len());
+        let rest: Vec<u8> = chunk.slices(9).iter().flat_map(|s| s.to_vec()).collect();
+        assert_eq!(rest, &wire[9..]);
     }
 }

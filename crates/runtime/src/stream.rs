@@ -335,6 +335,15 @@ impl WriteHalf {
         }
     }
 
+    /// End what is written: over TLS, send `close_notify` and flush it (a plain socket sends
+    /// its FIN when the half is dropped).
+    pub async fn shutdown(&self) -> io::Result<()> {
+        match self {
+            WriteHalf::Plain(_) => Ok(()),
+            WriteHalf::Tls(tls) => std::future::poll_fn(|cx| tls.poll_shutdown(cx)).await,
+        }
+    }
+
     /// Wait until the socket may take more.
     pub async fn writable(&self) -> io::Result<()> {
         match self {

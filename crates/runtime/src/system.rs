@@ -1,7 +1,7 @@
 //! A running system: its hub task, its upgrade checks, its refusal counts, its readiness, and
 //! its shutdown (a plain stop, or a drain: see [`crate::drain`]).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +17,7 @@ use crate::clock::HubClock;
 use crate::drain::{spread, Closing, RESTART_REASON};
 use crate::gate::Endpoint;
 use crate::hub_task::{spawn_hub, HubHandle};
-use crate::outbox::{FlushSink, Outbox};
+use crate::outbox::{FlushSink, Framing, Outbox};
 use crate::tls::Handshakes;
 
 /// How long shutdown waits for connections to finish their close handshakes.
@@ -47,6 +47,45 @@ pub struct System {
     draining: AtomicBool,
     /// How shutdown closes the connections; a drain sets it, a second signal cuts it short.
     closing: watch::Sender<Closing>,
+    /// Its server-sent-event streams.
+    sse: SseStreams,
+}
+
+/// How many of a system's connections are server-sent-event streams, for metrics (they are
+/// counted with every other connection too).
+#[derive(Debug, Default)]
+pub struct SseStreams {
+    open: AtomicU64,
+    opened: AtomicU64,
+}
+
+impl SseStreams {
+    /// Count a stream as open until the returned guard is dropped.
+    pub fn opened(&self) -> OpenStream<'_> {
+        self.open.fetch_add(1, Ordering::Relaxed);
+        self.opened.fetch_add(1, Ordering::Relaxed);
+        OpenStream(self)
+    }
+
+    /// Streams open now.
+    pub fn open(&self) -> u64 {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// Streams answered so far.
+    pub fn total(&self) -> u64 {
+        self.opened.load(Ordering::Relaxed)
+    }
+}
+
+/// One open server-sent-event stream, counted while it lives.
+#[derive(Debug)]
+pub struct OpenStream<'a>(&'a SseStreams);
+
+impl Drop for OpenStream<'_> {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl System {
@@ -85,6 +124,7 @@ impl System {
             stopping: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             closing: watch::Sender::new(Closing::AtOnce),
+            sse: SseStreams::default(),
         })
     }
 
@@ -106,6 +146,16 @@ impl System {
     /// An outbox for a new connection of this system, its flushes reported to the hub task.
     pub fn outbox(&self) -> Arc<Outbox> {
         Outbox::new(self.sink.clone())
+    }
+
+    /// An outbox writing frames as `framing` says (a server-sent-event stream's).
+    pub fn outbox_framed(&self, framing: Framing) -> Arc<Outbox> {
+        Outbox::framed(self.sink.clone(), framing)
+    }
+
+    /// Its server-sent-event streams.
+    pub fn sse_streams(&self) -> &SseStreams {
+        &self.sse
     }
 
     /// The clock its hub reads.

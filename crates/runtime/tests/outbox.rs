@@ -212,3 +212,66 @@ async fn raw_writes_to_a_peer_that_does_not_read_are_bounded() {
     assert!(total > switchboard_runtime::outbox::RAW_LIMIT);
     drop(peer);
 }
+
+/// An event-stream outbox over a real socket: each frame an event (a frame with line breaks
+/// over several `data:` lines), a ping a comment, a close a comment naming the code; the v2
+/// framing adds the session's positions as ids to the frames that move them.
+#[tokio::test]
+async fn event_stream_framing_on_the_wire() {
+    use switchboard_runtime::outbox::Framing;
+    use tokio::io::AsyncReadExt;
+
+    for (framing, frames, expected) in [
+        (
+            Framing::Sse,
+            vec!["{\"a\":1}", "{\"b\":\n2,\r\n\"c\":\r3}\n"],
+            "data: {\"a\":1}\n\ndata: {\"b\":\ndata: 2,\ndata: \"c\":\ndata: 3}\ndata: \n\n",
+        ),
+        (
+            Framing::SseV2,
+            vec![
+                r#"{"sb":"session","session":"3865b85aa318fb113d43cb337c20004a","resumed":false}"#,
+                r#"{"sb":"msg","msg":{"x":1}}"#,
+                r#"{"sb":"pub","stream":"all","epoch":"69cecfdf41150212","offset":42,"msg":{}}"#,
+            ],
+            concat!(
+                "id: 3865b85aa318fb113d43cb337c20004a\n",
+                "data: {\"sb\":\"session\",\"session\":\"3865b85aa318fb113d43cb337c20004a\",\"resumed\":false}\n\n",
+                "data: {\"sb\":\"msg\",\"msg\":{\"x\":1}}\n\n",
+                "id: 3865b85aa318fb113d43cb337c20004a.all~69cecfdf41150212~42\n",
+                "data: {\"sb\":\"pub\",\"stream\":\"all\",\"epoch\":\"69cecfdf41150212\",\"offset\":42,\"msg\":{}}\n\n",
+            ),
+        ),
+    ] {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (tcp, _) = listener.accept().await.unwrap();
+        let (_read, write) = switchboard_runtime::Stream::from(tcp).into_split();
+        let out = Outbox::framed(hub(), framing);
+        out.connect(write);
+        let mut counted = 0;
+        for frame in &frames {
+            counted += frame.len();
+            let Sent::Written(n) = send(&out, Text::from(frame.to_string())) else {
+                panic!("an idle socket takes a frame at once");
+            };
+            // The hub's accounting is the frame's length, whatever the framing adds.
+            assert_eq!(n, frame.len());
+        }
+        assert!(counted > 0);
+        out.ping();
+        out.close(CloseCode::SLOW_CONSUMER, "slow\nconsumer");
+        out.drained().await;
+        drop(out);
+        drop(_read);
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
+        let want = format!("{expected}:\n\n: close 4008 slow consumer\n\n");
+        assert_eq!(String::from_utf8(got).unwrap(), want);
+    }
+}

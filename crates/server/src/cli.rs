@@ -124,10 +124,11 @@ pub struct HubArgs {
         default_value = "throttle"
     )]
     pub rate_policy: RatePolicyArg,
-    /// Seconds between WebSocket pings to each client (0 disables).
+    /// Seconds between WebSocket pings to each client, comment lines on an event stream (0 disables).
     #[arg(long, env = "SWITCHBOARD_HEARTBEAT_SECS", default_value_t = Config::default().heartbeat_interval.map_or(0, |d| d.as_secs()))]
     pub heartbeat_secs: u64,
-    /// Seconds without any inbound frame or pong before a client is closed with 4000 (0 disables).
+    /// Seconds without any inbound frame or pong before a client is closed with 4000 (0 disables;
+    /// never an event stream, which does not send).
     #[arg(long, env = "SWITCHBOARD_IDLE_TIMEOUT_SECS", default_value_t = Config::default().idle_timeout.map_or(0, |d| d.as_secs()))]
     pub idle_timeout_secs: u64,
     /// Publications kept per stream for v2 clients to resume from (0 turns history off, and

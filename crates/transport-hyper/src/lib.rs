@@ -8,6 +8,9 @@
 //!   with the hub before the `101`, so a full server answers `503`), answered, and once hyper
 //!   hands the socket back it runs as a hub connection
 //!   ([`switchboard_runtime::upgrade::socket`], [`switchboard_runtime::reader::run`]);
+//! - a request for the system's server-sent-event stream (`<WebSocket path>/sse`) is decided
+//!   by [`switchboard_runtime::sse::decide`]; a refusal is answered by hyper, an accepted stream
+//!   is taken from hyper and run by [`switchboard_runtime::sse::run`];
 //! - any other request is judged from its head by the system's
 //!   [`switchboard_runtime::http::HttpPolicy`] (host, origin, route, key, rate), its body read
 //!   within the policy's limits only then, and answered by the system's protocol or the
@@ -36,6 +39,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod handover;
 mod service;
 
 use std::io;

@@ -1,5 +1,6 @@
 //! One connection (plain TCP, or TLS past its handshake): HTTP/1.1 requests until a WebSocket
-//! upgrade, then the WebSocket. Only the translation between hyper and the runtime lives here.
+//! upgrade or a server-sent-event stream, then that. Only the translation between hyper and the
+//! runtime lives here.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -21,9 +22,11 @@ use switchboard_runtime::gate::has_token;
 use switchboard_runtime::http::{self as policy, error, HttpPolicy, Plan, Reservation};
 use switchboard_runtime::metrics::Metrics;
 use switchboard_runtime::reader;
+use switchboard_runtime::sse::{self, Opening};
 use switchboard_runtime::upgrade::{self, Decision, RequestHead};
 use switchboard_runtime::{Stream, System};
 
+use crate::handover::{Handover, Slot};
 use crate::HEADER_READ_TIMEOUT;
 
 /// The response body type.
@@ -37,14 +40,29 @@ pub(crate) struct Shared {
     pub(crate) metrics: Metrics,
 }
 
-/// An upgrade answered with `101`, waiting for hyper to hand the socket back.
-struct Pending {
-    on_upgrade: OnUpgrade,
-    decision: Decision,
+/// What the connection becomes once hyper is done with it.
+enum Pending {
+    /// An upgrade answered with `101`, waiting for hyper to hand the socket back.
+    Upgrade {
+        on_upgrade: OnUpgrade,
+        decision: Decision,
+    },
+    /// An accepted event stream: hyper's answer goes nowhere, the stream waits in the slot.
+    Events(Opening),
 }
 
-/// Where the upgrade handler leaves the socket's next life for the connection task.
-type PendingSlot = Arc<Mutex<Option<Pending>>>;
+/// Where a request's handler leaves the socket's next life for the connection task.
+#[derive(Default)]
+struct PendingSlot {
+    next: Mutex<Option<Pending>>,
+    handover: Arc<Slot>,
+}
+
+impl PendingSlot {
+    fn set(&self, pending: Pending) {
+        *self.next.lock().unwrap_or_else(PoisonError::into_inner) = Some(pending);
+    }
+}
 
 /// Serve one accepted connection until it closes (HTTP keep-alive, then maybe a WebSocket).
 ///
@@ -59,13 +77,29 @@ pub(crate) fn serve_connection(
     shutdown: Shutdown,
 ) -> impl std::future::Future<Output = ()> + Send {
     let opening = Box::pin(async move {
-        let pending = serve_http(stream, peer, &shared, shutdown).await?;
+        let (pending, taken) = serve_http(stream, peer, &shared, shutdown).await?;
         let system = &shared.system;
-        let Some((stream, leftover)) = take_back(pending.on_upgrade).await else {
-            upgrade::abandon(system, pending.decision).await;
+        let (on_upgrade, decision) = match pending {
+            Pending::Upgrade {
+                on_upgrade,
+                decision,
+            } => (on_upgrade, decision),
+            // An event stream lives in this box: it has no WebSocket phase.
+            Pending::Events(opening) => {
+                match (opening, taken) {
+                    (Opening::Accept(accepted), Some(stream)) => {
+                        sse::run(system, stream, *accepted, peer).await;
+                    }
+                    (opening, _) => sse::abandon(system, opening).await,
+                }
+                return None;
+            }
+        };
+        let Some((stream, leftover)) = take_back(on_upgrade).await else {
+            upgrade::abandon(system, decision).await;
             return None;
         };
-        let (ws, accepted) = upgrade::socket(system, pending.decision, stream, leftover).await?;
+        let (ws, accepted) = upgrade::socket(system, decision, stream, leftover).await?;
         Some((ws, accepted, shared))
     });
     async move {
@@ -80,14 +114,15 @@ pub(crate) fn serve_connection(
     }
 }
 
-/// HTTP/1.1 requests until the connection closes or upgrades; returns the upgrade, if any.
+/// HTTP/1.1 requests until the connection closes, upgrades or becomes an event stream; returns
+/// what it becomes, if anything (with the stream hyper let go of, for an event stream).
 async fn serve_http(
     stream: Stream,
     peer: SocketAddr,
     shared: &Arc<Shared>,
     mut shutdown: Shutdown,
-) -> Option<Pending> {
-    let slot: PendingSlot = Arc::default();
+) -> Option<(Pending, Option<Stream>)> {
+    let slot: Arc<PendingSlot> = Arc::default();
     let service = {
         let (shared, slot) = (shared.clone(), slot.clone());
         service_fn(move |req| {
@@ -99,7 +134,10 @@ async fn serve_http(
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .max_buf_size(policy::MAX_HEAD_BYTES)
-        .serve_connection(TokioIo::new(stream), service)
+        .serve_connection(
+            TokioIo::new(Handover::new(stream, slot.handover.clone())),
+            service,
+        )
         .with_upgrades();
     tokio::pin!(conn);
     let served = tokio::select! {
@@ -114,16 +152,20 @@ async fn serve_http(
         tracing::debug!(%peer, system = shared.system.name(), error = %e, "HTTP connection ended with an error");
     }
     // A named binding: the guard must be dropped before `slot` is.
-    let pending = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
-    pending
+    let pending = slot
+        .next
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take();
+    pending.map(|p| (p, slot.handover.taken()))
 }
 
 /// The stream hyper hands back after the `101`, with whatever the client sent after its
 /// request (copied: it is a slice of hyper's whole read buffer, which it would keep alive).
 async fn take_back(on_upgrade: OnUpgrade) -> Option<(Stream, Vec<u8>)> {
     let upgraded = on_upgrade.await.ok()?;
-    let parts = upgraded.downcast::<TokioIo<Stream>>().ok()?;
-    Some((parts.io.into_inner(), parts.read_buf.to_vec()))
+    let parts = upgraded.downcast::<TokioIo<Handover>>().ok()?;
+    Some((parts.io.into_inner().into_inner()?, parts.read_buf.to_vec()))
 }
 
 async fn respond(
@@ -134,6 +176,8 @@ async fn respond(
 ) -> Response<Body> {
     if has_token(req.headers(), &header::UPGRADE, "websocket") {
         upgrade_request(req, peer, shared, slot).await
+    } else if shared.system.spec.is_sse_path(req.uri().path()) {
+        events_request(req, peer, shared, slot).await
     } else {
         to_hyper(plain(req, peer, shared).await)
     }
@@ -173,11 +217,39 @@ async fn upgrade_request(
     }
     if status == 101 {
         let on_upgrade = hyper::upgrade::on(&mut req);
-        *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(Pending {
+        slot.set(Pending::Upgrade {
             on_upgrade,
             decision,
         });
     }
+    resp
+}
+
+/// A request for the system's event stream: a refusal is hyper's to send; an accepted stream
+/// is taken from hyper ([`Handover`]) and answered by the runtime, so hyper's own answer (a
+/// `200` that closes the connection) never reaches the client.
+async fn events_request(
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    shared: &Shared,
+    slot: &PendingSlot,
+) -> Response<Body> {
+    let opening = sse::decide(&shared.system, RequestHead::from(&req), peer).await;
+    if let Some((status, headers, body)) = opening.refusal() {
+        let mut resp = Response::new(Full::new(body));
+        *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+        for (name, value) in headers {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                resp.headers_mut().insert(name, v);
+            }
+        }
+        return resp;
+    }
+    slot.handover.take_at_next_write();
+    slot.set(Pending::Events(opening));
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
     resp
 }
 

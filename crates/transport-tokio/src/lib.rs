@@ -6,7 +6,9 @@
 //! ([`switchboard_runtime::upgrade::decide`]: the same answers as the HTTP transport, `503` at
 //! the connection limit before any `101`), writes the answer, and hands the socket to the
 //! runtime ([`switchboard_runtime::upgrade::socket`], [`switchboard_runtime::reader::run`]). A
-//! request that is not an upgrade gets `426`. On a TLS process
+//! request for the system's server-sent-event stream (`GET <WebSocket path>/sse`) is decided
+//! and run by the runtime too ([`switchboard_runtime::sse`]); any other request that is not an
+//! upgrade gets `426`. On a TLS process
 //! ([`switchboard_runtime::Process::tls`]) the runtime runs the TLS handshake first, in the
 //! connection's task, and this reads the head from the TLS stream.
 //!
@@ -35,6 +37,7 @@ use switchboard_runtime::admission::Ticket;
 use switchboard_runtime::gate::has_token;
 use switchboard_runtime::logging::REFUSALS;
 use switchboard_runtime::reader;
+use switchboard_runtime::sse::{self, Opening};
 use switchboard_runtime::tungstenite::http::{
     header, HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version,
 };
@@ -73,9 +76,17 @@ fn connect(
     system: Arc<System>,
 ) -> impl std::future::Future<Output = ()> + Send {
     let opening = Box::pin(async move {
-        let (stream, decision, leftover) = handshake(stream, peer, &system).await?;
-        let (ws, accepted) = upgrade::socket(&system, decision, stream, leftover).await?;
-        Some((ws, accepted, system))
+        match handshake(stream, peer, &system).await? {
+            Handshake::Upgrade(stream, decision, leftover) => {
+                let (ws, accepted) = upgrade::socket(&system, decision, stream, leftover).await?;
+                Some((ws, accepted, system))
+            }
+            // An event stream lives in this box: it has no WebSocket phase.
+            Handshake::Events(stream, accepted) => {
+                sse::run(&system, stream, *accepted, peer).await;
+                None
+            }
+        }
     });
     async move {
         // `let else`, not `if let`: the matched value is not kept beside its parts.
@@ -89,13 +100,17 @@ fn connect(
     }
 }
 
-/// Read the request head, decide, and answer. `Some` when the socket is to become a WebSocket:
-/// with the decision and what the client sent after its head.
-async fn handshake(
-    mut tcp: Stream,
-    peer: SocketAddr,
-    system: &System,
-) -> Option<(Stream, Decision, Vec<u8>)> {
+/// What a connection becomes after its request head.
+enum Handshake {
+    /// A WebSocket (the `101` is sent): the decision and what the client sent after its head.
+    Upgrade(Stream, Decision, Vec<u8>),
+    /// An accepted server-sent-event stream, not answered yet.
+    Events(Stream, Box<sse::Accepted>),
+}
+
+/// Read the request head, decide, and answer. `Some` when the socket is to become a WebSocket
+/// or an event stream.
+async fn handshake(mut tcp: Stream, peer: SocketAddr, system: &System) -> Option<Handshake> {
     let (req, leftover) = match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut tcp)).await {
         Ok(Ok(read)) => read,
         Ok(Err(Some((status, reason)))) => {
@@ -108,7 +123,19 @@ async fn handshake(
         }
         Ok(Err(None)) | Err(_) => return None, // Gone, or too slow: nothing to answer.
     };
-    if !has_token(req.headers(), &header::UPGRADE, "websocket") {
+    let upgrade = has_token(req.headers(), &header::UPGRADE, "websocket");
+    if !upgrade && system.spec.is_sse_path(req.uri().path()) {
+        let opening = sse::decide(system, RequestHead::from(&req), peer).await;
+        if let Some((status, headers, body)) = opening.refusal() {
+            let _ = answer(&mut tcp, status, &headers, &body).await;
+            return None;
+        }
+        let Opening::Accept(accepted) = opening else {
+            return None;
+        };
+        return Some(Handshake::Events(tcp, accepted));
+    }
+    if !upgrade {
         let body = b"this endpoint serves WebSocket upgrades only";
         let _ = answer(&mut tcp, 426, &[("upgrade", "websocket".into())], body).await;
         return None;
@@ -120,7 +147,7 @@ async fn handshake(
         upgrade::abandon(system, decision).await;
         return None;
     }
-    Some((tcp, decision, leftover))
+    Some(Handshake::Upgrade(tcp, decision, leftover))
 }
 
 /// Read one request head: the request and the bytes after it. The error is the answer to give

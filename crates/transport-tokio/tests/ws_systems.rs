@@ -237,3 +237,37 @@ async fn dropping_the_server_value_does_not_stop_it() {
         .unwrap();
     assert_eq!(support::next_text(&mut a).await, "{}");
 }
+
+#[tokio::test]
+async fn laptimes_event_stream_on_the_websocket_only_transport() {
+    let server = start("laptimes", Config::default()).await;
+    let addr = server.local_addr();
+    let mut events = support::sse::open(addr, "/sse").await;
+    assert_eq!(events.header("content-type"), Some("text/event-stream"));
+    let mut ws = connect(addr, "/").await;
+    let n = support::notice("times");
+    futures_util::SinkExt::send(
+        &mut ws,
+        tokio_tungstenite::tungstenite::Message::text(n.clone()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(events.next_data().await, n);
+    // Another method is refused with the allowed one named; the server is unharmed.
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let refused = support::sse::request(Box::new(tcp), "POST", "/sse", &[("Content-Length", "0")])
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(refused.status, 405);
+    assert!(refused
+        .headers
+        .contains(&("allow".to_string(), "GET".to_string())));
+    server.shutdown().await.unwrap();
+    assert_eq!(
+        events.until_end().await,
+        [support::sse::Item::Comment(
+            "close 1001 server shutting down".into()
+        )]
+    );
+}

@@ -56,7 +56,32 @@ pub const SPEC: SystemSpec = SystemSpec {
     server_types: SERVER_TYPES,
     round_trip,
     build,
+    sse_setup,
 };
+
+/// A server-sent-event client's query as messages: a `JOIN_PROJECT` for each `projectId`
+/// (in order), carrying `userId` when given. Nothing else: such a client cannot send
+/// `SET_USER` or edits.
+///
+/// ```
+/// let q = [("projectId".to_string(), "p-1".to_string()), ("userId".to_string(), "u".to_string())];
+/// let setup = (switchboard_protocol::system("collab").unwrap().sse_setup)(&q);
+/// assert_eq!(setup, [r#"{"projectId":"p-1","type":"JOIN_PROJECT","userId":"u"}"#]);
+/// ```
+pub fn sse_setup(query: &[(String, String)]) -> Vec<String> {
+    let user = query.iter().find(|(k, _)| k == "userId").map(|(_, v)| v);
+    query
+        .iter()
+        .filter(|(k, _)| k == "projectId")
+        .map(|(_, project)| {
+            let mut join = json!({ "type": "JOIN_PROJECT", "projectId": project });
+            if let (Some(user), Value::Object(fields)) = (user, &mut join) {
+                fields.insert("userId".into(), Value::String(user.clone()));
+            }
+            join.to_string()
+        })
+        .collect()
+}
 
 /// Every `type` a client may send.
 pub const CLIENT_TYPES: &[&str] = &[

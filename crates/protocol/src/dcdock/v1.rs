@@ -62,7 +62,27 @@ pub const SPEC: SystemSpec = SystemSpec {
     server_types: SERVER_TYPES,
     round_trip,
     build,
+    sse_setup,
 };
+
+/// A server-sent-event client's query as messages: `direction` (the first one) becomes a
+/// `subscribe` with that direction filter; without it the client gets every direction.
+///
+/// ```
+/// let q = [("token".to_string(), "t".to_string()), ("direction".to_string(), "IB".to_string())];
+/// let setup = (switchboard_protocol::system("dcdock").unwrap().sse_setup)(&q);
+/// assert_eq!(setup, [r#"{"filters":{"direction":"IB"},"type":"subscribe"}"#]);
+/// ```
+pub fn sse_setup(query: &[(String, String)]) -> Vec<String> {
+    query
+        .iter()
+        .find(|(k, _)| k == "direction")
+        .map(|(_, direction)| {
+            json!({ "type": "subscribe", "filters": { "direction": direction } }).to_string()
+        })
+        .into_iter()
+        .collect()
+}
 
 /// Every `type` a client may send.
 pub const CLIENT_TYPES: &[&str] = &["subscribe", "unsubscribe", "ping"];

@@ -36,6 +36,7 @@ pub const SPEC: SystemSpec = SystemSpec {
     server_types: SERVER_TYPES,
     round_trip,
     build,
+    sse_setup: crate::spec::no_sse_setup,
 };
 
 /// The stream v2 clients resume: every relayed notice.

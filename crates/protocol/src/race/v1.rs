@@ -50,6 +50,7 @@ pub const SPEC: SystemSpec = SystemSpec {
     server_types: SERVER_TYPES,
     round_trip,
     build,
+    sse_setup: crate::spec::no_sse_setup,
 };
 
 /// Client message types.

@@ -28,6 +28,7 @@ mod limits;
 mod processes;
 mod race;
 mod resume;
+mod sse;
 mod tls;
 mod transport;
 

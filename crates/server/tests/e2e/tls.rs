@@ -319,6 +319,34 @@ async fn tls_on_the_websocket_only_transport() {
     relay_wss_https_and_refusals("tokio").await;
 }
 
+/// A server-sent-event stream over `https://` receives what a `wss://` client sends.
+async fn event_stream_over_tls(transport: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("chain.pem"), dir.path().join("key.pem"));
+    let ca = Ca::new("switchboard test CA");
+    ca.leaf(1, "switchboard one").write(&ca, &cert, &key);
+    let port = free_port();
+    let _node = tls_node(port, &cert, &key, &["--transport", transport]);
+    let (addr, client) = (local(port), ca.client());
+    wait_tls(addr, &client).await;
+    let tls = tls_connect(addr, &client).await.expect("a TLS handshake");
+    // Registered with the hub before its `200`: what is sent from now on reaches it.
+    let mut events = crate::support::sse::request(Box::new(tls), "GET", "/sse", &[])
+        .await
+        .expect("the stream is answered");
+    assert_eq!(events.header("content-type"), Some("text/event-stream"));
+    let (mut a, _) = wss(addr, &client, "/").await;
+    let n = notice("times");
+    a.send(Message::text(n.clone())).await.unwrap();
+    assert_eq!(events.next_data().await, n);
+}
+
+#[tokio::test]
+async fn tls_event_stream_on_both_transports() {
+    event_stream_over_tls("hyper").await;
+    event_stream_over_tls("tokio").await;
+}
+
 #[tokio::test]
 async fn tls_certificate_reloads_on_sighup() {
     let dir = tempfile::tempdir().unwrap();

@@ -240,6 +240,8 @@ pub fn notice(table: &str) -> String {
         .to_string()
 }
 
+pub mod sse;
+
 /// The flows every transport must pass. Each takes the address of a running server configured
 /// with [`endpoint`] and [`options`] (and, where said, particular limits).
 pub mod flows {
