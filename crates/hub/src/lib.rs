@@ -59,6 +59,7 @@
 
 extern crate alloc;
 
+pub mod cluster;
 mod close;
 mod config;
 mod connection;

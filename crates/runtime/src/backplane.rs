@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use hashbrown::HashMap;
+use switchboard_hub::cluster::Members;
 use switchboard_hub::history::{Entry, FetchId, Position};
 use switchboard_hub::{Output, Publication, Target};
 use tokio::sync::mpsc;
@@ -25,6 +26,16 @@ pub enum Replication {
     RoomOpened(String),
     /// A room lost its last local member: stop receiving it.
     RoomClosed(String),
+    /// This node's members of a room changed: tell the other nodes (see
+    /// [`switchboard_hub::Output::Members`]).
+    Members {
+        /// The room.
+        room: String,
+        /// Its local members now.
+        members: Members,
+        /// It just got its first local member.
+        hello: bool,
+    },
     /// With a shared history: keep `entry` as the next publication of `stream`, publish it to
     /// every node (this one too) with its position, and answer with
     /// [`crate::HubHandle::appended`], in order per stream. `target` is whom it is for.
@@ -124,6 +135,24 @@ impl Replicator {
             Output::Replicate(p) => Replication::Publish(p),
             Output::RoomOpened(room) => return self.room(room, true),
             Output::RoomClosed(room) => return self.room(room, false),
+            Output::Members {
+                room,
+                members,
+                hello,
+            } => {
+                // Presence is late by one change when this is lost (the next change, or a
+                // node's lease, puts it right); never counted as a lost publication.
+                if tx.try_send(Replication::Members {
+                    room,
+                    members,
+                    hello,
+                })
+                .is_err()
+                {
+                    tracing::warn!("backplane queue full; members of a room not announced");
+                }
+                return None;
+            }
             _ => return None,
         };
         if tx.try_send(item).is_ok() {
