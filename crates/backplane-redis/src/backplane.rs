@@ -7,11 +7,11 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
 use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use redis::{AsyncConnectionConfig, IntoConnectionInfo, RedisResult};
-use bytes::Bytes;
 use switchboard_backplane::{
     node_key_prefix, nodes_key, random_u64, Backplane as Machine, Batch, Command, Config, NodeId,
     Sent, Side, Status, ToHub, BATCH, LEASE,
@@ -408,9 +408,9 @@ impl Driver {
                 }
                 Command::Summarize => {
                     let hub = self.hub.clone();
-                    self.ops.push(Box::pin(async move {
-                        Done::Summary(hub.summary().await.ok())
-                    }));
+                    self.ops.push(Box::pin(
+                        async move { Done::Summary(hub.summary().await.ok()) },
+                    ));
                 }
                 Command::Deliver(to_hub) => {
                     if !self.deliver(to_hub).await {

@@ -708,8 +708,7 @@ impl Backplane {
                 Ok(m) if m.origin == self.config.node => {} // Our own, echoed back.
                 Ok(m) => {
                     self.status.received += 1;
-                    self.commands
-                        .push_back(Command::Deliver(ToHub::Members(m)));
+                    self.commands.push_back(Command::Deliver(ToHub::Members(m)));
                 }
                 Err(_) => self.status.invalid += 1,
             }

@@ -21,7 +21,9 @@
 //! remain.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use switchboard_hub::cluster::{Member, Members, NodeClient, NodeSummary, MAX_CLIENTS, MAX_MEMBERS};
+use switchboard_hub::cluster::{
+    Member, Members, NodeClient, NodeSummary, MAX_CLIENTS, MAX_MEMBERS,
+};
 use switchboard_hub::history::SessionId;
 use switchboard_hub::{Publication, Tags, Target, Text};
 
@@ -582,7 +584,10 @@ mod tests {
             false,
         )
         .to_vec();
-        assert_eq!(decode_members(&bytes).unwrap().members.listed.len(), MAX_MEMBERS);
+        assert_eq!(
+            decode_members(&bytes).unwrap().members.listed.len(),
+            MAX_MEMBERS
+        );
         // Rewrite the listed count to 1001 and append one more member by hand.
         bytes.truncate(12); // kind, node, flags, room "r"
         put_varint_vec(&mut bytes, 1001);

@@ -275,7 +275,10 @@ mod tests {
         let t = Instant::ZERO;
         assert!(c.set_members(t, 1, "a", members(&["x"]), 2));
         assert!(c.set_members(t, 1, "b", members(&["y"]), 2));
-        assert!(!c.set_members(t, 1, "c", members(&["z"]), 2), "over the room cap");
+        assert!(
+            !c.set_members(t, 1, "c", members(&["z"]), 2),
+            "over the room cap"
+        );
         assert_eq!(c.rooms().count(), 2);
         let many: Vec<String> = (0..MAX_MEMBERS + 5).map(|i| i.to_string()).collect();
         let refs: Vec<&str> = many.iter().map(String::as_str).collect();

@@ -672,7 +672,11 @@ impl<P: Protocol> Hub<P> {
         if hello && self.core.rooms.contains_key(room) {
             self.core.members_dirty.entry_ref(room).or_default();
         }
-        let rooms = if changed { vec![room.to_string()] } else { Vec::new() };
+        let rooms = if changed {
+            vec![room.to_string()]
+        } else {
+            Vec::new()
+        };
         self.members_changed(now, rooms);
         self.core.flush_members(now);
     }

@@ -59,8 +59,8 @@
 
 extern crate alloc;
 
-pub mod cluster;
 mod close;
+pub mod cluster;
 mod config;
 mod connection;
 mod context;

@@ -142,12 +142,13 @@ impl Replicator {
             } => {
                 // Presence is late by one change when this is lost (the next change, or a
                 // node's lease, puts it right); never counted as a lost publication.
-                if tx.try_send(Replication::Members {
-                    room,
-                    members,
-                    hello,
-                })
-                .is_err()
+                if tx
+                    .try_send(Replication::Members {
+                        room,
+                        members,
+                        hello,
+                    })
+                    .is_err()
                 {
                     tracing::warn!("backplane queue full; members of a room not announced");
                 }

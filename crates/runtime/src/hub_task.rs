@@ -349,7 +349,9 @@ impl HubHandle {
         members: Members,
         hello: bool,
     ) -> impl Future<Output = Result<(), HubGone>> + Send + 'static {
-        self.tell(Command::RemoteMembers(Box::new((node, room, members, hello))))
+        self.tell(Command::RemoteMembers(Box::new((
+            node, room, members, hello,
+        ))))
     }
 
     /// The other live nodes and their summaries, just read (see

@@ -976,7 +976,11 @@ fn stats(cx: &Context<'_>) -> HttpResponse {
         let mut members: Vec<(u64, u64, String)> = cx
             .room_members(room)
             .map(|m| {
-                let at = if clustered { cx.wall_millis_at(m.opened_at) } else { 0 };
+                let at = if clustered {
+                    cx.wall_millis_at(m.opened_at)
+                } else {
+                    0
+                };
                 (at, m.handle.serial(), m.client_id.to_owned())
             })
             .collect();
