@@ -155,6 +155,7 @@ impl Backplane {
             every_room: options.every_room,
             history: options.history.is_some(),
             seed: random_u64(),
+            lease: true,
         };
         let machine = Machine::new(config, clock.now());
         let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE);

@@ -83,6 +83,9 @@ pub struct Config {
     pub history: bool,
     /// Seed of the reconnect jitter.
     pub seed: u64,
+    /// Keep a lease on this node's summary in Redis and read the other live nodes' with it
+    /// (every [`LEASE_EVERY`]): cluster-wide counts and presence ([`Command::Summarize`]).
+    pub lease: bool,
 }
 
 /// A kept publication to append to the shared history, published with its position.
@@ -364,7 +367,7 @@ impl Backplane {
         }
         if now >= self.next_lease {
             self.next_lease = now + LEASE_EVERY;
-            if self.publisher == Conn::Up {
+            if self.publisher == Conn::Up && self.config.lease {
                 self.commands.push_back(Command::Summarize);
             }
         }
@@ -405,8 +408,10 @@ impl Backplane {
                     }
                 }
                 self.publisher_ever = true;
-                // Renew the lease at once: the other nodes see this one, and it sees them.
-                self.commands.push_back(Command::Summarize);
+                if self.config.lease {
+                    // Renew the lease at once: the other nodes see this one, and it sees them.
+                    self.commands.push_back(Command::Summarize);
+                }
                 self.flush();
             }
             Side::Subscriber => {
