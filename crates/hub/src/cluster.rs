@@ -67,6 +67,17 @@ pub struct NodeSummary {
     pub clients: Vec<NodeClient>,
 }
 
+/// The other live nodes of the cluster, summed from their summaries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ClusterTotals {
+    /// Other nodes known (live within their lease).
+    pub nodes: usize,
+    /// Their open connections.
+    pub connections: u64,
+    /// Their non-empty rooms (a room on two nodes counts twice).
+    pub rooms: u64,
+}
+
 /// Another node, as this one knows it.
 #[derive(Debug, Default)]
 struct Node {
@@ -243,9 +254,17 @@ impl Cluster {
         self.nodes.values().filter_map(|n| n.summary.as_ref())
     }
 
-    /// How many other nodes are known.
-    pub(crate) fn nodes(&self) -> usize {
-        self.nodes.len()
+    /// The other nodes, summed.
+    pub(crate) fn totals(&self) -> ClusterTotals {
+        let mut t = ClusterTotals {
+            nodes: self.nodes.len(),
+            ..ClusterTotals::default()
+        };
+        for s in self.summaries() {
+            t.connections += s.connections;
+            t.rooms += s.rooms;
+        }
+        t
     }
 }
 
@@ -288,7 +307,7 @@ mod tests {
         for n in 0..MAX_NODES as u64 + 3 {
             c.set_members(t, 100 + n, "d", members(&["w"]), 2);
         }
-        assert_eq!(c.nodes(), MAX_NODES);
+        assert_eq!(c.totals().nodes, MAX_NODES);
     }
 
     #[test]
@@ -314,6 +333,6 @@ mod tests {
         assert!(!c.set_summaries(t, vec![s(7), s(8)]).greet, "greeted once");
         let changed = c.set_summaries(t, vec![s(8)]);
         assert_eq!(changed.rooms, vec!["a".to_string()]);
-        assert_eq!(c.nodes(), 1);
+        assert_eq!(c.totals().nodes, 1);
     }
 }

@@ -8,7 +8,7 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::any::Any;
 
-use crate::cluster::{Members, NodeSummary};
+use crate::cluster::{ClusterTotals, Members, NodeSummary};
 use crate::history::{FetchId, Fetched, HistoryError, Position, SessionId};
 use crate::hub::{MessageOf, RequestOf};
 use crate::output::NothingPending;
@@ -154,6 +154,8 @@ pub trait DynHub: Send + core::fmt::Debug {
     fn handle_cluster(&mut self, now: Instant, nodes: Vec<(u64, NodeSummary)>);
     /// See [`Hub::summary`].
     fn summary(&self) -> NodeSummary;
+    /// See [`Hub::cluster_totals`].
+    fn cluster_totals(&self) -> ClusterTotals;
     /// See [`Hub::handle_replication_dropped`].
     fn handle_replication_dropped(&mut self, count: u64);
     /// See [`Hub::close_all`].
@@ -336,6 +338,10 @@ impl<P: Protocol> DynHub for Hub<P> {
 
     fn summary(&self) -> NodeSummary {
         Hub::summary(self)
+    }
+
+    fn cluster_totals(&self) -> ClusterTotals {
+        Hub::cluster_totals(self)
     }
 
     fn handle_history_check(&mut self, now: Instant) {

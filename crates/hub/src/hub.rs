@@ -12,7 +12,7 @@ use core::cmp::Reverse;
 
 use hashbrown::{DefaultHashBuilder, HashMap};
 
-use crate::cluster::{Members, NodeSummary};
+use crate::cluster::{ClusterTotals, Members, NodeSummary};
 use crate::context::Context;
 use crate::history::{Audience, Entry, FetchId, Fetched, HistoryError, Position, SessionId};
 use crate::http::{HttpRequest, HttpResponse, IdempotencyKey};
@@ -700,9 +700,9 @@ impl<P: Protocol> Hub<P> {
         self.core.summary(self.core.last_now)
     }
 
-    /// How many other nodes of the cluster this hub knows (live within their lease).
-    pub fn remote_nodes(&self) -> usize {
-        self.core.cluster.nodes()
+    /// The other live nodes of the cluster (within their lease), summed.
+    pub fn cluster_totals(&self) -> ClusterTotals {
+        self.core.cluster.totals()
     }
 
     /// The driver could not hand `count` [`Output::Replicate`] publications to the backplane

@@ -705,6 +705,7 @@ impl HubTask {
             rooms_matching,
             connections,
             tapped: self.tails.keys().cloned().collect(),
+            cluster: hub.cluster_totals(),
         }
     }
 

@@ -24,10 +24,12 @@ fn addr(port: u16) -> SocketAddr {
 /// The lease (10 s), one renewal period (3 s), and room for a loaded two-core machine.
 const GONE_WITHIN: Duration = Duration::from_secs(20);
 
-/// A node serving collab and DCDock on these ports, joined through the Redis on `redis_port`.
-fn node(collab: u16, dcdock: u16, redis_port: u16) -> Child {
+/// A node serving collab and DCDock on these ports, joined through the Redis on `redis_port`,
+/// its inspector on `admin`.
+fn node(collab: u16, dcdock: u16, redis_port: u16, admin: u16) -> Child {
     Command::new(BIN)
         .args(["--systems", "collab,dcdock", "--bind", "127.0.0.1"])
+        .args(["--admin-bind", &format!("127.0.0.1:{admin}")])
         .args(["--collab-port", &collab.to_string()])
         .args(["--dcdock-port", &dcdock.to_string()])
         .args(["--redis-url", &format!("redis://127.0.0.1:{redis_port}")])
@@ -111,8 +113,9 @@ async fn stats_and_presence_count_every_node_and_a_killed_one_leaves_within_its_
     let _redis = redis(redis_port);
     let (collab_a, dcdock_a, collab_b, dcdock_b) =
         (free_port(), free_port(), free_port(), free_port());
-    let _a = node(collab_a, dcdock_a, redis_port);
-    let mut b = node(collab_b, dcdock_b, redis_port);
+    let (admin_a, admin_b) = (free_port(), free_port());
+    let _a = node(collab_a, dcdock_a, redis_port, admin_a);
+    let mut b = node(collab_b, dcdock_b, redis_port, admin_b);
     for port in [collab_a, dcdock_a, collab_b, dcdock_b] {
         wait_listening(addr(port)).await;
     }
@@ -178,6 +181,34 @@ async fn stats_and_presence_count_every_node_and_a_killed_one_leaves_within_its_
         assert!(stats.get("truncated").is_none(), "{stats}");
     }
 
+    // The inspector's overview: every node's connections, beside this node's own.
+    let card = |snapshot: &Value, system: &str| {
+        snapshot["systems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == system)
+            .cloned()
+            .unwrap()
+    };
+    let overview = poll_until(addr(admin_a), "/api/snapshot", GONE_WITHIN, |s| {
+        card(s, "collab")["cluster"]["connections"] == 3
+    })
+    .await;
+    let collab = card(&overview, "collab");
+    assert_eq!(
+        (
+            collab["connections"].clone(),
+            collab["cluster"]["nodes"].clone()
+        ),
+        (json!(1), json!(2))
+    );
+    assert_eq!(
+        card(&overview, "dcdock")["cluster"]["connections"],
+        3,
+        "{overview}"
+    );
+
     // B is killed: no close frames, no goodbye. Alice hears that bob left, and A's counts drop
     // back to A's own, within the lease.
     b.start_kill().unwrap(); // SIGKILL
@@ -193,6 +224,10 @@ async fn stats_and_presence_count_every_node_and_a_killed_one_leaves_within_its_
     })
     .await;
     assert_eq!(dcdock["clients"].as_array().unwrap().len(), 1, "{dcdock}");
+    poll_until(addr(admin_a), "/api/snapshot", GONE_WITHIN, |s| {
+        card(s, "collab")["cluster"].is_null()
+    })
+    .await;
     let counts_took = killed.elapsed();
     eprintln!(
         "killed node gone from presence after {presence_took:?}, from every count after {counts_took:?} (lease 10 s, renewed every 3 s)"
