@@ -432,6 +432,7 @@ impl Driver {
             ToHub::Fetched(id, result) => self.hub.fetched(id, result).await,
             ToHub::Check => self.hub.history_check().await,
             ToHub::Cluster(nodes) => self.hub.cluster(nodes).await,
+            ToHub::Resync => self.hub.resync().await,
             publication => match self.inbound.try_send(publication) {
                 Ok(()) => Ok(()),
                 Err(mpsc::error::TrySendError::Full(dropped)) => {
@@ -755,6 +756,7 @@ async fn injector(hub: HubHandle, mut rx: mpsc::Receiver<ToHub>) {
                     .await
             }
             ToHub::Cluster(nodes) => hub.cluster(nodes).await,
+            ToHub::Resync => hub.resync().await,
         };
         if told.is_err() {
             return;

@@ -36,6 +36,9 @@ pub const LEASE_EVERY: Duration = Duration::from_secs(3);
 /// How long a node's summary lives in Redis without renewal: a node killed without a word is
 /// gone from every other node's counts and presence within it (plus one [`LEASE_EVERY`]).
 pub const LEASE: Duration = switchboard_hub::cluster::LEASE;
+/// Rooms whose members announcement waits for the publishing connection at most (each room's
+/// latest); past it an announcement is dropped and counted in `dropped_while_down`.
+pub const MAX_UNSENT_MEMBERS: usize = 65_536;
 /// Publications, appends and fetches waiting for the publishing connection at most; the driver
 /// stops taking more from the hub while it is full ([`Backplane::wants_input`]).
 pub const MAX_WAITING: usize = 4 * BATCH;
@@ -173,6 +176,9 @@ pub enum ToHub {
     Check,
     /// Another node's members of a room.
     Members(MembersMessage),
+    /// The subscription was re-established: `Members` may have gone by meanwhile. The hub
+    /// announces its members of every room again, asking the others for theirs (`hello`).
+    Resync,
     /// The other live nodes and their summaries, just read.
     Cluster(Vec<(u64, NodeSummary)>),
 }
@@ -277,6 +283,9 @@ pub struct Backplane {
     next_tick: Instant,
     /// When the lease is renewed next.
     next_lease: Instant,
+    /// Members announcements made while the publishing connection was down: each room's
+    /// latest, sent when it is back (so no other node keeps members this one no longer has).
+    unsent: hashbrown::HashMap<String, (Members, bool)>,
     commands: VecDeque<Command>,
     status: Status,
 }
@@ -305,6 +314,7 @@ impl Backplane {
             check_publisher: false,
             next_tick: now + RECONCILE_EVERY,
             next_lease: now,
+            unsent: hashbrown::HashMap::new(),
             commands: VecDeque::new(),
             status,
             config,
@@ -408,6 +418,11 @@ impl Backplane {
                     }
                 }
                 self.publisher_ever = true;
+                for (room, (members, hello)) in std::mem::take(&mut self.unsent) {
+                    let channel = room_channel(self.config.system, &room);
+                    let message = wire::encode_members(self.config.node, &room, &members, hello);
+                    self.waiting.publishes.push((channel, message));
+                }
                 if self.config.lease {
                     // Renew the lease at once: the other nodes see this one, and it sees them.
                     self.commands.push_back(Command::Summarize);
@@ -521,7 +536,13 @@ impl Backplane {
     /// room's channel received).
     pub fn handle_members(&mut self, room: &str, members: &Members, hello: bool) {
         if self.publisher != Conn::Up {
-            self.status.dropped_while_down += 1;
+            let was_hello = self.unsent.get(room).is_some_and(|(_, h)| *h);
+            if self.unsent.contains_key(room) || self.unsent.len() < MAX_UNSENT_MEMBERS {
+                self.unsent
+                    .insert(room.to_owned(), (members.clone(), hello || was_hello));
+            } else {
+                self.status.dropped_while_down += 1;
+            }
             return;
         }
         let channel = room_channel(self.config.system, room);
@@ -684,6 +705,10 @@ impl Backplane {
         self.status.subscriber_connected = true;
         if self.subscriber_ever {
             self.status.reconnects += 1;
+            if self.config.lease {
+                // Other nodes' members may have changed meanwhile: ask them again.
+                self.commands.push_back(Command::Deliver(ToHub::Resync));
+            }
             if self.config.history {
                 // Positioned publications may have gone by meanwhile.
                 self.commands.push_back(Command::Deliver(ToHub::Check));

@@ -577,3 +577,64 @@ fn members_are_published_on_the_rooms_channel_and_handed_to_the_hub() {
     assert!(drain(&mut m).is_empty());
     assert_eq!(m.status().invalid, invalid + 2);
 }
+
+/// While the publisher is down, each room's latest members announcement waits (its `hello`
+/// kept) and goes out when it is back, so no node keeps members this one no longer has; a
+/// subscription re-established makes the hub announce again (`Resync`), since other nodes'
+/// announcements may have gone by.
+#[test]
+fn members_wait_for_the_publisher_and_a_resubscribe_resyncs() {
+    let mut m = up_with_lease();
+    m.handle_failed(T0, Side::Publisher, "gone");
+    drain(&mut m);
+    let one = |total| Members {
+        listed: Vec::new(),
+        total,
+    };
+    m.handle_members("project:p", &one(2), true);
+    m.handle_members("project:p", &one(0), false);
+    m.handle_members("project:q", &one(1), false);
+    assert!(drain(&mut m).is_empty());
+    assert_eq!(m.status().dropped_while_down, 0, "waiting, not dropped");
+    let due = m.poll_timeout().unwrap();
+    m.handle_timeout(due);
+    assert!(matches!(
+        drain(&mut m)[..],
+        [Command::Connect(Side::Publisher)]
+    ));
+    m.handle_connected(due, Side::Publisher);
+    let c = drain(&mut m);
+    let Some(Command::Send(batch)) = c.iter().find(|c| matches!(c, Command::Send(_))) else {
+        panic!("{c:?}")
+    };
+    let mut sent: Vec<(String, u64, bool)> = batch
+        .publishes
+        .iter()
+        .map(|(channel, message)| {
+            let m = wire::decode_members(message).unwrap();
+            (channel.clone(), m.members.total, m.hello)
+        })
+        .collect();
+    sent.sort();
+    assert_eq!(
+        sent,
+        [
+            ("sb:sys:room:project:p".to_string(), 0, true),
+            ("sb:sys:room:project:q".to_string(), 1, false),
+        ]
+    );
+
+    m.handle_failed(due, Side::Subscriber, "gone");
+    drain(&mut m);
+    let again = m.poll_timeout().unwrap();
+    m.handle_timeout(again);
+    drain(&mut m);
+    m.handle_connected(again, Side::Subscriber);
+    drain(&mut m);
+    m.handle_subscribed(again, Ok(()));
+    drain(&mut m);
+    m.handle_subscribed(again, Ok(()));
+    assert!(drain(&mut m)
+        .iter()
+        .any(|c| matches!(c, Command::Deliver(ToHub::Resync))));
+}

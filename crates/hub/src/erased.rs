@@ -154,6 +154,8 @@ pub trait DynHub: Send + core::fmt::Debug {
     fn handle_cluster(&mut self, now: Instant, nodes: Vec<(u64, NodeSummary)>);
     /// See [`Hub::summary`].
     fn summary(&self) -> NodeSummary;
+    /// See [`Hub::handle_resync`].
+    fn handle_resync(&mut self, now: Instant);
     /// See [`Hub::cluster_totals`].
     fn cluster_totals(&self) -> ClusterTotals;
     /// See [`Hub::handle_replication_dropped`].
@@ -338,6 +340,10 @@ impl<P: Protocol> DynHub for Hub<P> {
 
     fn summary(&self) -> NodeSummary {
         Hub::summary(self)
+    }
+
+    fn handle_resync(&mut self, now: Instant) {
+        Hub::handle_resync(self, now)
     }
 
     fn cluster_totals(&self) -> ClusterTotals {

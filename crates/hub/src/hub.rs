@@ -688,9 +688,18 @@ impl<P: Protocol> Hub<P> {
         let now = self.tick(now);
         let changed = self.core.cluster.set_summaries(now, nodes);
         if changed.greet {
-            self.core.announce_all();
+            self.core.announce_all(false);
         }
         self.members_changed(now, changed.rooms);
+        self.core.flush_members(now);
+    }
+
+    /// The backplane's subscription was re-established: other nodes' announcements may have
+    /// gone by. This node announces its members of every room again, each asking the nodes
+    /// with members of it for theirs.
+    pub fn handle_resync(&mut self, now: Instant) {
+        let now = self.tick(now);
+        self.core.announce_all(true);
         self.core.flush_members(now);
     }
 

@@ -579,14 +579,15 @@ impl Core {
         }
     }
 
-    /// Every local room, to announce to a node that just appeared.
-    pub(crate) fn announce_all(&mut self) {
+    /// Every local room, to announce to a node that just appeared (`hello`: or to ask every
+    /// node for its members again).
+    pub(crate) fn announce_all(&mut self, hello: bool) {
         if !self.share_members {
             return;
         }
         let rooms: Vec<String> = self.rooms.keys().cloned().collect();
         for room in rooms {
-            self.members_dirty.entry(room).or_default();
+            *self.members_dirty.entry(room).or_default() |= hello;
         }
     }
 

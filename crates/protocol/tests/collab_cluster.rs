@@ -265,6 +265,12 @@ fn the_live_set_drops_the_missing_and_greets_the_new() {
     );
     carry(T0, &mut a, &mut b);
     assert_eq!(b.get(T0, "/health")["projects"], 2);
+    // A resubscribed node asks again for every room it has members of (`hello`).
+    a.hub.handle_resync(T0);
+    a.drain(T0);
+    assert_eq!(a.outbox.len(), 2);
+    assert!(a.outbox.iter().all(|(_, _, hello)| *hello));
+    carry(T0, &mut a, &mut b);
     b.hub
         .handle_cluster(T0, vec![(a.id, NodeSummary::default())]);
     b.drain(T0);

@@ -91,6 +91,7 @@ enum Command {
     RemoteMembers(Box<(u64, String, Members, bool)>),
     Cluster(Vec<(u64, NodeSummary)>),
     Summary(oneshot::Sender<NodeSummary>),
+    Resync,
     Stats(oneshot::Sender<Stats>),
     Rooms(oneshot::Sender<Vec<String>>),
     CloseAll(CloseCode, &'static str, oneshot::Sender<()>),
@@ -361,6 +362,12 @@ impl HubHandle {
         nodes: Vec<(u64, NodeSummary)>,
     ) -> impl Future<Output = Result<(), HubGone>> + Send + 'static {
         self.tell(Command::Cluster(nodes))
+    }
+
+    /// The backplane's subscription was re-established (see
+    /// [`switchboard_hub::Hub::handle_resync`]).
+    pub fn resync(&self) -> impl Future<Output = Result<(), HubGone>> + Send + 'static {
+        self.tell(Command::Resync)
     }
 
     /// This node's summary for the cluster (see [`switchboard_hub::Hub::summary`]).
@@ -639,6 +646,7 @@ impl HubTask {
                 hub.handle_remote_members(now, node, &room, members, hello);
             }
             Command::Cluster(nodes) => hub.handle_cluster(now, nodes),
+            Command::Resync => hub.handle_resync(now),
             Command::Summary(reply) => {
                 let _ = reply.send(hub.summary());
             }
