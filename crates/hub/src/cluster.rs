@@ -159,7 +159,8 @@ impl Cluster {
     }
 
     /// The live nodes and their summaries, as read from the cluster: each is renewed; a node
-    /// that is not among them is gone.
+    /// that was among them before and is not now is gone (one known only from its `Members`,
+    /// whose first lease may not be written yet, waits for its own lease to end).
     pub(crate) fn set_summaries(
         &mut self,
         now: Instant,
@@ -169,9 +170,9 @@ impl Cluster {
         let live: HashSet<u64, DefaultHashBuilder> = summaries.iter().map(|(n, _)| *n).collect();
         let gone: Vec<u64> = self
             .nodes
-            .keys()
-            .copied()
-            .filter(|n| !live.contains(n))
+            .iter()
+            .filter(|(n, node)| node.greeted && !live.contains(*n))
+            .map(|(n, _)| *n)
             .collect();
         for node in gone {
             self.forget(node, &mut changed.rooms);
@@ -334,5 +335,11 @@ mod tests {
         let changed = c.set_summaries(t, vec![s(8)]);
         assert_eq!(changed.rooms, vec!["a".to_string()]);
         assert_eq!(c.totals().nodes, 1);
+        // A node heard of only through its members is not dropped by a read that predates
+        // its first lease: its own lease (renewed by what it sends) decides.
+        c.set_members(t, 9, "b", members(&["y"]), 10);
+        assert!(c.set_summaries(t, vec![s(8)]).rooms.is_empty());
+        assert_eq!(c.members("b").count(), 1);
+        assert_eq!(c.expire(t + LEASE), vec!["b".to_string()]);
     }
 }
