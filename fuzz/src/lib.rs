@@ -848,11 +848,11 @@ pub enum Step {
         node: u8,
         room: Result<u8, String>,
         members: Vec<(String, Option<String>, u64)>,
-        total: u16,
+        total: u64,
         hello: bool,
     },
     /// A lease read: these nodes are live, with these connection counts (the others are gone).
-    Cluster(Vec<(u8, u16)>),
+    Cluster(Vec<(u8, u64)>),
 }
 
 /// A whole session against one protocol.
@@ -1231,7 +1231,7 @@ pub fn run_session(spec: &SystemSpec, s: &Session) -> Tracker {
                     .collect();
                 let members = Members {
                     listed,
-                    total: u64::from(*total),
+                    total: *total,
                 };
                 hub.handle_remote_members(now, u64::from(*node % 4), &room, members, *hello);
             }
@@ -1240,8 +1240,8 @@ pub fn run_session(spec: &SystemSpec, s: &Session) -> Tracker {
                     .iter()
                     .map(|(node, connections)| {
                         let summary = NodeSummary {
-                            connections: u64::from(*connections),
-                            rooms: 1,
+                            connections: *connections,
+                            rooms: u64::MAX,
                             clients: Vec::new(),
                         };
                         (u64::from(*node % 4), summary)

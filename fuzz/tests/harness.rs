@@ -300,7 +300,7 @@ fn other_nodes_members_and_leases() {
                 node,
                 room: Ok(0),
                 members: vec![("c".into(), Some("u".into()), u64::MAX)],
-                total: u16::MAX,
+                total: u64::MAX,
                 hello,
             });
         }
@@ -311,7 +311,7 @@ fn other_nodes_members_and_leases() {
             total: 0,
             hello: true,
         });
-        steps.push(Step::Cluster(vec![(1, 5)]));
+        steps.push(Step::Cluster(vec![(1, 5), (2, u64::MAX), (3, u64::MAX)]));
         steps.push(Step::Time(Clock::ForwardSecs(11)));
         steps.push(Step::Close(0));
         steps.push(Step::Drain(255));

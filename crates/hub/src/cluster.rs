@@ -23,6 +23,9 @@ pub const MAX_NODES: usize = 64;
 pub const MAX_MEMBERS: usize = 1000;
 /// Clients of one node listed at most in its summary (the count covers them all).
 pub const MAX_CLIENTS: usize = 1000;
+/// Largest count (of a room's members, a node's connections or rooms) taken from another node:
+/// what any node can hold, and small enough that sums over every node and room never overflow.
+pub const MAX_COUNT: u64 = 1 << 32;
 
 /// One member of a room on some node, as the cluster shares it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,7 +131,10 @@ impl Cluster {
         max_rooms: usize,
     ) -> bool {
         members.listed.truncate(MAX_MEMBERS);
-        members.total = members.total.max(members.listed.len() as u64);
+        members.total = members
+            .total
+            .max(members.listed.len() as u64)
+            .min(MAX_COUNT);
         let Some(n) = self.node(now, node) else {
             return false;
         };
@@ -179,6 +185,8 @@ impl Cluster {
         }
         for (node, mut summary) in summaries {
             summary.clients.truncate(MAX_CLIENTS);
+            summary.connections = summary.connections.min(MAX_COUNT);
+            summary.rooms = summary.rooms.min(MAX_COUNT);
             let Some(n) = self.node(now, node) else {
                 continue;
             };
@@ -300,6 +308,14 @@ mod tests {
             "over the room cap"
         );
         assert_eq!(c.rooms().count(), 2);
+        let mut huge = members(&["x"]);
+        huge.total = u64::MAX;
+        c.set_members(t, 2, "z", huge, 2);
+        assert_eq!(
+            c.member_count("z"),
+            MAX_COUNT,
+            "clamped: sums never overflow"
+        );
         let many: Vec<String> = (0..MAX_MEMBERS + 5).map(|i| i.to_string()).collect();
         let refs: Vec<&str> = many.iter().map(String::as_str).collect();
         assert!(c.set_members(t, 1, "a", members(&refs), 2));

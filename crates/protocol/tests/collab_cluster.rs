@@ -302,3 +302,36 @@ fn a_single_node_announces_nothing() {
         assert!(!matches!(out, Output::Members { .. }), "{out:?}");
     }
 }
+
+/// Counts another node claims are clamped: no overflow whatever a hostile `Members` or summary
+/// says (debug builds would panic on one).
+#[test]
+fn hostile_counts_never_overflow() {
+    use switchboard_hub::cluster::{Members, MAX_COUNT};
+    let mut a = Node::new(1);
+    let summary = NodeSummary {
+        connections: u64::MAX,
+        rooms: u64::MAX,
+        clients: Vec::new(),
+    };
+    let live = (2..6).map(|node| (node, summary.clone())).collect();
+    a.hub.handle_cluster(T0, live);
+    for node in 2..6 {
+        let members = Members {
+            listed: Vec::new(),
+            total: u64::MAX,
+        };
+        a.hub
+            .handle_remote_members(T0, node, "project:p", members, false);
+    }
+    a.drain(T0);
+    let stats = a.get(T0, "/stats");
+    assert_eq!(
+        stats["projectStats"]["p"]["clientCount"],
+        4 * MAX_COUNT,
+        "{stats}"
+    );
+    assert_eq!(stats["totalClients"], 4 * MAX_COUNT, "{stats}");
+    let health = a.get(T0, "/health");
+    assert_eq!(health["projects"], 1);
+}
