@@ -682,8 +682,9 @@ impl<P: Protocol> Hub<P> {
     }
 
     /// The cluster's other live nodes and their summaries, as just read: each one's lease is
-    /// renewed, a node missing from them is gone (its members leave their rooms), and a node
-    /// seen for the first time gets this node's members of every room.
+    /// renewed, a node listed before and missing now is gone (its members leave their rooms;
+    /// one known only from its members waits for its own lease), and a node seen for the first
+    /// time gets this node's members of every room.
     pub fn handle_cluster(&mut self, now: Instant, nodes: Vec<(u64, NodeSummary)>) {
         let now = self.tick(now);
         let changed = self.core.cluster.set_summaries(now, nodes);
