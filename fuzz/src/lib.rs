@@ -1,6 +1,7 @@
 //! Shared pieces of the fuzz targets: an invariant-checking output drain, a protocol session
 //! driver behind the `system` target (one target for every system in `SYSTEMS`, picked by the
-//! input's first byte), and the operation sequence behind `hub_ops`.
+//! input's first byte; its sessions include other nodes' members and lease reads), the
+//! operation sequence behind `hub_ops`, and the bytes from Redis behind `backplane_wire`.
 //!
 //! Invariants checked, for any protocol:
 //! - every `Transmit`, `Ping` and `PauseReading` goes to a connection the hub has not let go of
@@ -30,6 +31,7 @@ use std::time::Duration;
 
 use arbitrary::{Arbitrary, Unstructured};
 use serde_json::{Map, Number, Value};
+use switchboard_hub::cluster::{Member, Members, NodeSummary};
 use switchboard_hub::history::{
     Epoch, FetchId, HistoryError, HistoryLimits, MemoryHistory, Position,
 };
@@ -840,6 +842,17 @@ pub enum Step {
         new_epoch: bool,
         from_here: bool,
     },
+    /// Another node's members of a room (a project picked by the byte, or any room), as its
+    /// `Members` message said: client ids, users and joined-at of its choosing, any total.
+    RemoteMembers {
+        node: u8,
+        room: Result<u8, String>,
+        members: Vec<(String, Option<String>, u64)>,
+        total: u64,
+        hello: bool,
+    },
+    /// A lease read: these nodes are live, with these connection counts (the others are gone).
+    Cluster(Vec<(u8, u64)>),
 }
 
 /// A whole session against one protocol.
@@ -1197,6 +1210,45 @@ pub fn run_session(spec: &SystemSpec, s: &Session) -> Tracker {
             }
             Step::Remote(body) => {
                 hub.handle_remote(now, Publication::to_all(json_text(body, types)));
+            }
+            Step::RemoteMembers {
+                node,
+                room,
+                members,
+                total,
+                hello,
+            } => {
+                let room = match room {
+                    Ok(b) => format!("project:p{}", b % 3),
+                    Err(any) => any.clone(),
+                };
+                let listed = members
+                    .iter()
+                    .map(|(client_id, user, joined_at)| Member {
+                        client_id: client_id.clone(),
+                        user: user.clone(),
+                        joined_at: *joined_at,
+                    })
+                    .collect();
+                let members = Members {
+                    listed,
+                    total: *total,
+                };
+                hub.handle_remote_members(now, u64::from(*node % 4), &room, members, *hello);
+            }
+            Step::Cluster(nodes) => {
+                let nodes = nodes
+                    .iter()
+                    .map(|(node, connections)| {
+                        let summary = NodeSummary {
+                            connections: *connections,
+                            rooms: u64::MAX,
+                            clients: Vec::new(),
+                        };
+                        (u64::from(*node % 4), summary)
+                    })
+                    .collect();
+                hub.handle_cluster(now, nodes);
             }
             Step::Positioned {
                 body,
@@ -1596,4 +1648,57 @@ pub fn run_hub_ops(input: &HubOps) {
 
 fn text(s: String) -> Text {
     Text::from(s)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The backplane's wire: what other nodes (or anyone who can publish to Redis) send
+
+/// Feed `data` to every decoder of the backplane's wire and to its state machine's
+/// `handle_message`: never a panic; a `Members` or summary that decodes encodes back to bytes
+/// that decode the same (their lists capped as the decoder caps them).
+pub fn backplane_wire(data: &[u8]) {
+    use switchboard_backplane::{wire, Backplane, Command, Config, NodeId, Side};
+    let bytes = Bytes::copy_from_slice(data);
+    let _ = wire::decode(bytes.clone());
+    if let Ok(m) = wire::decode_members(data) {
+        let again = wire::encode_members(m.origin, &m.room, &m.members, m.hello);
+        assert_eq!(
+            wire::decode_members(&again).as_ref(),
+            Ok(&m),
+            "members round trip"
+        );
+    }
+    if let Ok((node, summary)) = wire::decode_summary(data) {
+        let again = wire::encode_summary(node, &summary);
+        assert_eq!(
+            wire::decode_summary(&again),
+            Ok((node, summary)),
+            "summary round trip"
+        );
+    }
+    for history in [false, true] {
+        let config = Config {
+            system: "fuzz",
+            node: NodeId::new(1),
+            every_room: true,
+            history,
+            seed: 1,
+            lease: true,
+        };
+        let mut m = Backplane::new(config, T0);
+        m.handle_timeout(T0);
+        m.handle_connected(T0, Side::Publisher);
+        m.handle_connected(T0, Side::Subscriber);
+        while m.poll_command().is_some() {}
+        let before = m.status();
+        m.handle_message(bytes.clone());
+        let after = m.status();
+        let delivered = std::iter::from_fn(|| m.poll_command())
+            .filter(|c| matches!(c, Command::Deliver(_)))
+            .count();
+        // Each message is either handed over, skipped as this node's own, or counted invalid.
+        assert!(delivered <= 1);
+        assert!(after.invalid <= before.invalid + 1);
+        assert!(delivered == 0 || after.invalid == before.invalid);
+    }
 }

@@ -279,3 +279,85 @@ fn shared_history_sessions_against_every_system() {
     // The systems with a stream of their own (laptimes, AFC, DCDock) delivered positions.
     assert!(positioned >= 6, "positions seen in {positioned} sessions");
 }
+
+/// Every system with other nodes' members and lease reads: a collab member joins by a typed
+/// message, another node announces members (hostile totals, any room), a lease read drops one
+/// node, and time runs past the lease. Nothing panics, and presence goes only to this node's
+/// connections (the tracker's checks).
+#[test]
+fn other_nodes_members_and_leases() {
+    use switchboard_fuzz::Clock;
+    for spec in SYSTEMS {
+        let mut steps = three_users(0);
+        let join = spec
+            .client_types
+            .iter()
+            .position(|t| *t == "JOIN_PROJECT")
+            .map_or(0, |i| u8::try_from(i).unwrap());
+        steps.push(Step::Text(0, Body::Typed(join, vec![]), false));
+        for (node, hello) in [(1, true), (2, false)] {
+            steps.push(Step::RemoteMembers {
+                node,
+                room: Ok(0),
+                members: vec![("c".into(), Some("u".into()), u64::MAX)],
+                total: u64::MAX,
+                hello,
+            });
+        }
+        steps.push(Step::RemoteMembers {
+            node: 3,
+            room: Err(String::new()),
+            members: vec![],
+            total: 0,
+            hello: true,
+        });
+        steps.push(Step::Cluster(vec![(1, 5), (2, u64::MAX), (3, u64::MAX)]));
+        steps.push(Step::Time(Clock::ForwardSecs(11)));
+        steps.push(Step::Close(0));
+        steps.push(Step::Drain(255));
+        run_session(
+            spec,
+            &Session {
+                config: config(),
+                with_api_key: false,
+                lazy: false,
+                steps,
+            },
+        );
+    }
+}
+
+/// The backplane's wire target on what it must tell apart: a valid `Members`, a summary, a
+/// publication, a positioned one, and their truncations.
+#[test]
+fn backplane_wire_inputs() {
+    use switchboard_backplane::{wire, NodeId};
+    use switchboard_hub::cluster::{Member, Members, NodeSummary};
+    use switchboard_hub::Publication;
+    let members = Members {
+        listed: vec![Member {
+            client_id: "c".into(),
+            user: Some("u".into()),
+            joined_at: 5,
+        }],
+        total: 3,
+    };
+    let inputs = [
+        wire::encode_members(NodeId::new(2), "project:p", &members, true).to_vec(),
+        wire::encode_members(NodeId::new(1), "project:p", &members, false).to_vec(),
+        wire::encode_summary(NodeId::new(2), &NodeSummary::default()).to_vec(),
+        wire::encode(NodeId::new(2), 1, &Publication::to_all("{}"), None)
+            .unwrap()
+            .to_vec(),
+        [
+            &b"P1:2:"[..],
+            &wire::encode(NodeId::new(2), 0, &Publication::to_room("r", "{}"), None).unwrap(),
+        ]
+        .concat(),
+    ];
+    for input in &inputs {
+        for cut in 0..=input.len() {
+            switchboard_fuzz::backplane_wire(&input[..cut]);
+        }
+    }
+}

@@ -7,14 +7,16 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
 use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use redis::{AsyncConnectionConfig, IntoConnectionInfo, RedisResult};
 use switchboard_backplane::{
-    random_u64, Backplane as Machine, Batch, Command, Config, NodeId, Sent, Side, Status, ToHub,
-    BATCH,
+    node_key_prefix, nodes_key, random_u64, Backplane as Machine, Batch, Command, Config, NodeId,
+    Sent, Side, Status, ToHub, BATCH, LEASE,
 };
+use switchboard_hub::cluster::{NodeSummary, MAX_NODES};
 use switchboard_hub::history::Epoch;
 use switchboard_runtime::backplane::Replication;
 use switchboard_runtime::clock::HubClock;
@@ -153,6 +155,7 @@ impl Backplane {
             every_room: options.every_room,
             history: options.history.is_some(),
             seed: random_u64(),
+            lease: true,
         };
         let machine = Machine::new(config, clock.now());
         let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
@@ -170,6 +173,7 @@ impl Backplane {
             stream: None,
             generation: [0, 0],
             ops: FuturesUnordered::new(),
+            lease: Arc::new(Lease::new(system, node_id)),
         };
         let (stop, stopped) = oneshot::channel();
         let tasks = vec![
@@ -250,6 +254,7 @@ enum Done {
     Subscribed(u64, Result<(), String>),
     Pinged(Side, u64, Result<(), String>),
     Rooms(Vec<String>),
+    Summary(Option<NodeSummary>),
 }
 
 type Op = Pin<Box<dyn Future<Output = Done> + Send>>;
@@ -270,6 +275,7 @@ struct Driver {
     /// Per side, how many connections were opened (names the current one).
     generation: [u64; 2],
     ops: FuturesUnordered<Op>,
+    lease: Arc<Lease>,
 }
 
 fn slot(side: Side) -> usize {
@@ -341,6 +347,11 @@ impl Driver {
             Replication::Publish(p) => m.handle_publish(&p),
             Replication::RoomOpened(room) => m.handle_room(room, true),
             Replication::RoomClosed(room) => m.handle_room(room, false),
+            Replication::Members {
+                room,
+                members,
+                hello,
+            } => m.handle_members(&room, &members, hello),
             Replication::Append {
                 stream,
                 entry,
@@ -396,6 +407,12 @@ impl Driver {
                         Done::Rooms(hub.rooms().await.unwrap_or_default())
                     }));
                 }
+                Command::Summarize => {
+                    let hub = self.hub.clone();
+                    self.ops.push(Box::pin(
+                        async move { Done::Summary(hub.summary().await.ok()) },
+                    ));
+                }
                 Command::Deliver(to_hub) => {
                     if !self.deliver(to_hub).await {
                         return false;
@@ -414,6 +431,8 @@ impl Driver {
             ToHub::Appended(stream, result) => self.hub.appended(stream, result).await,
             ToHub::Fetched(id, result) => self.hub.fetched(id, result).await,
             ToHub::Check => self.hub.history_check().await,
+            ToHub::Cluster(nodes) => self.hub.cluster(nodes).await,
+            ToHub::Resync => self.hub.resync().await,
             publication => match self.inbound.try_send(publication) {
                 Ok(()) => Ok(()),
                 Err(mpsc::error::TrySendError::Full(dropped)) => {
@@ -463,14 +482,16 @@ impl Driver {
                 published: Err("not connected".into()),
                 appended: Vec::new(),
                 fetched: Vec::new(),
+                cluster: None,
                 lost: Some("not connected".into()),
             };
             self.ops
                 .push(Box::pin(async move { Done::Sent(generation, sent) }));
             return;
         };
+        let lease = self.lease.clone();
         self.ops.push(Box::pin(async move {
-            Done::Sent(generation, run_batch(conn, engine, batch).await)
+            Done::Sent(generation, run_batch(conn, engine, lease, batch).await)
         }));
     }
 
@@ -525,7 +546,7 @@ impl Driver {
             Done::Publisher(g, _) | Done::Sent(g, _) => Some((Side::Publisher, *g)),
             Done::Subscriber(g, _) | Done::Subscribed(g, _) => Some((Side::Subscriber, *g)),
             Done::Pinged(side, g, _) => Some((*side, *g)),
-            Done::Rooms(_) => None,
+            Done::Rooms(_) | Done::Summary(_) => None,
         };
         if of.is_some_and(|(side, g)| self.generation[slot(side)] != g) {
             return; // From a connection replaced since.
@@ -566,6 +587,8 @@ impl Driver {
             Done::Pinged(_, _, Ok(())) => {}
             Done::Pinged(side, _, Err(e)) => self.lost(side, &format!("ping: {e}")),
             Done::Rooms(rooms) => self.machine.handle_rooms(rooms),
+            Done::Summary(Some(summary)) => self.machine.handle_summary(&summary),
+            Done::Summary(None) => {}
         }
     }
 }
@@ -583,6 +606,7 @@ async fn next_message(stream: &mut Option<PubSubStream>) -> Option<Vec<u8>> {
 async fn run_batch(
     mut conn: MultiplexedConnection,
     engine: Option<RedisHistory>,
+    lease: Arc<Lease>,
     batch: Batch,
 ) -> Sent {
     let mut lost = None;
@@ -626,11 +650,85 @@ async fn run_batch(
         }
         _ => (Vec::new(), Vec::new()),
     };
+    let cluster = match batch.lease {
+        Some(summary) if lost.is_none() => {
+            let r = within(lease.renew(&mut conn, &summary)).await;
+            if let Err(e) = &r {
+                lost.get_or_insert_with(|| e.clone());
+            }
+            Some(r)
+        }
+        _ => None,
+    };
     Sent {
         published,
         appended,
         fetched,
+        cluster,
         lost,
+    }
+}
+
+/// Writes this node's summary with its lease and reads every live node's, in one script:
+/// `sb:<system>:nodes` is a sorted set of node ids scored by lease end (Redis `TIME`, ms),
+/// `sb:<system>:n:<node>` the node's summary, expiring with its lease (`PX`). Entries past
+/// their lease are removed from the set as it is read; at most [`MAX_NODES`] are read.
+#[derive(Debug)]
+struct Lease {
+    nodes: String,
+    key: String,
+    prefix: String,
+    node: String,
+}
+
+const LEASE_SCRIPT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local lease = tonumber(ARGV[3])
+redis.call('SET', KEYS[2], ARGV[2], 'PX', lease)
+redis.call('ZADD', KEYS[1], now + lease, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('PEXPIRE', KEYS[1], lease)
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf', 'LIMIT', 0, tonumber(ARGV[4]))
+local out = {}
+for _, id in ipairs(ids) do
+  local v = redis.call('GET', ARGV[5] .. id)
+  if v then out[#out + 1] = v end
+end
+return out
+"#;
+
+impl Lease {
+    fn new(system: &str, node: NodeId) -> Self {
+        let prefix = node_key_prefix(system);
+        Lease {
+            nodes: nodes_key(system),
+            key: format!("{prefix}{node}"),
+            prefix,
+            node: node.to_string(),
+        }
+    }
+
+    async fn renew(
+        &self,
+        conn: &mut MultiplexedConnection,
+        summary: &[u8],
+    ) -> RedisResult<Vec<Bytes>> {
+        let lease_ms = u64::try_from(LEASE.as_millis()).unwrap_or(u64::MAX);
+        // Every 3 s, a few hundred bytes of script: `EVAL` costs Redis a cached compile.
+        let read: Vec<Vec<u8>> = redis::cmd("EVAL")
+            .arg(LEASE_SCRIPT)
+            .arg(2)
+            .arg(&self.nodes)
+            .arg(&self.key)
+            .arg(&self.node)
+            .arg(summary)
+            .arg(lease_ms)
+            .arg(MAX_NODES + 1) // The others, and this one.
+            .arg(&self.prefix)
+            .query_async(conn)
+            .await?;
+        Ok(read.into_iter().map(Bytes::from).collect())
     }
 }
 
@@ -653,6 +751,12 @@ async fn injector(hub: HubHandle, mut rx: mpsc::Receiver<ToHub>) {
             ToHub::Appended(stream, result) => hub.appended(stream, result).await,
             ToHub::Fetched(id, result) => hub.fetched(id, result).await,
             ToHub::Check => hub.history_check().await,
+            ToHub::Members(m) => {
+                hub.remote_members(m.origin.get(), m.room, m.members, m.hello)
+                    .await
+            }
+            ToHub::Cluster(nodes) => hub.cluster(nodes).await,
+            ToHub::Resync => hub.resync().await,
         };
         if told.is_err() {
             return;

@@ -68,6 +68,12 @@ const FAMILIES: &[(&str, &str, &str, Field)] = &[
         "Room channels this node is subscribed to.",
         |s| s.room_subscriptions,
     ),
+    (
+        "switchboard_backplane_nodes",
+        "gauge",
+        "Other live nodes of the cluster, as last read with this node's lease.",
+        |s| s.nodes,
+    ),
 ];
 
 /// Write the families of several backplanes, one sample per system in each family.

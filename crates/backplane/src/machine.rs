@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hashbrown::HashSet;
+use switchboard_hub::cluster::{Members, NodeSummary};
 use switchboard_hub::history::{Entry, Epoch, FetchId, Fetched, HistoryError, Position, SessionId};
 use switchboard_hub::{Instant, Publication, Target};
 
@@ -21,7 +22,7 @@ use crate::backoff::Backoff;
 use crate::interest::{Gaps, Interest};
 use crate::node::NodeId;
 use crate::status::Status;
-use crate::wire::{self, Envelope};
+use crate::wire::{self, Envelope, MembersMessage};
 
 /// How often room subscriptions are reconciled with the hub's rooms, and how often an idle
 /// connection is pinged to notice a dead peer.
@@ -30,9 +31,27 @@ pub const RECONCILE_EVERY: Duration = Duration::from_secs(5);
 pub const BATCH: usize = 256;
 /// Most channels named in one subscribe or unsubscribe.
 pub const SUBSCRIBE_CHUNK: usize = 512;
+/// How often a node renews its lease: writes its summary and reads the other live nodes'.
+pub const LEASE_EVERY: Duration = Duration::from_secs(3);
+/// How long a node's summary lives in Redis without renewal: a node killed without a word is
+/// gone from every other node's counts and presence within it (plus one [`LEASE_EVERY`]).
+pub const LEASE: Duration = switchboard_hub::cluster::LEASE;
+/// Rooms whose members announcement waits for the publishing connection at most (each room's
+/// latest); past it an announcement is dropped and counted in `dropped_while_down`.
+pub const MAX_UNSENT_MEMBERS: usize = 65_536;
 /// Publications, appends and fetches waiting for the publishing connection at most; the driver
 /// stops taking more from the hub while it is full ([`Backplane::wants_input`]).
 pub const MAX_WAITING: usize = 4 * BATCH;
+
+/// The Redis sorted set of `system`'s live nodes (node id → lease end, Unix ms).
+pub fn nodes_key(system: &str) -> String {
+    format!("sb:{system}:nodes")
+}
+
+/// The prefix of `system`'s node summary keys: `sb:<system>:n:<node id>`.
+pub fn node_key_prefix(system: &str) -> String {
+    format!("sb:{system}:n:")
+}
 
 /// The Redis channel carrying `system`'s publications to everyone and to users.
 pub fn all_channel(system: &str) -> String {
@@ -67,6 +86,9 @@ pub struct Config {
     pub history: bool,
     /// Seed of the reconnect jitter.
     pub seed: u64,
+    /// Keep a lease on this node's summary in Redis and read the other live nodes' with it
+    /// (every [`LEASE_EVERY`]): cluster-wide counts and presence ([`Command::Summarize`]).
+    pub lease: bool,
 }
 
 /// A kept publication to append to the shared history, published with its position.
@@ -107,6 +129,9 @@ pub struct Batch {
     pub appends: Vec<Append>,
     /// Fetches.
     pub fetches: Vec<Fetch>,
+    /// This node's summary to write with its lease ([`LEASE`]), reading every live node's in
+    /// the same script ([`Sent::cluster`]).
+    pub lease: Option<Bytes>,
 }
 
 /// How a [`Batch`] went.
@@ -119,6 +144,8 @@ pub struct Sent {
     pub appended: Vec<Result<Position, String>>,
     /// Each fetch's answer, in the batch's order.
     pub fetched: Vec<Result<Fetched, String>>,
+    /// The live nodes' summaries (this one's included), when the batch renewed the lease.
+    pub cluster: Option<Result<Vec<Bytes>, String>>,
     /// The connection failed (a timeout, a closed socket): it must be opened again.
     pub lost: Option<String>,
 }
@@ -147,6 +174,13 @@ pub enum ToHub {
     /// The history's channels may have lost publications, or its fetches failed: the hub
     /// fetches each stream from where it is.
     Check,
+    /// Another node's members of a room.
+    Members(MembersMessage),
+    /// The subscription was re-established: `Members` may have gone by meanwhile. The hub
+    /// announces its members of every room again, asking the others for theirs (`hello`).
+    Resync,
+    /// The other live nodes and their summaries, just read.
+    Cluster(Vec<(u64, NodeSummary)>),
 }
 
 /// What the driver must do next.
@@ -172,6 +206,8 @@ pub enum Command {
     Ping(Side),
     /// Ask the hub which rooms have local members; answer with [`Backplane::handle_rooms`].
     ListRooms,
+    /// Ask the hub for this node's summary; answer with [`Backplane::handle_summary`].
+    Summarize,
     /// Hand this to the hub (through a bounded queue: if it is full, report with
     /// [`Backplane::handle_hub_full`]).
     Deliver(ToHub),
@@ -181,6 +217,7 @@ pub enum Command {
 #[derive(Debug)]
 struct InFlight {
     publishes: usize,
+    lease: bool,
     appends: Vec<String>,
     fetches: Vec<FetchId>,
 }
@@ -244,6 +281,11 @@ pub struct Backplane {
     /// The subscriber failed: ping the publisher soon (an idle one would look up until then).
     check_publisher: bool,
     next_tick: Instant,
+    /// When the lease is renewed next.
+    next_lease: Instant,
+    /// Members announcements made while the publishing connection was down: each room's
+    /// latest, sent when it is back (so no other node keeps members this one no longer has).
+    unsent: hashbrown::HashMap<String, (Members, bool)>,
     commands: VecDeque<Command>,
     status: Status,
 }
@@ -271,6 +313,8 @@ impl Backplane {
             busy: false,
             check_publisher: false,
             next_tick: now + RECONCILE_EVERY,
+            next_lease: now,
+            unsent: hashbrown::HashMap::new(),
             commands: VecDeque::new(),
             status,
             config,
@@ -295,6 +339,11 @@ impl Backplane {
         w.publishes.len() + w.appends.len() + w.fetches.len()
     }
 
+    /// Whether a batch has anything to carry.
+    fn has_waiting(&self) -> bool {
+        self.waiting_len() > 0 || self.waiting.lease.is_some()
+    }
+
     /// Whether everything taken from the hub has been sent (or answered as unavailable), and
     /// nothing is in flight on the publishing connection: what a shutdown waits for.
     pub fn is_flushed(&self) -> bool {
@@ -308,7 +357,7 @@ impl Backplane {
 
     /// When [`Backplane::handle_timeout`] has work to do.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let mut at = self.next_tick;
+        let mut at = self.next_tick.min(self.next_lease);
         for c in [self.publisher, self.subscriber] {
             if let Conn::Down(retry) = c {
                 at = at.min(retry);
@@ -324,6 +373,12 @@ impl Backplane {
             if matches!(*conn, Conn::Down(at) if at <= now) {
                 *conn = Conn::Connecting;
                 self.commands.push_back(Command::Connect(side));
+            }
+        }
+        if now >= self.next_lease {
+            self.next_lease = now + LEASE_EVERY;
+            if self.publisher == Conn::Up && self.config.lease {
+                self.commands.push_back(Command::Summarize);
             }
         }
         if now >= self.next_tick {
@@ -363,6 +418,15 @@ impl Backplane {
                     }
                 }
                 self.publisher_ever = true;
+                for (room, (members, hello)) in std::mem::take(&mut self.unsent) {
+                    let channel = room_channel(self.config.system, &room);
+                    let message = wire::encode_members(self.config.node, &room, &members, hello);
+                    self.waiting.publishes.push((channel, message));
+                }
+                if self.config.lease {
+                    // Renew the lease at once: the other nodes see this one, and it sees them.
+                    self.commands.push_back(Command::Summarize);
+                }
                 self.flush();
             }
             Side::Subscriber => {
@@ -454,6 +518,36 @@ impl Backplane {
             Ok(message) => self.waiting.publishes.push((channel, message)),
             Err(e) => self.status.error("encode", &e.to_string()),
         }
+        self.flush();
+    }
+
+    /// This node's summary, as the hub gave it ([`Command::Summarize`]): written with the
+    /// lease in the next batch, which reads every live node's.
+    pub fn handle_summary(&mut self, summary: &NodeSummary) {
+        if self.publisher != Conn::Up {
+            return; // The other nodes' leases on this one run out: right, it cannot reach them.
+        }
+        self.waiting.lease = Some(wire::encode_summary(self.config.node, summary));
+        self.flush();
+    }
+
+    /// This node's members of `room` changed ([`switchboard_hub::Output::Members`]): published
+    /// on the room's channel, for the nodes with members of it (and every node, with every
+    /// room's channel received).
+    pub fn handle_members(&mut self, room: &str, members: &Members, hello: bool) {
+        if self.publisher != Conn::Up {
+            let was_hello = self.unsent.get(room).is_some_and(|(_, h)| *h);
+            if self.unsent.contains_key(room) || self.unsent.len() < MAX_UNSENT_MEMBERS {
+                self.unsent
+                    .insert(room.to_owned(), (members.clone(), hello || was_hello));
+            } else {
+                self.status.dropped_while_down += 1;
+            }
+            return;
+        }
+        let channel = room_channel(self.config.system, room);
+        let message = wire::encode_members(self.config.node, room, members, hello);
+        self.waiting.publishes.push((channel, message));
         self.flush();
     }
 
@@ -611,6 +705,10 @@ impl Backplane {
         self.status.subscriber_connected = true;
         if self.subscriber_ever {
             self.status.reconnects += 1;
+            if self.config.lease {
+                // Other nodes' members may have changed meanwhile: ask them again.
+                self.commands.push_back(Command::Deliver(ToHub::Resync));
+            }
             if self.config.history {
                 // Positioned publications may have gone by meanwhile.
                 self.commands.push_back(Command::Deliver(ToHub::Check));
@@ -635,6 +733,17 @@ impl Backplane {
 
     /// A message arrived on one of the subscribed channels.
     pub fn handle_message(&mut self, payload: Bytes) {
+        if payload.first() == Some(&wire::MEMBERS_KIND) {
+            match wire::decode_members(&payload) {
+                Ok(m) if m.origin == self.config.node => {} // Our own, echoed back.
+                Ok(m) => {
+                    self.status.received += 1;
+                    self.commands.push_back(Command::Deliver(ToHub::Members(m)));
+                }
+                Err(_) => self.status.invalid += 1,
+            }
+            return;
+        }
         // A shared history's publication comes with its position in front; the rest is the
         // message, decoded in place (its payload shares `payload`'s buffer).
         let (position, start) = match positioned(&payload) {
@@ -694,6 +803,13 @@ impl Backplane {
                 self.status.error("publish", &e);
             }
         }
+        if batch.lease {
+            match sent.cluster {
+                Some(Ok(summaries)) => self.read_cluster(summaries),
+                Some(Err(e)) => self.status.error("lease", &e),
+                None => {}
+            }
+        }
         self.answer(batch, sent.appended, sent.fetched);
         match sent.lost {
             Some(e) => self.handle_failed(now, Side::Publisher, &e),
@@ -704,6 +820,22 @@ impl Backplane {
                 self.flush();
             }
         }
+    }
+
+    /// The live nodes' summaries as read with the lease: the others' go to the hub (an
+    /// undecodable one is counted invalid and left out, as if that node were gone).
+    fn read_cluster(&mut self, summaries: Vec<Bytes>) {
+        let mut nodes = Vec::with_capacity(summaries.len());
+        for bytes in summaries {
+            match wire::decode_summary(&bytes) {
+                Ok((node, _)) if node == self.config.node => {}
+                Ok((node, summary)) => nodes.push((node.get(), summary)),
+                Err(_) => self.status.invalid += 1,
+            }
+        }
+        self.status.nodes = nodes.len() as u64;
+        self.commands
+            .push_back(Command::Deliver(ToHub::Cluster(nodes)));
     }
 
     /// Hand the hub every answer of `batch`, in order; one missing (a lost connection) is
@@ -746,9 +878,10 @@ impl Backplane {
 
     /// Start the next batch if the connection is up and free.
     fn flush(&mut self) {
-        if self.publisher != Conn::Up || self.sending.is_some() || self.waiting_len() == 0 {
+        if self.publisher != Conn::Up || self.sending.is_some() || !self.has_waiting() {
             return;
         }
+        let lease = self.waiting.lease.take();
         let w = &mut self.waiting;
         let n = w.publishes.len().min(BATCH);
         let publishes: Vec<_> = w.publishes.drain(..n).collect();
@@ -758,6 +891,7 @@ impl Backplane {
         let fetches: Vec<_> = w.fetches.drain(..n).collect();
         self.sending = Some(InFlight {
             publishes: publishes.len(),
+            lease: lease.is_some(),
             appends: appends.iter().map(|a| a.stream.clone()).collect(),
             fetches: fetches.iter().map(|f| f.id).collect(),
         });
@@ -766,6 +900,7 @@ impl Backplane {
             publishes,
             appends,
             fetches,
+            lease,
         }));
     }
 }

@@ -34,6 +34,8 @@ pub struct Status {
     pub errors: u64,
     /// Room channels currently subscribed.
     pub room_subscriptions: u64,
+    /// Other live nodes, as last read with this node's lease.
+    pub nodes: u64,
     /// The last Redis error, if any.
     pub last_error: Option<String>,
 }
@@ -56,6 +58,7 @@ impl Status {
             reconnects: 0,
             errors: 0,
             room_subscriptions: 0,
+            nodes: 0,
             last_error: None,
         }
     }
@@ -92,6 +95,7 @@ impl Status {
             "reconnects": self.reconnects,
             "errors": self.errors,
             "room_subscriptions": self.room_subscriptions,
+            "nodes": self.nodes,
             "last_error": self.last_error,
         })
     }

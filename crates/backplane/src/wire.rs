@@ -21,6 +21,9 @@
 //! remain.
 
 use bytes::{BufMut, Bytes, BytesMut};
+use switchboard_hub::cluster::{
+    Member, Members, NodeClient, NodeSummary, MAX_CLIENTS, MAX_MEMBERS,
+};
 use switchboard_hub::history::SessionId;
 use switchboard_hub::{Publication, Tags, Target, Text};
 
@@ -277,9 +280,333 @@ pub fn decode(message: Bytes) -> Result<Envelope, DecodeError> {
     })
 }
 
+// ---------------------------------------------------------------------------------------------
+// Cluster state: a node's members of a room, and its summary
+// ---------------------------------------------------------------------------------------------
+
+/// The first byte of a [`MembersMessage`] (never a publication's version).
+pub const MEMBERS_KIND: u8 = 0x4d;
+/// The first byte of a node's summary ([`encode_summary`]).
+pub const SUMMARY_KIND: u8 = 0x53;
+const HELLO_FLAG: u8 = 0b1;
+/// Longest room, client, user or filter string a state message may carry (ids are capped far
+/// lower where clients give them: `--max-id-bytes`).
+pub const MAX_STATE_STRING: usize = 4096;
+
+/// A string of a state message, within [`MAX_STATE_STRING`].
+fn state_string(r: &mut Reader<'_>) -> Result<String, DecodeError> {
+    let s = r.string()?;
+    if s.len() > MAX_STATE_STRING {
+        return Err(DecodeError::Length);
+    }
+    Ok(s)
+}
+
+/// A node's members of one room, published on the room's channel whenever they change:
+///
+/// ```text
+/// offset  size     field
+/// 0       1        kind (0x4d, `M`)
+/// 1       8        origin node id, big-endian
+/// 9       1        flags: bit 0 hello (the room just got its first member on the origin:
+///                  nodes with members of it answer with theirs)
+/// 10      varint   room length, then its UTF-8 bytes
+///         varint   how many members the room has on the origin
+///         varint   how many are listed (at most 1000), then per member: varint length +
+///                  client id, 1 byte (1: a user follows) [+ varint length + user id],
+///                  varint joined-at (Unix ms)
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MembersMessage {
+    /// The node whose members these are.
+    pub origin: NodeId,
+    /// The room.
+    pub room: String,
+    /// Its members on the origin.
+    pub members: Members,
+    /// The room just got its first member on the origin.
+    pub hello: bool,
+}
+
+/// Encode `origin`'s members of `room` (at most [`MAX_MEMBERS`] listed).
+pub fn encode_members(origin: NodeId, room: &str, members: &Members, hello: bool) -> Bytes {
+    let listed = &members.listed[..members.listed.len().min(MAX_MEMBERS)];
+    let mut out = BytesMut::with_capacity(32 + room.len() + listed.len() * 48);
+    out.put_u8(MEMBERS_KIND);
+    out.put_u64(origin.get());
+    out.put_u8(if hello { HELLO_FLAG } else { 0 });
+    put_str(&mut out, room);
+    put_varint(&mut out, members.total.max(listed.len() as u64));
+    put_varint(&mut out, listed.len() as u64);
+    for m in listed {
+        put_str(&mut out, &m.client_id);
+        match &m.user {
+            Some(user) => {
+                out.put_u8(1);
+                put_str(&mut out, user);
+            }
+            None => out.put_u8(0),
+        }
+        put_varint(&mut out, m.joined_at);
+    }
+    out.freeze()
+}
+
+/// Decode a [`MembersMessage`]; never panics, never allocates more than the message's size.
+pub fn decode_members(message: &[u8]) -> Result<MembersMessage, DecodeError> {
+    let mut r = Reader {
+        buf: message,
+        pos: 0,
+    };
+    let kind = r.u8()?;
+    if kind != MEMBERS_KIND {
+        return Err(DecodeError::Version(kind));
+    }
+    let origin = NodeId::new(r.u64()?);
+    let hello = r.u8()? & HELLO_FLAG != 0;
+    let room = state_string(&mut r)?;
+    let total = r.varint()?;
+    // Each member takes at least three bytes, so this bounds the Vec.
+    let count = r.len()?;
+    if count > MAX_MEMBERS {
+        return Err(DecodeError::Length);
+    }
+    let mut listed = Vec::with_capacity(count / 3);
+    for _ in 0..count {
+        let client_id = state_string(&mut r)?;
+        let user = match r.u8()? {
+            0 => None,
+            1 => Some(state_string(&mut r)?),
+            _ => return Err(DecodeError::Length),
+        };
+        let joined_at = r.varint()?;
+        listed.push(Member {
+            client_id,
+            user,
+            joined_at,
+        });
+    }
+    if r.pos != message.len() {
+        return Err(DecodeError::Length);
+    }
+    Ok(MembersMessage {
+        origin,
+        room,
+        members: Members {
+            total: total.max(listed.len() as u64),
+            listed,
+        },
+        hello,
+    })
+}
+
+/// Encode `node`'s summary, as its Redis key holds it:
+///
+/// ```text
+/// offset  size     field
+/// 0       1        kind (0x53, `S`)
+/// 1       8        node id, big-endian
+/// 9       varint   open connections
+///         varint   non-empty rooms
+///         varint   clients listed (at most 1000), then per client: varint length + client
+///                  id, varint opened-at (Unix ms), varint filter entries, then per entry
+///                  varint length + name, varint length + value
+/// ```
+pub fn encode_summary(node: NodeId, summary: &NodeSummary) -> Bytes {
+    let clients = &summary.clients[..summary.clients.len().min(MAX_CLIENTS)];
+    let mut out = BytesMut::with_capacity(32 + clients.len() * 48);
+    out.put_u8(SUMMARY_KIND);
+    out.put_u64(node.get());
+    put_varint(&mut out, summary.connections);
+    put_varint(&mut out, summary.rooms);
+    put_varint(&mut out, clients.len() as u64);
+    for c in clients {
+        put_str(&mut out, &c.client_id);
+        put_varint(&mut out, c.opened_at);
+        put_varint(&mut out, c.filter.len() as u64);
+        for (k, v) in &c.filter {
+            put_str(&mut out, k);
+            put_str(&mut out, v);
+        }
+    }
+    out.freeze()
+}
+
+/// Decode a node's summary; never panics, never allocates more than the message's size.
+pub fn decode_summary(message: &[u8]) -> Result<(NodeId, NodeSummary), DecodeError> {
+    let mut r = Reader {
+        buf: message,
+        pos: 0,
+    };
+    let kind = r.u8()?;
+    if kind != SUMMARY_KIND {
+        return Err(DecodeError::Version(kind));
+    }
+    let node = NodeId::new(r.u64()?);
+    let connections = r.varint()?;
+    let rooms = r.varint()?;
+    let count = r.len()?; // Each client takes at least three bytes.
+    if count > MAX_CLIENTS {
+        return Err(DecodeError::Length);
+    }
+    let mut clients = Vec::with_capacity(count / 3);
+    for _ in 0..count {
+        let client_id = state_string(&mut r)?;
+        let opened_at = r.varint()?;
+        let entries = r.len()?;
+        let mut filter = Vec::with_capacity(entries / 2);
+        for _ in 0..entries {
+            let k = state_string(&mut r)?;
+            let v = state_string(&mut r)?;
+            filter.push((k, v));
+        }
+        clients.push(NodeClient {
+            client_id,
+            filter,
+            opened_at,
+        });
+    }
+    if r.pos != message.len() {
+        return Err(DecodeError::Length);
+    }
+    Ok((
+        node,
+        NodeSummary {
+            connections,
+            rooms,
+            clients,
+        },
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn members_and_summaries_round_trip() {
+        let members = Members {
+            listed: vec![
+                Member {
+                    client_id: "client_1_1_ab".into(),
+                    user: Some("ünï".into()),
+                    joined_at: 1_735_734_600_000,
+                },
+                Member {
+                    client_id: "client_1_2_ab".into(),
+                    user: None,
+                    joined_at: 0,
+                },
+            ],
+            total: 5,
+        };
+        for hello in [false, true] {
+            let bytes = encode_members(NodeId::new(9), "project:p", &members, hello);
+            let m = decode_members(&bytes).unwrap();
+            assert_eq!(
+                m,
+                MembersMessage {
+                    origin: NodeId::new(9),
+                    room: "project:p".into(),
+                    members: members.clone(),
+                    hello,
+                }
+            );
+        }
+        let summary = NodeSummary {
+            connections: 3,
+            rooms: 2,
+            clients: vec![NodeClient {
+                client_id: "user_3_1_ab".into(),
+                filter: vec![("direction".into(), "IB".into())],
+                opened_at: 7,
+            }],
+        };
+        let bytes = encode_summary(NodeId::new(4), &summary);
+        assert_eq!(decode_summary(&bytes).unwrap(), (NodeId::new(4), summary));
+        // One kind is never taken for the other, nor for a publication.
+        assert!(decode_members(&bytes).is_err());
+        assert!(decode(bytes).is_err());
+    }
+
+    #[test]
+    fn hostile_members_and_summaries_are_errors_never_panics() {
+        let members = Members {
+            listed: vec![Member {
+                client_id: "c".into(),
+                user: Some("u".into()),
+                joined_at: 300,
+            }],
+            total: 1,
+        };
+        let good = encode_members(NodeId::new(1), "room", &members, true);
+        let summary = NodeSummary {
+            connections: 1,
+            rooms: 1,
+            clients: vec![NodeClient {
+                client_id: "c".into(),
+                filter: vec![("k".into(), "v".into())],
+                opened_at: 1,
+            }],
+        };
+        let good_summary = encode_summary(NodeId::new(1), &summary);
+        for good in [&good, &good_summary] {
+            for i in 0..good.len() {
+                for b in [0u8, 1, 2, 0x7f, 0x80, 0xff] {
+                    let mut m = good.to_vec();
+                    m[i] = b;
+                    let _ = decode_members(&m);
+                    let _ = decode_summary(&m);
+                }
+                assert!(decode_members(&good[..i]).is_err(), "cut at {i}");
+                assert!(decode_summary(&good[..i]).is_err(), "cut at {i}");
+            }
+        }
+        // A member count far above what the bytes hold, or over the cap, is refused before
+        // allocating.
+        let mut many = good[..15].to_vec(); // kind, node, flags, room
+        many.extend_from_slice(&[1, 0xff, 0xff, 0xff, 0x0f]);
+        assert_eq!(decode_members(&many), Err(DecodeError::Length));
+        let over_cap: Vec<Member> = (0..MAX_MEMBERS + 1)
+            .map(|_| Member {
+                client_id: "c".into(),
+                user: None,
+                joined_at: 0,
+            })
+            .collect();
+        let mut bytes = encode_members(
+            NodeId::new(1),
+            "r",
+            &Members {
+                listed: over_cap.clone(),
+                total: 0,
+            },
+            false,
+        )
+        .to_vec();
+        assert_eq!(
+            decode_members(&bytes).unwrap().members.listed.len(),
+            MAX_MEMBERS
+        );
+        // Rewrite the listed count to 1001 and append one more member by hand.
+        bytes.truncate(12); // kind, node, flags, room "r"
+        put_varint_vec(&mut bytes, 1001);
+        put_varint_vec(&mut bytes, 1001);
+        for _ in 0..1001 {
+            bytes.extend_from_slice(&[1, b'c', 0, 0]);
+        }
+        assert_eq!(decode_members(&bytes), Err(DecodeError::Length));
+        // Trailing bytes are refused.
+        let mut trailing = good.to_vec();
+        trailing.push(0);
+        assert_eq!(decode_members(&trailing), Err(DecodeError::Length));
+    }
+
+    fn put_varint_vec(out: &mut Vec<u8>, v: u64) {
+        let mut b = BytesMut::new();
+        put_varint(&mut b, v);
+        out.extend_from_slice(&b);
+    }
 
     fn round_trip(p: Publication) {
         for publisher in [

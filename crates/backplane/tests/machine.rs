@@ -6,9 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use switchboard_backplane::{
-    positioned, wire, Backplane, Command, Config, NodeId, Sent, Side, ToHub, MAX_WAITING,
-    RECONCILE_EVERY,
+    positioned, wire, Backplane, Command, Config, NodeId, Sent, Side, ToHub, LEASE_EVERY,
+    MAX_WAITING, RECONCILE_EVERY,
 };
+use switchboard_hub::cluster::{Member, Members, NodeClient, NodeSummary};
 use switchboard_hub::history::{Audience, Entry, Epoch, FetchId, HistoryError, Position};
 use switchboard_hub::{Bytes, Instant, Publication, Target, Text};
 
@@ -23,6 +24,7 @@ fn machine(every_room: bool, history: bool) -> Backplane {
         every_room,
         history,
         seed: 7,
+        lease: false,
     };
     Backplane::new(config, T0)
 }
@@ -36,6 +38,7 @@ fn ok() -> Sent {
         published: Ok(()),
         appended: Vec::new(),
         fetched: Vec::new(),
+        cluster: None,
         lost: None,
     }
 }
@@ -429,4 +432,209 @@ fn room_events_during_the_first_subscriptions_are_applied_after_them() {
         "{c:?}"
     );
     assert!(m.status().subscriber_connected);
+}
+
+/// Both connections up on a machine that keeps a lease.
+fn up_with_lease() -> Backplane {
+    let config = Config {
+        system: "sys",
+        node: ME,
+        every_room: true,
+        history: false,
+        seed: 7,
+        lease: true,
+    };
+    let mut m = Backplane::new(config, T0);
+    m.handle_timeout(T0);
+    drain(&mut m);
+    m.handle_connected(T0, Side::Publisher);
+    assert!(
+        matches!(drain(&mut m)[..], [Command::Summarize]),
+        "a lease is taken as soon as the publisher is up"
+    );
+    m.handle_connected(T0, Side::Subscriber);
+    drain(&mut m);
+    m.handle_subscribed(T0, Ok(()));
+    drain(&mut m);
+    m.handle_subscribed(T0, Ok(()));
+    drain(&mut m);
+    m
+}
+
+fn summary(connections: u64) -> NodeSummary {
+    NodeSummary {
+        connections,
+        rooms: 1,
+        clients: vec![NodeClient {
+            client_id: format!("c{connections}"),
+            filter: Vec::new(),
+            opened_at: 5,
+        }],
+    }
+}
+
+/// The lease: the hub's summary is written in the next batch every 3 s, the live nodes read
+/// with it go to the hub (this node's own left out, an undecodable one counted invalid), and a
+/// failed read hands the hub nothing (its leases on the others run out by themselves).
+#[test]
+fn the_lease_is_renewed_every_period_and_the_live_nodes_go_to_the_hub() {
+    let mut m = up_with_lease();
+    m.handle_summary(&summary(2));
+    let c = drain(&mut m);
+    let [Command::Send(batch)] = &c[..] else {
+        panic!("{c:?}")
+    };
+    let written = batch.lease.clone().expect("the summary rides the batch");
+    assert_eq!(
+        wire::decode_summary(&written).unwrap(),
+        (ME, summary(2)),
+        "this node's summary, as the hub gave it"
+    );
+    let mine = wire::encode_summary(ME, &summary(2));
+    let theirs = wire::encode_summary(OTHER, &summary(5));
+    m.handle_sent(
+        T0,
+        Sent {
+            cluster: Some(Ok(vec![mine, theirs, Bytes::from_static(b"S\x01")])),
+            ..ok()
+        },
+    );
+    let c = drain(&mut m);
+    let [Command::Deliver(ToHub::Cluster(nodes))] = &c[..] else {
+        panic!("{c:?}")
+    };
+    assert_eq!(nodes, &[(OTHER.get(), summary(5))]);
+    assert_eq!((m.status().nodes, m.status().invalid), (1, 1));
+    // Every LEASE_EVERY the hub is asked again, whatever else happens.
+    let next = m.poll_timeout().unwrap();
+    assert!(next <= T0 + LEASE_EVERY, "{next:?}");
+    m.handle_timeout(T0 + LEASE_EVERY);
+    assert!(drain(&mut m)
+        .iter()
+        .any(|c| matches!(c, Command::Summarize)));
+    m.handle_summary(&summary(3));
+    drain(&mut m);
+    m.handle_sent(
+        T0 + LEASE_EVERY,
+        Sent {
+            cluster: Some(Err("NOSCRIPT".into())),
+            ..ok()
+        },
+    );
+    assert!(
+        drain(&mut m).is_empty(),
+        "a failed read tells the hub nothing"
+    );
+    assert_eq!(m.status().errors, 1);
+    // While the publisher is down no lease is written (the others see this node go).
+    m.handle_failed(T0 + LEASE_EVERY, Side::Publisher, "gone");
+    drain(&mut m);
+    m.handle_summary(&summary(3));
+    assert!(drain(&mut m).is_empty());
+}
+
+/// Members: the hub's announcement goes on the room's channel; another node's comes to the hub;
+/// this node's own echo is skipped; a malformed one is counted invalid, never a panic.
+#[test]
+fn members_are_published_on_the_rooms_channel_and_handed_to_the_hub() {
+    let mut m = up_with_lease();
+    let members = Members {
+        listed: vec![Member {
+            client_id: "c1".into(),
+            user: Some("alice".into()),
+            joined_at: 7,
+        }],
+        total: 1,
+    };
+    m.handle_members("project:p", &members, true);
+    let c = drain(&mut m);
+    let [Command::Send(batch)] = &c[..] else {
+        panic!("{c:?}")
+    };
+    let (channel, message) = &batch.publishes[0];
+    assert_eq!(channel, "sb:sys:room:project:p");
+    let decoded = wire::decode_members(message).unwrap();
+    assert_eq!((decoded.origin, decoded.hello), (ME, true));
+    m.handle_sent(T0, ok());
+    drain(&mut m);
+
+    m.handle_message(message.clone());
+    assert!(drain(&mut m).is_empty(), "our own, echoed back");
+    let theirs = wire::encode_members(OTHER, "project:p", &members, false);
+    m.handle_message(theirs);
+    let c = drain(&mut m);
+    let [Command::Deliver(ToHub::Members(got))] = &c[..] else {
+        panic!("{c:?}")
+    };
+    assert_eq!(
+        (got.origin, &got.room, &got.members),
+        (OTHER, &"project:p".to_string(), &members)
+    );
+    let invalid = m.status().invalid;
+    for bad in [&b"M"[..], b"M\0\0\0\0\0\0\0\x02\0\xff\xff\xff\xff\x0f"] {
+        m.handle_message(Bytes::copy_from_slice(bad));
+    }
+    assert!(drain(&mut m).is_empty());
+    assert_eq!(m.status().invalid, invalid + 2);
+}
+
+/// While the publisher is down, each room's latest members announcement waits (its `hello`
+/// kept) and goes out when it is back, so no node keeps members this one no longer has; a
+/// subscription re-established makes the hub announce again (`Resync`), since other nodes'
+/// announcements may have gone by.
+#[test]
+fn members_wait_for_the_publisher_and_a_resubscribe_resyncs() {
+    let mut m = up_with_lease();
+    m.handle_failed(T0, Side::Publisher, "gone");
+    drain(&mut m);
+    let one = |total| Members {
+        listed: Vec::new(),
+        total,
+    };
+    m.handle_members("project:p", &one(2), true);
+    m.handle_members("project:p", &one(0), false);
+    m.handle_members("project:q", &one(1), false);
+    assert!(drain(&mut m).is_empty());
+    assert_eq!(m.status().dropped_while_down, 0, "waiting, not dropped");
+    let due = m.poll_timeout().unwrap();
+    m.handle_timeout(due);
+    assert!(matches!(
+        drain(&mut m)[..],
+        [Command::Connect(Side::Publisher)]
+    ));
+    m.handle_connected(due, Side::Publisher);
+    let c = drain(&mut m);
+    let Some(Command::Send(batch)) = c.iter().find(|c| matches!(c, Command::Send(_))) else {
+        panic!("{c:?}")
+    };
+    let mut sent: Vec<(String, u64, bool)> = batch
+        .publishes
+        .iter()
+        .map(|(channel, message)| {
+            let m = wire::decode_members(message).unwrap();
+            (channel.clone(), m.members.total, m.hello)
+        })
+        .collect();
+    sent.sort();
+    assert_eq!(
+        sent,
+        [
+            ("sb:sys:room:project:p".to_string(), 0, true),
+            ("sb:sys:room:project:q".to_string(), 1, false),
+        ]
+    );
+
+    m.handle_failed(due, Side::Subscriber, "gone");
+    drain(&mut m);
+    let again = m.poll_timeout().unwrap();
+    m.handle_timeout(again);
+    drain(&mut m);
+    m.handle_connected(again, Side::Subscriber);
+    drain(&mut m);
+    m.handle_subscribed(again, Ok(()));
+    drain(&mut m);
+    m.handle_subscribed(again, Ok(()));
+    assert!(drain(&mut m)
+        .iter()
+        .any(|c| matches!(c, Command::Deliver(ToHub::Resync))));
 }

@@ -4,6 +4,7 @@ use alloc::borrow::Cow;
 use alloc::string::String;
 use core::time::Duration;
 
+use crate::cluster::{Member, NodeSummary};
 use crate::output::JoinError;
 use crate::state::{Core, Source};
 use crate::{
@@ -43,6 +44,39 @@ impl Context<'_> {
     /// Returns the number of local deliveries.
     pub fn publish(&mut self, publication: Publication) -> usize {
         self.core.publish(publication, Source::Local)
+    }
+
+    /// Fan a publication out to this node's connections only, never to other nodes (what
+    /// each node computes for its own members, such as presence).
+    pub fn publish_here(&mut self, publication: Publication) -> usize {
+        self.core.publish(publication, Source::Remote)
+    }
+
+    /// `room`'s members on the other nodes of the cluster (at most
+    /// [`crate::cluster::MAX_MEMBERS`] per node), for a protocol that shares its members.
+    pub fn remote_members(&self, room: &str) -> impl Iterator<Item = &Member> + '_ {
+        self.core.cluster.members(room)
+    }
+
+    /// How many members `room` has on the other nodes.
+    pub fn remote_member_count(&self, room: &str) -> u64 {
+        self.core.cluster.member_count(room)
+    }
+
+    /// Every room with members on another node, and how many it has there.
+    pub fn remote_rooms(&self) -> impl Iterator<Item = (&str, u64)> + '_ {
+        self.core.cluster.rooms()
+    }
+
+    /// The other live nodes' summaries (their counts and oldest clients).
+    pub fn remote_nodes(&self) -> impl Iterator<Item = &NodeSummary> + '_ {
+        self.core.cluster.summaries()
+    }
+
+    /// Wall-clock milliseconds at monotonic instant `at` (earlier than now): when a local
+    /// connection opened, as the cluster shares it.
+    pub fn wall_millis_at(&self, at: Instant) -> u64 {
+        self.core.wall_millis_at(self.now, at)
     }
 
     /// Put `conn` in `room`. `Ok(true)` if it joined, `Ok(false)` if it was already a member.

@@ -8,6 +8,7 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::any::Any;
 
+use crate::cluster::{ClusterTotals, Members, NodeSummary};
 use crate::history::{FetchId, Fetched, HistoryError, Position, SessionId};
 use crate::hub::{MessageOf, RequestOf};
 use crate::output::NothingPending;
@@ -140,6 +141,23 @@ pub trait DynHub: Send + core::fmt::Debug {
     ) -> usize;
     /// See [`Hub::handle_history_check`].
     fn handle_history_check(&mut self, now: Instant);
+    /// See [`Hub::handle_remote_members`].
+    fn handle_remote_members(
+        &mut self,
+        now: Instant,
+        node: u64,
+        room: &str,
+        members: Members,
+        hello: bool,
+    );
+    /// See [`Hub::handle_cluster`].
+    fn handle_cluster(&mut self, now: Instant, nodes: Vec<(u64, NodeSummary)>);
+    /// See [`Hub::summary`].
+    fn summary(&self) -> NodeSummary;
+    /// See [`Hub::handle_resync`].
+    fn handle_resync(&mut self, now: Instant);
+    /// See [`Hub::cluster_totals`].
+    fn cluster_totals(&self) -> ClusterTotals;
     /// See [`Hub::handle_replication_dropped`].
     fn handle_replication_dropped(&mut self, count: u64);
     /// See [`Hub::close_all`].
@@ -303,6 +321,33 @@ impl<P: Protocol> DynHub for Hub<P> {
         from_here: bool,
     ) -> usize {
         Hub::handle_positioned(self, now, publication, position, publisher, from_here)
+    }
+
+    fn handle_remote_members(
+        &mut self,
+        now: Instant,
+        node: u64,
+        room: &str,
+        members: Members,
+        hello: bool,
+    ) {
+        Hub::handle_remote_members(self, now, node, room, members, hello)
+    }
+
+    fn handle_cluster(&mut self, now: Instant, nodes: Vec<(u64, NodeSummary)>) {
+        Hub::handle_cluster(self, now, nodes)
+    }
+
+    fn summary(&self) -> NodeSummary {
+        Hub::summary(self)
+    }
+
+    fn handle_resync(&mut self, now: Instant) {
+        Hub::handle_resync(self, now)
+    }
+
+    fn cluster_totals(&self) -> ClusterTotals {
+        Hub::cluster_totals(self)
     }
 
     fn handle_history_check(&mut self, now: Instant) {

@@ -6,11 +6,13 @@ use alloc::collections::VecDeque;
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::sync::Arc;
+use alloc::vec;
 use alloc::vec::Vec;
 use core::cmp::Reverse;
 
 use hashbrown::{DefaultHashBuilder, HashMap};
 
+use crate::cluster::{ClusterTotals, Members, NodeSummary};
 use crate::context::Context;
 use crate::history::{Audience, Entry, FetchId, Fetched, HistoryError, Position, SessionId};
 use crate::http::{HttpRequest, HttpResponse, IdempotencyKey};
@@ -81,6 +83,7 @@ impl<P: Protocol> Hub<P> {
             .history
             .clone()
             .map(|h| Box::new(Streams::new(h, protocol.system_stream())));
+        core.share_members = core.config.replicate && protocol.shares_members();
         let idempotency = core
             .config
             .history
@@ -145,7 +148,20 @@ impl<P: Protocol> Hub<P> {
             self.held.remove(&h);
             self.protocol.on_close(&mut cx, h, &rooms);
         }
+        cx.core.flush_members(now);
         r
+    }
+
+    /// Tell the protocol that these rooms' remote members changed.
+    fn members_changed(&mut self, now: Instant, rooms: Vec<String>) {
+        if rooms.is_empty() || !self.core.share_members {
+            return;
+        }
+        self.with_protocol(now, |p, cx| {
+            for room in &rooms {
+                p.on_members_changed(cx, room);
+            }
+        });
     }
 
     /// Whether `conn` was closed by the hub and its `Close` is not drained yet.
@@ -631,6 +647,74 @@ impl<P: Protocol> Hub<P> {
         self.with_protocol(now, |_, cx| cx.core.v2_check_streams());
     }
 
+    /// Node `node` of the cluster has `members` in `room` now (none: it has left), as its
+    /// [`Output::Members`] said; `hello` asks this node for its own members of the room, if it
+    /// has any. Renews `node`'s lease ([`crate::cluster::LEASE`]). Bounded: at most
+    /// [`crate::cluster::MAX_NODES`] nodes, each with at most as many rooms as this hub may
+    /// have, each with at most [`crate::cluster::MAX_MEMBERS`] members listed.
+    pub fn handle_remote_members(
+        &mut self,
+        now: Instant,
+        node: u64,
+        room: &str,
+        members: Members,
+        hello: bool,
+    ) {
+        let now = self.tick(now);
+        if !self.core.share_members {
+            return;
+        }
+        let max_rooms = self.core.config.limits.max_rooms;
+        let changed = self
+            .core
+            .cluster
+            .set_members(now, node, room, members, max_rooms);
+        if hello && self.core.rooms.contains_key(room) {
+            self.core.members_dirty.entry_ref(room).or_default();
+        }
+        let rooms = if changed {
+            vec![room.to_string()]
+        } else {
+            Vec::new()
+        };
+        self.members_changed(now, rooms);
+        self.core.flush_members(now);
+    }
+
+    /// The cluster's other live nodes and their summaries, as just read: each one's lease is
+    /// renewed, a node listed before and missing now is gone (its members leave their rooms;
+    /// one known only from its members waits for its own lease), and a node seen for the first
+    /// time gets this node's members of every room.
+    pub fn handle_cluster(&mut self, now: Instant, nodes: Vec<(u64, NodeSummary)>) {
+        let now = self.tick(now);
+        let changed = self.core.cluster.set_summaries(now, nodes);
+        if changed.greet {
+            self.core.announce_all(false);
+        }
+        self.members_changed(now, changed.rooms);
+        self.core.flush_members(now);
+    }
+
+    /// The backplane's subscription was re-established: other nodes' announcements may have
+    /// gone by. This node announces its members of every room again, each asking the nodes
+    /// with members of it for theirs.
+    pub fn handle_resync(&mut self, now: Instant) {
+        let now = self.tick(now);
+        self.core.announce_all(true);
+        self.core.flush_members(now);
+    }
+
+    /// What this node tells the cluster about itself: its counts and its oldest
+    /// [`crate::cluster::MAX_CLIENTS`] clients.
+    pub fn summary(&self) -> NodeSummary {
+        self.core.summary(self.core.last_now)
+    }
+
+    /// The other live nodes of the cluster (within their lease), summed.
+    pub fn cluster_totals(&self) -> ClusterTotals {
+        self.core.cluster.totals()
+    }
+
     /// The driver could not hand `count` [`Output::Replicate`] publications to the backplane
     /// (its queue was full): they reached local connections only. Counted, never silent.
     pub fn handle_replication_dropped(&mut self, count: u64) {
@@ -666,7 +750,8 @@ impl<P: Protocol> Hub<P> {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let timer = self.core.timers.peek().map(|Reverse((d, _, _))| *d);
         let session = self.core.streams.as_ref().and_then(|s| s.next_expiry());
-        timer.into_iter().chain(session).min()
+        let lease = self.core.cluster.next_expiry();
+        timer.into_iter().chain(session).chain(lease).min()
     }
 
     /// Send due heartbeats, close idle connections, and let throttled connections go on.
@@ -674,6 +759,8 @@ impl<P: Protocol> Hub<P> {
     pub fn handle_timeout(&mut self, now: Instant) {
         let now = self.tick(now);
         self.core.v2_expire(now);
+        let gone = self.core.cluster.expire(now);
+        self.members_changed(now, gone);
         let (heartbeat, idle, rate) = (
             self.core.config.heartbeat_interval,
             self.core.config.idle_timeout,

@@ -60,6 +60,7 @@
 extern crate alloc;
 
 mod close;
+pub mod cluster;
 mod config;
 mod connection;
 mod context;

@@ -7,6 +7,7 @@ use alloc::string::String;
 use alloc::sync::Arc;
 use bytes::Bytes;
 
+use crate::cluster::Members;
 use crate::history::{Entry, FetchId, Position};
 use crate::wire::{Envelope, EnvelopeError};
 use crate::{CloseCode, ConnectionHandle, Instant, Publication, Text};
@@ -110,6 +111,19 @@ pub enum Output {
     /// A room lost its last local member: a backplane may stop receiving its publications
     /// (only when [`crate::Config::replicate`] is set).
     RoomClosed(String),
+    /// This node's members of `room` changed (none left: it has no more): a backplane tells the
+    /// other nodes, which answer with [`crate::Hub::handle_remote_members`] (only when
+    /// [`crate::Config::replicate`] is set and the protocol shares its members,
+    /// [`crate::Protocol::shares_members`]).
+    Members {
+        /// The room.
+        room: String,
+        /// Its local members now.
+        members: Members,
+        /// The room just got its first local member: nodes with members of it answer with
+        /// theirs.
+        hello: bool,
+    },
     /// Keep `entry` as the next publication of `stream` and answer with its position through
     /// [`crate::Hub::handle_appended`], in order per stream (only with
     /// [`crate::Config::history`]).

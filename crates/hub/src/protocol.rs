@@ -81,6 +81,20 @@ pub trait Protocol: Send + 'static {
         let _ = (cx, conn, rooms);
     }
 
+    /// Whether this protocol's rooms have members the other nodes of a cluster must know of
+    /// (presence): the hub then announces each room's local members when they change
+    /// ([`crate::Output::Members`]), and calls [`Protocol::on_members_changed`].
+    fn shares_members(&self) -> bool {
+        false
+    }
+
+    /// `room`'s members on other nodes changed (a node's announcement, a node gone when its
+    /// lease ended), for a protocol that [shares its members](Protocol::shares_members).
+    /// Read them with [`Context::remote_members`]; tell this node's own members only.
+    fn on_members_changed(&mut self, cx: &mut Context<'_>, room: &str) {
+        let _ = (cx, room);
+    }
+
     /// An HTTP request on this system's port that is not a WebSocket upgrade, decoded. `None`
     /// lets the transport answer (its own `/metrics`, `/health`, or 404).
     fn on_http(

@@ -12,6 +12,7 @@ use hashbrown::{DefaultHashBuilder, HashMap, HashSet};
 use indexmap::IndexSet;
 use slab::Slab;
 
+use crate::cluster::{self, Cluster, Member, Members, NodeClient, NodeSummary};
 use crate::history::{Audience, Entry};
 use crate::output::{JoinError, OpenError, Output};
 use crate::ratelimit::TokenBucket;
@@ -106,6 +107,14 @@ pub(crate) struct Core {
     /// The wall clock at a monotonic instant, as the driver last told it.
     pub(crate) wall: (Instant, UnixTime),
     pub(crate) counters: Counters,
+    /// The other nodes of the cluster and their members of shared rooms.
+    pub(crate) cluster: Cluster,
+    /// Tell the cluster about this node's members of its rooms ([`Output::Members`]): the
+    /// protocol shares them and the hub replicates.
+    pub(crate) share_members: bool,
+    /// Rooms whose local members changed since the last [`Core::flush_members`], and whether
+    /// the room just got its first member (its announcement asks the others for theirs).
+    pub(crate) members_dirty: HashMap<String, bool>,
 }
 
 fn handle(slot: usize, conn: &Connection) -> ConnectionHandle {
@@ -180,6 +189,9 @@ impl Core {
             // (what a test's fake clock wants).
             wall: (now, UnixTime::from_micros(now.as_micros())),
             counters: Counters::default(),
+            cluster: Cluster::default(),
+            share_members: false,
+            members_dirty: HashMap::default(),
         }
     }
 
@@ -311,6 +323,12 @@ impl Core {
         let user = changed.then(|| identity.user.clone());
         let old = c.identity.replace(identity);
         let Some(user) = user else { return };
+        if self.share_members {
+            let rooms = self.rooms_of(h).to_vec();
+            for room in rooms {
+                self.members_changed(&room, false);
+            }
+        }
         if let Some(old) = old {
             self.unindex_user(&old.user, h.slot);
         }
@@ -332,6 +350,7 @@ impl Core {
     }
 
     fn drop_member(&mut self, room: &str, slot: u32) {
+        self.members_changed(room, false);
         let now_empty = match self.rooms.get_mut(room) {
             Some(r) => {
                 r.members.swap_remove(&slot);
@@ -541,6 +560,7 @@ impl Core {
         if !room_exists && self.config.replicate {
             self.outputs.push_back(Output::RoomOpened(room.to_string()));
         }
+        self.members_changed(room, !room_exists);
         self.v2_subscribe(h, room);
         Ok(true)
     }
@@ -558,6 +578,91 @@ impl Core {
         self.drop_member(room, h.slot);
         self.v2_unsubscribe(h, room);
         true
+    }
+
+    /// `room`'s local members changed (`first`: it just got its first one).
+    fn members_changed(&mut self, room: &str, first: bool) {
+        if self.share_members {
+            *self.members_dirty.entry_ref(room).or_default() |= first;
+        }
+    }
+
+    /// Every local room, to announce to a node that just appeared (`hello`: or to ask every
+    /// node for its members again).
+    pub(crate) fn announce_all(&mut self, hello: bool) {
+        if !self.share_members {
+            return;
+        }
+        let rooms: Vec<String> = self.rooms.keys().cloned().collect();
+        for room in rooms {
+            *self.members_dirty.entry(room).or_default() |= hello;
+        }
+    }
+
+    /// This node's members of `room`, as the cluster shares them: the first
+    /// [`cluster::MAX_MEMBERS`] in the order they opened, and how many there are.
+    pub(crate) fn local_members(&self, now: Instant, room: &str) -> Members {
+        let mut members: Vec<(u64, Member)> = self
+            .room_members(room)
+            .map(|m| {
+                let member = Member {
+                    client_id: m.client_id.to_string(),
+                    user: m.identity.map(|i| i.user.clone()),
+                    joined_at: self.wall_millis_at(now, m.opened_at),
+                };
+                (m.handle.serial(), member)
+            })
+            .collect();
+        let total = members.len() as u64;
+        if members.len() > cluster::MAX_MEMBERS {
+            members.select_nth_unstable_by_key(cluster::MAX_MEMBERS, |(s, _)| *s);
+            members.truncate(cluster::MAX_MEMBERS);
+        }
+        members.sort_unstable_by_key(|(s, _)| *s);
+        Members {
+            listed: members.into_iter().map(|(_, m)| m).collect(),
+            total,
+        }
+    }
+
+    /// Wall-clock milliseconds at monotonic instant `at` (earlier than `now`).
+    pub(crate) fn wall_millis_at(&self, now: Instant, at: Instant) -> u64 {
+        let ago = now.saturating_since(at);
+        let ago = u64::try_from(ago.as_micros()).unwrap_or(u64::MAX);
+        UnixTime::from_micros(self.wall_clock(now).as_micros().saturating_sub(ago)).as_millis()
+    }
+
+    /// Announce every room whose local members changed ([`Output::Members`]).
+    pub(crate) fn flush_members(&mut self, now: Instant) {
+        if self.members_dirty.is_empty() {
+            return;
+        }
+        let dirty = core::mem::take(&mut self.members_dirty);
+        for (room, first) in dirty {
+            let members = self.local_members(now, &room);
+            self.outputs.push_back(Output::Members {
+                room,
+                members,
+                hello: first,
+            });
+        }
+    }
+
+    /// This node's summary for the cluster: its counts and its oldest clients.
+    pub(crate) fn summary(&self, now: Instant) -> NodeSummary {
+        let oldest = crate::inspect::first_opened(self.connections(), cluster::MAX_CLIENTS);
+        NodeSummary {
+            connections: self.conns.len() as u64,
+            rooms: self.rooms.len() as u64,
+            clients: oldest
+                .iter()
+                .map(|c| NodeClient {
+                    client_id: c.client_id.to_string(),
+                    filter: c.filter.entries().to_vec(),
+                    opened_at: self.wall_millis_at(now, c.opened_at),
+                })
+                .collect(),
+        }
     }
 
     pub(crate) fn is_member(&self, h: ConnectionHandle, room: &str) -> bool {

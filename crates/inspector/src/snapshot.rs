@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::{json, Map, Value};
+use switchboard_hub::cluster::ClusterTotals;
 use switchboard_hub::Stats;
 use switchboard_runtime::admission::Admission;
 use switchboard_runtime::inspect::{Query, MAX_CONNECTIONS_LISTED, MAX_ROOMS_LISTED};
@@ -92,6 +93,19 @@ pub struct Streams {
     pub limit: usize,
 }
 
+/// Every live node's connections and rooms (this one's and the others' last summaries), and
+/// how many nodes; `null` on a single node, or when no other node is live.
+fn cluster(stats: &Stats, others: ClusterTotals) -> Value {
+    if others.nodes == 0 {
+        return Value::Null;
+    }
+    json!({
+        "nodes": others.nodes + 1,
+        "connections": stats.connections as u64 + others.connections,
+        "rooms": stats.rooms as u64 + others.rooms,
+    })
+}
+
 /// One look at `systems` as JSON (see the module docs), with rates relative to `rates`' last
 /// look. A system whose hub has stopped is left out.
 pub async fn snapshot(
@@ -157,6 +171,7 @@ pub async fn snapshot(
             "errors": errors,
             "refusals": refusals,
             "backplane": backplane,
+            "cluster": cluster(stats, inspection.cluster),
             "tapped": inspection.tapped,
         }));
         if Some(name) == selected {

@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use hashbrown::HashMap;
+use switchboard_hub::cluster::Members;
 use switchboard_hub::history::{Entry, FetchId, Position};
 use switchboard_hub::{Output, Publication, Target};
 use tokio::sync::mpsc;
@@ -25,6 +26,16 @@ pub enum Replication {
     RoomOpened(String),
     /// A room lost its last local member: stop receiving it.
     RoomClosed(String),
+    /// This node's members of a room changed: tell the other nodes (see
+    /// [`switchboard_hub::Output::Members`]).
+    Members {
+        /// The room.
+        room: String,
+        /// Its local members now.
+        members: Members,
+        /// It just got its first local member.
+        hello: bool,
+    },
     /// With a shared history: keep `entry` as the next publication of `stream`, publish it to
     /// every node (this one too) with its position, and answer with
     /// [`crate::HubHandle::appended`], in order per stream. `target` is whom it is for.
@@ -71,6 +82,11 @@ pub(crate) struct Replicator {
     /// opened), sent as soon as the channel has room. At most one entry per room the hub may
     /// have, so bounded; a subscription change is late, never lost.
     rooms: HashMap<String, bool>,
+    /// Members announcements the full channel could not take yet: each room's latest (a
+    /// `hello` kept), sent as soon as the channel has room. At most one entry per room, so
+    /// bounded; an announcement is late, never lost (a node that greets a newcomer announces
+    /// every room at once).
+    members: HashMap<String, (Members, bool)>,
 }
 
 impl Replicator {
@@ -79,11 +95,70 @@ impl Replicator {
             tx,
             dropped: 0,
             rooms: HashMap::new(),
+            members: HashMap::new(),
         }
     }
 
-    /// Send the room changes that waited for room in the channel, as far as it takes them.
+    /// Send the room changes, then the members announcements, that waited for room in the
+    /// channel, as far as it takes them.
     pub(crate) fn flush(&mut self) {
+        self.flush_rooms();
+        if self.rooms.is_empty() {
+            self.flush_members();
+        }
+    }
+
+    fn flush_members(&mut self) {
+        let Some(tx) = self.tx.as_ref() else { return };
+        while let Some(room) = self.members.keys().next().cloned() {
+            let Some((members, hello)) = self.members.remove(&room) else {
+                return;
+            };
+            match tx.try_send(Replication::Members {
+                room,
+                members,
+                hello,
+            }) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(Replication::Members {
+                    room,
+                    members,
+                    hello,
+                })) => {
+                    self.members.insert(room, (members, hello));
+                    return;
+                }
+                Err(_) => {
+                    self.members.clear();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// A room's local members changed: tell the backplane after what is waiting.
+    fn members(&mut self, room: String, members: Members, hello: bool) {
+        self.flush();
+        let Some(tx) = self.tx.as_ref() else { return };
+        if !self.members.is_empty() || !self.rooms.is_empty() {
+            let was_hello = self.members.get(&room).is_some_and(|(_, h)| *h);
+            self.members.insert(room, (members, hello || was_hello));
+            return;
+        }
+        if let Err(mpsc::error::TrySendError::Full(Replication::Members {
+            room,
+            members,
+            hello,
+        })) = tx.try_send(Replication::Members {
+            room,
+            members,
+            hello,
+        }) {
+            self.members.insert(room, (members, hello));
+        }
+    }
+
+    fn flush_rooms(&mut self) {
         let Some(tx) = self.tx.as_ref() else { return };
         if self.rooms.is_empty() {
             return;
@@ -117,13 +192,22 @@ impl Replicator {
 
     /// Hand a replication output to the backplane. A publication the full channel cannot take
     /// reached local connections only: returns `Some(1)` for the hub to count. A room change
-    /// that does not fit waits in [`Replicator::flush`]'s list (its latest state per room).
+    /// or a members announcement that does not fit waits in [`Replicator::flush`]'s lists (its
+    /// latest state per room).
     pub(crate) fn forward(&mut self, out: Output) -> Option<u64> {
         let tx = self.tx.as_ref()?;
         let item = match out {
             Output::Replicate(p) => Replication::Publish(p),
             Output::RoomOpened(room) => return self.room(room, true),
             Output::RoomClosed(room) => return self.room(room, false),
+            Output::Members {
+                room,
+                members,
+                hello,
+            } => {
+                self.members(room, members, hello);
+                return None;
+            }
             _ => return None,
         };
         if tx.try_send(item).is_ok() {
@@ -200,5 +284,37 @@ mod tests {
         // With room in the channel a change goes at once.
         assert_eq!(r.forward(Output::RoomClosed("a".into())), None);
         assert_eq!(rx.try_recv().unwrap(), Replication::RoomClosed("a".into()));
+    }
+
+    /// With the channel full, each room's latest members announcement waits (a `hello` kept)
+    /// and goes out once the backplane has read: late, never lost, one per room.
+    #[test]
+    fn members_announcements_wait_for_a_full_channel() {
+        let (tx, mut rx) = mpsc::channel(1);
+        let mut r = Replicator::new(Some(tx));
+        let members = |n: u64| Output::Members {
+            room: "a".into(),
+            members: Members {
+                listed: Vec::new(),
+                total: n,
+            },
+            hello: n == 1,
+        };
+        assert_eq!(r.forward(publish()), None);
+        assert_eq!(r.forward(members(1)), None);
+        assert_eq!(r.forward(members(2)), None);
+        assert_eq!(r.members.len(), 1, "the latest of the room waits");
+        assert!(matches!(rx.try_recv(), Ok(Replication::Publish(_))));
+        r.flush();
+        let Ok(Replication::Members {
+            room,
+            members,
+            hello,
+        }) = rx.try_recv()
+        else {
+            panic!("the announcement went out")
+        };
+        assert_eq!((room.as_str(), members.total, hello), ("a", 2, true));
+        assert!(r.members.is_empty());
     }
 }

@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use futures_util::future::Either;
 use hashbrown::HashMap;
+use switchboard_hub::cluster::{Members, NodeSummary};
 use switchboard_hub::history::{
     Audience, FetchId, Fetched, HistoryError, MemoryHistory, Position, SessionId,
 };
@@ -87,6 +88,10 @@ enum Command {
     Appended(String, Result<Position, HistoryError>),
     Fetched(FetchId, Result<Fetched, HistoryError>),
     HistoryCheck,
+    RemoteMembers(Box<(u64, String, Members, bool)>),
+    Cluster(Vec<(u64, NodeSummary)>),
+    Summary(oneshot::Sender<NodeSummary>),
+    Resync,
     Stats(oneshot::Sender<Stats>),
     Rooms(oneshot::Sender<Vec<String>>),
     CloseAll(CloseCode, &'static str, oneshot::Sender<()>),
@@ -334,6 +339,40 @@ impl HubHandle {
     /// [`switchboard_hub::Hub::handle_history_check`]).
     pub fn history_check(&self) -> impl Future<Output = Result<(), HubGone>> + Send + 'static {
         self.tell(Command::HistoryCheck)
+    }
+
+    /// Node `node` has `members` in `room` now (see
+    /// [`switchboard_hub::Hub::handle_remote_members`]).
+    pub fn remote_members(
+        &self,
+        node: u64,
+        room: String,
+        members: Members,
+        hello: bool,
+    ) -> impl Future<Output = Result<(), HubGone>> + Send + 'static {
+        self.tell(Command::RemoteMembers(Box::new((
+            node, room, members, hello,
+        ))))
+    }
+
+    /// The other live nodes and their summaries, just read (see
+    /// [`switchboard_hub::Hub::handle_cluster`]).
+    pub fn cluster(
+        &self,
+        nodes: Vec<(u64, NodeSummary)>,
+    ) -> impl Future<Output = Result<(), HubGone>> + Send + 'static {
+        self.tell(Command::Cluster(nodes))
+    }
+
+    /// The backplane's subscription was re-established (see
+    /// [`switchboard_hub::Hub::handle_resync`]).
+    pub fn resync(&self) -> impl Future<Output = Result<(), HubGone>> + Send + 'static {
+        self.tell(Command::Resync)
+    }
+
+    /// This node's summary for the cluster (see [`switchboard_hub::Hub::summary`]).
+    pub async fn summary(&self) -> Result<NodeSummary, HubGone> {
+        self.call(Command::Summary).await
     }
 
     /// A snapshot of counters and gauges.
@@ -602,6 +641,15 @@ impl HubTask {
             }
             Command::Fetched(id, result) => hub.handle_fetched(now, id, result),
             Command::HistoryCheck => hub.handle_history_check(now),
+            Command::RemoteMembers(m) => {
+                let (node, room, members, hello) = *m;
+                hub.handle_remote_members(now, node, &room, members, hello);
+            }
+            Command::Cluster(nodes) => hub.handle_cluster(now, nodes),
+            Command::Resync => hub.handle_resync(now),
+            Command::Summary(reply) => {
+                let _ = reply.send(hub.summary());
+            }
             Command::Stats(reply) => {
                 let mut stats = hub.stats();
                 if let Some(history) = &self.history {
@@ -665,6 +713,7 @@ impl HubTask {
             rooms_matching,
             connections,
             tapped: self.tails.keys().cloned().collect(),
+            cluster: hub.cluster_totals(),
         }
     }
 

@@ -4,6 +4,7 @@
 //! of any size costs a bounded copy.
 
 use serde::Serialize;
+use switchboard_hub::cluster::ClusterTotals;
 use switchboard_hub::{ConnectionInfo, Instant, RateLimit, Stats, Text};
 
 /// Rooms an inspection lists at most.
@@ -68,6 +69,8 @@ pub struct Inspection {
     pub connections: Vec<ConnectionView>,
     /// The rooms tapped now (someone watches their tail).
     pub tapped: Vec<String>,
+    /// The cluster's other live nodes, summed (zero on a single node).
+    pub cluster: ClusterTotals,
 }
 
 /// A room and its local member count.

@@ -138,6 +138,7 @@
     };
     row('Connections', 'connections');
     row('Rooms', 'rooms');
+    row('Cluster (every node)', 'cluster');
     row('Messages in /s', 'in-rate', chart('in'));
     row('Messages out /s', 'out-rate', chart('out'));
     row('Publications /s', 'publications-rate');
@@ -212,6 +213,9 @@
     ready.className = `badge ${s.ready ? 'ready' : 'not-ready'}`;
     field(card, 'connections').textContent = int(s.connections);
     field(card, 'rooms').textContent = int(s.rooms);
+    field(card, 'cluster').textContent = s.cluster
+      ? `${int(s.cluster.connections)} connections, ${int(s.cluster.rooms)} rooms on ${int(s.cluster.nodes)} nodes`
+      : 'this node only';
     field(card, 'in-rate').querySelector('[data-value]').textContent = rate(s.rates.messages_in);
     field(card, 'out-rate').querySelector('[data-value]').textContent = rate(s.rates.messages_out);
     drawChart(field(card, 'in-rate').querySelector('svg'), history.in, 'messages in per second');

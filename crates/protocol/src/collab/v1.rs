@@ -740,35 +740,50 @@ fn reject(cx: &mut Context<'_>, conn: ConnectionHandle, message: &str, details: 
     cx.send(conn, frame);
 }
 
-/// Wall-clock milliseconds at monotonic instant `at` (earlier than now), for `joinedAt`.
-fn wall_millis_at(cx: &Context<'_>, at: Instant) -> u64 {
-    let ago = cx.now().saturating_since(at);
-    let ago = u64::try_from(ago.as_micros()).unwrap_or(u64::MAX);
-    UnixTime::from_micros(cx.wall_clock().as_micros().saturating_sub(ago)).as_millis()
-}
-
-/// Send `USER_PRESENCE` for `project_id` to all its members.
+/// Send `USER_PRESENCE` for `project_id` to this node's members of it: its identified members
+/// on every node of the cluster, in the order their connections opened. Each node tells its own
+/// members, so the publication never leaves this node.
 fn announce_presence(cx: &mut Context<'_>, project_id: &str) {
     let room = room(project_id);
     if cx.room_members(&room).next().is_none() {
-        return; // Nobody left to tell.
+        return; // Nobody here to tell.
     }
-    let mut members: Vec<(u64, ActiveUser)> = cx
+    // (joined at, this node's serial or 0 for another node's, the user)
+    let mut members: Vec<(u64, u64, ActiveUser)> = cx
         .room_members(&room)
         .filter_map(|m| {
             let user = m.identity?.user.clone();
             Some((
+                cx.wall_millis_at(m.opened_at),
                 m.handle.serial(),
                 ActiveUser {
                     user_id: user,
                     client_id: m.client_id.to_owned(),
-                    joined_at: wall_millis_at(cx, m.opened_at),
+                    joined_at: cx.wall_millis_at(m.opened_at),
                 },
             ))
         })
         .collect();
-    members.sort_unstable_by_key(|(serial, _)| *serial);
-    let active_users: Vec<ActiveUser> = members.into_iter().map(|(_, u)| u).collect();
+    let local = members.len();
+    members.extend(cx.remote_members(&room).filter_map(|m| {
+        let user = m.user.clone()?;
+        Some((
+            m.joined_at,
+            0,
+            ActiveUser {
+                user_id: user,
+                client_id: m.client_id.clone(),
+                joined_at: m.joined_at,
+            },
+        ))
+    }));
+    if members.len() == local {
+        // One node: the order the connections opened in here.
+        members.sort_unstable_by_key(|(_, serial, _)| *serial);
+    } else {
+        members.sort_by(|a, b| (a.0, a.1, &a.2.client_id).cmp(&(b.0, b.1, &b.2.client_id)));
+    }
+    let active_users: Vec<ActiveUser> = members.into_iter().map(|(_, _, u)| u).collect();
     let ms = cx.wall_clock().as_millis();
     let presence = UserPresence {
         payload: Presence {
@@ -779,7 +794,7 @@ fn announce_presence(cx: &mut Context<'_>, project_id: &str) {
         operation_id: format!("presence-{ms}"),
         timestamp: ms,
     };
-    cx.publish(Publication::to_room(
+    cx.publish_here(Publication::to_room(
         room,
         tagged("USER_PRESENCE", &presence),
     ));
@@ -890,6 +905,16 @@ impl Protocol for Collab {
         }
     }
 
+    fn shares_members(&self) -> bool {
+        true
+    }
+
+    fn on_members_changed(&mut self, cx: &mut Context<'_>, room: &str) {
+        if let Some(project) = room.strip_prefix(ROOM_PREFIX) {
+            announce_presence(cx, project);
+        }
+    }
+
     fn on_close(&mut self, cx: &mut Context<'_>, _conn: ConnectionHandle, rooms: &[String]) {
         for r in rooms {
             if let Some(p) = r.strip_prefix(ROOM_PREFIX) {
@@ -919,10 +944,22 @@ fn json_response(status: u16, body: &Value) -> HttpResponse {
     HttpResponse::json(status, codec::to_text(body))
 }
 
-fn project_count(cx: &Context<'_>) -> usize {
-    cx.rooms()
-        .filter(|(r, _)| r.starts_with(ROOM_PREFIX))
-        .count()
+/// Every project room with its members on every node: this node's count plus the others'.
+fn project_rooms<'a>(cx: &'a Context<'_>) -> BTreeMap<&'a str, u64> {
+    let mut rooms: BTreeMap<&str, u64> = BTreeMap::new();
+    let local = cx.rooms().map(|(r, n)| (r, n as u64));
+    for (room, members) in local.chain(cx.remote_rooms()) {
+        if room.starts_with(ROOM_PREFIX) {
+            *rooms.entry(room).or_default() += members;
+        }
+    }
+    rooms
+}
+
+/// Open connections on every node (this one, and the others' last summaries).
+fn client_count(cx: &Context<'_>) -> u64 {
+    let remote: u64 = cx.remote_nodes().map(|n| n.connections).sum();
+    cx.stats().connections as u64 + remote
 }
 
 fn health(cx: &Context<'_>) -> HttpResponse {
@@ -931,46 +968,60 @@ fn health(cx: &Context<'_>) -> HttpResponse {
         &json!({
             "status": "healthy",
             "timestamp": cx.wall_clock().as_millis(),
-            "clients": cx.stats().connections,
-            "projects": project_count(cx),
+            "clients": client_count(cx),
+            "projects": project_rooms(cx).len(),
             "uptime": cx.uptime().as_secs_f64(),
         }),
     )
 }
 
 /// `GET /stats`: every project, or the [`MAX_STATUS_ENTRIES`] with the most members (ties by
-/// id) and `"truncated": true`; the totals count everything.
+/// id) and `"truncated": true`; the totals count everything. On a cluster, every node's
+/// members (each node's first [`switchboard_hub::cluster::MAX_MEMBERS`] of a project listed).
 fn stats(cx: &Context<'_>) -> HttpResponse {
-    let mut rooms: Vec<(usize, &str)> = cx
-        .rooms()
-        .filter(|(room, _)| room.starts_with(ROOM_PREFIX))
+    let mut rooms: Vec<(u64, &str)> = project_rooms(cx)
+        .into_iter()
         .map(|(room, members)| (members, room))
         .collect();
     let total_projects = rooms.len();
     let truncated = total_projects > MAX_STATUS_ENTRIES;
     if truncated {
-        let by_size = |a: &(usize, &str), b: &(usize, &str)| b.0.cmp(&a.0).then(a.1.cmp(b.1));
+        let by_size = |a: &(u64, &str), b: &(u64, &str)| b.0.cmp(&a.0).then(a.1.cmp(b.1));
         rooms.select_nth_unstable_by(MAX_STATUS_ENTRIES, by_size);
         rooms.truncate(MAX_STATUS_ENTRIES);
     }
     let mut projects: BTreeMap<String, Value> = BTreeMap::new();
-    for (_, room) in rooms {
+    for (count, room) in rooms {
         let Some(project) = room.strip_prefix(ROOM_PREFIX) else {
             continue;
         };
-        let mut members: Vec<(u64, String)> = cx
+        // (joined at, this node's serial or 0 for another node's, client id); on one node,
+        // the order the connections opened in here.
+        let clustered = cx.remote_member_count(room) > 0;
+        let mut members: Vec<(u64, u64, String)> = cx
             .room_members(room)
-            .map(|m| (m.handle.serial(), m.client_id.to_owned()))
+            .map(|m| {
+                let at = if clustered {
+                    cx.wall_millis_at(m.opened_at)
+                } else {
+                    0
+                };
+                (at, m.handle.serial(), m.client_id.to_owned())
+            })
             .collect();
+        members.extend(
+            cx.remote_members(room)
+                .map(|m| (m.joined_at, 0, m.client_id.clone())),
+        );
         members.sort_unstable();
-        let clients: Vec<String> = members.into_iter().map(|(_, id)| id).collect();
+        let clients: Vec<String> = members.into_iter().map(|(_, _, id)| id).collect();
         projects.insert(
             project.to_owned(),
-            json!({"clientCount": clients.len(), "clients": clients}),
+            json!({"clientCount": count, "clients": clients}),
         );
     }
     let mut body = json!({
-        "totalClients": cx.stats().connections,
+        "totalClients": client_count(cx),
         "totalProjects": total_projects,
         "projectStats": projects,
     });

@@ -739,24 +739,51 @@ fn json_response(status: u16, body: &Value) -> HttpResponse {
 }
 
 /// `GET /api/ws/stats`: connections in the order they opened, at most [`MAX_STATUS_ENTRIES`]
-/// of them (the oldest) and then `"truncated": true`; `active_connections` counts them all.
+/// of them (the oldest) and then `"truncated": true`; `active_connections` counts them all. On
+/// a cluster, every node's (from each other node's last summary: its oldest
+/// [`switchboard_hub::cluster::MAX_CLIENTS`]).
 fn stats(cx: &Context<'_>) -> HttpResponse {
     let mut conns: Vec<(u64, ConnectionHandle)> = cx
         .connections()
         .map(|c| (c.handle.serial(), c.handle))
         .collect();
-    let total = conns.len();
-    let truncated = total > MAX_STATUS_ENTRIES;
-    if truncated {
+    let remote: u64 = cx.remote_nodes().map(|n| n.connections).sum();
+    let total = conns.len() as u64 + remote;
+    let truncated = total > MAX_STATUS_ENTRIES as u64;
+    if conns.len() > MAX_STATUS_ENTRIES {
         conns.select_nth_unstable(MAX_STATUS_ENTRIES);
         conns.truncate(MAX_STATUS_ENTRIES);
     }
     conns.sort_unstable();
-    let clients: Vec<Value> = conns
-        .into_iter()
-        .filter_map(|(_, handle)| cx.connection(handle))
-        .map(|c| json!({"client_id": c.client_id, "filters": filters_of(c.filter)}))
-        .collect();
+    let clients: Vec<Value> = if cx.remote_nodes().next().is_none() {
+        conns
+            .into_iter()
+            .filter_map(|(_, handle)| cx.connection(handle))
+            .map(|c| json!({"client_id": c.client_id, "filters": filters_of(c.filter)}))
+            .collect()
+    } else {
+        // Every node's oldest, by when they opened (this node's first on a tie).
+        let local = conns.into_iter().filter_map(|(serial, handle)| {
+            let c = cx.connection(handle)?;
+            let at = cx.wall_millis_at(c.opened_at);
+            let filters: Map<String, Value> = filters_of(c.filter);
+            Some(((at, 0u8, serial), c.client_id.to_owned(), filters))
+        });
+        let others = cx.remote_nodes().flat_map(|n| n.clients.iter()).map(|c| {
+            let filters: Map<String, Value> = c
+                .filter
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                .collect();
+            ((c.opened_at, 1u8, 0), c.client_id.clone(), filters)
+        });
+        let mut all: Vec<_> = local.chain(others).collect();
+        all.sort_unstable_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        all.truncate(MAX_STATUS_ENTRIES);
+        all.into_iter()
+            .map(|(_, id, filters)| json!({"client_id": id, "filters": filters}))
+            .collect()
+    };
     let mut body = json!({"active_connections": total, "clients": clients});
     if truncated {
         body["truncated"] = Value::Bool(true);
