@@ -10,7 +10,10 @@
 #   idle     IDLE_CONNS idle sockets on top of 100: RSS per idle connection
 #   latency  LAT_SUBS subscribers, 1 publisher, LAT_RATE publications/s for LAT_SECS: delivery
 #            latency, and server CPU per delivery at that fixed rate; LAT_ROUNDS rounds, the
-#            servers taking turns, and the table shows each figure's median
+#            servers taking turns, and the table shows each figure's median. Every PROBE_EVERY-th
+#            subscriber is a probe read on the load tool's own thread (its latency is the
+#            server's, not the tool's), compared with the fan-out floor measured in the same
+#            run (the kernel's per-send cost, timed without a server, times the probe's position)
 #   flat     FLAT_SUBS subscribers, FLAT_PUBS publishers, flat out: deliveries/s and CPU per
 #            delivery at saturation
 # Then, switchboard alone, history off (`--history-max-entries 0`, v1 clients) against history on
@@ -47,6 +50,7 @@ ROOMS=${ROOMS:-1000}
 MEMBERS=${MEMBERS:-5}
 ROOM_RATE=${ROOM_RATE:-1000}
 RUN_TIMEOUT=${RUN_TIMEOUT:-180}
+PROBE_EVERY=${PROBE_EVERY:-100}
 
 say() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'compare.sh: %s\n' "$*" >&2; exit 1; }
@@ -188,7 +192,7 @@ done
 for round in $(seq "$LAT_ROUNDS"); do
   for name in $SERVERS; do
     scenario "$name" "latency#$round" fanout --subscribers "$LAT_SUBS" --publishers 1 \
-      --rate "$LAT_RATE" --warmup 3 --duration "$LAT_SECS" --drain 10
+      --rate "$LAT_RATE" --warmup 3 --duration "$LAT_SECS" --drain 10 --probe-every "$PROBE_EVERY"
   done
 done
 for name in $SERVERS; do

@@ -80,6 +80,19 @@ def main():
     if rounds > 1:
         rows.append((f"p99 delivery latency, ms, each server's quietest of {rounds} rounds ({lat})",
                      "latency", ("latency_us", "p99"), 1e-3, 2, None, min))
+    probes = f"probe sockets, every {param('latency', 'probes') and param('latency', 'probes')['every']}th, own thread"
+    rows += [
+        (f"p50 delivery latency, ms, {probes} ({lat})", "latency",
+         ("probes", "latency_us", "p50"), 1e-3, 2, None),
+        (f"p99 delivery latency, ms, {probes} ({lat})", "latency",
+         ("probes", "latency_us", "p99"), 1e-3, 2, None),
+        (f"fan-out floor, us per send (kernel, no server, {fmt(param('latency', 'floor') and param('latency', 'floor')['frame_bytes'], 0)}-byte frames)",
+         "latency", ("floor", "per_send_ns"), 1e-3, 2, None),
+        (f"fan-out floor at the deepest probe, ms ({lat})", "latency",
+         ("probes", "floor_deepest_us"), 1e-3, 2, None),
+        (f"probe p99 / fan-out floor (each delivery over the floor at its position; goal at most 1.2)",
+         "latency", ("probes", "p99_over_floor"), 1, 2, None),
+    ]
     rows += [
         (f"RSS per idle connection, KiB ({param('idle', 'connections')} idle sockets)", "idle",
          ("rss_bytes_per_connection",), 1 / 1024, 1, 0.5),
@@ -130,6 +143,15 @@ def main():
         load_cost = f"; load tool CPU-s per million deliveries: {fmt(statistics.median(tool), 1)}" if tool else ""
         notes.append(f"- {name}: lost deliveries {lost:,} of {expected:,}; sockets closed early {closed}{load_cost}")
 
+    ratio = median(OURS, "latency", ("probes", "p99_over_floor"))
+    if ratio is not None:
+        verdicts.append(f"- probe p99 over the fan-out floor: {ratio:.2f} (goal: at most 1.2): "
+                        f"{'met' if ratio <= 1.2 else 'MISSED'}")
+    ours, node = (median(k, "latency", ("probes", "latency_us", "p99")) for k in (OURS, TARGET_PEER))
+    if ours is not None and node:
+        verdicts.append(f"- probe p99: {ours / node:.2f} of Node ws (goal: below it): "
+                        f"{'met' if ours < node else 'MISSED'}")
+
     if context:
         print(context)
         print()
@@ -138,7 +160,7 @@ def main():
     print("\n".join(notes))
     if verdicts:
         print()
-        print("Targets (ratios against Node ws from this run):")
+        print("Targets (ratios from this run):")
         print("\n".join(verdicts))
     history(runs, median)
 

@@ -12,8 +12,10 @@
 //!
 //! Output is human-readable, or one JSON object per run with `--json` (for `bench/compare.sh`).
 
+mod floor;
 mod hist;
 mod notice;
+mod probe;
 mod procfs;
 mod run;
 
@@ -95,6 +97,14 @@ pub struct FanoutArgs {
     /// Members per room (with `--rooms`).
     #[arg(long, default_value_t = 5)]
     pub members: usize,
+    /// Every this many subscribers, one is a probe: read on a thread of its own, its latency is
+    /// reported apart and against the fan-out floor at its position (0: no probes; not with
+    /// `--rooms`).
+    #[arg(long, default_value_t = 100)]
+    pub probe_every: usize,
+    /// Rounds of sends timed to measure the fan-out floor before the run (0: not measured).
+    #[arg(long, default_value_t = 21)]
+    pub floor_rounds: usize,
 }
 
 /// Options of `idle`.
