@@ -13,7 +13,8 @@
 #            servers taking turns, and the table shows each figure's median. Every PROBE_EVERY-th
 #            subscriber is a probe read on the load tool's own thread (its latency is the
 #            server's, not the tool's), compared with the fan-out floor measured in the same
-#            run (the kernel's per-send cost, timed without a server, times the probe's position)
+#            run (the kernel's per-send cost, timed without a server on the server's CPU, times
+#            the recipients up to the deepest probe)
 #   flat     FLAT_SUBS subscribers, FLAT_PUBS publishers, flat out: deliveries/s and CPU per
 #            delivery at saturation
 # Then, switchboard alone, history off (`--history-max-entries 0`, v1 clients) against history on
@@ -96,10 +97,12 @@ ulimit -n "$hard" 2>/dev/null || ulimit -n "$want" 2>/dev/null || true
 SERVER_PIN=()
 LOAD_PIN=()
 LOAD_THREADS=()
+FLOOR_CPU=()
 if [[ "$PIN" == 1 ]] && command -v taskset >/dev/null && [[ $(nproc) -ge 2 ]]; then
   SERVER_PIN=(taskset -c 0)
   LOAD_PIN=(taskset -c 1)
   LOAD_THREADS=(--threads 1)
+  FLOOR_CPU=(--floor-cpu 0)
   PINNING="server pinned to CPU 0, load tool to CPU 1 (taskset)"
 else
   PINNING="no CPU pinning"
@@ -192,7 +195,7 @@ done
 for round in $(seq "$LAT_ROUNDS"); do
   for name in $SERVERS; do
     scenario "$name" "latency#$round" fanout --subscribers "$LAT_SUBS" --publishers 1 \
-      --rate "$LAT_RATE" --warmup 3 --duration "$LAT_SECS" --drain 10 --probe-every "$PROBE_EVERY"
+      --rate "$LAT_RATE" --warmup 3 --duration "$LAT_SECS" --drain 10 --probe-every "$PROBE_EVERY" "${FLOOR_CPU[@]}"
   done
 done
 for name in $SERVERS; do

@@ -177,6 +177,10 @@ pub struct FanoutArgs {
     /// Rounds of sends timed to measure the fan-out floor before the run (0: not measured).
     #[arg(long, default_value_t = 21)]
     pub floor_rounds: usize,
+    /// The CPU the server runs on: the floor's sends are timed from there, as the server's
+    /// are (before the run, while the server is idle). Any CPU if not given.
+    #[arg(long)]
+    pub floor_cpu: Option<usize>,
 }
 
 /// Options of `idle`.
