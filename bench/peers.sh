@@ -154,9 +154,11 @@ start_server() {
       ;;
     sockudo)
       # Its limits raised past the load (defaults: 100 connections, 100 backend events/s per
-      # app) and its rate limiter off, as ours is; no metrics endpoint; in-memory everything.
+      # app) and its rate limiter off, as ours is; no metrics endpoint; one node, everything in
+      # memory, no webhook queue (its default queue driver is Redis).
       "${SERVER_PIN[@]}" env HOST=127.0.0.1 PORT="$port" RATE_LIMITER_ENABLED=false \
-        METRICS_ENABLED=false DEBUG=false \
+        METRICS_ENABLED=false DEBUG=false ADAPTER_DRIVER=local CACHE_DRIVER=memory \
+        QUEUE_DRIVER=none APP_MANAGER_DRIVER=memory RATE_LIMITER_DRIVER=memory \
         SOCKUDO_DEFAULT_APP_ID="$APP_ID" SOCKUDO_DEFAULT_APP_KEY="$APP_KEY" \
         SOCKUDO_DEFAULT_APP_SECRET="$APP_SECRET" SOCKUDO_DEFAULT_APP_ENABLED=true \
         SOCKUDO_DEFAULT_APP_MAX_CONNECTIONS=100000 \
