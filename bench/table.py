@@ -92,7 +92,7 @@ def main():
          ("probes", "latency_us", "p50"), 1e-3, 2, None),
         (f"p99 delivery latency, ms, {probes} ({lat})", "latency",
          ("probes", "latency_us", "p99"), 1e-3, 2, None),
-        (f"fan-out floor, us per send (kernel, no server, {fmt(param('latency', 'floor') and param('latency', 'floor')['frame_bytes'], 0)}-byte frames)",
+        (f"fan-out floor, us per send (kernel, no server, fastest of its rounds, {fmt(param('latency', 'floor') and param('latency', 'floor')['frame_bytes'], 0)}-byte frames)",
          "latency", ("floor", "per_send_ns"), 1e-3, 2, None),
         (f"fan-out floor at the deepest probe, ms ({lat})", "latency",
          ("probes", "floor_deepest_us"), 1e-3, 2, None),

@@ -175,7 +175,7 @@ pub struct FanoutArgs {
     #[arg(long, default_value_t = 100)]
     pub probe_every: usize,
     /// Rounds of sends timed to measure the fan-out floor before the run (0: not measured).
-    #[arg(long, default_value_t = 21)]
+    #[arg(long, default_value_t = 31)]
     pub floor_rounds: usize,
     /// The CPU the server runs on: the floor's sends are timed from there, as the server's
     /// are (before the run, while the server is idle). Any CPU if not given.

@@ -582,8 +582,9 @@ impl FanoutReport {
             if let Some(f) = &self.floor {
                 let _ = write!(
                     s,
-                    ",\"floor\":{{\"per_send_ns\":{:.1},\"sockets\":{},\"frame_bytes\":{},\"rounds\":{}}}",
-                    f.per_send_ns, f.sockets, f.frame_bytes, f.rounds
+                    ",\"floor\":{{\"per_send_ns\":{:.1},\"median_ns\":{:.1},\"sockets\":{},\
+                     \"frame_bytes\":{},\"rounds\":{}}}",
+                    f.per_send_ns, f.median_ns, f.sockets, f.frame_bytes, f.rounds
                 );
             }
             if let Some(p) = &self.probes {
@@ -664,8 +665,9 @@ impl FanoutReport {
         if let Some(f) = &self.floor {
             let _ = write!(
                 s,
-                "  fan-out floor: {:.0} ns per send ({} sockets, {}-byte frames, median of {} rounds)",
-                f.per_send_ns, f.sockets, f.frame_bytes, f.rounds
+                "  fan-out floor: {:.0} ns per send, fastest of {} rounds (median {:.0} ns; {} sockets, \
+                 {}-byte frames)",
+                f.per_send_ns, f.rounds, f.median_ns, f.sockets, f.frame_bytes
             );
             if let Some(p) = &self.probes {
                 let _ = write!(
