@@ -343,3 +343,153 @@ impl PublishAllReport {
         s
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+    use tokio::sync::mpsc;
+
+    type Clients = Arc<Mutex<Vec<mpsc::UnboundedSender<String>>>>;
+
+    /// A minimal AFC service on 127.0.0.1: WebSocket clients on one port; on another, every
+    /// `POST /events/<name>` goes to every client as `{"type":..,"payload":<body>}`, then 204.
+    async fn afc() -> (String, String) {
+        let clients: Clients = Arc::default();
+        let ws = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let ws_url = format!("ws://{}/ws", ws.local_addr().unwrap());
+        let registry = clients.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = ws.accept().await {
+                let registry = registry.clone();
+                tokio::spawn(async move {
+                    let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+                        return;
+                    };
+                    let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+                    registry.lock().unwrap().push(tx);
+                    while let Some(text) = rx.recv().await {
+                        if ws.send(Message::Text(text.into())).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let http_url = format!("http://{}", http.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = http.accept().await {
+                let clients = clients.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    loop {
+                        let mut headers = [httparse::EMPTY_HEADER; 16];
+                        let mut req = httparse::Request::new(&mut headers);
+                        let Ok(status) = req.parse(&buf) else { return };
+                        if let httparse::Status::Complete(head) = status {
+                            let len: usize = req
+                                .headers
+                                .iter()
+                                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                                .map_or(0, |h| {
+                                    std::str::from_utf8(h.value).unwrap().parse().unwrap()
+                                });
+                            if buf.len() >= head + len {
+                                let name = req.path.unwrap().trim_start_matches("/events/");
+                                let body = String::from_utf8_lossy(&buf[head..head + len]);
+                                let msg = format!(
+                                    r#"{{"type":"{}","payload":{body}}}"#,
+                                    name.replace('-', ":")
+                                );
+                                for c in clients.lock().unwrap().iter() {
+                                    let _ = c.send(msg.clone());
+                                }
+                                buf.drain(..head + len);
+                                let reply = b"HTTP/1.1 204 No Content\r\n\r\n";
+                                if tcp.write_all(reply).await.is_err() {
+                                    return;
+                                }
+                                continue;
+                            }
+                        }
+                        let mut chunk = [0u8; 4096];
+                        match tcp.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                });
+            }
+        });
+        (ws_url, http_url)
+    }
+
+    fn args(url: String, http: String) -> PublishAllArgs {
+        PublishAllArgs {
+            protocol: Protocol::Afc,
+            url,
+            http,
+            clients: 6,
+            backends: 3,
+            events: 40,
+            event: "todo-created".into(),
+            channel: "bench".into(),
+            app_id: "bench".into(),
+            app_key: "bench-key".into(),
+            app_secret: "bench-secret".into(),
+            pid: Some(std::process::id()),
+            drain: 5.0,
+            settle: 0.1,
+            connect_concurrency: 4,
+        }
+    }
+
+    #[tokio::test]
+    async fn every_posted_event_reaches_every_client() {
+        let (url, http) = afc().await;
+        let r = publish_all(args(url, http)).await.unwrap();
+        assert_eq!((r.accepted, r.rejected, r.failed), (40, 0, 0), "{r:?}");
+        assert_eq!((r.delivered, r.lost()), (240, 0), "{r:?}");
+        assert_eq!((r.unexpected, r.closed), (0, 0), "{r:?}");
+        assert!(r.server.is_some() && r.p50_us <= r.p99_us, "{r:?}");
+        let json = r.render("afc", true);
+        assert!(
+            json.starts_with(r#"{"scenario":"publish-all","label":"afc","protocol":"afc""#),
+            "{json}"
+        );
+        assert!(json.contains(r#""lost":0"#) && json.contains(r#""server":{"#));
+    }
+
+    #[tokio::test]
+    async fn refused_posts_count_as_lost() {
+        let (url, _) = afc().await;
+        // An HTTP server that refuses every post.
+        let refuser = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let http = format!("http://{}", refuser.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = refuser.accept().await {
+                tokio::spawn(async move {
+                    let mut chunk = [0u8; 4096];
+                    while let Ok(n) = tcp.read(&mut chunk).await {
+                        if n == 0 {
+                            return;
+                        }
+                        let reply = b"HTTP/1.1 429 Too Many Requests\r\ncontent-length: 0\r\n\r\n";
+                        if tcp.write_all(reply).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let mut a = args(url, http);
+        a.events = 5;
+        a.backends = 1;
+        let r = publish_all(a).await.unwrap();
+        assert_eq!((r.accepted, r.rejected), (0, 5), "{r:?}");
+        assert_eq!((r.delivered, r.lost()), (0, 30), "{r:?}");
+    }
+}
