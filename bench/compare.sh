@@ -23,6 +23,7 @@
 # taking turns (HISTORY=0 skips them). The main rows above run switchboard with its defaults
 # (history on) and v1 clients, as the peers' clients are.
 # Then it prints the table (bench/table.py) with switchboard / peer ratios, and history on / off.
+# The publish-to-all job (AFC) against Fastify, Socket.IO and Sockudo is bench/peers.sh.
 #
 # One command from a fresh machine (needs cargo, node + npm, python3 with venv; fetches the npm
 # and PyPI packages): bash bench/compare.sh

@@ -19,7 +19,8 @@
 # installed with apt-get when missing and allowed): bash bench/peers.sh
 # Sockudo's first install compiles it (about 15 minutes on 2 cores, niced); if the install fails
 # or takes longer than SOCKUDO_INSTALL_TIMEOUT seconds, the run goes on without it and says so.
-# SERVERS picks servers; SWITCHBOARD_BIN runs another build of switchboard. With 2 or more CPUs
+# SOCKUDO_ROOT installs it elsewhere. SERVERS picks servers; SWITCHBOARD_BIN runs another build
+# of switchboard. With 2 or more CPUs
 # the server is pinned to CPU 0 and the load tool to CPU 1 (PIN=0 turns that off).
 # Raw results: bench/results/<timestamp>-peers/. Bounded: every load run has a timeout.
 set -euo pipefail
@@ -57,7 +58,7 @@ LOAD_BIN="$TARGET_DIR/release/switchboard-load"
 
 FASTIFY_DIR="$ROOT/bench/peers/afc-fastify"
 SOCKETIO_DIR="$ROOT/bench/peers/socketio"
-TOOLS="$ROOT/bench/.tools"
+TOOLS=${SOCKUDO_ROOT:-$ROOT/bench/.tools}
 SOCKUDO_BIN="$TOOLS/bin/sockudo"
 NOTES=()
 
