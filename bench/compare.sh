@@ -10,7 +10,11 @@
 #   idle     IDLE_CONNS idle sockets on top of 100: RSS per idle connection
 #   latency  LAT_SUBS subscribers, 1 publisher, LAT_RATE publications/s for LAT_SECS: delivery
 #            latency, and server CPU per delivery at that fixed rate; LAT_ROUNDS rounds, the
-#            servers taking turns, and the table shows each figure's median
+#            servers taking turns, and the table shows each figure's median. Every PROBE_EVERY-th
+#            subscriber is a probe read on the load tool's own thread (its latency is the
+#            server's, not the tool's), compared with the fan-out floor measured in the same
+#            run (the kernel's per-send cost, timed without a server on the server's CPU, times
+#            the recipients up to the deepest probe)
 #   flat     FLAT_SUBS subscribers, FLAT_PUBS publishers, flat out: deliveries/s and CPU per
 #            delivery at saturation
 # Then, switchboard alone, history off (`--history-max-entries 0`, v1 clients) against history on
@@ -19,6 +23,7 @@
 # taking turns (HISTORY=0 skips them). The main rows above run switchboard with its defaults
 # (history on) and v1 clients, as the peers' clients are.
 # Then it prints the table (bench/table.py) with switchboard / peer ratios, and history on / off.
+# The publish-to-all job (AFC) against Fastify, Socket.IO and Sockudo is bench/peers.sh.
 #
 # One command from a fresh machine (needs cargo, node + npm, python3 with venv; fetches the npm
 # and PyPI packages): bash bench/compare.sh
@@ -47,6 +52,7 @@ ROOMS=${ROOMS:-1000}
 MEMBERS=${MEMBERS:-5}
 ROOM_RATE=${ROOM_RATE:-1000}
 RUN_TIMEOUT=${RUN_TIMEOUT:-180}
+PROBE_EVERY=${PROBE_EVERY:-100}
 
 say() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'compare.sh: %s\n' "$*" >&2; exit 1; }
@@ -92,10 +98,12 @@ ulimit -n "$hard" 2>/dev/null || ulimit -n "$want" 2>/dev/null || true
 SERVER_PIN=()
 LOAD_PIN=()
 LOAD_THREADS=()
+FLOOR_CPU=()
 if [[ "$PIN" == 1 ]] && command -v taskset >/dev/null && [[ $(nproc) -ge 2 ]]; then
   SERVER_PIN=(taskset -c 0)
   LOAD_PIN=(taskset -c 1)
   LOAD_THREADS=(--threads 1)
+  FLOOR_CPU=(--floor-cpu 0)
   PINNING="server pinned to CPU 0, load tool to CPU 1 (taskset)"
 else
   PINNING="no CPU pinning"
@@ -188,7 +196,7 @@ done
 for round in $(seq "$LAT_ROUNDS"); do
   for name in $SERVERS; do
     scenario "$name" "latency#$round" fanout --subscribers "$LAT_SUBS" --publishers 1 \
-      --rate "$LAT_RATE" --warmup 3 --duration "$LAT_SECS" --drain 10
+      --rate "$LAT_RATE" --warmup 3 --duration "$LAT_SECS" --drain 10 --probe-every "$PROBE_EVERY" "${FLOOR_CPU[@]}"
   done
 done
 for name in $SERVERS; do

@@ -47,8 +47,14 @@ def fmt(v, digits):
 
 
 def main():
-    runs = load(sys.argv[1])
+    everything = load(sys.argv[1])
     context = open(sys.argv[2]).read().strip() if len(sys.argv) > 2 else ""
+    runs = {k: v for k, v in everything.items() if k[1] != "publish-all"}
+    if not runs:
+        if context:
+            print(context)
+        publish_all({k: v for k, v in everything.items() if k[1] == "publish-all"})
+        return
     present = [(k, n) for k, n in SERVERS if any(s == k for s, _ in runs)]
     peers = [(k, n) for k, n in present if k != OURS]
 
@@ -80,6 +86,19 @@ def main():
     if rounds > 1:
         rows.append((f"p99 delivery latency, ms, each server's quietest of {rounds} rounds ({lat})",
                      "latency", ("latency_us", "p99"), 1e-3, 2, None, min))
+    probes = f"probe sockets, every {param('latency', 'probes') and param('latency', 'probes')['every']}th, own thread"
+    rows += [
+        (f"p50 delivery latency, ms, {probes} ({lat})", "latency",
+         ("probes", "latency_us", "p50"), 1e-3, 2, None),
+        (f"p99 delivery latency, ms, {probes} ({lat})", "latency",
+         ("probes", "latency_us", "p99"), 1e-3, 2, None),
+        (f"fan-out floor, us per send (kernel, no server, fastest of its rounds, {fmt(param('latency', 'floor') and param('latency', 'floor')['frame_bytes'], 0)}-byte frames)",
+         "latency", ("floor", "per_send_ns"), 1e-3, 2, None),
+        (f"fan-out floor at the deepest probe, ms ({lat})", "latency",
+         ("probes", "floor_deepest_us"), 1e-3, 2, None),
+        ("probe p99 / fan-out floor at the deepest probe (goal: at most 1.2)",
+         "latency", ("probes", "p99_over_floor"), 1, 2, None),
+    ]
     rows += [
         (f"RSS per idle connection, KiB ({param('idle', 'connections')} idle sockets)", "idle",
          ("rss_bytes_per_connection",), 1 / 1024, 1, 0.5),
@@ -130,6 +149,15 @@ def main():
         load_cost = f"; load tool CPU-s per million deliveries: {fmt(statistics.median(tool), 1)}" if tool else ""
         notes.append(f"- {name}: lost deliveries {lost:,} of {expected:,}; sockets closed early {closed}{load_cost}")
 
+    ratio = median(OURS, "latency", ("probes", "p99_over_floor"))
+    if ratio is not None:
+        verdicts.append(f"- probe p99 over the fan-out floor at the deepest probe: {ratio:.2f} (goal: at most 1.2): "
+                        f"{'met' if ratio <= 1.2 else 'MISSED'}")
+    ours, node = (median(k, "latency", ("probes", "latency_us", "p99")) for k in (OURS, TARGET_PEER))
+    if ours is not None and node:
+        verdicts.append(f"- probe p99: {ours / node:.2f} of Node ws (goal: below it): "
+                        f"{'met' if ours < node else 'MISSED'}")
+
     if context:
         print(context)
         print()
@@ -138,9 +166,81 @@ def main():
     print("\n".join(notes))
     if verdicts:
         print()
-        print("Targets (ratios against Node ws from this run):")
+        print("Targets (ratios from this run):")
         print("\n".join(verdicts))
     history(runs, median)
+    publish_all({k: v for k, v in everything.items() if k[1] == "publish-all"})
+
+
+PUBLISH_ALL = [
+    ("switchboard", "switchboard (AFC)"),
+    ("fastify", "Fastify (the AFC seed's service)"),
+    ("socketio", "Socket.IO"),
+    ("sockudo", "Sockudo"),
+]
+PUBLISH_ALL_TARGET = 0.3
+
+
+def publish_all(runs):
+    """The publish-to-all job (bench/peers.sh): medians over the rounds, ratios to each peer and
+    to the best of them."""
+    if not runs:
+        return
+    present = [(k, n) for k, n in PUBLISH_ALL if (k, "publish-all") in runs]
+    peers = [(k, n) for k, n in present if k != OURS]
+
+    def median(server, path):
+        vals = [v for v in (dig(r, path) for r in runs.get((server, "publish-all"), [])) if v is not None]
+        return statistics.median(vals) if vals else None
+
+    first = next(iter(runs.values()))[0]
+    shape = f"{first['clients']} clients, {first['backends']} backends, {first['events']:,} events"
+    rows = [
+        # (label, path, scale, digits, lower is better)
+        ("server CPU-seconds per million deliveries", ("server", "cpu_secs_per_million"), 1, 2, True),
+        ("  of it in user space", ("server", "user_secs_per_million"), 1, 2, True),
+        ("  of it in the kernel", ("server", "system_secs_per_million"), 1, 2, True),
+        ("server RSS at the end, MiB", ("server", "rss_kib"), 1 / 1024, 1, True),
+        ("server peak RSS, MiB", ("server", "hwm_kib"), 1 / 1024, 1, True),
+        ("events per second posted (8 backends waiting for each answer; higher is better)",
+         ("events_per_sec",), 1, 0, False),
+        ("delivery latency p50, ms (post to socket)", ("latency_us", "p50"), 1e-3, 2, True),
+        ("delivery latency p99, ms (post to socket)", ("latency_us", "p99"), 1e-3, 2, True),
+    ]
+    rows[5] = (rows[5][0].replace("8 backends", f"{first['backends']} backends"),) + rows[5][1:]
+    print()
+    print(f"Publish to all (the AFC shape: backends POST, every socket receives; {shape}):")
+    print()
+    header = ["figure"] + [n for _, n in present] + [f"switchboard / {n.split(' (')[0]}" for _, n in peers]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for label, path, scale, digits, _ in rows:
+        vals = {k: median(k, path) for k, _ in present}
+        if all(v is None for v in vals.values()):
+            continue
+        cells = [label] + [fmt(None if vals[k] is None else vals[k] * scale, digits) for k, _ in present]
+        for k, _ in peers:
+            ours, theirs = vals.get(OURS), vals[k]
+            cells.append(fmt(ours / theirs if ours is not None and theirs else None, 2))
+        print("| " + " | ".join(cells) + " |")
+    print()
+    for k, name in present:
+        rs = runs[(k, "publish-all")]
+        lost = sum(r.get("lost", 0) for r in rs)
+        expected = sum(r.get("expected", 0) for r in rs)
+        refused = sum(r.get("rejected", 0) + r.get("failed", 0) for r in rs)
+        cpus = ", ".join(fmt(dig(r, ("server", "cpu_secs_per_million")), 2) for r in rs)
+        print(f"- {name}: lost deliveries {lost:,} of {expected:,}; posts refused or failed {refused}; "
+              f"CPU-s per million per round: {cpus}")
+    ours = median(OURS, ("server", "cpu_secs_per_million"))
+    theirs = [(median(k, ("server", "cpu_secs_per_million")), n) for k, n in peers]
+    theirs = [(v, n) for v, n in theirs if v]
+    if ours is not None and theirs:
+        best, name = min(theirs)
+        ratio = ours / best
+        print()
+        print(f"- server CPU per delivery: {ratio:.2f} of the best peer ({name}) "
+              f"(goal: at most {PUBLISH_ALL_TARGET}): {'met' if ratio <= PUBLISH_ALL_TARGET else 'MISSED'}")
 
 
 OFF, ON = "switchboard-history-off", "switchboard-history-on"

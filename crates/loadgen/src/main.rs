@@ -6,20 +6,29 @@
 //!   receives. Reports deliveries per second, delivery latency (p50/p99/p999/max, from a send
 //!   timestamp carried in each notice), lost deliveries, and the server's CPU seconds and RSS
 //!   read from `/proc/<pid>` over the measured window.
+//! * `publish-all`: N WebSocket clients, B backends posting E events over HTTP (AFC's
+//!   `POST /events/<name>`, the same on a Socket.IO server, or a signed Pusher trigger), each
+//!   event sent to every client: deliveries, losses, server CPU per delivery and RSS.
 //! * `idle`: opens thousands of sockets that send nothing and reports the server's RSS per idle
 //!   connection (the growth of `VmRSS` from a baseline of a few connections, divided by the
 //!   number added).
 //!
 //! Output is human-readable, or one JSON object per run with `--json` (for `bench/compare.sh`).
 
+mod floor;
 mod hist;
+mod http;
 mod notice;
+mod probe;
 mod procfs;
+mod publish_all;
+mod pusher;
 mod run;
+mod socketio;
 
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Load tool for WebSocket relays.
 #[derive(Debug, Parser)]
@@ -44,6 +53,71 @@ enum Command {
     Fanout(FanoutArgs),
     /// Idle sockets: server memory per connection.
     Idle(IdleArgs),
+    /// Backends post events over HTTP, every client receives each: server CPU per delivery.
+    PublishAll(PublishAllArgs),
+}
+
+/// How `publish-all` publishes and how its clients listen.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Protocol {
+    /// `POST /events/<name>`, plain WebSocket clients (switchboard's AFC system, the seed's
+    /// Fastify service).
+    Afc,
+    /// `POST /events/<name>`, Socket.IO v4 clients (websocket transport).
+    Socketio,
+    /// A signed trigger on the Pusher HTTP API, clients subscribed to a channel.
+    Pusher,
+}
+
+/// Options of `publish-all`.
+#[derive(Debug, Clone, Args)]
+pub struct PublishAllArgs {
+    /// How to publish and listen.
+    #[arg(long, value_enum, default_value = "afc")]
+    pub protocol: Protocol,
+    /// WebSocket URL the clients open (Socket.IO: `ws://host:port/socket.io/?EIO=4&transport=websocket`;
+    /// Pusher: `ws://host:port/app/<key>?protocol=7`).
+    #[arg(long, default_value = "ws://127.0.0.1:4001/ws")]
+    pub url: String,
+    /// Base URL of the HTTP API the backends post to.
+    #[arg(long, default_value = "http://127.0.0.1:4001")]
+    pub http: String,
+    /// WebSocket clients.
+    #[arg(long, default_value_t = 200)]
+    pub clients: usize,
+    /// Backends posting at once, each one request at a time.
+    #[arg(long, default_value_t = 8)]
+    pub backends: usize,
+    /// Events posted in all.
+    #[arg(long, default_value_t = 4000)]
+    pub events: usize,
+    /// Event name (`<entity>-<action>`).
+    #[arg(long, default_value = "todo-created")]
+    pub event: String,
+    /// Pusher: the channel the clients subscribe to.
+    #[arg(long, default_value = "bench")]
+    pub channel: String,
+    /// Pusher: app id.
+    #[arg(long, default_value = "bench")]
+    pub app_id: String,
+    /// Pusher: app key.
+    #[arg(long, default_value = "bench-key")]
+    pub app_key: String,
+    /// Pusher: app secret.
+    #[arg(long, default_value = "bench-secret")]
+    pub app_secret: String,
+    /// The server's process id, to read its CPU time and RSS from /proc.
+    #[arg(long)]
+    pub pid: Option<u32>,
+    /// Seconds to wait at most, after the last post, for the last deliveries.
+    #[arg(long, default_value_t = 10.0)]
+    pub drain: f64,
+    /// Seconds to wait after every client joined, before the first post.
+    #[arg(long, default_value_t = 0.5)]
+    pub settle: f64,
+    /// Connections being opened at once.
+    #[arg(long, default_value_t = 64)]
+    pub connect_concurrency: usize,
 }
 
 /// Options of `fanout`.
@@ -95,6 +169,18 @@ pub struct FanoutArgs {
     /// Members per room (with `--rooms`).
     #[arg(long, default_value_t = 5)]
     pub members: usize,
+    /// Every this many subscribers, one is a probe: read on a thread of its own, its latency is
+    /// reported apart and against the fan-out floor at its position (0: no probes; not with
+    /// `--rooms`).
+    #[arg(long, default_value_t = 100)]
+    pub probe_every: usize,
+    /// Rounds of sends timed to measure the fan-out floor before the run (0: not measured).
+    #[arg(long, default_value_t = 31)]
+    pub floor_rounds: usize,
+    /// The CPU the server runs on: the floor's sends are timed from there, as the server's
+    /// are (before the run, while the server is idle). Any CPU if not given.
+    #[arg(long)]
+    pub floor_cpu: Option<usize>,
 }
 
 /// Options of `idle`.
@@ -165,6 +251,9 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Fanout(a) => run::fanout(a).await.map(|r| r.render(&cli.label, cli.json)),
             Command::Idle(a) => run::idle(a).await.map(|r| r.render(&cli.label, cli.json)),
+            Command::PublishAll(a) => publish_all::publish_all(a)
+                .await
+                .map(|r| r.render(&cli.label, cli.json)),
         }
     });
     // Do not wait for the connection tasks: exiting closes every socket.

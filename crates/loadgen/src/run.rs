@@ -14,18 +14,20 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use crate::floor::{self, Floor};
 use crate::hist::Histogram;
+use crate::probe::Probes;
 use crate::procfs::{self, Sample};
 use crate::{notice, FanoutArgs, IdleArgs};
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 const WARMUP: u8 = 0;
 const MEASURE: u8 = 1;
 const STOP: u8 = 2;
 
 /// Counters every connection task updates.
-struct Shared {
+pub(crate) struct Shared {
     /// Time zero of the send timestamps.
     base: Instant,
     phase: AtomicU8,
@@ -39,7 +41,7 @@ struct Shared {
     /// Frames that were not our notices (error replies, say).
     unexpected: AtomicU64,
     /// Sockets that closed or failed before the end.
-    closed: AtomicU64,
+    pub(crate) closed: AtomicU64,
     latency: Histogram,
     /// A flat-out publisher is waiting for the deliveries in flight to drop below the window.
     waiting: AtomicBool,
@@ -78,16 +80,18 @@ impl Shared {
         self.in_flight() < self.window * self.fanout.max(1)
     }
 
-    fn on_frame(&self, frame: &[u8]) {
+    /// Count one received frame; the latency in ns of a notice sent in the measured window.
+    pub(crate) fn on_frame(&self, frame: &[u8]) -> Option<u64> {
         if is_setup(frame) {
-            return;
+            return None;
         }
         let Some((measured, sent_ns)) = notice::parse(frame) else {
             self.unexpected.fetch_add(1, Relaxed);
-            return;
+            return None;
         };
-        if measured {
-            self.latency.record(self.now_ns().saturating_sub(sent_ns));
+        let latency = measured.then(|| self.now_ns().saturating_sub(sent_ns));
+        if let Some(ns) = latency {
+            self.latency.record(ns);
             self.received_measured.fetch_add(1, Relaxed);
         }
         self.received.fetch_add(1, Relaxed);
@@ -95,6 +99,7 @@ impl Shared {
             self.waiting.store(false, Relaxed);
             self.progress.notify_waiters();
         }
+        latency
     }
 }
 
@@ -114,7 +119,7 @@ const V2: &str = "switchboard.v2";
 
 /// Open one WebSocket, retrying a few times (a busy server's accept queue may overflow); with
 /// `v2`, asking for protocol v2 and failing if the server does not serve it.
-async fn connect(url: &str, v2: bool) -> Result<Ws, String> {
+pub(crate) async fn connect(url: &str, v2: bool) -> Result<Ws, String> {
     // Small buffers: thousands of sockets, small frames. (tungstenite zero-fills the whole read
     // buffer before every read, so its size is paid in memory and in time per read.)
     let config = WebSocketConfig::default()
@@ -144,7 +149,12 @@ async fn connect(url: &str, v2: bool) -> Result<Ws, String> {
 }
 
 /// Open `n` sockets, `concurrency` at a time. Fails if any cannot be opened.
-async fn connect_all(url: &str, n: usize, concurrency: usize, v2: bool) -> Result<Vec<Ws>, String> {
+pub(crate) async fn connect_all(
+    url: &str,
+    n: usize,
+    concurrency: usize,
+    v2: bool,
+) -> Result<Vec<Ws>, String> {
     let results: Vec<Result<Ws, String>> = futures_util::stream::iter(0..n)
         .map(|_| connect(url, v2))
         .buffer_unordered(concurrency.max(1))
@@ -164,8 +174,12 @@ where
 {
     while let Some(msg) = stream.next().await {
         match msg {
-            Ok(Message::Text(t)) => shared.on_frame(t.as_bytes()),
-            Ok(Message::Binary(b)) => shared.on_frame(&b),
+            Ok(Message::Text(t)) => {
+                shared.on_frame(t.as_bytes());
+            }
+            Ok(Message::Binary(b)) => {
+                shared.on_frame(&b);
+            }
             Ok(Message::Close(_)) | Err(_) => break,
             Ok(_) => {}
         }
@@ -257,11 +271,11 @@ async fn publish<S>(
     }
 }
 
-fn secs(s: f64) -> Duration {
+pub(crate) fn secs(s: f64) -> Duration {
     Duration::from_secs_f64(s.max(0.0))
 }
 
-fn sample(pid: Option<u32>) -> Result<Option<Sample>, String> {
+pub(crate) fn sample(pid: Option<u32>) -> Result<Option<Sample>, String> {
     pid.map(|p| procfs::sample(p).map_err(|e| format!("reading /proc/{p}: {e}")))
         .transpose()
 }
@@ -287,6 +301,26 @@ pub struct FanoutReport {
     cpu_deliveries: u64,
     server: Option<(Sample, Sample)>,
     tool_cpu_secs: f64,
+    probes: Option<ProbeFigures>,
+    floor: Option<Floor>,
+}
+
+/// The probe sockets' latency (read on their own thread) and its ratio to the fan-out floor.
+#[derive(Debug, Clone)]
+struct ProbeFigures {
+    count: usize,
+    realtime: bool,
+    received: u64,
+    p50_us: f64,
+    p99_us: f64,
+    p999_us: f64,
+    max_us: f64,
+    /// Quantiles of each probe delivery's latency over the floor at its probe's position (the
+    /// shallow probes' ratios are mostly the fixed cost of getting the publication to the server).
+    over_floor_p50: Option<f64>,
+    over_floor_p99: Option<f64>,
+    /// Recipients ahead of the deepest probe.
+    deepest: usize,
 }
 
 /// Run the `fanout` scenario.
@@ -307,6 +341,19 @@ pub async fn fanout(a: FanoutArgs) -> Result<FanoutReport, String> {
     };
     let (concurrency, v2) = (a.connect_concurrency, a.v2);
     let mut publishers = Vec::new();
+    // The fan-out floor, before any socket to the server is open (the server is idle).
+    let floor = if a.rooms == 0 && a.floor_rounds > 0 {
+        let payload = notice::build(true, 1_000_000, 10_000_000_000_000, a.pad).len();
+        let sockets = a.subscribers + a.publishers;
+        let frame = floor::ws_frame_bytes(payload);
+        let f = floor::measure(sockets, frame, a.floor_rounds, a.floor_cpu)
+            .map_err(|e| format!("measuring the fan-out floor: {e}"))?;
+        Some(f)
+    } else {
+        None
+    };
+    let mut probes: Option<Probes> = None;
+    let mut deepest = None;
     if a.rooms > 0 {
         let sockets = connect_all(&a.url, a.rooms * a.members, concurrency, v2).await?;
         for (j, mut ws) in sockets.into_iter().enumerate() {
@@ -325,8 +372,34 @@ pub async fn fanout(a: FanoutArgs) -> Result<FanoutReport, String> {
         // Every join answered before the first publication.
         tokio::time::sleep(Duration::from_millis(500)).await;
     } else {
-        for ws in connect_all(&a.url, a.subscribers, concurrency, v2).await? {
-            tokio::spawn(receive(ws, shared.clone()));
+        // Subscribers in batches of `probe_every - 1`, each batch followed by one probe, so the
+        // probes sit at positions probe_every - 1, 2 probe_every - 1, ... of the server's fan-out
+        // order (the order sockets joined); the publishers come last.
+        let every = a.probe_every;
+        let mut opened = 0;
+        while opened < a.subscribers {
+            let left = a.subscribers - opened;
+            let bulk = if every > 0 {
+                (every - 1).min(left)
+            } else {
+                left
+            };
+            for ws in connect_all(&a.url, bulk, concurrency, v2).await? {
+                tokio::spawn(receive(ws, shared.clone()));
+            }
+            opened += bulk;
+            if every > 0 && opened < a.subscribers {
+                let probes = match &mut probes {
+                    Some(p) => p,
+                    None => probes.insert(Probes::start(shared.clone())?),
+                };
+                // Let the server register the batch before the probe joins behind it.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                let floor_ns = floor.map_or(0.0, |f| f.at(opened));
+                probes.open(&a.url, v2, floor_ns).await?;
+                deepest = Some(opened);
+                opened += 1;
+            }
         }
         for ws in connect_all(&a.url, a.publishers, concurrency, v2).await? {
             publishers.push((ws, None));
@@ -384,6 +457,21 @@ pub async fn fanout(a: FanoutArgs) -> Result<FanoutReport, String> {
     let h = &shared.latency;
     let us = |ns: u64| ns as f64 / 1_000.0;
     let publications = shared.sent_measured.load(Relaxed);
+    let probes = probes.map(|p| {
+        let s = &p.stats;
+        ProbeFigures {
+            count: p.count,
+            realtime: s.realtime.load(Relaxed),
+            received: s.received.load(Relaxed),
+            p50_us: us(s.latency.quantile(0.5)),
+            p99_us: us(s.latency.quantile(0.99)),
+            p999_us: us(s.latency.quantile(0.999)),
+            max_us: us(s.latency.max()),
+            over_floor_p50: floor.map(|_| s.over_floor_quantile(0.5)),
+            over_floor_p99: floor.map(|_| s.over_floor_quantile(0.99)),
+            deepest: deepest.unwrap_or(0),
+        }
+    });
     Ok(FanoutReport {
         window_secs,
         publications,
@@ -400,11 +488,13 @@ pub async fn fanout(a: FanoutArgs) -> Result<FanoutReport, String> {
         cpu_deliveries,
         server: server_start.zip(server_end),
         tool_cpu_secs: tool_end.cpu_secs - tool_start.cpu_secs,
+        probes,
+        floor,
         args: a,
     })
 }
 
-fn json_str(s: &str) -> String {
+pub(crate) fn json_str(s: &str) -> String {
     let mut out = String::from("\"");
     for c in s.chars() {
         match c {
@@ -489,6 +579,37 @@ impl FanoutReport {
                     end.hwm_kib
                 );
             }
+            if let Some(f) = &self.floor {
+                let _ = write!(
+                    s,
+                    ",\"floor\":{{\"per_send_ns\":{:.1},\"median_ns\":{:.1},\"sockets\":{},\
+                     \"frame_bytes\":{},\"rounds\":{}}}",
+                    f.per_send_ns, f.median_ns, f.sockets, f.frame_bytes, f.rounds
+                );
+            }
+            if let Some(p) = &self.probes {
+                let num = |v: Option<f64>| v.map_or("null".to_string(), |v| format!("{v:.3}"));
+                let _ = write!(
+                    s,
+                    ",\"probes\":{{\"every\":{},\"count\":{},\"realtime\":{},\"received\":{},\"deepest\":{},\
+                     \"latency_us\":{{\"p50\":{:.1},\"p99\":{:.1},\"p999\":{:.1},\"max\":{:.1}}},\
+                     \"floor_deepest_us\":{},\"p99_over_floor\":{},\"p50_over_own_floor\":{},\
+                     \"p99_over_own_floor\":{}}}",
+                    a.probe_every,
+                    p.count,
+                    p.realtime,
+                    p.received,
+                    p.deepest,
+                    p.p50_us,
+                    p.p99_us,
+                    p.p999_us,
+                    p.max_us,
+                    num(self.floor.map(|f| f.at(p.deepest) / 1e3)),
+                    num(self.floor.map(|f| p.p99_us * 1e3 / f.at(p.deepest))),
+                    num(p.over_floor_p50),
+                    num(p.over_floor_p99),
+                );
+            }
             s.push('}');
             return s;
         }
@@ -528,6 +649,39 @@ impl FanoutReport {
                  RSS {} KiB (peak {} KiB)",
                 self.cpu_deliveries, end.rss_kib, end.hwm_kib
             );
+        }
+        if let Some(p) = &self.probes {
+            let _ = writeln!(
+                s,
+                "  probes ({} of them, every {}th socket, read on their own thread{}, {} deliveries): \
+                 latency p50 {:.0} us  p99 {:.0} us  p99.9 {:.0} us  max {:.0} us",
+                p.count,
+                a.probe_every,
+                if p.realtime { " (SCHED_FIFO)" } else { "" },
+                p.received,
+                p.p50_us, p.p99_us, p.p999_us, p.max_us
+            );
+        }
+        if let Some(f) = &self.floor {
+            let _ = write!(
+                s,
+                "  fan-out floor: {:.0} ns per send, fastest of {} rounds (median {:.0} ns; {} sockets, \
+                 {}-byte frames)",
+                f.per_send_ns, f.rounds, f.median_ns, f.sockets, f.frame_bytes
+            );
+            if let Some(p) = &self.probes {
+                let _ = write!(
+                    s,
+                    "; {:.0} us at the deepest probe ({} ahead): probe p99 / that floor {:.2}; \
+                     each probe delivery over the floor at its own position: p50 {:.2}  p99 {:.2}",
+                    f.at(p.deepest) / 1e3,
+                    p.deepest,
+                    p.p99_us * 1e3 / f.at(p.deepest),
+                    p.over_floor_p50.unwrap_or(f64::NAN),
+                    p.over_floor_p99.unwrap_or(f64::NAN)
+                );
+            }
+            s.push('\n');
         }
         let _ = write!(
             s,
@@ -677,6 +831,9 @@ mod tests {
             v2: false,
             rooms: 0,
             members: 5,
+            probe_every: 3,
+            floor_rounds: 3,
+            floor_cpu: None,
         }
     }
 

@@ -1,0 +1,245 @@
+//! The fan-out floor: what the kernel alone spends to send one frame to one loopback TCP socket,
+//! measured without any server, in the same run as the load it is compared with.
+//!
+//! A server that fans a publication out to N sockets makes N sends one after the other (no
+//! system call sends to several TCP sockets at once), and on loopback each send also runs the
+//! receiver's TCP input path. So the recipient in position k (k recipients ahead of it) cannot get
+//! the frame sooner than `(k + 1) x` the cost of one send, whatever the server does in user space.
+//! [`measure`] opens as many socket pairs as the run has sockets and times rounds of one `send` of
+//! a frame of the run's size to every socket, from one thread on the server's CPU, while a thread
+//! of the load tool waits for the frames in `epoll_wait` and reads them, as it does in the run
+//! (so the wake-ups and the reader's competition for the sockets are in the cost). The per-send
+//! cost is the fastest round's: other work on a shared machine only ever slows a round down.
+
+use std::io::{self, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What [`measure`] found.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Floor {
+    /// The kernel's cost of one send, in nanoseconds: the fastest round's (other work on the
+    /// machine only ever adds to a round, so the fastest is the least disturbed).
+    pub per_send_ns: f64,
+    /// The median round's cost of one send, in nanoseconds (how much the machine disturbed it).
+    pub median_ns: f64,
+    /// Sockets sent to in each round.
+    pub sockets: usize,
+    /// Bytes of each send (the WebSocket frame: header and payload).
+    pub frame_bytes: usize,
+    /// Timed rounds.
+    pub rounds: usize,
+}
+
+impl Floor {
+    /// The earliest a recipient with `ahead` recipients before it can have its frame, in ns.
+    pub fn at(&self, ahead: usize) -> f64 {
+        (ahead + 1) as f64 * self.per_send_ns
+    }
+}
+
+/// Bytes on the wire of a server's unmasked WebSocket frame carrying `payload` bytes.
+pub fn ws_frame_bytes(payload: usize) -> usize {
+    payload
+        + match payload {
+            0..=125 => 2,
+            126..=65_535 => 4,
+            _ => 10,
+        }
+}
+
+/// Time `rounds` rounds of one send of `frame_bytes` bytes to each of `sockets` loopback sockets,
+/// from a thread on `sender_cpu` (the server's CPU, idle before the run; any CPU if `None`),
+/// while a reader thread on the load tool's CPUs waits in `epoll_wait` and reads, as the load
+/// tool does during the run. Between rounds the sender waits until everything was read and the
+/// reader is back asleep, as between two publications at a fixed rate.
+pub fn measure(
+    sockets: usize,
+    frame_bytes: usize,
+    rounds: usize,
+    sender_cpu: Option<usize>,
+) -> io::Result<Floor> {
+    let sockets = sockets.max(1);
+    let rounds = rounds.max(1);
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    // SAFETY: epoll_create1 has no preconditions; a negative return is an error, checked below.
+    let epfd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if epfd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: epfd is a fresh descriptor owned by nothing else; OwnedFd closes it once.
+    let epoll = unsafe { OwnedFd::from_raw_fd(epfd) };
+    let mut senders = Vec::with_capacity(sockets);
+    let mut receivers = Vec::with_capacity(sockets);
+    for i in 0..sockets {
+        let receiver = TcpStream::connect(addr)?;
+        let (sender, _) = listener.accept()?;
+        sender.set_nodelay(true)?;
+        receiver.set_nonblocking(true)?;
+        let mut ev = libc::epoll_event {
+            events: (libc::EPOLLIN | libc::EPOLLET) as u32,
+            u64: i as u64,
+        };
+        // SAFETY: both descriptors are open; ev is a valid epoll_event for the call's duration.
+        let rc = unsafe {
+            libc::epoll_ctl(
+                epoll.as_raw_fd(),
+                libc::EPOLL_CTL_ADD,
+                receiver.as_raw_fd(),
+                &mut ev,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        senders.push(sender);
+        receivers.push(receiver);
+    }
+    let read = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (read, stop) = (read.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("floor-reader".into())
+            .spawn(move || read_all(&epoll, &mut receivers, &read, &stop))?
+    };
+    let sender = std::thread::Builder::new()
+        .name("floor-sender".into())
+        .spawn(move || {
+            if let Some(cpu) = sender_cpu {
+                pin_to(cpu);
+            }
+            send_rounds(&mut senders, frame_bytes, rounds, &read)
+        })?;
+    let sent = sender
+        .join()
+        .map_err(|_| io::Error::other("the floor sender panicked"))?;
+    stop.store(true, Relaxed);
+    reader
+        .join()
+        .map_err(|_| io::Error::other("the floor reader panicked"))??;
+    let mut per_send = sent?;
+    per_send.sort_by(f64::total_cmp);
+    Ok(Floor {
+        per_send_ns: per_send[0],
+        median_ns: per_send[per_send.len() / 2],
+        sockets,
+        frame_bytes,
+        rounds,
+    })
+}
+
+/// Pin the calling thread to `cpu` (best effort: left as it is if not allowed).
+fn pin_to(cpu: usize) {
+    // SAFETY: cpu_set_t is plain data; CPU_SET writes inside it (it ignores a cpu past its size);
+    // pid 0 is the calling thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+/// The sender: per round, one send to every socket, timed; then wait for the reader.
+fn send_rounds(
+    senders: &mut [TcpStream],
+    frame_bytes: usize,
+    rounds: usize,
+    read: &AtomicU64,
+) -> io::Result<Vec<f64>> {
+    let frame = vec![b'x'; frame_bytes.max(1)];
+    let per_round = (frame.len() * senders.len()) as u64;
+    let mut per_send = Vec::with_capacity(rounds);
+    // Two untimed rounds first: the sockets' first sends allocate what later ones reuse.
+    for round in 0..rounds + 2 {
+        let started = Instant::now();
+        for s in senders.iter_mut() {
+            s.write_all(&frame)?;
+        }
+        let elapsed = started.elapsed().as_nanos() as f64;
+        if round >= 2 {
+            per_send.push(elapsed / senders.len() as f64);
+        }
+        let want = per_round * (round as u64 + 1);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while read.load(Relaxed) < want {
+            if Instant::now() > deadline {
+                return Err(io::Error::other("the floor reader fell behind"));
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        // The reader is back in epoll_wait, as between two publications.
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    Ok(per_send)
+}
+
+/// The reader: wait in epoll, read every ready socket until it would block, count the bytes.
+fn read_all(
+    epoll: &OwnedFd,
+    receivers: &mut [TcpStream],
+    read: &AtomicU64,
+    stop: &AtomicBool,
+) -> io::Result<()> {
+    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
+    let mut sink = vec![0u8; 16 * 1024];
+    while !stop.load(Relaxed) {
+        // SAFETY: events has room for its length in entries; the descriptor is open.
+        let n = unsafe {
+            libc::epoll_wait(
+                epoll.as_raw_fd(),
+                events.as_mut_ptr(),
+                events.len() as i32,
+                20,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        for ev in &events[..n as usize] {
+            let r = &mut receivers[ev.u64 as usize];
+            loop {
+                match r.read(&mut sink) {
+                    Ok(0) => break,
+                    Ok(k) => {
+                        read.fetch_add(k as u64, Relaxed);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_sizes_follow_the_websocket_length_encoding() {
+        assert_eq!(ws_frame_bytes(0), 2);
+        assert_eq!(ws_frame_bytes(125), 127);
+        assert_eq!(ws_frame_bytes(126), 130);
+        assert_eq!(ws_frame_bytes(65_535), 65_539);
+        assert_eq!(ws_frame_bytes(65_536), 65_546);
+    }
+
+    #[test]
+    fn measures_a_positive_cost_and_scales_it_by_position() {
+        let f = measure(8, 120, 3, None).unwrap();
+        assert_eq!((f.sockets, f.frame_bytes, f.rounds), (8, 120, 3));
+        assert!(f.per_send_ns > 0.0 && f.per_send_ns <= f.median_ns, "{f:?}");
+        assert_eq!(f.at(0), f.per_send_ns);
+        assert_eq!(f.at(99), 100.0 * f.per_send_ns);
+    }
+}
