@@ -14,7 +14,7 @@ use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use redis::{AsyncConnectionConfig, IntoConnectionInfo, RedisResult};
 use switchboard_backplane::{
     node_key_prefix, nodes_key, random_u64, Backplane as Machine, Batch, Command, Config, NodeId,
-    Sent, Side, Status, ToHub, BATCH, LEASE,
+    Sent, Side, Status, ToHub, ALIVE, BATCH, LEASE,
 };
 use switchboard_hub::cluster::{NodeSummary, MAX_NODES};
 use switchboard_hub::history::Epoch;
@@ -685,8 +685,9 @@ const LEASE_SCRIPT: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local lease = tonumber(ARGV[3])
+local alive = tonumber(ARGV[6])
 redis.call('SET', KEYS[2], ARGV[2], 'PX', lease)
-redis.call('ZADD', KEYS[1], now + lease, ARGV[1])
+redis.call('ZADD', KEYS[1], now + alive, ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 redis.call('PEXPIRE', KEYS[1], lease)
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf', 'LIMIT', 0, tonumber(ARGV[4]))
@@ -715,7 +716,8 @@ impl Lease {
         summary: &[u8],
     ) -> RedisResult<Vec<Bytes>> {
         let lease_ms = u64::try_from(LEASE.as_millis()).unwrap_or(u64::MAX);
-        // Every 3 s, a few hundred bytes of script: `EVAL` costs Redis a cached compile.
+        let alive_ms = u64::try_from(ALIVE.as_millis()).unwrap_or(u64::MAX);
+        // Every 2 s, a few hundred bytes of script: `EVAL` costs Redis a cached compile.
         let read: Vec<Vec<u8>> = redis::cmd("EVAL")
             .arg(LEASE_SCRIPT)
             .arg(2)
@@ -726,6 +728,7 @@ impl Lease {
             .arg(lease_ms)
             .arg(MAX_NODES + 1) // The others, and this one.
             .arg(&self.prefix)
+            .arg(alive_ms)
             .query_async(conn)
             .await?;
         Ok(read.into_iter().map(Bytes::from).collect())

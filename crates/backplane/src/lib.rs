@@ -27,8 +27,8 @@ pub use backoff::Backoff;
 pub use interest::{Gaps, Interest, MAX_ORIGINS};
 pub use machine::{
     all_channel, node_key_prefix, nodes_key, positioned, room_channel, Append, Backplane, Batch,
-    Command, Config, Fetch, Sent, Side, ToHub, BATCH, LEASE, LEASE_EVERY, MAX_UNSENT_MEMBERS,
-    MAX_WAITING, RECONCILE_EVERY, SUBSCRIBE_CHUNK,
+    Command, Config, Fetch, Sent, Side, ToHub, ALIVE, BATCH, LEASE, LEASE_EVERY,
+    MAX_UNSENT_MEMBERS, MAX_WAITING, RECONCILE_EVERY, SUBSCRIBE_CHUNK,
 };
 pub use node::{random_u64, NodeId};
 pub use status::Status;

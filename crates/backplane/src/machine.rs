@@ -32,10 +32,16 @@ pub const BATCH: usize = 256;
 /// Most channels named in one subscribe or unsubscribe.
 pub const SUBSCRIBE_CHUNK: usize = 512;
 /// How often a node renews its lease: writes its summary and reads the other live nodes'.
-pub const LEASE_EVERY: Duration = Duration::from_secs(3);
-/// How long a node's summary lives in Redis without renewal: a node killed without a word is
-/// gone from every other node's counts and presence within it (plus one [`LEASE_EVERY`]).
+pub const LEASE_EVERY: Duration = Duration::from_secs(2);
+/// How long a node's summary lives in Redis without renewal (its key's TTL).
 pub const LEASE: Duration = switchboard_hub::cluster::LEASE;
+/// How long after a renewal a node counts as alive in every other node's lease read: three
+/// renewal periods, so two missed renewals do not drop it, and short enough that a node killed
+/// without a word is gone from every other node's counts and presence within [`LEASE`] of its
+/// death (its last renewal, plus this, plus one read: at most 9 s after it).
+pub const ALIVE: Duration = Duration::from_secs(7);
+
+const _: () = assert!(ALIVE.as_millis() + LEASE_EVERY.as_millis() < LEASE.as_millis());
 /// Rooms whose members announcement waits for the publishing connection at most (each room's
 /// latest); past it an announcement is dropped and counted in `dropped_while_down`.
 pub const MAX_UNSENT_MEMBERS: usize = 65_536;

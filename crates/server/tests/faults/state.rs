@@ -21,7 +21,8 @@ fn addr(port: u16) -> SocketAddr {
     ([127, 0, 0, 1], port).into()
 }
 
-/// The lease (10 s), one renewal period (3 s), and room for a loaded two-core machine.
+/// The lease (10 s; a dead node leaves every read within it) and room for a loaded two-core
+/// machine.
 const GONE_WITHIN: Duration = Duration::from_secs(20);
 
 /// A node serving collab and DCDock on these ports, joined through the Redis on `redis_port`,
@@ -153,7 +154,7 @@ async fn stats_and_presence_count_every_node_and_a_killed_one_leaves_within_its_
     let (_d2, _) = dcdock_client(addr(dcdock_b), 2).await;
     let (_d3, _) = dcdock_client(addr(dcdock_b), 3).await;
 
-    // Every node's figures, from either node (summaries are read every 3 s).
+    // Every node's figures, from either node (summaries are read every 2 s).
     for at in [ca, cb] {
         let stats = poll_until(at, "/stats", GONE_WITHIN, |s| s["totalClients"] == 3).await;
         assert_eq!(stats["totalProjects"], 2, "{stats}");
@@ -230,7 +231,7 @@ async fn stats_and_presence_count_every_node_and_a_killed_one_leaves_within_its_
     .await;
     let counts_took = killed.elapsed();
     eprintln!(
-        "killed node gone from presence after {presence_took:?}, from every count after {counts_took:?} (lease 10 s, renewed every 3 s)"
+        "killed node gone from presence after {presence_took:?}, from every count after {counts_took:?} (lease 10 s, alive 7 s after each renewal, renewed and read every 2 s)"
     );
     drop((bob, anon));
 }
