@@ -9,9 +9,8 @@
 //! and a short-lived flusher task spawned; it waits until the socket is writable, drains the
 //! queue in batches, reports the bytes it wrote through the outbox's [`FlushSink`], and exits.
 //!
-//! tungstenite still reads the connection and writes its own control frames (the handshake
-//! response, pongs, the reply to a peer's close) through [`Duplex`], whose writes go into the
-//! same outbox, so whole frames never interleave.
+//! The connection's reader ([`crate::reader`]) answers pings and a peer's close through the same
+//! outbox ([`Outbox::pong`], [`Outbox::answer_close`]), so whole frames never interleave.
 //!
 //! Over TLS the same holds with "the socket" read as "rustls and the socket": a write hands the
 //! frames to rustls, which encrypts them and puts on the socket what it takes now; records left
@@ -37,7 +36,6 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
 use switchboard_hub::{CloseCode, ConnectionHandle, Text};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{
     CloseCode as WsCloseCode, Data, OpCode,
@@ -60,8 +58,9 @@ pub trait FlushSink: Send + Sync + std::fmt::Debug + 'static {
     fn system(&self) -> &'static str;
 }
 
-/// Most bytes of control frames and tungstenite's own writes queued for a peer that does not
-/// read; past it the connection fails (a peer flooding pings without reading the pongs).
+/// Most bytes of control frames (pongs, close replies, event-stream comments) queued for a peer
+/// that does not read; past it the connection fails (a peer flooding pings without reading the
+/// pongs).
 pub const RAW_LIMIT: usize = 64 * 1024;
 /// The longest header of an unmasked frame: two bytes and a 64-bit length.
 const HEAD_MAX: usize = 10;
@@ -95,8 +94,8 @@ struct Chunk {
     head_len: u8,
     /// A server-sent event: [`SSE_END`] follows the body.
     event: bool,
-    /// Bytes that are neither a hub frame nor part of one (tungstenite's writes, control frames,
-    /// comments): bounded by [`RAW_LIMIT`].
+    /// Bytes that are neither a hub frame nor part of one (control frames, comments): bounded by
+    /// [`RAW_LIMIT`].
     raw: bool,
     body: Bytes,
     /// Payload bytes the hub counted for this frame; reported once the frame is written.
@@ -354,12 +353,12 @@ impl Outbox {
         })
     }
 
-    /// Split `stream` into a [`Duplex`] for tungstenite and an outbox writing to it.
-    pub fn split(stream: impl Into<Stream>, sink: Arc<dyn FlushSink>) -> (Duplex, Arc<Outbox>) {
+    /// Split `stream` into its read half and an outbox writing to its write half.
+    pub fn split(stream: impl Into<Stream>, sink: Arc<dyn FlushSink>) -> (ReadHalf, Arc<Outbox>) {
         let (read, write) = stream.into().into_split();
         let out = Outbox::new(sink);
         out.connect(write);
-        (Duplex::new(read, out.clone()), out)
+        (read, out)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -498,7 +497,7 @@ impl Outbox {
         self.drained.notify_one();
     }
 
-    /// Bytes from tungstenite (handshake response, pongs, close replies). Silently discarded
+    /// Control bytes (pings, pongs, close frames, event-stream comments). Silently discarded
     /// once our close frame is queued.
     fn push_raw(self: &Arc<Self>, bytes: Bytes) -> io::Result<()> {
         let mut st = self.lock();
@@ -745,86 +744,5 @@ async fn flush(out: Arc<Outbox>) {
         if idle {
             return;
         }
-    }
-}
-
-/// The stream tungstenite reads and writes: reads come from the socket, writes go through the
-/// connection's [`Outbox`].
-#[derive(Debug)]
-pub struct Duplex {
-    read: ReadHalf,
-    out: Arc<Outbox>,
-}
-
-impl Duplex {
-    /// Read from `read`, write through `out`.
-    pub fn new(read: ReadHalf, out: Arc<Outbox>) -> Duplex {
-        Duplex { read, out }
-    }
-
-    /// The outbox writes go to.
-    pub fn outbox(&self) -> &Arc<Outbox> {
-        &self.out
-    }
-}
-
-impl AsyncRead for Duplex {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let read = Pin::new(&mut self.read).poll_read(cx, buf);
-        if self.read.wants_flush() {
-            self.out.kick();
-        }
-        read
-    }
-}
-
-impl AsyncWrite for Duplex {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Poll::Ready(
-            self.out
-                .push_raw(Bytes::copy_from_slice(buf))
-                .map(|()| buf.len()),
-        )
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_queued_chunk_stays_small() {
-        // A connection's queue keeps its allocation (two chunks at least) while it is idle.
-        assert!(std::mem::size_of::<Chunk>() <= 56);
-    }
-
-    #[test]
-    fn an_event_splits_its_lines_and_counts_the_frame() {
-        let chunk = Chunk::event(Text::from("a\r\nb\rc\n".to_string()));
-        let mut wire = Vec::new();
-        for slice in chunk.slices(0) {
-            wire.extend_from_slice(&slice);
-        }
-        assert_eq!(wire, b"data: a\ndata: b\ndata: c\ndata: \n\n");
-        assert_eq!(chunk.hub_bytes, 7);
-        assert_eq!(chunk.len(), wire.len());
-        let rest: Vec<u8> = chunk.slices(9).iter().flat_map(|s| s.to_vec()).collect();
-        assert_eq!(rest, &wire[9..]);
     }
 }

@@ -3,6 +3,8 @@
 //! written directly, a backlog kept in order and drained once the peer reads, with records
 //! left in rustls flushed).
 
+mod support;
+
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -183,7 +185,7 @@ impl FlushSink for NoHub {
 }
 
 type Client = tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<TcpStream>>;
-type Server = tokio_tungstenite::WebSocketStream<switchboard_runtime::outbox::Duplex>;
+type Server = switchboard_runtime::stream::ReadHalf;
 
 /// A server-side outbox over TLS and the `wss://` client at the other end.
 async fn tls_pair(dir: &TempDir) -> (Arc<Outbox>, Server, Client) {
@@ -219,8 +221,9 @@ async fn tls_pair(dir: &TempDir) -> (Arc<Outbox>, Server, Client) {
     let stream = tls.accept(tcp, peer, "test", &handshakes).await.unwrap();
     assert!(matches!(stream, Stream::Tls(_)));
     assert_eq!(handshakes.completed(), 1);
-    let (duplex, out) = Outbox::split(stream, Arc::new(NoHub));
-    let server = tokio_tungstenite::accept_async(duplex).await.unwrap();
+    let mut stream = stream;
+    support::accept_upgrade(&mut stream).await;
+    let (server, out) = Outbox::split(stream, Arc::new(NoHub));
     (out, server, client.await.unwrap())
 }
 
