@@ -15,6 +15,7 @@
 //!
 //! Output is human-readable, or one JSON object per run with `--json` (for `bench/compare.sh`).
 
+mod conn;
 mod floor;
 mod hist;
 mod http;
@@ -24,6 +25,7 @@ mod procfs;
 mod publish_all;
 mod pusher;
 mod run;
+mod shared;
 mod socketio;
 
 use std::process::ExitCode;

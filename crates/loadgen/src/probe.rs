@@ -10,8 +10,9 @@ use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::conn::{connect, Ws};
 use crate::hist::Histogram;
-use crate::run::{connect, Shared};
+use crate::shared::Shared;
 
 /// Latency ratios are recorded in millionths.
 const RATIO_SCALE: f64 = 1e6;
@@ -128,7 +129,7 @@ fn realtime() -> bool {
     unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) == 0 }
 }
 
-async fn read(mut ws: crate::run::Ws, shared: Arc<Shared>, stats: Arc<ProbeStats>, floor_ns: f64) {
+async fn read(mut ws: Ws, shared: Arc<Shared>, stats: Arc<ProbeStats>, floor_ns: f64) {
     while let Some(msg) = ws.next().await {
         let latency = match msg {
             Ok(Message::Text(t)) => shared.on_frame(t.as_bytes()),

@@ -17,10 +17,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::conn::{connect_all, Ws};
 use crate::hist::Histogram;
 use crate::http::{self, Client};
 use crate::procfs::{self, Sample};
-use crate::run::{connect_all, json_str, sample, secs, Ws};
+use crate::run::{json_str, sample, secs};
 use crate::{notice, pusher, socketio, Protocol, PublishAllArgs};
 
 #[derive(Default)]

@@ -1,171 +1,19 @@
 //! The two scenarios: `fanout` (publishers and subscribers) and `idle` (sockets that do nothing).
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::TcpStream;
-use tokio::sync::Notify;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use crate::conn::connect_all;
 use crate::floor::{self, Floor};
-use crate::hist::Histogram;
 use crate::probe::Probes;
 use crate::procfs::{self, Sample};
+use crate::shared::{Shared, MEASURE, STOP};
 use crate::{notice, FanoutArgs, IdleArgs};
-
-pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-const WARMUP: u8 = 0;
-const MEASURE: u8 = 1;
-const STOP: u8 = 2;
-
-/// Counters every connection task updates.
-pub(crate) struct Shared {
-    /// Time zero of the send timestamps.
-    base: Instant,
-    phase: AtomicU8,
-    /// Deliveries each publication should make: every other socket.
-    fanout: u64,
-    window: u64,
-    sent: AtomicU64,
-    sent_measured: AtomicU64,
-    received: AtomicU64,
-    received_measured: AtomicU64,
-    /// Frames that were not our notices (error replies, say).
-    unexpected: AtomicU64,
-    /// Sockets that closed or failed before the end.
-    pub(crate) closed: AtomicU64,
-    latency: Histogram,
-    /// A flat-out publisher is waiting for the deliveries in flight to drop below the window.
-    waiting: AtomicBool,
-    progress: Notify,
-}
-
-impl Shared {
-    fn new(sockets: usize, window: u64) -> Self {
-        Shared {
-            base: Instant::now(),
-            phase: AtomicU8::new(WARMUP),
-            fanout: sockets.saturating_sub(1) as u64,
-            window,
-            sent: AtomicU64::new(0),
-            sent_measured: AtomicU64::new(0),
-            received: AtomicU64::new(0),
-            received_measured: AtomicU64::new(0),
-            unexpected: AtomicU64::new(0),
-            closed: AtomicU64::new(0),
-            latency: Histogram::default(),
-            waiting: AtomicBool::new(false),
-            progress: Notify::new(),
-        }
-    }
-
-    fn now_ns(&self) -> u64 {
-        self.base.elapsed().as_nanos() as u64
-    }
-
-    /// Deliveries still expected for what has been sent.
-    fn in_flight(&self) -> u64 {
-        (self.sent.load(Relaxed) * self.fanout).saturating_sub(self.received.load(Relaxed))
-    }
-
-    fn window_open(&self) -> bool {
-        self.in_flight() < self.window * self.fanout.max(1)
-    }
-
-    /// Count one received frame; the latency in ns of a notice sent in the measured window.
-    pub(crate) fn on_frame(&self, frame: &[u8]) -> Option<u64> {
-        if is_setup(frame) {
-            return None;
-        }
-        let Some((measured, sent_ns)) = notice::parse(frame) else {
-            self.unexpected.fetch_add(1, Relaxed);
-            return None;
-        };
-        let latency = measured.then(|| self.now_ns().saturating_sub(sent_ns));
-        if let Some(ns) = latency {
-            self.latency.record(ns);
-            self.received_measured.fetch_add(1, Relaxed);
-        }
-        self.received.fetch_add(1, Relaxed);
-        if self.waiting.load(Relaxed) && self.window_open() {
-            self.waiting.store(false, Relaxed);
-            self.progress.notify_waiters();
-        }
-        latency
-    }
-}
-
-/// Frames that are part of joining, not publications: v2's `session` and `subscribed`, and
-/// collab's greeting and presence (v1, or in a v2 `msg`).
-fn is_setup(frame: &[u8]) -> bool {
-    let head = &frame[..frame.len().min(64)];
-    let contains = |needle: &[u8]| head.windows(needle.len()).any(|w| w == needle);
-    frame.starts_with(br#"{"sb":"session""#)
-        || frame.starts_with(br#"{"sb":"subscribed""#)
-        || contains(br#""type":"USER_PRESENCE""#)
-        || contains(br#""type":"CONNECTION_ESTABLISHED""#)
-}
-
-/// The `Sec-WebSocket-Protocol` of protocol v2.
-const V2: &str = "switchboard.v2";
-
-/// Open one WebSocket, retrying a few times (a busy server's accept queue may overflow); with
-/// `v2`, asking for protocol v2 and failing if the server does not serve it.
-pub(crate) async fn connect(url: &str, v2: bool) -> Result<Ws, String> {
-    // Small buffers: thousands of sockets, small frames. (tungstenite zero-fills the whole read
-    // buffer before every read, so its size is paid in memory and in time per read.)
-    let config = WebSocketConfig::default()
-        .read_buffer_size(4 * 1024)
-        .write_buffer_size(0);
-    let mut last = String::new();
-    for attempt in 0..5u64 {
-        let mut request = url.into_client_request().map_err(|e| e.to_string())?;
-        if v2 {
-            request
-                .headers_mut()
-                .insert("sec-websocket-protocol", HeaderValue::from_static(V2));
-        }
-        match tokio_tungstenite::connect_async_with_config(request, Some(config), true).await {
-            Ok((ws, response)) => {
-                let accepted = response.headers().get("sec-websocket-protocol");
-                if v2 && accepted.is_none_or(|p| p != V2) {
-                    return Err(format!("{url} does not serve protocol v2"));
-                }
-                return Ok(ws);
-            }
-            Err(e) => last = e.to_string(),
-        }
-        tokio::time::sleep(Duration::from_millis(100 * (attempt + 1))).await;
-    }
-    Err(format!("cannot connect to {url}: {last}"))
-}
-
-/// Open `n` sockets, `concurrency` at a time. Fails if any cannot be opened.
-pub(crate) async fn connect_all(
-    url: &str,
-    n: usize,
-    concurrency: usize,
-    v2: bool,
-) -> Result<Vec<Ws>, String> {
-    let results: Vec<Result<Ws, String>> = futures_util::stream::iter(0..n)
-        .map(|_| connect(url, v2))
-        .buffer_unordered(concurrency.max(1))
-        .collect()
-        .await;
-    let failed = results.iter().filter(|r| r.is_err()).count();
-    if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
-        return Err(format!("{failed} of {n} connections failed; first: {e}"));
-    }
-    Ok(results.into_iter().flatten().collect())
-}
 
 /// Count and time everything a socket receives until it closes.
 async fn receive<S>(mut stream: S, shared: Arc<Shared>)
@@ -768,6 +616,7 @@ impl IdleReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::shared::is_setup;
     use std::sync::Mutex;
     use tokio::net::TcpListener;
     use tokio::sync::mpsc;
