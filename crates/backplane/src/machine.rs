@@ -267,6 +267,10 @@ pub struct Backplane {
     publisher_backoff: Backoff,
     subscriber_backoff: Backoff,
     publisher_ever: bool,
+    /// The publishing connection's first attempt has not ended yet: what needs it waits for it
+    /// (at most [`MAX_WAITING`]) instead of being answered unavailable, so a node just started
+    /// does not lose the publications it accepts in its first milliseconds.
+    first_attempt: bool,
     subscriber_ever: bool,
     /// Rooms with local members, and which of them changed.
     interest: Interest,
@@ -307,6 +311,7 @@ impl Backplane {
             publisher_backoff: Backoff::new(config.seed),
             subscriber_backoff: Backoff::new(config.seed.rotate_left(32)),
             publisher_ever: false,
+            first_attempt: true,
             subscriber_ever: false,
             interest: Interest::default(),
             subscribed: HashSet::new(),
@@ -414,6 +419,7 @@ impl Backplane {
         match side {
             Side::Publisher => {
                 self.publisher = Conn::Up;
+                self.first_attempt = false;
                 self.publisher_backoff.reset();
                 self.status.publisher_connected = true;
                 if self.publisher_ever {
@@ -470,6 +476,7 @@ impl Backplane {
                     self.answer(batch, Vec::new(), Vec::new());
                 }
                 self.publisher = Conn::Down(now + self.publisher_backoff.next_delay());
+                self.first_attempt = false;
                 self.status.publisher_connected = false;
                 self.answer_unavailable();
             }
@@ -488,6 +495,16 @@ impl Backplane {
                 }
             }
         }
+    }
+
+    /// Whether what needs the publishing connection is taken now: while it is up, and during its
+    /// first attempt (up to [`MAX_WAITING`]).
+    fn takes(&self) -> bool {
+        let held = || {
+            let w = &self.waiting;
+            w.publishes.len() + w.appends.len() + w.fetches.len()
+        };
+        self.publisher == Conn::Up || (self.first_attempt && held() < MAX_WAITING)
     }
 
     /// What waits for a publishing connection that is not there: publications are dropped and
@@ -516,7 +533,7 @@ impl Backplane {
             Target::Room(room) => (room_channel(self.config.system, room), 0),
             _ => return, // A connection's own frames are never replicated.
         };
-        if self.publisher != Conn::Up {
+        if !self.takes() {
             self.status.dropped_while_down += 1;
             return;
         }
@@ -578,8 +595,8 @@ impl Backplane {
             _ => self.all.clone(),
         };
         let message = wire::encode(self.config.node, 0, &publication, entry.publisher);
-        match (self.publisher, message) {
-            (Conn::Up, Ok(message)) => {
+        match (self.takes(), message) {
+            (true, Ok(message)) => {
                 self.waiting.appends.push(Append {
                     stream,
                     entry,
@@ -605,7 +622,7 @@ impl Backplane {
         since: Option<Position>,
         epoch: Epoch,
     ) {
-        if self.publisher != Conn::Up {
+        if !self.takes() {
             let answer = ToHub::Fetched(id, Err(HistoryError::Unavailable));
             self.commands.push_back(Command::Deliver(answer));
             return;

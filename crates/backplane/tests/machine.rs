@@ -185,10 +185,48 @@ fn publications_go_in_batches_in_order_one_batch_at_a_time() {
 }
 
 #[test]
-fn while_down_publications_are_counted_and_history_requests_answered_at_once() {
+fn what_comes_before_the_first_connection_waits_for_it() {
+    // A node just started accepts publications before its publishing connection is up: they
+    // go out once it is (an acknowledged publication is not lost to the first milliseconds).
     let mut m = machine(false, true);
+    m.handle_timeout(T0);
+    drain(&mut m);
     m.handle_publish(&Publication::to_all("a"));
     m.handle_append("all".into(), entry(1), Target::All, Epoch(9));
+    m.handle_fetch(FetchId(4), "all".into(), None, Epoch(9));
+    assert!(drain(&mut m).is_empty(), "nothing is answered yet");
+    m.handle_connected(T0, Side::Publisher);
+    let c = drain(&mut m);
+    let Some(Command::Send(batch)) = c.first() else {
+        panic!("{c:?}");
+    };
+    assert_eq!(
+        (
+            batch.publishes.len(),
+            batch.appends.len(),
+            batch.fetches.len()
+        ),
+        (1, 1, 1)
+    );
+    assert_eq!(m.status().dropped_while_down, 0);
+}
+
+#[test]
+fn while_down_publications_are_counted_and_history_requests_answered_at_once() {
+    let mut m = machine(false, true);
+    m.handle_timeout(T0);
+    drain(&mut m);
+    // Held during the first attempt, answered when it fails...
+    m.handle_append("all".into(), entry(1), Target::All, Epoch(9));
+    m.handle_failed(T0, Side::Publisher, "refused");
+    let c = drain(&mut m);
+    assert!(matches!(
+        &c[..],
+        [Command::Deliver(ToHub::Appended(s, Err(HistoryError::Unavailable)))] if s == "all"
+    ));
+    // ...and from then on, while down, answered at once.
+    m.handle_publish(&Publication::to_all("a"));
+    m.handle_append("all".into(), entry(2), Target::All, Epoch(9));
     m.handle_fetch(FetchId(4), "all".into(), None, Epoch(9));
     let c = drain(&mut m);
     assert!(matches!(
@@ -198,7 +236,7 @@ fn while_down_publications_are_counted_and_history_requests_answered_at_once() {
             Command::Deliver(ToHub::Fetched(FetchId(4), Err(HistoryError::Unavailable))),
         ] if s == "all"
     ));
-    assert_eq!(m.status().dropped_while_down, 2);
+    assert_eq!(m.status().dropped_while_down, 3);
 }
 
 #[test]
