@@ -46,7 +46,7 @@ pub struct Options {
     /// fetches ([`Replication::Append`], [`Replication::Fetch`]) with a [`RedisHistory`]
     /// keeping streams as these keys say, and hands every positioned publication from the
     /// channels to the hub, its own included. While Redis is unreachable they are answered
-    /// unavailable at once.
+    /// unavailable at once (during the first connection attempt they wait for it).
     pub history: Option<HistoryKeys>,
     /// Receive every room's channel through one pattern subscription (`sb:<system>:room:*`)
     /// instead of subscribing to each room when it gets its first local member. A join then
@@ -303,7 +303,11 @@ impl Driver {
         let mut batch = Vec::with_capacity(BATCH);
         let mut finishing = false;
         loop {
-            if !self.carry_out().await {
+            // While finishing, the hub is usually gone already (the system stops before its
+            // backplane): what was meant for it is dropped, and what it handed over still goes
+            // to Redis. Ending here instead lost an acknowledged publication queued behind a
+            // batch in flight (the batch's answer, for the gone hub, ended the driver).
+            if !self.carry_out().await && !finishing {
                 return; // The hub is gone.
             }
             if finishing && self.machine.is_flushed() {
@@ -313,7 +317,9 @@ impl Driver {
             let deadline = self.machine.poll_timeout().map(|t| self.clock.deadline(t));
             let wants = self.machine.wants_input();
             tokio::select! {
-                n = replication.recv_many(&mut batch, BATCH), if wants => {
+                // Not while finishing: what the hub queued was taken at the stop, and its
+                // channel is closed once it is gone.
+                n = replication.recv_many(&mut batch, BATCH), if wants && !finishing => {
                     if n == 0 {
                         return; // The hub task is gone.
                     }
@@ -386,6 +392,7 @@ impl Driver {
 
     /// Carry out the machine's commands. `false` once the hub is gone.
     async fn carry_out(&mut self) -> bool {
+        let mut hub_alive = true;
         while let Some(command) = self.machine.poll_command() {
             match command {
                 Command::Connect(side) => self.connect(side),
@@ -414,13 +421,13 @@ impl Driver {
                     ));
                 }
                 Command::Deliver(to_hub) => {
-                    if !self.deliver(to_hub).await {
-                        return false;
+                    if hub_alive && !self.deliver(to_hub).await {
+                        hub_alive = false; // The other commands are still carried out.
                     }
                 }
             }
         }
-        true
+        hub_alive
     }
 
     /// Hand something to the hub: answers (appends, fetches, checks) are never dropped, and
