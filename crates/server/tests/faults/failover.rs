@@ -514,13 +514,15 @@ async fn a_join_on_one_node_misses_nothing_published_on_another() {
 }
 
 /// Post event `n` to the first node that acknowledges it, starting with node `n % nodes`.
-async fn post_any(nodes: &[SocketAddr], n: u64) -> bool {
+/// Post `n` to the first of `nodes` (starting at the `n`th) that acknowledges it; which one.
+async fn post_any(nodes: &[SocketAddr], n: u64) -> Option<usize> {
     for k in 0..nodes.len() {
-        if post(nodes[(n as usize + k) % nodes.len()], n).await {
-            return true;
+        let i = (n as usize + k) % nodes.len();
+        if post(nodes[i], n).await {
+            return Some(i);
         }
     }
-    false
+    None
 }
 
 /// Count what the clients saw against what was acknowledged: (lost, duplicated, out of order,
@@ -531,6 +533,7 @@ fn tally(seen: &[Arc<Mutex<Seen>>], acked: &BTreeSet<u64>) -> Tally {
         let s = s.lock().unwrap();
         let got: BTreeSet<u64> = s.ns.iter().copied().collect();
         t.lost += acked.difference(&got).count();
+        t.lost_ids.extend(acked.difference(&got));
         t.duplicated += s.ns.len() - got.len();
         t.out_of_order += s.out_of_order;
         t.gaps += s.gaps;
@@ -548,6 +551,8 @@ fn tally(seen: &[Arc<Mutex<Seen>>], acked: &BTreeSet<u64>) -> Tally {
 #[derive(Debug, Default)]
 struct Tally {
     lost: usize,
+    /// The publications some client did not get.
+    lost_ids: BTreeSet<u64>,
     duplicated: usize,
     out_of_order: usize,
     gaps: usize,
@@ -559,9 +564,10 @@ impl std::fmt::Display for Tally {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "lost {}, duplicated {}, out of order {}, gaps {}; {} resumes (median {} ms, \
-             max {} ms), not recovered {}",
+            "lost {} (publications {:?}), duplicated {}, out of order {}, gaps {}; {} resumes \
+             (median {} ms, max {} ms), not recovered {}",
             self.lost,
+            self.lost_ids,
             self.duplicated,
             self.out_of_order,
             self.gaps,
@@ -609,21 +615,25 @@ async fn a_rolling_restart_loses_nothing_for_v2_clients() {
     // Publish at 100/s all along, from another task, while the nodes restart one by one.
     let (done, mut finished) = watch::channel(false);
     let targets = nodes.clone();
+    let started = Instant::now();
     let publisher = tokio::spawn(async move {
         let mut acked = BTreeSet::new();
+        let mut by = Vec::new();
         let mut ticker = tokio::time::interval(Duration::from_millis(10));
         for n in 1u64.. {
             tokio::select! {
                 _ = ticker.tick() => {}
-                _ = finished.changed() => return (acked, n - 1),
+                _ = finished.changed() => return (acked, n - 1, by),
             }
-            if post_any(&targets, n).await {
+            if let Some(k) = post_any(&targets, n).await {
                 acked.insert(n);
+                by.push((n, k, started.elapsed().as_millis()));
             }
         }
         unreachable!()
     });
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut restarts = Vec::new();
     for i in 0..cluster.procs.len() {
         let proc = &mut cluster.procs[i];
         let pid = proc.id().expect("running").to_string();
@@ -633,6 +643,7 @@ async fn a_rolling_restart_loses_nothing_for_v2_clients() {
             .await
             .unwrap();
         assert!(term.success());
+        restarts.push((i, started.elapsed().as_millis()));
         let status = tokio::time::timeout(Duration::from_secs(20), proc.wait()).await;
         assert!(
             matches!(status, Ok(Ok(s)) if s.success()),
@@ -644,8 +655,12 @@ async fn a_rolling_restart_loses_nothing_for_v2_clients() {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     done.send_replace(true);
-    let (acked, posted) = publisher.await.unwrap();
+    let (acked, posted, by) = publisher.await.unwrap();
     let (_, t) = crowd.finish(&acked).await;
+    for (n, k, at) in by.iter().filter(|(n, _, _)| t.lost_ids.contains(n)) {
+        println!("lost publication {n}: acknowledged by node {k} at {at} ms");
+    }
+    println!("restarts at {restarts:?} ms");
     println!(
         "rolling restart: 3 nodes restarted in turn (drain window 1 s), {CLIENTS} v2 clients, \
          {} of {posted} publications acknowledged; {t}",
@@ -671,14 +686,14 @@ async fn a_reconnect_storm_after_a_node_dies_resumes_every_client() {
     let crowd = Crowd::start(&nodes, CLIENTS, |_| 0).await;
     let mut acked = BTreeSet::new();
     for n in 1..=5 {
-        acked.extend(post_any(&nodes[1..], n).await.then_some(n));
+        acked.extend(post_any(&nodes[1..], n).await.map(|_| n));
     }
     let others: Vec<u32> = cluster.procs[1..].iter().map(|p| p.id().unwrap()).collect();
     let cpu_before: f64 = others.iter().map(|&p| cpu_secs(p)).sum();
     let killed = Instant::now();
     cluster.procs[0].start_kill().unwrap();
     for n in 6..=10 {
-        acked.extend(post_any(&nodes[1..], n).await.then_some(n));
+        acked.extend(post_any(&nodes[1..], n).await.map(|_| n));
     }
     let deadline = Instant::now() + Duration::from_secs(120);
     while crowd
