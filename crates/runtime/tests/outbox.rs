@@ -4,34 +4,20 @@
 
 mod support;
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use switchboard_hub::{CloseCode, ConnectionHandle, Text};
+use switchboard_hub::{CloseCode, Text};
 use switchboard_runtime::outbox::{Corked, FlushSink, Outbox};
 use switchboard_runtime::stream::ReadHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
 use tokio_tungstenite::tungstenite::Message;
 
+use support::{expect_numbered, numbered, NoHub};
+
 type Client = tokio_tungstenite::WebSocketStream<TcpStream>;
-
-/// Flush reports go nowhere: these tests watch the socket.
-#[derive(Debug)]
-struct NoHub;
-
-impl FlushSink for NoHub {
-    fn flushed(&self, _: ConnectionHandle, _: usize) -> Pin<Box<dyn Future<Output = ()> + Send>> {
-        Box::pin(async {})
-    }
-
-    fn system(&self) -> &'static str {
-        "test"
-    }
-}
 
 fn hub() -> Arc<dyn FlushSink> {
     Arc::new(NoHub)
@@ -76,31 +62,6 @@ async fn pair() -> (std::sync::Arc<Outbox>, ReadHalf, Client) {
     (out, server, client.await.unwrap())
 }
 
-fn numbered(i: usize, size: usize) -> Text {
-    let mut s = format!("{i:08}");
-    s.push_str(&"x".repeat(size - s.len()));
-    Text::from(s)
-}
-
-async fn expect_numbered(client: &mut Client, count: usize, size: usize) {
-    for i in 0..count {
-        let msg = tokio::time::timeout(Duration::from_secs(20), client.next())
-            .await
-            .expect("the backlog drains")
-            .expect("the stream stays open")
-            .expect("a valid frame");
-        let Message::Text(t) = msg else {
-            panic!("frame {i}: expected text, got {msg:?}")
-        };
-        assert_eq!(t.len(), size, "frame {i} arrives whole");
-        assert_eq!(
-            &t.as_str()[..8],
-            format!("{i:08}"),
-            "frames arrive in order"
-        );
-    }
-}
-
 /// Write frames until the socket pushes back, without the client reading; returns how many
 /// frames were handed over and how many of them were written at once.
 fn fill(out: &std::sync::Arc<Outbox>, size: usize, max: usize) -> (usize, usize) {
@@ -130,7 +91,7 @@ async fn a_backlog_drains_in_order_once_the_peer_reads() {
     let size = 16 * 1024 + 7; // odd-sized, so writes end mid-frame
     let (sent, direct) = fill(&out, size, 100_000);
     assert!(direct > 0, "an idle socket takes frames directly");
-    expect_numbered(&mut client, sent, size).await;
+    expect_numbered(&mut client, 0, sent, size).await;
     tokio::time::timeout(Duration::from_secs(5), out.drained())
         .await
         .expect("the outbox reports drained");
@@ -155,7 +116,7 @@ async fn close_goes_after_the_backlog_and_nothing_after_it() {
     out.close(CloseCode(4008), "too slow");
     assert!(out.is_ended());
     assert_eq!(send(&out, numbered(sent, size)), Sent::Dropped);
-    expect_numbered(&mut client, sent, size).await;
+    expect_numbered(&mut client, 0, sent, size).await;
     match client.next().await {
         Some(Ok(Message::Close(Some(frame)))) => {
             assert_eq!(frame.code, WsCloseCode::from(4008));

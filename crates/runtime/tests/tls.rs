@@ -5,23 +5,21 @@
 
 mod support;
 
-use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use rcgen::{BasicConstraints, Certificate, CertificateParams, DnType, IsCa, KeyPair};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, RootCertStore};
-use switchboard_hub::{ConnectionHandle, Text};
-use switchboard_runtime::outbox::{Corked, FlushSink, Outbox};
+use switchboard_hub::Text;
+use switchboard_runtime::outbox::{Corked, Outbox};
 use switchboard_runtime::tls::{CertificateFiles, Tls, TlsError};
 use switchboard_runtime::Stream;
 use tempfile::TempDir;
 use tokio::net::{TcpListener, TcpStream};
-use tokio_tungstenite::tungstenite::Message;
+
+use support::{expect_numbered, numbered, NoHub};
 
 /// Write `contents` to `name` in `dir`; its path.
 fn write(dir: &TempDir, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
@@ -170,20 +168,6 @@ fn every_bad_file_is_named() {
     assert!(matches!(e, TlsError::Mismatch { .. }), "{e:?}");
 }
 
-/// Flush reports go nowhere: these tests watch the socket.
-#[derive(Debug)]
-struct NoHub;
-
-impl FlushSink for NoHub {
-    fn flushed(&self, _: ConnectionHandle, _: usize) -> Pin<Box<dyn Future<Output = ()> + Send>> {
-        Box::pin(async {})
-    }
-
-    fn system(&self) -> &'static str {
-        "test"
-    }
-}
-
 type Client = tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<TcpStream>>;
 type Server = switchboard_runtime::stream::ReadHalf;
 
@@ -227,37 +211,12 @@ async fn tls_pair(dir: &TempDir) -> (Arc<Outbox>, Server, Client) {
     (out, server, client.await.unwrap())
 }
 
-fn numbered(i: usize, size: usize) -> Text {
-    let mut s = format!("{i:08}");
-    s.push_str(&"x".repeat(size - s.len()));
-    Text::from(s)
-}
-
 /// Hand a frame over as the hub task does; whether it was written at once.
 fn send(out: &Arc<Outbox>, payload: Text) -> bool {
     match out.frame_corked(payload) {
         Corked::Dropped => panic!("dropped on an open connection"),
         Corked::Queued => false,
         Corked::First => out.uncork() > 0,
-    }
-}
-
-async fn expect_numbered(client: &mut Client, from: usize, to: usize, size: usize) {
-    for i in from..to {
-        let msg = tokio::time::timeout(Duration::from_secs(20), client.next())
-            .await
-            .expect("the backlog drains")
-            .expect("the stream stays open")
-            .expect("a valid frame");
-        let Message::Text(t) = msg else {
-            panic!("frame {i}: expected text, got {msg:?}")
-        };
-        assert_eq!(t.len(), size, "frame {i} arrives whole");
-        assert_eq!(
-            &t.as_str()[..8],
-            format!("{i:08}"),
-            "frames arrive in order"
-        );
     }
 }
 
