@@ -111,19 +111,19 @@ impl Context<'_> {
 
     /// `conn`'s identity, if known.
     pub fn identity(&self, conn: ConnectionHandle) -> Option<&Identity> {
-        self.core.get(conn).and_then(|c| c.identity.as_ref())
+        self.core.get(conn).and_then(|c| c.identity.as_deref())
     }
 
     /// Set the id `conn` is shown as to clients and in stats.
     pub fn set_client_id(&mut self, conn: ConnectionHandle, client_id: String) {
         if let Some(c) = self.core.get_mut(conn) {
-            c.client_id = client_id;
+            c.client_id = client_id.into();
         }
     }
 
     /// The id `conn` is shown as.
     pub fn client_id(&self, conn: ConnectionHandle) -> Option<&str> {
-        self.core.get(conn).map(|c| c.client_id.as_str())
+        self.core.get(conn).map(|c| &*c.client_id)
     }
 
     /// Close `conn` with `code` and `reason`; it leaves all rooms at once.

@@ -173,7 +173,7 @@ pub trait DynHub: Send + core::fmt::Debug {
     /// The rooms with local members.
     fn room_names(&self) -> Vec<String>;
     /// The client id of an open connection.
-    fn client_id(&self, conn: ConnectionHandle) -> Option<String>;
+    fn client_id(&self, conn: ConnectionHandle) -> Option<Arc<str>>;
     /// See [`Hub::connection`].
     fn connection(&self, conn: ConnectionHandle) -> Option<ConnectionInfo<'_>>;
     /// See [`Hub::rooms_of`].
@@ -382,8 +382,8 @@ impl<P: Protocol> DynHub for Hub<P> {
         self.rooms().map(|(r, _)| r.to_string()).collect()
     }
 
-    fn client_id(&self, conn: ConnectionHandle) -> Option<String> {
-        self.connection(conn).map(|c| c.client_id.to_string())
+    fn client_id(&self, conn: ConnectionHandle) -> Option<Arc<str>> {
+        Hub::client_id(self, conn)
     }
 
     fn connection(&self, conn: ConnectionHandle) -> Option<ConnectionInfo<'_>> {

@@ -855,6 +855,12 @@ impl<P: Protocol> Hub<P> {
         self.core.connection_info(conn)
     }
 
+    /// An open connection's client id, shared (the driver keeps it for its log lines without a
+    /// copy of its own).
+    pub fn client_id(&self, conn: ConnectionHandle) -> Option<Arc<str>> {
+        self.core.get(conn).map(|c| c.client_id.clone())
+    }
+
     /// Every non-empty room and its member count.
     pub fn rooms(&self) -> impl Iterator<Item = (&str, usize)> + '_ {
         self.core.rooms()

@@ -5,6 +5,7 @@ use alloc::borrow::Cow;
 use alloc::boxed::Box;
 use alloc::collections::{BinaryHeap, VecDeque};
 use alloc::string::{String, ToString};
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::cmp::Reverse;
 
@@ -27,8 +28,10 @@ use crate::{
 
 pub(crate) struct Connection {
     pub(crate) serial: u64,
-    pub(crate) client_id: String,
-    pub(crate) identity: Option<Identity>,
+    /// Shared with the runtime's record of the connection (one allocation, not two).
+    pub(crate) client_id: Arc<str>,
+    /// Boxed: only systems that authenticate set it, and every connection has this slot.
+    pub(crate) identity: Option<Box<Identity>>,
     pub(crate) filter: Filter,
     rooms: Vec<String>,
     pub(crate) queued_bytes: usize,
@@ -129,7 +132,7 @@ fn info(slot: usize, c: &Connection) -> ConnectionInfo<'_> {
     ConnectionInfo {
         handle: handle(slot, c),
         client_id: &c.client_id,
-        identity: c.identity.as_ref(),
+        identity: c.identity.as_deref(),
         filter: &c.filter,
         queued_bytes: c.queued_bytes,
         opened_at: c.opened_at,
@@ -266,7 +269,7 @@ impl Core {
             .map_or(TokenBucket::empty(now), |r| TokenBucket::full(r, now));
         let conn = Connection {
             serial,
-            client_id: serial.to_string(),
+            client_id: serial.to_string().into(),
             identity: None,
             filter: Filter::any(),
             rooms: Vec::new(),
@@ -321,7 +324,7 @@ impl Core {
         let Some(c) = self.get_mut(h) else { return };
         let changed = c.identity.as_ref().map(|i| &i.user) != Some(&identity.user);
         let user = changed.then(|| identity.user.clone());
-        let old = c.identity.replace(identity);
+        let old = c.identity.replace(Box::new(identity));
         let Some(user) = user else { return };
         if self.share_members {
             let rooms = self.rooms_of(h).to_vec();

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio::task::JoinSet;
+use tokio_util::task::TaskTracker;
 
 use crate::admission::{Admission, Refusals, Ticket};
 use crate::logging::REFUSALS;
@@ -64,8 +64,12 @@ pub enum RefusalAnswer {
 
 /// Accept TCP connections until `shutdown`, running `handle` for each admitted socket in its own
 /// task (with its [`Ticket`], held until the task ends); sockets over `admission`'s limits are
-/// refused as `answer` says and counted in `refusals` (kind `socket`). Returns the tasks still
-/// running, for [`crate::System::drain`]. Shared by both transports.
+/// refused as `answer` says and counted in `refusals` (kind `socket`). Returns the tracker of the
+/// tasks, for [`crate::System::drain`]. Shared by both transports.
+///
+/// A [`TaskTracker`] rather than a `JoinSet`: it counts the tasks, where a `JoinSet` keeps an
+/// entry (about 80 bytes) per open connection. A connection task that panics is reported by the
+/// panic hook; it cannot take others with it.
 pub async fn accept_loop<F, Fut>(
     listener: TcpListener,
     system: &'static str,
@@ -74,12 +78,12 @@ pub async fn accept_loop<F, Fut>(
     refusals: &Refusals,
     answer: RefusalAnswer,
     mut handle: F,
-) -> JoinSet<()>
+) -> TaskTracker
 where
     F: FnMut(TcpStream, SocketAddr, Ticket) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let mut conns = JoinSet::new();
+    let conns = TaskTracker::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -109,11 +113,6 @@ where
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
                 }
             },
-            Some(done) = conns.join_next(), if !conns.is_empty() => {
-                if let Err(e) = done {
-                    tracing::warn!(system, error = %e, "connection task failed");
-                }
-            }
             _ = shutdown.wait() => break,
         }
     }

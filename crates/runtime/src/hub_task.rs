@@ -33,7 +33,6 @@ use crate::inspect::{
     MAX_CONNECTIONS_LISTED, MAX_NAME_BYTES, MAX_ROOMS_LISTED, TAIL_QUEUE, TAIL_RATE,
 };
 use crate::outbox::{Corked, FlushSink, Outbox};
-use crate::pacing::Pacing;
 
 /// Commands queued to the hub task; a full queue makes the sender wait (backpressure).
 pub const COMMAND_QUEUE: usize = 4096;
@@ -48,10 +47,8 @@ const PARALLEL_SHARE: usize = 256;
 /// A connection as the hub task reaches it: where its frames go and how its reads are paced.
 #[derive(Debug, Clone)]
 pub struct Link {
-    /// Its write side.
+    /// Its write side, which also holds its read pace ([`Outbox::pacing`]).
     pub outbox: Arc<Outbox>,
-    /// Its read pace.
-    pub pacing: Arc<Pacing>,
 }
 
 /// A connection the hub accepted.
@@ -60,7 +57,7 @@ pub struct Opened {
     /// Its handle.
     pub handle: ConnectionHandle,
     /// The id its protocol gave it (for logs).
-    pub client_id: String,
+    pub client_id: Arc<str>,
     /// The protocol version it speaks (its frames are decoded for it).
     pub dialect: Dialect,
     /// When it was accepted.
@@ -592,7 +589,7 @@ impl HubTask {
                     self.links.insert(handle, link);
                     Opened {
                         handle,
-                        client_id: hub.client_id(handle).unwrap_or_default(),
+                        client_id: hub.client_id(handle).unwrap_or_else(|| "".into()),
                         dialect,
                         at: std::time::Instant::now(),
                     }
@@ -789,7 +786,7 @@ impl HubTask {
     /// The hub took a frame from `conn`: its reader may send another.
     fn processed(&self, conn: ConnectionHandle) {
         if let Some(link) = self.links.get(&conn) {
-            link.pacing.processed_by_hub();
+            link.outbox.processed_by_hub();
         }
     }
 
@@ -817,7 +814,8 @@ impl HubTask {
                 Output::PauseReading { connection, until } => {
                     if let Some(link) = self.links.get(&connection) {
                         let wait = until.saturating_since(now);
-                        link.pacing.pause_until(tokio::time::Instant::now() + wait);
+                        link.outbox
+                            .pause_reading(tokio::time::Instant::now() + wait);
                     }
                 }
                 Output::Close {

@@ -36,7 +36,6 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
 use switchboard_hub::{CloseCode, ConnectionHandle, Text};
-use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{
     CloseCode as WsCloseCode, Data, OpCode,
 };
@@ -44,6 +43,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
 use crate::event_id::EventIds;
+use crate::pacing::{Pace, Pacing};
 use crate::stream::{ReadHalf, Stream, WriteHalf};
 
 /// Where a flusher reports the hub bytes it put on the socket (the hub task's command queue).
@@ -276,6 +276,8 @@ struct State {
     conn: Option<(ConnectionHandle, usize)>,
     /// The positions a v2 event stream's session holds ([`Framing::SseV2`] only).
     ids: Option<Box<EventIds>>,
+    /// The connection task waits in [`Outbox::drained`]: wake it when the queue runs dry.
+    drain_waited: bool,
 }
 
 impl State {
@@ -315,13 +317,14 @@ pub struct Outbox {
     socket: OnceLock<WriteHalf>,
     sink: Arc<dyn FlushSink>,
     state: Mutex<State>,
-    /// The connection task, woken when the hub closed the connection or the socket failed. One
-    /// waker, not a [`Notify`]: only that task waits, and every connection has an outbox.
-    ended: AtomicWaker,
-    /// Raised when the queue runs dry or the outbox is abandoned.
-    drained: Notify,
-    /// Raised to stop a flusher waiting for a socket that does not become writable.
-    abandoned: Notify,
+    /// The connection task, woken when the hub closed the connection or the socket failed,
+    /// when the queue ran dry while it waited for that, and when its read pace changed. One
+    /// waker, not a `Notify` each: only that task waits, and every connection has an outbox.
+    task: AtomicWaker,
+    /// A flusher waiting for the socket, woken when the outbox is abandoned.
+    flusher: AtomicWaker,
+    /// The connection's read pace, set by the hub task.
+    pacing: Pacing,
 }
 
 impl std::fmt::Debug for Outbox {
@@ -347,9 +350,9 @@ impl Outbox {
             socket: OnceLock::new(),
             sink,
             state: Mutex::default(),
-            ended: AtomicWaker::new(),
-            drained: Notify::new(),
-            abandoned: Notify::new(),
+            task: AtomicWaker::new(),
+            flusher: AtomicWaker::new(),
+            pacing: Pacing::default(),
         })
     }
 
@@ -437,7 +440,7 @@ impl Outbox {
             st.closed_with = said.map(|(code, reason)| (code, reason.into()));
         }
         st.closed = true;
-        self.ended.wake();
+        self.task.wake();
     }
 
     /// Resolves when the hub closed the connection or the socket failed. Only one task may wait
@@ -449,7 +452,7 @@ impl Outbox {
     /// [`Outbox::ended`] as a poll: ready once a close frame is queued or the socket failed;
     /// otherwise `cx` is woken when that happens.
     pub fn poll_ended(&self, cx: &mut Context<'_>) -> Poll<()> {
-        self.ended.register(cx.waker());
+        self.task.register(cx.waker());
         match self.is_ended() {
             true => Poll::Ready(()),
             false => Poll::Pending,
@@ -467,18 +470,72 @@ impl Outbox {
         st.closed || st.failed
     }
 
-    /// Wait until everything queued was written (or the outbox failed).
+    /// Wait until everything queued was written (or the outbox failed). Only the connection
+    /// task may wait (it shares the waker of [`Outbox::ended`]).
     pub async fn drained(&self) {
-        loop {
-            {
-                let st = self.lock();
-                // A flusher with an empty queue still has TLS records to send.
-                if (st.queue.is_empty() && !st.flushing) || st.failed {
-                    return;
+        std::future::poll_fn(|cx| {
+            self.task.register(cx.waker());
+            let mut st = self.lock();
+            // A flusher with an empty queue still has TLS records to send.
+            let done = (st.queue.is_empty() && !st.flushing) || st.failed;
+            // Asks the writers for a wake-up when it runs dry (they do not wake the task for
+            // every write).
+            st.drain_waited = !done;
+            if done {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    /// The connection's read pace.
+    pub fn pacing(&self) -> &Pacing {
+        &self.pacing
+    }
+
+    /// The hub processed a frame from this connection: its reader may take another.
+    pub fn processed_by_hub(&self) {
+        if self.pacing.processed_by_hub() {
+            self.task.wake();
+        }
+    }
+
+    /// The hub asks not to read from this connection before `until`.
+    pub fn pause_reading(&self, until: tokio::time::Instant) {
+        self.pacing.pause_until(until);
+        self.task.wake();
+    }
+
+    /// Resolves `true` once the reader may take the next frame (see [`Pacing::pace`]), or
+    /// `false` once the outbox ended. Only the connection task may wait.
+    pub async fn readable(&self) -> bool {
+        let sleep = tokio::time::sleep(std::time::Duration::ZERO);
+        tokio::pin!(sleep);
+        let mut armed = None;
+        std::future::poll_fn(|cx| {
+            self.task.register(cx.waker());
+            loop {
+                if self.is_ended() {
+                    return Poll::Ready(false);
+                }
+                match self.pacing.pace() {
+                    Pace::Read => return Poll::Ready(true),
+                    Pace::Wait => return Poll::Pending,
+                    Pace::Paused(until) => {
+                        if armed != Some(until) {
+                            sleep.as_mut().reset(until);
+                            armed = Some(until);
+                        }
+                        if std::future::Future::poll(sleep.as_mut(), cx).is_pending() {
+                            return Poll::Pending;
+                        }
+                    }
                 }
             }
-            self.drained.notified().await;
-        }
+        })
+        .await
     }
 
     /// End the written stream once everything is drained (an event stream's end): see
@@ -493,8 +550,8 @@ impl Outbox {
     /// task and the hub let go of the outbox.
     pub fn abandon(&self) {
         self.lock().fail();
-        self.abandoned.notify_one();
-        self.drained.notify_one();
+        self.flusher.wake();
+        self.task.wake();
     }
 
     /// Control bytes (pings, pongs, close frames, event-stream comments). Silently discarded
@@ -509,7 +566,7 @@ impl Outbox {
         }
         if st.raw_queued + bytes.len() > RAW_LIMIT {
             st.fail();
-            self.ended.wake();
+            self.task.wake();
             return Err(io::Error::other(
                 "the peer does not read its control frames",
             ));
@@ -521,7 +578,7 @@ impl Outbox {
     }
 
     /// Write `chunk` now if nothing is queued ahead of it, else queue it and make sure a
-    /// flusher runs. Notifies under the lock, which [`Notify`] allows.
+    /// flusher runs. Wakes under the lock, which [`AtomicWaker`] allows.
     fn push_locked(self: &Arc<Self>, st: &mut State, chunk: Chunk) -> Pushed {
         if st.closed || st.failed {
             return Pushed::Dropped;
@@ -551,7 +608,7 @@ impl Outbox {
                 Err(e) if would_block(&e) => {}
                 Err(_) => {
                     st.fail();
-                    self.ended.wake();
+                    self.task.wake();
                     return Pushed::Dropped;
                 }
             }
@@ -675,7 +732,7 @@ impl Outbox {
                 Err(e) if would_block(&e) => return (written, false),
                 Err(_) => {
                     st.fail();
-                    self.ended.wake();
+                    self.task.wake();
                 }
             }
         }
@@ -689,11 +746,13 @@ impl Outbox {
                 Ok(false) => return (written, false),
                 Err(_) => {
                     st.fail();
-                    self.ended.wake();
+                    self.task.wake();
                 }
             }
         }
-        self.drained.notify_one();
+        if std::mem::take(&mut st.drain_waited) {
+            self.task.wake();
+        }
         (written, true)
     }
 
@@ -717,10 +776,19 @@ async fn flush(out: Arc<Outbox>) {
         .expect("a flusher starts only once connected");
     let mut unreported = 0;
     loop {
+        // Abandoned: stop (the state says so; the waker only makes sure it is seen).
+        let abandoned = std::future::poll_fn(|cx| {
+            out.flusher.register(cx.waker());
+            match out.lock().failed {
+                true => Poll::Ready(()),
+                false => Poll::Pending,
+            }
+        });
         tokio::select! {
             biased;
-            _ = out.abandoned.notified() => {
+            _ = abandoned => {
                 out.lock().flushing = false;
+                out.task.wake();
                 return;
             }
             ready = socket.writable() => if ready.is_err() {
@@ -728,8 +796,7 @@ async fn flush(out: Arc<Outbox>) {
                 st.fail();
                 st.flushing = false;
                 drop(st);
-                out.ended.wake();
-                out.drained.notify_one();
+                out.task.wake();
                 return;
             }
         }

@@ -27,7 +27,6 @@ use tokio::io::{AsyncRead, ReadBuf};
 use crate::hub_task::{HubHandle, Opened};
 use crate::logging::{Clip, CONNECTIONS};
 use crate::outbox::Outbox;
-use crate::pacing::Pacing;
 use crate::stream::ReadHalf;
 
 /// How long a close handshake may take before the socket is dropped.
@@ -214,14 +213,13 @@ pub fn run<'a>(
     ws: &'a mut Socket,
     hub: &'a HubHandle,
     opened: &'a Opened,
-    pacing: &'a Pacing,
     peer: SocketAddr,
 ) -> impl std::future::Future<Output = ()> + Send + 'a {
     async move {
         if CONNECTIONS.allow() {
             tracing::info!(system = hub.name(), client = %Clip(&opened.client_id), %peer, "connected");
         }
-        let end = read(ws, pacing, hub, opened).await;
+        let end = read(ws, hub, opened).await;
         // Boxed: what ending takes is held only while ending, not for the connection's life.
         Box::pin(end_and_log(ws, hub, opened, peer, end)).await;
     }
@@ -278,28 +276,18 @@ async fn end_with(ws: &mut Socket, out: &Arc<Outbox>, end: &End) {
 #[allow(clippy::manual_async_fn)]
 fn read<'a>(
     ws: &'a mut Socket,
-    pacing: &'a Pacing,
     hub: &'a HubHandle,
     opened: &'a Opened,
 ) -> impl std::future::Future<Output = End> + Send + 'a {
     async move {
         let (handle, dialect) = (opened.handle, opened.dialect);
         let out = &ws.out.clone();
+        let pacing = out.pacing();
         loop {
-            if !pacing.ready_now() {
-                // The hub paused this connection or is behind on its frames: wait, boxed, so the
-                // timer of a pause takes no room in every connection's task.
-                let ended = Box::pin(async {
-                    tokio::select! {
-                        biased;
-                        _ = out.ended() => true,
-                        _ = pacing.readable() => false,
-                    }
-                })
-                .await;
-                if ended {
-                    return End::Hub;
-                }
+            // The hub paused this connection or is behind on its frames: wait, boxed, so the
+            // timer of a pause takes no room in every connection's task.
+            if !pacing.ready_now() && !Box::pin(out.readable()).await {
+                return End::Hub;
             }
             // The hub's close first, then the socket.
             let next = poll_fn(|cx| match out.poll_ended(cx) {

@@ -33,7 +33,6 @@ use crate::gate::{host_problem, origin_header, Verdict};
 use crate::hub_task::{Link, Opened};
 use crate::logging::{Clip, CONNECTIONS, REFUSALS};
 use crate::outbox::{Framing, Outbox};
-use crate::pacing::Pacing;
 use crate::reader::CLOSE_GRACE;
 use crate::stream::{ReadHalf, Stream};
 use crate::system::System;
@@ -235,7 +234,6 @@ pub async fn decide(system: &System, req: RequestHead<'_>, peer: SocketAddr) -> 
     let framing = if v2 { Framing::SseV2 } else { Framing::Sse };
     let link = Link {
         outbox: system.outbox_framed(framing),
-        pacing: Arc::new(Pacing::default()),
     };
     match system.hub().open(info, link.clone()).await {
         Ok(Ok(opened)) => Opening::Accept(Box::new(Accepted {
@@ -297,7 +295,7 @@ pub async fn run(system: &System, mut stream: Stream, accepted: Accepted, peer: 
             Dialect::V1 => message.clone(),
             _ => format!(r#"{{"sb":"msg","msg":{message}}}"#),
         };
-        link.pacing.sent_to_hub(); // The hub reports each frame processed.
+        link.outbox.pacing().sent_to_hub(); // The hub reports each frame processed.
         if hub.text(handle, opened.dialect, text.into()).await.is_err() {
             break;
         }

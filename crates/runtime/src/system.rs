@@ -9,7 +9,7 @@ use switchboard_hub::history::MemoryHistory;
 use switchboard_hub::{CloseCode, Config, Seed};
 use switchboard_protocol::{Options, SystemSpec};
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinSet;
+use tokio_util::task::TaskTracker;
 
 use crate::admission::Refusals;
 use crate::backplane::Replication;
@@ -199,8 +199,9 @@ impl System {
 
     /// Refuse new upgrades, close every connection (with 1001 at once, or with 1012 spread over
     /// the window after [`System::begin_drain`]) and wait for `conns` (the connection tasks) to
-    /// finish, at most [`SHUTDOWN_GRACE`] after the last close.
-    pub async fn drain(&self, mut conns: JoinSet<()>) {
+    /// finish, at most [`SHUTDOWN_GRACE`] after the last close. Tasks still running then (a
+    /// handshake that never completes, say) end with the runtime.
+    pub async fn drain(&self, conns: TaskTracker) {
         self.stopping.store(true, Ordering::Release);
         let (code, reason) = match *self.closing.borrow() {
             Closing::AtOnce => (CloseCode::GOING_AWAY, "server shutting down"),
@@ -210,12 +211,16 @@ impl System {
         // Everything left: all of them in a plain stop, none or a few after a spread (those
         // upgraded meanwhile, or all the rest when the drain was cut short).
         let _ = self.hub.close_all(code, reason).await;
-        let done = tokio::time::timeout(SHUTDOWN_GRACE, async {
-            while conns.join_next().await.is_some() {}
-        })
-        .await;
-        if done.is_err() {
-            conns.abort_all();
+        conns.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, conns.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                system = self.name(),
+                tasks = conns.len(),
+                "connection tasks still running after the shutdown grace; they end with the process"
+            );
         }
     }
 

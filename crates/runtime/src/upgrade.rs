@@ -3,7 +3,6 @@
 //! connection with its hub; and, once the transport has the upgraded socket, running it.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use switchboard_hub::{wire, CloseCode, Dialect, OpenInfo};
@@ -13,7 +12,6 @@ use tokio_tungstenite::tungstenite::http::{HeaderMap, HeaderValue, Method, Uri, 
 use crate::gate::{handshake_problem, origin_header, RefusalReason, Verdict};
 use crate::hub_task::{Link, Opened};
 use crate::logging::{Clip, REFUSALS};
-use crate::pacing::Pacing;
 use crate::reader;
 use crate::stream::Stream;
 use crate::system::System;
@@ -181,7 +179,6 @@ async fn register(system: &System, info: OpenInfo, peer: SocketAddr) -> Decision
     let hub = system.hub();
     let link = Link {
         outbox: system.outbox(),
-        pacing: Arc::new(Pacing::default()),
     };
     match hub.open(info, link.clone()).await {
         Ok(Ok(opened)) => Decision::Accept(Accepted { opened, link }),

@@ -108,8 +108,7 @@ pub(crate) fn serve_connection(
             drop(ticket);
             return;
         };
-        let (opened, pacing) = (&accepted.opened, &accepted.link.pacing);
-        reader::run(&mut ws, shared.system.hub(), opened, pacing, peer).await;
+        reader::run(&mut ws, shared.system.hub(), &accepted.opened, peer).await;
         drop(ticket); // Held until the connection ends.
     }
 }

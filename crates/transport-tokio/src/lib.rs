@@ -94,8 +94,7 @@ fn connect(
             drop(ticket);
             return;
         };
-        let (opened, pacing) = (&accepted.opened, &accepted.link.pacing);
-        reader::run(&mut ws, system.hub(), opened, pacing, peer).await;
+        reader::run(&mut ws, system.hub(), &accepted.opened, peer).await;
         drop(ticket); // Held until the connection ends.
     }
 }
