@@ -117,8 +117,9 @@ struct Positioned {
 #[error("the hub task has stopped")]
 pub struct HubGone;
 
-/// What [`HubHandle`]'s one-way commands return: ready at once unless the queue was full.
-type Told = Either<
+/// What [`HubHandle`]'s one-way commands return: ready at once unless the queue was full (then
+/// the boxed send waits for room).
+pub type Told = Either<
     std::future::Ready<Result<(), HubGone>>,
     Pin<Box<dyn Future<Output = Result<(), HubGone>> + Send>>,
 >;
@@ -223,12 +224,7 @@ impl HubHandle {
 
     /// A text frame arrived from `conn` (speaking `dialect`): decoded here, on the caller's
     /// thread, and queued to the hub.
-    pub fn text(
-        &self,
-        conn: ConnectionHandle,
-        dialect: Dialect,
-        text: Text,
-    ) -> impl Future<Output = Result<(), HubGone>> + Send + 'static {
+    pub fn text(&self, conn: ConnectionHandle, dialect: Dialect, text: Text) -> Told {
         let len = text.len();
         let frame = if len > self.max_frame_bytes {
             Frame::Text(text) // Not worth decoding: the hub closes the connection.
@@ -239,27 +235,17 @@ impl HubHandle {
     }
 
     /// A binary frame arrived.
-    pub fn binary(
-        &self,
-        conn: ConnectionHandle,
-        bytes: Bytes,
-    ) -> impl Future<Output = Result<(), HubGone>> + Send + 'static {
+    pub fn binary(&self, conn: ConnectionHandle, bytes: Bytes) -> Told {
         self.tell(Command::Frame(conn, Frame::Binary(bytes)))
     }
 
     /// The peer showed life without a message (a ping or a pong).
-    pub fn activity(
-        &self,
-        conn: ConnectionHandle,
-    ) -> impl Future<Output = Result<(), HubGone>> + Send + 'static {
+    pub fn activity(&self, conn: ConnectionHandle) -> Told {
         self.tell(Command::Activity(conn))
     }
 
     /// The peer closed or the socket failed.
-    pub fn closed(
-        &self,
-        conn: ConnectionHandle,
-    ) -> impl Future<Output = Result<(), HubGone>> + Send + 'static {
+    pub fn closed(&self, conn: ConnectionHandle) -> Told {
         self.tell(Command::Closed(conn))
     }
 

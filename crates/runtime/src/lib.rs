@@ -24,7 +24,7 @@
 //! A transport serves a listener with [`Serving::spawn`] (the accept loop and, on a TLS port,
 //! the handshake), which hands it each connection as a [`Stream`]; it answers upgrades with
 //! [`upgrade::decide`], makes their socket with [`upgrade::socket`] and runs it with
-//! [`reader::run`], and (if it speaks HTTP) judges other
+//! [`reader::Task`], and (if it speaks HTTP) judges other
 //! requests with [`http::HttpPolicy`]. It depends on this crate; nothing here depends on a
 //! transport.
 #![deny(missing_docs)]

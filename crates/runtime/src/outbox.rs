@@ -268,12 +268,15 @@ struct State {
     corked: bool,
     /// Our close frame is queued: nothing more is accepted.
     closed: bool,
-    /// The code and reason of our close frame, for the disconnect log line.
-    closed_with: Option<(CloseCode, Box<str>)>,
+    /// The code and reason of our close frame, for the disconnect log line (boxed: every
+    /// connection has the slot, few fill it before they end).
+    closed_with: Option<Box<(CloseCode, Box<str>)>>,
     /// The socket failed, or the connection gave up on it: nothing more is written.
     failed: bool,
-    /// The hub's handle for this connection and how many flushed bytes to report at once.
-    conn: Option<(ConnectionHandle, usize)>,
+    /// The hub's handle for this connection (see [`Outbox::attach`]).
+    conn: Option<ConnectionHandle>,
+    /// How many flushed bytes to report at once.
+    report_every: u32,
     /// The positions a v2 event stream's session holds ([`Framing::SseV2`] only).
     ids: Option<Box<EventIds>>,
     /// The connection task waits in [`Outbox::drained`]: wake it when the queue runs dry.
@@ -390,7 +393,9 @@ impl Outbox {
     /// Tell the outbox which hub connection it serves, so the flusher can report written bytes
     /// (at least `report_every` at a time, or when the queue runs dry).
     pub fn attach(&self, conn: ConnectionHandle, report_every: usize) {
-        self.lock().conn = Some((conn, report_every.max(1)));
+        let mut st = self.lock();
+        st.conn = Some(conn);
+        st.report_every = u32::try_from(report_every.max(1)).unwrap_or(u32::MAX);
     }
 
     /// How it writes frames.
@@ -437,7 +442,7 @@ impl Outbox {
         let mut st = self.lock();
         self.push_locked(&mut st, frame);
         if !st.closed {
-            st.closed_with = said.map(|(code, reason)| (code, reason.into()));
+            st.closed_with = said.map(|(code, reason)| Box::new((code, reason.into())));
         }
         st.closed = true;
         self.task.wake();
@@ -461,7 +466,7 @@ impl Outbox {
 
     /// The code and reason of the close frame we queued, if any.
     pub fn closed_with(&self) -> Option<(CloseCode, Box<str>)> {
-        self.lock().closed_with.clone()
+        self.lock().closed_with.as_deref().cloned()
     }
 
     /// Whether a close frame is queued or the socket failed.
@@ -757,7 +762,8 @@ impl Outbox {
     }
 
     fn report_to(&self) -> Option<(ConnectionHandle, usize)> {
-        self.lock().conn
+        let st = self.lock();
+        Some((st.conn?, st.report_every as usize))
     }
 }
 

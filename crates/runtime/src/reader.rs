@@ -12,7 +12,7 @@
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -20,14 +20,17 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
+use futures_util::future::Either;
 use switchboard_hub::{CloseCode, Config, Text};
 use switchboard_ws::{Limits, Message};
 use tokio::io::{AsyncRead, ReadBuf};
 
-use crate::hub_task::{HubHandle, Opened};
+use crate::admission::Ticket;
+use crate::hub_task::Opened;
 use crate::logging::{Clip, CONNECTIONS};
 use crate::outbox::Outbox;
 use crate::stream::ReadHalf;
+use crate::system::System;
 
 /// How long a close handshake may take before the socket is dropped.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -60,8 +63,14 @@ pub struct Socket {
     read: ReadHalf,
     out: Arc<Outbox>,
     frames: switchboard_ws::Reader,
-    /// Decoded from one read, handed to the hub one at a time as pacing allows.
-    queue: VecDeque<Message>,
+    /// Decoded from one read, handed to the hub one at a time as pacing allows. Boxed, and
+    /// only while it holds something: most connections are quiet most of the time.
+    queue: Option<Box<VecDeque<Message>>>,
+}
+
+/// Queue a decoded message, making the queue if there is none.
+fn push(queue: &mut Option<Box<VecDeque<Message>>>, message: Message) {
+    queue.get_or_insert_default().push_back(message);
 }
 
 /// What reading gave.
@@ -80,11 +89,11 @@ impl Socket {
             read,
             out,
             frames: switchboard_ws::Reader::new(limits),
-            queue: VecDeque::new(),
+            queue: None,
         };
         let queue = &mut socket.queue;
         // A violation is kept by the reader and reported after the messages before it.
-        let _ = socket.frames.feed(leftover, &mut |m| queue.push_back(m));
+        let _ = socket.frames.feed(leftover, &mut |m| push(queue, m));
         socket
     }
 
@@ -100,11 +109,14 @@ impl Socket {
 
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Read> {
         loop {
-            if let Some(message) = self.queue.pop_front() {
-                if self.queue.is_empty() && self.queue.capacity() > 0 {
-                    self.queue = VecDeque::new(); // Quiet again: hold nothing.
+            if let Some(queue) = &mut self.queue {
+                let message = queue.pop_front();
+                if queue.is_empty() {
+                    self.queue = None; // Quiet again: hold nothing.
                 }
-                return Poll::Ready(Read::Message(message));
+                if let Some(message) = message {
+                    return Poll::Ready(Read::Message(message));
+                }
             }
             if let Some(e) = self.frames.error() {
                 return Poll::Ready(Read::Violation(e));
@@ -139,7 +151,7 @@ impl Socket {
                 return Poll::Ready(Ok(false));
             }
             // A violation is kept by the reader and reported after the messages before it.
-            let _ = frames.feed(input, &mut |m| queue.push_back(m));
+            let _ = frames.feed(input, &mut |m| push(queue, m));
             Poll::Ready(Ok(true))
         })
     }
@@ -198,56 +210,227 @@ impl End {
     }
 }
 
-/// Run a registered connection until either side ends it, then tell the hub. The caller owns
-/// the socket and drops it afterwards.
+/// What a connection's opening (its HTTP handshake and upgrade) gives its [`Task`]: the socket,
+/// the hub's answer, and the system it belongs to.
+pub type Open = (Socket, Opened, Arc<System>);
+
+/// A WebSocket connection's task, for its whole life: the opening (boxed: the handshake's state
+/// is freed once done), then reading until either side ends it, then the ending (boxed too).
 ///
-/// Every connection task holds this future for the connection's life, so it takes references,
-/// is a plain `fn` around an `async` block (an `async fn` keeps a second copy of its arguments)
-/// and boxes its ending.
+/// Every open connection holds one, so it is a hand-written future over what the connection
+/// keeps, not an `async` block: those keep every suspension point's locals and every argument
+/// side by side, which cost 488 bytes where this needs about 270 (and tokio rounds a task up to
+/// a multiple of 128 bytes).
 ///
-/// One `info` line is logged when it starts and one when it ends (system, client id, peer; at the
-/// end who closed, the code, the reason and the duration), both under the
+/// One `info` line is logged when the connection opens and one when it ends (system, client id,
+/// peer; at the end who closed, the code, the reason and the duration), both under the
 /// [`CONNECTIONS`] log budget.
-#[allow(clippy::manual_async_fn)]
-pub fn run<'a>(
-    ws: &'a mut Socket,
-    hub: &'a HubHandle,
-    opened: &'a Opened,
+pub struct Task(Phase);
+
+enum Phase {
+    Opening {
+        opening: Pin<Box<dyn Future<Output = Option<Open>> + Send>>,
+        peer: SocketAddr,
+        /// The socket's place in the budget, held until the task ends.
+        ticket: Ticket,
+    },
+    Reading(Connection),
+    Ending(Pin<Box<dyn Future<Output = ()> + Send>>),
+    Done,
+}
+
+/// An open connection's reading phase.
+struct Connection {
+    ws: Socket,
+    opened: Opened,
+    system: Arc<System>,
     peer: SocketAddr,
-) -> impl std::future::Future<Output = ()> + Send + 'a {
-    async move {
-        if CONNECTIONS.allow() {
-            tracing::info!(system = hub.name(), client = %Clip(&opened.client_id), %peer, "connected");
-        }
-        let end = read(ws, hub, opened).await;
-        // Boxed: what ending takes is held only while ending, not for the connection's life.
-        Box::pin(end_and_log(ws, hub, opened, peer, end)).await;
+    ticket: Ticket,
+    /// What reading waits for before taking the next frame, boxed: rarely anything. The hub
+    /// paused this connection or is behind on its frames (see [`Outbox::readable`]), or its
+    /// queue was full when the last frame was handed over. `false`: the connection is over.
+    wait: Option<Pin<Box<dyn Future<Output = bool> + Send>>>,
+}
+
+impl Task {
+    /// The task of a connection that `opening` opens (or not: `None` ends the task), from
+    /// `peer`, holding `ticket` until it ends.
+    pub fn new(
+        opening: impl Future<Output = Option<Open>> + Send + 'static,
+        peer: SocketAddr,
+        ticket: Ticket,
+    ) -> Task {
+        Task(Phase::Opening {
+            opening: Box::pin(opening),
+            peer,
+            ticket,
+        })
     }
 }
 
-/// Answer how the connection ended, tell the hub, and log it.
-async fn end_and_log(
-    ws: &mut Socket,
-    hub: &HubHandle,
-    opened: &Opened,
-    peer: SocketAddr,
-    end: End,
-) {
-    let out = ws.out.clone();
-    let (by, code, reason) = end.describe(&out);
-    end_with(ws, &out, &end).await;
-    let _ = hub.closed(opened.handle).await;
-    if CONNECTIONS.allow() {
-        tracing::info!(
-            system = hub.name(),
-            client = %Clip(&opened.client_id),
-            %peer,
-            by,
-            code,
-            reason = %Clip(&reason),
-            secs = opened.at.elapsed().as_secs_f64(),
-            "disconnected"
-        );
+impl Future for Task {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let phase = &mut self.get_mut().0;
+        loop {
+            match std::mem::replace(phase, Phase::Done) {
+                Phase::Opening {
+                    mut opening,
+                    peer,
+                    ticket,
+                } => match opening.as_mut().poll(cx) {
+                    Poll::Pending => {
+                        *phase = Phase::Opening {
+                            opening,
+                            peer,
+                            ticket,
+                        };
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(None) => return Poll::Ready(()),
+                    Poll::Ready(Some((ws, opened, system))) => {
+                        if CONNECTIONS.allow() {
+                            let client = Clip(&opened.client_id);
+                            tracing::info!(system = system.name(), %client, %peer, "connected");
+                        }
+                        *phase = Phase::Reading(Connection {
+                            ws,
+                            opened,
+                            system,
+                            peer,
+                            ticket,
+                            wait: None,
+                        });
+                    }
+                },
+                Phase::Reading(mut conn) => match conn.poll_read(cx) {
+                    Poll::Pending => {
+                        *phase = Phase::Reading(conn);
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(end) => *phase = Phase::Ending(Box::pin(conn.end(end))),
+                },
+                Phase::Ending(mut ending) => {
+                    if ending.as_mut().poll(cx).is_pending() {
+                        *phase = Phase::Ending(ending);
+                        return Poll::Pending;
+                    }
+                    return Poll::Ready(());
+                }
+                Phase::Done => return Poll::Ready(()),
+            }
+        }
+    }
+}
+
+impl Connection {
+    /// Read frames and hand them to the hub until either side ends the connection. The hub's
+    /// close first, then the socket.
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<End> {
+        loop {
+            if let Some(wait) = &mut self.wait {
+                let go_on = ready!(wait.as_mut().poll(cx));
+                self.wait = None;
+                if !go_on {
+                    return Poll::Ready(End::Hub);
+                }
+            }
+            let out = &self.ws.out;
+            if !out.pacing().ready_now() {
+                let out = out.clone();
+                self.wait = Some(Box::pin(async move { out.readable().await }));
+                continue;
+            }
+            if out.poll_ended(cx).is_ready() {
+                return Poll::Ready(End::Hub);
+            }
+            let msg = ready!(self.ws.poll_next(cx));
+            let (hub, out) = (self.system.hub(), &self.ws.out);
+            let (handle, dialect) = (self.opened.handle, self.opened.dialect);
+            let told = match msg {
+                Read::Message(Message::Text(t)) => {
+                    out.pacing().sent_to_hub();
+                    // Checked by the framing already; checked again rather than trusted unchecked.
+                    let Ok(text) = Text::from_utf8(t) else {
+                        let e = switchboard_ws::Error::InvalidUtf8;
+                        return Poll::Ready(End::PeerError(
+                            CloseCode::INVALID_PAYLOAD,
+                            violation(e),
+                        ));
+                    };
+                    hub.text(handle, dialect, text)
+                }
+                Read::Message(Message::Binary(b)) => {
+                    out.pacing().sent_to_hub();
+                    hub.binary(handle, b)
+                }
+                // Both show the peer is alive, and both count against the inbound rate.
+                Read::Message(Message::Ping(payload)) => {
+                    out.pong(payload);
+                    out.pacing().sent_to_hub();
+                    hub.activity(handle)
+                }
+                Read::Message(Message::Pong(_)) => {
+                    out.pacing().sent_to_hub();
+                    hub.activity(handle)
+                }
+                Read::Message(Message::Close(frame)) => return Poll::Ready(End::PeerClosed(frame)),
+                Read::Violation(e) => {
+                    return Poll::Ready(End::PeerError(CloseCode(e.close_code()), violation(e)))
+                }
+                Read::Gone => return Poll::Ready(End::Gone),
+            };
+            match told {
+                Either::Left(now) => {
+                    if now.into_inner().is_err() {
+                        hub_gone(out);
+                        return Poll::Ready(End::Hub);
+                    }
+                }
+                Either::Right(later) => {
+                    let out = out.clone();
+                    self.wait = Some(Box::pin(async move {
+                        let sent = later.await.is_ok();
+                        if !sent {
+                            hub_gone(&out);
+                        }
+                        sent
+                    }));
+                }
+            }
+        }
+    }
+
+    /// Answer how the connection ended, tell the hub, log it, and let go of the ticket.
+    async fn end(self, end: End) {
+        let Connection {
+            mut ws,
+            opened,
+            system,
+            peer,
+            ticket,
+            wait: _,
+        } = self;
+        let hub = system.hub();
+        let out = ws.out.clone();
+        let (by, code, reason) = end.describe(&out);
+        end_with(&mut ws, &out, &end).await;
+        let _ = hub.closed(opened.handle).await;
+        if CONNECTIONS.allow() {
+            tracing::info!(
+                system = hub.name(),
+                client = %Clip(&opened.client_id),
+                %peer,
+                by,
+                code,
+                reason = %Clip(&reason),
+                secs = opened.at.elapsed().as_secs_f64(),
+                "disconnected"
+            );
+        }
+        drop(ws);
+        drop(ticket);
     }
 }
 
@@ -273,66 +456,9 @@ async fn end_with(ws: &mut Socket, out: &Arc<Outbox>, end: &End) {
     }
 }
 
-#[allow(clippy::manual_async_fn)]
-fn read<'a>(
-    ws: &'a mut Socket,
-    hub: &'a HubHandle,
-    opened: &'a Opened,
-) -> impl std::future::Future<Output = End> + Send + 'a {
-    async move {
-        let (handle, dialect) = (opened.handle, opened.dialect);
-        let out = &ws.out.clone();
-        let pacing = out.pacing();
-        loop {
-            // The hub paused this connection or is behind on its frames: wait, boxed, so the
-            // timer of a pause takes no room in every connection's task.
-            if !pacing.ready_now() && !Box::pin(out.readable()).await {
-                return End::Hub;
-            }
-            // The hub's close first, then the socket.
-            let next = poll_fn(|cx| match out.poll_ended(cx) {
-                Poll::Ready(()) => Poll::Ready(None),
-                Poll::Pending => ws.poll_next(cx).map(Some),
-            });
-            let Some(msg) = next.await else {
-                return End::Hub;
-            };
-            let sent = match msg {
-                Read::Message(Message::Text(t)) => {
-                    pacing.sent_to_hub();
-                    // Checked by the framing already; checked again rather than trusted unchecked.
-                    let Ok(text) = Text::from_utf8(t) else {
-                        let e = switchboard_ws::Error::InvalidUtf8;
-                        return End::PeerError(CloseCode::INVALID_PAYLOAD, violation(e));
-                    };
-                    hub.text(handle, dialect, text).await
-                }
-                Read::Message(Message::Binary(b)) => {
-                    pacing.sent_to_hub();
-                    hub.binary(handle, b).await
-                }
-                // Both show the peer is alive, and both count against the inbound rate.
-                Read::Message(Message::Ping(payload)) => {
-                    out.pong(payload);
-                    pacing.sent_to_hub();
-                    hub.activity(handle).await
-                }
-                Read::Message(Message::Pong(_)) => {
-                    pacing.sent_to_hub();
-                    hub.activity(handle).await
-                }
-                Read::Message(Message::Close(frame)) => return End::PeerClosed(frame),
-                Read::Violation(e) => {
-                    return End::PeerError(CloseCode(e.close_code()), violation(e))
-                }
-                Read::Gone => return End::Gone,
-            };
-            if sent.is_err() {
-                out.close(CloseCode::GOING_AWAY, "server shutting down");
-                return End::Hub;
-            }
-        }
-    }
+/// The hub task is gone (the server is shutting down): say so to the peer.
+fn hub_gone(out: &Arc<Outbox>) {
+    out.close(CloseCode::GOING_AWAY, "server shutting down");
 }
 
 /// The reason in our close frame for a framing violation.

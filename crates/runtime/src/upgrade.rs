@@ -192,8 +192,8 @@ async fn register(system: &System, info: OpenInfo, peer: SocketAddr) -> Decision
 
 /// Make the WebSocket of an upgraded connection on `stream` (after the `101` went out; `leftover`
 /// is what the client sent after its request). For [`Decision::Accept`] it returns the socket
-/// and the registration, for the caller to run with [`crate::reader::run`] (borrowing them, so
-/// the connection's long-lived task keeps nothing else: box this future, it ends at once). For
+/// and the registration, for the caller to hand to a [`crate::reader::Task`] (from its opening,
+/// which the task boxes: its state is freed once the connection is open). For
 /// [`Decision::CloseAfterUpgrade`] the close frame is sent here and `None` returned.
 pub async fn socket(
     system: &System,

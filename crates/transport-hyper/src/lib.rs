@@ -7,7 +7,7 @@
 //!   [`switchboard_runtime::upgrade::decide`] (handshake, path, origin, token, and registration
 //!   with the hub before the `101`, so a full server answers `503`), answered, and once hyper
 //!   hands the socket back it runs as a hub connection
-//!   ([`switchboard_runtime::upgrade::socket`], [`switchboard_runtime::reader::run`]);
+//!   ([`switchboard_runtime::upgrade::socket`], [`switchboard_runtime::reader::Task`]);
 //! - a request for the system's server-sent-event stream (`<WebSocket path>/sse`) is decided
 //!   by [`switchboard_runtime::sse::decide`]; a refusal is answered by hyper, an accepted stream
 //!   is taken from hyper and run by [`switchboard_runtime::sse::run`];

@@ -67,16 +67,16 @@ impl PendingSlot {
 /// Serve one accepted connection until it closes (HTTP keep-alive, then maybe a WebSocket).
 ///
 /// Every connection holds this future for its whole life, so the HTTP phase and the hand-over
-/// are boxed (their state is freed once done) and own what only they need: the task keeps just
-/// the ticket and the peer's address beside the WebSocket's own state.
+/// are its opening, which [`reader::Task`] boxes (their state is freed once done): the task
+/// keeps just the ticket and the peer's address beside the WebSocket's own state.
 pub(crate) fn serve_connection(
     stream: Stream,
     peer: SocketAddr,
     ticket: Ticket,
     shared: Arc<Shared>,
     shutdown: Shutdown,
-) -> impl std::future::Future<Output = ()> + Send {
-    let opening = Box::pin(async move {
+) -> reader::Task {
+    let opening = async move {
         let (pending, taken) = serve_http(stream, peer, &shared, shutdown).await?;
         let system = &shared.system;
         let (on_upgrade, decision) = match pending {
@@ -100,17 +100,9 @@ pub(crate) fn serve_connection(
             return None;
         };
         let (ws, accepted) = upgrade::socket(system, decision, stream, leftover).await?;
-        Some((ws, accepted, shared))
-    });
-    async move {
-        // `let else`, not `if let`: the matched value is not kept beside its parts.
-        let Some((mut ws, accepted, shared)) = opening.await else {
-            drop(ticket);
-            return;
-        };
-        reader::run(&mut ws, shared.system.hub(), &accepted.opened, peer).await;
-        drop(ticket); // Held until the connection ends.
-    }
+        Some((ws, accepted.opened, shared.system.clone()))
+    };
+    reader::Task::new(opening, peer, ticket)
 }
 
 /// HTTP/1.1 requests until the connection closes, upgrades or becomes an event stream; returns

@@ -5,7 +5,7 @@
 //! [`HEAD_TIMEOUT`]), lets the runtime decide the upgrade
 //! ([`switchboard_runtime::upgrade::decide`]: the same answers as the HTTP transport, `503` at
 //! the connection limit before any `101`), writes the answer, and hands the socket to the
-//! runtime ([`switchboard_runtime::upgrade::socket`], [`switchboard_runtime::reader::run`]). A
+//! runtime ([`switchboard_runtime::upgrade::socket`], [`switchboard_runtime::reader::Task`]). A
 //! request for the system's server-sent-event stream (`GET <WebSocket path>/sse`) is decided
 //! and run by the runtime too ([`switchboard_runtime::sse`]); any other request that is not an
 //! upgrade gets `426`. On a TLS process
@@ -66,20 +66,14 @@ pub fn serve(process: &Process, listener: TcpListener, system: Arc<System>) -> i
     })
 }
 
-/// One connection's task: its handshake (boxed, so its state is freed once done), then the
-/// connection. The handshake box owns what only it needs, so the task keeps just the ticket and
-/// the peer's address beside the connection's own state for the connection's whole life.
-fn connect(
-    stream: Stream,
-    peer: SocketAddr,
-    ticket: Ticket,
-    system: Arc<System>,
-) -> impl std::future::Future<Output = ()> + Send {
-    let opening = Box::pin(async move {
+/// One connection's task: its handshake (boxed by [`reader::Task`], so its state is freed once
+/// done, and owning what only it needs), then the connection.
+fn connect(stream: Stream, peer: SocketAddr, ticket: Ticket, system: Arc<System>) -> reader::Task {
+    let opening = async move {
         match handshake(stream, peer, &system).await? {
             Handshake::Upgrade(stream, decision, leftover) => {
                 let (ws, accepted) = upgrade::socket(&system, decision, stream, leftover).await?;
-                Some((ws, accepted, system))
+                Some((ws, accepted.opened, system))
             }
             // An event stream lives in this box: it has no WebSocket phase.
             Handshake::Events(stream, accepted) => {
@@ -87,16 +81,8 @@ fn connect(
                 None
             }
         }
-    });
-    async move {
-        // `let else`, not `if let`: the matched value is not kept beside its parts.
-        let Some((mut ws, accepted, system)) = opening.await else {
-            drop(ticket);
-            return;
-        };
-        reader::run(&mut ws, system.hub(), &accepted.opened, peer).await;
-        drop(ticket); // Held until the connection ends.
-    }
+    };
+    reader::Task::new(opening, peer, ticket)
 }
 
 /// What a connection becomes after its request head.
