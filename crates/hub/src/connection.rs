@@ -18,6 +18,13 @@ impl ConnectionHandle {
     pub fn serial(self) -> u64 {
         self.serial
     }
+
+    /// The index of its slot: small (below the most connections ever open at once) and reused
+    /// once the connection closes, so a driver can keep its own per-connection table as a
+    /// vector indexed by it, checking the whole handle.
+    pub fn slot(self) -> usize {
+        self.slot as usize
+    }
 }
 
 /// Who is on the other end, as established by the transport (e.g. JWT claims) or the protocol

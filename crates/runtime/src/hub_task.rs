@@ -32,6 +32,8 @@ use crate::inspect::{
     ConnectionDetail, ConnectionView, Inspection, Query, RoomSize, TailEvent,
     MAX_CONNECTIONS_LISTED, MAX_NAME_BYTES, MAX_ROOMS_LISTED, TAIL_QUEUE, TAIL_RATE,
 };
+pub use crate::links::Link;
+use crate::links::Links;
 use crate::outbox::{Corked, FlushSink, Outbox};
 
 /// Commands queued to the hub task; a full queue makes the sender wait (backpressure).
@@ -40,16 +42,14 @@ pub const COMMAND_QUEUE: usize = 4096;
 /// Commands taken from the queue before the hub's output is drained, so a burst costs one drain.
 const BATCH: usize = 64;
 
+/// Connections a drain must have frames for before the hub task lets the ready readers hand
+/// over their frames first (see [`HubTask::run`]): below it a write is cheap, and waiting would
+/// only add latency.
+const GATHER: usize = 64;
+
 /// Fewest connections a share of a split fan-out gets: below it, a task hand-off costs more
 /// than the sends it moves to another core.
 const PARALLEL_SHARE: usize = 256;
-
-/// A connection as the hub task reaches it: where its frames go and how its reads are paced.
-#[derive(Debug, Clone)]
-pub struct Link {
-    /// Its write side, which also holds its read pace ([`Outbox::pacing`]).
-    pub outbox: Arc<Outbox>,
-}
 
 /// A connection the hub accepted.
 #[derive(Debug, Clone)]
@@ -159,7 +159,7 @@ pub fn spawn_hub(
     let task = HubTask {
         hub,
         clock,
-        links: HashMap::default(),
+        links: Links::default(),
         corked: Vec::new(),
         replicator: Replicator::new(replicate),
         history,
@@ -485,7 +485,7 @@ impl FlushSink for HubHandle {
 struct HubTask {
     hub: Box<dyn DynHub>,
     clock: HubClock,
-    links: HashMap<ConnectionHandle, Link>,
+    links: Links,
     /// Connections given frames by the current drain, to write once it is done.
     corked: Vec<(ConnectionHandle, Arc<Outbox>)>,
     replicator: Replicator,
@@ -506,12 +506,33 @@ impl HubTask {
     async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
         while self.take_input(&mut rx).await {
             self.run_timers();
+            let mut gathered = false;
             // A write reported flushed can let a paced replay go on: drain until quiet.
             loop {
                 self.drain();
+                if !gathered && self.corked.len() >= GATHER {
+                    // A large fan-out is about to be written: first let the readers that are
+                    // ready hand over what they read (another publisher's frames, say), so that
+                    // each socket gets them in the same write. `yield_now` runs this task again
+                    // after the tasks queued now and a poll of the I/O driver.
+                    gathered = true;
+                    tokio::task::yield_now().await;
+                    self.take_ready(&mut rx);
+                    continue;
+                }
                 if !self.uncork() {
                     break;
                 }
+            }
+        }
+    }
+
+    /// Apply up to [`BATCH`] commands that are queued now, without waiting.
+    fn take_ready(&mut self, rx: &mut mpsc::Receiver<Command>) {
+        for _ in 0..BATCH {
+            match rx.try_recv() {
+                Ok(cmd) => self.apply(cmd),
+                Err(_) => break,
             }
         }
     }
@@ -538,12 +559,7 @@ impl HubTask {
         self.hub.set_wall_clock(now, self.clock.wall());
         if let Some(cmd) = first {
             self.apply(cmd);
-            for _ in 1..BATCH {
-                match rx.try_recv() {
-                    Ok(cmd) => self.apply(cmd),
-                    Err(_) => break,
-                }
-            }
+            self.take_ready(rx);
         }
         true
     }
@@ -648,7 +664,7 @@ impl HubTask {
                 let _ = reply.send(());
             }
             Command::Connections(reply) => {
-                let _ = reply.send(self.links.keys().copied().collect());
+                let _ = reply.send(self.links.handles().collect());
             }
             Command::Close(conn, code, reason) => self.close_one(now, conn, code, reason),
             Command::Inspect(query, reply) => {
@@ -702,9 +718,9 @@ impl HubTask {
 
     /// The connection with serial `id`, in detail.
     fn detail(&self, now: switchboard_hub::Instant, id: u64) -> Option<ConnectionDetail> {
-        let handle = self.links.keys().find(|h| h.serial() == id)?;
-        let info = self.hub.connection(*handle)?;
-        Some(ConnectionDetail::of(&info, self.hub.rooms_of(*handle), now))
+        let handle = self.links.handles().find(|h| h.serial() == id)?;
+        let info = self.hub.connection(handle)?;
+        Some(ConnectionDetail::of(&info, self.hub.rooms_of(handle), now))
     }
 
     /// A new watcher of `room`: the room is tapped with its first.

@@ -40,6 +40,7 @@ pub mod gate;
 pub mod http;
 pub mod hub_task;
 pub mod inspect;
+mod links;
 pub mod logging;
 pub mod metrics;
 pub mod outbox;
