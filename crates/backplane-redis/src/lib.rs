@@ -71,6 +71,8 @@ pub use backplane::{
     RESPONSE_TIMEOUT,
 };
 pub use status::render_prometheus;
-pub use switchboard_backplane::{all_channel, room_channel, wire, NodeId, Status, RECONCILE_EVERY};
+pub use switchboard_backplane::{
+    all_channel, room_channel, wire, Instances, NodeId, Status, MAX_INSTANCES, RECONCILE_EVERY,
+};
 pub use switchboard_runtime::backplane::{replication_channel, Replication, REPLICATION_QUEUE};
 pub use switchboard_runtime::HubHandle;
