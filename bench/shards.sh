@@ -68,6 +68,8 @@ def info(port):
             out[k] = int(calls)
         elif k in ("total_commands_processed", "total_net_input_bytes", "total_net_output_bytes"):
             out[k] = int(v)
+        elif k in ("used_cpu_user", "used_cpu_sys"):
+            out["cpu_secs"] = out.get("cpu_secs", 0) + float(v)
     return out
 print(json.dumps({p: info(p) for p in sys.argv[1:]}))
 PY
@@ -102,7 +104,8 @@ run() { # $1: instances, $2: round
   local a b; a=$(free_port); b=$(free_port)
   for port in "$a" "$b"; do
     RACE_API_KEY=bench-key LOG_LEVEL=warn "$BIN" --systems race --bind 127.0.0.1 \
-      --race-port "$port" --redis-url "$list" --publish-rate-per-ip 0 --publish-rate-per-key 0 \
+      --race-port "$port" --admin-bind off --redis-url "$list" \
+      --publish-rate-per-ip 0 --publish-rate-per-key 0 \
       >>"$OUT/node-$n-$round-$port.log" 2>&1 &
     PIDS+=($!); pids+=($!)
   done
@@ -118,7 +121,7 @@ n, rnd, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 run = json.load(open(f"{out}/run.json"))
 before, after = json.load(open(f"{out}/info-before.json")), json.load(open(f"{out}/info-after.json"))
 fields = ["total_commands_processed", "cmdstat_xadd", "cmdstat_publish", "cmdstat_evalsha",
-          "total_net_input_bytes", "total_net_output_bytes"]
+          "total_net_input_bytes", "total_net_output_bytes", "cpu_secs"]
 inst = [{f: after[p].get(f, 0) - before[p].get(f, 0) for f in fields} for p in before]
 print(json.dumps({"instances": n, "round": rnd, "accepted_per_sec": run["accepted_per_sec"],
                   "carried_per_sec": run["carried_per_sec"], "lost": run["lost"],
@@ -140,21 +143,24 @@ sessions, backends, duration = sys.argv[2:5]
 med = lambda n, k: statistics.median(r[k] for r in rows if r["instances"] == n)
 print(f"{sessions} race sessions, {backends} backends posting flat out to node A for {duration} s, "
       f"one v2 follower per session on node B, history on; medians of {len(rows) // 2} rounds.\n")
-print("| Redis instances | updates/s accepted on A | publications/s carried A → B | lost |")
-print("|---|---|---|---|")
+def busiest(r):  # The busiest instance's CPU share of the window (seconds of CPU per second).
+    return max(i["cpu_secs"] for i in r["per_instance"]) / float(duration)
+print("| Redis instances | updates/s accepted on A | publications/s carried A → B | busiest Redis's CPU (cores) | lost |")
+print("|---|---|---|---|---|")
 for n in (1, 3):
-    print(f"| {n} | {med(n, 'accepted_per_sec'):,.0f} | {med(n, 'carried_per_sec'):,.0f} | "
+    cpu = statistics.median(busiest(r) for r in rows if r["instances"] == n)
+    print(f"| {n} | {med(n, 'accepted_per_sec'):,.0f} | {med(n, 'carried_per_sec'):,.0f} | {cpu:.2f} | "
           f"{sum(r['lost'] for r in rows if r['instances'] == n)} |")
 print(f"\nthree / one, carried: {med(3, 'carried_per_sec') / med(1, 'carried_per_sec'):.2f}\n")
 print("Each instance's share of the traffic with three (INFO deltas over the run, summed over the rounds):\n")
-print("| instance | commands | share | XADD (appends) | share | bytes in | share | bytes out | share |")
-print("|---|---|---|---|---|---|---|---|---|")
+print("| instance | commands | share | XADD (appends) | share | bytes in | share | bytes out | share | CPU s | share |")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
 three = [r["per_instance"] for r in rows if r["instances"] == 3]
-keys = ["total_commands_processed", "cmdstat_xadd", "total_net_input_bytes", "total_net_output_bytes"]
+keys = ["total_commands_processed", "cmdstat_xadd", "total_net_input_bytes", "total_net_output_bytes", "cpu_secs"]
 sums = [{k: sum(run[i][k] for run in three) for k in keys} for i in range(3)]
 tot = {k: sum(s[k] for s in sums) or 1 for k in keys}
 for i, s in enumerate(sums):
-    cells = " | ".join(f"{s[k]:,} | {s[k] / tot[k]:.0%}" for k in keys)
+    cells = " | ".join(f"{s[k]:,.0f} | {s[k] / tot[k]:.0%}" if k != "cpu_secs" else f"{s[k]:.2f} | {s[k] / tot[k]:.0%}" for k in keys)
     print(f"| {i} | {cells} |")
 print()
 for r in rows:

@@ -116,7 +116,7 @@ impl Sharded {
             .flatten()
             .filter(|(until, _)| *until > now)
             .collect();
-        fresh.sort_by(|a, b| b.0.cmp(&a.0));
+        fresh.sort_by_key(|v| std::cmp::Reverse(v.0));
         let mut out: Vec<(u64, NodeSummary)> = Vec::new();
         for (_, nodes) in fresh {
             for (id, summary) in nodes {
