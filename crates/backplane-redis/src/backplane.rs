@@ -152,8 +152,9 @@ impl Backplane {
     /// [`switchboard_backplane::MAX_INSTANCES`], each `host:port` once): each stream — a room's
     /// channel, history and members, or the system's `all` channel and stream — lives on the
     /// instance [`Instances::of`] picks from the instances' `host:port`, and this node's lease is
-    /// kept on every one. Every node of a cluster must be given the same list (a node that sees
-    /// another node's list differ logs a warning). One URL is exactly [`Backplane::spawn_with`].
+    /// kept on every one. Every node of a cluster must be given the same instances (a node that
+    /// sees another node's set differ logs a warning; the order does not change routing). One
+    /// URL is exactly [`Backplane::spawn_with`].
     pub fn spawn_sharded(
         redis_urls: &[&str],
         node_id: NodeId,
@@ -822,8 +823,7 @@ impl Lease {
                 mine = %mine,
                 theirs = %theirs,
                 "another node of this cluster was given a different list of Redis URLs: \
-                 streams are routed differently on it; give every node the same list, in the \
-                 same order"
+                 streams are routed differently on it; give every node the same list"
             );
             *warned = Some(theirs);
         }

@@ -32,22 +32,35 @@ fn addr(port: u16) -> SocketAddr {
 
 /// A race node on `port` joined through every Redis of `redis` (the same list everywhere).
 fn node(port: u16, redis: &[u16]) -> Child {
+    command(port, redis)
+        .env("LOG_LEVEL", "error")
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the switchboard binary")
+}
+
+/// The command of a race node on `port` joined through every Redis of `redis`, in that order.
+fn command(port: u16, redis: &[u16]) -> Command {
     let urls: Vec<String> = redis
         .iter()
         .map(|p| format!("redis://127.0.0.1:{p}"))
         .collect();
-    Command::new(BIN)
-        .args(["--systems", "race", "--bind", "127.0.0.1"])
-        .args(["--race-port", &port.to_string()])
-        .args(["--redis-url", &urls.join(",")])
-        .env("RACE_API_KEY", API_KEY)
-        .env("LOG_LEVEL", "error")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the switchboard binary")
+    let mut c = Command::new(BIN);
+    c.args([
+        "--systems",
+        "race",
+        "--bind",
+        "127.0.0.1",
+        "--admin-bind",
+        "off",
+    ])
+    .args(["--race-port", &port.to_string()])
+    .args(["--redis-url", &urls.join(",")])
+    .env("RACE_API_KEY", API_KEY)
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .kill_on_drop(true);
+    c
 }
 
 /// One Redis command over a fresh connection (RESP), its whole first reply line.
@@ -334,4 +347,42 @@ async fn losing_one_redis_instance_costs_only_its_streams() {
         kept.len(),
         lost.len()
     );
+}
+
+/// Two nodes given different sets of instances sharing one (`[r0, r1]` and `[r1, r2]`, which
+/// route streams differently): each logs that another node of the cluster was given a
+/// different list (read from its own log, bounded).
+#[tokio::test]
+async fn nodes_given_different_lists_say_so() {
+    use tokio::io::AsyncBufReadExt;
+    let _one = crate::one_at_a_time().await;
+    let redis_ports = [free_port(), free_port(), free_port()];
+    let _redises: Vec<Child> = redis_ports.iter().map(|&p| redis(p)).collect();
+    let ports = [free_port(), free_port()];
+    let lists = [
+        [redis_ports[0], redis_ports[1]],
+        [redis_ports[1], redis_ports[2]],
+    ];
+    let mut nodes = Vec::new();
+    for (port, list) in ports.iter().zip(lists) {
+        let child = command(*port, &list)
+            .env("LOG_LEVEL", "warn")
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the switchboard binary");
+        nodes.push(child);
+    }
+    for node in &mut nodes {
+        let mut lines = tokio::io::BufReader::new(node.stderr.take().unwrap()).lines();
+        let warned = tokio::time::timeout(WITHIN, async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line.contains("was given a different list of Redis URLs") {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        assert_eq!(warned, Ok(true), "a node never said its list differs");
+    }
 }
