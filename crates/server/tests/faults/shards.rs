@@ -341,6 +341,14 @@ async fn losing_one_redis_instance_costs_only_its_streams() {
     for f in on_a {
         f.task.abort();
     }
+    // Node-wide state holds without instance 0: after two more lease renewals (every 2 s) on
+    // the instances left, each node still counts the other one live (the union of their views).
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    for n in [a, b] {
+        let health = get(n, "/health").await.json();
+        assert_eq!(health["backplane"]["nodes"], 1, "{n}: {health}");
+        assert_eq!(health["backplane"]["state"], "degraded", "{n}: {health}");
+    }
     println!(
         "shards: 3 Redis instances, 2 nodes; instance 0 killed: {} sessions resumed with nothing \
          lost, {} told they did not recover",
