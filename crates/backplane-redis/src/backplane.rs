@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,8 +14,8 @@ use futures_util::StreamExt;
 use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use redis::{AsyncConnectionConfig, IntoConnectionInfo, RedisResult};
 use switchboard_backplane::{
-    node_key_prefix, nodes_key, random_u64, Backplane as Machine, Batch, Command, Config, NodeId,
-    Sent, Side, Status, ToHub, ALIVE, BATCH, LEASE,
+    node_key_prefix, nodes_key, random_u64, Batch, Command, Config, Instances, InstancesError,
+    NodeId, Sent, Sharded as Machine, Side, Status, ToHub, ALIVE, BATCH, LEASE,
 };
 use switchboard_hub::cluster::{NodeSummary, MAX_NODES};
 use switchboard_hub::history::Epoch;
@@ -61,6 +62,9 @@ pub enum Error {
     /// The Redis URL does not parse (e.g. not `redis://host:port/`).
     #[error("invalid Redis URL: {0}")]
     InvalidUrl(#[source] redis::RedisError),
+    /// The list of Redis URLs is empty, too long or names an instance twice.
+    #[error("Redis URLs: {0}")]
+    Instances(#[from] InstancesError),
 }
 
 /// A cheap, cloneable view of one backplane's state, for `/health` and `/metrics` handlers.
@@ -141,12 +145,37 @@ impl Backplane {
         replication: mpsc::Receiver<Replication>,
         options: Options,
     ) -> Result<Backplane, Error> {
-        let info = redis_url
-            .into_connection_info()
-            .map_err(Error::InvalidUrl)?;
-        // Small messages, latency first: no Nagle delay on either connection.
-        let tcp = info.tcp_settings().clone().set_nodelay(true);
-        let client = redis::Client::open(info.set_tcp_settings(tcp)).map_err(Error::InvalidUrl)?;
+        Self::spawn_sharded(&[redis_url], node_id, system, hub, replication, options)
+    }
+
+    /// [`Backplane::spawn_with`] over several Redis instances (at most
+    /// [`switchboard_backplane::MAX_INSTANCES`], each `host:port` once): each stream — a room's
+    /// channel, history and members, or the system's `all` channel and stream — lives on the
+    /// instance [`Instances::of`] picks from the instances' `host:port`, and this node's lease is
+    /// kept on every one. Every node of a cluster must be given the same instances (a node that
+    /// sees another node's set differ logs a warning; the order does not change routing). One
+    /// URL is exactly [`Backplane::spawn_with`].
+    pub fn spawn_sharded(
+        redis_urls: &[&str],
+        node_id: NodeId,
+        system: &'static str,
+        hub: HubHandle,
+        replication: mpsc::Receiver<Replication>,
+        options: Options,
+    ) -> Result<Backplane, Error> {
+        let mut clients = Vec::with_capacity(redis_urls.len());
+        let mut names = Vec::with_capacity(redis_urls.len());
+        for url in redis_urls {
+            let info = url.into_connection_info().map_err(Error::InvalidUrl)?;
+            names.push(info.addr().to_string());
+            // Small messages, latency first: no Nagle delay on either connection.
+            let tcp = info.tcp_settings().clone().set_nodelay(true);
+            clients
+                .push(redis::Client::open(info.set_tcp_settings(tcp)).map_err(Error::InvalidUrl)?);
+        }
+        let instances = Instances::new(&names)?;
+        let fingerprint =
+            (instances.len() > 1).then(|| format!("{:016x}", instances.fingerprint()));
         let shared = Arc::new(Mutex::new(Status::new(system, node_id)));
         let clock = HubClock::default();
         let config = Config {
@@ -157,23 +186,31 @@ impl Backplane {
             seed: random_u64(),
             lease: true,
         };
-        let machine = Machine::new(config, clock.now());
+        let machine = Machine::new(config, instances, clock.now());
+        let lease = Arc::new(Lease::new(system, node_id, fingerprint));
+        let links = clients
+            .into_iter()
+            .map(|client| Link {
+                client,
+                publisher: None,
+                engine: None,
+                sink: None,
+                stream: None,
+                generation: [0, 0],
+                lease: lease.clone(),
+            })
+            .collect();
         let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
         let driver = Driver {
             machine,
             clock,
-            client,
+            links,
             keys: options.history,
             hub: hub.clone(),
             inbound: inbound_tx,
             shared: shared.clone(),
-            publisher: None,
-            engine: None,
-            sink: None,
-            stream: None,
-            generation: [0, 0],
             ops: FuturesUnordered::new(),
-            lease: Arc::new(Lease::new(system, node_id)),
+            turn: 0,
         };
         let (stop, stopped) = oneshot::channel();
         let tasks = vec![
@@ -245,37 +282,45 @@ impl Backplane {
     }
 }
 
-/// What an operation on a connection came to, with the connection's generation (a result from
-/// a connection replaced since is dropped).
+/// What an operation on a connection came to, with its instance and the connection's
+/// generation (a result from a connection replaced since is dropped).
 enum Done {
-    Publisher(u64, RedisResult<MultiplexedConnection>),
-    Subscriber(u64, Result<(PubSubSink, PubSubStream), String>),
-    Sent(u64, Sent),
-    Subscribed(u64, Result<(), String>),
-    Pinged(Side, u64, Result<(), String>),
+    Publisher(usize, u64, RedisResult<MultiplexedConnection>),
+    Subscriber(usize, u64, Result<(PubSubSink, PubSubStream), String>),
+    Sent(usize, u64, Sent),
+    Subscribed(usize, u64, Result<(), String>),
+    Pinged(usize, Side, u64, Result<(), String>),
     Rooms(Vec<String>),
-    Summary(Option<NodeSummary>),
+    Summary(usize, Option<NodeSummary>),
 }
 
 type Op = Pin<Box<dyn Future<Output = Done> + Send>>;
 
-/// The task that drives the state machine.
-struct Driver {
-    machine: Machine,
-    clock: HubClock,
+/// One Redis instance's two connections.
+struct Link {
     client: redis::Client,
-    keys: Option<HistoryKeys>,
-    hub: HubHandle,
-    inbound: mpsc::Sender<ToHub>,
-    shared: Arc<Mutex<Status>>,
     publisher: Option<MultiplexedConnection>,
     engine: Option<RedisHistory>,
     sink: Option<PubSubSink>,
     stream: Option<PubSubStream>,
     /// Per side, how many connections were opened (names the current one).
     generation: [u64; 2],
-    ops: FuturesUnordered<Op>,
     lease: Arc<Lease>,
+}
+
+/// The task that drives the state machine.
+struct Driver {
+    machine: Machine,
+    clock: HubClock,
+    /// One per Redis instance, in the configured order.
+    links: Vec<Link>,
+    keys: Option<HistoryKeys>,
+    hub: HubHandle,
+    inbound: mpsc::Sender<ToHub>,
+    shared: Arc<Mutex<Status>>,
+    ops: FuturesUnordered<Op>,
+    /// Which instance's subscription is read first next (so a busy one cannot starve the rest).
+    turn: usize,
 }
 
 fn slot(side: Side) -> usize {
@@ -327,9 +372,9 @@ impl Driver {
                         self.take(r);
                     }
                 }
-                message = next_message(&mut self.stream) => match message {
-                    Some(payload) => self.machine.handle_message(payload.into()),
-                    None => self.lost(Side::Subscriber, "connection closed"),
+                (i, message) = next_message(&mut self.links, &mut self.turn) => match message {
+                    Some(payload) => self.machine.handle_message(i, payload.into()),
+                    None => self.lost(i, Side::Subscriber, "connection closed"),
                 },
                 Some(done) = self.ops.next() => self.done(done),
                 _ = &mut stop, if !finishing => {
@@ -370,22 +415,23 @@ impl Driver {
         }
     }
 
-    /// A connection failed outside of an operation (its stream ended).
-    fn lost(&mut self, side: Side, error: &str) {
-        self.drop_connection(side);
-        self.machine.handle_failed(self.clock.now(), side, error);
+    /// A connection of instance `i` failed outside of an operation (its stream ended).
+    fn lost(&mut self, i: usize, side: Side, error: &str) {
+        self.drop_connection(i, side);
+        self.machine.handle_failed(self.clock.now(), i, side, error);
     }
 
-    fn drop_connection(&mut self, side: Side) {
-        self.generation[slot(side)] += 1;
+    fn drop_connection(&mut self, i: usize, side: Side) {
+        let link = &mut self.links[i];
+        link.generation[slot(side)] += 1;
         match side {
             Side::Publisher => {
-                self.publisher = None;
-                self.engine = None;
+                link.publisher = None;
+                link.engine = None;
             }
             Side::Subscriber => {
-                self.sink = None;
-                self.stream = None;
+                link.sink = None;
+                link.stream = None;
             }
         }
     }
@@ -393,12 +439,12 @@ impl Driver {
     /// Carry out the machine's commands. `false` once the hub is gone.
     async fn carry_out(&mut self) -> bool {
         let mut hub_alive = true;
-        while let Some(command) = self.machine.poll_command() {
+        while let Some((i, command)) = self.machine.poll_command() {
             match command {
-                Command::Connect(side) => self.connect(side),
-                Command::Send(batch) => self.send(batch),
+                Command::Connect(side) => self.connect(i, side),
+                Command::Send(batch) => self.send(i, batch),
                 Command::Subscribe { channels, pattern } => {
-                    self.subscription(move |mut sink| async move {
+                    self.subscription(i, move |mut sink| async move {
                         match pattern {
                             true => sink.psubscribe(&channels).await,
                             false => sink.subscribe(&channels).await,
@@ -406,8 +452,10 @@ impl Driver {
                     })
                 }
                 Command::Unsubscribe(channels) => self
-                    .subscription(move |mut sink| async move { sink.unsubscribe(&channels).await }),
-                Command::Ping(side) => self.ping(side),
+                    .subscription(i, move |mut sink| async move {
+                        sink.unsubscribe(&channels).await
+                    }),
+                Command::Ping(side) => self.ping(i, side),
                 Command::ListRooms => {
                     let hub = self.hub.clone();
                     self.ops.push(Box::pin(async move {
@@ -416,12 +464,12 @@ impl Driver {
                 }
                 Command::Summarize => {
                     let hub = self.hub.clone();
-                    self.ops.push(Box::pin(
-                        async move { Done::Summary(hub.summary().await.ok()) },
-                    ));
+                    self.ops.push(Box::pin(async move {
+                        Done::Summary(i, hub.summary().await.ok())
+                    }));
                 }
                 Command::Deliver(to_hub) => {
-                    if hub_alive && !self.deliver(to_hub).await {
+                    if hub_alive && !self.deliver(i, to_hub).await {
                         hub_alive = false; // The other commands are still carried out.
                     }
                 }
@@ -433,7 +481,7 @@ impl Driver {
     /// Hand something to the hub: answers (appends, fetches, checks) are never dropped, and
     /// wait if the hub's queue is full; publications go through the bounded inbound queue and
     /// are dropped and counted when it is full.
-    async fn deliver(&mut self, to_hub: ToHub) -> bool {
+    async fn deliver(&mut self, i: usize, to_hub: ToHub) -> bool {
         let told = match to_hub {
             ToHub::Appended(stream, result) => self.hub.appended(stream, result).await,
             ToHub::Fetched(id, result) => self.hub.fetched(id, result).await,
@@ -443,7 +491,7 @@ impl Driver {
             publication => match self.inbound.try_send(publication) {
                 Ok(()) => Ok(()),
                 Err(mpsc::error::TrySendError::Full(dropped)) => {
-                    self.machine.handle_hub_full(&dropped);
+                    self.machine.handle_hub_full(i, &dropped);
                     Ok(())
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => return false,
@@ -452,10 +500,10 @@ impl Driver {
         told.is_ok()
     }
 
-    fn connect(&mut self, side: Side) {
-        self.drop_connection(side);
-        let generation = self.generation[slot(side)];
-        let client = self.client.clone();
+    fn connect(&mut self, i: usize, side: Side) {
+        self.drop_connection(i, side);
+        let generation = self.links[i].generation[slot(side)];
+        let client = self.links[i].client.clone();
         let op: Op = match side {
             Side::Publisher => Box::pin(async move {
                 let config = AsyncConnectionConfig::new()
@@ -464,7 +512,7 @@ impl Driver {
                 let conn = client
                     .get_multiplexed_async_connection_with_config(&config)
                     .await;
-                Done::Publisher(generation, conn)
+                Done::Publisher(i, generation, conn)
             }),
             Side::Subscriber => Box::pin(async move {
                 let pubsub =
@@ -473,7 +521,7 @@ impl Driver {
                         Ok(Err(e)) => Err(format!("connect: {e}")),
                         Err(_) => Err("connect: timed out".to_string()),
                     };
-                Done::Subscriber(generation, pubsub)
+                Done::Subscriber(i, generation, pubsub)
             }),
         };
         self.ops.push(op);
@@ -482,9 +530,10 @@ impl Driver {
     /// Run a batch on the publishing connection: the publications in one pipeline, then the
     /// appends (sent in order on the multiplexed connection, so Redis runs them in order) and
     /// the fetches.
-    fn send(&mut self, batch: Batch) {
-        let generation = self.generation[0];
-        let (Some(conn), engine) = (self.publisher.clone(), self.engine.clone()) else {
+    fn send(&mut self, i: usize, batch: Batch) {
+        let link = &self.links[i];
+        let generation = link.generation[0];
+        let (Some(conn), engine) = (link.publisher.clone(), link.engine.clone()) else {
             let sent = Sent {
                 published: Err("not connected".into()),
                 appended: Vec::new(),
@@ -493,53 +542,56 @@ impl Driver {
                 lost: Some("not connected".into()),
             };
             self.ops
-                .push(Box::pin(async move { Done::Sent(generation, sent) }));
+                .push(Box::pin(async move { Done::Sent(i, generation, sent) }));
             return;
         };
-        let lease = self.lease.clone();
+        let lease = link.lease.clone();
         self.ops.push(Box::pin(async move {
-            Done::Sent(generation, run_batch(conn, engine, lease, batch).await)
+            Done::Sent(i, generation, run_batch(conn, engine, lease, batch).await)
         }));
     }
 
-    fn subscription<F, Fut>(&mut self, f: F)
+    fn subscription<F, Fut>(&mut self, i: usize, f: F)
     where
         F: FnOnce(PubSubSink) -> Fut,
         Fut: Future<Output = RedisResult<()>> + Send + 'static,
     {
-        let generation = self.generation[1];
-        let Some(sink) = self.sink.clone() else {
+        let generation = self.links[i].generation[1];
+        let Some(sink) = self.links[i].sink.clone() else {
             let op: Op =
-                Box::pin(async move { Done::Subscribed(generation, Err("not connected".into())) });
+                Box::pin(
+                    async move { Done::Subscribed(i, generation, Err("not connected".into())) },
+                );
             self.ops.push(op);
             return;
         };
         let fut = f(sink);
         self.ops.push(Box::pin(async move {
-            Done::Subscribed(generation, within(fut).await)
+            Done::Subscribed(i, generation, within(fut).await)
         }));
     }
 
-    fn ping(&mut self, side: Side) {
-        let generation = self.generation[slot(side)];
+    fn ping(&mut self, i: usize, side: Side) {
+        let link = &self.links[i];
+        let generation = link.generation[slot(side)];
         let op: Op = match side {
             Side::Publisher => {
-                let Some(mut conn) = self.publisher.clone() else {
+                let Some(mut conn) = link.publisher.clone() else {
                     return;
                 };
                 Box::pin(async move {
                     let r = within(redis::cmd("PING").query_async::<String>(&mut conn)).await;
-                    Done::Pinged(side, generation, r.map(drop))
+                    Done::Pinged(i, side, generation, r.map(drop))
                 })
             }
             Side::Subscriber => {
-                let Some(mut sink) = self.sink.clone() else {
+                let Some(mut sink) = link.sink.clone() else {
                     return;
                 };
                 Box::pin(async move {
                     // Subscribed, Redis answers a PING with `["pong", ""]`: any answer will do.
                     let r = within(sink.ping::<redis::Value>()).await;
-                    Done::Pinged(side, generation, r.map(drop))
+                    Done::Pinged(i, side, generation, r.map(drop))
                 })
             }
         };
@@ -550,63 +602,81 @@ impl Driver {
     fn done(&mut self, done: Done) {
         let now = self.clock.now();
         let of = match &done {
-            Done::Publisher(g, _) | Done::Sent(g, _) => Some((Side::Publisher, *g)),
-            Done::Subscriber(g, _) | Done::Subscribed(g, _) => Some((Side::Subscriber, *g)),
-            Done::Pinged(side, g, _) => Some((*side, *g)),
-            Done::Rooms(_) | Done::Summary(_) => None,
+            Done::Publisher(i, g, _) | Done::Sent(i, g, _) => Some((*i, Side::Publisher, *g)),
+            Done::Subscriber(i, g, _) | Done::Subscribed(i, g, _) => {
+                Some((*i, Side::Subscriber, *g))
+            }
+            Done::Pinged(i, side, g, _) => Some((*i, *side, *g)),
+            Done::Rooms(_) | Done::Summary(..) => None,
         };
-        if of.is_some_and(|(side, g)| self.generation[slot(side)] != g) {
+        if of.is_some_and(|(i, side, g)| self.links[i].generation[slot(side)] != g) {
             return; // From a connection replaced since.
         }
+        let system = self.hub.name();
         match done {
-            Done::Publisher(_, Ok(conn)) => {
-                self.engine = self
+            Done::Publisher(i, _, Ok(conn)) => {
+                let link = &mut self.links[i];
+                link.engine = self
                     .keys
                     .clone()
                     .map(|keys| RedisHistory::new(keys, conn.clone()));
-                self.publisher = Some(conn);
-                self.machine.handle_connected(now, Side::Publisher);
-                tracing::info!(system = self.hub.name(), "backplane publisher connected");
+                link.publisher = Some(conn);
+                self.machine.handle_connected(now, i, Side::Publisher);
+                tracing::info!(system, instance = i, "backplane publisher connected");
             }
-            Done::Publisher(_, Err(e)) => {
+            Done::Publisher(i, _, Err(e)) => {
                 self.machine
-                    .handle_failed(now, Side::Publisher, &format!("connect: {e}"));
+                    .handle_failed(now, i, Side::Publisher, &format!("connect: {e}"));
             }
-            Done::Subscriber(_, Ok((sink, stream))) => {
-                self.sink = Some(sink);
-                self.stream = Some(stream);
-                self.machine.handle_connected(now, Side::Subscriber);
-                tracing::info!(system = self.hub.name(), "backplane subscriber connected");
+            Done::Subscriber(i, _, Ok((sink, stream))) => {
+                self.links[i].sink = Some(sink);
+                self.links[i].stream = Some(stream);
+                self.machine.handle_connected(now, i, Side::Subscriber);
+                tracing::info!(system, instance = i, "backplane subscriber connected");
             }
-            Done::Subscriber(_, Err(e)) => self.machine.handle_failed(now, Side::Subscriber, &e),
-            Done::Sent(_, sent) => {
+            Done::Subscriber(i, _, Err(e)) => {
+                self.machine.handle_failed(now, i, Side::Subscriber, &e)
+            }
+            Done::Sent(i, _, sent) => {
                 if sent.lost.is_some() {
-                    self.drop_connection(Side::Publisher);
+                    self.drop_connection(i, Side::Publisher);
                 }
-                self.machine.handle_sent(now, sent);
+                self.machine.handle_sent(now, i, sent);
             }
-            Done::Subscribed(_, result) => {
+            Done::Subscribed(i, _, result) => {
                 if result.is_err() {
-                    self.drop_connection(Side::Subscriber);
+                    self.drop_connection(i, Side::Subscriber);
                 }
-                self.machine.handle_subscribed(now, result);
+                self.machine.handle_subscribed(now, i, result);
             }
-            Done::Pinged(_, _, Ok(())) => {}
-            Done::Pinged(side, _, Err(e)) => self.lost(side, &format!("ping: {e}")),
+            Done::Pinged(_, _, _, Ok(())) => {}
+            Done::Pinged(i, side, _, Err(e)) => self.lost(i, side, &format!("ping: {e}")),
             Done::Rooms(rooms) => self.machine.handle_rooms(rooms),
-            Done::Summary(Some(summary)) => self.machine.handle_summary(&summary),
-            Done::Summary(None) => {}
+            Done::Summary(i, Some(summary)) => self.machine.handle_summary(i, &summary),
+            Done::Summary(_, None) => {}
         }
     }
 }
 
-/// The next message's payload on the subscribing connection; `None` when it ended; pending
-/// forever without one.
-async fn next_message(stream: &mut Option<PubSubStream>) -> Option<Vec<u8>> {
-    match stream {
-        Some(s) => s.next().await.map(|m| m.get_payload_bytes().to_vec()),
-        None => std::future::pending().await,
-    }
+/// The next message's payload on any instance's subscribing connection, with the instance;
+/// `None` when that connection ended; pending while none has one. Starts at `turn`, and moves
+/// it past the instance that answered, so one busy instance cannot starve the others.
+async fn next_message(links: &mut [Link], turn: &mut usize) -> (usize, Option<Vec<u8>>) {
+    std::future::poll_fn(|cx| {
+        let n = links.len();
+        for k in 0..n {
+            let i = (*turn + k) % n;
+            let Some(stream) = links[i].stream.as_mut() else {
+                continue;
+            };
+            if let Poll::Ready(m) = stream.poll_next_unpin(cx) {
+                *turn = (i + 1) % n;
+                return Poll::Ready((i, m.map(|m| m.get_payload_bytes().to_vec())));
+            }
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 /// Carry out one batch; a connection error or timeout is reported as lost.
@@ -680,12 +750,21 @@ async fn run_batch(
 /// `sb:<system>:nodes` is a sorted set of node ids scored by lease end (Redis `TIME`, ms),
 /// `sb:<system>:n:<node>` the node's summary, expiring with its lease (`PX`). Entries past
 /// their lease are removed from the set as it is read; at most [`MAX_NODES`] are read.
+///
+/// With several instances the same is done on each, and the fingerprint of the instance list
+/// is written beside it (`sb:<system>:instances`, `SET .. GET` with the lease's expiry): a
+/// node that reads back another node's fingerprint logs a warning (once per fingerprint seen),
+/// since the two route streams differently.
 #[derive(Debug)]
 struct Lease {
     nodes: String,
     key: String,
     prefix: String,
     node: String,
+    /// `sb:<system>:instances` and this node's fingerprint (hex), with several instances.
+    fingerprint: Option<(String, String)>,
+    /// The last other fingerprint warned about.
+    warned: Mutex<Option<String>>,
 }
 
 const LEASE_SCRIPT: &str = r#"
@@ -707,14 +786,48 @@ return out
 "#;
 
 impl Lease {
-    fn new(system: &str, node: NodeId) -> Self {
+    fn new(system: &str, node: NodeId, fingerprint: Option<String>) -> Self {
         let prefix = node_key_prefix(system);
         Lease {
             nodes: nodes_key(system),
             key: format!("{prefix}{node}"),
             prefix,
             node: node.to_string(),
+            fingerprint: fingerprint.map(|f| (format!("sb:{system}:instances"), f)),
+            warned: Mutex::new(None),
         }
+    }
+
+    /// Write this node's fingerprint and warn if another node's was there.
+    async fn check_fingerprint(&self, conn: &mut MultiplexedConnection) -> RedisResult<()> {
+        let Some((key, mine)) = &self.fingerprint else {
+            return Ok(());
+        };
+        let lease_ms = u64::try_from(LEASE.as_millis()).unwrap_or(u64::MAX);
+        let before: Option<Vec<u8>> = redis::cmd("SET")
+            .arg(key)
+            .arg(mine)
+            .arg("GET")
+            .arg("PX")
+            .arg(lease_ms)
+            .query_async(conn)
+            .await?;
+        let Some(theirs) = before.filter(|b| b.as_slice() != mine.as_bytes()) else {
+            return Ok(());
+        };
+        // At most 64 bytes of what another process wrote, shown lossily.
+        let theirs = String::from_utf8_lossy(&theirs[..theirs.len().min(64)]).into_owned();
+        let mut warned = self.warned.lock().unwrap_or_else(PoisonError::into_inner);
+        if warned.as_deref() != Some(theirs.as_str()) {
+            tracing::warn!(
+                mine = %mine,
+                theirs = %theirs,
+                "another node of this cluster was given a different list of Redis URLs: \
+                 streams are routed differently on it; give every node the same list"
+            );
+            *warned = Some(theirs);
+        }
+        Ok(())
     }
 
     async fn renew(
@@ -738,6 +851,7 @@ impl Lease {
             .arg(alive_ms)
             .query_async(conn)
             .await?;
+        self.check_fingerprint(conn).await?;
         Ok(read.into_iter().map(Bytes::from).collect())
     }
 }

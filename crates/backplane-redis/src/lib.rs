@@ -16,6 +16,15 @@
 //! the hub reports a room's first member and unsubscribes when its last member leaves, and
 //! reconciles with the hub's room list every [`RECONCILE_EVERY`] and after every reconnect.
 //!
+//! # Several Redis instances
+//!
+//! [`Backplane::spawn_sharded`] takes a list of URLs (at most [`MAX_INSTANCES`]): each stream
+//! (a room's channel, history and members; the system's `all` channel and stream) lives on the
+//! instance [`Instances::of`] picks by rendezvous hashing of its name over the instances'
+//! `host:port`, each instance has its own two connections, and this node's lease is kept on
+//! every instance (the hub gets the union of the live nodes they list). Losing one instance
+//! costs only its streams. One URL is exactly the single-Redis backplane.
+//!
 //! # Logic and driver
 //!
 //! What to do is decided by the sans-IO state machine of `switchboard-backplane`; this crate is
@@ -71,6 +80,8 @@ pub use backplane::{
     RESPONSE_TIMEOUT,
 };
 pub use status::render_prometheus;
-pub use switchboard_backplane::{all_channel, room_channel, wire, NodeId, Status, RECONCILE_EVERY};
+pub use switchboard_backplane::{
+    all_channel, room_channel, wire, Instances, NodeId, Status, MAX_INSTANCES, RECONCILE_EVERY,
+};
 pub use switchboard_runtime::backplane::{replication_channel, Replication, REPLICATION_QUEUE};
 pub use switchboard_runtime::HubHandle;

@@ -76,7 +76,43 @@ const FAMILIES: &[(&str, &str, &str, Field)] = &[
     ),
 ];
 
-/// Write the families of several backplanes, one sample per system in each family.
+/// The per-instance families, with several Redis instances (label `redis`: the instance's
+/// `host:port`; at most 16 per system).
+const INSTANCE_FAMILIES: &[(&str, &str, &str, Field)] = &[
+    (
+        "switchboard_backplane_instance_up",
+        "gauge",
+        "1 when both connections to this Redis instance are up, else 0.",
+        |s| u64::from(s.connected),
+    ),
+    (
+        "switchboard_backplane_instance_published_total",
+        "counter",
+        "Local publications handed to this Redis instance.",
+        |s| s.published,
+    ),
+    (
+        "switchboard_backplane_instance_received_total",
+        "counter",
+        "Other nodes' publications received from this Redis instance.",
+        |s| s.received,
+    ),
+    (
+        "switchboard_backplane_instance_dropped_while_down_total",
+        "counter",
+        "Local publications not replicated because this Redis instance was unreachable.",
+        |s| s.dropped_while_down,
+    ),
+    (
+        "switchboard_backplane_instance_errors_total",
+        "counter",
+        "Errors on this Redis instance's connections.",
+        |s| s.errors,
+    ),
+];
+
+/// Write the families of several backplanes, one sample per system in each family (and, for a
+/// system spread over several Redis instances, one per instance in the instance families).
 pub fn render_prometheus(statuses: &[Status], out: &mut Exposition) {
     for (name, kind, help, field) in FAMILIES {
         let kind = if *kind == "gauge" {
@@ -87,6 +123,23 @@ pub fn render_prometheus(statuses: &[Status], out: &mut Exposition) {
         out.family(name, kind, help);
         for s in statuses {
             out.sample(name, &[("system", s.system)], field(s));
+        }
+    }
+    if statuses.iter().all(|s| s.instances.is_empty()) {
+        return; // One Redis: exactly the families above.
+    }
+    for (name, kind, help, field) in INSTANCE_FAMILIES {
+        let kind = if *kind == "gauge" {
+            Kind::Gauge
+        } else {
+            Kind::Counter
+        };
+        out.family(name, kind, help);
+        for s in statuses {
+            for i in &s.instances {
+                let redis = i.address.as_deref().unwrap_or("");
+                out.sample(name, &[("system", s.system), ("redis", redis)], field(i));
+            }
         }
     }
 }
@@ -133,5 +186,24 @@ mod tests {
             let (_, value) = line.rsplit_once(' ').unwrap();
             value.parse::<u64>().unwrap();
         }
+        assert!(!out.contains("instance"), "one Redis: no instance families");
+    }
+
+    #[test]
+    fn several_instances_have_a_sample_each() {
+        let mut total = status("race", false);
+        total.instances = vec![status("race", true), status("race", false)];
+        total.instances[0].address = Some("127.0.0.1:7001".into());
+        total.instances[1].address = Some("127.0.0.1:7002".into());
+        assert_eq!(total.state(), "degraded");
+        let mut out = Exposition::default();
+        render_prometheus(&[total], &mut out);
+        let out = out.finish();
+        assert!(out.contains(
+            "switchboard_backplane_instance_up{system=\"race\",redis=\"127.0.0.1:7001\"} 1\n"
+        ));
+        assert!(out.contains(
+            "switchboard_backplane_instance_up{system=\"race\",redis=\"127.0.0.1:7002\"} 0\n"
+        ));
     }
 }

@@ -13,6 +13,8 @@
 //! - [`Interest`]: the rooms a node has local members in; [`Gaps`]: sequence checks per origin.
 //! - [`Backoff`]: reconnect delays with jitter.
 //! - [`Status`]: counters and connection states for `/health` and `/metrics`.
+//! - [`Sharded`] and [`shard`]: one machine per Redis instance when a cluster spreads its
+//!   streams over several, and which instance carries each stream.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
@@ -20,6 +22,8 @@ pub mod backoff;
 mod interest;
 mod machine;
 mod node;
+pub mod shard;
+mod sharded;
 mod status;
 pub mod wire;
 
@@ -31,4 +35,6 @@ pub use machine::{
     MAX_UNSENT_MEMBERS, MAX_WAITING, RECONCILE_EVERY, SUBSCRIBE_CHUNK,
 };
 pub use node::{random_u64, NodeId};
+pub use shard::{Instances, InstancesError, MAX_INSTANCES};
+pub use sharded::Sharded;
 pub use status::Status;

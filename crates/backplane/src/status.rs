@@ -38,6 +38,12 @@ pub struct Status {
     pub nodes: u64,
     /// The last Redis error, if any.
     pub last_error: Option<String>,
+    /// The Redis instance (`host:port`) of one instance's status inside
+    /// [`Status::instances`]; `None` otherwise.
+    pub address: Option<String>,
+    /// With several Redis instances, each one's own status, in the order configured (empty
+    /// with one: the status is that instance's).
+    pub instances: Vec<Status>,
 }
 
 impl Status {
@@ -60,6 +66,8 @@ impl Status {
             room_subscriptions: 0,
             nodes: 0,
             last_error: None,
+            address: None,
+            instances: Vec::new(),
         }
     }
 
@@ -69,10 +77,13 @@ impl Status {
         self.last_error = Some(format!("{what}: {error}"));
     }
 
-    /// `"up"` or `"down"`.
+    /// `"up"` (every connection up), `"down"`, or with several Redis instances `"degraded"`
+    /// (some instance is up and some is not).
     pub fn state(&self) -> &'static str {
         if self.connected {
             "up"
+        } else if self.instances.iter().any(|s| s.connected) {
+            "degraded"
         } else {
             "down"
         }
@@ -81,7 +92,17 @@ impl Status {
     /// A JSON object for a `/health` response, e.g.
     /// `{"state":"up","node":"…","published":3,…,"last_error":null}`.
     pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
+        let mut v = self.fields();
+        if !self.instances.is_empty() {
+            let each: Vec<serde_json::Value> = self.instances.iter().map(Status::fields).collect();
+            v["instances"] = serde_json::Value::Array(each);
+        }
+        v
+    }
+
+    /// This status's own fields (an instance's carry its `address`).
+    fn fields(&self) -> serde_json::Value {
+        let mut v = serde_json::json!({
             "state": self.state(),
             "node": self.node_id.to_string(),
             "publisher": self.publisher_connected,
@@ -97,6 +118,10 @@ impl Status {
             "room_subscriptions": self.room_subscriptions,
             "nodes": self.nodes,
             "last_error": self.last_error,
-        })
+        });
+        if let Some(address) = &self.address {
+            v["address"] = serde_json::Value::from(address.as_str());
+        }
+        v
     }
 }

@@ -25,6 +25,8 @@ pub struct Client {
     authority: String,
     stream: Option<TcpStream>,
     buf: Vec<u8>,
+    /// Header lines sent with every request (`Name: value\r\n` each).
+    extra: String,
 }
 
 impl Client {
@@ -34,7 +36,14 @@ impl Client {
             authority,
             stream: None,
             buf: Vec::with_capacity(4096),
+            extra: String::new(),
         }
+    }
+
+    /// Send this header with every request too (e.g. an API key).
+    pub fn with_header(mut self, name: &str, value: &str) -> Self {
+        self.extra.push_str(&format!("{name}: {value}\r\n"));
+        self
     }
 
     /// `POST path` with a JSON body; the response's status. Reconnects once if the kept-alive
@@ -58,8 +67,9 @@ impl Client {
         }
         let request = format!(
             "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\n\r\n{body}",
+             {}Content-Length: {}\r\n\r\n{body}",
             self.authority,
+            self.extra,
             body.len()
         );
         let result = self.exchange(request.as_bytes()).await;

@@ -15,6 +15,7 @@
 //!
 //! Output is human-readable, or one JSON object per run with `--json` (for `bench/compare.sh`).
 
+mod across;
 mod conn;
 mod floor;
 mod hist;
@@ -57,6 +58,8 @@ enum Command {
     Idle(IdleArgs),
     /// Backends post events over HTTP, every client receives each: server CPU per delivery.
     PublishAll(PublishAllArgs),
+    /// Updates posted to one cluster node, followed on another, over many streams.
+    Across(across::AcrossArgs),
 }
 
 /// How `publish-all` publishes and how its clients listen.
@@ -253,6 +256,9 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Fanout(a) => run::fanout(a).await.map(|r| r.render(&cli.label, cli.json)),
             Command::Idle(a) => run::idle(a).await.map(|r| r.render(&cli.label, cli.json)),
+            Command::Across(a) => across::across(a)
+                .await
+                .map(|r| r.render(&cli.label, cli.json)),
             Command::PublishAll(a) => publish_all::publish_all(a)
                 .await
                 .map(|r| r.render(&cli.label, cli.json)),

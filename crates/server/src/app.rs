@@ -72,8 +72,9 @@ impl Running {
 /// How a process joins a cluster.
 #[derive(Debug, Clone, Copy)]
 pub struct Cluster<'a> {
-    /// The Redis every node shares.
-    pub redis_url: &'a str,
+    /// The Redis every node shares, or several: each stream lives on one of them (the same list,
+    /// in the same order, on every node).
+    pub redis_urls: &'a [String],
     /// Receive every room's channel (`--backplane-rooms every`), not only the joined ones.
     pub every_room: bool,
 }
@@ -174,7 +175,7 @@ async fn start_one(
     cluster: Option<Cluster<'_>>,
     node: NodeId,
 ) -> io::Result<Running> {
-    let redis_url = cluster.map(|c| c.redis_url);
+    let redis_url = cluster.map(|c| c.redis_urls);
     let listener = TcpListener::bind(run.addr).await?;
     let spec = run.spec;
     // On a cluster the history is Redis's, shared by every node (see docs/cluster.md).
@@ -215,13 +216,14 @@ async fn start_one(
         Transport::Tokio => switchboard_tokio::serve(process, listener, system.clone())?,
     };
     let backplane = match (redis_url, inbound) {
-        (Some(url), Some(rx)) => {
+        (Some(urls), Some(rx)) => {
+            let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
             let hub = system.hub().clone();
             let options = Options {
                 history: keys,
                 every_room: cluster.is_some_and(|c| c.every_room),
             };
-            let backplane = Backplane::spawn_with(url, node, spec.name, hub, rx, options)
+            let backplane = Backplane::spawn_sharded(&urls, node, spec.name, hub, rx, options)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
             let status = backplane.status_handle();
             let for_metrics = status.clone();

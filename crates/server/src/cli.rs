@@ -251,8 +251,10 @@ pub struct Cli {
         default_value = "hyper"
     )]
     pub transport: Transport,
-    /// Redis URL for running several nodes as one cluster (e.g. redis://127.0.0.1:6379).
-    /// Without it the hub runs as a single in-memory node.
+    /// Redis URL for running several nodes as one cluster (e.g. redis://127.0.0.1:6379), or a
+    /// comma-separated list of up to 16 to spread the streams over several Redis instances
+    /// (every node must be given the same list, in the same order). Without it the hub runs as
+    /// a single in-memory node.
     #[arg(long, env = "SWITCHBOARD_REDIS_URL")]
     pub redis_url: Option<String>,
     /// With --redis-url: which room channels each node receives (see docs/cluster.md).
@@ -582,6 +584,26 @@ fn resolve(cli: &Cli, m: &ArgMatches) -> Result<Vec<SystemRun>, String> {
     Ok(runs)
 }
 
+/// The Redis URLs of `--redis-url`: one, or several separated by commas (spaces around each
+/// are ignored). An empty entry, or more than [`switchboard_backplane_redis::MAX_INSTANCES`], is
+/// refused with a message saying so.
+pub fn redis_urls(value: &str) -> Result<Vec<String>, String> {
+    let urls: Vec<String> = value.split(',').map(|u| u.trim().to_string()).collect();
+    if urls.iter().any(String::is_empty) {
+        return Err(format!(
+            "--redis-url: an empty URL in the list {value:?} (separate URLs with single commas)"
+        ));
+    }
+    let max = switchboard_backplane_redis::MAX_INSTANCES;
+    if urls.len() > max {
+        return Err(format!(
+            "--redis-url: {} Redis URLs given; at most {max} are supported",
+            urls.len()
+        ));
+    }
+    Ok(urls)
+}
+
 /// What is risky or silently off in this configuration, one sentence each, for the startup
 /// summary.
 pub fn warnings(cli: &Cli, runs: &[SystemRun]) -> Vec<String> {
@@ -745,6 +767,22 @@ impl Termination {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redis_url_takes_a_list_of_up_to_sixteen() {
+        assert_eq!(redis_urls("redis://a:1").unwrap(), ["redis://a:1"]);
+        assert_eq!(
+            redis_urls("redis://a:1, redis://b:2,redis://c:3").unwrap(),
+            ["redis://a:1", "redis://b:2", "redis://c:3"]
+        );
+        assert!(redis_urls("redis://a:1,,redis://b:2")
+            .unwrap_err()
+            .contains("empty URL"));
+        let many: Vec<String> = (0..17).map(|i| format!("redis://h:{i}")).collect();
+        assert!(redis_urls(&many[..16].join(",")).is_ok());
+        let e = redis_urls(&many.join(",")).unwrap_err();
+        assert!(e.contains("17 Redis URLs given; at most 16"), "{e}");
+    }
 
     #[test]
     fn defaults_run_every_system_on_its_seed_port() {

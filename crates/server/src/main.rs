@@ -59,9 +59,13 @@ async fn main() -> ExitCode {
     cli::init_tracing(&cli);
     let mut termination = cli::Termination::catch();
     cli::log_summary(&cli, &runs);
-    let redis_url = cli.redis_url.as_deref();
-    if let Some(url) = redis_url {
-        tracing::info!(redis = %redacted(url), "joining the cluster through Redis");
+    let redis_urls = match cli.redis_url.as_deref().map(cli::redis_urls).transpose() {
+        Ok(urls) => urls,
+        Err(e) => return fail(&e),
+    };
+    if let Some(urls) = &redis_urls {
+        let shown: Vec<String> = urls.iter().map(|u| redacted(u)).collect();
+        tracing::info!(redis = %shown.join(","), instances = urls.len(), "joining the cluster through Redis");
     }
     // Bound before any system starts: an admin address given but taken stops the process here.
     let bound = match cli.admin.plan() {
@@ -104,8 +108,8 @@ async fn main() -> ExitCode {
             .metrics
             .register_section(move |out| render_reloads(out, tls.reloads()))
     });
-    let cluster = redis_url.map(|redis_url| app::Cluster {
-        redis_url,
+    let cluster = redis_urls.as_deref().map(|redis_urls| app::Cluster {
+        redis_urls,
         every_room: cli.backplane_rooms == cli::BackplaneRooms::Every,
     });
     let running = match app::start(&process, cli.transport, runs, cli.hub.config(), cluster).await {

@@ -237,6 +237,10 @@
           `published ${int(bp.published)}, received ${int(bp.received)}, missed ${int(bp.missed)}`,
           `dropped while down ${int(bp.dropped_while_down)}, dropped inbound ${int(bp.dropped_inbound)}`,
           `reconnects ${int(bp.reconnects)}, errors ${int(bp.errors)}${bp.last_error ? ` (last: ${bp.last_error})` : ''}`,
+          // Several Redis instances: one line each, in the configured order.
+          ...(bp.instances || []).map((i) =>
+            `redis ${i.address}: ${i.state}, published ${int(i.published)}, received ${int(i.received)}, ` +
+            `dropped while down ${int(i.dropped_while_down)}, errors ${int(i.errors)}${i.last_error ? ` (last: ${i.last_error})` : ''}`),
         ]
       : [];
     list(card.querySelector('[data-list="backplane"]'), backplane, 'Single node: no backplane.');

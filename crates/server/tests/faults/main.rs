@@ -14,6 +14,7 @@ mod http;
 mod processes;
 
 mod failover;
+mod shards;
 mod state;
 
 use tokio::sync::{Mutex, MutexGuard};
