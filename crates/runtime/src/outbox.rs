@@ -14,7 +14,7 @@
 //!
 //! Over TLS the same holds with "the socket" read as "rustls and the socket": a write hands the
 //! frames to rustls, which encrypts them and puts on the socket what it takes now; records left
-//! in rustls' buffer keep the flusher running until they are out ([`WriteHalf::try_flush`]).
+//! in rustls' buffer keep the flusher running until they are out ([`Shared::try_flush`]).
 //!
 //! A server-sent-event stream ([`Framing::Sse`], [`Framing::SseV2`]) goes through the same
 //! outbox: each hub frame is written as an event (`data: `, the frame, `\n\n`, in the same
@@ -44,7 +44,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
 use crate::event_id::EventIds;
 use crate::pacing::{Pace, Pacing};
-use crate::stream::{ReadHalf, Stream, WriteHalf};
+use crate::stream::{Shared, Stream};
 
 /// Where a flusher reports the hub bytes it put on the socket (the hub task's command queue).
 pub trait FlushSink: Send + Sync + std::fmt::Debug + 'static {
@@ -317,7 +317,7 @@ pub enum Corked {
 /// (while there is a backlog) a flusher task.
 pub struct Outbox {
     framing: Framing,
-    socket: OnceLock<WriteHalf>,
+    socket: OnceLock<Shared>,
     sink: Arc<dyn FlushSink>,
     state: Mutex<State>,
     /// The connection task, woken when the hub closed the connection or the socket failed,
@@ -359,12 +359,12 @@ impl Outbox {
         })
     }
 
-    /// Split `stream` into its read half and an outbox writing to its write half.
-    pub fn split(stream: impl Into<Stream>, sink: Arc<dyn FlushSink>) -> (ReadHalf, Arc<Outbox>) {
-        let (read, write) = stream.into().into_split();
+    /// An outbox writing to `stream` (which its connection task reads through
+    /// [`Outbox::poll_read`]).
+    pub fn over(stream: impl Into<Stream>, sink: Arc<dyn FlushSink>) -> Arc<Outbox> {
         let out = Outbox::new(sink);
-        out.connect(write);
-        (read, out)
+        out.connect(stream.into());
+        out
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -372,12 +372,30 @@ impl Outbox {
     }
 
     /// Give the outbox its socket and start writing what was queued meanwhile.
-    pub fn connect(self: &Arc<Self>, socket: WriteHalf) {
+    pub fn connect(self: &Arc<Self>, stream: Stream) {
         let mut st = self.lock();
-        if self.socket.set(socket).is_ok() && !st.queue.is_empty() && !st.flushing {
+        if self.socket.set(stream.into()).is_ok() && !st.queue.is_empty() && !st.flushing {
             st.flushing = true;
             tokio::spawn(flush(self.clone()));
         }
+    }
+
+    /// Read from the socket into `buf` (as [`tokio::io::AsyncRead::poll_read`]: nothing added
+    /// means the end of the stream). Only the connection task reads; before [`Outbox::connect`]
+    /// there is nothing to read from.
+    pub fn poll_read(
+        self: &Arc<Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let Some(socket) = self.socket.get() else {
+            return Poll::Ready(Err(io::ErrorKind::NotConnected.into()));
+        };
+        let polled = socket.poll_read(cx, buf);
+        if socket.wants_flush() {
+            self.kick(); // A TLS read may leave records to send (an alert, a key update).
+        }
+        polled
     }
 
     /// Make sure a flusher runs, for records the socket's read side left to send (a TLS alert
@@ -544,7 +562,7 @@ impl Outbox {
     }
 
     /// End the written stream once everything is drained (an event stream's end): see
-    /// [`WriteHalf::shutdown`].
+    /// [`Shared::shutdown`].
     pub async fn shutdown(&self) {
         if let Some(socket) = self.socket.get() {
             let _ = socket.shutdown().await;

@@ -23,13 +23,12 @@ use std::time::Duration;
 use futures_util::future::Either;
 use switchboard_hub::{CloseCode, Config, Text};
 use switchboard_ws::{Limits, Message};
-use tokio::io::{AsyncRead, ReadBuf};
+use tokio::io::ReadBuf;
 
 use crate::admission::Ticket;
 use crate::hub_task::Opened;
 use crate::logging::{Clip, CONNECTIONS};
 use crate::outbox::Outbox;
-use crate::stream::ReadHalf;
 use crate::system::System;
 
 /// How long a close handshake may take before the socket is dropped.
@@ -60,7 +59,7 @@ pub fn limits(config: &Config) -> Limits {
 /// decoded but not handed over yet, and the outbox its writes go through.
 #[derive(Debug)]
 pub struct Socket {
-    read: ReadHalf,
+    /// Its outbox, whose socket it reads too.
     out: Arc<Outbox>,
     frames: switchboard_ws::Reader,
     /// Decoded from one read, handed to the hub one at a time as pacing allows. Boxed, and
@@ -87,11 +86,10 @@ enum Read {
 }
 
 impl Socket {
-    /// The socket of an upgraded connection: `read`, writing through `out`, with `leftover` (what
-    /// the client sent after its request head) read first.
-    pub fn new(read: ReadHalf, out: Arc<Outbox>, leftover: &[u8], limits: Limits) -> Socket {
+    /// The socket of an upgraded connection: reading and writing through `out` (connected),
+    /// with `leftover` (what the client sent after its request head) read first.
+    pub fn new(out: Arc<Outbox>, leftover: &[u8], limits: Limits) -> Socket {
         let mut socket = Socket {
-            read,
             out,
             frames: switchboard_ws::Reader::new(limits),
             queue: None,
@@ -138,19 +136,10 @@ impl Socket {
 
     /// Read once and decode what came; `false` at the end of the stream.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
-        let Socket {
-            read,
-            out,
-            frames,
-            queue,
-        } = self;
+        let Socket { out, frames, queue } = self;
         SCRATCH.with_borrow_mut(|scratch| {
             let mut buf = ReadBuf::new(scratch);
-            let polled = Pin::new(&mut *read).poll_read(cx, &mut buf);
-            if read.wants_flush() {
-                out.kick(); // A TLS read may leave records to send (a key update).
-            }
-            ready!(polled)?;
+            ready!(out.poll_read(cx, &mut buf))?;
             let input = buf.filled();
             if input.is_empty() {
                 return Poll::Ready(Ok(false));

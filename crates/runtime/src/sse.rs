@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use switchboard_hub::{Dialect, OpenInfo};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::tungstenite::http::{header, HeaderMap, Method};
 
 use crate::event_id::{self, MAX_LAST_EVENT_ID_BYTES};
@@ -34,7 +34,7 @@ use crate::hub_task::{Link, Opened};
 use crate::logging::{Clip, CONNECTIONS, REFUSALS};
 use crate::outbox::{Framing, Outbox};
 use crate::reader::CLOSE_GRACE;
-use crate::stream::{ReadHalf, Stream};
+use crate::stream::Stream;
 use crate::system::System;
 use crate::upgrade::RequestHead;
 
@@ -288,8 +288,7 @@ pub async fn run(system: &System, mut stream: Stream, accepted: Accepted, peer: 
         let _ = hub.closed(handle).await;
         return;
     }
-    let (mut read, write) = stream.into_split();
-    out.connect(write);
+    out.connect(stream);
     for message in setup {
         let text = match opened.dialect {
             Dialect::V1 => message.clone(),
@@ -303,7 +302,7 @@ pub async fn run(system: &System, mut stream: Stream, accepted: Accepted, peer: 
     if CONNECTIONS.allow() {
         tracing::info!(system = system.name(), client = %Clip(&opened.client_id), %peer, "event stream connected");
     }
-    let end = watch(&mut read, out).await;
+    let end = watch(out).await;
     let (by, reason) = match (&end, out.closed_with()) {
         (End::Server, Some((code, reason))) => ("server", format!("{} {reason}", code.0)),
         _ => ("client", "connection lost".to_string()),
@@ -331,13 +330,17 @@ pub async fn run(system: &System, mut stream: Stream, accepted: Accepted, peer: 
 }
 
 /// Read and discard what the client sends until it goes away or the outbox ends.
-async fn watch(read: &mut ReadHalf, out: &Arc<Outbox>) -> End {
+async fn watch(out: &Arc<Outbox>) -> End {
     let mut discard = [0; 512];
     loop {
+        let read = std::future::poll_fn(|cx| {
+            let mut buf = tokio::io::ReadBuf::new(&mut discard);
+            out.poll_read(cx, &mut buf).map_ok(|()| buf.filled().len())
+        });
         let got = tokio::select! {
             biased;
             _ = out.ended() => None,
-            got = read.read(&mut discard) => Some(got),
+            got = read => Some(got),
         };
         match got {
             None if out.is_ended() => {
@@ -348,8 +351,6 @@ async fn watch(read: &mut ReadHalf, out: &Arc<Outbox>) -> End {
             }
             None => {}
             Some(Ok(0) | Err(_)) => return End::Client,
-            // A TLS read may leave an alert or key update to send.
-            Some(Ok(_)) if read.wants_flush() => out.kick(),
             Some(Ok(_)) => {}
         }
     }

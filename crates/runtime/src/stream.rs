@@ -1,14 +1,17 @@
 //! A connection's byte stream, plain TCP or TLS over it, in the two shapes the runtime uses it:
-//! whole ([`Stream`], what a transport reads its requests from and answers on) and split
-//! ([`ReadHalf`] for the connection's task, [`WriteHalf`] for its outbox).
+//! owned by one task ([`Stream`], what a transport reads its requests from and answers on), and
+//! shared ([`Shared`]: its outbox writes it from any task, its connection task reads it).
 //!
 //! The outbox writes a connection's frames from whichever task produces them with one
 //! non-blocking `writev`, and waits for the socket only when it would block
-//! ([`crate::outbox`]). A TLS connection offers the same: [`WriteHalf::try_write_vectored`]
+//! ([`crate::outbox`]). A TLS connection offers the same: [`Shared::try_write_vectored`]
 //! encrypts into rustls' buffer and puts on the socket what it takes now; what it does not take
-//! stays in rustls' buffer (bounded by its buffer limit) until [`WriteHalf::try_flush`]. Both
-//! halves share one [`rustls::ServerConnection`] behind a mutex, held only while bytes are
+//! stays in rustls' buffer (bounded by its buffer limit) until [`Shared::try_flush`]. Reads and
+//! writes share one [`rustls::ServerConnection`] behind a mutex, held only while bytes are
 //! copied and encrypted or decrypted, never across an `await`.
+//!
+//! A plain socket is not split into halves: tokio's halves share the socket through an `Arc`
+//! (an allocation per connection), while a [`Shared`] is read and written through `&self`.
 
 use std::io::{self, IoSlice, Read, Write};
 use std::pin::Pin;
@@ -18,7 +21,6 @@ use std::task::{ready, Context, Poll};
 
 use rustls::ServerConnection;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
 /// A connection's byte stream: plain TCP, or TLS once its handshake is done.
@@ -43,17 +45,6 @@ impl Stream {
     /// Whether it is TLS.
     pub fn is_tls(&self) -> bool {
         matches!(self, Stream::Tls(_))
-    }
-
-    /// Its two halves: the one a connection's task reads, the one its outbox writes.
-    pub fn into_split(self) -> (ReadHalf, WriteHalf) {
-        match self {
-            Stream::Plain(tcp) => {
-                let (read, write) = tcp.into_split();
-                (ReadHalf::Plain(read), WriteHalf::Plain(write))
-            }
-            Stream::Tls(tls) => (ReadHalf::Tls(tls.clone()), WriteHalf::Tls(tls)),
-        }
     }
 }
 
@@ -274,55 +265,61 @@ impl AsyncWrite for Stream {
     }
 }
 
-/// The half of a connection its task reads.
+/// A connection's stream as its outbox holds it: non-blocking writes from any task, reads by
+/// the connection's task, all through `&self`.
 #[derive(Debug)]
-pub enum ReadHalf {
+pub enum Shared {
     /// Plain TCP.
-    Plain(OwnedReadHalf),
-    /// TLS: reads decrypt, under the state shared with the write half.
+    Plain(TcpStream),
+    /// TLS: writes encrypt and reads decrypt, under the state they share.
     Tls(Arc<TlsSocket>),
 }
 
-impl ReadHalf {
-    /// Whether a read left records for the write half to send (a TLS alert or key update).
+impl From<Stream> for Shared {
+    fn from(stream: Stream) -> Self {
+        match stream {
+            Stream::Plain(tcp) => Shared::Plain(tcp),
+            Stream::Tls(tls) => Shared::Tls(tls),
+        }
+    }
+}
+
+impl Shared {
+    /// Read what is there into `buf`, or wait for the socket to be readable (as
+    /// [`AsyncRead::poll_read`]: nothing added means the end of the stream). Only one task may
+    /// read.
+    pub fn poll_read(&self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Shared::Plain(tcp) => loop {
+                ready!(tcp.poll_read_ready(cx))?;
+                match tcp.try_read(buf.initialize_unfilled()) {
+                    Ok(n) => {
+                        buf.advance(n);
+                        return Poll::Ready(Ok(()));
+                    }
+                    Err(e) if would_block(&e) => {}
+                    Err(e) => return Poll::Ready(Err(e)),
+                }
+            },
+            Shared::Tls(tls) => tls.poll_read(cx, buf),
+        }
+    }
+
+    /// Whether a read left records to send (a TLS alert or key update).
     pub fn wants_flush(&self) -> bool {
         match self {
-            ReadHalf::Plain(_) => false,
-            ReadHalf::Tls(tls) => tls.wants_flush(),
+            Shared::Plain(_) => false,
+            Shared::Tls(tls) => tls.wants_flush(),
         }
     }
-}
 
-impl AsyncRead for ReadHalf {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match &mut *self {
-            ReadHalf::Plain(read) => Pin::new(read).poll_read(cx, buf),
-            ReadHalf::Tls(tls) => tls.poll_read(cx, buf),
-        }
-    }
-}
-
-/// The half of a connection its outbox writes: non-blocking writes from any task.
-#[derive(Debug)]
-pub enum WriteHalf {
-    /// Plain TCP.
-    Plain(OwnedWriteHalf),
-    /// TLS: writes encrypt, under the state shared with the read half.
-    Tls(Arc<TlsSocket>),
-}
-
-impl WriteHalf {
     /// Write what the socket takes now of `bufs` (for TLS: what rustls takes, encrypted, as
-    /// much of it on the socket as it takes; the rest waits for [`WriteHalf::try_flush`]).
+    /// much of it on the socket as it takes; the rest waits for [`Shared::try_flush`]).
     /// `WouldBlock` when nothing was taken.
     pub fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         match self {
-            WriteHalf::Plain(write) => write.try_write_vectored(bufs),
-            WriteHalf::Tls(tls) => tls.try_write_vectored(bufs),
+            Shared::Plain(tcp) => tcp.try_write_vectored(bufs),
+            Shared::Tls(tls) => tls.try_write_vectored(bufs),
         }
     }
 
@@ -330,25 +327,25 @@ impl WriteHalf {
     /// (always, for plain TCP), `Ok(false)` when the socket would block first.
     pub fn try_flush(&self) -> io::Result<bool> {
         match self {
-            WriteHalf::Plain(_) => Ok(true),
-            WriteHalf::Tls(tls) => tls.try_flush(),
+            Shared::Plain(_) => Ok(true),
+            Shared::Tls(tls) => tls.try_flush(),
         }
     }
 
     /// End what is written: over TLS, send `close_notify` and flush it (a plain socket sends
-    /// its FIN when the half is dropped).
+    /// its FIN when it is closed).
     pub async fn shutdown(&self) -> io::Result<()> {
         match self {
-            WriteHalf::Plain(_) => Ok(()),
-            WriteHalf::Tls(tls) => std::future::poll_fn(|cx| tls.poll_shutdown(cx)).await,
+            Shared::Plain(_) => Ok(()),
+            Shared::Tls(tls) => std::future::poll_fn(|cx| tls.poll_shutdown(cx)).await,
         }
     }
 
     /// Wait until the socket may take more.
     pub async fn writable(&self) -> io::Result<()> {
         match self {
-            WriteHalf::Plain(write) => write.writable().await,
-            WriteHalf::Tls(tls) => tls.tcp.writable().await,
+            Shared::Plain(tcp) => tcp.writable().await,
+            Shared::Tls(tls) => tls.tcp.writable().await,
         }
     }
 }

@@ -206,9 +206,8 @@ pub async fn socket(
         Decision::CloseAfterUpgrade(code, reason) => (system.outbox(), Err((code, reason))),
         Decision::Refuse { .. } => return None,
     };
-    let (read, write) = stream.into_split();
-    out.connect(write);
-    let mut ws = reader::Socket::new(read, out, &leftover, reader::limits(&system.config));
+    out.connect(stream);
+    let mut ws = reader::Socket::new(out, &leftover, reader::limits(&system.config));
     match accepted {
         Ok(accepted) => Some((ws, accepted)),
         Err((code, reason)) => {

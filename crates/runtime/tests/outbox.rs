@@ -10,7 +10,6 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use switchboard_hub::{CloseCode, Text};
 use switchboard_runtime::outbox::{Corked, FlushSink, Outbox};
-use switchboard_runtime::stream::ReadHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
 use tokio_tungstenite::tungstenite::Message;
@@ -44,7 +43,7 @@ fn send(out: &Arc<Outbox>, payload: Text) -> Sent {
 }
 
 /// A server-side outbox and the WebSocket client at the other end of its socket.
-async fn pair() -> (std::sync::Arc<Outbox>, ReadHalf, Client) {
+async fn pair() -> (std::sync::Arc<Outbox>, Client) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let client = tokio::spawn(async move {
@@ -58,8 +57,8 @@ async fn pair() -> (std::sync::Arc<Outbox>, ReadHalf, Client) {
     });
     let (mut tcp, _) = listener.accept().await.unwrap();
     support::accept_upgrade(&mut tcp).await;
-    let (server, out) = Outbox::split(tcp, hub());
-    (out, server, client.await.unwrap())
+    let out = Outbox::over(tcp, hub());
+    (out, client.await.unwrap())
 }
 
 /// Write frames until the socket pushes back, without the client reading; returns how many
@@ -87,7 +86,7 @@ fn fill(out: &std::sync::Arc<Outbox>, size: usize, max: usize) -> (usize, usize)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backlog_drains_in_order_once_the_peer_reads() {
-    let (out, _server, mut client) = pair().await;
+    let (out, mut client) = pair().await;
     let size = 16 * 1024 + 7; // odd-sized, so writes end mid-frame
     let (sent, direct) = fill(&out, size, 100_000);
     assert!(direct > 0, "an idle socket takes frames directly");
@@ -110,7 +109,7 @@ async fn expect_numbered_from(client: &mut Client, i: usize, size: usize) {
 
 #[tokio::test]
 async fn close_goes_after_the_backlog_and_nothing_after_it() {
-    let (out, _server, mut client) = pair().await;
+    let (out, mut client) = pair().await;
     let size = 8 * 1024;
     let (sent, _) = fill(&out, size, 100_000);
     out.close(CloseCode(4008), "too slow");
@@ -128,11 +127,10 @@ async fn close_goes_after_the_backlog_and_nothing_after_it() {
 
 #[tokio::test]
 async fn an_abandoned_outbox_stops_its_flusher_and_frees_the_socket() {
-    let (out, server, mut client) = pair().await;
+    let (out, mut client) = pair().await;
     let (_, _) = fill(&out, 8 * 1024, 100_000);
     out.abandon();
     assert_eq!(send(&out, numbered(0, 10)), Sent::Dropped);
-    drop(server);
     drop(out);
     // The flusher let go of its socket: the client reads what was sent, then the end.
     let ended = tokio::time::timeout(Duration::from_secs(20), async {
@@ -152,7 +150,7 @@ async fn raw_writes_to_a_peer_that_does_not_read_are_bounded() {
         .await
         .unwrap();
     let (tcp, _) = listener.accept().await.unwrap();
-    let (_read, out) = Outbox::split(tcp, hub());
+    let out = Outbox::over(tcp, hub());
     // Pongs for a peer that floods pings and never reads: the kernel's buffers fill, then at
     // most RAW_LIMIT more is queued before the connection is told to end.
     let pong = bytes::Bytes::from(vec![0x8a_u8; 125]);
@@ -204,9 +202,8 @@ async fn event_stream_framing_on_the_wire() {
             .await
             .unwrap();
         let (tcp, _) = listener.accept().await.unwrap();
-        let (_read, write) = switchboard_runtime::Stream::from(tcp).into_split();
         let out = Outbox::framed(hub(), framing);
-        out.connect(write);
+        out.connect(tcp.into());
         let mut counted = 0;
         for frame in &frames {
             counted += frame.len();
@@ -221,7 +218,6 @@ async fn event_stream_framing_on_the_wire() {
         out.close(CloseCode::SLOW_CONSUMER, "slow\nconsumer");
         out.drained().await;
         drop(out);
-        drop(_read);
         let mut got = Vec::new();
         tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut got))
             .await

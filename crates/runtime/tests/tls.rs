@@ -169,10 +169,9 @@ fn every_bad_file_is_named() {
 }
 
 type Client = tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<TcpStream>>;
-type Server = switchboard_runtime::stream::ReadHalf;
 
 /// A server-side outbox over TLS and the `wss://` client at the other end.
-async fn tls_pair(dir: &TempDir) -> (Arc<Outbox>, Server, Client) {
+async fn tls_pair(dir: &TempDir) -> (Arc<Outbox>, Client) {
     let ca = ca();
     let (cert, key) = leaf(&ca);
     let chain = write(dir, "chain.pem", cert.pem());
@@ -207,8 +206,8 @@ async fn tls_pair(dir: &TempDir) -> (Arc<Outbox>, Server, Client) {
     assert_eq!(handshakes.completed(), 1);
     let mut stream = stream;
     support::accept_upgrade(&mut stream).await;
-    let (server, out) = Outbox::split(stream, Arc::new(NoHub));
-    (out, server, client.await.unwrap())
+    let out = Outbox::over(stream, Arc::new(NoHub));
+    (out, client.await.unwrap())
 }
 
 /// Hand a frame over as the hub task does; whether it was written at once.
@@ -223,7 +222,7 @@ fn send(out: &Arc<Outbox>, payload: Text) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls_backlog_drains_in_order_once_the_peer_reads() {
     let dir = tempfile::tempdir().unwrap();
-    let (out, _server, mut client) = tls_pair(&dir).await;
+    let (out, mut client) = tls_pair(&dir).await;
     // A few frames while the client keeps up: written at once.
     for i in 0..3 {
         assert!(
