@@ -50,6 +50,10 @@ pub struct HoldArgs {
     /// Seconds after the sockets are open to give up waiting for publications.
     #[arg(long, default_value_t = 300.0)]
     pub deadline: f64,
+    /// Seconds to stay after the last publication, sockets open (so that a last reading of this
+    /// process and of the servers still finds them).
+    #[arg(long, default_value_t = 0.0)]
+    pub linger: f64,
 }
 
 /// The receipts of one publication so far.
@@ -219,6 +223,7 @@ pub async fn hold(a: HoldArgs, label: &str) -> Result<String, String> {
             reported += 1;
         }
     }
+    tokio::time::sleep(secs(a.linger)).await;
     Ok(format!(
         "{{\"event\":\"done\",\"label\":{},\"publications\":{reported},\"wanted\":{},\"lost\":{lost},\
          \"unexpected\":{},\"closed\":{},\"timed_out\":{}}}",
@@ -327,6 +332,7 @@ mod tests {
             publications: 2,
             complete_timeout: 10.0,
             deadline: 30.0,
+            linger: 0.0,
         };
         let done = hold(a, "n0").await.unwrap();
         assert_eq!(
