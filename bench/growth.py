@@ -1,0 +1,147 @@
+#!/usr/bin/env python3
+"""The cost-growth table and plot (bench/growth.sh). Standard library only; the SVG is written
+by hand. Usage: growth.py [--svg PATH] POINT_DIR...
+
+Each POINT_DIR is one bench/cluster.sh run (its summary.json). The table lists, per point, the
+nodes' CPU per delivery (a burst of posts to all, user and kernel apart), the nodes' RSS growth
+per connection, the kernel's Slab growth per connection (both ends of each connection), the full
+fan-out time of one publication, and the ratio of each to the first point (same run). The plot
+has two panels over the number of connections (log scale): CPU per delivery, and memory per
+connection.
+"""
+
+import json
+import math
+import sys
+
+
+def load(dirs):
+    points = []
+    for d in dirs:
+        s = json.load(open(f"{d}/summary.json"))
+        sing = sorted(x["last_ms"] for x in s["singles"] if x["last_ms"] is not None)
+        points.append({
+            "label": s["label"], "nodes": s["nodes"], "per_node": s["per_node"],
+            "connections": s["connections"], "cpu": s["burst"]["cpu_us_per_delivery"],
+            "user": s["burst"]["user_us_per_delivery"], "kernel": s["burst"]["kernel_us_per_delivery"],
+            "rss": s["rss_bytes_per_connection"], "slab": s["kernel_bytes_per_connection"]["slab"],
+            "fanout_ms": sing[len(sing) // 2] if sing else None, "hs": s["handshakes_per_sec"],
+            "lost": s["lost"], "load": s["loadavg"]["held"][0],
+            "deliveries": s["burst"]["deliveries"], "posts": s["burst"]["publications"],
+        })
+    return points
+
+
+def table(points):
+    first = points[0]
+    ratio = lambda p, k: p[k] / first[k] if first[k] else float("nan")
+    out = [
+        "| point | connections | server CPU-us per delivery (user + kernel) | vs first | "
+        "server RSS per connection, bytes | vs first | kernel Slab per connection, bytes (both ends) | "
+        "full fan-out, ms (median) | handshakes/s | lost | load avg |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for p in points:
+        where = "1 node" if p["nodes"] == 1 else f"{p['nodes']} nodes x {p['per_node']:,}"
+        fan = f"{p['fanout_ms']:.1f}" if p["fanout_ms"] is not None else "n/a"
+        out.append(
+            f"| {where} | {p['connections']:,} | {p['cpu']:.3f} ({p['user']:.3f} + {p['kernel']:.3f}) | "
+            f"{ratio(p, 'cpu'):.2f} | {p['rss']:,.0f} | {ratio(p, 'rss'):.2f} | {p['slab']:,.0f} | "
+            f"{fan} | {p['hs']:,.0f} | {p['lost']} | {p['load']} |")
+    out.append("")
+    out.append("CPU per delivery from each point's burst: " + "; ".join(
+        f"{p['label']}: {p['posts']} posts, {p['deliveries']:,} deliveries" for p in points) + ".")
+    return "\n".join(out)
+
+
+def nice_max(v):
+    """A round axis maximum at or above v."""
+    if v <= 0:
+        return 1.0
+    e = 10 ** math.floor(math.log10(v))
+    for m in (1, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10):
+        if m * e >= v:
+            return m * e
+    return 10 * e
+
+
+def svg(points, path):
+    W, H = 960, 420
+    panels = [
+        ("Server CPU per delivery (us)", [("total", "cpu", "#1f77b4"), ("user space", "user", "#2ca02c"),
+                                          ("kernel", "kernel", "#d62728")]),
+        ("Memory per connection (bytes)", [("server RSS (user space)", "rss", "#1f77b4"),
+                                           ("kernel Slab, both ends", "slab", "#ff7f0e")]),
+    ]
+    xs = [p["connections"] for p in points]
+    lo = 10 ** math.floor(math.log10(min(xs)) - 0.0001)
+    hi = 10 ** math.ceil(math.log10(max(xs)) + 0.0001)
+    singles = ", ".join(f"{p['connections']:,}" for p in points if p["nodes"] == 1)
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" '
+             f'viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">',
+             f'<rect width="{W}" height="{H}" fill="white"/>',
+             f'<text x="{W / 2}" y="22" text-anchor="middle" font-size="15">Cost growth: '
+             f'one node at {singles} connections, and the cluster</text>']
+    for n, (title, series) in enumerate(panels):
+        x0, y0, pw, ph = 70 + n * 480, 50, 370, 300
+        ymax = nice_max(max(p[k] for p in points for _, k, _ in series) * 1.1)
+        X = lambda v: x0 + (math.log10(v) - math.log10(lo)) / (math.log10(hi) - math.log10(lo)) * pw
+        Y = lambda v: y0 + ph - v / ymax * ph
+        parts.append(f'<text x="{x0 + pw / 2}" y="{y0 - 8}" text-anchor="middle" font-size="13">{title}</text>')
+        parts.append(f'<rect x="{x0}" y="{y0}" width="{pw}" height="{ph}" fill="none" stroke="#333"/>')
+        for i in range(5):
+            v = ymax * i / 4
+            parts.append(f'<line x1="{x0}" x2="{x0 + pw}" y1="{Y(v):.1f}" y2="{Y(v):.1f}" stroke="#ddd"/>')
+            label = f"{v:.2f}" if ymax < 10 else f"{v:,.0f}"
+            parts.append(f'<text x="{x0 - 6}" y="{Y(v) + 4:.1f}" text-anchor="end">{label}</text>')
+        decade = lo
+        while decade <= hi:
+            for m in range(1, 10):
+                v = decade * m
+                if lo <= v <= hi:
+                    major = m == 1
+                    parts.append(f'<line x1="{X(v):.1f}" x2="{X(v):.1f}" y1="{y0 + ph}" '
+                                 f'y2="{y0 + ph + (6 if major else 3)}" stroke="#333"/>')
+                    if major:
+                        parts.append(f'<line x1="{X(v):.1f}" x2="{X(v):.1f}" y1="{y0}" y2="{y0 + ph}" stroke="#eee"/>')
+                        parts.append(f'<text x="{X(v):.1f}" y="{y0 + ph + 20}" text-anchor="middle">{v:,.0f}</text>')
+            decade *= 10
+        parts.append(f'<text x="{x0 + pw / 2}" y="{y0 + ph + 40}" text-anchor="middle">'
+                     f'connections (log scale)</text>')
+        for j, (name, key, colour) in enumerate(series):
+            pts = " ".join(f"{X(p['connections']):.1f},{Y(p[key]):.1f}" for p in points)
+            parts.append(f'<polyline points="{pts}" fill="none" stroke="{colour}" stroke-width="2"/>')
+            for p in points:
+                px, py = X(p["connections"]), Y(p[key])
+                if p["nodes"] > 1:
+                    shape = f'<rect x="{px - 4:.1f}" y="{py - 4:.1f}" width="8" height="8" fill="{colour}"/>'
+                else:
+                    shape = f'<circle cx="{px:.1f}" cy="{py:.1f}" r="4" fill="{colour}"/>'
+                parts.append(shape)
+            ly = y0 + 14 + j * 16
+            parts.append(f'<line x1="{x0 + 10}" x2="{x0 + 30}" y1="{ly - 4}" y2="{ly - 4}" stroke="{colour}" stroke-width="2"/>')
+            parts.append(f'<text x="{x0 + 36}" y="{ly}">{name}</text>')
+        ly = y0 + 14 + len(series) * 16
+        parts.append(f'<circle cx="{x0 + 20}" cy="{ly - 4}" r="4" fill="#555"/>'
+                     f'<text x="{x0 + 36}" y="{ly}">one node</text>')
+        parts.append(f'<rect x="{x0 + 16}" y="{ly + 8}" width="8" height="8" fill="#555"/>'
+                     f'<text x="{x0 + 36}" y="{ly + 16}">cluster (all nodes together)</text>')
+    parts.append("</svg>")
+    with open(path, "w") as f:
+        f.write("\n".join(parts) + "\n")
+
+
+def main():
+    args = sys.argv[1:]
+    out = None
+    if args[:1] == ["--svg"]:
+        out, args = args[1], args[2:]
+    points = load(args)
+    print(table(points))
+    if out:
+        svg(points, out)
+        print(f"\nPlot: {out}")
+
+
+if __name__ == "__main__":
+    main()
