@@ -6,6 +6,8 @@
   cluster.py ready OUT K                exit 0 when all K hold-*.jsonl files have their ready line
   cluster.py published OUT K N          exit 0 when all K hold files reported N publications
   cluster.py report OUT                 print the run's table (markdown), write OUT/summary.json
+  cluster.py reference OUT DEST         copy the run to DEST for committing, each receipt list
+                                        left out (hold-*.jsonl keep their summaries)
 
 Memory per connection is the growth of each node's VmRSS between the "baseline" reading (nodes
 up, no clients) and the "held" one (every socket open, SETTLE seconds later), over the sockets it
@@ -264,6 +266,20 @@ def table(s):
     return "\n".join(lines)
 
 
+def reference(out, dest):
+    os.makedirs(dest, exist_ok=True)
+    for name in ("context.txt", "table.md", "summary.json", "config.json", "snapshots.jsonl",
+                 "posts.jsonl"):
+        if os.path.exists(f"{out}/{name}"):
+            with open(f"{out}/{name}") as src, open(f"{dest}/{name}", "w") as dst:
+                dst.write(src.read())
+    for i, lines in holds(out).items():
+        with open(f"{dest}/hold-{i}.jsonl", "w") as f:
+            for l in lines:
+                l.pop("delays_ns", None)
+                f.write(json.dumps(l) + "\n")
+
+
 def main():
     cmd = sys.argv[1]
     if cmd == "snapshot":
@@ -273,6 +289,8 @@ def main():
     elif cmd == "published":
         got = count(sys.argv[2], int(sys.argv[3]), "publication")
         sys.exit(0 if min(got) >= int(sys.argv[4]) else 1)
+    elif cmd == "reference":
+        reference(sys.argv[2], sys.argv[3])
     elif cmd == "report":
         s = report(sys.argv[2])
         sys.exit(0 if s["lost"] == 0 and s["failed"] == 0 else 2)

@@ -74,8 +74,7 @@ def svg(points, path):
                                            ("kernel Slab, both ends", "slab", "#ff7f0e")]),
     ]
     xs = [p["connections"] for p in points]
-    lo = 10 ** math.floor(math.log10(min(xs)) - 0.0001)
-    hi = 10 ** math.ceil(math.log10(max(xs)) + 0.0001)
+    lo, hi = min(xs) / 1.6, max(xs) * 1.6
     singles = ", ".join(f"{p['connections']:,}" for p in points if p["nodes"] == 1)
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" '
              f'viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">',
@@ -92,9 +91,9 @@ def svg(points, path):
         for i in range(5):
             v = ymax * i / 4
             parts.append(f'<line x1="{x0}" x2="{x0 + pw}" y1="{Y(v):.1f}" y2="{Y(v):.1f}" stroke="#ddd"/>')
-            label = f"{v:.2f}" if ymax < 10 else f"{v:,.0f}"
+            label = f"{v:,.0f}" if v == int(v) else f"{v:,.2f}".rstrip("0")
             parts.append(f'<text x="{x0 - 6}" y="{Y(v) + 4:.1f}" text-anchor="end">{label}</text>')
-        decade = lo
+        decade = 10 ** math.floor(math.log10(lo))
         while decade <= hi:
             for m in range(1, 10):
                 v = decade * m
