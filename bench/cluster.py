@@ -14,7 +14,9 @@ up, no clients) and the "held" one (every socket open, SETTLE seconds later), ov
 holds. The kernel's share is the growth of Slab, SUnreclaim (/proc/meminfo) and TCP memory pages
 (/proc/net/sockstat) over the same readings, over the connections; both ends of each connection
 are on this machine, so it is two sockets' worth. CPU per delivery is the nodes' CPU (utime +
-stime, /proc/<pid>/stat) between "burst-start" and "burst-end", over the deliveries of the burst.
+stime, /proc/<pid>/stat) between "paced-start" and "paced-end" (one publication at a time, at a
+rate that offers the same deliveries per second at every size), and between "burst-start" and
+"burst-end" (posts back to back), over the deliveries of each.
 """
 
 import glob
@@ -26,6 +28,10 @@ import sys
 import time
 
 TICK = os.sysconf("SC_CLK_TCK")
+# The slab caches an open TCP socket's objects live in (its sock, its sockfs inode, file and
+# dentry, its epoll item): what /proc/slabinfo can attribute to sockets, while Slab is the
+# whole machine's and moves with everything else that runs (builds create dentries too).
+SOCKET_CACHES = ("TCP", "sock_inode_cache", "filp", "dentry", "eventpoll_epi", "eventpoll_pwq")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -50,6 +56,14 @@ def machine():
         if line.startswith("TCP:"):
             parts = line.split()[1:]
             tcp = {parts[i]: int(parts[i + 1]) for i in range(0, len(parts), 2)}
+    caches = {}
+    try:
+        for line in open("/proc/slabinfo"):
+            f = line.split()
+            if f and f[0] in SOCKET_CACHES:
+                caches[f[0]] = int(f[1]) * int(f[3])  # active objects x object size
+    except OSError:
+        pass  # Readable by root only: the figure is then left out.
     conntrack = None
     try:
         conntrack = int(open("/proc/sys/net/netfilter/nf_conntrack_count").read())
@@ -57,7 +71,7 @@ def machine():
         pass
     return {"slab_kib": mem.get("Slab"), "sunreclaim_kib": mem.get("SUnreclaim"),
             "mem_available_kib": mem.get("MemAvailable"), "tcp_mem_pages": tcp.get("mem"),
-            "tcp_inuse": tcp.get("inuse"), "conntrack": conntrack,
+            "tcp_inuse": tcp.get("inuse"), "conntrack": conntrack, "slab_caches": caches,
             "loadavg": open("/proc/loadavg").read().split()[:3]}
 
 
@@ -130,6 +144,11 @@ def report(out):
         "sunreclaim": (mh["sunreclaim_kib"] - mb["sunreclaim_kib"]) * 1024 / total,
         "tcp_mem": (mh["tcp_mem_pages"] - mb["tcp_mem_pages"]) * PAGE / total,
     }
+    cb, ch = mb.get("slab_caches") or {}, mh.get("slab_caches") or {}
+    if cb and ch:
+        by_cache = {c: (ch.get(c, 0) - cb.get(c, 0)) / total for c in SOCKET_CACHES}
+        kern["socket_caches"] = sum(by_cache.values())
+        kern["socket_caches_by_cache"] = by_cache
     loads = [str(p) for p in cfg["hold_pids"]]
     load_rss = sum((held["procs"][p] or {}).get("rss_kib", 0) for p in loads) * 1024 / total
 
@@ -153,15 +172,27 @@ def report(out):
                         "posted_node_last_ms": local / 1e6 if local is not None else None,
                         "other_nodes_last_ms": max(remote) / 1e6 if remote else None})
 
-    # The burst: CPU per delivery.
-    bs, be = snaps["burst-start"], snaps["burst-end"]
-    cpu = lambda n, key: (be["procs"][n][key] - bs["procs"][n][key]) / TICK
-    burst_delivered = sum(len(pubs.get(s, {}).get(i, {}).get("delays_ns", []))
-                          for s in cfg["burst_seqs"] for i in range(k))
     total_cpu = lambda a, b, pids: sum(
         (b["procs"][p]["utime"] + b["procs"][p]["stime"] - a["procs"][p]["utime"] - a["procs"][p]["stime"])
         for p in pids if a["procs"].get(p) and b["procs"].get(p)) / TICK
-    load_cpu = total_cpu(bs, be, loads)
+
+    def window(first, last, seqs):
+        """CPU per delivery of the publications `seqs`, between two readings."""
+        a, b = snaps[first], snaps[last]
+        cpu = lambda key: sum(b["procs"][n][key] - a["procs"][n][key] for n in nodes) / TICK
+        got = sum(len(pubs.get(q, {}).get(i, {}).get("delays_ns", [])) for q in seqs for i in range(k))
+        user, system = cpu("utime"), cpu("stime")
+        secs = b["wall"] - a["wall"]
+        per = lambda v: v * 1e6 / max(got, 1)
+        return {"publications": len(seqs), "deliveries": got, "secs": secs,
+                "node_cpu_secs": user + system, "cpu_us_per_delivery": per(user + system),
+                "user_us_per_delivery": per(user), "kernel_us_per_delivery": per(system),
+                "redis_cpu_per_sec": total_cpu(a, b, [redis]) / max(secs, 1e-9),
+                "load_tool_us_per_delivery": per(total_cpu(a, b, loads))}
+
+    burst = window("burst-start", "burst-end", cfg["burst_seqs"])
+    paced = window("paced-start", "paced-end", cfg["paced_seqs"])
+    paced["posts_per_sec"] = cfg["paced_posts_per_sec"]
     ramped = snaps["ramped"]
     ramp_node_cpu = total_cpu(base, ramped, nodes)
     # The load processes started after the baseline reading: their whole CPU time at "ramped".
@@ -169,16 +200,10 @@ def report(out):
                         for p in loads) / TICK
     idle_secs = max(held["wall"] - ramped["wall"], 1e-9)
     redis_idle = total_cpu(ramped, held, [redis]) / idle_secs
-    node_user = sum(cpu(n, "utime") for n in nodes)
-    node_sys = sum(cpu(n, "stime") for n in nodes)
-    redis_cpu = cpu(redis, "utime") + cpu(redis, "stime")
-    burst_secs = be["wall"] - bs["wall"]
-    idle_cpu = sum((held["procs"][n]["utime"] + held["procs"][n]["stime"]
-                    - snaps["ramped"]["procs"][n]["utime"] - snaps["ramped"]["procs"][n]["stime"])
-                   for n in nodes) / TICK / max(held["wall"] - snaps["ramped"]["wall"], 1e-9)
+    idle_cpu = total_cpu(ramped, held, nodes) / idle_secs
 
     delivered = sum(len(l["delays_ns"]) for per in pubs.values() for l in per.values())
-    publications = len(cfg["single_seqs"]) + len(cfg["burst_seqs"])
+    publications = len(cfg["single_seqs"]) + len(cfg["paced_seqs"]) + len(cfg["burst_seqs"])
     expected = total * publications
     summary = {
         "label": cfg["label"], "nodes": k, "per_node": cfg["per_node"], "connections": total,
@@ -187,14 +212,7 @@ def report(out):
         "kernel_bytes_per_connection": kern, "load_tool_rss_bytes_per_connection": load_rss,
         "handshakes_per_sec": cluster_hs, "handshakes_per_sec_by_node": node_hs,
         "ramp_secs": (end - start) / 1e9, "singles": singles,
-        "burst": {"publications": len(cfg["burst_seqs"]), "deliveries": burst_delivered,
-                  "secs": burst_secs, "node_cpu_secs": node_user + node_sys,
-                  "cpu_us_per_delivery": (node_user + node_sys) * 1e6 / max(burst_delivered, 1),
-                  "user_us_per_delivery": node_user * 1e6 / max(burst_delivered, 1),
-                  "kernel_us_per_delivery": node_sys * 1e6 / max(burst_delivered, 1),
-                  "redis_cpu_ms_per_publication": redis_cpu * 1e3 / len(cfg["burst_seqs"]),
-                  "redis_cpu_per_sec": redis_cpu / max(burst_secs, 1e-9),
-                  "load_tool_us_per_delivery": load_cpu * 1e6 / max(burst_delivered, 1)},
+        "paced": paced, "burst": burst,
         "redis_idle_cpu_per_sec": redis_idle,
         "server_us_per_handshake": ramp_node_cpu * 1e6 / total,
         "load_tool_us_per_handshake": ramp_load_cpu * 1e6 / total,
@@ -218,7 +236,7 @@ def table(s):
     sing = [x for x in s["singles"] if x["last_ms"] is not None]
     med = lambda key: statistics.median(x[key] for x in sing) if sing else float("nan")
     mx = lambda key: max(x[key] for x in sing) if sing else float("nan")
-    b = s["burst"]
+    b, p = s["burst"], s["paced"]
     lines = [
         f"Scale run {s['label']}: {k} node(s) x {s['per_node']:,} sockets = {total:,} connections "
         f"open ({s['failed']} failed), load average {' / '.join(s['loadavg']['held'])} when held.",
@@ -231,6 +249,10 @@ def table(s):
         f"| per node | {', '.join(f'{v:,.0f}' for v in s['rss_bytes_per_connection_by_node'])} |",
         f"| kernel per connection, bytes (both ends): Slab / of it SUnreclaim / TCP mem pages | "
         f"{kern['slab']:,.0f} / {kern['sunreclaim']:,.0f} / {kern['tcp_mem']:,.0f} |",
+        (f"| of the kernel's, in the socket slab caches (/proc/slabinfo: "
+         f"{', '.join(f'{c} {v:,.0f}' for c, v in kern['socket_caches_by_cache'].items())}), bytes | "
+         f"{kern['socket_caches']:,.0f} |" if "socket_caches" in kern else
+         "| of the kernel's, in the socket slab caches | n/a (/proc/slabinfo not readable) |"),
         f"| load tool RSS per client socket, bytes | {s['load_tool_rss_bytes_per_connection']:,.0f} |",
         f"| handshakes per second, whole cluster (connect + upgrade, {s['ramp_secs']:.1f} s ramp) | "
         f"{s['handshakes_per_sec']:,.0f} |",
@@ -246,11 +268,15 @@ def table(s):
            if k > 1 and sing else "- |"),
         f"| server CPU per handshake / load tools' CPU per handshake, us | "
         f"{s['server_us_per_handshake']:.1f} / {s['load_tool_us_per_handshake']:.1f} |",
-        f"| server CPU per delivery, us ({b['publications']} posts back to back, "
+        f"| server CPU per delivery, paced, us ({p['publications']} posts at {p['posts_per_sec']:.3g}/s, "
+        f"{p['deliveries']:,} deliveries in {p['secs']:.1f} s) | {p['cpu_us_per_delivery']:.3f} |",
+        f"| of it user / kernel, us | {p['user_us_per_delivery']:.3f} / {p['kernel_us_per_delivery']:.3f} |",
+        f"| server CPU per delivery, burst, us ({b['publications']} posts back to back, "
         f"{b['deliveries']:,} deliveries in {b['secs']:.1f} s) | {b['cpu_us_per_delivery']:.3f} |",
         f"| of it user / kernel, us | {b['user_us_per_delivery']:.3f} / {b['kernel_us_per_delivery']:.3f} |",
-        f"| load tools' CPU per delivery (receiving, same cores), us | {b['load_tool_us_per_delivery']:.3f} |",
-        f"| Redis CPU during the burst / while idle, CPU-ms per s | "
+        f"| load tools' CPU per delivery (receiving, same cores), paced / burst, us | "
+        f"{p['load_tool_us_per_delivery']:.3f} / {b['load_tool_us_per_delivery']:.3f} |",
+        f"| Redis CPU paced / burst / idle, CPU-ms per s | {p['redis_cpu_per_sec'] * 1e3:.1f} / "
         f"{b['redis_cpu_per_sec'] * 1e3:.1f} / {s['redis_idle_cpu_per_sec'] * 1e3:.1f} |",
         f"| nodes' CPU while idle (heartbeats), CPU-s per s | {s['idle_cpu_per_sec']:.3f} |",
         f"| deliveries == connections x publications ({s['publications']}) | "

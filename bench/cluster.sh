@@ -10,8 +10,10 @@
 #   fan-out    PUBLICATIONS single posts to node 0 (`switchboard-load post`), one at a time:
 #              post to the last receipt over every socket of every node (the full fan-out),
 #              receipts p50/p99, on the wall clock every process shares
-#   CPU        BURST posts back to back (by default as many as make ~400 000 deliveries, at least
-#              20): the nodes' CPU per delivery (user and kernel), Redis CPU per publication
+#   CPU        PACED posts at a rate that offers PACED_RATE deliveries a second (40 000: one
+#              publication at a time at every size; by default as many posts as make ~400 000
+#              deliveries, at least 8), then BURST posts back to back (as many, at least 20):
+#              the nodes' CPU per delivery (user and kernel) over each, Redis CPU
 # and asserts deliveries == connections x publications. Prints its table; raw data and the table
 # in bench/results/<stamp>-cluster/ (OUT sets another directory).
 #
@@ -28,6 +30,8 @@ NODES=${NODES:-6}
 PER_NODE=${PER_NODE:-17000}
 PUBLICATIONS=${PUBLICATIONS:-5}
 BURST=${BURST:-0}
+PACED=${PACED:-0}
+PACED_RATE=${PACED_RATE:-40000}
 SETTLE=${SETTLE:-3}
 CONNECT_CONCURRENCY=${CONNECT_CONCURRENCY:-64}
 RAMP_TIMEOUT=${RAMP_TIMEOUT:-240}
@@ -44,6 +48,11 @@ if [[ "$BURST" -le 0 ]]; then
   BURST=$(( 400000 / (NODES * PER_NODE) ))
   [[ "$BURST" -lt 20 ]] && BURST=20
 fi
+if [[ "$PACED" -le 0 ]]; then
+  PACED=$(( 400000 / (NODES * PER_NODE) ))
+  [[ "$PACED" -lt 8 ]] && PACED=8
+fi
+PACED_POSTS_PER_SEC=$(python3 -c "print($PACED_RATE / ($NODES * $PER_NODE))")
 
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 OUT=${OUT:-"$ROOT/bench/results/$STAMP-cluster"}
@@ -141,7 +150,7 @@ limits() {
   echo "Scale run $STAMP ($LABEL) on $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')),"
   echo "$(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo), kernel $(uname -r), load average at start $(cut -d' ' -f1-3 /proc/loadavg)."
   echo "switchboard $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'), $(redis-server --version | cut -d' ' -f1-3)."
-  echo "$NODES node(s) x $PER_NODE sockets, $PUBLICATIONS single publications, a burst of $BURST; no CPU pinning."
+  echo "$NODES node(s) x $PER_NODE sockets, $PUBLICATIONS single publications, $PACED paced at $PACED_POSTS_PER_SEC/s, a burst of $BURST; no CPU pinning."
   limits
 } >"$OUT/context.txt"
 
@@ -165,6 +174,8 @@ sleep 1
 HOLD_PIDS=()
 SINGLE_SEQS=$(seq -s, 1 "$PUBLICATIONS")
 BURST_SEQS=$(seq -s, 1001 $((1000 + BURST)))
+PACED_SEQS=$(seq -s, 5001 $((5000 + PACED)))
+WANTED=$((PUBLICATIONS + PACED + BURST))
 py snapshot baseline "$OUT" "${NODE_PIDS[@]}" "$REDIS_PID"
 
 say "opening $((NODES * PER_NODE)) sockets from $NODES load processes"
@@ -172,7 +183,7 @@ for i in $(seq 0 $((NODES - 1))); do
   "$LOAD_BIN" --threads 1 --label "node$i" hold \
     --url "ws://127.0.0.1:${NODE_PORTS[$i]}/ws" --connections "$PER_NODE" \
     --source "127.0.0.$((11 + i))" --connect-concurrency "$CONNECT_CONCURRENCY" \
-    --publications $((PUBLICATIONS + BURST)) --deadline "$RUN_TIMEOUT" --linger 2 \
+    --publications "$WANTED" --deadline "$RUN_TIMEOUT" --linger 2 \
     >"$OUT/hold-$i.jsonl" 2>"$OUT/hold-$i.err" &
   HOLD_PIDS+=($!)
   CHILDREN+=($!)
@@ -188,7 +199,8 @@ cat >"$OUT/config.json" <<JSON
 {"label": "$LABEL", "nodes": $NODES, "per_node": $PER_NODE, "node_pids": [$(IFS=,; echo "${NODE_PIDS[*]}")],
  "redis_pid": $REDIS_PID, "hold_pids": [$(IFS=,; echo "${HOLD_PIDS[*]}")],
  "node_ports": [$(IFS=,; echo "${NODE_PORTS[*]}")], "redis_port": $REDIS_PORT,
- "single_seqs": [$SINGLE_SEQS], "burst_seqs": [$BURST_SEQS]}
+ "single_seqs": [$SINGLE_SEQS], "burst_seqs": [$BURST_SEQS], "paced_seqs": [$PACED_SEQS],
+ "paced_posts_per_sec": $PACED_POSTS_PER_SEC}
 JSON
 
 POST=(timeout 120 "$LOAD_BIN" --threads 1 --label post post --http "http://127.0.0.1:${NODE_PORTS[0]}")
@@ -198,10 +210,15 @@ for j in $(seq 1 "$PUBLICATIONS"); do
   wait_for "publication $j everywhere" 30 py published "$OUT" "$NODES" "$j"
   sleep 0.5
 done
+say "$PACED publications at $PACED_POSTS_PER_SEC a second"
+py snapshot paced-start "$OUT" "${ALL[@]}"
+"${POST[@]}" --first-seq 5001 --count "$PACED" --rate "$PACED_POSTS_PER_SEC" >>"$OUT/posts.jsonl"
+wait_for "the paced publications everywhere" 120 py published "$OUT" "$NODES" $((PUBLICATIONS + PACED))
+py snapshot paced-end "$OUT" "${ALL[@]}"
 say "a burst of $BURST publications, back to back"
 py snapshot burst-start "$OUT" "${ALL[@]}"
 "${POST[@]}" --first-seq 1001 --count "$BURST" >>"$OUT/posts.jsonl"
-wait_for "the burst everywhere" 120 py published "$OUT" "$NODES" $((PUBLICATIONS + BURST))
+wait_for "the burst everywhere" 120 py published "$OUT" "$NODES" "$WANTED"
 py snapshot burst-end "$OUT" "${ALL[@]}"
 for pid in "${HOLD_PIDS[@]}"; do wait "$pid" || say "warning: load process $pid exited with $?"; done
 

@@ -3,11 +3,13 @@
 by hand. Usage: growth.py [--svg PATH] POINT_DIR...
 
 Each POINT_DIR is one bench/cluster.sh run (its summary.json). The table lists, per point, the
-nodes' CPU per delivery (a burst of posts to all, user and kernel apart), the nodes' RSS growth
-per connection, the kernel's Slab growth per connection (both ends of each connection), the full
+nodes' CPU per delivery (paced and back to back; user and kernel apart), the nodes' RSS growth
+per connection, the kernel's per connection (both ends of each connection: the growth of the
+socket slab caches, and of Slab, which other jobs on the machine move too), the full
 fan-out time of one publication, and the ratio of each to the first point (same run). The plot
 has two panels over the number of connections (log scale): CPU per delivery, and memory per
-connection.
+connection. CPU per delivery is paced (one publication at a time, the same deliveries per second
+offered at every point), with posts back to back beside it.
 """
 
 import json
@@ -22,9 +24,12 @@ def load(dirs):
         sing = sorted(x["last_ms"] for x in s["singles"] if x["last_ms"] is not None)
         points.append({
             "label": s["label"], "nodes": s["nodes"], "per_node": s["per_node"],
-            "connections": s["connections"], "cpu": s["burst"]["cpu_us_per_delivery"],
-            "user": s["burst"]["user_us_per_delivery"], "kernel": s["burst"]["kernel_us_per_delivery"],
+            "connections": s["connections"], "cpu": s["paced"]["cpu_us_per_delivery"],
+            "user": s["paced"]["user_us_per_delivery"], "kernel": s["paced"]["kernel_us_per_delivery"],
+            "burst": s["burst"]["cpu_us_per_delivery"], "paced_posts": s["paced"]["publications"],
+            "paced_rate": s["paced"]["posts_per_sec"], "paced_deliveries": s["paced"]["deliveries"],
             "rss": s["rss_bytes_per_connection"], "slab": s["kernel_bytes_per_connection"]["slab"],
+            "sockets": s["kernel_bytes_per_connection"].get("socket_caches", float("nan")),
             "fanout_ms": sing[len(sing) // 2] if sing else None, "hs": s["handshakes_per_sec"],
             "lost": s["lost"], "load": s["loadavg"]["held"][0],
             "deliveries": s["burst"]["deliveries"], "posts": s["burst"]["publications"],
@@ -36,21 +41,24 @@ def table(points):
     first = points[0]
     ratio = lambda p, k: p[k] / first[k] if first[k] else float("nan")
     out = [
-        "| point | connections | server CPU-us per delivery (user + kernel) | vs first | "
-        "server RSS per connection, bytes | vs first | kernel Slab per connection, bytes (both ends) | "
-        "full fan-out, ms (median) | handshakes/s | lost | load avg |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| point | connections | server CPU-us per delivery, paced (user + kernel) | vs first | "
+        "back to back | server RSS per connection, bytes | vs first | kernel per connection, socket "
+        "slab caches (Slab), bytes, both ends | full fan-out, ms (median) | handshakes/s | lost | load avg |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for p in points:
         where = "1 node" if p["nodes"] == 1 else f"{p['nodes']} nodes x {p['per_node']:,}"
         fan = f"{p['fanout_ms']:.1f}" if p["fanout_ms"] is not None else "n/a"
         out.append(
             f"| {where} | {p['connections']:,} | {p['cpu']:.3f} ({p['user']:.3f} + {p['kernel']:.3f}) | "
-            f"{ratio(p, 'cpu'):.2f} | {p['rss']:,.0f} | {ratio(p, 'rss'):.2f} | {p['slab']:,.0f} | "
+            f"{ratio(p, 'cpu'):.2f} | {p['burst']:.3f} | {p['rss']:,.0f} | {ratio(p, 'rss'):.2f} | {p['sockets']:,.0f} ({p['slab']:,.0f}) | "
             f"{fan} | {p['hs']:,.0f} | {p['lost']} | {p['load']} |")
     out.append("")
-    out.append("CPU per delivery from each point's burst: " + "; ".join(
-        f"{p['label']}: {p['posts']} posts, {p['deliveries']:,} deliveries" for p in points) + ".")
+    out.append("Paced: one publication at a time, 40 000 deliveries a second offered at every point ("
+               + "; ".join(f"{p['label']}: {p['paced_posts']} posts at {p['paced_rate']:.3g}/s, "
+                           f"{p['paced_deliveries']:,} deliveries" for p in points) + "). Back to back: "
+               + "; ".join(f"{p['label']}: {p['posts']} posts, {p['deliveries']:,} deliveries"
+                           for p in points) + ".")
     return "\n".join(out)
 
 
@@ -68,10 +76,12 @@ def nice_max(v):
 def svg(points, path):
     W, H = 960, 420
     panels = [
-        ("Server CPU per delivery (us)", [("total", "cpu", "#1f77b4"), ("user space", "user", "#2ca02c"),
-                                          ("kernel", "kernel", "#d62728")]),
+        ("Server CPU per delivery (us)", [("paced: total", "cpu", "#1f77b4"),
+                                          ("paced: user space", "user", "#2ca02c"),
+                                          ("paced: kernel", "kernel", "#d62728"),
+                                          ("back to back: total", "burst", "#9467bd")]),
         ("Memory per connection (bytes)", [("server RSS (user space)", "rss", "#1f77b4"),
-                                           ("kernel Slab, both ends", "slab", "#ff7f0e")]),
+                                           ("kernel: socket slab caches, both ends", "sockets", "#ff7f0e")]),
     ]
     xs = [p["connections"] for p in points]
     lo, hi = min(xs) / 1.6, max(xs) * 1.6
