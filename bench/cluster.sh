@@ -4,8 +4,10 @@
 # NODES load processes (`switchboard-load hold`), each on its own source address 127.0.0.(11+i)
 # and holding PER_NODE idle sockets on its node. Then:
 #   memory     each node's RSS growth over its baseline (no clients) per socket it holds; the
-#              kernel's share from /proc/meminfo (Slab, SUnreclaim) and /proc/net/sockstat (TCP
-#              mem pages), before and after, per connection (both ends are on this machine)
+#              kernel's share from /proc/slabinfo (the socket caches, when readable: root),
+#              /proc/meminfo (Slab, SUnreclaim) and /proc/net/sockstat (TCP mem pages), before
+#              and after, over the TCP sockets opened meanwhile, times two (both ends of each
+#              connection are on this machine; other jobs' sockets are divided out)
 #   handshakes connect + upgrade completed per second, the whole cluster and each node
 #   fan-out    PUBLICATIONS single posts to node 0 (`switchboard-load post`), one at a time:
 #              post to the last receipt over every socket of every node (the full fan-out),
@@ -14,10 +16,13 @@
 #              publication at a time at every size; by default as many posts as make ~400 000
 #              deliveries, at least 8), then BURST posts back to back (as many, at least 20):
 #              the nodes' CPU per delivery (user and kernel) over each, Redis CPU
-# and asserts deliveries == connections x publications. Prints its table; raw data and the table
-# in bench/results/<stamp>-cluster/ (OUT sets another directory).
+# and asserts deliveries == connections x publications (exits non-zero otherwise). Prints its
+# table; raw data and the table in bench/results/<stamp>-cluster/ (OUT sets another directory);
+# `python3 bench/cluster.py reference OUT bench/reference/<stamp>-cluster` copies it for
+# committing without the receipt lists.
 #
-# One command: bash bench/cluster.sh     (default 6 nodes x 17 000 = 102 000 connections)
+# One command: bash bench/cluster.sh     (default 6 nodes x 17 000 = 102 000 connections; about
+#              1.5 minutes after the build)
 #              NODES=1 PER_NODE=1000 bash bench/cluster.sh      (a small look)
 # Needs cargo, python3, redis-server. Loopback only (nodes and Redis on 127.0.0.1, ports below
 # 32768; clients from 127.0.0.11 up). Stops by itself: every wait has a timeout, the whole run

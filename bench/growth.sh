@@ -6,7 +6,7 @@
 # load tool, posts to node 0). Prints one table (ratios to the first point, same run) and draws
 # docs/growth.svg (SVG=path to put it elsewhere, SVG= none to skip) with bench/growth.py.
 #
-# One command: bash bench/growth.sh          (about 4 minutes after the build; stops by itself)
+# One command: bash bench/growth.sh          (about 3 minutes after the build; stops by itself)
 #              POINTS="1x1000 1x5000" bash bench/growth.sh
 # Raw results: bench/results/<stamp>-growth/<point>/ (each point's table is cluster.sh's).
 set -euo pipefail
