@@ -62,26 +62,27 @@ def table(points):
     return "\n".join(out)
 
 
-def nice_max(v):
-    """A round axis maximum at or above v."""
+def axis(v):
+    """A round axis maximum at or above v, and its tick step (at most six steps)."""
     if v <= 0:
-        return 1.0
-    e = 10 ** math.floor(math.log10(v))
-    for m in (1, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10):
-        if m * e >= v:
-            return m * e
-    return 10 * e
+        return 1.0, 0.25
+    e = 10 ** math.floor(math.log10(v / 6))
+    for m in (1, 2, 2.5, 5, 10, 20):
+        step = m * e
+        if math.ceil(v / step) <= 6:
+            return math.ceil(v / step) * step, step
+    return 6 * 20 * e, 20 * e
 
 
 def svg(points, path):
-    W, H = 960, 420
+    W, H = 960, 470
     panels = [
         ("Server CPU per delivery (us)", [("paced: total", "cpu", "#1f77b4"),
                                           ("paced: user space", "user", "#2ca02c"),
                                           ("paced: kernel", "kernel", "#d62728"),
                                           ("back to back: total", "burst", "#9467bd")]),
         ("Memory per connection (bytes)", [("server RSS (user space)", "rss", "#1f77b4"),
-                                           ("kernel: socket slab caches, both ends", "sockets", "#ff7f0e")]),
+                                           ("kernel socket slabs (2 ends)", "sockets", "#ff7f0e")]),
     ]
     xs = [p["connections"] for p in points]
     lo, hi = min(xs) / 1.6, max(xs) * 1.6
@@ -93,13 +94,13 @@ def svg(points, path):
              f'one node at {singles} connections, and the cluster</text>']
     for n, (title, series) in enumerate(panels):
         x0, y0, pw, ph = 70 + n * 480, 50, 370, 300
-        ymax = nice_max(max(p[k] for p in points for _, k, _ in series) * 1.1)
+        ymax, step = axis(max(p[k] for p in points for _, k, _ in series) * 1.1)
         X = lambda v: x0 + (math.log10(v) - math.log10(lo)) / (math.log10(hi) - math.log10(lo)) * pw
         Y = lambda v: y0 + ph - v / ymax * ph
         parts.append(f'<text x="{x0 + pw / 2}" y="{y0 - 8}" text-anchor="middle" font-size="13">{title}</text>')
         parts.append(f'<rect x="{x0}" y="{y0}" width="{pw}" height="{ph}" fill="none" stroke="#333"/>')
-        for i in range(5):
-            v = ymax * i / 4
+        for i in range(round(ymax / step) + 1):
+            v = step * i
             parts.append(f'<line x1="{x0}" x2="{x0 + pw}" y1="{Y(v):.1f}" y2="{Y(v):.1f}" stroke="#ddd"/>')
             label = f"{v:,.0f}" if v == int(v) else f"{v:,.2f}".rstrip("0")
             parts.append(f'<text x="{x0 - 6}" y="{Y(v) + 4:.1f}" text-anchor="end">{label}</text>')
@@ -127,14 +128,15 @@ def svg(points, path):
                 else:
                     shape = f'<circle cx="{px:.1f}" cy="{py:.1f}" r="4" fill="{colour}"/>'
                 parts.append(shape)
-            ly = y0 + 14 + j * 16
-            parts.append(f'<line x1="{x0 + 10}" x2="{x0 + 30}" y1="{ly - 4}" y2="{ly - 4}" stroke="{colour}" stroke-width="2"/>')
-            parts.append(f'<text x="{x0 + 36}" y="{ly}">{name}</text>')
-        ly = y0 + 14 + len(series) * 16
-        parts.append(f'<circle cx="{x0 + 20}" cy="{ly - 4}" r="4" fill="#555"/>'
-                     f'<text x="{x0 + 36}" y="{ly}">one node</text>')
-        parts.append(f'<rect x="{x0 + 16}" y="{ly + 8}" width="8" height="8" fill="#555"/>'
-                     f'<text x="{x0 + 36}" y="{ly + 16}">cluster (all nodes together)</text>')
+            # The legend sits under the panel, two entries a row, clear of the lines.
+            lx, ly = x0 + (j % 2) * 190, y0 + ph + 62 + (j // 2) * 18
+            parts.append(f'<line x1="{lx}" x2="{lx + 20}" y1="{ly - 4}" y2="{ly - 4}" stroke="{colour}" stroke-width="2"/>')
+            parts.append(f'<text x="{lx + 26}" y="{ly}">{name}</text>')
+        ly = y0 + ph + 62 + ((len(series) + 1) // 2) * 18
+        parts.append(f'<circle cx="{x0 + 10}" cy="{ly - 4}" r="4" fill="#555"/>'
+                     f'<text x="{x0 + 26}" y="{ly}">one node</text>')
+        parts.append(f'<rect x="{x0 + 186}" y="{ly - 8}" width="8" height="8" fill="#555"/>'
+                     f'<text x="{x0 + 216}" y="{ly}">cluster (all nodes together)</text>')
     parts.append("</svg>")
     with open(path, "w") as f:
         f.write("\n".join(parts) + "\n")
