@@ -57,7 +57,7 @@ if [[ "$PACED" -le 0 ]]; then
   PACED=$(( 400000 / (NODES * PER_NODE) ))
   [[ "$PACED" -lt 8 ]] && PACED=8
 fi
-PACED_POSTS_PER_SEC=$(python3 -c "print($PACED_RATE / ($NODES * $PER_NODE))")
+PACED_POSTS_PER_SEC=$(python3 -c "print(f'{$PACED_RATE / ($NODES * $PER_NODE):.6g}')")
 
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 OUT=${OUT:-"$ROOT/bench/results/$STAMP-cluster"}

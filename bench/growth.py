@@ -49,9 +49,10 @@ def table(points):
     for p in points:
         where = "1 node" if p["nodes"] == 1 else f"{p['nodes']} nodes x {p['per_node']:,}"
         fan = f"{p['fanout_ms']:.1f}" if p["fanout_ms"] is not None else "n/a"
+        socks = "n/a" if math.isnan(p["sockets"]) else f"{p['sockets']:,.0f}"
         out.append(
             f"| {where} | {p['connections']:,} | {p['cpu']:.3f} ({p['user']:.3f} + {p['kernel']:.3f}) | "
-            f"{ratio(p, 'cpu'):.2f} | {p['burst']:.3f} | {p['rss']:,.0f} | {ratio(p, 'rss'):.2f} | {p['sockets']:,.0f} ({p['slab']:,.0f}) | "
+            f"{ratio(p, 'cpu'):.2f} | {p['burst']:.3f} | {p['rss']:,.0f} | {ratio(p, 'rss'):.2f} | {socks} ({p['slab']:,.0f}) | "
             f"{fan} | {p['hs']:,.0f} | {p['lost']} | {p['load']} |")
     out.append("")
     out.append("Paced: one publication at a time, 40 000 deliveries a second offered at every point ("
@@ -94,7 +95,8 @@ def svg(points, path):
              f'one node at {singles} connections, and the cluster</text>']
     for n, (title, series) in enumerate(panels):
         x0, y0, pw, ph = 70 + n * 480, 50, 370, 300
-        ymax, step = axis(max(p[k] for p in points for _, k, _ in series) * 1.1)
+        ymax, step = axis(max((p[k] for p in points for _, k, _ in series if not math.isnan(p[k])),
+                              default=1.0) * 1.1)
         X = lambda v: x0 + (math.log10(v) - math.log10(lo)) / (math.log10(hi) - math.log10(lo)) * pw
         Y = lambda v: y0 + ph - v / ymax * ph
         parts.append(f'<text x="{x0 + pw / 2}" y="{y0 - 8}" text-anchor="middle" font-size="13">{title}</text>')
@@ -119,9 +121,11 @@ def svg(points, path):
         parts.append(f'<text x="{x0 + pw / 2}" y="{y0 + ph + 40}" text-anchor="middle">'
                      f'connections (log scale)</text>')
         for j, (name, key, colour) in enumerate(series):
-            pts = " ".join(f"{X(p['connections']):.1f},{Y(p[key]):.1f}" for p in points)
+            # A figure the run could not take (the socket caches need root) is left out.
+            shown = [p for p in points if not math.isnan(p[key])]
+            pts = " ".join(f"{X(p['connections']):.1f},{Y(p[key]):.1f}" for p in shown)
             parts.append(f'<polyline points="{pts}" fill="none" stroke="{colour}" stroke-width="2"/>')
-            for p in points:
+            for p in shown:
                 px, py = X(p["connections"]), Y(p[key])
                 if p["nodes"] > 1:
                     shape = f'<rect x="{px - 4:.1f}" y="{py - 4:.1f}" width="8" height="8" fill="{colour}"/>'
