@@ -13,14 +13,20 @@
 //!   connection (the growth of `VmRSS` from a baseline of a few connections, divided by the
 //!   number added).
 //!
+//! * `hold` and `post`: one load process of a scale run (`bench/cluster.sh`): `hold` opens N
+//!   idle sockets from one source address, reports handshakes per second, then every receipt of
+//!   the publications that `post` makes, timed on the wall clock from the post.
+//!
 //! Output is human-readable, or one JSON object per run with `--json` (for `bench/compare.sh`).
 
 mod across;
 mod conn;
 mod floor;
 mod hist;
+mod hold;
 mod http;
 mod notice;
+mod post;
 mod probe;
 mod procfs;
 mod publish_all;
@@ -60,6 +66,11 @@ enum Command {
     PublishAll(PublishAllArgs),
     /// Updates posted to one cluster node, followed on another, over many streams.
     Across(across::AcrossArgs),
+    /// Idle sockets from one source address: handshakes per second, then each publication's
+    /// receipts timed from its post (JSON lines).
+    Hold(hold::HoldArgs),
+    /// Post events to a node, each with its post time on the wall clock (one JSON line).
+    Post(post::PostArgs),
 }
 
 /// How `publish-all` publishes and how its clients listen.
@@ -123,6 +134,10 @@ pub struct PublishAllArgs {
     /// Connections being opened at once.
     #[arg(long, default_value_t = 64)]
     pub connect_concurrency: usize,
+    /// Bind every client socket to this source address (127.0.0.x on loopback), so that
+    /// several load processes do not share one address's ephemeral ports.
+    #[arg(long)]
+    pub source: Option<std::net::IpAddr>,
 }
 
 /// Options of `fanout`.
@@ -212,6 +227,10 @@ pub struct IdleArgs {
     /// Open protocol v2 connections (subprotocol `switchboard.v2`).
     #[arg(long)]
     pub v2: bool,
+    /// Bind every client socket to this source address (127.0.0.x on loopback), so that
+    /// several load processes do not share one address's ephemeral ports.
+    #[arg(long)]
+    pub source: Option<std::net::IpAddr>,
 }
 
 /// Raise the open-file limit to its hard maximum: every socket is a file.
@@ -262,6 +281,8 @@ fn main() -> ExitCode {
             Command::PublishAll(a) => publish_all::publish_all(a)
                 .await
                 .map(|r| r.render(&cli.label, cli.json)),
+            Command::Hold(a) => hold::hold(a, &cli.label).await,
+            Command::Post(a) => post::post(a, &cli.label).await,
         }
     });
     // Do not wait for the connection tasks: exiting closes every socket.

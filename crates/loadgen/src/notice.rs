@@ -1,6 +1,17 @@
 //! The change notices the publishers send: a valid laptimes notice with three extra fields that
 //! every relay forwards verbatim: `m` (1 if sent in the measured window), `seq`, and `t` (the
-//! send time in nanoseconds since the load tool started), always last.
+//! send time in nanoseconds since the load tool started), always last. Across processes (`post`
+//! and `hold`), `t` is the wall clock instead: nanoseconds of `CLOCK_REALTIME` ([`wall_ns`]),
+//! which every process on one machine reads alike.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Now on the wall clock (`CLOCK_REALTIME`), in nanoseconds since the Unix epoch.
+pub fn wall_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
 
 /// Build one notice. `pad` adds a `"pad"` string of that many bytes (to test larger frames).
 pub fn build(measured: bool, seq: u64, sent_ns: u64, pad: usize) -> String {
@@ -43,6 +54,14 @@ pub fn parse(frame: &[u8]) -> Option<(bool, u64)> {
     Some((measured, sent))
 }
 
+/// The `seq` field of one of our notices or payloads.
+pub fn seq(frame: &[u8]) -> Option<u64> {
+    let at = rfind(frame, br#""seq":"#)?;
+    let digits = &frame[at + 6..];
+    let end = digits.iter().position(|b| !b.is_ascii_digit())?;
+    std::str::from_utf8(&digits[..end]).ok()?.parse().ok()
+}
+
 fn rfind(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).rposition(|w| w == needle)
 }
@@ -71,6 +90,7 @@ mod tests {
     #[test]
     fn a_payload_parses_inside_a_relayed_edit_and_a_v2_envelope() {
         let payload = build_payload(true, 9, 777);
+        assert_eq!(seq(payload.as_bytes()), Some(9));
         let edit = format!(
             r#"{{"type":"TASK_UPDATE","payload":{payload},"operationId":null,"timestamp":1,"projectId":"r1","userId":null}}"#
         );
@@ -80,6 +100,20 @@ mod tests {
             build(false, 1, 55, 0)
         );
         assert_eq!(parse(v2.as_bytes()), Some((false, 55)));
+    }
+
+    #[test]
+    fn seq_of_a_relayed_event() {
+        let afc = format!(
+            r#"{{"type":"bench:tick","payload":{}}}"#,
+            build_payload(true, 42, wall_ns())
+        );
+        assert_eq!(seq(afc.as_bytes()), Some(42));
+        assert_eq!(seq(build(false, 7, 1, 3).as_bytes()), Some(7));
+        for f in [&br#"{"seq":}"#[..], br#"{"seq":1"#, b"{}"] {
+            assert_eq!(seq(f), None, "{}", String::from_utf8_lossy(f));
+        }
+        assert!(wall_ns() > 1_600_000_000_000_000_000, "after 2020");
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::conn::{connect_all, Ws};
+use crate::conn::{connect_all_from, Ws};
 use crate::hist::Histogram;
 use crate::http::{self, Client};
 use crate::procfs::{self, Sample};
@@ -169,7 +169,8 @@ pub async fn publish_all(a: PublishAllArgs) -> Result<PublishAllReport, String> 
     http::authority(&a.http)?;
     let base = Instant::now();
     let c = Arc::new(Counters::default());
-    for ws in connect_all(&a.url, a.clients, a.connect_concurrency, false).await? {
+    let opened = connect_all_from(&a.url, a.clients, a.connect_concurrency, false, a.source);
+    for ws in opened.await? {
         tokio::spawn(client(ws, a.protocol, a.channel.clone(), c.clone(), base));
     }
     // Every client joined (Socket.IO namespace, Pusher channel) before the first event.
@@ -445,6 +446,7 @@ mod tests {
             drain: 5.0,
             settle: 0.1,
             connect_concurrency: 4,
+            source: None,
         }
     }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::conn::connect_all;
+use crate::conn::{connect_all, connect_all_from};
 use crate::floor::{self, Floor};
 use crate::probe::Probes;
 use crate::procfs::{self, Sample};
@@ -555,12 +555,13 @@ pub async fn idle(a: IdleArgs) -> Result<IdleReport, String> {
         return Err("--connections must be at least 1".into());
     }
     let shared = Arc::new(Shared::new(0, 1));
-    for ws in connect_all(&a.url, a.baseline, a.connect_concurrency, a.v2).await? {
+    for ws in connect_all_from(&a.url, a.baseline, a.connect_concurrency, a.v2, a.source).await? {
         tokio::spawn(receive(ws, shared.clone()));
     }
     tokio::time::sleep(secs(a.settle)).await;
     let before = procfs::sample(a.pid).map_err(|e| e.to_string())?;
-    for ws in connect_all(&a.url, a.connections, a.connect_concurrency, a.v2).await? {
+    for ws in connect_all_from(&a.url, a.connections, a.connect_concurrency, a.v2, a.source).await?
+    {
         tokio::spawn(receive(ws, shared.clone()));
     }
     tokio::time::sleep(secs(a.settle)).await;
@@ -728,6 +729,7 @@ mod tests {
             pid: std::process::id(),
             connect_concurrency: 8,
             v2: false,
+            source: Some("127.0.0.2".parse().unwrap()),
         };
         let r = idle(a).await.unwrap();
         assert_eq!(r.closed, 0);
