@@ -308,6 +308,13 @@ impl HttpPolicy {
                     .with_header("retry-after", secs);
                 return refuse("429", cors.apply(resp));
             }
+            // Past a full backplane queue a publication would reach this node's clients only:
+            // the publisher is told to retry instead (nothing accepted is left behind).
+            if system.backplane_saturated() {
+                let resp = error(503, "the cluster backplane is behind; retry")
+                    .with_header("retry-after", "1");
+                return refuse("backplane", cors.apply(resp));
+            }
         }
         Plan::Route { route, cors }
     }

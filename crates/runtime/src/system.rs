@@ -49,6 +49,8 @@ pub struct System {
     closing: watch::Sender<Closing>,
     /// Its server-sent-event streams.
     sse: SseStreams,
+    /// The hub task's queue to the cluster backplane, to see how full it is.
+    backplane: Option<mpsc::WeakSender<Replication>>,
 }
 
 /// How many of a system's connections are server-sent-event streams, for metrics (they are
@@ -109,6 +111,7 @@ impl System {
             (!h.shared).then(|| MemoryHistory::new(h.limits, epochs))
         });
         let hub = (spec.build)(&options, config.clone(), clock.now());
+        let backplane = replicate.as_ref().map(mpsc::Sender::downgrade);
         let (hub, _task) = spawn_hub(hub, clock.clone(), replicate, history);
         let sink: Arc<dyn FlushSink> = Arc::new(hub.clone());
         Arc::new(System {
@@ -125,7 +128,18 @@ impl System {
             draining: AtomicBool::new(false),
             closing: watch::Sender::new(Closing::AtOnce),
             sse: SseStreams::default(),
+            backplane,
         })
+    }
+
+    /// Whether the cluster backplane is behind: its queue from the hub task is more than seven
+    /// eighths full. A publication past a full queue would reach this node's clients only, so
+    /// HTTP publishers are answered 503 (retry) while it is (see `crate::http`).
+    pub fn backplane_saturated(&self) -> bool {
+        self.backplane
+            .as_ref()
+            .and_then(mpsc::WeakSender::upgrade)
+            .is_some_and(|tx| tx.capacity() < tx.max_capacity() / 8)
     }
 
     /// The system's name.

@@ -75,3 +75,53 @@ async fn client_ids_differ_across_nodes() {
     }
     assert_ne!(tag(&ids[0]), tag(&ids[1]), "{ids:?}");
 }
+
+/// A node whose backplane is behind (its queue from the hub more than seven eighths full)
+/// answers HTTP publishers 503 with `Retry-After`, from the headers, instead of accepting
+/// publications that would reach its own clients only; once the backplane has read, it accepts
+/// again. The backplane here is the channel itself, read by the test.
+#[tokio::test]
+async fn a_publish_past_a_full_backplane_queue_is_refused_for_a_retry() {
+    use switchboard_runtime::backplane::Replication;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let process = switchboard_runtime::Process::default();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    let system = switchboard_runtime::System::start(
+        crate::support::endpoint("afc"),
+        Default::default(),
+        Default::default(),
+        process.clock.clone(),
+        Some(tx),
+    );
+    let server = switchboard_hyper::serve(&process, listener, system).unwrap();
+    let addr = server.local_addr();
+    let json = [("Content-Type", "application/json")];
+    let post = || crate::http::post(addr, "/events/todo-created", &json, r#"{"id":1}"#);
+
+    // Nobody reads the queue: accepted while it has room, then refused.
+    let mut accepted = 0;
+    let refusal = loop {
+        let r = post().await;
+        match r.status {
+            204 => accepted += 1,
+            503 => break r,
+            other => panic!("unexpected status {other}"),
+        }
+        assert!(accepted <= 16, "accepted past a full queue");
+    };
+    assert!(accepted >= 14, "refused early: {accepted} accepted");
+    assert!(String::from_utf8_lossy(&refusal.body).contains("backplane is behind"));
+    assert!(refusal
+        .headers
+        .iter()
+        .any(|(n, v)| n == "retry-after" && v == "1"));
+    // Every accepted publication is in the queue for the other nodes.
+    let mut queued = 0;
+    while let Ok(r) = rx.try_recv() {
+        queued += usize::from(matches!(r, Replication::Publish(_)));
+    }
+    assert_eq!(queued, accepted);
+    // The backplane read: accepted again.
+    assert_eq!(post().await.status, 204);
+}
