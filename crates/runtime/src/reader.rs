@@ -31,6 +31,9 @@ use crate::logging::{Clip, CONNECTIONS};
 use crate::outbox::Outbox;
 use crate::system::System;
 
+/// How long a reader waits before it looks again whether the cluster backplane caught up.
+const BACKPLANE_WAIT: Duration = Duration::from_millis(2);
+
 /// How long a close handshake may take before the socket is dropped.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
@@ -338,6 +341,20 @@ impl Connection {
             }
             if out.poll_ended(cx).is_ready() {
                 return Poll::Ready(End::Hub);
+            }
+            if self.system.backplane_saturated() {
+                // A publication taken now would reach this node's clients only: leave it in the
+                // socket (the peer's TCP window fills: nothing lost) until the backplane caught
+                // up, or the hub closes the connection.
+                let out = out.clone();
+                self.wait = Some(Box::pin(async move {
+                    tokio::select! {
+                        biased;
+                        () = out.ended() => false,
+                        () = tokio::time::sleep(BACKPLANE_WAIT) => true,
+                    }
+                }));
+                continue;
             }
             let msg = ready!(self.ws.poll_next(cx));
             let (hub, out) = (self.system.hub(), &self.ws.out);

@@ -134,7 +134,8 @@ impl System {
 
     /// Whether the cluster backplane is behind: its queue from the hub task is more than seven
     /// eighths full. A publication past a full queue would reach this node's clients only, so
-    /// HTTP publishers are answered 503 (retry) while it is (see `crate::http`).
+    /// while it is, HTTP publishers are answered 503 (retry; see `crate::http`) and WebSocket
+    /// connections are not read (see `crate::reader`).
     pub fn backplane_saturated(&self) -> bool {
         self.backplane
             .as_ref()

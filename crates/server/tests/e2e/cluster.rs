@@ -125,3 +125,70 @@ async fn a_publish_past_a_full_backplane_queue_is_refused_for_a_retry() {
     // The backplane read: accepted again.
     assert_eq!(post().await.status, 204);
 }
+
+/// While the backplane is behind, a node does not read its WebSocket publishers: what they
+/// send waits in their sockets instead of reaching this node's clients only, and once the
+/// backplane has read, every publication goes out, once and in order. (The queue's last eighth
+/// is the headroom for frames already handed to the hub: up to 8 per connection.)
+#[tokio::test]
+async fn a_websocket_publisher_waits_while_the_backplane_is_behind_and_loses_nothing() {
+    use futures_util::SinkExt;
+    use switchboard_runtime::backplane::Replication;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let process = switchboard_runtime::Process::default();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(128);
+    let system = switchboard_runtime::System::start(
+        crate::support::endpoint("laptimes"),
+        Default::default(),
+        Default::default(),
+        process.clock.clone(),
+        Some(tx),
+    );
+    let server = switchboard_hyper::serve(&process, listener, system).unwrap();
+    let addr = server.local_addr();
+    let mut publisher = connect(addr, "/").await;
+    let mut listener = connect(addr, "/").await;
+    const SENT: usize = 150;
+    for i in 0..SENT {
+        let text = notice(&format!("t{i}"));
+        publisher.send(Message::text(text)).await.unwrap();
+    }
+    // Nobody reads the backplane's queue: the first publications go out, then reading stops.
+    let mut got = Vec::new();
+    while got.len() < 112 {
+        got.push(next_text(&mut listener).await);
+    }
+    let more = tokio::time::timeout(std::time::Duration::from_millis(300), async {
+        loop {
+            got.push(next_text(&mut listener).await);
+        }
+    })
+    .await;
+    assert!(more.is_err());
+    assert!(
+        got.len() < 128,
+        "read past a full queue: {} delivered",
+        got.len()
+    );
+    // The backplane reads (and, here, forgets): the rest goes out.
+    let carried = tokio::spawn(async move {
+        let mut carried = 0;
+        while let Some(r) = rx.recv().await {
+            carried += usize::from(matches!(r, Replication::Publish(_)));
+            if carried == SENT {
+                break;
+            }
+        }
+        carried
+    });
+    while got.len() < SENT {
+        got.push(next_text(&mut listener).await);
+    }
+    for (i, text) in got.iter().enumerate() {
+        assert!(text.contains(&format!("\"t{i}\"")), "{i}: {text}");
+    }
+    // Every one of them was handed to the backplane too (none reached this node only).
+    let carried = tokio::time::timeout(crate::support::WAIT, carried).await;
+    assert_eq!(carried.expect("every publication queued").unwrap(), SENT);
+}
