@@ -3,6 +3,8 @@
 //! (`scripts/ensure-redis.sh` installs it; `scripts/test.sh` runs that first).
 
 use futures_util::SinkExt;
+use switchboard_runtime::backplane::Replication;
+use tokio::sync::mpsc::Receiver;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::http::get;
@@ -76,25 +78,37 @@ async fn client_ids_differ_across_nodes() {
     assert_ne!(tag(&ids[0]), tag(&ids[1]), "{ids:?}");
 }
 
+/// `system` served as one node of a cluster whose backplane is the returned end of a queue of
+/// `capacity`, read (or not) by the test.
+fn with_backplane_queue(
+    system: &str,
+    capacity: usize,
+) -> (switchboard_hyper::Server, Receiver<Replication>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+    let process = switchboard_runtime::Process::default();
+    let (tx, rx) = tokio::sync::mpsc::channel(capacity);
+    let system = switchboard_runtime::System::start(
+        crate::support::endpoint(system),
+        Default::default(),
+        Default::default(),
+        process.clock.clone(),
+        Some(tx),
+    );
+    (
+        switchboard_hyper::serve(&process, listener, system).unwrap(),
+        rx,
+    )
+}
+
 /// A node whose backplane is behind (its queue from the hub more than seven eighths full)
 /// answers HTTP publishers 503 with `Retry-After`, from the headers, instead of accepting
 /// publications that would reach its own clients only; once the backplane has read, it accepts
 /// again. The backplane here is the channel itself, read by the test.
 #[tokio::test]
 async fn a_publish_past_a_full_backplane_queue_is_refused_for_a_retry() {
-    use switchboard_runtime::backplane::Replication;
-
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let process = switchboard_runtime::Process::default();
-    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
-    let system = switchboard_runtime::System::start(
-        crate::support::endpoint("afc"),
-        Default::default(),
-        Default::default(),
-        process.clock.clone(),
-        Some(tx),
-    );
-    let server = switchboard_hyper::serve(&process, listener, system).unwrap();
+    let (server, mut rx) = with_backplane_queue("afc", 16);
     let addr = server.local_addr();
     let json = [("Content-Type", "application/json")];
     let post = || crate::http::post(addr, "/events/todo-created", &json, r#"{"id":1}"#);
@@ -132,20 +146,7 @@ async fn a_publish_past_a_full_backplane_queue_is_refused_for_a_retry() {
 /// is the headroom for frames already handed to the hub: up to 8 per connection.)
 #[tokio::test]
 async fn a_websocket_publisher_waits_while_the_backplane_is_behind_and_loses_nothing() {
-    use futures_util::SinkExt;
-    use switchboard_runtime::backplane::Replication;
-
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let process = switchboard_runtime::Process::default();
-    let (tx, mut rx) = tokio::sync::mpsc::channel(128);
-    let system = switchboard_runtime::System::start(
-        crate::support::endpoint("laptimes"),
-        Default::default(),
-        Default::default(),
-        process.clock.clone(),
-        Some(tx),
-    );
-    let server = switchboard_hyper::serve(&process, listener, system).unwrap();
+    let (server, mut rx) = with_backplane_queue("laptimes", 128);
     let addr = server.local_addr();
     let mut publisher = connect(addr, "/").await;
     let mut listener = connect(addr, "/").await;
