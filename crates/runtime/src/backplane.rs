@@ -5,6 +5,7 @@
 //! [`crate::HubHandle::remote`]; [`crate::HubHandle::rooms`] tells it which rooms have local
 //! members. Nothing here knows Redis.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use hashbrown::HashMap;
@@ -87,6 +88,9 @@ pub(crate) struct Replicator {
     /// bounded; an announcement is late, never lost (a node that greets a newcomer announces
     /// every room at once).
     members: HashMap<String, (Members, bool)>,
+    /// Raised while the channel is more than seven eighths full (see [`Replicator::note_fill`]),
+    /// for the connections' readers to look at with a load instead of asking the channel.
+    behind: Arc<AtomicBool>,
 }
 
 impl Replicator {
@@ -96,6 +100,25 @@ impl Replicator {
             dropped: 0,
             rooms: HashMap::new(),
             members: HashMap::new(),
+            behind: Arc::default(),
+        }
+    }
+
+    /// The flag [`Replicator::note_fill`] keeps.
+    pub(crate) fn behind(&self) -> Arc<AtomicBool> {
+        self.behind.clone()
+    }
+
+    /// Whether the channel is more than seven eighths full now, in the flag: a hint, set and
+    /// cleared once per drain of the hub task (the one place that fills the channel). Whoever
+    /// finds it raised asks the channel itself (`crate::System::backplane_saturated`), so a
+    /// flag left raised while the hub task is idle holds nobody back.
+    pub(crate) fn note_fill(&self) {
+        if let Some(tx) = &self.tx {
+            let behind = tx.capacity() < tx.max_capacity() / 8;
+            if self.behind.load(Ordering::Relaxed) != behind {
+                self.behind.store(behind, Ordering::Relaxed);
+            }
         }
     }
 

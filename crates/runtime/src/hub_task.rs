@@ -11,6 +11,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use futures_util::future::Either;
@@ -132,6 +133,8 @@ pub struct HubHandle {
     decoder: Arc<dyn DynDecode>,
     /// Frames above it are not decoded (the hub closes their connection with 1009).
     max_frame_bytes: usize,
+    /// The hub task's hint that its queue to the backplane is nearly full.
+    backplane_behind: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for HubHandle {
@@ -156,12 +159,14 @@ pub fn spawn_hub(
     let decoder = hub.decoder();
     let max_frame_bytes = hub.config().limits.max_frame_bytes;
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+    let replicator = Replicator::new(replicate);
+    let backplane_behind = replicator.behind();
     let task = HubTask {
         hub,
         clock,
         links: Links::default(),
         corked: Vec::new(),
-        replicator: Replicator::new(replicate),
+        replicator,
         history,
         loopback: tx.downgrade(),
         workers: tokio::runtime::Handle::current().metrics().num_workers(),
@@ -174,6 +179,7 @@ pub fn spawn_hub(
         name,
         decoder,
         max_frame_bytes,
+        backplane_behind,
     };
     (handle, task)
 }
@@ -182,6 +188,12 @@ impl HubHandle {
     /// The protocol's name.
     pub fn name(&self) -> &'static str {
         self.name
+    }
+
+    /// Whether the hub task last saw its queue to the cluster backplane more than seven eighths
+    /// full (a hint, a load: see `crate::System::backplane_saturated`).
+    pub fn backplane_behind(&self) -> bool {
+        self.backplane_behind.load(Ordering::Relaxed)
     }
 
     async fn call<T>(
@@ -510,6 +522,7 @@ impl HubTask {
             // A write reported flushed can let a paced replay go on: drain until quiet.
             loop {
                 self.drain();
+                self.replicator.note_fill();
                 if !gathered && self.corked.len() >= GATHER {
                     // A large fan-out is about to be written: first let the readers that are
                     // ready hand over what they read (another publisher's frames, say), so that

@@ -136,11 +136,16 @@ impl System {
     /// eighths full. A publication past a full queue would reach this node's clients only, so
     /// while it is, HTTP publishers are answered 503 (retry; see `crate::http`) and WebSocket
     /// connections are not read (see `crate::reader`).
+    ///
+    /// Every connection's reader asks before each frame: the hub task's hint is a load, and only
+    /// while it is raised is the channel itself asked (which takes a sender for a moment).
     pub fn backplane_saturated(&self) -> bool {
-        self.backplane
-            .as_ref()
-            .and_then(mpsc::WeakSender::upgrade)
-            .is_some_and(|tx| tx.capacity() < tx.max_capacity() / 8)
+        self.hub.backplane_behind()
+            && self
+                .backplane
+                .as_ref()
+                .and_then(mpsc::WeakSender::upgrade)
+                .is_some_and(|tx| tx.capacity() < tx.max_capacity() / 8)
     }
 
     /// The system's name.
