@@ -533,7 +533,7 @@ impl HubTask {
                     self.take_ready(&mut rx);
                     continue;
                 }
-                if !self.uncork() {
+                if !self.uncork(&mut rx).await {
                     break;
                 }
             }
@@ -903,7 +903,14 @@ impl HubTask {
     /// runtime's workers: the kernel's send is most of a delivery's cost, and sends to different
     /// sockets run in parallel. Whether a write was reported to the hub from here (which may
     /// have given it more to do).
-    fn uncork(&mut self) -> bool {
+    ///
+    /// A long sweep takes new input every [`GATHER`] writes: what the readers handed over
+    /// meanwhile (the next publication, say) joins the queues of the sockets not written yet,
+    /// so they get it in this sweep's write instead of a write of its own in the next sweep,
+    /// and sooner. The sockets already written are corked again and written at the end of
+    /// this sweep. Input is taken only during the sweep's first pass, so a sweep writes each
+    /// socket at most twice, and timers still run between sweeps.
+    async fn uncork(&mut self, rx: &mut mpsc::Receiver<Command>) -> bool {
         let shares = self.workers.min(self.corked.len() / PARALLEL_SHARE).max(1);
         if shares > 1 {
             let per = self.corked.len().div_ceil(shares);
@@ -912,15 +919,26 @@ impl HubTask {
                 tokio::spawn(uncork_share(share, self.loopback.clone()));
             }
         }
-        let now = self.clock.now();
+        let first_pass = self.corked.len();
+        let mut now = self.clock.now();
         let mut reported = false;
-        for (connection, outbox) in self.corked.drain(..) {
+        let mut i = 0;
+        while let Some((connection, outbox)) = self.corked.get(i) {
             let bytes = outbox.uncork();
             if bytes > 0 {
-                let _ = self.hub.handle_flushed(now, connection, bytes);
+                let _ = self.hub.handle_flushed(now, *connection, bytes);
                 reported = true;
             }
+            i += 1;
+            if i % GATHER == 0 && i + GATHER <= first_pass {
+                tokio::task::yield_now().await;
+                self.take_ready(rx);
+                self.drain();
+                self.replicator.note_fill();
+                now = self.clock.now();
+            }
         }
+        self.corked.clear();
         reported
     }
 

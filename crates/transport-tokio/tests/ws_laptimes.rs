@@ -126,3 +126,65 @@ async fn a_fan_out_split_over_workers_delivers_everything_in_order() {
         "every written byte was reported once"
     );
 }
+
+/// Several publishers at once into a fan-out long enough that the hub task takes new input in
+/// the middle of writing it (every `GATHER` writes, on one worker as a pinned server runs): a
+/// notice read meanwhile joins the queues of the sockets not written yet and is written to the
+/// others after them. Every client still gets every notice once, each publisher's in its order,
+/// and the hub's queue accounting ends at zero.
+#[tokio::test]
+async fn notices_taken_during_a_long_fan_out_reach_everyone_once_in_order() {
+    const PUBLISHERS: usize = 4;
+    const NOTICES: usize = 30;
+    const SUBSCRIBERS: usize = 400;
+    let server = start().await;
+    let mut clients = Vec::new();
+    for _ in 0..SUBSCRIBERS {
+        clients.push(connect(&server).await);
+    }
+    let mut publishers = Vec::new();
+    for _ in 0..PUBLISHERS {
+        publishers.push(connect(&server).await);
+    }
+    // What one reader must see: `expected` notices, each publisher's numbered 0, 1, 2, ...
+    async fn read_all(mut ws: Ws, expected: usize, skip: Option<usize>) -> Ws {
+        let mut next = [0usize; PUBLISHERS];
+        for _ in 0..expected {
+            let text = next_text(&mut ws).await;
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            let (p, n) = v["table"].as_str().unwrap().split_once('-').unwrap();
+            let (p, n): (usize, usize) = (p.parse().unwrap(), n.parse().unwrap());
+            assert_ne!(Some(p), skip, "a publisher does not get its own notice");
+            assert_eq!(n, next[p], "publisher {p}'s notices in order, once each");
+            next[p] += 1;
+        }
+        ws
+    }
+    let mut senders = Vec::new();
+    for (p, mut ws) in publishers.into_iter().enumerate() {
+        senders.push(tokio::spawn(async move {
+            for n in 0..NOTICES {
+                let notice =
+                    format!(r#"{{"table":"{p}-{n}","operation":"CHANGE","timestamp":"x"}}"#);
+                ws.send(Message::text(notice)).await.unwrap();
+            }
+            read_all(ws, (PUBLISHERS - 1) * NOTICES, Some(p)).await
+        }));
+    }
+    let readers: Vec<_> = clients
+        .into_iter()
+        .map(|ws| tokio::spawn(read_all(ws, PUBLISHERS * NOTICES, None)))
+        .collect();
+    let mut open = Vec::new();
+    for task in senders.into_iter().chain(readers) {
+        open.push(task.await.expect("every client got every notice in order"));
+    }
+    futures_util::future::join_all(open.iter_mut().map(assert_quiet)).await;
+    let stats = server.hub().stats().await.unwrap();
+    let deliveries = SUBSCRIBERS * PUBLISHERS * NOTICES + PUBLISHERS * (PUBLISHERS - 1) * NOTICES;
+    assert_eq!(stats.counters.deliveries, deliveries as u64);
+    assert_eq!(
+        stats.queued_bytes, 0,
+        "every written byte was reported once"
+    );
+}
