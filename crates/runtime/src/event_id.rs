@@ -38,11 +38,28 @@ struct Frame<'a> {
     offset: Option<u64>,
 }
 
-impl EventIds {
-    /// Note the v2 frame `payload` about to be written; the id its event carries, if it is a
-    /// `session`, `pub` or `subscribed` frame (every other kind moves no position and carries
-    /// none, so the client's last id stays as it was).
-    pub fn note(&mut self, payload: &[u8]) -> Option<String> {
+/// What one v2 frame does to the positions a session holds. Read once per publication (every
+/// recipient is sent the same frame, see [`crate::outbox::Events`]) and applied per recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Move {
+    /// A `session` frame: the session's id.
+    Session(String),
+    /// A `pub` or `subscribed` frame: a stream is at this epoch and offset.
+    Position {
+        /// The stream, percent-encoded.
+        stream: String,
+        /// Its epoch.
+        epoch: String,
+        /// The offset reached.
+        offset: u64,
+    },
+}
+
+impl Move {
+    /// What the v2 frame `payload` moves, if it is a `session`, `pub` or `subscribed` frame
+    /// (every other kind moves no position and carries no id, so the client's last id stays as
+    /// it was).
+    pub fn of(payload: &[u8]) -> Option<Move> {
         // Most frames are `pub`: look before parsing.
         let kind = payload.strip_prefix(br#"{"sb":""#)?;
         if !(kind.starts_with(b"pub\"")
@@ -53,23 +70,56 @@ impl EventIds {
         }
         let frame: Frame<'_> = serde_json::from_slice(payload).ok()?;
         match frame.sb {
-            "session" => self.session = Some(frame.session?),
-            "pub" | "subscribed" => {
-                let stream = encode(&frame.stream?);
-                let (epoch, offset) = (frame.epoch?, frame.offset?);
+            "session" => Some(Move::Session(frame.session?)),
+            "pub" | "subscribed" => Some(Move::Position {
+                stream: encode(&frame.stream?),
+                epoch: frame.epoch?,
+                offset: frame.offset?,
+            }),
+            _ => None,
+        }
+    }
+}
+
+impl EventIds {
+    /// Note the v2 frame `payload` about to be written; the id its event carries, if any (see
+    /// [`Move::of`]).
+    pub fn note(&mut self, payload: &[u8]) -> Option<String> {
+        self.apply(&Move::of(payload)?)
+    }
+
+    /// Apply `moved` to the positions held; the id the event carries.
+    pub fn apply(&mut self, moved: &Move) -> Option<String> {
+        match moved {
+            Move::Session(session) => self.session = Some(session.clone()),
+            Move::Position {
+                stream,
+                epoch,
+                offset,
+            } => {
                 let full = self.positions.len() >= MAX_POSITIONS;
-                match self.positions.iter_mut().find(|(s, ..)| *s == stream) {
-                    Some(held) => (held.1, held.2) = (epoch, offset),
-                    None if !full => self.positions.push((stream, epoch, offset)),
+                match self.positions.iter_mut().find(|(s, ..)| s == stream) {
+                    Some(held) => {
+                        held.1.clone_from(epoch);
+                        held.2 = *offset;
+                    }
+                    None if !full => self
+                        .positions
+                        .push((stream.clone(), epoch.clone(), *offset)),
                     None => {}
                 }
             }
-            _ => return None,
         }
-        let mut id = self.session.clone()?;
+        let session = self.session.as_deref()?;
+        let mut id = String::with_capacity(session.len() + 48 * self.positions.len());
+        id.push_str(session);
         for (i, (stream, epoch, offset)) in self.positions.iter().enumerate() {
-            id.push(if i == 0 { '.' } else { ',' });
-            id.push_str(&format!("{stream}~{epoch}~{offset}"));
+            use std::fmt::Write as _;
+            let _ = write!(
+                id,
+                "{}{stream}~{epoch}~{offset}",
+                if i == 0 { '.' } else { ',' }
+            );
         }
         Some(id)
     }

@@ -35,7 +35,7 @@ use crate::inspect::{
 };
 pub use crate::links::Link;
 use crate::links::Links;
-use crate::outbox::{Corked, FlushSink, Outbox};
+use crate::outbox::{Corked, Events, FlushSink, Outbox};
 
 /// Commands queued to the hub task; a full queue makes the sender wait (backpressure).
 pub const COMMAND_QUEUE: usize = 4096;
@@ -166,6 +166,7 @@ pub fn spawn_hub(
         clock,
         links: Links::default(),
         corked: Vec::new(),
+        events: Events::default(),
         replicator,
         history,
         loopback: tx.downgrade(),
@@ -500,6 +501,8 @@ struct HubTask {
     links: Links,
     /// Connections given frames by the current drain, to write once it is done.
     corked: Vec<(ConnectionHandle, Arc<Outbox>)>,
+    /// The event-stream form of the drain's last payload, shared by its recipients.
+    events: Events,
     replicator: Replicator,
     /// The history engine of this system's streams, driven from here like the hub.
     history: Option<MemoryHistory>,
@@ -816,7 +819,7 @@ impl HubTask {
                     payload,
                 } => {
                     if let Some(link) = self.links.get(&connection) {
-                        if link.outbox.frame_corked(payload) == Corked::First {
+                        if link.outbox.frame_corked(payload, &mut self.events) == Corked::First {
                             self.corked.push((connection, link.outbox.clone()));
                         }
                     }

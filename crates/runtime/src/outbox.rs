@@ -18,9 +18,9 @@
 //!
 //! A server-sent-event stream ([`Framing::Sse`], [`Framing::SseV2`]) goes through the same
 //! outbox: each hub frame is written as an event (`data: `, the frame, `\n\n`, in the same
-//! `writev`, the frame's shared bytes not copied unless it holds a line break), a ping as a
-//! comment line, and a close as a comment naming the code and reason, after which the
-//! connection's task ends the stream. With v2 each `session`, `pub` and `subscribed` event
+//! `writev`, the frame's shared bytes not copied unless it holds a line break, and then once per
+//! publication, see [`Events`]), a ping as a comment line, and a close as a comment naming the
+//! code and reason, after which the connection's task ends the stream. With v2 each `session`, `pub` and `subscribed` event
 //! carries an `id:` ([`crate::event_id`]).
 //!
 //! Bounds: data frames are bounded by the hub's accounting (`Limits::max_queued_bytes`, enforced
@@ -42,7 +42,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::{
 use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
-use crate::event_id::EventIds;
+use crate::event_id::{EventIds, Move};
 use crate::pacing::{Pace, Pacing};
 use crate::stream::{Shared, Stream};
 
@@ -115,8 +115,7 @@ impl Chunk {
     }
 
     /// An unmasked, final text frame around `payload`.
-    fn text(payload: Text) -> Chunk {
-        let payload = payload.into_bytes();
+    fn text(payload: Bytes) -> Chunk {
         let header = FrameHeader {
             opcode: OpCode::Data(Data::Text),
             ..FrameHeader::default()
@@ -137,17 +136,8 @@ impl Chunk {
         }
     }
 
-    /// A server-sent event carrying `payload` as its data. A payload with line breaks is
-    /// copied, each break turned into a new `data:` line (the client joins them with `\n`); any
-    /// other is sent as it is, shared.
-    fn event(payload: Text) -> Chunk {
-        let payload = payload.into_bytes();
-        let hub_bytes = payload.len();
-        let body = if payload.iter().any(|&b| b == b'\n' || b == b'\r') {
-            data_lines(&payload)
-        } else {
-            payload
-        };
+    /// A server-sent event whose data is `body` ([`event_body`] of a hub frame of `hub_bytes`).
+    fn event(body: Bytes, hub_bytes: usize) -> Chunk {
         let mut head = [0; HEAD_MAX];
         head[..SSE_DATA.len()].copy_from_slice(SSE_DATA);
         Chunk {
@@ -163,9 +153,14 @@ impl Chunk {
     /// The `id:` line that opens the next event: part of a hub frame, so bounded with it by the
     /// hub's accounting, not by [`RAW_LIMIT`].
     fn event_id(id: &str) -> Chunk {
+        // Exactly as long as the line, so that `Bytes` takes the buffer as it is.
+        let mut line = Vec::with_capacity(b"id: \n".len() + id.len());
+        line.extend_from_slice(b"id: ");
+        line.extend_from_slice(id.as_bytes());
+        line.push(b'\n');
         Chunk {
             raw: false,
-            ..Chunk::raw(Bytes::from(format!("id: {id}\n")))
+            ..Chunk::raw(Bytes::from(line))
         }
     }
 
@@ -189,6 +184,52 @@ impl Chunk {
             done -= skip;
             IoSlice::new(&part[skip..])
         })
+    }
+}
+
+/// A hub frame as the data of a server-sent event: a payload with line breaks is copied, each
+/// break turned into a new `data:` line (the client joins them with `\n`); any other is sent as
+/// it is, shared.
+fn event_body(payload: &Bytes) -> Bytes {
+    if payload.iter().any(|&b| b == b'\n' || b == b'\r') {
+        data_lines(payload)
+    } else {
+        payload.clone()
+    }
+}
+
+/// A fan-out's server-sent-event work, done once per publication: every recipient is handed the
+/// same payload (one shared `Bytes`), so the event body it becomes ([`event_body`], a copy when
+/// it holds line breaks) and the position it moves (v2, a JSON parse) are worked out for the
+/// first recipient and shared by the others, not redone per recipient. The hub task keeps one
+/// and passes it to every [`Outbox::frame_corked`]. It holds the last payload, so a payload at
+/// the same address and length is that payload, not a new one at a reused address.
+#[derive(Debug, Default)]
+pub struct Events {
+    last: Option<Box<LastEvent>>,
+}
+
+#[derive(Debug)]
+struct LastEvent {
+    payload: Bytes,
+    body: Bytes,
+    /// What it moves, once a v2 stream asked.
+    moved: Option<Option<Move>>,
+}
+
+impl Events {
+    fn of(&mut self, payload: &Bytes) -> &mut LastEvent {
+        let seen = self.last.as_ref().is_some_and(|last| {
+            last.payload.as_ptr() == payload.as_ptr() && last.payload.len() == payload.len()
+        });
+        if !seen {
+            self.last = Some(Box::new(LastEvent {
+                payload: payload.clone(),
+                body: event_body(payload),
+                moved: None,
+            }));
+        }
+        self.last.as_mut().expect("set above")
     }
 }
 
@@ -654,7 +695,9 @@ impl Outbox {
     /// frames one hub drain produces for this connection go out in one `writev` at
     /// [`Outbox::uncork`]. The caller must call `uncork` after its drain if this returns
     /// [`Corked::First`].
-    pub fn frame_corked(&self, payload: Text) -> Corked {
+    /// `events` carries the server-sent-event form of the drain's last payload from one
+    /// recipient to the next.
+    pub fn frame_corked(&self, payload: Text, events: &mut Events) -> Corked {
         let mut st = self.lock();
         if st.closed || st.failed {
             return Corked::Dropped;
@@ -663,14 +706,18 @@ impl Outbox {
         if first {
             st.corked = true;
         }
+        let payload = payload.into_bytes();
         let chunk = match self.framing {
             Framing::WebSocket => Chunk::text(payload),
-            Framing::Sse => Chunk::event(payload),
+            Framing::Sse => Chunk::event(events.of(&payload).body.clone(), payload.len()),
             Framing::SseV2 => {
-                if let Some(id) = st.ids.get_or_insert_default().note(payload.as_bytes()) {
+                let event = events.of(&payload);
+                let moved = event.moved.get_or_insert_with(|| Move::of(&payload));
+                let ids = st.ids.get_or_insert_default();
+                if let Some(id) = moved.as_ref().and_then(|m| ids.apply(m)) {
                     st.enqueue(Chunk::event_id(&id));
                 }
-                Chunk::event(payload)
+                Chunk::event(event.body.clone(), payload.len())
             }
         };
         st.enqueue(chunk);

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use switchboard_hub::{CloseCode, Text};
-use switchboard_runtime::outbox::{Corked, FlushSink, Outbox};
+use switchboard_runtime::outbox::{Corked, Events, FlushSink, Outbox};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
 use tokio_tungstenite::tungstenite::Message;
@@ -32,7 +32,7 @@ enum Sent {
 }
 
 fn send(out: &Arc<Outbox>, payload: Text) -> Sent {
-    match out.frame_corked(payload) {
+    match out.frame_corked(payload, &mut Events::default()) {
         Corked::Dropped => Sent::Dropped,
         Corked::Queued => Sent::Queued,
         Corked::First => match out.uncork() {

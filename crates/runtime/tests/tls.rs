@@ -13,7 +13,7 @@ use rcgen::{BasicConstraints, Certificate, CertificateParams, DnType, IsCa, KeyP
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, RootCertStore};
 use switchboard_hub::Text;
-use switchboard_runtime::outbox::{Corked, Outbox};
+use switchboard_runtime::outbox::{Corked, Events, Outbox};
 use switchboard_runtime::tls::{CertificateFiles, Tls, TlsError};
 use switchboard_runtime::Stream;
 use tempfile::TempDir;
@@ -212,7 +212,7 @@ async fn tls_pair(dir: &TempDir) -> (Arc<Outbox>, Client) {
 
 /// Hand a frame over as the hub task does; whether it was written at once.
 fn send(out: &Arc<Outbox>, payload: Text) -> bool {
-    match out.frame_corked(payload) {
+    match out.frame_corked(payload, &mut Events::default()) {
         Corked::Dropped => panic!("dropped on an open connection"),
         Corked::Queued => false,
         Corked::First => out.uncork() > 0,

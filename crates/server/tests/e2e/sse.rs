@@ -53,22 +53,26 @@ async fn sse_laptimes_receives_what_a_websocket_client_sends() {
     let (data, id) = events.next_event().await;
     assert_eq!((data, id), (n, None));
     // A frame with raw line breaks between its JSON tokens arrives whole: one event, its
-    // `data:` lines joined with `\n` (a `\r\n` is read as one break).
+    // `data:` lines joined with `\n` (a `\r\n` is read as one break), on every stream (the
+    // lines are made once per publication and shared).
+    let mut second = sse::open(addr, "/sse").await;
+    wait_connections(server.hub(), 3).await;
     let multi = "{\"table\":\"laps\",\n\"operation\":\"CHANGE\",\r\n\"timestamp\":\"2025-10-25T12:34:56.789Z\"}";
     ws.send(Message::text(multi)).await.unwrap();
     assert_eq!(events.next_data().await, multi.replace("\r\n", "\n"));
-    // Counted as a connection, and as a stream.
+    assert_eq!(second.next_data().await, multi.replace("\r\n", "\n"));
+    // Counted as connections, and as streams.
     let metrics = http::get(addr, "/metrics").await.text();
     assert!(
-        metrics.contains("switchboard_connections{system=\"laptimes\"} 2\n"),
+        metrics.contains("switchboard_connections{system=\"laptimes\"} 3\n"),
         "{metrics}"
     );
     assert!(
-        metrics.contains("switchboard_sse_connections{system=\"laptimes\"} 1\n"),
+        metrics.contains("switchboard_sse_connections{system=\"laptimes\"} 2\n"),
         "{metrics}"
     );
     assert!(
-        metrics.contains("switchboard_sse_connections_opened_total{system=\"laptimes\"} 1\n"),
+        metrics.contains("switchboard_sse_connections_opened_total{system=\"laptimes\"} 2\n"),
         "{metrics}"
     );
     server.shutdown().await.unwrap();

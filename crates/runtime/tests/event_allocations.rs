@@ -1,0 +1,130 @@
+//! Heap allocations of a fan-out to server-sent-event streams, counted by a global allocator:
+//! a publication's event body (a copy, when the frame holds line breaks) and the position it
+//! moves (a JSON parse, v2) are worked out once per publication, not once per recipient.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::sync::Arc;
+
+use switchboard_hub::{ConnectionHandle, Text};
+use switchboard_runtime::outbox::{Corked, Events, FlushSink, Framing, Outbox};
+
+struct Counting;
+
+thread_local! {
+    /// Allocations made by this thread while counting is on (other test threads run beside it).
+    static COUNT: Cell<Option<u64>> = const { Cell::new(None) };
+}
+
+fn note() {
+    // `try_with`: the allocator also runs while thread-locals are torn down.
+    let _ = COUNT.try_with(|c| {
+        if let Some(n) = c.get() {
+            c.set(Some(n + 1));
+        }
+    });
+}
+
+// SAFETY: every call is forwarded unchanged to the system allocator; counting only touches a
+// const-initialised thread-local `Cell`, which never allocates.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        note();
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        note();
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        note();
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// The allocations `f` makes on this thread.
+fn count(f: impl FnOnce()) -> u64 {
+    COUNT.with(|c| c.set(Some(0)));
+    f();
+    COUNT.with(|c| c.replace(None)).expect("counting")
+}
+
+#[derive(Debug)]
+struct NoHub;
+
+impl FlushSink for NoHub {
+    fn flushed(
+        &self,
+        _: ConnectionHandle,
+        _: usize,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        Box::pin(async {})
+    }
+    fn system(&self) -> &'static str {
+        "test"
+    }
+}
+
+const SESSION: &str = "3865b85aa318fb113d43cb337c20004a";
+
+/// Allocations of handing one publication to `n` event streams of `framing` the way the hub
+/// task does, after each stream took its session and earlier publications.
+fn allocations(framing: Framing, n: usize, publication: &str) -> u64 {
+    let sink: Arc<dyn FlushSink> = Arc::new(NoHub);
+    let streams: Vec<_> = (0..n)
+        .map(|_| Outbox::framed(sink.clone(), framing))
+        .collect();
+    let session = Text::from(format!(
+        r#"{{"sb":"session","session":"{SESSION}","resumed":false}}"#
+    ));
+    let mut events = Events::default();
+    // No socket yet: frames wait in the queue, as they do until the stream's headers are out.
+    // Each stream takes its session and two earlier publications of the stream (a v2 session
+    // now holds its position, and the queue has grown to hold the next one).
+    let earlier = || Text::from(publication.to_string());
+    for warm_up in [session, earlier(), earlier()] {
+        for out in &streams {
+            assert_eq!(
+                out.frame_corked(warm_up.clone(), &mut events),
+                Corked::Queued
+            );
+        }
+    }
+    let publication = Text::from(publication.to_string());
+    count(|| {
+        for out in &streams {
+            out.frame_corked(publication.clone(), &mut events);
+        }
+    })
+}
+
+#[test]
+fn an_event_stream_fan_out_copies_a_multi_line_frame_once_per_publication() {
+    let multi = "{\"table\":\"laps\",\n\"operation\":\"CHANGE\",\r\n\"x\":1}";
+    let ten = allocations(Framing::Sse, 10, multi);
+    let thousand = allocations(Framing::Sse, 1000, multi);
+    assert_eq!(ten, thousand, "the same for 10 and 1000 recipients");
+    assert!(thousand <= 8, "{thousand} allocations for one publication");
+}
+
+#[test]
+fn a_v2_event_stream_fan_out_reads_the_frame_once_and_writes_each_recipients_id() {
+    let publication =
+        r#"{"sb":"pub","stream":"all","epoch":"69cecfdf41150212","offset":42,"msg":{"a":"b\nc"}}"#;
+    let ten = allocations(Framing::SseV2, 10, publication);
+    let thousand = allocations(Framing::SseV2, 1000, publication);
+    // Each recipient's `id:` line is its own (its session's positions): the id, and the line
+    // with it. What the frame moves (a JSON parse and the stream's name, encoded) and its body
+    // are worked out once.
+    let per_recipient = (thousand - ten) as f64 / 990.0;
+    assert!(
+        per_recipient <= 2.0,
+        "{per_recipient} allocations per recipient"
+    );
+}
