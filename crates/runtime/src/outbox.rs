@@ -199,7 +199,7 @@ fn event_body(payload: &Bytes) -> Bytes {
 }
 
 /// A fan-out's server-sent-event work, done once per publication: every recipient is handed the
-/// same payload (one shared `Bytes`), so the event body it becomes ([`event_body`], a copy when
+/// same payload (one shared `Bytes`), so the event body it becomes (`event_body`, a copy when
 /// it holds line breaks) and the position it moves (v2, a JSON parse) are worked out for the
 /// first recipient and shared by the others, not redone per recipient. The hub task keeps one
 /// and passes it to every [`Outbox::frame_corked`]. It holds the last payload, so a payload at
