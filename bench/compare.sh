@@ -13,8 +13,9 @@
 #            servers taking turns, and the table shows each figure's median. Every PROBE_EVERY-th
 #            subscriber is a probe read on the load tool's own thread (its latency is the
 #            server's, not the tool's), compared with the fan-out floor measured in the same
-#            run (the kernel's per-send cost, timed without a server on the server's CPU, times
-#            the recipients up to the deepest probe)
+#            run (the kernel's per-send cost, timed without a server on the server's CPU in
+#            rounds as far apart as the publications, times the recipients up to the deepest
+#            probe; the table also shows it timed with the rounds 2 ms apart, as before)
 #   flat     FLAT_SUBS subscribers, FLAT_PUBS publishers, flat out: deliveries/s and CPU per
 #            delivery at saturation
 # Then, switchboard alone, history off (`--history-max-entries 0`, v1 clients) against history on

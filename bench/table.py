@@ -92,12 +92,16 @@ def main():
          ("probes", "latency_us", "p50"), 1e-3, 2, None),
         (f"p99 delivery latency, ms, {probes} ({lat})", "latency",
          ("probes", "latency_us", "p99"), 1e-3, 2, None),
-        (f"fan-out floor, us per send (kernel, no server, fastest of its rounds, {fmt(param('latency', 'floor') and param('latency', 'floor')['frame_bytes'], 0)}-byte frames)",
+        (f"fan-out floor, us per send (kernel, no server, fastest of its rounds, {fmt(param('latency', 'floor') and param('latency', 'floor')['frame_bytes'], 0)}-byte frames, rounds {fmt(param('latency', 'floor') and param('latency', 'floor').get('gap_ms', 2), 0)} ms apart as the publications)",
          "latency", ("floor", "per_send_ns"), 1e-3, 2, None),
+        ("  the same with the rounds 2 ms apart (the floor of earlier runs)",
+         "latency", ("floor_back_to_back", "per_send_ns"), 1e-3, 2, None),
         (f"fan-out floor at the deepest probe, ms ({lat})", "latency",
          ("probes", "floor_deepest_us"), 1e-3, 2, None),
         ("probe p99 / fan-out floor at the deepest probe (goal: at most 1.2)",
          "latency", ("probes", "p99_over_floor"), 1, 2, None),
+        ("  over the floor of rounds 2 ms apart",
+         "latency", ("probes", "p99_over_back_to_back_floor"), 1, 2, None),
     ]
     rows += [
         (f"RSS per idle connection, KiB ({param('idle', 'connections')} idle sockets)", "idle",

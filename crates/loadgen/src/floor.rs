@@ -10,6 +10,12 @@
 //! of the load tool waits for the frames in `epoll_wait` and reads them, as it does in the run
 //! (so the wake-ups and the reader's competition for the sockets are in the cost). The per-send
 //! cost is the fastest round's: other work on a shared machine only ever slows a round down.
+//!
+//! The rounds are as far apart as the run's publications: a socket's kernel state goes cold
+//! between two sends to it, and a send costs more then. On the project's machine a round of
+//! 1001 sends cost 2.1 to 2.4 us per send when the rounds were 2 ms apart and 3.3 to 3.9 us when
+//! they were 50 ms apart (a 20/s run's period; fastest of 31 rounds each, three alternating
+//! pairs), so a floor timed back to back understates what the kernel spends in the run.
 
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -32,6 +38,8 @@ pub struct Floor {
     pub frame_bytes: usize,
     /// Timed rounds.
     pub rounds: usize,
+    /// Time between two rounds, in ms.
+    pub gap_ms: f64,
 }
 
 impl Floor {
@@ -54,13 +62,14 @@ pub fn ws_frame_bytes(payload: usize) -> usize {
 /// Time `rounds` rounds of one send of `frame_bytes` bytes to each of `sockets` loopback sockets,
 /// from a thread on `sender_cpu` (the server's CPU, idle before the run; any CPU if `None`),
 /// while a reader thread on the load tool's CPUs waits in `epoll_wait` and reads, as the load
-/// tool does during the run. Between rounds the sender waits until everything was read and the
-/// reader is back asleep, as between two publications at a fixed rate.
+/// tool does during the run. Between rounds the sender waits until everything was read and then
+/// `gap` (the reader is back asleep, as between two publications at a fixed rate).
 pub fn measure(
     sockets: usize,
     frame_bytes: usize,
     rounds: usize,
     sender_cpu: Option<usize>,
+    gap: Duration,
 ) -> io::Result<Floor> {
     let sockets = sockets.max(1);
     let rounds = rounds.max(1);
@@ -113,7 +122,7 @@ pub fn measure(
             if let Some(cpu) = sender_cpu {
                 pin_to(cpu);
             }
-            send_rounds(&mut senders, frame_bytes, rounds, &read)
+            send_rounds(&mut senders, frame_bytes, rounds, gap, &read)
         })?;
     let sent = sender
         .join()
@@ -130,6 +139,7 @@ pub fn measure(
         sockets,
         frame_bytes,
         rounds,
+        gap_ms: gap.as_secs_f64() * 1e3,
     })
 }
 
@@ -149,6 +159,7 @@ fn send_rounds(
     senders: &mut [TcpStream],
     frame_bytes: usize,
     rounds: usize,
+    gap: Duration,
     read: &AtomicU64,
 ) -> io::Result<Vec<f64>> {
     let frame = vec![b'x'; frame_bytes.max(1)];
@@ -173,7 +184,7 @@ fn send_rounds(
             std::thread::sleep(Duration::from_micros(200));
         }
         // The reader is back in epoll_wait, as between two publications.
-        std::thread::sleep(Duration::from_millis(2));
+        std::thread::sleep(gap);
     }
     Ok(per_send)
 }
@@ -236,8 +247,9 @@ mod tests {
 
     #[test]
     fn measures_a_positive_cost_and_scales_it_by_position() {
-        let f = measure(8, 120, 3, None).unwrap();
+        let f = measure(8, 120, 3, None, Duration::from_millis(5)).unwrap();
         assert_eq!((f.sockets, f.frame_bytes, f.rounds), (8, 120, 3));
+        assert_eq!(f.gap_ms, 5.0);
         assert!(f.per_send_ns > 0.0 && f.per_send_ns <= f.median_ns, "{f:?}");
         assert_eq!(f.at(0), f.per_send_ns);
         assert_eq!(f.at(99), 100.0 * f.per_send_ns);

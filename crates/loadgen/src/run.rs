@@ -151,6 +151,9 @@ pub struct FanoutReport {
     tool_cpu_secs: f64,
     probes: Option<ProbeFigures>,
     floor: Option<Floor>,
+    /// The same floor timed with its rounds 2 ms apart (how it was measured before the rounds
+    /// were spaced as the run's publications), for comparison.
+    back_to_back: Option<Floor>,
 }
 
 /// The probe sockets' latency (read on their own thread) and its ratio to the fan-out floor.
@@ -189,16 +192,29 @@ pub async fn fanout(a: FanoutArgs) -> Result<FanoutReport, String> {
     };
     let (concurrency, v2) = (a.connect_concurrency, a.v2);
     let mut publishers = Vec::new();
-    // The fan-out floor, before any socket to the server is open (the server is idle).
-    let floor = if a.rooms == 0 && a.floor_rounds > 0 {
+    // The fan-out floor, before any socket to the server is open (the server is idle): its
+    // rounds as far apart as the run's publications, and back to back.
+    let (floor, back_to_back) = if a.rooms == 0 && a.floor_rounds > 0 {
         let payload = notice::build(true, 1_000_000, 10_000_000_000_000, a.pad).len();
         let sockets = a.subscribers + a.publishers;
         let frame = floor::ws_frame_bytes(payload);
-        let f = floor::measure(sockets, frame, a.floor_rounds, a.floor_cpu)
-            .map_err(|e| format!("measuring the fan-out floor: {e}"))?;
-        Some(f)
+        let back_to_back = Duration::from_millis(2);
+        let period = if a.rate > 0.0 {
+            secs(1.0 / a.rate).clamp(back_to_back, Duration::from_secs(1))
+        } else {
+            back_to_back
+        };
+        let measure = |gap| {
+            floor::measure(sockets, frame, a.floor_rounds, a.floor_cpu, gap)
+                .map_err(|e| format!("measuring the fan-out floor: {e}"))
+        };
+        let spaced = measure(period)?;
+        let back = (period > back_to_back)
+            .then(|| measure(back_to_back))
+            .transpose()?;
+        (Some(spaced), back)
     } else {
-        None
+        (None, None)
     };
     let mut probes: Option<Probes> = None;
     let mut deepest = None;
@@ -338,6 +354,7 @@ pub async fn fanout(a: FanoutArgs) -> Result<FanoutReport, String> {
         tool_cpu_secs: tool_end.cpu_secs - tool_start.cpu_secs,
         probes,
         floor,
+        back_to_back,
         args: a,
     })
 }
@@ -427,13 +444,18 @@ impl FanoutReport {
                     end.hwm_kib
                 );
             }
-            if let Some(f) = &self.floor {
-                let _ = write!(
-                    s,
-                    ",\"floor\":{{\"per_send_ns\":{:.1},\"median_ns\":{:.1},\"sockets\":{},\
-                     \"frame_bytes\":{},\"rounds\":{}}}",
-                    f.per_send_ns, f.median_ns, f.sockets, f.frame_bytes, f.rounds
-                );
+            for (key, floor) in [
+                ("floor", &self.floor),
+                ("floor_back_to_back", &self.back_to_back),
+            ] {
+                if let Some(f) = floor {
+                    let _ = write!(
+                        s,
+                        ",\"{key}\":{{\"per_send_ns\":{:.1},\"median_ns\":{:.1},\"sockets\":{},\
+                         \"frame_bytes\":{},\"rounds\":{},\"gap_ms\":{:.1}}}",
+                        f.per_send_ns, f.median_ns, f.sockets, f.frame_bytes, f.rounds, f.gap_ms
+                    );
+                }
             }
             if let Some(p) = &self.probes {
                 let num = |v: Option<f64>| v.map_or("null".to_string(), |v| format!("{v:.3}"));
@@ -442,7 +464,7 @@ impl FanoutReport {
                     ",\"probes\":{{\"every\":{},\"count\":{},\"realtime\":{},\"received\":{},\"deepest\":{},\
                      \"latency_us\":{{\"p50\":{:.1},\"p99\":{:.1},\"p999\":{:.1},\"max\":{:.1}}},\
                      \"floor_deepest_us\":{},\"p99_over_floor\":{},\"p50_over_own_floor\":{},\
-                     \"p99_over_own_floor\":{}}}",
+                     \"p99_over_own_floor\":{},\"p99_over_back_to_back_floor\":{}}}",
                     a.probe_every,
                     p.count,
                     p.realtime,
@@ -456,6 +478,7 @@ impl FanoutReport {
                     num(self.floor.map(|f| p.p99_us * 1e3 / f.at(p.deepest))),
                     num(p.over_floor_p50),
                     num(p.over_floor_p99),
+                    num(self.back_to_back.map(|f| p.p99_us * 1e3 / f.at(p.deepest))),
                 );
             }
             s.push('}');
@@ -513,10 +536,13 @@ impl FanoutReport {
         if let Some(f) = &self.floor {
             let _ = write!(
                 s,
-                "  fan-out floor: {:.0} ns per send, fastest of {} rounds (median {:.0} ns; {} sockets, \
-                 {}-byte frames)",
-                f.per_send_ns, f.rounds, f.median_ns, f.sockets, f.frame_bytes
+                "  fan-out floor: {:.0} ns per send, fastest of {} rounds {:.0} ms apart (median {:.0} ns; \
+                 {} sockets, {}-byte frames)",
+                f.per_send_ns, f.rounds, f.gap_ms, f.median_ns, f.sockets, f.frame_bytes
             );
+            if let Some(b) = &self.back_to_back {
+                let _ = write!(s, "; {:.0} ns with the rounds back to back", b.per_send_ns);
+            }
             if let Some(p) = &self.probes {
                 let _ = write!(
                     s,
