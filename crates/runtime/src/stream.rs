@@ -272,6 +272,11 @@ fn send(tcp: &TcpStream, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         .map_err(io::Error::from)
 }
 
+/// `send` of `buf` on `tcp` (without `SIGPIPE` if the peer is gone).
+fn send_one(tcp: &TcpStream, buf: &[u8]) -> io::Result<usize> {
+    rustix::net::send(tcp, buf, rustix::net::SendFlags::NOSIGNAL).map_err(io::Error::from)
+}
+
 /// A connection's stream as its outbox holds it: non-blocking writes from any task, reads by
 /// the connection's task, all through `&self`.
 #[derive(Debug)]
@@ -339,6 +344,19 @@ impl Shared {
                 sent => sent,
             },
             Shared::Tls(tls) => tls.try_write_vectored(bufs),
+        }
+    }
+
+    /// Write what the socket takes now of `buf`, as [`Shared::try_write_vectored`] (one `send`).
+    pub fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Shared::Plain(tcp) => match send_one(tcp, buf) {
+                Err(e) if would_block(&e) => {
+                    tcp.try_io(tokio::io::Interest::WRITABLE, || send_one(tcp, buf))
+                }
+                sent => sent,
+            },
+            Shared::Tls(tls) => tls.try_write_vectored(&[IoSlice::new(buf)]),
         }
     }
 
