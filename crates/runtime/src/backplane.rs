@@ -93,6 +93,12 @@ pub(crate) struct Replicator {
     behind: Arc<AtomicBool>,
 }
 
+/// Whether the queue to the backplane is more than seven eighths full: past it, what the hub
+/// hands over might not fit, so publishers are held back (see `crate::System::backplane_saturated`).
+pub(crate) fn nearly_full(tx: &mpsc::Sender<Replication>) -> bool {
+    tx.capacity() < tx.max_capacity() / 8
+}
+
 impl Replicator {
     pub(crate) fn new(tx: Option<mpsc::Sender<Replication>>) -> Self {
         Replicator {
@@ -115,7 +121,7 @@ impl Replicator {
     /// flag left raised while the hub task is idle holds nobody back.
     pub(crate) fn note_fill(&self) {
         if let Some(tx) = &self.tx {
-            let behind = tx.capacity() < tx.max_capacity() / 8;
+            let behind = nearly_full(tx);
             if self.behind.load(Ordering::Relaxed) != behind {
                 self.behind.store(behind, Ordering::Relaxed);
             }

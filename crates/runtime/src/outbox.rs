@@ -18,10 +18,10 @@
 //!
 //! A server-sent-event stream ([`Framing::Sse`], [`Framing::SseV2`]) goes through the same
 //! outbox: each hub frame is written as an event (`data: `, the frame, `\n\n`, in the same
-//! `writev`, the frame's shared bytes not copied unless it holds a line break, and then once per
+//! write, the frame's shared bytes not copied unless it holds a line break, and then once per
 //! publication, see [`Events`]), a ping as a comment line, and a close as a comment naming the
-//! code and reason, after which the connection's task ends the stream. With v2 each `session`, `pub` and `subscribed` event
-//! carries an `id:` ([`crate::event_id`]).
+//! code and reason, after which the connection's task ends the stream. With v2 each `session`,
+//! `pub` and `subscribed` event carries an `id:` ([`crate::event_id`]).
 //!
 //! Bounds: data frames are bounded by the hub's accounting (`Limits::max_queued_bytes`, enforced
 //! before a frame reaches the outbox); everything else queued is bounded by [`RAW_LIMIT`]; a TLS
@@ -781,7 +781,8 @@ impl Outbox {
                     chunk.slices(done)
                 })
             };
-            let pending: usize = batch().flatten().map(|part| part.len()).sum();
+            let pending =
+                st.queue.iter().take(BATCH).map(Chunk::len).sum::<usize>() - st.front_done;
             if pending == 0 {
                 // Nothing to put on the socket (a write of nothing would loop here forever).
                 for _ in 0..BATCH.min(st.queue.len()) {

@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{ready, Context, Poll};
 
+use rustix::net::SendFlags;
 use rustls::ServerConnection;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -265,16 +266,15 @@ impl AsyncWrite for Stream {
     }
 }
 
-/// `sendmsg` of `bufs` on `tcp` (without `SIGPIPE` if the peer is gone).
-fn send(tcp: &TcpStream, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-    let mut control = rustix::net::SendAncillaryBuffer::default();
-    rustix::net::sendmsg(tcp, bufs, &mut control, rustix::net::SendFlags::NOSIGNAL)
-        .map_err(io::Error::from)
-}
-
-/// `send` of `buf` on `tcp` (without `SIGPIPE` if the peer is gone).
-fn send_one(tcp: &TcpStream, buf: &[u8]) -> io::Result<usize> {
-    rustix::net::send(tcp, buf, rustix::net::SendFlags::NOSIGNAL).map_err(io::Error::from)
+/// `send()` on `tcp` at once, and again through tokio's `try_io` only if the socket refused it
+/// (see [`Shared::try_write_vectored`]). The sends pass `MSG_NOSIGNAL`: no `SIGPIPE` if the
+/// peer is gone.
+fn send_now(tcp: &TcpStream, send: impl Fn() -> rustix::io::Result<usize>) -> io::Result<usize> {
+    let send = || send().map_err(io::Error::from);
+    match send() {
+        Err(e) if would_block(&e) => tcp.try_io(tokio::io::Interest::WRITABLE, send),
+        sent => sent,
+    }
 }
 
 /// A connection's stream as its outbox holds it: non-blocking writes from any task, reads by
@@ -337,12 +337,10 @@ impl Shared {
     /// before the write it retries, so an event that arrives meanwhile is not lost).
     pub fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         match self {
-            Shared::Plain(tcp) => match send(tcp, bufs) {
-                Err(e) if would_block(&e) => {
-                    tcp.try_io(tokio::io::Interest::WRITABLE, || send(tcp, bufs))
-                }
-                sent => sent,
-            },
+            Shared::Plain(tcp) => send_now(tcp, || {
+                let mut control = rustix::net::SendAncillaryBuffer::default();
+                rustix::net::sendmsg(tcp, bufs, &mut control, SendFlags::NOSIGNAL)
+            }),
             Shared::Tls(tls) => tls.try_write_vectored(bufs),
         }
     }
@@ -350,12 +348,9 @@ impl Shared {
     /// Write what the socket takes now of `buf`, as [`Shared::try_write_vectored`] (one `send`).
     pub fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
         match self {
-            Shared::Plain(tcp) => match send_one(tcp, buf) {
-                Err(e) if would_block(&e) => {
-                    tcp.try_io(tokio::io::Interest::WRITABLE, || send_one(tcp, buf))
-                }
-                sent => sent,
-            },
+            Shared::Plain(tcp) => {
+                send_now(tcp, || rustix::net::send(tcp, buf, SendFlags::NOSIGNAL))
+            }
             Shared::Tls(tls) => tls.try_write_vectored(&[IoSlice::new(buf)]),
         }
     }

@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::task::TaskTracker;
 
 use crate::admission::Refusals;
-use crate::backplane::Replication;
+use crate::backplane::{nearly_full, Replication};
 use crate::clock::HubClock;
 use crate::drain::{spread, Closing, RESTART_REASON};
 use crate::gate::Endpoint;
@@ -145,7 +145,7 @@ impl System {
                 .backplane
                 .as_ref()
                 .and_then(mpsc::WeakSender::upgrade)
-                .is_some_and(|tx| tx.capacity() < tx.max_capacity() / 8)
+                .is_some_and(|tx| nearly_full(&tx))
     }
 
     /// The system's name.
