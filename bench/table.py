@@ -102,6 +102,10 @@ def main():
          "latency", ("probes", "p99_over_floor"), 1, 2, None),
         ("  over the floor of rounds 2 ms apart",
          "latency", ("probes", "p99_over_back_to_back_floor"), 1, 2, None),
+        (f"the floor's own p99 at the probes' positions, ms (its rounds' times to each probe position, pooled as the probes' are)",
+         "latency", ("floor", "marks_p99_ns"), 1e-6, 2, None),
+        ("  probe p99 / that p99 (the same statistic of the bare sends)",
+         "latency", ("probes", "p99_over_floor_p99"), 1, 2, None),
     ]
     rows += [
         (f"RSS per idle connection, KiB ({param('idle', 'connections')} idle sockets)", "idle",
@@ -157,6 +161,11 @@ def main():
     if ratio is not None:
         verdicts.append(f"- probe p99 over the fan-out floor at the deepest probe: {ratio:.2f} (goal: at most 1.2): "
                         f"{'met' if ratio <= 1.2 else 'MISSED'}")
+    like = median(OURS, "latency", ("probes", "p99_over_floor_p99"))
+    own, best = median(OURS, "latency", ("floor", "marks_p99_ns")), median(OURS, "latency", ("probes", "floor_deepest_us"))
+    if like is not None and own and best:
+        verdicts.append(f"  (over the floor's own p99 at the probes' positions, the same statistic of the bare sends: {like:.2f}; "
+                        f"the bare sends' own p99 is {own / (best * 1e3):.2f} times the best-case floor)")
     ours, node = (median(k, "latency", ("probes", "latency_us", "p99")) for k in (OURS, TARGET_PEER))
     if ours is not None and node:
         verdicts.append(f"- probe p99: {ours / node:.2f} of Node ws (goal: below it): "

@@ -194,8 +194,9 @@ pub struct FanoutArgs {
     /// `--rooms`).
     #[arg(long, default_value_t = 100)]
     pub probe_every: usize,
-    /// Rounds of sends timed to measure the fan-out floor before the run (0: not measured).
-    #[arg(long, default_value_t = 31)]
+    /// Rounds of sends timed to measure the fan-out floor before the run (0: not measured):
+    /// enough that the p99 of their times to the probes' positions is not just the slowest.
+    #[arg(long, default_value_t = 101)]
     pub floor_rounds: usize,
     /// The CPU the server runs on: the floor's sends are timed from there, as the server's
     /// are (before the run, while the server is idle). Any CPU if not given.

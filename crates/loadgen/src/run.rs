@@ -204,8 +204,16 @@ pub async fn fanout(a: FanoutArgs) -> Result<FanoutReport, String> {
         } else {
             back_to_back
         };
+        // The probes' positions (see below): the floor is also timed to each of them.
+        let marks: Vec<usize> = match a.probe_every {
+            0 => Vec::new(),
+            every => (1..)
+                .map(|j| j * every - 1)
+                .take_while(|&k| k < a.subscribers)
+                .collect(),
+        };
         let measure = |gap| {
-            floor::measure(sockets, frame, a.floor_rounds, a.floor_cpu, gap)
+            floor::measure(sockets, frame, a.floor_rounds, a.floor_cpu, gap, &marks)
                 .map_err(|e| format!("measuring the fan-out floor: {e}"))
         };
         let spaced = measure(period)?;
@@ -359,6 +367,11 @@ pub async fn fanout(a: FanoutArgs) -> Result<FanoutReport, String> {
     })
 }
 
+/// `v` with `places` decimals, or JSON's `null`.
+fn num(v: Option<f64>, places: usize) -> String {
+    v.map_or("null".to_string(), |v| format!("{v:.places$}"))
+}
+
 pub(crate) fn json_str(s: &str) -> String {
     let mut out = String::from("\"");
     for c in s.chars() {
@@ -452,19 +465,28 @@ impl FanoutReport {
                     let _ = write!(
                         s,
                         ",\"{key}\":{{\"per_send_ns\":{:.1},\"median_ns\":{:.1},\"sockets\":{},\
-                         \"frame_bytes\":{},\"rounds\":{},\"gap_ms\":{:.1}}}",
-                        f.per_send_ns, f.median_ns, f.sockets, f.frame_bytes, f.rounds, f.gap_ms
+                         \"frame_bytes\":{},\"rounds\":{},\"gap_ms\":{:.1},\"marks_p50_ns\":{},\
+                         \"marks_p99_ns\":{}}}",
+                        f.per_send_ns,
+                        f.median_ns,
+                        f.sockets,
+                        f.frame_bytes,
+                        f.rounds,
+                        f.gap_ms,
+                        num(f.marks_p50_ns, 1),
+                        num(f.marks_p99_ns, 1)
                     );
                 }
             }
             if let Some(p) = &self.probes {
-                let num = |v: Option<f64>| v.map_or("null".to_string(), |v| format!("{v:.3}"));
+                let num = |v| num(v, 3);
                 let _ = write!(
                     s,
                     ",\"probes\":{{\"every\":{},\"count\":{},\"realtime\":{},\"received\":{},\"deepest\":{},\
                      \"latency_us\":{{\"p50\":{:.1},\"p99\":{:.1},\"p999\":{:.1},\"max\":{:.1}}},\
                      \"floor_deepest_us\":{},\"p99_over_floor\":{},\"p50_over_own_floor\":{},\
-                     \"p99_over_own_floor\":{},\"p99_over_back_to_back_floor\":{}}}",
+                     \"p99_over_own_floor\":{},\"p99_over_back_to_back_floor\":{},\
+                     \"p99_over_floor_p99\":{}}}",
                     a.probe_every,
                     p.count,
                     p.realtime,
@@ -479,6 +501,10 @@ impl FanoutReport {
                     num(p.over_floor_p50),
                     num(p.over_floor_p99),
                     num(self.back_to_back.map(|f| p.p99_us * 1e3 / f.at(p.deepest))),
+                    num(self
+                        .floor
+                        .and_then(|f| f.marks_p99_ns)
+                        .map(|ns| p.p99_us * 1e3 / ns)),
                 );
             }
             s.push('}');
@@ -554,6 +580,14 @@ impl FanoutReport {
                     p.over_floor_p50.unwrap_or(f64::NAN),
                     p.over_floor_p99.unwrap_or(f64::NAN)
                 );
+                if let Some(ns) = f.marks_p99_ns {
+                    let _ = write!(
+                        s,
+                        "; the floor's own p99 at the probes' positions {:.0} us: probe p99 / that {:.2}",
+                        ns / 1e3,
+                        p.p99_us * 1e3 / ns
+                    );
+                }
             }
             s.push('\n');
         }
