@@ -39,7 +39,7 @@ struct Frame<'a> {
 }
 
 /// What one v2 frame does to the positions a session holds. Read once per publication (every
-/// recipient is sent the same frame, see [`crate::outbox::Events`]) and applied per recipient.
+/// recipient is sent the same frame, see [`crate::outbox::Corks`]) and applied per recipient.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Move {
     /// A `session` frame: the session's id.

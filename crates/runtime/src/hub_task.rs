@@ -35,7 +35,7 @@ use crate::inspect::{
 };
 pub use crate::links::Link;
 use crate::links::Links;
-use crate::outbox::{Corked, Events, FlushSink, Outbox};
+use crate::outbox::{Corks, FlushSink, Outbox};
 
 /// Commands queued to the hub task; a full queue makes the sender wait (backpressure).
 pub const COMMAND_QUEUE: usize = 4096;
@@ -165,8 +165,7 @@ pub fn spawn_hub(
         hub,
         clock,
         links: Links::default(),
-        corked: Vec::new(),
-        events: Events::default(),
+        corks: Corks::default(),
         replicator,
         history,
         loopback: tx.downgrade(),
@@ -499,10 +498,8 @@ struct HubTask {
     hub: Box<dyn DynHub>,
     clock: HubClock,
     links: Links,
-    /// Connections given frames by the current drain, to write once it is done.
-    corked: Vec<(ConnectionHandle, Arc<Outbox>)>,
-    /// The event-stream form of the drain's last payload, shared by its recipients.
-    events: Events,
+    /// The frames of the current drain, per connection, to write once it is done.
+    corks: Corks<ConnectionHandle>,
     replicator: Replicator,
     /// The history engine of this system's streams, driven from here like the hub.
     history: Option<MemoryHistory>,
@@ -526,7 +523,7 @@ impl HubTask {
             loop {
                 self.drain();
                 self.replicator.note_fill();
-                if !gathered && self.corked.len() >= GATHER {
+                if !gathered && self.corks.len() >= GATHER {
                     // A large fan-out is about to be written: first let the readers that are
                     // ready hand over what they read (another publisher's frames, say), so that
                     // each socket gets them in the same write. `yield_now` runs this task again
@@ -808,8 +805,8 @@ impl HubTask {
         }
     }
 
-    /// Carry out everything the hub asked for. Frames are corked per connection, to go out in
-    /// one `writev` each at [`HubTask::uncork`].
+    /// Carry out everything the hub asked for. Frames are staged per connection, to go out in
+    /// one write each at [`HubTask::uncork`].
     fn drain(&mut self) {
         let now = self.clock.now();
         while let Some(out) = self.hub.poll_output() {
@@ -818,10 +815,8 @@ impl HubTask {
                     connection,
                     payload,
                 } => {
-                    if let Some(link) = self.links.get(&connection) {
-                        if link.outbox.frame_corked(payload, &mut self.events) == Corked::First {
-                            self.corked.push((connection, link.outbox.clone()));
-                        }
+                    if self.links.get(&connection).is_some() {
+                        self.corks.stage(connection, connection.slot(), payload);
                     }
                 }
                 Output::Ping { connection } => {
@@ -841,6 +836,7 @@ impl HubTask {
                     code,
                     reason,
                 } => {
+                    self.write_staged(now, connection);
                     if let Some(link) = self.links.remove(&connection) {
                         link.outbox.close(code, &reason);
                     }
@@ -902,38 +898,46 @@ impl HubTask {
         self.replicator.flush();
     }
 
-    /// Write each corked connection's frames in one `writev`. A large fan-out is split over the
+    /// Write each staged connection's frames in one write. A large fan-out is split over the
     /// runtime's workers: the kernel's send is most of a delivery's cost, and sends to different
-    /// sockets run in parallel. Whether a write was reported to the hub from here (which may
+    /// sockets run in parallel (the other shares' frames are queued in their outboxes here, and
+    /// their tasks write them). Whether a write was reported to the hub from here (which may
     /// have given it more to do).
     ///
     /// A long sweep takes new input every [`GATHER`] writes: what the readers handed over
-    /// meanwhile (the next publication, say) joins the queues of the sockets not written yet,
+    /// meanwhile (the next publication, say) joins the frames of the sockets not written yet,
     /// so they get it in this sweep's write instead of a write of its own in the next sweep,
-    /// and sooner. The sockets already written are corked again and written at the end of
+    /// and sooner. The sockets already written are staged again and written at the end of
     /// this sweep. Input is taken only during the sweep's first pass, so a sweep writes each
     /// socket at most twice, and timers still run between sweeps.
     async fn uncork(&mut self, rx: &mut mpsc::Receiver<Command>) -> bool {
-        let shares = self.workers.min(self.corked.len() / PARALLEL_SHARE).max(1);
+        let total = self.corks.len();
+        let shares = self.workers.min(total / PARALLEL_SHARE).max(1);
+        let first_pass = total.div_ceil(shares);
         if shares > 1 {
-            let per = self.corked.len().div_ceil(shares);
-            while self.corked.len() > per {
-                let share = self.corked.split_off(self.corked.len() - per);
-                tokio::spawn(uncork_share(share, self.loopback.clone()));
+            // The other shares' frames are queued here and written by their tasks.
+            let mut share = Vec::with_capacity(first_pass);
+            for i in first_pass..total {
+                let conn = self.corks.conn(i);
+                match self.links.get(&conn) {
+                    Some(link) => {
+                        self.corks.commit(i, &link.outbox);
+                        share.push((conn, link.outbox.clone()));
+                    }
+                    None => self.corks.discard(i),
+                }
+                if share.len() == first_pass || i + 1 == total {
+                    let share = std::mem::replace(&mut share, Vec::with_capacity(first_pass));
+                    tokio::spawn(uncork_share(share, self.loopback.clone()));
+                }
             }
         }
-        let first_pass = self.corked.len();
         let mut now = self.clock.now();
         let mut reported = false;
-        let mut i = 0;
-        while let Some((connection, outbox)) = self.corked.get(i) {
-            let bytes = outbox.uncork();
-            if bytes > 0 {
-                let _ = self.hub.handle_flushed(now, *connection, bytes);
-                reported = true;
-            }
-            i += 1;
-            if i % GATHER == 0 && i + GATHER <= first_pass {
+        for i in 0..first_pass {
+            reported |= self.write_corked(now, i);
+            let done = i + 1;
+            if done % GATHER == 0 && done + GATHER <= first_pass {
                 tokio::task::yield_now().await;
                 self.take_ready(rx);
                 self.drain();
@@ -941,8 +945,37 @@ impl HubTask {
                 now = self.clock.now();
             }
         }
-        self.corked.clear();
+        // What the first pass took for connections it had written, or another share's task
+        // writes.
+        for i in total..self.corks.len() {
+            reported |= self.write_corked(now, i);
+        }
+        self.corks.clear();
         reported
+    }
+
+    /// Write entry `i` of the corks and report it to the hub; whether anything was written.
+    fn write_corked(&mut self, now: switchboard_hub::Instant, i: usize) -> bool {
+        let conn = self.corks.conn(i);
+        let Some(link) = self.links.get(&conn) else {
+            self.corks.discard(i);
+            return false;
+        };
+        match self.corks.write(i, &link.outbox) {
+            Some(bytes @ 1..) => {
+                let _ = self.hub.handle_flushed(now, conn, bytes);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Write what is staged for `conn` now, ahead of what the hub task does to it next (a
+    /// close).
+    fn write_staged(&mut self, now: switchboard_hub::Instant, conn: ConnectionHandle) {
+        if let Some(i) = self.corks.index_of(conn, conn.slot()) {
+            self.write_corked(now, i);
+        }
     }
 
     /// Close `conn` from the server side. The hub forgets it as it forgets a connection whose
@@ -956,6 +989,7 @@ impl HubTask {
         code: CloseCode,
         reason: &str,
     ) {
+        self.write_staged(now, conn);
         if let Some(link) = self.links.remove(&conn) {
             let _ = self.hub.handle_close(now, conn);
             link.outbox.close(code, reason);

@@ -1,11 +1,12 @@
 //! A connection's write side: frames go straight onto the socket from whichever task produces
 //! them, and are queued only while the socket would block.
 //!
-//! The hub task fans a publication out by calling [`Outbox::frame_corked`] once per recipient
-//! and [`Outbox::uncork`] once per connection after the drain: when nothing is queued for that
-//! connection its frames are written at once with one non-blocking `writev` (frame headers and
-//! the publications' shared payloads, no copy), so a delivery costs no channel push, no task
-//! wake-up and no report back to the hub. Only when the socket would block is the rest queued
+//! The hub task fans a publication out by staging it for each recipient in its [`Corks`] (its
+//! own memory, not the recipient's outbox) and, after the drain, handing each connection its
+//! frames with [`Corks::write`]: one lock of the outbox, and when nothing is queued there the
+//! frames are written at once with one non-blocking `sendmsg` (frame headers and the
+//! publications' shared payloads; a small batch copied into one segment), so a delivery costs
+//! no channel push, no task wake-up and no report back to the hub. Only when the socket would block is the rest queued
 //! and a short-lived flusher task spawned; it waits until the socket is writable, drains the
 //! queue in batches, reports the bytes it wrote through the outbox's [`FlushSink`], and exits.
 //!
@@ -19,7 +20,7 @@
 //! A server-sent-event stream ([`Framing::Sse`], [`Framing::SseV2`]) goes through the same
 //! outbox: each hub frame is written as an event (`data: `, the frame, `\n\n`, in the same
 //! write, the frame's shared bytes not copied unless it holds a line break, and then once per
-//! publication, see [`Events`]), a ping as a comment line, and a close as a comment naming the
+//! publication, see [`Corks`]), a ping as a comment line, and a close as a comment naming the
 //! code and reason, after which the connection's task ends the stream. With v2 each `session`,
 //! `pub` and `subscribed` event carries an `id:` ([`crate::event_id`]).
 //!
@@ -207,38 +208,201 @@ fn event_body(payload: &Bytes) -> Bytes {
     }
 }
 
-/// A fan-out's server-sent-event work, done once per publication: every recipient is handed the
-/// same payload (one shared `Bytes`), so the event body it becomes (`event_body`, a copy when
-/// it holds line breaks) and the position it moves (v2, a JSON parse) are worked out for the
-/// first recipient and shared by the others, not redone per recipient. The hub task keeps one
-/// and passes it to every [`Outbox::frame_corked`]. It holds the last payload, so a payload at
-/// the same address and length is that payload, not a new one at a reused address.
-#[derive(Debug, Default)]
-pub struct Events {
-    last: Option<Box<LastEvent>>,
-}
-
+/// A payload's event-stream form, made once per publication and shared by its recipients:
+/// every recipient is handed the same payload (one shared `Bytes`), so the event body it becomes
+/// (`event_body`, a copy when it holds line breaks) and the position it moves (v2, a JSON parse)
+/// are worked out for the first stream that needs them, not redone per recipient.
 #[derive(Debug)]
 struct LastEvent {
-    payload: Bytes,
     body: Bytes,
     /// What it moves, once a v2 stream asked.
     moved: Option<Option<Move>>,
 }
 
-impl Events {
-    fn of(&mut self, payload: &Bytes) -> &mut LastEvent {
-        let seen = self.last.as_ref().is_some_and(|last| {
-            last.payload.as_ptr() == payload.as_ptr() && last.payload.len() == payload.len()
-        });
-        if !seen {
-            self.last = Some(Box::new(LastEvent {
-                payload: payload.clone(),
-                body: event_body(payload),
-                moved: None,
-            }));
+impl LastEvent {
+    fn of(payload: &Bytes) -> Box<LastEvent> {
+        Box::new(LastEvent {
+            body: event_body(payload),
+            moved: None,
+        })
+    }
+}
+
+/// No frame: the end of a connection's list in [`Corks`].
+const NONE: u32 = u32::MAX;
+
+/// The frames a hub drain produced, kept by the hub task per connection until its sweep writes
+/// them. Staging a frame touches only this (the hub task's own memory, warm in its cache), not
+/// the recipient's outbox: each outbox is locked once per write, when its frames are queued and
+/// written together, not once per frame and again to write. A connection is known by its `C`
+/// (the hub's handle) and the index of its slot, which is where its entry is found. An event
+/// stream's form of a payload (`LastEvent`) is made once per publication and shared by its
+/// recipients.
+///
+/// A connection's frames go out in the order they were staged, and before anything the hub
+/// task queues for it afterwards: it writes them first ([`Corks::index_of`]) when it closes the
+/// connection. A control frame the connection's own reader sends meanwhile (a pong) may go out
+/// ahead of them, which WebSocket allows; after the reader answered the peer's close, they
+/// are dropped, as any frame queued after a close is.
+#[derive(Debug)]
+pub struct Corks<C> {
+    /// Each connection with staged frames this sweep, in the order of its first one.
+    conns: Vec<Staged<C>>,
+    /// The frames: each with its payload's number in this sweep and the next of its connection.
+    frames: Vec<(Bytes, u32, u32)>,
+    /// Per connection slot: one more than its entry in `conns`, or 0.
+    at: Vec<u32>,
+    /// The event-stream form of each payload of the sweep, made when a stream first needs it.
+    events: Vec<Option<Box<LastEvent>>>,
+    /// The address and length of the last payload staged (held in `frames` until the sweep
+    /// ends, so not reused by another meanwhile), and its number.
+    last: Option<(usize, usize, u32)>,
+}
+
+#[derive(Debug)]
+struct Staged<C> {
+    conn: C,
+    slot: usize,
+    first: u32,
+    last: u32,
+}
+
+impl<C> Default for Corks<C> {
+    fn default() -> Self {
+        Corks {
+            conns: Vec::new(),
+            frames: Vec::new(),
+            at: Vec::new(),
+            events: Vec::new(),
+            last: None,
         }
-        self.last.as_mut().expect("set above")
+    }
+}
+
+impl<C: Copy + PartialEq> Corks<C> {
+    /// Keep `payload` for `conn` (in slot `slot`), to go out after its frames staged before.
+    pub fn stage(&mut self, conn: C, slot: usize, payload: Text) {
+        let payload = payload.into_bytes();
+        let key = (payload.as_ptr() as usize, payload.len());
+        let number = match self.last {
+            Some((ptr, len, n)) if (ptr, len) == key => n,
+            _ => {
+                let n = self.events.len() as u32;
+                self.events.push(None);
+                self.last = Some((key.0, key.1, n));
+                n
+            }
+        };
+        let frame = self.frames.len() as u32;
+        self.frames.push((payload, number, NONE));
+        if slot >= self.at.len() {
+            self.at.resize(slot + 1, 0);
+        }
+        match self.at[slot]
+            .checked_sub(1)
+            .map(|i| &mut self.conns[i as usize])
+        {
+            Some(staged) if staged.conn == conn => {
+                self.frames[staged.last as usize].2 = frame;
+                staged.last = frame;
+            }
+            // None yet, or a stale entry of the slot's previous connection (dropped, as that
+            // connection is gone).
+            _ => {
+                self.at[slot] = self.conns.len() as u32 + 1;
+                self.conns.push(Staged {
+                    conn,
+                    slot,
+                    first: frame,
+                    last: frame,
+                });
+            }
+        }
+    }
+
+    /// Connections staged this sweep (whether written yet or not).
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Whether nothing was staged this sweep.
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+    }
+
+    /// The connection of entry `i`.
+    pub fn conn(&self, i: usize) -> C {
+        self.conns[i].conn
+    }
+
+    /// The entry of `conn` (in slot `slot`) if it has frames waiting.
+    pub fn index_of(&self, conn: C, slot: usize) -> Option<usize> {
+        let i = self.at.get(slot)?.checked_sub(1)? as usize;
+        (self.conns[i].conn == conn).then_some(i)
+    }
+
+    /// Queue entry `i`'s frames in `outbox` and write what the socket takes now (the rest is
+    /// left to a flusher, which reports it). Returns the hub bytes written now, or `None` if
+    /// the outbox did not take them (its connection is closing or its socket failed).
+    pub fn write(&mut self, i: usize, outbox: &Arc<Outbox>) -> Option<usize> {
+        let mut st = outbox.lock();
+        if !self.queue(i, outbox, &mut st) {
+            return None;
+        }
+        // Written by the uncork or flusher ahead of it, or once connected.
+        if st.corked || st.flushing || outbox.socket.get().is_none() {
+            return Some(0);
+        }
+        Some(outbox.write_now(&mut st))
+    }
+
+    /// Queue entry `i`'s frames in `outbox`, for [`Outbox::uncork`] (on another worker) to
+    /// write.
+    pub fn commit(&mut self, i: usize, outbox: &Arc<Outbox>) {
+        let mut st = outbox.lock();
+        if self.queue(i, outbox, &mut st) && !st.flushing && outbox.socket.get().is_some() {
+            st.corked = true;
+        }
+    }
+
+    /// Drop entry `i`'s frames (its connection is gone).
+    pub fn discard(&mut self, i: usize) {
+        self.unstage(i, |_, _| {});
+    }
+
+    /// Forget the sweep: every entry was written, committed or discarded.
+    pub fn clear(&mut self) {
+        debug_assert!(self.conns.iter().all(|c| c.first == NONE));
+        self.conns.clear();
+        self.frames.clear();
+        self.events.clear();
+        self.last = None;
+    }
+
+    /// Queue entry `i`'s frames under `st`; whether the outbox took them (not if it is closed
+    /// or failed).
+    fn queue(&mut self, i: usize, outbox: &Outbox, st: &mut State) -> bool {
+        let open = !st.closed && !st.failed;
+        self.unstage(i, |payload, event| {
+            if open {
+                outbox.enqueue_frame(st, payload, event);
+            }
+        });
+        open
+    }
+
+    /// Take entry `i`'s frames out, in order, each with its payload's event-stream form.
+    fn unstage(&mut self, i: usize, mut each: impl FnMut(Bytes, &mut Option<Box<LastEvent>>)) {
+        let staged = &mut self.conns[i];
+        if self.at[staged.slot] == i as u32 + 1 {
+            self.at[staged.slot] = 0;
+        }
+        let mut next = std::mem::replace(&mut staged.first, NONE);
+        while next != NONE {
+            let (payload, number, after) = &mut self.frames[next as usize];
+            next = *after;
+            each(std::mem::take(payload), &mut self.events[*number as usize]);
+        }
     }
 }
 
@@ -314,7 +478,7 @@ struct State {
     raw_queued: usize,
     /// A flusher task is running.
     flushing: bool,
-    /// Frames of the hub's current drain are queued for [`Outbox::uncork`].
+    /// Frames of the hub's current drain are queued for [`Outbox::uncork`] ([`Corks::commit`]).
     corked: bool,
     /// Our close frame is queued: nothing more is accepted.
     closed: bool,
@@ -350,17 +514,6 @@ impl State {
         self.queue.clear();
         self.raw_queued = 0;
     }
-}
-
-/// What became of a frame handed to [`Outbox::frame_corked`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Corked {
-    /// The first frame since the last [`Outbox::uncork`]: the caller must uncork.
-    First,
-    /// Queued behind earlier frames; an uncork or a flusher writes it.
-    Queued,
-    /// Not taken: the connection is closing or its socket failed.
-    Dropped,
 }
 
 /// The write side of one WebSocket connection, shared by the hub task, the connection task and
@@ -700,27 +853,17 @@ impl Outbox {
         Pushed::Queued
     }
 
-    /// Queue a text frame with `payload` (a hub frame) without writing it yet, so that the
-    /// frames one hub drain produces for this connection go out in one `writev` at
-    /// [`Outbox::uncork`]. The caller must call `uncork` after its drain if this returns
-    /// [`Corked::First`].
-    /// `events` carries the server-sent-event form of the drain's last payload from one
-    /// recipient to the next.
-    pub fn frame_corked(&self, payload: Text, events: &mut Events) -> Corked {
-        let mut st = self.lock();
-        if st.closed || st.failed {
-            return Corked::Dropped;
-        }
-        let first = !st.corked && !st.flushing && self.socket.get().is_some();
-        if first {
-            st.corked = true;
-        }
-        let payload = payload.into_bytes();
+    /// Queue hub frame `payload` as this outbox frames it. `event` is the payload's event-stream
+    /// form, shared by its recipients: made here if it is empty and a stream needs it.
+    fn enqueue_frame(&self, st: &mut State, payload: Bytes, event: &mut Option<Box<LastEvent>>) {
         let chunk = match self.framing {
             Framing::WebSocket => Chunk::text(payload),
-            Framing::Sse => Chunk::event(events.of(&payload).body.clone(), payload.len()),
+            Framing::Sse => {
+                let event = event.get_or_insert_with(|| LastEvent::of(&payload));
+                Chunk::event(event.body.clone(), payload.len())
+            }
             Framing::SseV2 => {
-                let event = events.of(&payload);
+                let event = event.get_or_insert_with(|| LastEvent::of(&payload));
                 let moved = event.moved.get_or_insert_with(|| Move::of(&payload));
                 let ids = st.ids.get_or_insert_default();
                 if let Some(id) = moved.as_ref().and_then(|m| ids.apply(m)) {
@@ -730,21 +873,22 @@ impl Outbox {
             }
         };
         st.enqueue(chunk);
-        if first {
-            Corked::First
-        } else {
-            Corked::Queued
-        }
     }
 
-    /// Write what [`Outbox::frame_corked`] queued; returns the hub bytes written now (the rest
-    /// is left to a flusher, which reports it).
+    /// Write what [`Corks::commit`] queued; returns the hub bytes written now (the rest is left
+    /// to a flusher, which reports it).
     pub fn uncork(self: &Arc<Self>) -> usize {
         let mut st = self.lock();
         if !std::mem::take(&mut st.corked) || st.flushing {
             return 0;
         }
-        let (written, idle) = self.write_locked(&mut st);
+        self.write_now(&mut st)
+    }
+
+    /// Write the queue as far as the socket takes it now, and leave the rest to a flusher.
+    /// Returns the hub bytes written now.
+    fn write_now(self: &Arc<Self>, st: &mut State) -> usize {
+        let (written, idle) = self.write_locked(st);
         if !idle {
             st.flushing = true;
             tokio::spawn(flush(self.clone()));

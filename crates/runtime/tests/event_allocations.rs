@@ -7,7 +7,7 @@ use std::cell::Cell;
 use std::sync::Arc;
 
 use switchboard_hub::{ConnectionHandle, Text};
-use switchboard_runtime::outbox::{Corked, Events, FlushSink, Framing, Outbox};
+use switchboard_runtime::outbox::{Corks, FlushSink, Framing, Outbox};
 
 struct Counting;
 
@@ -83,25 +83,26 @@ fn allocations(framing: Framing, n: usize, publication: &str) -> u64 {
     let session = Text::from(format!(
         r#"{{"sb":"session","session":"{SESSION}","resumed":false}}"#
     ));
-    let mut events = Events::default();
+    let mut corks = Corks::default();
+    // Stage `payload` for every stream and hand each its frames, as one hub drain and sweep do.
+    let mut sweep = |payload: &Text| {
+        for (i, _) in streams.iter().enumerate() {
+            corks.stage(i, i, payload.clone());
+        }
+        for (i, out) in streams.iter().enumerate() {
+            assert_eq!(corks.write(i, out), Some(0), "queued");
+        }
+        corks.clear();
+    };
     // No socket yet: frames wait in the queue, as they do until the stream's headers are out.
     // Each stream takes its session and two earlier publications of the stream (a v2 session
     // now holds its position, and the queue has grown to hold the next one).
     let earlier = || Text::from(publication.to_string());
     for warm_up in [session, earlier(), earlier()] {
-        for out in &streams {
-            assert_eq!(
-                out.frame_corked(warm_up.clone(), &mut events),
-                Corked::Queued
-            );
-        }
+        sweep(&warm_up);
     }
     let publication = Text::from(publication.to_string());
-    count(|| {
-        for out in &streams {
-            out.frame_corked(publication.clone(), &mut events);
-        }
-    })
+    count(|| sweep(&publication))
 }
 
 #[test]

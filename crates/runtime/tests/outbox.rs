@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use switchboard_hub::{CloseCode, Text};
-use switchboard_runtime::outbox::{Corked, Events, FlushSink, Outbox};
+use switchboard_runtime::outbox::{Corks, FlushSink, Outbox};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
 use tokio_tungstenite::tungstenite::Message;
@@ -22,8 +22,8 @@ fn hub() -> Arc<dyn FlushSink> {
     Arc::new(NoHub)
 }
 
-/// What became of one frame handed to the outbox the way the hub task hands them over (cork,
-/// then uncork after its drain).
+/// What became of one frame handed to the outbox the way the hub task hands them over (staged,
+/// then written after its drain).
 #[derive(Debug, PartialEq, Eq)]
 enum Sent {
     Written(usize),
@@ -32,14 +32,15 @@ enum Sent {
 }
 
 fn send(out: &Arc<Outbox>, payload: Text) -> Sent {
-    match out.frame_corked(payload, &mut Events::default()) {
-        Corked::Dropped => Sent::Dropped,
-        Corked::Queued => Sent::Queued,
-        Corked::First => match out.uncork() {
-            0 => Sent::Queued,
-            n => Sent::Written(n),
-        },
-    }
+    let mut corks = Corks::default();
+    corks.stage((), 0, payload);
+    let sent = match corks.write(0, out) {
+        None => Sent::Dropped,
+        Some(0) => Sent::Queued,
+        Some(n) => Sent::Written(n),
+    };
+    corks.clear();
+    sent
 }
 
 /// A server-side outbox and the WebSocket client at the other end of its socket.
@@ -225,5 +226,48 @@ async fn event_stream_framing_on_the_wire() {
             .unwrap();
         let want = format!("{expected}:\n\n: close 4008 slow consumer\n\n");
         assert_eq!(String::from_utf8(got).unwrap(), want);
+    }
+}
+
+#[tokio::test]
+async fn staged_frames_reach_each_connection_in_order_and_at_once() {
+    let (a, mut client_a) = pair().await;
+    let (b, mut client_b) = pair().await;
+    let mut corks = Corks::default();
+    // Two publications to both, interleaved as a hub drain stages them, then a third to `b`.
+    for i in 0..2 {
+        corks.stage('a', 0, numbered(i, 20));
+        corks.stage('b', 1, numbered(i, 20));
+    }
+    corks.stage('b', 1, numbered(2, 20));
+    assert_eq!(corks.len(), 2, "one entry per connection");
+    assert_eq!((corks.conn(0), corks.conn(1)), ('a', 'b'));
+    assert_eq!(corks.index_of('b', 1), Some(1));
+    assert_eq!(corks.write(0, &a), Some(40), "both of a's frames, at once");
+    assert_eq!(corks.index_of('a', 0), None, "written: no longer staged");
+    assert_eq!(corks.write(1, &b), Some(60));
+    corks.clear();
+    expect_numbered(&mut client_a, 0, 2, 20).await;
+    expect_numbered(&mut client_b, 0, 3, 20).await;
+
+    // A slot taken over by another connection: the old entry is not the new one's.
+    corks.stage('x', 0, numbered(9, 20));
+    corks.stage('a', 0, numbered(2, 20));
+    assert_eq!(corks.len(), 2);
+    assert_eq!(corks.index_of('x', 0), None);
+    assert_eq!(corks.index_of('a', 0), Some(1));
+    corks.discard(0);
+    assert_eq!(
+        corks.index_of('a', 0),
+        Some(1),
+        "discarding the old entry keeps the new"
+    );
+    // A connection closed meanwhile takes none of its frames.
+    a.close(CloseCode(1000), "bye");
+    assert_eq!(corks.write(1, &a), None);
+    corks.clear();
+    match client_a.next().await {
+        Some(Ok(Message::Close(Some(frame)))) => assert_eq!(frame.code, WsCloseCode::from(1000)),
+        other => panic!("expected the close frame, got {other:?}"),
     }
 }

@@ -13,7 +13,7 @@ use rcgen::{BasicConstraints, Certificate, CertificateParams, DnType, IsCa, KeyP
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, RootCertStore};
 use switchboard_hub::Text;
-use switchboard_runtime::outbox::{Corked, Events, Outbox};
+use switchboard_runtime::outbox::{Corks, Outbox};
 use switchboard_runtime::tls::{CertificateFiles, Tls, TlsError};
 use switchboard_runtime::Stream;
 use tempfile::TempDir;
@@ -212,11 +212,11 @@ async fn tls_pair(dir: &TempDir) -> (Arc<Outbox>, Client) {
 
 /// Hand a frame over as the hub task does; whether it was written at once.
 fn send(out: &Arc<Outbox>, payload: Text) -> bool {
-    match out.frame_corked(payload, &mut Events::default()) {
-        Corked::Dropped => panic!("dropped on an open connection"),
-        Corked::Queued => false,
-        Corked::First => out.uncork() > 0,
-    }
+    let mut corks = Corks::default();
+    corks.stage((), 0, payload);
+    let written = corks.write(0, out).expect("taken on an open connection") > 0;
+    corks.clear();
+    written
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
