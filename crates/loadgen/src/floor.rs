@@ -20,7 +20,7 @@
 //! The fastest round is a best case, while the probes report a p99 of many publications. So each
 //! round also notes when its sends reached the probes' positions, and the pool of those times
 //! gives the floor's own p99 ([`Floor::marks_p99_ns`]): what the probes' p99 would be if the
-//! server cost nothing but the sends. On the project's machine that p99 was 1.4 to 1.65 times
+//! server cost nothing but the sends. On the project's machine that p99 was 1.3 to 2.1 times
 //! the fastest round's floor at the deepest probe, so a server's probe p99 cannot come within
 //! 1.2 times the best case there, whatever it does; the like-for-like ratio shows what it adds.
 
