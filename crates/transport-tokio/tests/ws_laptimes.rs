@@ -188,3 +188,40 @@ async fn notices_taken_during_a_long_fan_out_reach_everyone_once_in_order() {
         "every written byte was reported once"
     );
 }
+
+/// Frames the hub stages for a connection go out before the close it then gives that
+/// connection. A fan-out to at least 64 sockets lets the readers' and the API's input in before
+/// it writes anything: a close of every connection taken then finds each one's notice staged,
+/// and each client reads the notice, then the close frame, not the close alone.
+#[tokio::test]
+async fn a_close_right_after_a_fan_out_goes_after_its_frames() {
+    const CLIENTS: usize = 80;
+    let server = start().await;
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        clients.push(connect(&server).await);
+    }
+    let hub = server.hub();
+    while hub.stats().await.unwrap().connections < CLIENTS {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let notice = r#"{"table":"last","operation":"CHANGE","timestamp":"x"}"#;
+    let reached = hub
+        .publish(switchboard_hub::Publication::to_all(notice))
+        .await
+        .unwrap();
+    assert_eq!(reached, CLIENTS);
+    // The publication was applied; the hub task is about to stage and write its frames.
+    hub.close_all(switchboard_hub::CloseCode(4000), "closing")
+        .await
+        .unwrap();
+    for (i, ws) in clients.iter_mut().enumerate() {
+        assert_eq!(next_text(ws).await, notice, "client {i}: the notice first");
+        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+            Ok(Some(Ok(Message::Close(Some(frame))))) => {
+                assert_eq!(u16::from(frame.code), 4000, "client {i}")
+            }
+            other => panic!("client {i}: expected the close frame, got {other:?}"),
+        }
+    }
+}
