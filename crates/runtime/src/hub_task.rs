@@ -935,7 +935,7 @@ impl HubTask {
         let mut now = self.clock.now();
         let mut reported = false;
         for i in 0..first_pass {
-            reported |= self.write_corked(now, i);
+            reported |= self.write_entry(now, i);
             let done = i + 1;
             if done % GATHER == 0 && done + GATHER <= first_pass {
                 tokio::task::yield_now().await;
@@ -948,14 +948,14 @@ impl HubTask {
         // What the first pass took for connections it had written, or another share's task
         // writes.
         for i in total..self.corks.len() {
-            reported |= self.write_corked(now, i);
+            reported |= self.write_entry(now, i);
         }
         self.corks.clear();
         reported
     }
 
-    /// Write entry `i` of the corks and report it to the hub; whether anything was written.
-    fn write_corked(&mut self, now: switchboard_hub::Instant, i: usize) -> bool {
+    /// Write entry `i` of the staged frames and report it to the hub; whether anything was written.
+    fn write_entry(&mut self, now: switchboard_hub::Instant, i: usize) -> bool {
         let conn = self.corks.conn(i);
         let Some(link) = self.links.get(&conn) else {
             self.corks.discard(i);
@@ -974,7 +974,7 @@ impl HubTask {
     /// close).
     fn write_staged(&mut self, now: switchboard_hub::Instant, conn: ConnectionHandle) {
         if let Some(i) = self.corks.index_of(conn, conn.slot()) {
-            self.write_corked(now, i);
+            self.write_entry(now, i);
         }
     }
 

@@ -208,20 +208,20 @@ fn event_body(payload: &Bytes) -> Bytes {
     }
 }
 
-/// A payload's event-stream form, made once per publication and shared by its recipients:
+/// A payload's event-stream form, made once per payload of a sweep and shared by its recipients:
 /// every recipient is handed the same payload (one shared `Bytes`), so the event body it becomes
 /// (`event_body`, a copy when it holds line breaks) and the position it moves (v2, a JSON parse)
 /// are worked out for the first stream that needs them, not redone per recipient.
 #[derive(Debug)]
-struct LastEvent {
+struct EventForm {
     body: Bytes,
     /// What it moves, once a v2 stream asked.
     moved: Option<Option<Move>>,
 }
 
-impl LastEvent {
-    fn of(payload: &Bytes) -> Box<LastEvent> {
-        Box::new(LastEvent {
+impl EventForm {
+    fn of(payload: &Bytes) -> Box<EventForm> {
+        Box::new(EventForm {
             body: event_body(payload),
             moved: None,
         })
@@ -236,7 +236,7 @@ const NONE: u32 = u32::MAX;
 /// the recipient's outbox: each outbox is locked once per write, when its frames are queued and
 /// written together, not once per frame and again to write. A connection is known by its `C`
 /// (the hub's handle) and the index of its slot, which is where its entry is found. An event
-/// stream's form of a payload (`LastEvent`) is made once per publication and shared by its
+/// stream's form of a payload (`EventForm`) is made once per publication and shared by its
 /// recipients.
 ///
 /// A connection's frames go out in the order they were staged, and before anything the hub
@@ -248,15 +248,24 @@ const NONE: u32 = u32::MAX;
 pub struct Corks<C> {
     /// Each connection with staged frames this sweep, in the order of its first one.
     conns: Vec<Staged<C>>,
-    /// The frames: each with its payload's number in this sweep and the next of its connection.
-    frames: Vec<(Bytes, u32, u32)>,
+    /// The staged frames, each connection's threaded through `next`.
+    frames: Vec<StagedFrame>,
     /// Per connection slot: one more than its entry in `conns`, or 0.
     at: Vec<u32>,
     /// The event-stream form of each payload of the sweep, made when a stream first needs it.
-    events: Vec<Option<Box<LastEvent>>>,
+    events: Vec<Option<Box<EventForm>>>,
     /// The address and length of the last payload staged (held in `frames` until the sweep
     /// ends, so not reused by another meanwhile), and its number.
     last: Option<(usize, usize, u32)>,
+}
+
+#[derive(Debug)]
+struct StagedFrame {
+    payload: Bytes,
+    /// Its payload's number in this sweep (its index in `Corks::events`).
+    number: u32,
+    /// The next frame of the same connection, or [`NONE`].
+    next: u32,
 }
 
 #[derive(Debug)]
@@ -294,7 +303,11 @@ impl<C: Copy + PartialEq> Corks<C> {
             }
         };
         let frame = self.frames.len() as u32;
-        self.frames.push((payload, number, NONE));
+        self.frames.push(StagedFrame {
+            payload,
+            number,
+            next: NONE,
+        });
         if slot >= self.at.len() {
             self.at.resize(slot + 1, 0);
         }
@@ -303,7 +316,7 @@ impl<C: Copy + PartialEq> Corks<C> {
             .map(|i| &mut self.conns[i as usize])
         {
             Some(staged) if staged.conn == conn => {
-                self.frames[staged.last as usize].2 = frame;
+                self.frames[staged.last as usize].next = frame;
                 staged.last = frame;
             }
             // None yet, or a stale entry of the slot's previous connection (dropped, as that
@@ -392,16 +405,17 @@ impl<C: Copy + PartialEq> Corks<C> {
     }
 
     /// Take entry `i`'s frames out, in order, each with its payload's event-stream form.
-    fn unstage(&mut self, i: usize, mut each: impl FnMut(Bytes, &mut Option<Box<LastEvent>>)) {
+    fn unstage(&mut self, i: usize, mut each: impl FnMut(Bytes, &mut Option<Box<EventForm>>)) {
         let staged = &mut self.conns[i];
         if self.at[staged.slot] == i as u32 + 1 {
             self.at[staged.slot] = 0;
         }
         let mut next = std::mem::replace(&mut staged.first, NONE);
         while next != NONE {
-            let (payload, number, after) = &mut self.frames[next as usize];
-            next = *after;
-            each(std::mem::take(payload), &mut self.events[*number as usize]);
+            let frame = &mut self.frames[next as usize];
+            next = frame.next;
+            let payload = std::mem::take(&mut frame.payload);
+            each(payload, &mut self.events[frame.number as usize]);
         }
     }
 }
@@ -855,15 +869,15 @@ impl Outbox {
 
     /// Queue hub frame `payload` as this outbox frames it. `event` is the payload's event-stream
     /// form, shared by its recipients: made here if it is empty and a stream needs it.
-    fn enqueue_frame(&self, st: &mut State, payload: Bytes, event: &mut Option<Box<LastEvent>>) {
+    fn enqueue_frame(&self, st: &mut State, payload: Bytes, event: &mut Option<Box<EventForm>>) {
         let chunk = match self.framing {
             Framing::WebSocket => Chunk::text(payload),
             Framing::Sse => {
-                let event = event.get_or_insert_with(|| LastEvent::of(&payload));
+                let event = event.get_or_insert_with(|| EventForm::of(&payload));
                 Chunk::event(event.body.clone(), payload.len())
             }
             Framing::SseV2 => {
-                let event = event.get_or_insert_with(|| LastEvent::of(&payload));
+                let event = event.get_or_insert_with(|| EventForm::of(&payload));
                 let moved = event.moved.get_or_insert_with(|| Move::of(&payload));
                 let ids = st.ids.get_or_insert_default();
                 if let Some(id) = moved.as_ref().and_then(|m| ids.apply(m)) {
