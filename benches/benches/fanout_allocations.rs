@@ -6,44 +6,10 @@
 //! every room size. The process exits non-zero if it is not. (The hub's own test,
 //! `crates/hub/tests/alloc_count.rs`, asserts the same for 10 to 10 000 members.)
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
+use switchboard_alloc_count::{count, Counting};
 use switchboard_benches::FanOut;
-
-struct Counting;
-
-static ON: AtomicBool = AtomicBool::new(false);
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-static BYTES: AtomicU64 = AtomicU64::new(0);
-
-fn note(size: usize) {
-    if ON.load(Relaxed) {
-        ALLOCS.fetch_add(1, Relaxed);
-        BYTES.fetch_add(size as u64, Relaxed);
-    }
-}
-
-// SAFETY: every call is forwarded unchanged to the system allocator; counting only touches
-// atomics, which never allocate.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note(layout.size());
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note(layout.size());
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note(new_size);
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -57,17 +23,15 @@ fn per_publication(members: usize, filtered: bool) -> (usize, u64, u64) {
     for _ in 0..2 {
         fixture.publish();
     }
-    ALLOCS.store(0, Relaxed);
-    BYTES.store(0, Relaxed);
-    ON.store(true, Relaxed);
-    for _ in 0..PUBLICATIONS {
-        assert_eq!(fixture.publish(), fixture.deliveries());
-    }
-    ON.store(false, Relaxed);
+    let ((), tally) = count(|| {
+        for _ in 0..PUBLICATIONS {
+            assert_eq!(fixture.publish(), fixture.deliveries());
+        }
+    });
     (
         fixture.deliveries(),
-        ALLOCS.load(Relaxed) / PUBLICATIONS,
-        BYTES.load(Relaxed) / PUBLICATIONS,
+        tally.allocations / PUBLICATIONS,
+        tally.bytes / PUBLICATIONS,
     )
 }
 

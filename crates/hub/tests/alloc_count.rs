@@ -2,65 +2,18 @@
 //! same number of heap allocations once the hub's queues have grown, because every recipient gets
 //! a clone of the same `Bytes` buffer, never its own copy.
 //!
-//! A `#[global_allocator]` is per binary, so this test has a file of its own. The allocator counts
-//! allocations made on the current thread only while counting is switched on, so the test
-//! harness's own threads do not disturb the count.
+//! A `#[global_allocator]` is per binary, so this test has a file of its own. The allocator
+//! (`switchboard-alloc-count`) counts only the current thread's allocations inside `count`, so
+//! the test harness's own threads do not disturb the count.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-
+use switchboard_alloc_count::{count, Counting};
 use switchboard_hub::{
     Config, ConnectionHandle, Context, Hub, Instant, OpenInfo, Output, Protocol, Publication,
     RawText, Text,
 };
 
-struct Counting;
-
-thread_local! {
-    static ON: Cell<bool> = const { Cell::new(false) };
-    static ALLOCS: Cell<u64> = const { Cell::new(0) };
-}
-
-fn note() {
-    // `try_with`: the thread-locals may already be gone while a thread is being torn down.
-    let _ = ON.try_with(|on| {
-        if on.get() {
-            let _ = ALLOCS.try_with(|n| n.set(n.get() + 1));
-        }
-    });
-}
-
-// SAFETY: every call is forwarded unchanged to the system allocator; counting touches only
-// const-initialised thread-locals, which never allocate.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note();
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note();
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note();
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
 #[global_allocator]
 static GLOBAL: Counting = Counting;
-
-/// Allocations `f` makes on this thread.
-fn count<R>(f: impl FnOnce() -> R) -> (R, u64) {
-    ALLOCS.with(|n| n.set(0));
-    ON.with(|on| on.set(true));
-    let r = f();
-    ON.with(|on| on.set(false));
-    (r, ALLOCS.with(Cell::get))
-}
 
 /// Puts every connection in room `r` on open; never sends anything itself.
 struct Rooms;
@@ -119,8 +72,8 @@ fn allocations_for_room_of(n: usize) -> u64 {
     // The publication (its room name and payload) is built before counting starts: it is the
     // caller's one encoding, the same for any room size.
     let publication = Publication::to_room("r", Text::from("y".repeat(256)));
-    let ((), allocs) = count(|| publish_and_drain(&mut hub, publication));
-    allocs
+    let ((), tally) = count(|| publish_and_drain(&mut hub, publication));
+    tally.allocations
 }
 
 #[test]

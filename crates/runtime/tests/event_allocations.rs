@@ -2,58 +2,14 @@
 //! a publication's event body (a copy, when the frame holds line breaks) and the position it
 //! moves (a JSON parse, v2) are worked out once per publication, not once per recipient.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::sync::Arc;
 
+use switchboard_alloc_count::{count, Counting};
 use switchboard_hub::{ConnectionHandle, Text};
 use switchboard_runtime::outbox::{Corks, FlushSink, Framing, Outbox};
 
-struct Counting;
-
-thread_local! {
-    /// Allocations made by this thread while counting is on (other test threads run beside it).
-    static COUNT: Cell<Option<u64>> = const { Cell::new(None) };
-}
-
-fn note() {
-    // `try_with`: the allocator also runs while thread-locals are torn down.
-    let _ = COUNT.try_with(|c| {
-        if let Some(n) = c.get() {
-            c.set(Some(n + 1));
-        }
-    });
-}
-
-// SAFETY: every call is forwarded unchanged to the system allocator; counting only touches a
-// const-initialised thread-local `Cell`, which never allocates.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note();
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note();
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note();
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
 #[global_allocator]
 static GLOBAL: Counting = Counting;
-
-/// The allocations `f` makes on this thread.
-fn count(f: impl FnOnce()) -> u64 {
-    COUNT.with(|c| c.set(Some(0)));
-    f();
-    COUNT.with(|c| c.replace(None)).expect("counting")
-}
 
 #[derive(Debug)]
 struct NoHub;
@@ -102,7 +58,7 @@ fn allocations(framing: Framing, n: usize, publication: &str) -> u64 {
         sweep(&warm_up);
     }
     let publication = Text::from(publication.to_string());
-    count(|| sweep(&publication))
+    count(|| sweep(&publication)).1.allocations
 }
 
 #[test]
