@@ -37,10 +37,8 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
 use switchboard_hub::{CloseCode, ConnectionHandle, Text};
-use tokio_tungstenite::tungstenite::protocol::frame::coding::{
-    CloseCode as WsCloseCode, Data, OpCode,
-};
-use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
 use crate::event_id::{EventIds, Move};
@@ -64,7 +62,7 @@ pub trait FlushSink: Send + Sync + std::fmt::Debug + 'static {
 /// pongs).
 pub const RAW_LIMIT: usize = 64 * 1024;
 /// The longest header of an unmasked frame: two bytes and a 64-bit length.
-const HEAD_MAX: usize = 10;
+pub const HEAD_MAX: usize = 10;
 /// Frames gathered into one `writev` by the flusher.
 const BATCH: usize = 32;
 /// A batch of at most this many bytes (a few frames of a fan-out, the common case) is copied into
@@ -126,19 +124,10 @@ impl Chunk {
 
     /// An unmasked, final text frame around `payload`.
     fn text(payload: Bytes) -> Chunk {
-        let header = FrameHeader {
-            opcode: OpCode::Data(Data::Text),
-            ..FrameHeader::default()
-        };
-        let mut head = [0; HEAD_MAX];
-        let mut cursor = io::Cursor::new(&mut head[..]);
-        header
-            .format(payload.len() as u64, &mut cursor)
-            .expect("an unmasked frame header fits in HEAD_MAX bytes");
-        let head_len = cursor.position() as u8;
+        let (head, head_len) = text_head(payload.len());
         Chunk {
             head,
-            head_len,
+            head_len: head_len as u8,
             event: false,
             raw: false,
             hub_bytes: payload.len(),
@@ -195,6 +184,27 @@ impl Chunk {
             IoSlice::new(&part[skip..])
         })
     }
+}
+
+/// The header of an unmasked, final text frame of `len` payload bytes (RFC 6455 section 5.2:
+/// FIN and opcode 1, then the length in 7 bits, or 126 and 16 bits, or 127 and 64 bits), and
+/// how many of its bytes are used.
+pub fn text_head(len: usize) -> ([u8; HEAD_MAX], usize) {
+    let mut head = [0; HEAD_MAX];
+    head[0] = 0x81;
+    let used = if len < 126 {
+        head[1] = len as u8;
+        2
+    } else if let Ok(len) = u16::try_from(len) {
+        head[1] = 126;
+        head[2..4].copy_from_slice(&len.to_be_bytes());
+        4
+    } else {
+        head[1] = 127;
+        head[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+        10
+    };
+    (head, used)
 }
 
 /// A hub frame as the data of a server-sent event: a payload with line breaks is copied, each
@@ -257,6 +267,8 @@ pub struct Corks<C> {
     /// The address and length of the last payload staged (held in `frames` until the sweep
     /// ends, so not reused by another meanwhile), and its number.
     last: Option<(usize, usize, u32)>,
+    /// Where a connection's frames are put together for one send ([`Corks::write`]).
+    wire: Vec<u8>,
 }
 
 #[derive(Debug)]
@@ -284,6 +296,7 @@ impl<C> Default for Corks<C> {
             at: Vec::new(),
             events: Vec::new(),
             last: None,
+            wire: Vec::new(),
         }
     }
 }
@@ -354,11 +367,21 @@ impl<C: Copy + PartialEq> Corks<C> {
         (self.conns[i].conn == conn).then_some(i)
     }
 
-    /// Queue entry `i`'s frames in `outbox` and write what the socket takes now (the rest is
-    /// left to a flusher, which reports it). Returns the hub bytes written now, or `None` if
-    /// the outbox did not take them (its connection is closing or its socket failed).
+    /// Write entry `i`'s frames to `outbox`'s socket as far as it takes them now, and leave the
+    /// rest to a flusher, which reports it: sent straight from here when nothing waits in the
+    /// outbox (the common case), else queued behind what waits. Returns the hub bytes written
+    /// now, or `None` if the outbox did not take them (its connection is closing or its socket
+    /// failed).
     pub fn write(&mut self, i: usize, outbox: &Arc<Outbox>) -> Option<usize> {
         let mut st = outbox.lock();
+        if let Some(socket) = outbox.socket.get() {
+            let idle = st.queue.is_empty() && !st.corked && !st.flushing;
+            if idle && !st.closed && !st.failed && outbox.framing == Framing::WebSocket {
+                if let Some(written) = self.write_direct(i, outbox, socket, &mut st) {
+                    return Some(written);
+                }
+            }
+        }
         if !self.queue(i, outbox, &mut st) {
             return None;
         }
@@ -390,6 +413,73 @@ impl<C: Copy + PartialEq> Corks<C> {
         self.frames.clear();
         self.events.clear();
         self.last = None;
+    }
+
+    /// The common case of [`Corks::write`]: nothing waits in the outbox, so entry `i`'s frames
+    /// are put together here, header and payload, and sent at once, without a trip through the
+    /// outbox's queue. What the socket does not take is queued behind what it took, for a
+    /// flusher. Returns the hub bytes written now, or `None`, having touched nothing, when the
+    /// frames are more than one copied send carries ([`COPY_MAX`]: the queue's path writes them
+    /// from where they are).
+    fn write_direct(
+        &mut self,
+        i: usize,
+        outbox: &Arc<Outbox>,
+        socket: &Shared,
+        st: &mut State,
+    ) -> Option<usize> {
+        self.wire.clear();
+        let mut next = self.conns[i].first;
+        while next != NONE {
+            let frame = &self.frames[next as usize];
+            let (head, used) = text_head(frame.payload.len());
+            if self.wire.len() + used + frame.payload.len() > COPY_MAX {
+                return None;
+            }
+            self.wire.extend_from_slice(&head[..used]);
+            self.wire.extend_from_slice(&frame.payload);
+            next = frame.next;
+        }
+        let mut sent = match socket.try_write(&self.wire) {
+            Ok(n) => n,
+            Err(e) if would_block(&e) => 0,
+            Err(_) => {
+                self.unstage(i, |_, _| {});
+                st.fail();
+                outbox.task.wake();
+                return Some(0);
+            }
+        };
+        let mut written = 0;
+        self.unstage(i, |payload, _| {
+            let len = text_head(payload.len()).1 + payload.len();
+            if sent >= len {
+                sent -= len;
+                written += payload.len();
+            } else {
+                // The first frame the socket did not take whole (what it took of it is noted
+                // as done) and every frame after it wait in the queue, which was empty.
+                if st.queue.is_empty() {
+                    st.front_done = std::mem::take(&mut sent);
+                }
+                st.enqueue(Chunk::text(payload));
+            }
+        });
+        let pending = !st.queue.is_empty();
+        let flushed = !pending
+            && match socket.try_flush() {
+                Ok(done) => done,
+                Err(_) => {
+                    st.fail();
+                    outbox.task.wake();
+                    true
+                }
+            };
+        if !flushed {
+            st.flushing = true;
+            tokio::spawn(flush(outbox.clone()));
+        }
+        Some(written)
     }
 
     /// Queue entry `i`'s frames under `st`; whether the outbox took them (not if it is closed

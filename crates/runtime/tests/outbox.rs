@@ -271,3 +271,72 @@ async fn staged_frames_reach_each_connection_in_order_and_at_once() {
         other => panic!("expected the close frame, got {other:?}"),
     }
 }
+
+/// The fan-out's own text-frame header is the one tungstenite writes, at every length boundary.
+#[test]
+fn text_frame_headers_match_tungstenite() {
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
+    for len in [
+        0,
+        1,
+        125,
+        126,
+        127,
+        65_535,
+        65_536,
+        1 << 20,
+        u32::MAX as usize + 1,
+    ] {
+        let header = FrameHeader {
+            opcode: OpCode::Data(Data::Text),
+            ..FrameHeader::default()
+        };
+        let mut want = Vec::new();
+        header.format(len as u64, &mut want).unwrap();
+        let (head, used) = switchboard_runtime::outbox::text_head(len);
+        assert_eq!(
+            &head[..used],
+            &want[..],
+            "header of a {len}-byte text frame"
+        );
+    }
+}
+
+/// Small frames are put together and sent by the hub task at once while the socket takes
+/// them; when it takes only part of a send, the rest (from mid-frame) is queued behind it, then
+/// everything after, and the peer reads every frame whole and in order once it reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_the_socket_takes_in_part_is_finished_in_order() {
+    let (out, mut client) = pair().await;
+    let size = 301; // three frames and their headers per send: 909 bytes, odd-sized
+    let mut corks = Corks::default();
+    let mut staged = 0;
+    let mut partial = None;
+    for _ in 0..100_000 {
+        for _ in 0..3 {
+            corks.stage((), 0, numbered(staged, size));
+            staged += 1;
+        }
+        let written = corks
+            .write(0, &out)
+            .expect("an open connection takes its frames");
+        corks.clear();
+        assert_eq!(written % size, 0, "only whole frames are reported written");
+        if written < 3 * size {
+            partial = Some(written / size);
+            break;
+        }
+    }
+    let partial = partial.expect("the socket pushed back");
+    // Behind the backlog, frames wait in the queue.
+    corks.stage((), 0, numbered(staged, size));
+    assert_eq!(corks.write(0, &out), Some(0), "queued behind the backlog");
+    corks.clear();
+    staged += 1;
+    expect_numbered(&mut client, 0, staged, size).await;
+    tokio::time::timeout(Duration::from_secs(5), out.drained())
+        .await
+        .expect("the outbox reports drained");
+    eprintln!("the socket took {partial} of the last send's 3 frames whole");
+}
