@@ -15,7 +15,9 @@
 #            server's, not the tool's), compared with the fan-out floor measured in the same
 #            run (the kernel's per-send cost, timed without a server on the server's CPU in
 #            rounds as far apart as the publications, times the recipients up to the deepest
-#            probe; the table also shows it timed with the rounds 2 ms apart, as before)
+#            probe; the table also shows it timed with the rounds 2 ms apart, as before, and
+#            timed during the run itself, halfway between its publications, so that the
+#            machine's other work slows the floor as it slows the server)
 #   flat     FLAT_SUBS subscribers, FLAT_PUBS publishers, flat out: deliveries/s and CPU per
 #            delivery at saturation; FLAT_ROUNDS rounds, the servers taking turns, and the table
 #            shows each figure's median (one flat run swings by 10 % or more with the machine's
@@ -34,7 +36,7 @@
 # (PIN=0 turns that off). Every knob above is an environment variable; SERVERS picks servers;
 # SWITCHBOARD_BIN runs another build of switchboard (to try a change).
 # Raw results: bench/results/<timestamp>/. Bounded: every load run has a timeout (RUN_TIMEOUT);
-# the whole run takes about 6 minutes after the build.
+# the whole run takes about 12 minutes after the build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -200,7 +202,8 @@ done
 for round in $(seq "$LAT_ROUNDS"); do
   for name in $SERVERS; do
     scenario "$name" "latency#$round" fanout --subscribers "$LAT_SUBS" --publishers 1 \
-      --rate "$LAT_RATE" --warmup 3 --duration "$LAT_SECS" --drain 10 --probe-every "$PROBE_EVERY" "${FLOOR_CPU[@]}"
+      --rate "$LAT_RATE" --warmup 3 --duration "$LAT_SECS" --drain 10 --probe-every "$PROBE_EVERY" "${FLOOR_CPU[@]}" \
+      --floor-during
   done
 done
 for round in $(seq "$FLAT_ROUNDS"); do

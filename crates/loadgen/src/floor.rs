@@ -54,6 +54,28 @@ pub struct Floor {
     pub marks_p50_ns: Option<f64>,
     /// See [`Floor::marks_p50_ns`].
     pub marks_p99_ns: Option<f64>,
+    /// Timed during the run, halfway between its publications ([`Pace::Between`]), rather than
+    /// before it.
+    pub during_run: bool,
+}
+
+/// When each round of [`Pairs::time`] sends.
+#[derive(Debug, Clone, Copy)]
+pub enum Pace {
+    /// This long after the reader read the previous round (the server idle, before the run).
+    After(Duration),
+    /// Halfway between two publications of a run that publishes every `period` from `first`,
+    /// one round every `stride` periods: the server is idle then too, and the machine's other
+    /// work at that moment slows the floor as it slows the server, so the two can be compared
+    /// p99 to p99 even when that work comes and goes.
+    Between {
+        /// The run's first publication.
+        first: Instant,
+        /// Its time between publications.
+        period: Duration,
+        /// Periods between two rounds.
+        stride: u32,
+    },
 }
 
 impl Floor {
@@ -87,82 +109,126 @@ pub fn measure(
     gap: Duration,
     marks: &[usize],
 ) -> io::Result<Floor> {
-    let sockets = sockets.max(1);
-    let rounds = rounds.max(1);
-    let listener = TcpListener::bind("127.0.0.1:0")?;
-    let addr = listener.local_addr()?;
-    // SAFETY: epoll_create1 has no preconditions; a negative return is an error, checked below.
-    let epfd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-    if epfd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: epfd is a fresh descriptor owned by nothing else; OwnedFd closes it once.
-    let epoll = unsafe { OwnedFd::from_raw_fd(epfd) };
-    let mut senders = Vec::with_capacity(sockets);
-    let mut receivers = Vec::with_capacity(sockets);
-    for i in 0..sockets {
-        let receiver = TcpStream::connect(addr)?;
-        let (sender, _) = listener.accept()?;
-        sender.set_nodelay(true)?;
-        receiver.set_nonblocking(true)?;
-        let mut ev = libc::epoll_event {
-            events: (libc::EPOLLIN | libc::EPOLLET) as u32,
-            u64: i as u64,
-        };
-        // SAFETY: both descriptors are open; ev is a valid epoll_event for the call's duration.
-        let rc = unsafe {
-            libc::epoll_ctl(
-                epoll.as_raw_fd(),
-                libc::EPOLL_CTL_ADD,
-                receiver.as_raw_fd(),
-                &mut ev,
-            )
-        };
-        if rc < 0 {
+    Pairs::open(sockets)?.time(frame_bytes, rounds, sender_cpu, Pace::After(gap), marks)
+}
+
+/// Loopback socket pairs to time the floor on: opened ahead (before the run's sockets), timed
+/// when the caller chooses ([`Pairs::time`], on a thread of its own if during the run).
+pub struct Pairs {
+    senders: Vec<TcpStream>,
+    receivers: Vec<TcpStream>,
+    epoll: OwnedFd,
+}
+
+impl Pairs {
+    /// `sockets` connected pairs, the receiving ends non-blocking and watched by one epoll.
+    pub fn open(sockets: usize) -> io::Result<Pairs> {
+        let sockets = sockets.max(1);
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        // SAFETY: epoll_create1 has no preconditions; a negative return is an error, checked
+        // below.
+        let epfd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if epfd < 0 {
             return Err(io::Error::last_os_error());
         }
-        senders.push(sender);
-        receivers.push(receiver);
-    }
-    let read = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let reader = {
-        let (read, stop) = (read.clone(), stop.clone());
-        std::thread::Builder::new()
-            .name("floor-reader".into())
-            .spawn(move || read_all(&epoll, &mut receivers, &read, &stop))?
-    };
-    let mut marks = marks.to_vec();
-    marks.sort_unstable();
-    marks.dedup();
-    let sender = std::thread::Builder::new()
-        .name("floor-sender".into())
-        .spawn(move || {
-            if let Some(cpu) = sender_cpu {
-                pin_to(cpu);
+        // SAFETY: epfd is a fresh descriptor owned by nothing else; OwnedFd closes it once.
+        let epoll = unsafe { OwnedFd::from_raw_fd(epfd) };
+        let mut senders = Vec::with_capacity(sockets);
+        let mut receivers = Vec::with_capacity(sockets);
+        for i in 0..sockets {
+            let receiver = TcpStream::connect(addr)?;
+            let (sender, _) = listener.accept()?;
+            sender.set_nodelay(true)?;
+            receiver.set_nonblocking(true)?;
+            let mut ev = libc::epoll_event {
+                events: (libc::EPOLLIN | libc::EPOLLET) as u32,
+                u64: i as u64,
+            };
+            // SAFETY: both descriptors are open; ev is a valid epoll_event for the call's
+            // duration.
+            let rc = unsafe {
+                libc::epoll_ctl(
+                    epoll.as_raw_fd(),
+                    libc::EPOLL_CTL_ADD,
+                    receiver.as_raw_fd(),
+                    &mut ev,
+                )
+            };
+            if rc < 0 {
+                return Err(io::Error::last_os_error());
             }
-            send_rounds(&mut senders, frame_bytes, rounds, gap, &read, &marks)
-        })?;
-    let sent = sender
-        .join()
-        .map_err(|_| io::Error::other("the floor sender panicked"))?;
-    stop.store(true, Relaxed);
-    reader
-        .join()
-        .map_err(|_| io::Error::other("the floor reader panicked"))??;
-    let (mut per_send, mut at_marks) = sent?;
-    per_send.sort_by(f64::total_cmp);
-    at_marks.sort_by(f64::total_cmp);
-    Ok(Floor {
-        per_send_ns: per_send[0],
-        median_ns: per_send[per_send.len() / 2],
-        sockets,
-        frame_bytes,
-        rounds,
-        gap_ms: gap.as_secs_f64() * 1e3,
-        marks_p50_ns: quantile(&at_marks, 0.5),
-        marks_p99_ns: quantile(&at_marks, 0.99),
-    })
+            senders.push(sender);
+            receivers.push(receiver);
+        }
+        Ok(Pairs {
+            senders,
+            receivers,
+            epoll,
+        })
+    }
+
+    /// Time `rounds` rounds (after two untimed ones) as [`measure`] describes, paced by `pace`.
+    pub fn time(
+        self,
+        frame_bytes: usize,
+        rounds: usize,
+        sender_cpu: Option<usize>,
+        pace: Pace,
+        marks: &[usize],
+    ) -> io::Result<Floor> {
+        let Pairs {
+            mut senders,
+            mut receivers,
+            epoll,
+        } = self;
+        let sockets = senders.len();
+        let rounds = rounds.max(1);
+        let read = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let reader = {
+            let (read, stop) = (read.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("floor-reader".into())
+                .spawn(move || read_all(&epoll, &mut receivers, &read, &stop))?
+        };
+        let mut marks = marks.to_vec();
+        marks.sort_unstable();
+        marks.dedup();
+        let sender = std::thread::Builder::new()
+            .name("floor-sender".into())
+            .spawn(move || {
+                if let Some(cpu) = sender_cpu {
+                    pin_to(cpu);
+                }
+                send_rounds(&mut senders, frame_bytes, rounds, pace, &read, &marks)
+            })?;
+        let sent = sender
+            .join()
+            .map_err(|_| io::Error::other("the floor sender panicked"));
+        stop.store(true, Relaxed);
+        reader
+            .join()
+            .map_err(|_| io::Error::other("the floor reader panicked"))??;
+        let (mut per_send, mut at_marks) = sent??;
+        per_send.sort_by(f64::total_cmp);
+        at_marks.sort_by(f64::total_cmp);
+        let gap = match pace {
+            Pace::After(gap) => gap,
+            Pace::Between { period, stride, .. } => period * stride,
+        };
+        Ok(Floor {
+            per_send_ns: per_send[0],
+            median_ns: per_send[per_send.len() / 2],
+            sockets,
+            frame_bytes,
+            rounds,
+            gap_ms: gap.as_secs_f64() * 1e3,
+            marks_p50_ns: quantile(&at_marks, 0.5),
+            marks_p99_ns: quantile(&at_marks, 0.99),
+            during_run: matches!(pace, Pace::Between { .. }),
+        })
+    }
 }
 
 /// The nearest-rank `q` quantile of `sorted` (`None` if empty).
@@ -188,7 +254,7 @@ fn send_rounds(
     senders: &mut [TcpStream],
     frame_bytes: usize,
     rounds: usize,
-    gap: Duration,
+    pace: Pace,
     read: &AtomicU64,
     marks: &[usize],
 ) -> io::Result<(Vec<f64>, Vec<f64>)> {
@@ -198,7 +264,23 @@ fn send_rounds(
     let mut at_marks = Vec::with_capacity(rounds * marks.len());
     let mut reached = Vec::with_capacity(marks.len());
     // Two untimed rounds first: the sockets' first sends allocate what later ones reuse.
+    let mut slot = 0u32;
     for round in 0..rounds + 2 {
+        if let Pace::Between {
+            first,
+            period,
+            stride,
+        } = pace
+        {
+            // The next slot halfway between two publications that has not begun yet.
+            let at = |slot: u32| first + period * slot + period / 2;
+            let now = Instant::now();
+            while at(slot) < now {
+                slot += stride.max(1);
+            }
+            std::thread::sleep(at(slot) - now);
+            slot += stride.max(1);
+        }
         reached.clear();
         let mut next = marks.iter().copied().peekable();
         let started = Instant::now();
@@ -222,7 +304,9 @@ fn send_rounds(
             std::thread::sleep(Duration::from_micros(200));
         }
         // The reader is back in epoll_wait, as between two publications.
-        std::thread::sleep(gap);
+        if let Pace::After(gap) = pace {
+            std::thread::sleep(gap);
+        }
     }
     Ok((per_send, at_marks))
 }
@@ -292,6 +376,39 @@ mod tests {
         assert_eq!(f.at(0), f.per_send_ns);
         assert_eq!(f.at(99), 100.0 * f.per_send_ns);
         assert_eq!((f.marks_p50_ns, f.marks_p99_ns), (None, None));
+    }
+
+    #[test]
+    fn rounds_between_publications_fall_halfway_through_their_slots() {
+        // A run publishing every 10 ms from now, a round every second period: the two untimed
+        // rounds and three timed ones start at 5, 25, 45, 65 and 85 ms, never before.
+        let period = Duration::from_millis(10);
+        let first = Instant::now();
+        let pace = Pace::Between {
+            first,
+            period,
+            stride: 2,
+        };
+        let f = Pairs::open(8)
+            .unwrap()
+            .time(120, 3, None, pace, &[3])
+            .unwrap();
+        assert!(first.elapsed() >= Duration::from_millis(85), "{f:?}");
+        assert!(f.during_run && f.gap_ms == 20.0, "{f:?}");
+        assert!(f.per_send_ns > 0.0 && f.marks_p99_ns.is_some(), "{f:?}");
+        // Slots already past are skipped, not caught up with in a burst: a run that began 1 s
+        // ago still gets its rounds one slot apart.
+        let late = Instant::now();
+        let pace = Pace::Between {
+            first: late - Duration::from_secs(1),
+            period,
+            stride: 1,
+        };
+        Pairs::open(8)
+            .unwrap()
+            .time(120, 3, None, pace, &[])
+            .unwrap();
+        assert!(late.elapsed() >= Duration::from_millis(40));
     }
 
     #[test]

@@ -202,6 +202,12 @@ pub struct FanoutArgs {
     /// are (before the run, while the server is idle). Any CPU if not given.
     #[arg(long)]
     pub floor_cpu: Option<usize>,
+    /// Also time `--floor-rounds` rounds of the floor during the run (at a fixed rate only),
+    /// each halfway between two publications, spread over the warm-up and the measured window:
+    /// the machine's other work slows those rounds as it slows the server's fan-outs, so the
+    /// probes' p99 can be compared with theirs even when that work comes and goes.
+    #[arg(long)]
+    pub floor_during: bool,
 }
 
 /// Options of `idle`.

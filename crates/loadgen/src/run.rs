@@ -154,6 +154,8 @@ pub struct FanoutReport {
     /// The same floor timed with its rounds 2 ms apart (how it was measured before the rounds
     /// were spaced as the run's publications), for comparison.
     back_to_back: Option<Floor>,
+    /// The floor timed during the run, between its publications (`--floor-during`).
+    during: Option<Floor>,
 }
 
 /// The probe sockets' latency (read on their own thread) and its ratio to the fan-out floor.
@@ -192,6 +194,14 @@ pub async fn fanout(a: FanoutArgs) -> Result<FanoutReport, String> {
     };
     let (concurrency, v2) = (a.connect_concurrency, a.v2);
     let mut publishers = Vec::new();
+    // The probes' positions (see below): the floor is also timed to each of them.
+    let probe_marks: Vec<usize> = match a.probe_every {
+        0 => Vec::new(),
+        every => (1..)
+            .map(|j| j * every - 1)
+            .take_while(|&k| k < a.subscribers)
+            .collect(),
+    };
     // The fan-out floor, before any socket to the server is open (the server is idle): its
     // rounds as far apart as the run's publications, and back to back.
     let (floor, back_to_back) = if a.rooms == 0 && a.floor_rounds > 0 {
@@ -204,17 +214,16 @@ pub async fn fanout(a: FanoutArgs) -> Result<FanoutReport, String> {
         } else {
             back_to_back
         };
-        // The probes' positions (see below): the floor is also timed to each of them.
-        let marks: Vec<usize> = match a.probe_every {
-            0 => Vec::new(),
-            every => (1..)
-                .map(|j| j * every - 1)
-                .take_while(|&k| k < a.subscribers)
-                .collect(),
-        };
         let measure = |gap| {
-            floor::measure(sockets, frame, a.floor_rounds, a.floor_cpu, gap, &marks)
-                .map_err(|e| format!("measuring the fan-out floor: {e}"))
+            floor::measure(
+                sockets,
+                frame,
+                a.floor_rounds,
+                a.floor_cpu,
+                gap,
+                &probe_marks,
+            )
+            .map_err(|e| format!("measuring the fan-out floor: {e}"))
         };
         let spaced = measure(period)?;
         let back = (period > back_to_back)
@@ -223,6 +232,15 @@ pub async fn fanout(a: FanoutArgs) -> Result<FanoutReport, String> {
         (Some(spaced), back)
     } else {
         (None, None)
+    };
+    // The socket pairs of the floor timed during the run, opened before the run's own.
+    let during = match (&floor, a.floor_during && a.rate > 0.0) {
+        (Some(f), true) => Some((
+            floor::Pairs::open(f.sockets)
+                .map_err(|e| format!("opening the fan-out floor's sockets: {e}"))?,
+            f.frame_bytes,
+        )),
+        _ => None,
     };
     let mut probes: Option<Probes> = None;
     let mut deepest = None;
@@ -281,6 +299,22 @@ pub async fn fanout(a: FanoutArgs) -> Result<FanoutReport, String> {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let n = publishers.len();
     let period = (a.rate > 0.0).then(|| secs(n as f64 / a.rate));
+    // Publications go out every 1/rate from now (the publishers' tickers start now, spread over
+    // one period): the floor's rounds fall halfway between two, spread over the whole run.
+    let during = during.map(|(pairs, frame)| {
+        let period = secs(1.0 / a.rate);
+        let publications = (a.warmup + a.duration) * a.rate;
+        let stride = (publications / (a.floor_rounds + 2) as f64)
+            .floor()
+            .max(1.0) as u32;
+        let pace = floor::Pace::Between {
+            first: Instant::now(),
+            period,
+            stride,
+        };
+        let (rounds, cpu, marks) = (a.floor_rounds, a.floor_cpu, probe_marks.clone());
+        std::thread::spawn(move || pairs.time(frame, rounds, cpu, pace, &marks))
+    });
     for (i, (ws, room)) in publishers.into_iter().enumerate() {
         let (sink, stream) = ws.split();
         tokio::spawn(receive(stream, shared.clone()));
@@ -325,6 +359,17 @@ pub async fn fanout(a: FanoutArgs) -> Result<FanoutReport, String> {
     let server_end = sample(a.pid)?;
     let cpu_deliveries = shared.received.load(Relaxed) - received_start;
     let tool_end = procfs::sample(std::process::id()).map_err(|e| e.to_string())?;
+    let during = match during {
+        // Its rounds ended with the run's publications (or soon after, if they fell behind).
+        Some(timer) => Some(
+            tokio::task::spawn_blocking(move || timer.join())
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|_| "the fan-out floor's timer panicked".to_string())?
+                .map_err(|e| format!("timing the fan-out floor during the run: {e}"))?,
+        ),
+        None => None,
+    };
 
     let h = &shared.latency;
     let us = |ns: u64| ns as f64 / 1_000.0;
@@ -363,6 +408,7 @@ pub async fn fanout(a: FanoutArgs) -> Result<FanoutReport, String> {
         probes,
         floor,
         back_to_back,
+        during,
         args: a,
     })
 }
@@ -460,6 +506,7 @@ impl FanoutReport {
             for (key, floor) in [
                 ("floor", &self.floor),
                 ("floor_back_to_back", &self.back_to_back),
+                ("floor_during", &self.during),
             ] {
                 if let Some(f) = floor {
                     let _ = write!(
@@ -486,7 +533,8 @@ impl FanoutReport {
                      \"latency_us\":{{\"p50\":{:.1},\"p99\":{:.1},\"p999\":{:.1},\"max\":{:.1}}},\
                      \"floor_deepest_us\":{},\"p99_over_floor\":{},\"p50_over_own_floor\":{},\
                      \"p99_over_own_floor\":{},\"p99_over_back_to_back_floor\":{},\
-                     \"p99_over_floor_p99\":{}}}",
+                     \"p99_over_floor_p99\":{},\"p99_over_floor_during\":{},\
+                     \"p99_over_floor_during_p99\":{}}}",
                     a.probe_every,
                     p.count,
                     p.realtime,
@@ -503,6 +551,11 @@ impl FanoutReport {
                     num(self.back_to_back.map(|f| p.p99_us * 1e3 / f.at(p.deepest))),
                     num(self
                         .floor
+                        .and_then(|f| f.marks_p99_ns)
+                        .map(|ns| p.p99_us * 1e3 / ns)),
+                    num(self.during.map(|f| p.p99_us * 1e3 / f.at(p.deepest))),
+                    num(self
+                        .during
                         .and_then(|f| f.marks_p99_ns)
                         .map(|ns| p.p99_us * 1e3 / ns)),
                 );
@@ -590,6 +643,23 @@ impl FanoutReport {
                 }
             }
             s.push('\n');
+        }
+        if let (Some(f), Some(p)) = (&self.during, &self.probes) {
+            let _ = writeln!(
+                s,
+                "  the floor timed during the run, between publications: {:.0} ns per send at best \
+                 (median {:.0} ns; {} rounds, every {:.0} ms); probe p99 / its best case {:.2}{}",
+                f.per_send_ns,
+                f.median_ns,
+                f.rounds,
+                f.gap_ms,
+                p.p99_us * 1e3 / f.at(p.deepest),
+                f.marks_p99_ns.map_or(String::new(), |ns| format!(
+                    "; its own p99 at the probes' positions {:.0} us: probe p99 / that {:.2}",
+                    ns / 1e3,
+                    p.p99_us * 1e3 / ns
+                ))
+            );
         }
         let _ = write!(
             s,
@@ -744,6 +814,7 @@ mod tests {
             probe_every: 3,
             floor_rounds: 3,
             floor_cpu: None,
+            floor_during: false,
         }
     }
 
