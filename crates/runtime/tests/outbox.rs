@@ -340,3 +340,35 @@ async fn a_send_the_socket_takes_in_part_is_finished_in_order() {
         .expect("the outbox reports drained");
     eprintln!("the socket took {partial} of the last send's 3 frames whole");
 }
+
+/// A peer that reset the connection: the send straight from the hub task fails, the outbox
+/// ends (its connection task is told), and it takes nothing more.
+#[tokio::test]
+async fn a_direct_send_to_a_reset_peer_ends_the_outbox() {
+    let (out, client) = pair().await;
+    // Close with SO_LINGER 0: the kernel answers with a reset, and a later send fails.
+    let tcp = client.into_inner();
+    tcp.set_zero_linger().unwrap();
+    drop(tcp);
+    let mut corks = Corks::default();
+    let mut sent = 0;
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        while !out.is_ended() {
+            corks.stage((), 0, numbered(sent, 20));
+            sent += 1;
+            // The reset may take a moment to arrive; until then sends still succeed.
+            assert!(
+                corks.write(0, &out).is_some(),
+                "an open outbox takes frames"
+            );
+            corks.clear();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the outbox never noticed the reset");
+    std::future::poll_fn(|cx| out.poll_ended(cx)).await;
+    corks.stage((), 0, numbered(sent, 20));
+    assert_eq!(corks.write(0, &out), None, "a failed outbox takes nothing");
+    corks.clear();
+}
