@@ -16,7 +16,10 @@ fn run(input: &[u8], cuts: &[usize]) -> (Vec<Message>, bool) {
     let mut got = Vec::new();
     let mut start = 0;
     for &end in cuts.iter().chain([&input.len()]) {
-        if reader.feed(&input[start..end], &mut |m| got.push(m)).is_err() {
+        if reader
+            .feed(&input[start..end], &mut |m| got.push(m))
+            .is_err()
+        {
             assert!(reader.is_done());
             return (got, true);
         }

@@ -398,7 +398,7 @@ impl Tracker {
                         !matches!(p.target, Target::Connection(_)),
                         "a connection-targeted publication was replicated"
                     );
-                    replicated.push(p);
+                    replicated.push(*p);
                 }
                 Output::RoomOpened(r) => {
                     assert!(

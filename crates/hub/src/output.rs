@@ -103,8 +103,10 @@ pub enum Output {
         reason: Cow<'static, str>,
     },
     /// A local publication for the cluster backplane to carry to other nodes
-    /// (only when [`crate::Config::replicate`] is set).
-    Replicate(Publication),
+    /// (only when [`crate::Config::replicate`] is set). Boxed: it is the largest output and
+    /// one per publication, while a fan-out queues one [`Output::Transmit`] per recipient, and
+    /// every output is as large as the largest.
+    Replicate(Box<Publication>),
     /// A room got its first local member: a backplane should start receiving its publications
     /// (only when [`crate::Config::replicate`] is set).
     RoomOpened(String),

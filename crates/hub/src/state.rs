@@ -504,7 +504,7 @@ impl Core {
             (stream, entry)
         });
         if replicate {
-            self.outputs.push_back(Output::Replicate(p));
+            self.outputs.push_back(Output::Replicate(Box::new(p)));
         }
         if let Some((stream, entry)) = entry {
             self.v2_append(stream, entry);

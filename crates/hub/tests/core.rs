@@ -1170,7 +1170,7 @@ fn replicate_emits_local_publications_only_and_remote_ones_are_never_replicated(
     let replicated: Vec<_> = outs
         .iter()
         .filter_map(|o| match o {
-            Output::Replicate(p) => Some(p.clone()),
+            Output::Replicate(p) => Some((**p).clone()),
             _ => None,
         })
         .collect();

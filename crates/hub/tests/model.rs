@@ -295,7 +295,7 @@ impl Model {
             self.close(h, Some(CloseCode::SLOW_CONSUMER));
         }
         if local && self.config.replicate && !matches!(p.target, Target::Connection(_)) {
-            self.outputs.push(Output::Replicate(p.clone()));
+            self.outputs.push(Output::Replicate(Box::new(p.clone())));
         }
         delivered
     }
@@ -788,7 +788,7 @@ fn step_of(outputs: Vec<Output>, events: Vec<Ev>) -> Step {
             Output::Close {
                 connection, code, ..
             } => s.closes.push((connection, code)),
-            Output::Replicate(p) => s.replicated.push(p),
+            Output::Replicate(p) => s.replicated.push(*p),
             Output::RoomOpened(r) => s.rooms_opened.push(r),
             Output::RoomClosed(r) => s.rooms_closed.push(r),
             other => panic!("an output the model does not know: {other:?}"),

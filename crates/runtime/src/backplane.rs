@@ -226,7 +226,7 @@ impl Replicator {
     pub(crate) fn forward(&mut self, out: Output) -> Option<u64> {
         let tx = self.tx.as_ref()?;
         let item = match out {
-            Output::Replicate(p) => Replication::Publish(p),
+            Output::Replicate(p) => Replication::Publish(*p),
             Output::RoomOpened(room) => return self.room(room, true),
             Output::RoomClosed(room) => return self.room(room, false),
             Output::Members {
@@ -275,7 +275,7 @@ mod tests {
     use super::*;
 
     fn publish() -> Output {
-        Output::Replicate(Publication::to_all("{}".to_string()))
+        Output::Replicate(Box::new(Publication::to_all("{}".to_string())))
     }
 
     /// With the channel full, publications are dropped and counted, but room changes wait and
