@@ -176,6 +176,18 @@ struct ProbeFigures {
     deepest: usize,
 }
 
+impl ProbeFigures {
+    /// The probes' p99 over `floor`'s best case at the deepest probe.
+    fn over_best(&self, floor: &Floor) -> f64 {
+        self.p99_us * 1e3 / floor.at(self.deepest)
+    }
+
+    /// The probes' p99 over `floor`'s own p99 at the probes' positions.
+    fn over_own(&self, floor: &Floor) -> Option<f64> {
+        floor.marks_p99_ns.map(|ns| self.p99_us * 1e3 / ns)
+    }
+}
+
 /// Run the `fanout` scenario.
 pub async fn fanout(a: FanoutArgs) -> Result<FanoutReport, String> {
     if a.publishers == 0 {
@@ -545,19 +557,13 @@ impl FanoutReport {
                     p.p999_us,
                     p.max_us,
                     num(self.floor.map(|f| f.at(p.deepest) / 1e3)),
-                    num(self.floor.map(|f| p.p99_us * 1e3 / f.at(p.deepest))),
+                    num(self.floor.map(|f| p.over_best(&f))),
                     num(p.over_floor_p50),
                     num(p.over_floor_p99),
-                    num(self.back_to_back.map(|f| p.p99_us * 1e3 / f.at(p.deepest))),
-                    num(self
-                        .floor
-                        .and_then(|f| f.marks_p99_ns)
-                        .map(|ns| p.p99_us * 1e3 / ns)),
-                    num(self.during.map(|f| p.p99_us * 1e3 / f.at(p.deepest))),
-                    num(self
-                        .during
-                        .and_then(|f| f.marks_p99_ns)
-                        .map(|ns| p.p99_us * 1e3 / ns)),
+                    num(self.back_to_back.map(|f| p.over_best(&f))),
+                    num(self.floor.and_then(|f| p.over_own(&f))),
+                    num(self.during.map(|f| p.over_best(&f))),
+                    num(self.during.and_then(|f| p.over_own(&f))),
                 );
             }
             s.push('}');
@@ -629,16 +635,15 @@ impl FanoutReport {
                      each probe delivery over the floor at its own position: p50 {:.2}  p99 {:.2}",
                     f.at(p.deepest) / 1e3,
                     p.deepest,
-                    p.p99_us * 1e3 / f.at(p.deepest),
+                    p.over_best(f),
                     p.over_floor_p50.unwrap_or(f64::NAN),
                     p.over_floor_p99.unwrap_or(f64::NAN)
                 );
-                if let Some(ns) = f.marks_p99_ns {
+                if let (Some(ns), Some(ratio)) = (f.marks_p99_ns, p.over_own(f)) {
                     let _ = write!(
                         s,
-                        "; the floor's own p99 at the probes' positions {:.0} us: probe p99 / that {:.2}",
+                        "; the floor's own p99 at the probes' positions {:.0} us: probe p99 / that {ratio:.2}",
                         ns / 1e3,
-                        p.p99_us * 1e3 / ns
                     );
                 }
             }
@@ -653,11 +658,10 @@ impl FanoutReport {
                 f.median_ns,
                 f.rounds,
                 f.gap_ms,
-                p.p99_us * 1e3 / f.at(p.deepest),
-                f.marks_p99_ns.map_or(String::new(), |ns| format!(
-                    "; its own p99 at the probes' positions {:.0} us: probe p99 / that {:.2}",
+                p.over_best(f),
+                f.marks_p99_ns.zip(p.over_own(f)).map_or(String::new(), |(ns, ratio)| format!(
+                    "; its own p99 at the probes' positions {:.0} us: probe p99 / that {ratio:.2}",
                     ns / 1e3,
-                    p.p99_us * 1e3 / ns
                 ))
             );
         }

@@ -192,19 +192,28 @@ impl Chunk {
 pub fn text_head(len: usize) -> ([u8; HEAD_MAX], usize) {
     let mut head = [0; HEAD_MAX];
     head[0] = 0x81;
-    let used = if len < 126 {
-        head[1] = len as u8;
-        2
-    } else if let Ok(len) = u16::try_from(len) {
-        head[1] = 126;
-        head[2..4].copy_from_slice(&len.to_be_bytes());
-        4
-    } else {
-        head[1] = 127;
-        head[2..10].copy_from_slice(&(len as u64).to_be_bytes());
-        10
-    };
+    let used = head_len(len);
+    match used {
+        2 => head[1] = len as u8,
+        4 => {
+            head[1] = 126;
+            head[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+        }
+        _ => {
+            head[1] = 127;
+            head[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+        }
+    }
     (head, used)
+}
+
+/// Bytes of an unmasked frame header for `len` payload bytes.
+fn head_len(len: usize) -> usize {
+    match len {
+        0..=125 => 2,
+        126..=65_535 => 4,
+        _ => 10,
+    }
 }
 
 /// A hub frame as the data of a server-sent event: a payload with line breaks is copied, each
@@ -445,14 +454,13 @@ impl<C: Copy + PartialEq> Corks<C> {
             Err(e) if would_block(&e) => 0,
             Err(_) => {
                 self.unstage(i, |_, _| {});
-                st.fail();
-                outbox.task.wake();
+                outbox.fail(st);
                 return Some(0);
             }
         };
         let mut written = 0;
         self.unstage(i, |payload, _| {
-            let len = text_head(payload.len()).1 + payload.len();
+            let len = head_len(payload.len()) + payload.len();
             if sent >= len {
                 sent -= len;
                 written += payload.len();
@@ -465,17 +473,7 @@ impl<C: Copy + PartialEq> Corks<C> {
                 st.enqueue(Chunk::text(payload));
             }
         });
-        let pending = !st.queue.is_empty();
-        let flushed = !pending
-            && match socket.try_flush() {
-                Ok(done) => done,
-                Err(_) => {
-                    st.fail();
-                    outbox.task.wake();
-                    true
-                }
-            };
-        if !flushed {
+        if !st.queue.is_empty() || !outbox.flush_records(socket, st) {
             st.flushing = true;
             tokio::spawn(flush(outbox.clone()));
         }
@@ -895,8 +893,7 @@ impl Outbox {
             return Ok(());
         }
         if st.raw_queued + bytes.len() > RAW_LIMIT {
-            st.fail();
-            self.task.wake();
+            self.fail(&mut st);
             return Err(io::Error::other(
                 "the peer does not read its control frames",
             ));
@@ -937,8 +934,7 @@ impl Outbox {
                 Ok(n) => done = n,
                 Err(e) if would_block(&e) => {}
                 Err(_) => {
-                    st.fail();
-                    self.task.wake();
+                    self.fail(st);
                     return Pushed::Dropped;
                 }
             }
@@ -1079,8 +1075,7 @@ impl Outbox {
                 }
                 Err(e) if would_block(&e) => return (written, false),
                 Err(_) => {
-                    st.fail();
-                    self.task.wake();
+                    self.fail(st);
                 }
             }
         }
@@ -1088,20 +1083,31 @@ impl Outbox {
         if st.queue.capacity() > 64 {
             st.queue = VecDeque::new();
         }
-        if !st.failed {
-            match socket.try_flush() {
-                Ok(true) => {}
-                Ok(false) => return (written, false),
-                Err(_) => {
-                    st.fail();
-                    self.task.wake();
-                }
-            }
+        if !st.failed && !self.flush_records(socket, st) {
+            return (written, false);
         }
         if std::mem::take(&mut st.drain_waited) {
             self.task.wake();
         }
         (written, true)
+    }
+
+    /// The socket failed under `st`: nothing more is written, and the connection task is told.
+    fn fail(&self, st: &mut State) {
+        st.fail();
+        self.task.wake();
+    }
+
+    /// Put what TLS still holds on the socket: whether it is all out (or the socket failed), or
+    /// a flusher has to wait for it.
+    fn flush_records(&self, socket: &Shared, st: &mut State) -> bool {
+        match socket.try_flush() {
+            Ok(done) => done,
+            Err(_) => {
+                self.fail(st);
+                true
+            }
+        }
     }
 
     fn report_to(&self) -> Option<(ConnectionHandle, usize)> {
