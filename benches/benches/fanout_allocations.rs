@@ -1,10 +1,11 @@
 //! Heap allocations per room publication, counted by a global allocator, for 1 to 100 000
 //! members with and without filters: fan-out to N recipients makes O(1) allocations.
 //!
-//! Every recipient gets a clone of the same `Text` buffer (a reference count, no allocation) and
-//! the hub's output queue keeps its capacity between publications, so the count is the same for
-//! every room size. The process exits non-zero if it is not. (The hub's own test,
-//! `crates/hub/tests/alloc_count.rs`, asserts the same for 10 to 10 000 members.)
+//! A publication to many is one output: the shared `Text` buffer and the list of its recipients
+//! (one allocation, whatever its length); the hub's output queue keeps its capacity between
+//! publications. So the count is the same for every room of two or more, and one less for a
+//! room of one (a plain transmit, no list). The process exits non-zero if it is not. (The hub's
+//! own test, `crates/hub/tests/alloc_count.rs`, asserts the same for 10 to 10 000 members.)
 
 use std::process::ExitCode;
 
@@ -43,13 +44,26 @@ fn main() -> ExitCode {
         "members", "filtered", "deliveries", "allocs", "bytes"
     );
     for filtered in [false, true] {
-        let mut first = None;
+        let mut alone = None;
+        let mut many = None;
         for members in [1usize, 100, 10_000, 100_000] {
             let (deliveries, allocs, bytes) = per_publication(members, filtered);
             println!("{members:>9} {filtered:>9} {deliveries:>11} {allocs:>7} {bytes:>11}");
-            if *first.get_or_insert(allocs) != allocs {
+            let expected = if deliveries < 2 {
+                &mut alone
+            } else {
+                &mut many
+            };
+            if *expected.get_or_insert(allocs) != allocs {
                 ok = false;
             }
+        }
+        // The list of recipients is the only allocation a room of many adds.
+        if many
+            .zip(alone)
+            .is_some_and(|(many, alone)| many > alone + 1)
+        {
+            ok = false;
         }
     }
     if ok {

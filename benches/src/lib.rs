@@ -112,9 +112,9 @@ impl FanOut {
         &self.hub
     }
 
-    /// Publish once and drain every output, reporting each transmit as flushed (as a driver
+    /// Publish once and drain every output, reporting each delivery as flushed (as a driver
     /// does once the bytes are on the socket, so the per-connection budgets never fill).
-    /// Returns the number of transmits.
+    /// Returns the number of deliveries.
     ///
     /// The publication is cloned first, as a protocol builds a fresh one per message: that
     /// clones the room name and the tags (a few small allocations) and shares the payload.
@@ -127,16 +127,28 @@ impl FanOut {
         } = self;
         hub.publish(*now, publication.clone());
         let mut transmits = 0;
+        // Every recipient is open: nothing closes connections in this fixture.
         while let Some(out) = hub.poll_output() {
-            if let Output::Transmit {
-                connection,
-                payload,
-            } = out
-            {
-                transmits += 1;
-                // Every recipient is open: nothing closes connections in this fixture.
-                hub.handle_flushed(*now, connection, payload.len())
-                    .expect("recipient is open");
+            match out {
+                Output::Transmit {
+                    connection,
+                    payload,
+                } => {
+                    transmits += 1;
+                    hub.handle_flushed(*now, connection, payload.len())
+                        .expect("recipient is open");
+                }
+                Output::Fanout {
+                    payload,
+                    recipients,
+                } => {
+                    for connection in recipients {
+                        transmits += 1;
+                        hub.handle_flushed(*now, connection, payload.len())
+                            .expect("recipient is open");
+                    }
+                }
+                _ => {}
             }
         }
         transmits

@@ -320,6 +320,37 @@ impl Tracker {
     /// transmit to a connection for which `flush` says yes is reported written at once. `eager`
     /// says the outputs were queued at `now` (drained right after the input that made them).
     /// Returns the replicated publications and whether the queue is now empty.
+    /// Check one frame the hub queued to `connection`, and report it written if `flush` says so.
+    fn transmit(
+        &mut self,
+        hub: &mut dyn DynHub,
+        now: Instant,
+        max: usize,
+        connection: ConnectionHandle,
+        payload: &Text,
+        flush: &mut impl FnMut(ConnectionHandle) -> bool,
+    ) {
+        if self.gone.contains(&connection) {
+            let r = hub.handle_flushed(now, connection, payload.len());
+            self.expect(connection, r, "a flush of a transmit queued before close");
+            return;
+        }
+        assert!(
+            self.knows(connection),
+            "transmit to {connection:?}, which the hub let go"
+        );
+        self.v2_frame(connection, payload);
+        let q = self.queued.entry(connection).or_default();
+        *q += payload.len();
+        assert!(
+            self.inexact.contains(&connection) || *q <= max,
+            "{connection:?} has {q} bytes queued, over the {max}-byte limit"
+        );
+        if flush(connection) {
+            self.flushed(hub, now, connection, payload.len(), false);
+        }
+    }
+
     pub fn drain(
         &mut self,
         hub: &mut dyn DynHub,
@@ -339,25 +370,16 @@ impl Tracker {
                 Output::Transmit {
                     connection,
                     payload,
+                } => self.transmit(hub, now, max, connection, &payload, &mut flush),
+                Output::Fanout {
+                    payload,
+                    recipients,
                 } => {
-                    if self.gone.contains(&connection) {
-                        let r = hub.handle_flushed(now, connection, payload.len());
-                        self.expect(connection, r, "a flush of a transmit queued before close");
-                        continue;
-                    }
-                    assert!(
-                        self.knows(connection),
-                        "transmit to {connection:?}, which the hub let go"
-                    );
-                    self.v2_frame(connection, &payload);
-                    let q = self.queued.entry(connection).or_default();
-                    *q += payload.len();
-                    assert!(
-                        self.inexact.contains(&connection) || *q <= max,
-                        "{connection:?} has {q} bytes queued, over the {max}-byte limit"
-                    );
-                    if flush(connection) {
-                        self.flushed(hub, now, connection, payload.len(), false);
+                    assert!(recipients.len() >= 2, "a fan-out to {recipients:?}");
+                    let distinct: BTreeSet<_> = recipients.iter().collect();
+                    assert_eq!(distinct.len(), recipients.len(), "a recipient twice");
+                    for connection in recipients {
+                        self.transmit(hub, now, max, connection, &payload, &mut flush);
                     }
                 }
                 Output::Ping { connection } => {
@@ -969,13 +991,15 @@ fn raw(spec: &SystemSpec, data: &[u8]) {
         let mut theirs = Vec::new();
         while let Some(out) = hub.poll_output() {
             theirs.push(out.clone());
-            if let Output::Transmit {
-                connection,
-                payload,
-            } = &out
-            {
-                let _ = hub.handle_flushed(T0, *connection, payload.len());
-                let _ = twin.handle_flushed(T0, *connection, payload.len());
+            for out in out.clone().split() {
+                if let Output::Transmit {
+                    connection,
+                    payload,
+                } = out
+                {
+                    let _ = hub.handle_flushed(T0, connection, payload.len());
+                    let _ = twin.handle_flushed(T0, connection, payload.len());
+                }
             }
             if let Output::Close { connection, .. } = &out {
                 t.end(*connection);

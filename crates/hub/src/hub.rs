@@ -448,7 +448,8 @@ impl<P: Protocol> Hub<P> {
         Ok(())
     }
 
-    /// The driver wrote `bytes` of earlier [`Output::Transmit`] payloads to `conn`'s socket.
+    /// The driver wrote `bytes` of earlier [`Output::Transmit`] and [`Output::Fanout`] payloads
+    /// to `conn`'s socket.
     /// Accepted (and ignored) for a connection the hub closed whose `Close` is not drained yet.
     pub fn handle_flushed(
         &mut self,

@@ -43,6 +43,13 @@
 //!                 write(connection, &payload);
 //!                 hub.handle_flushed(clock(), connection, payload.len()).ok();
 //!             }
+//!             // A publication to many: the same frame to each.
+//!             Output::Fanout { payload, recipients } => {
+//!                 for connection in recipients {
+//!                     write(connection, &payload);
+//!                     hub.handle_flushed(clock(), connection, payload.len()).ok();
+//!                 }
+//!             }
 //!             _ => {}
 //!         }
 //!     }

@@ -5,6 +5,7 @@ use alloc::borrow::Cow;
 use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::sync::Arc;
+use alloc::vec::Vec;
 use bytes::Bytes;
 
 use crate::cluster::Members;
@@ -77,6 +78,16 @@ pub enum Output {
         /// The frame; shared with every other recipient of the same publication.
         payload: Text,
     },
+    /// Write `payload` as a text frame to each of `recipients`, then report each as
+    /// [`Output::Transmit`] asks: a publication's fan-out in one output, its payload shared
+    /// once rather than once per recipient. The recipients are distinct, at least two, and in
+    /// the order the hub took them (which matters only for the time each frame leaves).
+    Fanout {
+        /// The frame.
+        payload: Text,
+        /// Who gets it.
+        recipients: Vec<ConnectionHandle>,
+    },
     /// Send a WebSocket ping to `connection`.
     Ping {
         /// Recipient.
@@ -103,8 +114,7 @@ pub enum Output {
         reason: Cow<'static, str>,
     },
     /// A local publication for the cluster backplane to carry to other nodes
-    /// (only when [`crate::Config::replicate`] is set). Boxed: it is the largest output and
-    /// one per publication, while a fan-out queues one [`Output::Transmit`] per recipient, and
+    /// (only when [`crate::Config::replicate`] is set). Boxed: it is the largest output, and
     /// every output is as large as the largest.
     Replicate(Box<Publication>),
     /// A room got its first local member: a backplane should start receiving its publications
@@ -156,6 +166,30 @@ pub enum Output {
         /// Publications to the room passed over since the last one sampled.
         skipped: u64,
     },
+}
+
+impl Output {
+    /// This output with a fan-out split into one [`Output::Transmit`] per recipient (the
+    /// payload shared, not copied); any other output as it is. For a driver, or a test, that
+    /// handles each delivery alone.
+    pub fn split(self) -> impl Iterator<Item = Output> {
+        let (one, many) = match self {
+            Output::Fanout {
+                payload,
+                recipients,
+            } => (None, Some((payload, recipients))),
+            other => (Some(other), None),
+        };
+        let many = many.into_iter().flat_map(|(payload, recipients)| {
+            recipients
+                .into_iter()
+                .map(move |connection| Output::Transmit {
+                    connection,
+                    payload: payload.clone(),
+                })
+        });
+        one.into_iter().chain(many)
+    }
 }
 
 /// Why a connection was refused at open.

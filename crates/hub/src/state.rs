@@ -100,6 +100,9 @@ pub(crate) struct Core {
     pub(crate) victims: Vec<ConnectionHandle>,
     /// Scratch list of slots for a fan-out to v2 subscribers.
     pub(crate) scratch: Vec<u32>,
+    /// Scratch lists of a publication's recipients: of its frame, and of the `msg` wrapping
+    /// v2 connections get when it is not kept (or, for a kept one, of its positioned frame).
+    pub(crate) fanout: [Vec<ConnectionHandle>; 2],
     /// Sessions, streams and history requests, when the hub keeps history (v2).
     pub(crate) streams: Option<Box<Streams>>,
     /// Rooms whose publications the driver watches ([`Output::Tapped`]).
@@ -139,20 +142,17 @@ fn info(slot: usize, c: &Connection) -> ConnectionInfo<'_> {
     }
 }
 
-/// Queue one frame to one connection within its byte limit; past it, the slow-consumer policy.
-#[allow(clippy::too_many_arguments)]
+/// Count one frame of `len` bytes into `conn`'s queue if it fits within its byte limit; past
+/// it, the slow-consumer policy. Whether it fits.
 #[inline]
-fn offer(
+fn admit(
     h: ConnectionHandle,
     conn: &mut Connection,
-    frame: &Text,
-    max_queued: usize,
-    policy: SlowConsumerPolicy,
-    outputs: &mut VecDeque<Output>,
+    len: usize,
+    (max_queued, policy): (usize, SlowConsumerPolicy),
     counters: &mut Counters,
     victims: &mut Vec<ConnectionHandle>,
 ) -> bool {
-    let len = frame.len();
     if conn.queued_bytes.saturating_add(len) > max_queued {
         match policy {
             SlowConsumerPolicy::Drop => counters.dropped_deliveries += 1,
@@ -160,14 +160,33 @@ fn offer(
         }
         return false;
     }
+    count(counters, conn, len);
+    true
+}
+
+/// Count a frame of `len` bytes into `conn`'s queue and the hub's counters.
+#[inline]
+pub(crate) fn count(counters: &mut Counters, conn: &mut Connection, len: usize) {
     conn.queued_bytes += len;
     counters.deliveries += 1;
     counters.bytes_out += len as u64;
-    outputs.push_back(Output::Transmit {
-        connection: h,
-        payload: frame.clone(),
-    });
-    true
+}
+
+/// Queue `payload` to the recipients gathered in `to` (emptied): an [`Output::Transmit`] for
+/// one, an [`Output::Fanout`] with a list of its own for more.
+pub(crate) fn emit(outputs: &mut VecDeque<Output>, payload: &Text, to: &mut Vec<ConnectionHandle>) {
+    match to.as_slice() {
+        [] => {}
+        [connection] => outputs.push_back(Output::Transmit {
+            connection: *connection,
+            payload: payload.clone(),
+        }),
+        recipients => outputs.push_back(Output::Fanout {
+            payload: payload.clone(),
+            recipients: recipients.to_vec(),
+        }),
+    }
+    to.clear();
 }
 
 impl Core {
@@ -183,6 +202,7 @@ impl Core {
             closing: HashSet::default(),
             victims: Vec::new(),
             scratch: Vec::new(),
+            fanout: Default::default(),
             streams: None,
             taps: Taps::default(),
             next_serial: 1,
@@ -396,7 +416,7 @@ impl Core {
 
     pub(crate) fn publish(&mut self, mut p: Publication, source: Source) -> usize {
         let limits = &self.config.limits;
-        let (max_queued, policy) = (limits.max_queued_bytes, limits.slow_consumer);
+        let bound = (limits.max_queued_bytes, limits.slow_consumer);
         // A kept publication reaches v2 connections once it has its position (`v2_appended`).
         let stream = match (&self.streams, p.kept) {
             (Some(streams), true) => streams.stream_of(&p.target).map(Cow::into_owned),
@@ -414,6 +434,7 @@ impl Core {
                 counters,
                 victims,
                 streams,
+                fanout: [to_plain, to_wrapped],
                 ..
             } = self;
             counters.publications += u64::from(!direct);
@@ -429,20 +450,24 @@ impl Core {
                         return;
                     }
                 }
-                let frame = match &c.v2 {
-                    None => &p.payload,
+                let (len, to) = match &c.v2 {
+                    None => (p.payload.len(), &mut *to_plain),
                     Some(_) if kept => {
                         delivered += 1; // Counted now, delivered with its position.
                         return;
                     }
-                    Some(_) => wrapped.get_or_insert_with(|| {
-                        let re = streams.filter(|_| direct).and_then(|s| s.reply_id(h));
-                        wire::message(re, &p.payload)
-                    }),
+                    Some(_) => {
+                        let frame = wrapped.get_or_insert_with(|| {
+                            let re = streams.filter(|_| direct).and_then(|s| s.reply_id(h));
+                            wire::message(re, &p.payload)
+                        });
+                        (frame.len(), &mut *to_wrapped)
+                    }
                 };
-                delivered += usize::from(offer(
-                    h, c, frame, max_queued, policy, outputs, counters, victims,
-                ));
+                if admit(h, c, len, bound, counters, victims) {
+                    delivered += 1;
+                    to.push(h);
+                }
             };
             match &p.target {
                 Target::All => {
@@ -476,6 +501,12 @@ impl Core {
                         offer_to(*h, c);
                     }
                 }
+            }
+            // Each connection gets one frame of a publication, so the two lists' order
+            // between them does not matter.
+            emit(outputs, &p.payload, to_plain);
+            if let Some(wrapped) = &wrapped {
+                emit(outputs, wrapped, to_wrapped);
             }
         }
         if !self.taps.is_empty() {

@@ -24,7 +24,7 @@ use alloc::vec::Vec;
 
 use crate::history::{Audience, Entry, Epoch, FetchId, Fetched, HistoryError, Position, SessionId};
 use crate::output::Output;
-use crate::state::{Connection, Core};
+use crate::state::{count, emit, Connection, Core};
 use crate::streams::{
     covered, Acked, Answer, Catching, Current, Fetcher, Pending, Session, Sub, V2Conn,
 };
@@ -60,9 +60,7 @@ fn transmit(
     c: &mut Connection,
     frame: Text,
 ) {
-    c.queued_bytes += frame.len();
-    counters.deliveries += 1;
-    counters.bytes_out += frame.len() as u64;
+    count(counters, c, frame.len());
     core_outputs.push_back(Output::Transmit {
         connection: h,
         payload: frame,
@@ -494,11 +492,15 @@ impl Core {
             }
         }
         let mut rebased = Vec::new();
+        let mut to = core::mem::take(&mut self.fanout[0]);
         for &slot in &slots {
-            if self.deliver_positioned(slot, stream, position, entry, &frame) {
+            if self.deliver_positioned(slot, stream, position, entry, &frame, &mut to) {
                 rebased.push(slot);
             }
         }
+        // After any gap each recipient was sent first.
+        emit(&mut self.outputs, &frame, &mut to);
+        self.fanout[0] = to;
         self.scratch = slots;
         if let Some(p) = position {
             for slot in rebased {
@@ -543,8 +545,9 @@ impl Core {
         });
     }
 
-    /// Deliver one positioned publication to the v2 connection in `slot`, if it is for it: live,
-    /// or held while its subscription catches up.
+    /// Deliver one positioned publication to the v2 connection in `slot`, if it is for it: live
+    /// (counted in its queue and added to `to`, the publication's recipients), or held while
+    /// its subscription catches up.
     /// Returns whether the connection holds a position of another epoch of the stream (to be
     /// rebased; nothing was sent).
     fn deliver_positioned(
@@ -554,6 +557,7 @@ impl Core {
         position: Option<Position>,
         entry: &Entry,
         frame: &Text,
+        to: &mut Vec<ConnectionHandle>,
     ) -> bool {
         let max = self.config.limits.max_queued_bytes;
         let policy = self.config.limits.slow_consumer;
@@ -607,7 +611,8 @@ impl Core {
                     self.counters.gaps += 1;
                     transmit(&mut self.outputs, &mut self.counters, h, c, gap);
                 }
-                transmit(&mut self.outputs, &mut self.counters, h, c, frame.clone());
+                count(&mut self.counters, c, len);
+                to.push(h);
                 return false;
             }
         }

@@ -255,7 +255,9 @@ impl Rig {
     }
 
     fn drain(&mut self) -> Vec<Output> {
-        std::iter::from_fn(|| self.hub.poll_output()).collect()
+        std::iter::from_fn(|| self.hub.poll_output())
+            .flat_map(Output::split)
+            .collect()
     }
 
     /// Report every transmit in `outs` as written.
@@ -485,6 +487,34 @@ fn fan_out_filtered_by_tags() {
         rig.say(any, "tag:dir=IB:again"),
         to(&[any, ib, ob], "again")
     );
+}
+
+#[test]
+fn a_fan_out_is_one_output_naming_each_recipient_once_and_one_recipient_a_transmit() {
+    let mut rig = Rig::new();
+    let hs: Vec<_> = (0..4).map(|_| rig.open()).collect();
+    let raw =
+        |rig: &mut Rig| -> Vec<Output> { std::iter::from_fn(|| rig.hub.poll_output()).collect() };
+    rig.text(hs[1], "others:hello");
+    let outs = raw(&mut rig);
+    assert_eq!(
+        outs,
+        vec![Output::Fanout {
+            payload: Text::from("hello"),
+            recipients: vec![hs[0], hs[2], hs[3]],
+        }],
+        "one output, in the order the hub holds its connections"
+    );
+    rig.flush(&outs.into_iter().flat_map(Output::split).collect::<Vec<_>>());
+    // A room of two, less the sender: one recipient, a plain transmit.
+    rig.text(hs[2], "join:r");
+    rig.text(hs[3], "join:r");
+    rig.text(hs[2], "say:r:just you");
+    assert_eq!(raw(&mut rig), vec![transmit(hs[3], "just you")]);
+    // Nobody left to get it: no output at all.
+    rig.text(hs[2], "leave:r");
+    rig.text(hs[3], "say:r:alone");
+    assert_eq!(raw(&mut rig), vec![]);
 }
 
 #[test]

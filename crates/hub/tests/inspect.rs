@@ -85,22 +85,24 @@ impl Bench {
     fn drain(&mut self) -> (Vec<(String, Text, u64)>, Vec<Text>) {
         let (mut tapped, mut sent) = (Vec::new(), Vec::new());
         while let Some(out) = self.hub.poll_output() {
-            match out {
-                Output::Tapped {
-                    room,
-                    payload,
-                    skipped,
-                } => tapped.push((room, payload, skipped)),
-                Output::Transmit {
-                    connection,
-                    payload,
-                } => {
-                    self.hub
-                        .handle_flushed(self.now, connection, payload.len())
-                        .unwrap();
-                    sent.push(payload);
+            for out in out.split() {
+                match out {
+                    Output::Tapped {
+                        room,
+                        payload,
+                        skipped,
+                    } => tapped.push((room, payload, skipped)),
+                    Output::Transmit {
+                        connection,
+                        payload,
+                    } => {
+                        self.hub
+                            .handle_flushed(self.now, connection, payload.len())
+                            .unwrap();
+                        sent.push(payload);
+                    }
+                    _ => {}
                 }
-                _ => {}
             }
         }
         (tapped, sent)

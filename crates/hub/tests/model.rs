@@ -777,7 +777,7 @@ fn step_of(outputs: Vec<Output>, events: Vec<Ev>) -> Step {
         rooms_closed: Vec::new(),
         events: events.iter().map(|e| format!("{e:?}")).collect(),
     };
-    for o in outputs {
+    for o in outputs.into_iter().flat_map(Output::split) {
         match o {
             Output::Transmit {
                 connection,

@@ -257,32 +257,34 @@ impl World {
 
     fn pump(&mut self) {
         while let Some(out) = self.hub.poll_output() {
-            match out {
-                Output::Transmit {
-                    connection,
-                    payload,
-                } => {
-                    let _ = self.hub.handle_flushed(self.now, connection, payload.len());
-                    let c = *self.owner.get(&connection).expect("a client's connection");
-                    assert_eq!(
-                        self.clients[c].conn,
-                        Some(connection),
-                        "to a live connection"
-                    );
-                    let v: Value = serde_json::from_slice(&payload).expect("JSON");
-                    self.receive(c, v);
+            for out in out.split() {
+                match out {
+                    Output::Transmit {
+                        connection,
+                        payload,
+                    } => {
+                        let _ = self.hub.handle_flushed(self.now, connection, payload.len());
+                        let c = *self.owner.get(&connection).expect("a client's connection");
+                        assert_eq!(
+                            self.clients[c].conn,
+                            Some(connection),
+                            "to a live connection"
+                        );
+                        let v: Value = serde_json::from_slice(&payload).expect("JSON");
+                        self.receive(c, v);
+                    }
+                    Output::Append { stream, entry } => {
+                        let payload: String = serde_json::from_slice(&entry.payload).unwrap();
+                        assert!(
+                            self.published.insert(payload.clone()),
+                            "published twice: {payload}"
+                        );
+                        self.appends.entry(stream).or_default().push_back(entry);
+                    }
+                    Output::Fetch { id, stream, since } => self.fetches.push((id, stream, since)),
+                    Output::Close { .. } => panic!("no connection is closed by the hub here"),
+                    _ => {}
                 }
-                Output::Append { stream, entry } => {
-                    let payload: String = serde_json::from_slice(&entry.payload).unwrap();
-                    assert!(
-                        self.published.insert(payload.clone()),
-                        "published twice: {payload}"
-                    );
-                    self.appends.entry(stream).or_default().push_back(entry);
-                }
-                Output::Fetch { id, stream, since } => self.fetches.push((id, stream, since)),
-                Output::Close { .. } => panic!("no connection is closed by the hub here"),
-                _ => {}
             }
         }
     }

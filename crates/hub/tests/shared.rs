@@ -70,35 +70,37 @@ impl Cluster {
     /// Drive node `n`'s outputs: appends go to the shared history and onto every channel.
     fn pump(&mut self, n: usize) {
         while let Some(out) = self.nodes[n].poll_output() {
-            match out {
-                Output::Transmit {
-                    connection,
-                    payload,
-                } => {
-                    let v: Value = serde_json::from_slice(&payload).expect("frames are JSON");
-                    self.inbox.entry((n, connection)).or_default().push(v);
-                    let _ = self.nodes[n].handle_flushed(self.now, connection, payload.len());
-                }
-                Output::Append { stream, entry } => {
-                    let p = self.history.append(self.now, &stream, entry.clone());
-                    self.nodes[n]
-                        .handle_appended(self.now, &stream, Ok(p))
-                        .expect("in order");
-                    for channel in &mut self.channels {
-                        channel.push_back((stream.clone(), entry.clone(), p, n));
+            for out in out.split() {
+                match out {
+                    Output::Transmit {
+                        connection,
+                        payload,
+                    } => {
+                        let v: Value = serde_json::from_slice(&payload).expect("frames are JSON");
+                        self.inbox.entry((n, connection)).or_default().push(v);
+                        let _ = self.nodes[n].handle_flushed(self.now, connection, payload.len());
                     }
+                    Output::Append { stream, entry } => {
+                        let p = self.history.append(self.now, &stream, entry.clone());
+                        self.nodes[n]
+                            .handle_appended(self.now, &stream, Ok(p))
+                            .expect("in order");
+                        for channel in &mut self.channels {
+                            channel.push_back((stream.clone(), entry.clone(), p, n));
+                        }
+                    }
+                    Output::Fetch { id, stream, since } => {
+                        let f = match self.unavailable {
+                            true => Err(HistoryError::Unavailable),
+                            false => Ok(self.history.fetch(self.now, &stream, since)),
+                        };
+                        self.nodes[n].handle_fetched(self.now, id, f);
+                    }
+                    Output::Replicate(p) => {
+                        assert!(!p.kept, "a kept publication travels with its position");
+                    }
+                    _ => {}
                 }
-                Output::Fetch { id, stream, since } => {
-                    let f = match self.unavailable {
-                        true => Err(HistoryError::Unavailable),
-                        false => Ok(self.history.fetch(self.now, &stream, since)),
-                    };
-                    self.nodes[n].handle_fetched(self.now, id, f);
-                }
-                Output::Replicate(p) => {
-                    assert!(!p.kept, "a kept publication travels with its position");
-                }
-                _ => {}
             }
         }
     }

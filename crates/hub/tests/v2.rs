@@ -102,41 +102,43 @@ impl Net {
 
     fn pump(&mut self) {
         while let Some(out) = self.hub.poll_output() {
-            match out {
-                Output::Transmit {
-                    connection,
-                    payload,
-                } => {
-                    let v: Value = serde_json::from_slice(&payload).expect("frames are JSON");
-                    self.inbox.entry(connection).or_default().push(v);
-                    if self.flush {
-                        let _ = self.hub.handle_flushed(self.now, connection, payload.len());
-                    } else {
-                        *self.unflushed.entry(connection).or_default() += payload.len();
+            for out in out.split() {
+                match out {
+                    Output::Transmit {
+                        connection,
+                        payload,
+                    } => {
+                        let v: Value = serde_json::from_slice(&payload).expect("frames are JSON");
+                        self.inbox.entry(connection).or_default().push(v);
+                        if self.flush {
+                            let _ = self.hub.handle_flushed(self.now, connection, payload.len());
+                        } else {
+                            *self.unflushed.entry(connection).or_default() += payload.len();
+                        }
                     }
-                }
-                Output::Append { stream, entry } => {
-                    if self.auto_append {
-                        let p = self.history.append(self.now, &stream, entry);
-                        self.hub
-                            .handle_appended(self.now, &stream, Ok(p))
-                            .expect("in order");
-                    } else {
-                        self.appends.push((stream, entry));
+                    Output::Append { stream, entry } => {
+                        if self.auto_append {
+                            let p = self.history.append(self.now, &stream, entry);
+                            self.hub
+                                .handle_appended(self.now, &stream, Ok(p))
+                                .expect("in order");
+                        } else {
+                            self.appends.push((stream, entry));
+                        }
                     }
-                }
-                Output::Fetch { id, stream, since } => {
-                    if self.auto_fetch {
-                        let f = self.history.fetch(self.now, &stream, since);
-                        self.hub.handle_fetched(self.now, id, Ok(f));
-                    } else {
-                        self.fetches.push((id, stream, since));
+                    Output::Fetch { id, stream, since } => {
+                        if self.auto_fetch {
+                            let f = self.history.fetch(self.now, &stream, since);
+                            self.hub.handle_fetched(self.now, id, Ok(f));
+                        } else {
+                            self.fetches.push((id, stream, since));
+                        }
                     }
+                    Output::Close {
+                        connection, code, ..
+                    } => self.closed.push((connection, code)),
+                    _ => {}
                 }
-                Output::Close {
-                    connection, code, ..
-                } => self.closed.push((connection, code)),
-                _ => {}
             }
         }
     }

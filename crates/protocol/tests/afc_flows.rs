@@ -170,8 +170,10 @@ fn one_buffer_is_shared_by_every_recipient() {
     h.hub.handle_http(h.now, req).unwrap();
     let mut ptrs = Vec::new();
     while let Some(out) = h.hub.poll_output() {
-        if let Output::Transmit { payload, .. } = out {
-            ptrs.push(payload.as_ptr());
+        for out in out.split() {
+            if let Output::Transmit { payload, .. } = out {
+                ptrs.push(payload.as_ptr());
+            }
         }
     }
     assert_eq!(ptrs.len(), 5);

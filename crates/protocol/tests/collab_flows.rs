@@ -708,8 +708,10 @@ fn fan_out_shares_one_buffer() {
         .unwrap();
     let mut ptrs = Vec::new();
     while let Some(out) = h.hub.poll_output() {
-        if let switchboard_hub::Output::Transmit { payload, .. } = out {
-            ptrs.push(payload.as_ptr());
+        for out in out.split() {
+            if let switchboard_hub::Output::Transmit { payload, .. } = out {
+                ptrs.push(payload.as_ptr());
+            }
         }
     }
     assert_eq!(ptrs.len(), 2);

@@ -29,7 +29,9 @@ fn start(spec: &SystemSpec) -> Box<dyn DynHub> {
 }
 
 fn drain(hub: &mut dyn DynHub) -> Vec<Output> {
-    std::iter::from_fn(|| hub.poll_output()).collect()
+    std::iter::from_fn(|| hub.poll_output())
+        .flat_map(Output::split)
+        .collect()
 }
 
 /// Three connections with an identity each (a system that requires one gets it), drained.

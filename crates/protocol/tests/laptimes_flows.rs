@@ -105,12 +105,14 @@ fn depth_64_is_relayed_byte_for_byte_and_65_refused() {
         .unwrap();
     let mut relayed = Vec::new();
     while let Some(out) = h.hub.poll_output() {
-        if let switchboard_hub::Output::Transmit {
-            connection,
-            payload,
-        } = out
-        {
-            relayed.push((connection, payload));
+        for out in out.split() {
+            if let switchboard_hub::Output::Transmit {
+                connection,
+                payload,
+            } = out
+            {
+                relayed.push((connection, payload));
+            }
         }
     }
     assert_eq!(relayed.len(), 1);

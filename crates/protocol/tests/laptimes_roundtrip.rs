@@ -87,11 +87,13 @@ proptest! {
         h.hub.handle_frame(h.now, conns[0], Frame::Text(frame.clone())).unwrap();
         let mut got = Vec::new();
         while let Some(out) = h.hub.poll_output() {
-            let Output::Transmit { connection, payload } = out else {
-                panic!("unexpected {out:?}");
-            };
-            prop_assert_eq!(&payload[..], &frame[..]);
-            got.push(connection);
+            for out in out.split() {
+                let Output::Transmit { connection, payload } = out else {
+                    panic!("unexpected {out:?}");
+                };
+                prop_assert_eq!(&payload[..], &frame[..]);
+                got.push(connection);
+            }
         }
         got.sort();
         prop_assert_eq!(got, conns[1..].to_vec());

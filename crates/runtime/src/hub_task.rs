@@ -811,12 +811,22 @@ impl HubTask {
         let now = self.clock.now();
         while let Some(out) = self.hub.poll_output() {
             match out {
+                // A frame staged for a connection that has gone meanwhile is dropped when its
+                // turn to be written comes.
                 Output::Transmit {
                     connection,
                     payload,
                 } => {
-                    if self.links.get(&connection).is_some() {
-                        self.corks.stage(connection, connection.slot(), payload);
+                    let payload = self.corks.add(payload);
+                    self.corks.stage(connection, connection.slot(), payload);
+                }
+                Output::Fanout {
+                    payload,
+                    recipients,
+                } => {
+                    let payload = self.corks.add(payload);
+                    for conn in recipients {
+                        self.corks.stage(conn, conn.slot(), payload);
                     }
                 }
                 Output::Ping { connection } => {

@@ -254,9 +254,10 @@ const NONE: u32 = u32::MAX;
 /// them. Staging a frame touches only this (the hub task's own memory, warm in its cache), not
 /// the recipient's outbox: each outbox is locked once per write, when its frames are queued and
 /// written together, not once per frame and again to write. A connection is known by its `C`
-/// (the hub's handle) and the index of its slot, which is where its entry is found. An event
-/// stream's form of a payload (`EventForm`) is made once per publication and shared by its
-/// recipients.
+/// (the hub's handle) and the index of its slot, which is where its entry is found. A payload
+/// is kept once per sweep ([`Corks::add`]) and its recipients' frames name it, so a fan-out
+/// stages no reference count per recipient; a payload's event-stream form (`EventForm`) is
+/// made once too, and shared by its recipients.
 ///
 /// A connection's frames go out in the order they were staged, and before anything the hub
 /// task queues for it afterwards: it writes them first ([`Corks::index_of`]) when it closes the
@@ -271,20 +272,19 @@ pub struct Corks<C> {
     frames: Vec<StagedFrame>,
     /// Per connection slot: one more than its entry in `conns`, or 0.
     at: Vec<u32>,
-    /// The event-stream form of each payload of the sweep, made when a stream first needs it.
-    events: Vec<Option<Box<EventForm>>>,
-    /// The address and length of the last payload staged (held in `frames` until the sweep
-    /// ends, so not reused by another meanwhile), and its number.
-    last: Option<(usize, usize, u32)>,
+    /// The sweep's payloads, each once, with its event-stream form once a stream needs it.
+    payloads: Vec<(Bytes, Option<Box<EventForm>>)>,
     /// Where a connection's frames are put together for one send ([`Corks::write`]).
     wire: Vec<u8>,
 }
 
+/// A payload kept for a sweep's staged frames ([`Corks::add`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Payload(u32);
+
 #[derive(Debug)]
 struct StagedFrame {
-    payload: Bytes,
-    /// Its payload's number in this sweep (its index in `Corks::events`).
-    number: u32,
+    payload: Payload,
     /// The next frame of the same connection, or [`NONE`].
     next: u32,
 }
@@ -303,31 +303,34 @@ impl<C> Default for Corks<C> {
             conns: Vec::new(),
             frames: Vec::new(),
             at: Vec::new(),
-            events: Vec::new(),
-            last: None,
+            payloads: Vec::new(),
             wire: Vec::new(),
         }
     }
 }
 
 impl<C: Copy + PartialEq> Corks<C> {
-    /// Keep `payload` for `conn` (in slot `slot`), to go out after its frames staged before.
-    pub fn stage(&mut self, conn: C, slot: usize, payload: Text) {
+    /// Keep `payload` until the sweep ends, for [`Corks::stage`]. The same payload added again
+    /// right after (one publication's recipients, one at a time) is kept once.
+    pub fn add(&mut self, payload: Text) -> Payload {
         let payload = payload.into_bytes();
-        let key = (payload.as_ptr() as usize, payload.len());
-        let number = match self.last {
-            Some((ptr, len, n)) if (ptr, len) == key => n,
-            _ => {
-                let n = self.events.len() as u32;
-                self.events.push(None);
-                self.last = Some((key.0, key.1, n));
-                n
+        let n = self.payloads.len();
+        match self.payloads.last() {
+            Some((last, _)) if last.as_ptr() == payload.as_ptr() && last.len() == payload.len() => {
+                Payload(n as u32 - 1)
             }
-        };
+            _ => {
+                self.payloads.push((payload, None));
+                Payload(n as u32)
+            }
+        }
+    }
+
+    /// Stage `payload` for `conn` (in slot `slot`), to go out after its frames staged before.
+    pub fn stage(&mut self, conn: C, slot: usize, payload: Payload) {
         let frame = self.frames.len() as u32;
         self.frames.push(StagedFrame {
             payload,
-            number,
             next: NONE,
         });
         if slot >= self.at.len() {
@@ -420,8 +423,7 @@ impl<C: Copy + PartialEq> Corks<C> {
         debug_assert!(self.conns.iter().all(|c| c.first == NONE));
         self.conns.clear();
         self.frames.clear();
-        self.events.clear();
-        self.last = None;
+        self.payloads.clear();
     }
 
     /// The common case of [`Corks::write`]: nothing waits in the outbox, so entry `i`'s frames
@@ -441,12 +443,13 @@ impl<C: Copy + PartialEq> Corks<C> {
         let mut next = self.conns[i].first;
         while next != NONE {
             let frame = &self.frames[next as usize];
-            let (head, used) = text_head(frame.payload.len());
-            if self.wire.len() + used + frame.payload.len() > COPY_MAX {
+            let payload = &self.payloads[frame.payload.0 as usize].0;
+            let (head, used) = text_head(payload.len());
+            if self.wire.len() + used + payload.len() > COPY_MAX {
                 return None;
             }
             self.wire.extend_from_slice(&head[..used]);
-            self.wire.extend_from_slice(&frame.payload);
+            self.wire.extend_from_slice(payload);
             next = frame.next;
         }
         let mut sent = match socket.try_write(&self.wire) {
@@ -470,7 +473,7 @@ impl<C: Copy + PartialEq> Corks<C> {
                 if st.queue.is_empty() {
                     st.front_done = std::mem::take(&mut sent);
                 }
-                st.enqueue(Chunk::text(payload));
+                st.enqueue(Chunk::text(payload.clone()));
             }
         });
         if !st.queue.is_empty() || !outbox.flush_records(socket, st) {
@@ -493,17 +496,17 @@ impl<C: Copy + PartialEq> Corks<C> {
     }
 
     /// Take entry `i`'s frames out, in order, each with its payload's event-stream form.
-    fn unstage(&mut self, i: usize, mut each: impl FnMut(Bytes, &mut Option<Box<EventForm>>)) {
+    fn unstage(&mut self, i: usize, mut each: impl FnMut(&Bytes, &mut Option<Box<EventForm>>)) {
         let staged = &mut self.conns[i];
         if self.at[staged.slot] == i as u32 + 1 {
             self.at[staged.slot] = 0;
         }
         let mut next = std::mem::replace(&mut staged.first, NONE);
         while next != NONE {
-            let frame = &mut self.frames[next as usize];
+            let frame = &self.frames[next as usize];
             next = frame.next;
-            let payload = std::mem::take(&mut frame.payload);
-            each(payload, &mut self.events[frame.number as usize]);
+            let (payload, event) = &mut self.payloads[frame.payload.0 as usize];
+            each(payload, event);
         }
     }
 }
@@ -955,16 +958,16 @@ impl Outbox {
 
     /// Queue hub frame `payload` as this outbox frames it. `event` is the payload's event-stream
     /// form, shared by its recipients: made here if it is empty and a stream needs it.
-    fn enqueue_frame(&self, st: &mut State, payload: Bytes, event: &mut Option<Box<EventForm>>) {
+    fn enqueue_frame(&self, st: &mut State, payload: &Bytes, event: &mut Option<Box<EventForm>>) {
         let chunk = match self.framing {
-            Framing::WebSocket => Chunk::text(payload),
+            Framing::WebSocket => Chunk::text(payload.clone()),
             Framing::Sse => {
-                let event = event.get_or_insert_with(|| EventForm::of(&payload));
+                let event = event.get_or_insert_with(|| EventForm::of(payload));
                 Chunk::event(event.body.clone(), payload.len())
             }
             Framing::SseV2 => {
-                let event = event.get_or_insert_with(|| EventForm::of(&payload));
-                let moved = event.moved.get_or_insert_with(|| Move::of(&payload));
+                let event = event.get_or_insert_with(|| EventForm::of(payload));
+                let moved = event.moved.get_or_insert_with(|| Move::of(payload));
                 let ids = st.ids.get_or_insert_default();
                 if let Some(id) = moved.as_ref().and_then(|m| ids.apply(m)) {
                     st.enqueue(Chunk::event_id(&id));

@@ -42,8 +42,9 @@ fn allocations(framing: Framing, n: usize, publication: &str) -> u64 {
     let mut corks = Corks::default();
     // Stage `payload` for every stream and hand each its frames, as one hub drain and sweep do.
     let mut sweep = |payload: &Text| {
+        let payload = corks.add(payload.clone());
         for (i, _) in streams.iter().enumerate() {
-            corks.stage(i, i, payload.clone());
+            corks.stage(i, i, payload);
         }
         for (i, out) in streams.iter().enumerate() {
             assert_eq!(corks.write(i, out), Some(0), "queued");

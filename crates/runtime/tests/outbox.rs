@@ -33,7 +33,8 @@ enum Sent {
 
 fn send(out: &Arc<Outbox>, payload: Text) -> Sent {
     let mut corks = Corks::default();
-    corks.stage((), 0, payload);
+    let p = corks.add(payload);
+    corks.stage((), 0, p);
     let sent = match corks.write(0, out) {
         None => Sent::Dropped,
         Some(0) => Sent::Queued,
@@ -236,10 +237,12 @@ async fn staged_frames_reach_each_connection_in_order_and_at_once() {
     let mut corks = Corks::default();
     // Two publications to both, interleaved as a hub drain stages them, then a third to `b`.
     for i in 0..2 {
-        corks.stage('a', 0, numbered(i, 20));
-        corks.stage('b', 1, numbered(i, 20));
+        let p = corks.add(numbered(i, 20));
+        corks.stage('a', 0, p);
+        corks.stage('b', 1, p);
     }
-    corks.stage('b', 1, numbered(2, 20));
+    let p = corks.add(numbered(2, 20));
+    corks.stage('b', 1, p);
     assert_eq!(corks.len(), 2, "one entry per connection");
     assert_eq!((corks.conn(0), corks.conn(1)), ('a', 'b'));
     assert_eq!(corks.index_of('b', 1), Some(1));
@@ -251,8 +254,10 @@ async fn staged_frames_reach_each_connection_in_order_and_at_once() {
     expect_numbered(&mut client_b, 0, 3, 20).await;
 
     // A slot taken over by another connection: the old entry is not the new one's.
-    corks.stage('x', 0, numbered(9, 20));
-    corks.stage('a', 0, numbered(2, 20));
+    let p = corks.add(numbered(9, 20));
+    corks.stage('x', 0, p);
+    let p = corks.add(numbered(2, 20));
+    corks.stage('a', 0, p);
     assert_eq!(corks.len(), 2);
     assert_eq!(corks.index_of('x', 0), None);
     assert_eq!(corks.index_of('a', 0), Some(1));
@@ -315,7 +320,8 @@ async fn a_send_the_socket_takes_in_part_is_finished_in_order() {
     let mut partial = None;
     for _ in 0..100_000 {
         for _ in 0..3 {
-            corks.stage((), 0, numbered(staged, size));
+            let p = corks.add(numbered(staged, size));
+            corks.stage((), 0, p);
             staged += 1;
         }
         let written = corks
@@ -330,7 +336,8 @@ async fn a_send_the_socket_takes_in_part_is_finished_in_order() {
     }
     let partial = partial.expect("the socket pushed back");
     // Behind the backlog, frames wait in the queue.
-    corks.stage((), 0, numbered(staged, size));
+    let p = corks.add(numbered(staged, size));
+    corks.stage((), 0, p);
     assert_eq!(corks.write(0, &out), Some(0), "queued behind the backlog");
     corks.clear();
     staged += 1;
@@ -354,7 +361,8 @@ async fn a_direct_send_to_a_reset_peer_ends_the_outbox() {
     let mut sent = 0;
     let ended = tokio::time::timeout(Duration::from_secs(10), async {
         while !out.is_ended() {
-            corks.stage((), 0, numbered(sent, 20));
+            let p = corks.add(numbered(sent, 20));
+            corks.stage((), 0, p);
             sent += 1;
             // The reset may take a moment to arrive; until then sends still succeed.
             assert!(
@@ -368,7 +376,8 @@ async fn a_direct_send_to_a_reset_peer_ends_the_outbox() {
     .await;
     assert!(ended.is_ok(), "the outbox never noticed the reset");
     std::future::poll_fn(|cx| out.poll_ended(cx)).await;
-    corks.stage((), 0, numbered(sent, 20));
+    let p = corks.add(numbered(sent, 20));
+    corks.stage((), 0, p);
     assert_eq!(corks.write(0, &out), None, "a failed outbox takes nothing");
     corks.clear();
 }

@@ -213,6 +213,7 @@ async fn tls_pair(dir: &TempDir) -> (Arc<Outbox>, Client) {
 /// Hand a frame over as the hub task does; whether it was written at once.
 fn send(out: &Arc<Outbox>, payload: Text) -> bool {
     let mut corks = Corks::default();
+    let payload = corks.add(payload);
     corks.stage((), 0, payload);
     let written = corks.write(0, out).expect("taken on an open connection") > 0;
     corks.clear();

@@ -99,28 +99,30 @@ impl<H: AsDynHub> Harness<H> {
     /// Drain every output; transmitted frames are "flushed" at once.
     pub fn drain(&mut self) {
         while let Some(out) = self.hub.dyn_hub().poll_output() {
-            match out {
-                Output::Transmit {
-                    connection,
-                    payload,
-                } => {
-                    let v: Value = serde_json::from_slice(&payload)
-                        .unwrap_or_else(|e| panic!("server sent non-JSON {payload:?}: {e}"));
-                    self.inbox.entry(connection).or_default().push(v);
-                    self.hub
-                        .dyn_hub()
-                        .handle_flushed(self.now, connection, payload.len())
-                        .ok();
+            for out in out.split() {
+                match out {
+                    Output::Transmit {
+                        connection,
+                        payload,
+                    } => {
+                        let v: Value = serde_json::from_slice(&payload)
+                            .unwrap_or_else(|e| panic!("server sent non-JSON {payload:?}: {e}"));
+                        self.inbox.entry(connection).or_default().push(v);
+                        self.hub
+                            .dyn_hub()
+                            .handle_flushed(self.now, connection, payload.len())
+                            .ok();
+                    }
+                    Output::Ping { connection } => self.pings.push(connection),
+                    Output::Close {
+                        connection,
+                        code,
+                        reason,
+                    } => {
+                        self.closed.insert(connection, (code, reason.into_owned()));
+                    }
+                    _ => {}
                 }
-                Output::Ping { connection } => self.pings.push(connection),
-                Output::Close {
-                    connection,
-                    code,
-                    reason,
-                } => {
-                    self.closed.insert(connection, (code, reason.into_owned()));
-                }
-                _ => {}
             }
         }
     }
