@@ -446,6 +446,13 @@ impl Tracker {
                 Output::Tapped { room, .. } => {
                     assert!(self.tapped.contains(&room), "{room:?} tapped but not asked");
                 }
+                // A protocol that shares its members (collab) tells a cluster of them.
+                Output::Members { room, .. } => {
+                    assert!(
+                        hub.config().replicate,
+                        "members of {room:?} shared without a cluster"
+                    );
+                }
                 other => panic!("an output this harness does not know: {other:?}"),
             }
         }
