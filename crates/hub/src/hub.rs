@@ -462,7 +462,7 @@ impl<P: Protocol> Hub<P> {
             return self.closing_or_unknown(conn);
         };
         c.queued_bytes = c.queued_bytes.saturating_sub(bytes);
-        if self.core.v2_busy(conn) {
+        if c.v2.as_ref().is_some_and(|v| v.busy > 0) {
             // Room in its queue: a replay or a gap report may go on.
             self.core.v2_pump(conn);
         }

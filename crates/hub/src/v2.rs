@@ -753,13 +753,6 @@ impl Core {
             );
         }
     }
-
-    /// Whether `h` speaks v2 and has a subscription catching up or a gap to report.
-    pub(crate) fn v2_busy(&self, h: ConnectionHandle) -> bool {
-        self.get(h)
-            .and_then(|c| c.v2.as_ref())
-            .is_some_and(|v| v.busy > 0)
-    }
 }
 
 /// A connection's outbound budget and what happens past it.
