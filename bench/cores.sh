@@ -3,11 +3,16 @@
 # server on one core (one tokio worker, `taskset -c 0`) and on every core, taking turns ROUNDS
 # times; prints CPU per delivery, deliveries per second and each worker thread's share of the
 # server's CPU (from /proc/<pid>/task/*/stat). On 2 cores the load tool shares the machine, so
-# the figure that counts is efficiency (CPU per delivery), not speed-up. Loopback only, bounded,
-# stops by itself. Needs the release binaries (built here when missing).
+# the figure that counts is efficiency (CPU per delivery), not speed-up. With the server on one
+# core, the load tool is pinned to the other (TOOL_PIN=0 leaves it free): left free, its threads
+# sometimes land on the server's core too, and the server's figure then swings between two
+# values (fewer frames per write). With the server on every core the tool cannot have one of
+# its own. Loopback only, bounded, stops by itself. Needs the release binaries (built here when
+# missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-2}
+TOOL_PIN=${TOOL_PIN:-1}
 TARGET_DIR=${CARGO_TARGET_DIR:-$(pwd)/target}
 cargo build --release --locked -p switchboard-server -p switchboard-load >&2
 BIN=${SWITCHBOARD_BIN:-$TARGET_DIR/release/switchboard}
@@ -26,13 +31,15 @@ OUT=$(mktemp -d)
 for round in $(seq "$ROUNDS"); do
   for mode in one every; do
     port=$((13600 + RANDOM % 300))
-    pin=(); [[ $mode == one ]] && pin=(taskset -c 0)
+    pin=(); tool=()
+    [[ $mode == one ]] && pin=(taskset -c 0)
+    [[ $mode == one && $TOOL_PIN == 1 ]] && tool=(taskset -c 1)
     "${pin[@]}" "$BIN" --transport tokio --systems laptimes --bind 127.0.0.1 \
       --laptimes-port "$port" --rate-per-sec 0 >/dev/null 2>&1 &
     pid=$!
     sleep 1
     threads "$pid" >"$OUT/before"
-    timeout 120 "$LOAD" --json fanout --url "ws://127.0.0.1:$port/" --subscribers 1000 \
+    timeout 120 "${tool[@]}" "$LOAD" --json fanout --url "ws://127.0.0.1:$port/" --subscribers 1000 \
       --publishers 2 --rate 0 --window 4 --duration 10 --pid "$pid" >"$OUT/run.json"
     threads "$pid" >"$OUT/after"
     kill "$pid"; wait "$pid" 2>/dev/null || true
