@@ -129,26 +129,22 @@ impl FanOut {
         let mut transmits = 0;
         // Every recipient is open: nothing closes connections in this fixture.
         while let Some(out) = hub.poll_output() {
-            match out {
+            // One recipient, or many sharing the payload (no clone per recipient).
+            let (payload, one, many) = match out {
                 Output::Transmit {
                     connection,
                     payload,
-                } => {
-                    transmits += 1;
-                    hub.handle_flushed(*now, connection, payload.len())
-                        .expect("recipient is open");
-                }
+                } => (payload, Some(connection), Vec::new()),
                 Output::Fanout {
                     payload,
                     recipients,
-                } => {
-                    for connection in recipients {
-                        transmits += 1;
-                        hub.handle_flushed(*now, connection, payload.len())
-                            .expect("recipient is open");
-                    }
-                }
-                _ => {}
+                } => (payload, None, recipients),
+                _ => continue,
+            };
+            for connection in one.into_iter().chain(many) {
+                transmits += 1;
+                hub.handle_flushed(*now, connection, payload.len())
+                    .expect("recipient is open");
             }
         }
         transmits

@@ -316,10 +316,6 @@ impl Tracker {
         }
     }
 
-    /// Drain up to `budget` outputs (`None`: all), checking each against what the hub knows; a
-    /// transmit to a connection for which `flush` says yes is reported written at once. `eager`
-    /// says the outputs were queued at `now` (drained right after the input that made them).
-    /// Returns the replicated publications and whether the queue is now empty.
     /// Check one frame the hub queued to `connection`, and report it written if `flush` says so.
     fn transmit(
         &mut self,
@@ -351,6 +347,10 @@ impl Tracker {
         }
     }
 
+    /// Drain up to `budget` outputs (`None`: all), checking each against what the hub knows; a
+    /// transmit to a connection for which `flush` says yes is reported written at once. `eager`
+    /// says the outputs were queued at `now` (drained right after the input that made them).
+    /// Returns the replicated publications and whether the queue is now empty.
     pub fn drain(
         &mut self,
         hub: &mut dyn DynHub,
@@ -997,8 +997,11 @@ fn raw(spec: &SystemSpec, data: &[u8]) {
         // The tracker drains the first hub (flushing everything), the twin is compared with it.
         let mut theirs = Vec::new();
         while let Some(out) = hub.poll_output() {
+            if let Output::Close { connection, .. } = &out {
+                t.end(*connection);
+            }
             theirs.push(out.clone());
-            for out in out.clone().split() {
+            for out in out.split() {
                 if let Output::Transmit {
                     connection,
                     payload,
@@ -1007,9 +1010,6 @@ fn raw(spec: &SystemSpec, data: &[u8]) {
                     let _ = hub.handle_flushed(T0, connection, payload.len());
                     let _ = twin.handle_flushed(T0, connection, payload.len());
                 }
-            }
-            if let Output::Close { connection, .. } = &out {
-                t.end(*connection);
             }
         }
         assert_eq!(
