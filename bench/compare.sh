@@ -18,10 +18,12 @@
 #            probe; the table also shows it timed with the rounds 2 ms apart, as before, and
 #            timed during the run itself, halfway between its publications, so that the
 #            machine's other work slows the floor as it slows the server)
-#   flat     FLAT_SUBS subscribers, FLAT_PUBS publishers, flat out: deliveries/s and CPU per
-#            delivery at saturation; FLAT_ROUNDS rounds, the servers taking turns, and the table
-#            shows each figure's median (one flat run swings by 10 % or more with the machine's
-#            other work, which is as much as the distance to issue 14's target)
+#   flat     FLAT_SUBS subscribers, FLAT_PUBS publishers, flat out with FLAT_WINDOW (4)
+#            publications in flight: deliveries/s and CPU per delivery; FLAT_ROUNDS rounds, the
+#            servers taking turns, and the table shows each figure's median (one flat run swings
+#            by 10 % or more with the machine's other work, which is as much as the distance to
+#            issue 14's target) and how busy each server was (a server faster than the load
+#            tool's reading waits for it part of the time)
 # Then, switchboard alone, history off (`--history-max-entries 0`, v1 clients) against history on
 # (the default, protocol v2 clients): the latency run's fan-out, ROOMS collab projects of MEMBERS
 # members at ROOM_RATE edits/s (each to the other members), and the idle run; HIST_ROUNDS rounds,
@@ -49,6 +51,7 @@ LAT_ROUNDS=${LAT_ROUNDS:-3}
 FLAT_SUBS=${FLAT_SUBS:-1000}
 FLAT_PUBS=${FLAT_PUBS:-2}
 FLAT_SECS=${FLAT_SECS:-10}
+FLAT_WINDOW=${FLAT_WINDOW:-4}
 FLAT_ROUNDS=${FLAT_ROUNDS:-3}
 SERVERS=${SERVERS:-"switchboard node-ws python-websockets"}
 PIN=${PIN:-1}
@@ -209,7 +212,7 @@ done
 for round in $(seq "$FLAT_ROUNDS"); do
   for name in $SERVERS; do
     scenario "$name" "flat#$round" fanout --subscribers "$FLAT_SUBS" --publishers "$FLAT_PUBS" --rate 0 \
-      --window 4 --warmup 2 --duration "$FLAT_SECS" --drain 10
+      --window "$FLAT_WINDOW" --warmup 2 --duration "$FLAT_SECS" --drain 10
   done
 done
 

@@ -472,7 +472,7 @@ impl FanoutReport {
         if json {
             let mut s = format!(
                 "{{\"scenario\":\"fanout\",\"label\":{},\"url\":{},\"subscribers\":{},\"publishers\":{},\
-                 \"rate\":{},\"window_secs\":{:.3},\"publications\":{},\"expected\":{},\"delivered\":{},\
+                 \"rate\":{},\"in_flight\":{},\"window_secs\":{:.3},\"publications\":{},\"expected\":{},\"delivered\":{},\
                  \"lost\":{},\"deliveries_per_sec\":{:.1},\"latency_us\":{{\"p50\":{:.1},\"p99\":{:.1},\
                  \"p999\":{:.1},\"max\":{:.1},\"mean\":{:.1}}},\"unexpected\":{},\"closed\":{},\
                  \"tool_cpu_secs\":{:.3},\"v2\":{},\"rooms\":{},\"members\":{}",
@@ -481,6 +481,7 @@ impl FanoutReport {
                 a.subscribers,
                 a.publishers,
                 a.rate,
+                a.window,
                 self.window_secs,
                 self.publications,
                 self.expected,
