@@ -187,20 +187,27 @@ def main():
         load_cost = f"; load tool CPU-s per million deliveries: {fmt(statistics.median(tool), 1)}" if tool else ""
         notes.append(f"- {name}: lost deliveries {lost:,} of {expected:,}; sockets closed early {closed}{load_cost}")
 
-    ratio = median(OURS, "latency", ("probes", "p99_over_floor"))
-    if ratio is not None:
-        verdicts.append(f"- probe p99 over the fan-out floor at the deepest probe: {ratio:.2f} (goal: at most 1.2): "
-                        f"{'met' if ratio <= 1.2 else 'MISSED'}")
-    like = median(OURS, "latency", ("probes", "p99_over_floor_p99"))
+    # Issue 14's p99 goal, judged like with like (DECISIONS): the probes' p99 over the same
+    # statistic of the bare sends, timed during the run (and before it, shown beside it). The
+    # best-case floor is shown too; the bare sends alone do not meet 1.2 of it.
+    during_like, during = (median(OURS, "latency", ("probes", k)) for k in ("p99_over_floor_during_p99", "p99_over_floor_during"))
+    like, best_ratio = (median(OURS, "latency", ("probes", k)) for k in ("p99_over_floor_p99", "p99_over_floor"))
     own, best = median(OURS, "latency", ("floor", "marks_p99_ns")), median(OURS, "latency", ("probes", "floor_deepest_us"))
-    if like is not None and own and best:
-        verdicts.append(f"  (over the floor's own p99 at the probes' positions, the same statistic of the bare sends: {like:.2f}; "
-                        f"the bare sends' own p99 is {own / (best * 1e3):.2f} times the best-case floor)")
-    during, during_like = (median(OURS, "latency", ("probes", k)) for k in ("p99_over_floor_during", "p99_over_floor_during_p99"))
-    if during is not None and during_like is not None:
-        verdicts.append(f"- the same against the floor timed during the run, between its publications: {during:.2f} over its best case "
-                        f"({'met' if during <= 1.2 else 'MISSED'}), {during_like:.2f} over its own p99 "
-                        f"({'within' if during_like <= 1.2 else 'over'} 1.2)")
+    judged = during_like if during_like is not None else like
+    if judged is not None:
+        which = "timed during the run" if during_like is not None else "timed before the run"
+        verdicts.append(f"- probe p99 over the fan-out floor's own p99 at the probes' positions ({which}; "
+                        f"goal: at most 1.2): {judged:.2f}: {'met' if judged <= 1.2 else 'MISSED'}")
+    details = []
+    if like is not None and during_like is not None:
+        details.append(f"{like:.2f} over the floor's own p99 timed before the run")
+    if best_ratio is not None:
+        details.append(f"{best_ratio:.2f} over the floor's best case"
+                       + (f" ({during:.2f} timed during the run)" if during is not None else ""))
+    if own and best:
+        details.append(f"the bare sends' own p99 is {own / (best * 1e3):.2f} times that best case")
+    if details:
+        verdicts.append("  (" + "; ".join(details) + ")")
     ours, node = (median(k, "latency", ("probes", "latency_us", "p99")) for k in (OURS, TARGET_PEER))
     if ours is not None and node:
         verdicts.append(f"- probe p99: {ours / node:.2f} of Node ws (goal: below it): "
