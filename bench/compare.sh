@@ -39,6 +39,10 @@
 # SWITCHBOARD_BIN runs another build of switchboard (to try a change).
 # Raw results: bench/results/<timestamp>/. Bounded: every load run has a timeout (RUN_TIMEOUT);
 # the whole run takes about 12 minutes after the build.
+
+# The whole script is one block, which bash reads before it runs any of it: a run goes on as it
+# began when the file is edited meanwhile.
+{
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -243,3 +247,5 @@ echo "Load average at end $(cut -d' ' -f1-3 /proc/loadavg)." >>"$OUT/context.txt
 python3 "$ROOT/bench/table.py" "$RESULTS" "$OUT/context.txt" | tee "$OUT/table.md"
 echo
 echo "Raw results: $OUT"
+exit
+}
