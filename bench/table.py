@@ -75,7 +75,8 @@ def main():
         flat += f", {in_flight} in flight"
     # Issue 14 set the flat-out targets at 4 publications in flight; other windows are shown
     # without a verdict (older results do not record the window: it was 4).
-    flat_target = (lambda t: t) if in_flight in (None, 4) else (lambda t: None)
+    def flat_target(t):
+        return t if in_flight in (None, 4) else None
     rounds = max((len(runs.get((k, "latency"), [])) for k, _ in present), default=0)
     rows = [
         # (label, run, path, scale, digits, target ratio against Node ws or None[, aggregate])

@@ -481,7 +481,8 @@ impl FanoutReport {
                 a.subscribers,
                 a.publishers,
                 a.rate,
-                a.window,
+                // The window applies to flat-out runs only.
+                if a.rate > 0.0 { "null".to_string() } else { a.window.to_string() },
                 self.window_secs,
                 self.publications,
                 self.expected,
