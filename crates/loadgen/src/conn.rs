@@ -6,8 +6,10 @@ use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::{client::generate_key, derive_accept_key};
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -36,17 +38,26 @@ fn next_port() -> u16 {
     1_024 + n as u16
 }
 
-/// A TCP connection to `url`'s host from `source`, on the next free port of [`next_port`].
-async fn tcp_from(url: &str, source: IpAddr) -> Result<TcpStream, String> {
+/// A `ws://` URL's `host:port` (port 80 if none is given) and its path (`/` if none).
+fn split_url(url: &str) -> Result<(String, &str), String> {
     let rest = url
         .strip_prefix("ws://")
-        .ok_or_else(|| format!("{url}: only ws:// URLs with --source"))?;
-    let authority = rest.split('/').next().unwrap_or_default();
+        .ok_or_else(|| format!("{url}: only ws:// URLs here"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(at) => rest.split_at(at),
+        None => (rest, "/"),
+    };
     let authority = if authority.contains(':') {
         authority.to_owned()
     } else {
         format!("{authority}:80")
     };
+    Ok((authority, path))
+}
+
+/// A TCP connection to `url`'s host from `source`, on the next free port of [`next_port`].
+async fn tcp_from(url: &str, source: IpAddr) -> Result<TcpStream, String> {
+    let (authority, _) = split_url(url)?;
     let server: SocketAddr = tokio::net::lookup_host(&authority)
         .await
         .map_err(|e| format!("{authority}: {e}"))?
@@ -120,7 +131,7 @@ pub(crate) async fn connect_from(
             Ok((ws, response)) => {
                 let accepted = response.headers().get("sec-websocket-protocol");
                 if v2 && accepted.is_none_or(|p| p != V2) {
-                    return Err(format!("{url} does not serve protocol v2"));
+                    return Err(format!("{url} {DOES_NOT_SERVE_V2}"));
                 }
                 return Ok(ws);
             }
@@ -129,6 +140,128 @@ pub(crate) async fn connect_from(
         tokio::time::sleep(Duration::from_millis(100 * (attempt + 1))).await;
     }
     Err(format!("cannot connect to {url}: {last}"))
+}
+
+/// A WebSocket opened without tungstenite, for the bulk subscribers' reader ([`crate::raw`]):
+/// the socket (blocking, no longer in the runtime) and any bytes the server sent right after its
+/// handshake response. Retries as [`connect_from`] does.
+pub(crate) async fn connect_raw(
+    url: &str,
+    v2: bool,
+    source: Option<IpAddr>,
+) -> Result<(std::net::TcpStream, Vec<u8>), String> {
+    let (authority, path) = split_url(url)?;
+    let mut last = String::new();
+    for attempt in 0..5u64 {
+        let tcp = match source {
+            Some(source) => tcp_from(url, source).await,
+            None => TcpStream::connect(&authority)
+                .await
+                .and_then(|t| t.set_nodelay(true).map(|()| t))
+                .map_err(|e| format!("connect {authority}: {e}")),
+        };
+        let opened = match tcp {
+            Ok(tcp) => upgrade(tcp, &authority, path, v2).await,
+            Err(e) => Err(e),
+        };
+        match opened {
+            Ok((tcp, rest)) => {
+                let tcp = tcp.into_std().map_err(|e| e.to_string())?;
+                return Ok((tcp, rest));
+            }
+            Err(e) if e.ends_with(DOES_NOT_SERVE_V2) => return Err(e),
+            Err(e) => last = e,
+        }
+        tokio::time::sleep(Duration::from_millis(100 * (attempt + 1))).await;
+    }
+    Err(format!("cannot connect to {url}: {last}"))
+}
+
+const DOES_NOT_SERVE_V2: &str = "does not serve protocol v2";
+
+/// The client's opening handshake (RFC 6455 section 4.1) on `tcp`: the bytes read past the
+/// response's end.
+async fn upgrade(
+    mut tcp: TcpStream,
+    authority: &str,
+    path: &str,
+    v2: bool,
+) -> Result<(TcpStream, Vec<u8>), String> {
+    let key = generate_key();
+    let protocol = if v2 {
+        format!("Sec-WebSocket-Protocol: {V2}\r\n")
+    } else {
+        String::new()
+    };
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\
+         {protocol}\r\n"
+    );
+    tcp.write_all(request.as_bytes())
+        .await
+        .map_err(|e| format!("sending the handshake: {e}"))?;
+    let mut buf = Vec::with_capacity(1024);
+    loop {
+        if buf.len() >= 16 * 1024 {
+            return Err("a handshake response over 16 KiB".into());
+        }
+        let n = tcp
+            .read_buf(&mut buf)
+            .await
+            .map_err(|e| format!("reading the handshake response: {e}"))?;
+        if n == 0 {
+            return Err("the server closed during the handshake".into());
+        }
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut response = httparse::Response::new(&mut headers);
+        let end = match response.parse(&buf) {
+            Ok(httparse::Status::Complete(end)) => end,
+            Ok(httparse::Status::Partial) => continue,
+            Err(e) => return Err(format!("a malformed handshake response: {e}")),
+        };
+        if response.code != Some(101) {
+            return Err(format!("the server answered {:?}", response.code));
+        }
+        let header = |name: &str| {
+            response
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case(name))
+                .map(|h| h.value)
+        };
+        if header("sec-websocket-accept") != Some(derive_accept_key(key.as_bytes()).as_bytes()) {
+            return Err("a wrong or missing Sec-WebSocket-Accept".into());
+        }
+        if v2 && header("sec-websocket-protocol") != Some(V2.as_bytes()) {
+            return Err(format!("{authority}{path} {DOES_NOT_SERVE_V2}"));
+        }
+        return Ok((tcp, buf.split_off(end)));
+    }
+}
+
+/// [`connect_raw`] `n` times, `concurrency` at a time. Fails if any cannot be opened.
+pub(crate) async fn connect_all_raw(
+    url: &str,
+    n: usize,
+    concurrency: usize,
+    v2: bool,
+) -> Result<Vec<(std::net::TcpStream, Vec<u8>)>, String> {
+    let results: Vec<_> = futures_util::stream::iter(0..n)
+        .map(|_| connect_raw(url, v2, None))
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+    gather(results, n)
+}
+
+/// Every socket, or how many failed and the first failure.
+fn gather<T>(results: Vec<Result<T, String>>, n: usize) -> Result<Vec<T>, String> {
+    let failed = results.iter().filter(|r| r.is_err()).count();
+    if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
+        return Err(format!("{failed} of {n} connections failed; first: {e}"));
+    }
+    Ok(results.into_iter().flatten().collect())
 }
 
 /// Open `n` sockets, `concurrency` at a time. Fails if any cannot be opened.
@@ -154,9 +287,89 @@ pub(crate) async fn connect_all_from(
         .buffer_unordered(concurrency.max(1))
         .collect()
         .await;
-    let failed = results.iter().filter(|r| r.is_err()).count();
-    if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
-        return Err(format!("{failed} of {n} connections failed; first: {e}"));
+    gather(results, n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use tokio::net::TcpListener;
+
+    /// A server that answers one handshake with `reply(key)` and then sends `after`.
+    async fn server(reply: fn(&str) -> String, after: &'static [u8]) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}/x?y=1", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            let mut request = Vec::new();
+            while !request.ends_with(b"\r\n\r\n") {
+                let mut b = [0u8; 1];
+                if tcp.read(&mut b).await.unwrap() == 0 {
+                    return;
+                }
+                request.push(b[0]);
+            }
+            let request = String::from_utf8(request).unwrap();
+            assert!(request.starts_with("GET /x?y=1 HTTP/1.1\r\n"), "{request}");
+            let key = request
+                .lines()
+                .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
+                .unwrap();
+            let mut out = reply(key).into_bytes();
+            out.extend_from_slice(after);
+            tcp.write_all(&out).await.unwrap();
+            // Hold the socket open until the client is done with it.
+            let _ = tcp.read(&mut [0u8; 1]).await;
+        });
+        url
     }
-    Ok(results.into_iter().flatten().collect())
+
+    fn accept(key: &str) -> String {
+        format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: {}\r\n\r\n",
+            derive_accept_key(key.as_bytes())
+        )
+    }
+
+    #[tokio::test]
+    async fn a_raw_handshake_keeps_what_follows_the_response() {
+        let url = server(accept, b"\x81\x02hi").await;
+        let (mut tcp, rest) = connect_raw(&url, false, None).await.unwrap();
+        assert_eq!(rest, b"\x81\x02hi");
+        // The socket is a plain blocking one, out of the runtime.
+        tcp.set_read_timeout(Some(Duration::from_millis(10)))
+            .unwrap();
+        assert!(tcp.read(&mut [0u8; 1]).is_err(), "nothing more to read");
+    }
+
+    #[tokio::test]
+    async fn a_raw_handshake_checks_the_accept_key_and_the_protocol() {
+        let wrong = |_: &str| accept("another key");
+        let url = server(wrong, b"").await;
+        let e = upgrade_once(&url, false).await.unwrap_err();
+        assert!(e.contains("Sec-WebSocket-Accept"), "{e}");
+        let url = server(accept, b"").await;
+        let e = connect_raw(&url, true, None).await.unwrap_err();
+        assert!(e.ends_with(DOES_NOT_SERVE_V2), "{e}");
+        let refused = |_: &str| "HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n".to_string();
+        let url = server(refused, b"").await;
+        let e = upgrade_once(&url, false).await.unwrap_err();
+        assert!(e.contains("403"), "{e}");
+    }
+
+    /// One handshake attempt, without [`connect_raw`]'s retries.
+    async fn upgrade_once(url: &str, v2: bool) -> Result<(), String> {
+        let (authority, path) = split_url(url)?;
+        let tcp = TcpStream::connect(&authority).await.unwrap();
+        upgrade(tcp, &authority, path, v2).await.map(drop)
+    }
+
+    #[test]
+    fn urls_split_into_authority_and_path() {
+        assert_eq!(split_url("ws://h:1/a/b").unwrap(), ("h:1".into(), "/a/b"));
+        assert_eq!(split_url("ws://h").unwrap(), ("h:80".into(), "/"));
+        assert!(split_url("wss://h/").is_err());
+    }
 }

@@ -31,6 +31,7 @@ mod probe;
 mod procfs;
 mod publish_all;
 mod pusher;
+mod raw;
 mod run;
 mod shared;
 mod socketio;

@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::conn::{connect_all, connect_all_from};
+use crate::conn::{connect_all, connect_all_from, connect_all_raw};
 use crate::floor::{self, Floor};
 use crate::probe::Probes;
 use crate::procfs::{self, Sample};
+use crate::raw;
 use crate::shared::{Shared, MEASURE, STOP};
 use crate::{notice, FanoutArgs, IdleArgs};
 
@@ -256,6 +257,7 @@ pub async fn fanout(a: FanoutArgs) -> Result<FanoutReport, String> {
     };
     let mut probes: Option<Probes> = None;
     let mut deepest = None;
+    let mut bulk_conns = Vec::new();
     if a.rooms > 0 {
         let sockets = connect_all(&a.url, a.rooms * a.members, concurrency, v2).await?;
         for (j, mut ws) in sockets.into_iter().enumerate() {
@@ -286,8 +288,10 @@ pub async fn fanout(a: FanoutArgs) -> Result<FanoutReport, String> {
             } else {
                 left
             };
-            for ws in connect_all(&a.url, bulk, concurrency, v2).await? {
-                tokio::spawn(receive(ws, shared.clone()));
+            for (tcp, rest) in connect_all_raw(&a.url, bulk, concurrency, v2).await? {
+                bulk_conns.push(
+                    raw::Conn::new(tcp, rest).map_err(|e| format!("a subscriber socket: {e}"))?,
+                );
             }
             opened += bulk;
             if every > 0 && opened < a.subscribers {
@@ -307,6 +311,8 @@ pub async fn fanout(a: FanoutArgs) -> Result<FanoutReport, String> {
             publishers.push((ws, None));
         }
     }
+    let _reader = raw::Reader::start(bulk_conns, shared.clone())
+        .map_err(|e| format!("starting the subscribers' reader: {e}"))?;
     // The server may register a socket a moment after its handshake: let every one settle.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let n = publishers.len();
