@@ -26,10 +26,11 @@
 
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use crate::epoll::{self, Epoll};
 
 /// What [`measure`] found.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -114,7 +115,7 @@ pub fn measure(
 pub struct Pairs {
     senders: Vec<TcpStream>,
     receivers: Vec<TcpStream>,
-    epoll: OwnedFd,
+    epoll: Epoll,
 }
 
 impl Pairs {
@@ -123,14 +124,7 @@ impl Pairs {
         let sockets = sockets.max(1);
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let addr = listener.local_addr()?;
-        // SAFETY: epoll_create1 has no preconditions; a negative return is an error, checked
-        // below.
-        let epfd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if epfd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: epfd is a fresh descriptor owned by nothing else; OwnedFd closes it once.
-        let epoll = unsafe { OwnedFd::from_raw_fd(epfd) };
+        let epoll = Epoll::new()?;
         let mut senders = Vec::with_capacity(sockets);
         let mut receivers = Vec::with_capacity(sockets);
         for i in 0..sockets {
@@ -138,23 +132,7 @@ impl Pairs {
             let (sender, _) = listener.accept()?;
             sender.set_nodelay(true)?;
             receiver.set_nonblocking(true)?;
-            let mut ev = libc::epoll_event {
-                events: (libc::EPOLLIN | libc::EPOLLET) as u32,
-                u64: i as u64,
-            };
-            // SAFETY: both descriptors are open; ev is a valid epoll_event for the call's
-            // duration.
-            let rc = unsafe {
-                libc::epoll_ctl(
-                    epoll.as_raw_fd(),
-                    libc::EPOLL_CTL_ADD,
-                    receiver.as_raw_fd(),
-                    &mut ev,
-                )
-            };
-            if rc < 0 {
-                return Err(io::Error::last_os_error());
-            }
+            epoll.add(&receiver, i as u64)?;
             senders.push(sender);
             receivers.push(receiver);
         }
@@ -309,31 +287,16 @@ fn send_rounds(
 
 /// The reader: wait in epoll, read every ready socket until it would block, count the bytes.
 fn read_all(
-    epoll: &OwnedFd,
+    epoll: &Epoll,
     receivers: &mut [TcpStream],
     read: &AtomicU64,
     stop: &AtomicBool,
 ) -> io::Result<()> {
-    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
+    let mut events = epoll::events(256);
     let mut sink = vec![0u8; 16 * 1024];
     while !stop.load(Relaxed) {
-        // SAFETY: events has room for its length in entries; the descriptor is open.
-        let n = unsafe {
-            libc::epoll_wait(
-                epoll.as_raw_fd(),
-                events.as_mut_ptr(),
-                events.len() as i32,
-                20,
-            )
-        };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        for ev in &events[..n as usize] {
+        let n = epoll.wait(&mut events, 20)?;
+        for ev in &events[..n] {
             let r = &mut receivers[ev.u64 as usize];
             loop {
                 match r.read(&mut sink) {

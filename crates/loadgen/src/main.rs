@@ -21,6 +21,7 @@
 
 mod across;
 mod conn;
+mod epoll;
 mod floor;
 mod hist;
 mod hold;

@@ -16,11 +16,11 @@
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::ops::Range;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use crate::epoll::{self, Epoll};
 use crate::shared::Shared;
 
 /// The largest message accepted (the tungstenite reader's default limit is larger; these runs'
@@ -180,30 +180,9 @@ pub(crate) struct Reader {
 impl Reader {
     /// Start reading `conns`, counting into `shared`.
     pub(crate) fn start(mut conns: Vec<Conn>, shared: Arc<Shared>) -> io::Result<Reader> {
-        // SAFETY: epoll_create1 has no preconditions; a negative return is an error, checked.
-        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: fd is a new descriptor that nothing else owns.
-        let epoll = unsafe { OwnedFd::from_raw_fd(fd) };
+        let epoll = Epoll::new()?;
         for (i, c) in conns.iter().enumerate() {
-            let mut ev = libc::epoll_event {
-                events: (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLET) as u32,
-                u64: i as u64,
-            };
-            // SAFETY: both descriptors are open; ev is a valid epoll_event for the call.
-            let r = unsafe {
-                libc::epoll_ctl(
-                    epoll.as_raw_fd(),
-                    libc::EPOLL_CTL_ADD,
-                    c.stream.as_raw_fd(),
-                    &mut ev,
-                )
-            };
-            if r < 0 {
-                return Err(io::Error::last_os_error());
-            }
+            epoll.add(&c.stream, i as u64)?;
         }
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
@@ -226,8 +205,8 @@ impl Drop for Reader {
     }
 }
 
-fn read_all(epoll: &OwnedFd, conns: &mut [Conn], shared: &Shared, stop: &AtomicBool) {
-    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 512];
+fn read_all(epoll: &Epoll, conns: &mut [Conn], shared: &Shared, stop: &AtomicBool) {
+    let mut events = epoll::events(512);
     let mut buf = vec![0u8; 64 * 1024];
     let mut open = conns.len();
     // What the handshakes read past their ends.
@@ -240,22 +219,10 @@ fn read_all(epoll: &OwnedFd, conns: &mut [Conn], shared: &Shared, stop: &AtomicB
         }
     }
     while open > 0 && !stop.load(Relaxed) {
-        // SAFETY: events has room for its length in entries; the descriptor is open.
-        let n = unsafe {
-            libc::epoll_wait(
-                epoll.as_raw_fd(),
-                events.as_mut_ptr(),
-                events.len() as i32,
-                50,
-            )
-        };
-        if n < 0 {
-            if io::Error::last_os_error().kind() == ErrorKind::Interrupted {
-                continue;
-            }
+        let Ok(n) = epoll.wait(&mut events, 50) else {
             break;
-        }
-        for ev in &events[..n as usize] {
+        };
+        for ev in &events[..n] {
             let Some(c) = conns.get_mut(ev.u64 as usize) else {
                 continue;
             };
