@@ -94,6 +94,32 @@ async fn tcp_from(url: &str, source: IpAddr) -> Result<TcpStream, String> {
     Err(last)
 }
 
+/// Why one attempt to open a WebSocket failed.
+enum Failed {
+    /// Worth another try (a busy server's accept queue overflowed, a source port was taken).
+    Again(String),
+    /// Not: the server does not serve what was asked.
+    Fatal(String),
+}
+
+/// Make `attempt` up to five times, a little longer apart each time, until it opens a socket
+/// or fails for good.
+async fn retrying<T, F>(url: &str, mut attempt: impl FnMut() -> F) -> Result<T, String>
+where
+    F: std::future::Future<Output = Result<T, Failed>>,
+{
+    let mut last = String::new();
+    for n in 0..5u64 {
+        match attempt().await {
+            Ok(opened) => return Ok(opened),
+            Err(Failed::Fatal(e)) => return Err(e),
+            Err(Failed::Again(e)) => last = e,
+        }
+        tokio::time::sleep(Duration::from_millis(100 * (n + 1))).await;
+    }
+    Err(format!("cannot connect to {url}: {last}"))
+}
+
 /// [`connect`], the client socket bound to `source` when given.
 pub(crate) async fn connect_from(
     url: &str,
@@ -105,9 +131,10 @@ pub(crate) async fn connect_from(
     let config = WebSocketConfig::default()
         .read_buffer_size(4 * 1024)
         .write_buffer_size(0);
-    let mut last = String::new();
-    for attempt in 0..5u64 {
-        let mut request = url.into_client_request().map_err(|e| e.to_string())?;
+    retrying(url, || async move {
+        let mut request = url
+            .into_client_request()
+            .map_err(|e| Failed::Fatal(e.to_string()))?;
         if v2 {
             request
                 .headers_mut()
@@ -115,35 +142,24 @@ pub(crate) async fn connect_from(
         }
         let opened = match source {
             None => tokio_tungstenite::connect_async_with_config(request, Some(config), true).await,
-            Some(source) => match tcp_from(url, source).await {
-                Ok(tcp) => {
-                    let tcp = MaybeTlsStream::Plain(tcp);
-                    tokio_tungstenite::client_async_with_config(request, tcp, Some(config)).await
-                }
-                Err(e) => {
-                    last = e;
-                    tokio::time::sleep(Duration::from_millis(100 * (attempt + 1))).await;
-                    continue;
-                }
-            },
-        };
-        match opened {
-            Ok((ws, response)) => {
-                let accepted = response.headers().get("sec-websocket-protocol");
-                if v2 && accepted.is_none_or(|p| p != V2) {
-                    return Err(format!("{url} {DOES_NOT_SERVE_V2}"));
-                }
-                return Ok(ws);
+            Some(source) => {
+                let tcp =
+                    MaybeTlsStream::Plain(tcp_from(url, source).await.map_err(Failed::Again)?);
+                tokio_tungstenite::client_async_with_config(request, tcp, Some(config)).await
             }
-            Err(e) => last = e.to_string(),
+        };
+        let (ws, response) = opened.map_err(|e| Failed::Again(e.to_string()))?;
+        let accepted = response.headers().get("sec-websocket-protocol");
+        if v2 && accepted.is_none_or(|p| p != V2) {
+            return Err(Failed::Fatal(format!("{url} does not serve protocol v2")));
         }
-        tokio::time::sleep(Duration::from_millis(100 * (attempt + 1))).await;
-    }
-    Err(format!("cannot connect to {url}: {last}"))
+        Ok(ws)
+    })
+    .await
 }
 
 /// A WebSocket opened without tungstenite, for the bulk subscribers' reader ([`crate::raw`]):
-/// the socket (blocking, no longer in the runtime) and any bytes the server sent right after its
+/// the socket (non-blocking, out of the runtime) and any bytes the server sent right after its
 /// handshake response. Retries as [`connect_from`] does.
 pub(crate) async fn connect_raw(
     url: &str,
@@ -151,33 +167,22 @@ pub(crate) async fn connect_raw(
     source: Option<IpAddr>,
 ) -> Result<(std::net::TcpStream, Vec<u8>), String> {
     let (authority, path) = split_url(url)?;
-    let mut last = String::new();
-    for attempt in 0..5u64 {
+    let authority = authority.as_str();
+    retrying(url, || async move {
         let tcp = match source {
             Some(source) => tcp_from(url, source).await,
-            None => TcpStream::connect(&authority)
+            None => TcpStream::connect(authority)
                 .await
                 .and_then(|t| t.set_nodelay(true).map(|()| t))
                 .map_err(|e| format!("connect {authority}: {e}")),
-        };
-        let opened = match tcp {
-            Ok(tcp) => upgrade(tcp, &authority, path, v2).await,
-            Err(e) => Err(e),
-        };
-        match opened {
-            Ok((tcp, rest)) => {
-                let tcp = tcp.into_std().map_err(|e| e.to_string())?;
-                return Ok((tcp, rest));
-            }
-            Err(e) if e.ends_with(DOES_NOT_SERVE_V2) => return Err(e),
-            Err(e) => last = e,
         }
-        tokio::time::sleep(Duration::from_millis(100 * (attempt + 1))).await;
-    }
-    Err(format!("cannot connect to {url}: {last}"))
+        .map_err(Failed::Again)?;
+        let (tcp, rest) = upgrade(tcp, authority, path, v2).await?;
+        let tcp = tcp.into_std().map_err(|e| Failed::Fatal(e.to_string()))?;
+        Ok((tcp, rest))
+    })
+    .await
 }
-
-const DOES_NOT_SERVE_V2: &str = "does not serve protocol v2";
 
 /// The client's opening handshake (RFC 6455 section 4.1) on `tcp`: the bytes read past the
 /// response's end.
@@ -186,7 +191,8 @@ async fn upgrade(
     authority: &str,
     path: &str,
     v2: bool,
-) -> Result<(TcpStream, Vec<u8>), String> {
+) -> Result<(TcpStream, Vec<u8>), Failed> {
+    let again = Failed::Again;
     let key = generate_key();
     let protocol = if v2 {
         format!("Sec-WebSocket-Protocol: {V2}\r\n")
@@ -200,28 +206,28 @@ async fn upgrade(
     );
     tcp.write_all(request.as_bytes())
         .await
-        .map_err(|e| format!("sending the handshake: {e}"))?;
+        .map_err(|e| again(format!("sending the handshake: {e}")))?;
     let mut buf = Vec::with_capacity(1024);
     loop {
         if buf.len() >= 16 * 1024 {
-            return Err("a handshake response over 16 KiB".into());
+            return Err(again("a handshake response over 16 KiB".into()));
         }
         let n = tcp
             .read_buf(&mut buf)
             .await
-            .map_err(|e| format!("reading the handshake response: {e}"))?;
+            .map_err(|e| again(format!("reading the handshake response: {e}")))?;
         if n == 0 {
-            return Err("the server closed during the handshake".into());
+            return Err(again("the server closed during the handshake".into()));
         }
         let mut headers = [httparse::EMPTY_HEADER; 32];
         let mut response = httparse::Response::new(&mut headers);
         let end = match response.parse(&buf) {
             Ok(httparse::Status::Complete(end)) => end,
             Ok(httparse::Status::Partial) => continue,
-            Err(e) => return Err(format!("a malformed handshake response: {e}")),
+            Err(e) => return Err(again(format!("a malformed handshake response: {e}"))),
         };
         if response.code != Some(101) {
-            return Err(format!("the server answered {:?}", response.code));
+            return Err(again(format!("the server answered {:?}", response.code)));
         }
         let header = |name: &str| {
             response
@@ -231,10 +237,11 @@ async fn upgrade(
                 .map(|h| h.value)
         };
         if header("sec-websocket-accept") != Some(derive_accept_key(key.as_bytes()).as_bytes()) {
-            return Err("a wrong or missing Sec-WebSocket-Accept".into());
+            return Err(again("a wrong or missing Sec-WebSocket-Accept".into()));
         }
         if v2 && header("sec-websocket-protocol") != Some(V2.as_bytes()) {
-            return Err(format!("{authority}{path} {DOES_NOT_SERVE_V2}"));
+            let e = format!("ws://{authority}{path} does not serve protocol v2");
+            return Err(Failed::Fatal(e));
         }
         return Ok((tcp, buf.split_off(end)));
     }
@@ -338,7 +345,7 @@ mod tests {
         let url = server(accept, b"\x81\x02hi").await;
         let (mut tcp, rest) = connect_raw(&url, false, None).await.unwrap();
         assert_eq!(rest, b"\x81\x02hi");
-        // The socket is a plain blocking one, out of the runtime.
+        // A plain socket, out of the runtime: nothing more to read, and no waiting for it.
         tcp.set_read_timeout(Some(Duration::from_millis(10)))
             .unwrap();
         assert!(tcp.read(&mut [0u8; 1]).is_err(), "nothing more to read");
@@ -352,7 +359,7 @@ mod tests {
         assert!(e.contains("Sec-WebSocket-Accept"), "{e}");
         let url = server(accept, b"").await;
         let e = connect_raw(&url, true, None).await.unwrap_err();
-        assert!(e.ends_with(DOES_NOT_SERVE_V2), "{e}");
+        assert!(e.ends_with("does not serve protocol v2"), "{e}");
         let refused = |_: &str| "HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n".to_string();
         let url = server(refused, b"").await;
         let e = upgrade_once(&url, false).await.unwrap_err();
@@ -363,7 +370,10 @@ mod tests {
     async fn upgrade_once(url: &str, v2: bool) -> Result<(), String> {
         let (authority, path) = split_url(url)?;
         let tcp = TcpStream::connect(&authority).await.unwrap();
-        upgrade(tcp, &authority, path, v2).await.map(drop)
+        upgrade(tcp, &authority, path, v2)
+            .await
+            .map(drop)
+            .map_err(|(Failed::Again(e) | Failed::Fatal(e))| e)
     }
 
     #[test]

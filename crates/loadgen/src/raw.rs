@@ -49,6 +49,13 @@ impl Conn {
         })
     }
 
+    /// Stop reading the socket and count it as closed early.
+    fn end(&mut self, shared: &Shared) {
+        self.open = false;
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+        shared.closed.fetch_add(1, Relaxed);
+    }
+
     /// Read until the socket has nothing more; false once it is to be closed.
     fn read_ready(&mut self, buf: &mut [u8], shared: &Shared) -> bool {
         loop {
@@ -212,10 +219,8 @@ fn read_all(epoll: &Epoll, conns: &mut [Conn], shared: &Shared, stop: &AtomicBoo
     // What the handshakes read past their ends.
     for c in conns.iter_mut().filter(|c| !c.tail.is_empty()) {
         if !c.feed(&[], shared) {
-            c.open = false;
-            let _ = c.stream.shutdown(std::net::Shutdown::Both);
+            c.end(shared);
             open -= 1;
-            shared.closed.fetch_add(1, Relaxed);
         }
     }
     while open > 0 && !stop.load(Relaxed) {
@@ -227,10 +232,8 @@ fn read_all(epoll: &Epoll, conns: &mut [Conn], shared: &Shared, stop: &AtomicBoo
                 continue;
             };
             if c.open && !c.read_ready(&mut buf, shared) {
-                c.open = false;
-                let _ = c.stream.shutdown(std::net::Shutdown::Both);
+                c.end(shared);
                 open -= 1;
-                shared.closed.fetch_add(1, Relaxed);
             }
         }
     }
